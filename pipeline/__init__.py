@@ -1,0 +1,1 @@
+"""Kaggle-style competition pipeline: folds, k-fold training, TTA, blending, submission."""

@@ -1,0 +1,149 @@
+"""Run folders and atomic file writes: the contract between stages.
+
+Layout of a run (``<output_dir>/<name>/``)::
+
+    config.yaml          resolved config; its hash is the run's identity
+    run.json             RunMeta: task, metric, target columns, classes, prediction columns
+    seed{s}/fold{k}/     best.pt, last.pt (resume state), metrics.json, oof.parquet, test.parquet
+    oof.parquet          id, fold, one column per prediction (mean over seeds)
+    test.parquet         id, one column per prediction (mean over seeds and folds)
+    test_folds.parquet   seed, fold, id, predictions: every fold model's test predictions
+    scores.json          score of every (seed, fold) and of the whole OOF
+
+A blend folder (``blends/<name>/``) holds the same ``run.json``, ``oof.parquet`` and
+``test.parquet``, so every later stage reads runs and blends alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (sorted keys, NaN refused)."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text())
+
+
+def write_yaml(path: str | Path, obj: Any) -> None:
+    """Write YAML atomically, keys in the order given."""
+    write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def write_parquet(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write a parquet file atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write a CSV file atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """What a reader of a run or blend needs to interpret its prediction columns."""
+
+    name: str
+    task: str
+    metric: str
+    id_column: str
+    target_columns: list[str]
+    classes: list[Any]  # label values in prediction order (multiclass), [neg, pos] (binary)
+    pred_columns: list[str]
+    folds_file: str
+    competition_dir: str
+    train_file: str
+    config_hash: str  # train hash of a run; hash of the members and method for a blend
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict for run.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunMeta:
+        """Inverse of :meth:`to_json`."""
+        return cls(**data)
+
+
+def write_meta(folder: str | Path, meta: RunMeta) -> None:
+    """Write ``run.json``."""
+    write_json(Path(folder) / "run.json", meta.to_json())
+
+
+def read_meta(folder: str | Path) -> RunMeta:
+    """Read ``run.json`` of a run or blend folder, with an error naming a missing file."""
+    path = Path(folder) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {folder} is not a finished run or blend")
+    return RunMeta.from_json(read_json(path))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A finished run's (or blend's) OOF and test predictions, aligned by id."""
+
+    meta: RunMeta
+    oof: pd.DataFrame  # id, fold, pred columns; rows in train.csv order
+    test: pd.DataFrame  # id, pred columns; rows in test.csv order
+
+    @property
+    def oof_matrix(self) -> np.ndarray:
+        """``(n_train, c)`` OOF prediction matrix."""
+        return self.oof[self.meta.pred_columns].to_numpy(dtype=np.float64)
+
+    @property
+    def test_matrix(self) -> np.ndarray:
+        """``(n_test, c)`` test prediction matrix."""
+        return self.test[self.meta.pred_columns].to_numpy(dtype=np.float64)
+
+
+def load_predictions(folder: str | Path) -> Predictions:
+    """Read ``run.json``, ``oof.parquet`` and ``test.parquet`` of a run or blend folder."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    frames = {}
+    for part in ("oof", "test"):
+        path = folder / f"{part}.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run the train stage for {folder} first")
+        frames[part] = pd.read_parquet(path)
+    return Predictions(meta, frames["oof"], frames["test"])

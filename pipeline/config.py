@@ -1,0 +1,383 @@
+"""Typed experiment config: YAML + ``--set key=value`` overrides, validated at load.
+
+Every section forbids unknown keys; an error names the dotted path of the bad key, what was
+expected, what was found, and close matches for misspelt keys or part names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Task = Literal["binary", "multiclass", "multilabel", "regression"]
+Modality = Literal["image", "text", "tabular"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the dotted key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CompetitionConfig(_Section):
+    """Where the competition lives and what it asks for."""
+
+    dir: str
+    id_column: str = "id"
+    target_columns: list[str] = Field(min_length=1)
+    task: Task
+    metric: str
+    modality: Modality
+    image_column: str | None = None
+    text_columns: list[str] = Field(default_factory=list)
+    feature_columns: list[str] | None = None  # tabular inputs; None: every other column
+    categorical_columns: list[str] = Field(default_factory=list)  # besides non-numeric ones
+    group_column: str | None = None
+    train_file: str = "train.csv"
+    test_file: str = "test.csv"
+    sample_submission_file: str = "sample_submission.csv"
+
+    @model_validator(mode="after")
+    def _check(self) -> CompetitionConfig:
+        from pipeline.metrics import METRICS
+
+        if self.metric not in METRICS:
+            raise ValueError(f"'metric': {METRICS.unknown_message(self.metric)}")
+        metric = METRICS.get(self.metric)
+        if self.task not in metric.tasks:
+            raise ValueError(
+                f"'metric' {self.metric!r} is not defined for task {self.task!r}; "
+                f"it applies to {', '.join(metric.tasks)}. Metrics for {self.task}: "
+                f"{', '.join(n for n in METRICS if self.task in METRICS.get(n).tasks)}"
+            )
+        if self.task in ("binary", "multiclass") and len(self.target_columns) != 1:
+            raise ValueError(
+                f"'target_columns' must hold one column for task {self.task!r}. "
+                f"Got {self.target_columns}."
+            )
+        if self.modality == "image" and not self.image_column:
+            raise ValueError("'image_column' is required when 'modality' is 'image'")
+        if self.modality == "text" and not self.text_columns:
+            raise ValueError("'text_columns' is required when 'modality' is 'text'")
+        return self
+
+
+class FoldsConfig(_Section):
+    """How train rows are split into folds; every model of a competition shares them."""
+
+    scheme: Literal["kfold", "stratified", "group", "stratified_group", "multilabel"] = (
+        "stratified"
+    )
+    n_splits: int = Field(5, ge=2)
+    seed: int = 42
+    name: str | None = None  # file stem under folds/; default <competition>_<scheme>_k<n>_s<seed>
+
+
+class EncoderConfig(_Section):
+    """One encoder: ``timm:<arch>``, ``hf:<local dir>``, ``hf`` (from ``hf_config``), ``mlp``,
+    or a whole scikit-learn model ``sklearn:<import.path.Estimator>``."""
+
+    name: str
+    pretrained: bool | str = False  # False, or a local weights file/dir (never a hub download)
+    params: dict[str, Any] = Field(default_factory=dict)  # passed to the model factory
+    hf_config: dict[str, Any] | None = None  # build a transformers model from this config
+    tokenizer: str | None = None  # local tokenizer dir (default: the model dir)
+    lr: float | None = Field(None, gt=0)  # own learning rate (default: train.optimizer.lr)
+
+    @field_validator("name")
+    @classmethod
+    def _known_kind(cls, name: str) -> str:
+        kind = name.split(":", 1)[0]
+        if kind not in ENCODER_KINDS:
+            close = difflib.get_close_matches(kind, ENCODER_KINDS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown encoder kind {kind!r} in {name!r}.{hint} "
+                f"Known: {', '.join(ENCODER_KINDS)} (as 'timm:resnet18', 'hf:/path', 'mlp', "
+                "'sklearn:sklearn.ensemble.HistGradientBoostingClassifier')"
+            )
+        if kind in ("timm", "hf", "sklearn") and kind != name and not name.split(":", 1)[1]:
+            raise ValueError(f"encoder {name!r} names no model after {kind!r}:")
+        return name
+
+    @property
+    def kind(self) -> str:
+        """timm, hf, mlp or sklearn."""
+        return self.name.split(":", 1)[0]
+
+    @property
+    def target(self) -> str:
+        """What follows the kind: architecture, directory or import path."""
+        return self.name.split(":", 1)[1] if ":" in self.name else ""
+
+
+ENCODER_KINDS = ("timm", "hf", "mlp", "sklearn")
+
+
+class HeadConfig(_Section):
+    """The head on the (concatenated) pooled features."""
+
+    dropout: float = Field(0.1, ge=0, lt=1)
+    hidden: int = Field(0, ge=0)  # 0: a single linear layer
+
+
+class ModelConfig(_Section):
+    """Encoders (concatenated when several) and the head."""
+
+    encoders: list[EncoderConfig] = Field(min_length=1)
+    head: HeadConfig = HeadConfig()
+    image_size: int = Field(224, ge=8)
+    max_length: int = Field(256, ge=8)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        kinds = [e.kind for e in self.encoders]
+        if "sklearn" in kinds and len(kinds) > 1:
+            raise ValueError("a 'sklearn:' model stands alone: it cannot share 'encoders'")
+        return self
+
+    @property
+    def is_sklearn(self) -> bool:
+        """Whether the model is a scikit-learn estimator rather than a torch network."""
+        return self.encoders[0].kind == "sklearn"
+
+
+class OptimizerConfig(_Section):
+    """Any optimizer timm's ``create_optimizer_v2`` knows, by name."""
+
+    name: str = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)  # e.g. momentum, betas
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from timm.optim import list_optimizers
+
+        known = list_optimizers()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"unknown optimizer {name!r}.{hint} Known: {', '.join(known)}")
+        return name
+
+
+class SchedulerConfig(_Section):
+    """Learning-rate schedule, stepped per optimizer update."""
+
+    name: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+
+
+class LossConfig(_Section):
+    """Training loss; ``auto`` picks cross-entropy, BCE or MSE from the task."""
+
+    name: Literal["auto", "cross_entropy", "bce", "mse", "l1", "huber"] = "auto"
+
+
+class TrainConfig(_Section):
+    """The training recipe."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    max_grad_norm: float | None = Field(None, gt=0)
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    loss: LossConfig = LossConfig()
+    folds: list[int] | None = None  # train only these folds (quick experiments)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct. Got {seeds}.")
+        return seeds
+
+
+class PredictConfig(_Section):
+    """Inference: test-time augmentation and batch size."""
+
+    tta: list[str] = Field(default_factory=list)
+    batch_size: int | None = Field(None, ge=1)  # default: 2 x train.batch_size
+
+    @field_validator("tta")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        from pipeline.tta import TTA
+
+        for name in names:
+            if name not in TTA:
+                raise ValueError(TTA.unknown_message(name))
+        return names
+
+
+class ExperimentConfig(_Section):
+    """One experiment: competition, folds, model, training recipe and prediction."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    output_dir: str = "runs"
+    folds_dir: str = "folds"
+    submissions_dir: str = "submissions"
+    competition: CompetitionConfig
+    folds: FoldsConfig = FoldsConfig()
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        comp, model = self.competition, self.model
+        if self.folds.scheme in ("group", "stratified_group") and not comp.group_column:
+            raise ValueError(
+                f"'folds.scheme' {self.folds.scheme!r} needs 'competition.group_column'"
+            )
+        if self.folds.scheme == "multilabel" and comp.task != "multilabel":
+            raise ValueError(
+                f"'folds.scheme' 'multilabel' needs 'competition.task' multilabel. "
+                f"Got {comp.task!r}."
+            )
+        if self.folds.scheme in ("stratified", "stratified_group") and comp.task == "multilabel":
+            raise ValueError(
+                "'folds.scheme' must be 'multilabel' (or 'kfold', 'group') for a multilabel "
+                f"task. Got {self.folds.scheme!r}."
+            )
+        kinds = {e.kind for e in model.encoders}
+        if comp.modality == "image" and not kinds & {"timm"}:
+            raise ValueError("'model.encoders' needs a 'timm:' encoder for modality 'image'")
+        if comp.modality == "text" and not kinds & {"hf"}:
+            raise ValueError("'model.encoders' needs an 'hf' encoder for modality 'text'")
+        if comp.modality != "tabular" and model.is_sklearn:
+            raise ValueError(
+                f"a 'sklearn:' model needs 'competition.modality' tabular. Got {comp.modality!r}."
+            )
+        for name in self.predict.tta:
+            from pipeline.tta import TTA
+
+            if comp.modality not in TTA.entry(name).flags["modalities"]:
+                raise ValueError(f"'predict.tta' {name!r} does not apply to {comp.modality}")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """``<output_dir>/<name>``."""
+        return Path(self.output_dir) / self.name
+
+    @property
+    def folds_file(self) -> Path:
+        """``<folds_dir>/<name>.csv`` shared by every model of the competition."""
+        f = self.folds
+        name = f.name or f"{Path(self.competition.dir).name}_{f.scheme}_k{f.n_splits}_s{f.seed}"
+        return Path(self.folds_dir) / f"{name}.csv"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (every default filled in)."""
+        return self.model_dump(mode="json")
+
+    def train_hash(self) -> str:
+        """Hash of what decides trained weights (not prediction settings or output paths)."""
+        data = self.to_dict()
+        for key in ("predict", "output_dir", "folds_dir", "submissions_dir", "name"):
+            data.pop(key)
+        data["train"].pop("num_workers")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings (values parsed as YAML) to nested dicts."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if isinstance(node, list) and part.isdigit():
+                node = node[int(part)]
+                continue
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        last = parts[-1]
+        if isinstance(node, list) and last.isdigit():
+            node[int(last)] = _parse_value(raw)
+        else:
+            node[last] = _parse_value(raw)
+    return data
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
+def _section_fields(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = ExperimentConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = next(
+            (a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
+             and issubclass(a, BaseModel)),
+            None,
+        )
+    return list(model.model_fields) if model else []
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem, each naming the dotted key."""
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        path = _dotted(e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            known = _section_fields(e["loc"])
+            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            lines.append(f"  '{path}': unknown key.{hint} Known here: {', '.join(known)}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = f" Got {e['input']!r}." if e["type"] != "missing" and "Got" not in msg else ""
+            lines.append(f"  '{path}': {msg}.{got}".replace("..", "."))
+    return "\n".join(lines)
+
+
+def build_config(data: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+    """Validate plain data into an :class:`ExperimentConfig`."""
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config, apply ``--set`` overrides and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return build_config(apply_overrides(data, overrides or []), str(path))

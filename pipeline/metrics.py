@@ -1,0 +1,202 @@
+"""Metric registry: name -> score function, direction and the tasks it applies to.
+
+Every metric takes the encoded targets and the prediction matrix of the artifacts:
+
+- ``y``: ``(n,)`` class indices for multiclass; ``(n, k)`` floats for binary (k=1),
+  multilabel (k labels) and regression (k targets).
+- ``p``: ``(n, c)`` probabilities (binary: of the positive class; multiclass: per class;
+  multilabel: per label) or raw values for regression. Never thresholded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn import metrics as skm
+
+from pipeline.registry import Registry
+
+TASKS = ("binary", "multiclass", "multilabel", "regression")
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A scoring function with its direction and the tasks it is defined for."""
+
+    name: str
+    fn: MetricFn
+    greater_is_better: bool
+    tasks: tuple[str, ...]
+    needs_labels: bool = False  # scored on hard labels: the submission gets labels too
+
+    def __call__(self, y: np.ndarray, p: np.ndarray) -> float:
+        return float(self.fn(np.asarray(y), np.asarray(p)))
+
+    @property
+    def direction(self) -> str:
+        """'maximize' or 'minimize', as Optuna spells it."""
+        return "maximize" if self.greater_is_better else "minimize"
+
+    def is_better(self, a: float, b: float) -> bool:
+        """Whether score ``a`` beats score ``b``."""
+        return a > b if self.greater_is_better else a < b
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def _register(
+    name: str, greater_is_better: bool, tasks: tuple[str, ...], needs_labels: bool = False
+) -> Callable[[MetricFn], MetricFn]:
+    def decorator(fn: MetricFn) -> MetricFn:
+        doc = (fn.__doc__ or name).strip().splitlines()[0]
+        METRICS.add(name, Metric(name, fn, greater_is_better, tasks, needs_labels), doc)
+        return fn
+
+    return decorator
+
+
+def hard_labels(task: str, p: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Class indices (multiclass) or 0/1 matrices (binary, multilabel) from probabilities."""
+    if task == "multiclass":
+        return p.argmax(axis=1)
+    return (p >= threshold).astype(np.int64)
+
+
+def _is_multiclass(y: np.ndarray) -> bool:
+    return y.ndim == 1
+
+
+def _labels(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if _is_multiclass(y):
+        return y, p.argmax(axis=1)
+    return y.astype(np.int64), (p >= 0.5).astype(np.int64)
+
+
+CLASSIFICATION = ("binary", "multiclass", "multilabel")
+
+
+@_register("accuracy", True, CLASSIFICATION, needs_labels=True)
+def accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    """Share of rows whose predicted label (argmax, or p >= 0.5) is right; multilabel: all labels."""
+    t, h = _labels(y, p)
+    if t.ndim == 1:
+        return float((t == h).mean())
+    return float((t == h).all(axis=1).mean())
+
+
+@_register("balanced_accuracy", True, ("binary", "multiclass"), needs_labels=True)
+def balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean recall over classes."""
+    t, h = _labels(y, p)
+    return skm.balanced_accuracy_score(t.ravel(), h.ravel())
+
+
+@_register("f1", True, ("binary",), needs_labels=True)
+def f1(y: np.ndarray, p: np.ndarray) -> float:
+    """F1 of the positive class at threshold 0.5."""
+    t, h = _labels(y, p)
+    return skm.f1_score(t.ravel(), h.ravel())
+
+
+@_register("f1_macro", True, CLASSIFICATION, needs_labels=True)
+def f1_macro(y: np.ndarray, p: np.ndarray) -> float:
+    """Unweighted mean of per-class (or per-label) F1."""
+    t, h = _labels(y, p)
+    if t.ndim == 2 and t.shape[1] == 1:
+        t, h = t.ravel(), h.ravel()
+    return skm.f1_score(t, h, average="macro", zero_division=0)
+
+
+@_register("f1_micro", True, CLASSIFICATION, needs_labels=True)
+def f1_micro(y: np.ndarray, p: np.ndarray) -> float:
+    """F1 over all decisions pooled."""
+    t, h = _labels(y, p)
+    if t.ndim == 2 and t.shape[1] == 1:
+        t, h = t.ravel(), h.ravel()
+    return skm.f1_score(t, h, average="micro", zero_division=0)
+
+
+@_register("mcc", True, ("binary", "multiclass"), needs_labels=True)
+def mcc(y: np.ndarray, p: np.ndarray) -> float:
+    """Matthews correlation coefficient."""
+    t, h = _labels(y, p)
+    return skm.matthews_corrcoef(t.ravel(), h.ravel())
+
+
+@_register("qwk", True, ("multiclass",), needs_labels=True)
+def qwk(y: np.ndarray, p: np.ndarray) -> float:
+    """Quadratic weighted kappa over ordered classes."""
+    return skm.cohen_kappa_score(y, p.argmax(axis=1), weights="quadratic")
+
+
+@_register("roc_auc", True, CLASSIFICATION)
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC; one-vs-rest macro for multiclass, macro over labels for multilabel."""
+    if _is_multiclass(y):
+        return skm.roc_auc_score(y, p, multi_class="ovr", labels=np.arange(p.shape[1]))
+    if y.shape[1] == 1:
+        return skm.roc_auc_score(y.ravel(), p.ravel())
+    return skm.roc_auc_score(y, p, average="macro")
+
+
+@_register("average_precision", True, ("binary", "multilabel"))
+def average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the precision-recall curve (macro over labels)."""
+    return skm.average_precision_score(y, p, average="macro")
+
+
+@_register("log_loss", False, CLASSIFICATION)
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Cross-entropy of the probabilities (mean over labels for multilabel)."""
+    eps = 1e-15
+    if _is_multiclass(y):
+        q = np.clip(p, eps, 1.0)
+        q = q / q.sum(axis=1, keepdims=True)
+        return float(-np.log(q[np.arange(len(y)), y]).mean())
+    q = np.clip(p, eps, 1 - eps)
+    return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
+
+
+@_register("rmse", False, ("regression",))
+def rmse(y: np.ndarray, p: np.ndarray) -> float:
+    """Root mean squared error over all targets."""
+    return float(np.sqrt(np.mean((y - p) ** 2)))
+
+
+@_register("mse", False, ("regression",))
+def mse(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean squared error over all targets."""
+    return float(np.mean((y - p) ** 2))
+
+
+@_register("mae", False, ("regression",))
+def mae(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean absolute error over all targets."""
+    return float(np.mean(np.abs(y - p)))
+
+
+@_register("rmsle", False, ("regression",))
+def rmsle(y: np.ndarray, p: np.ndarray) -> float:
+    """RMSE of log1p values; negative predictions are clipped to 0."""
+    return float(np.sqrt(np.mean((np.log1p(np.clip(p, 0, None)) - np.log1p(y)) ** 2)))
+
+
+@_register("r2", True, ("regression",))
+def r2(y: np.ndarray, p: np.ndarray) -> float:
+    """Coefficient of determination, averaged over targets."""
+    return skm.r2_score(y, p)
+
+
+@_register("mcrmse", False, ("regression",))
+def mcrmse(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean over targets of each target's RMSE."""
+    return float(np.sqrt(((y - p) ** 2).mean(axis=0)).mean())
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric called ``name``."""
+    return METRICS.get(name)
