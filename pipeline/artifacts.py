@@ -93,6 +93,7 @@ class RunMeta:
     competition_dir: str
     train_file: str
     config_hash: str  # train hash of a run; hash of the members and method for a blend
+    sample_submission_file: str = "sample_submission.csv"
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""

@@ -15,12 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.errors import ConfigError
+
 Task = Literal["binary", "multiclass", "multilabel", "regression"]
 Modality = Literal["image", "text", "tabular"]
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file and the dotted key."""
 
 
 class _Section(BaseModel):
@@ -86,7 +84,9 @@ class EncoderConfig(_Section):
     or a whole scikit-learn model ``sklearn:<import.path.Estimator>``."""
 
     name: str
-    pretrained: bool | str = False  # False, or a local weights file/dir (never a hub download)
+    # timm: a local weights file (never a hub download); hf:<dir> loads the dir's weights
+    # unless pretrained is false (random init from the dir's config)
+    pretrained: bool | str | None = None
     params: dict[str, Any] = Field(default_factory=dict)  # passed to the model factory
     hf_config: dict[str, Any] | None = None  # build a transformers model from this config
     tokenizer: str | None = None  # local tokenizer dir (default: the model dir)
@@ -107,6 +107,19 @@ class EncoderConfig(_Section):
         if kind in ("timm", "hf", "sklearn") and kind != name and not name.split(":", 1)[1]:
             raise ValueError(f"encoder {name!r} names no model after {kind!r}:")
         return name
+
+    @model_validator(mode="after")
+    def _check(self) -> EncoderConfig:
+        if self.name == "hf" and not (self.hf_config and self.tokenizer):
+            raise ValueError(
+                "encoder 'hf' without a directory needs 'hf_config' (with 'model_type') and "
+                "'tokenizer' (a local tokenizer dir); or name a local model as 'hf:<dir>'"
+            )
+        if self.hf_config is not None and "model_type" not in self.hf_config:
+            raise ValueError("'hf_config' needs 'model_type' (e.g. bert)")
+        if self.kind in ("mlp", "sklearn") and self.pretrained:
+            raise ValueError(f"encoder {self.name!r} takes no 'pretrained' weights")
+        return self
 
     @property
     def kind(self) -> str:
@@ -182,7 +195,16 @@ class SchedulerConfig(_Section):
 class LossConfig(_Section):
     """Training loss; ``auto`` picks cross-entropy, BCE or MSE from the task."""
 
-    name: Literal["auto", "cross_entropy", "bce", "mse", "l1", "huber"] = "auto"
+    name: str = "auto"
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from pipeline.losses import LOSSES
+
+        if name != "auto" and name not in LOSSES:
+            raise ValueError(LOSSES.unknown_message(name))
+        return name
 
 
 class TrainConfig(_Section):
@@ -198,7 +220,6 @@ class TrainConfig(_Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     loss: LossConfig = LossConfig()
-    folds: list[int] | None = None  # train only these folds (quick experiments)
 
     @field_validator("seeds")
     @classmethod
@@ -254,6 +275,14 @@ class ExperimentConfig(_Section):
             raise ValueError(
                 "'folds.scheme' must be 'multilabel' (or 'kfold', 'group') for a multilabel "
                 f"task. Got {self.folds.scheme!r}."
+            )
+        from pipeline.losses import LOSS_TASKS
+
+        loss = self.train.loss.name
+        if loss != "auto" and comp.task not in LOSS_TASKS[loss]:
+            raise ValueError(
+                f"'train.loss.name' {loss!r} does not fit task {comp.task!r} "
+                f"('competition.task'); it fits {', '.join(LOSS_TASKS[loss])}"
             )
         kinds = {e.kind for e in model.encoders}
         if comp.modality == "image" and not kinds & {"timm"}:

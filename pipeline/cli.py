@@ -1,0 +1,176 @@
+"""The ``pipeline`` console command: one subcommand per stage, and ``run`` for all of them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("pipeline")
+
+
+def _setup_logging(log_file: Path | None = None) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        for noisy in ("optuna", "httpx", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        root.addHandler(file_handler)
+
+
+def _config_args(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+    if positional:
+        parser.add_argument("config", nargs="?", help="experiment YAML")
+    parser.add_argument("--config", dest="config_opt", help="experiment YAML")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key (dotted path)")
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202 - returns ExperimentConfig
+    from pipeline.config import load_config
+
+    path = getattr(args, "config", None) or args.config_opt
+    if not path:
+        raise PipelineError("no config given: pass CONFIG or --config CONFIG")
+    cfg = load_config(path, args.overrides)
+    _setup_logging(cfg.run_dir / "log.txt")
+    return cfg
+
+
+def cmd_folds(args: argparse.Namespace) -> int:
+    from pipeline import folds
+
+    folds.run(_load(args))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline import train
+
+    train.run(_load(args))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline import predict
+
+    predict.run(_load(args))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipeline import submit
+
+    source = args.blend or args.run
+    name = args.name
+    submissions_dir = args.submissions_dir
+    if source is None:
+        cfg = _load(args)
+        source, name = cfg.run_dir, name or cfg.name
+        submissions_dir = submissions_dir or cfg.submissions_dir
+    path = submit.run(source, name, submissions_dir or "submissions")
+    print(path)
+    return 0
+
+
+def cmd_blend(args: argparse.Namespace) -> int:
+    from pipeline import blend, submit
+
+    folder = blend.run(args.runs, method=args.method, name=args.name, blends_dir=args.blends_dir,
+                       n_trials=args.trials, storage=args.storage, seed=args.seed)
+    print(folder)
+    if args.submit:
+        print(submit.run(folder, None, args.submissions_dir or "submissions"))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline import folds, submit, train
+    from pipeline.competition import load_competition
+
+    cfg = _load(args)
+    comp = load_competition(cfg.competition)
+    folds.run(cfg, comp)
+    score = train.run(cfg, comp)
+    path = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir)
+    print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
+    print(f"submission: {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    run_demo(args.root, args.only)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pipeline`` command."""
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, help_text in (
+        ("folds", cmd_folds, "write folds/<name>.csv"),
+        ("train", cmd_train, "train every seed and fold: OOF + test predictions"),
+        ("predict", cmd_predict, "refresh predictions (TTA) from the fold checkpoints"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        _config_args(p, positional=True)
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("run", help="folds + train + submit from one config")
+    _config_args(p, positional=True)
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("submit", help="write submissions/<name>.csv from a run or blend")
+    _config_args(p, positional=True)
+    p.add_argument("--run", help="run folder (instead of a config)")
+    p.add_argument("--blend", help="blend folder (instead of a config)")
+    p.add_argument("--name", help="submission name (default: the run's or blend's)")
+    p.add_argument("--submissions-dir", default=None)
+    p.set_defaults(fn=cmd_submit)
+    p = sub.add_parser("blend", help="tune ensemble weights on the OOF of several runs")
+    p.add_argument("--runs", nargs="+", required=True, help="run or blend folders")
+    p.add_argument("--method", default="optuna")
+    p.add_argument("--name", default=None)
+    p.add_argument("--blends-dir", default="blends")
+    p.add_argument("--trials", type=int, default=300)
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite file)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--submit", action="store_true", help="also write the submission")
+    p.add_argument("--submissions-dir", default=None)
+    p.set_defaults(fn=cmd_blend)
+    p = sub.add_parser("demo", help="build the bundled demo competitions and run them")
+    p.add_argument("--root", default="data/demo")
+    p.add_argument("--only", nargs="*", default=None, help="image, text, tabular")
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; user errors print one line and return 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    try:
+        return int(args.fn(args))
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The competition spec: reads train/test/sample_submission and checks them against the config.
+
+Everything a later stage relies on is checked here, once, with errors that name the file
+and column: missing files and columns, duplicate ids, NaN targets, targets of the wrong type
+for the task, test ids that differ from the sample submission's, missing image files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.artifacts import RunMeta
+from pipeline.config import CompetitionConfig
+from pipeline.errors import DataError
+
+
+@dataclass(frozen=True)
+class Competition:
+    """A loaded and validated competition."""
+
+    cfg: CompetitionConfig
+    train: pd.DataFrame
+    test: pd.DataFrame
+    sample_submission: pd.DataFrame
+    classes: list[Any]  # label values in prediction-column order (binary: [neg, pos])
+
+    @property
+    def dir(self) -> Path:
+        """The competition folder."""
+        return Path(self.cfg.dir)
+
+    @property
+    def pred_columns(self) -> list[str]:
+        """Names of the prediction columns of OOF and test artifacts."""
+        return prediction_columns(self.cfg.task, self.cfg.target_columns, self.classes)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Encoded targets of the train rows (see :mod:`pipeline.metrics` for the layout)."""
+        return encode_targets(self.train, self.cfg.task, self.cfg.target_columns, self.classes)
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Tabular input columns: the configured ones, or every non-id, non-target column."""
+        if self.cfg.feature_columns is not None:
+            return list(self.cfg.feature_columns)
+        skip = {self.cfg.id_column, *self.cfg.target_columns, self.cfg.group_column}
+        skip |= {self.cfg.image_column, *self.cfg.text_columns}
+        return [c for c in self.train.columns if c not in skip and c in self.test.columns]
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        """Feature columns treated as categories: configured ones and non-numeric ones."""
+        cols = self.feature_columns
+        return [
+            c for c in cols
+            if c in self.cfg.categorical_columns or not pd.api.types.is_numeric_dtype(self.train[c])
+        ]
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        """Feature columns treated as numbers."""
+        cats = set(self.categorical_columns)
+        return [c for c in self.feature_columns if c not in cats]
+
+
+def prediction_columns(task: str, target_columns: list[str], classes: list[Any]) -> list[str]:
+    """One column per class (multiclass), else one per target column."""
+    if task == "multiclass":
+        return [str(c) for c in classes]
+    return list(target_columns)
+
+
+def _read_csv(path: Path, what: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{what} file {path} not found")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{what} file {path} could not be read as CSV: {err}") from None
+
+
+def _require_columns(frame: pd.DataFrame, columns: list[str], path: Path, key: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: column(s) {missing} named by 'competition.{key}' not found. "
+            f"Columns: {list(frame.columns)}"
+        )
+
+
+def _check_ids(frame: pd.DataFrame, id_column: str, path: Path) -> None:
+    ids = frame[id_column]
+    if ids.isna().any():
+        raise DataError(f"{path}: column {id_column!r} has {int(ids.isna().sum())} empty id(s)")
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise DataError(
+            f"{path}: column {id_column!r} has {len(dup)} duplicate id(s), "
+            f"e.g. {dup.iloc[:3].tolist()}"
+        )
+
+
+def _classes(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> list[Any]:
+    task = cfg.task
+    for col in cfg.target_columns:
+        values = frame[col]
+        n_nan = int(values.isna().sum())
+        if n_nan:
+            rows = values.index[values.isna()][:3].tolist()
+            raise DataError(f"{path}: target column {col!r} has {n_nan} NaN value(s) (rows {rows})")
+        numeric = pd.api.types.is_numeric_dtype(values)
+        if task == "regression" and not numeric:
+            raise DataError(
+                f"{path}: target column {col!r} must be numeric for task 'regression'. "
+                f"Got dtype {values.dtype} (e.g. {values.iloc[0]!r})."
+            )
+        if task == "multilabel" and not set(np.unique(values)) <= {0, 1}:
+            raise DataError(
+                f"{path}: target column {col!r} must hold 0/1 for task 'multilabel'. "
+                f"Got values {sorted(map(str, np.unique(values)))[:5]}."
+            )
+    if task not in ("binary", "multiclass"):
+        return []
+    col = cfg.target_columns[0]
+    values = frame[col]
+    classes = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
+    if pd.api.types.is_float_dtype(values) and not np.all(np.mod(values, 1) == 0):
+        raise DataError(
+            f"{path}: target column {col!r} holds non-integer floats, which is a regression "
+            f"target, not {task!r} labels (e.g. {values.iloc[0]!r})"
+        )
+    if task == "binary" and len(classes) != 2:
+        raise DataError(
+            f"{path}: target column {col!r} must hold exactly 2 classes for task 'binary'. "
+            f"Got {len(classes)}: {classes[:10]}."
+        )
+    if task == "multiclass" and len(classes) < 2:
+        raise DataError(f"{path}: target column {col!r} holds a single class {classes}")
+    return [c.item() if isinstance(c, np.generic) else c for c in classes]
+
+
+def encode_targets(
+    frame: pd.DataFrame, task: str, target_columns: list[str], classes: list[Any]
+) -> np.ndarray:
+    """Targets in the metrics layout: class indices (multiclass) or an (n, k) float matrix."""
+    if task == "multiclass":
+        index = {c: i for i, c in enumerate(classes)}
+        return frame[target_columns[0]].map(index).to_numpy(dtype=np.int64)
+    if task == "binary":
+        return (frame[target_columns[0]] == classes[1]).to_numpy(dtype=np.float64)[:, None]
+    return frame[target_columns].to_numpy(dtype=np.float64)
+
+
+def _check_inputs(comp: Competition) -> None:
+    cfg = comp.cfg
+    paths = {"train": comp.dir / cfg.train_file, "test": comp.dir / cfg.test_file}
+    for part, frame in (("train", comp.train), ("test", comp.test)):
+        if cfg.image_column:
+            _require_columns(frame, [cfg.image_column], paths[part], "image_column")
+            files = frame[cfg.image_column].astype(str)
+            missing = [f for f in files if not (comp.dir / f).is_file()]
+            if missing:
+                raise DataError(
+                    f"{paths[part]}: {len(missing)} image file(s) in column "
+                    f"{cfg.image_column!r} not found under {comp.dir}, e.g. {missing[:3]}"
+                )
+        if cfg.text_columns:
+            _require_columns(frame, cfg.text_columns, paths[part], "text_columns")
+        if cfg.feature_columns is not None:
+            _require_columns(frame, cfg.feature_columns, paths[part], "feature_columns")
+    if cfg.modality == "tabular" and not comp.feature_columns:
+        raise DataError(f"{paths['train']}: no feature columns left besides id and targets")
+
+
+def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Competition:
+    """Read and validate a competition folder against its config section."""
+    root = Path(cfg.dir)
+    if not root.is_dir():
+        raise DataError(f"competition folder {root} ('competition.dir') not found")
+    train_path = root / cfg.train_file
+    test_path = root / cfg.test_file
+    sub_path = root / cfg.sample_submission_file
+    train = _read_csv(train_path, "train")
+    test = _read_csv(test_path, "test")
+    sample = _read_csv(sub_path, "sample submission")
+    for frame, path in ((train, train_path), (test, test_path), (sample, sub_path)):
+        _require_columns(frame, [cfg.id_column], path, "id_column")
+        _check_ids(frame, cfg.id_column, path)
+    _require_columns(train, cfg.target_columns, train_path, "target_columns")
+    if cfg.group_column:
+        _require_columns(train, [cfg.group_column], train_path, "group_column")
+    test_ids, sample_ids = set(test[cfg.id_column]), set(sample[cfg.id_column])
+    if test_ids != sample_ids:
+        only_test = sorted(map(str, test_ids - sample_ids))[:3]
+        only_sample = sorted(map(str, sample_ids - test_ids))[:3]
+        raise DataError(
+            f"ids in {test_path} differ from {sub_path}: {len(test_ids - sample_ids)} only in "
+            f"test (e.g. {only_test}), {len(sample_ids - test_ids)} only in the sample "
+            f"submission (e.g. {only_sample})"
+        )
+    classes = _classes(train, cfg, train_path)
+    comp = Competition(cfg, train, test, sample, classes)
+    if check_files:
+        _check_inputs(comp)
+    return comp
+
+
+def targets_for_meta(meta: RunMeta) -> np.ndarray:
+    """Encoded targets of a run's OOF rows (train.csv order), read from its competition."""
+    path = Path(meta.competition_dir) / meta.train_file
+    train = _read_csv(path, "train")
+    _require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
+    return encode_targets(train, meta.task, meta.target_columns, meta.classes)

@@ -1,0 +1,15 @@
+"""Errors a user can fix: the CLI prints them in one line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of the errors caused by input (config, data files, artifacts), not by bugs."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """A config that cannot be used; the message names the file and the dotted key."""
+
+
+class DataError(PipelineError, ValueError):
+    """A data file or artifact that cannot be used; the message names the file and column."""

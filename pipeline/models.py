@@ -1,0 +1,172 @@
+"""Encoders (timm, transformers, tabular MLP), the head, and their concatenation.
+
+Every encoder maps a batch dict to pooled features ``(batch, out_dim)``; a model
+concatenates the features of all its encoders and puts one head on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from pipeline.config import EncoderConfig, ModelConfig
+from pipeline.data import TabularEncoder
+from pipeline.errors import ConfigError
+from pipeline.registry import Registry
+
+Batch = dict[str, torch.Tensor]
+ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder")
+
+
+class TimmEncoder(nn.Module):
+    """Any timm model by name, without its classifier; weights only from a local file."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        weights = cfg.pretrained if isinstance(cfg.pretrained, str) else None
+        if cfg.pretrained is True:
+            raise ConfigError(
+                f"encoder {cfg.name!r}: 'pretrained: true' would download weights; give the "
+                "path of a local weights file instead (e.g. from a Kaggle dataset)"
+            )
+        if weights is not None and not Path(weights).is_file():
+            raise ConfigError(f"encoder {cfg.name!r}: weights file {weights} not found")
+        kwargs: dict[str, Any] = {"num_classes": 0, **cfg.params}
+        if weights is not None:
+            kwargs |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
+        try:
+            self.body = timm.create_model(cfg.target, **kwargs)
+        except RuntimeError as err:
+            if "Unknown model" not in str(err):
+                raise
+            raise ConfigError(f"encoder {cfg.name!r}: {err}") from None
+        self.out_dim = int(self.body.num_features)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.body(batch["image"])
+
+
+class HFEncoder(nn.Module):
+    """A transformers encoder from a local directory or a config, mean-pooled over tokens."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        if cfg.target:
+            if not Path(cfg.target).is_dir():
+                raise ConfigError(f"encoder {cfg.name!r}: directory {cfg.target} not found")
+            if cfg.pretrained is False:
+                config = AutoConfig.from_pretrained(cfg.target, **cfg.params)
+                self.body = AutoModel.from_config(config)
+            else:
+                self.body = AutoModel.from_pretrained(cfg.target, **cfg.params)
+        else:
+            hf = dict(cfg.hf_config or {})
+            self.body = AutoModel.from_config(AutoConfig.for_model(hf.pop("model_type"), **hf))
+        self.out_dim = int(self.body.config.hidden_size)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        hidden = self.body(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class MLPEncoder(nn.Module):
+    """Numeric features plus one embedding per categorical column, through an MLP."""
+
+    def __init__(self, cfg: EncoderConfig, tabular: TabularEncoder) -> None:
+        super().__init__()
+        params = {"hidden": [256, 128], "dropout": 0.1, **cfg.params}
+        unknown = set(params) - {"hidden", "dropout"}
+        if unknown:
+            raise ConfigError(
+                f"encoder 'mlp': unknown params {sorted(unknown)}. Known: hidden, dropout"
+            )
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(card, min(32, (card + 1) // 2 + 1)) for card in tabular.cardinalities
+        )
+        width = tabular.n_numeric + sum(e.embedding_dim for e in self.embeddings)
+        layers: list[nn.Module] = []
+        for size in params["hidden"]:
+            layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.SiLU(),
+                       nn.Dropout(params["dropout"])]
+            width = size
+        self.mlp = nn.Sequential(*layers)
+        self.out_dim = width
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        parts = [batch["num"]]
+        parts += [emb(batch["cat"][:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.mlp(torch.cat(parts, dim=1))
+
+
+ENCODERS.add("timm", lambda cfg, tabular: TimmEncoder(cfg), "any timm model")
+ENCODERS.add("hf", lambda cfg, tabular: HFEncoder(cfg), "any transformers encoder")
+ENCODERS.add("mlp", MLPEncoder, "MLP over numeric and categorical columns")
+
+
+class CompetitionModel(nn.Module):
+    """Encoders whose pooled features are concatenated into one head."""
+
+    def __init__(self, encoders: list[nn.Module], n_outputs: int, dropout: float,
+                 hidden: int) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(encoders)
+        width = sum(int(e.out_dim) for e in encoders)
+        head: list[nn.Module] = [nn.Dropout(dropout)]
+        if hidden:
+            head += [nn.Linear(width, hidden), nn.SiLU(), nn.Dropout(dropout)]
+            width = hidden
+        head.append(nn.Linear(width, n_outputs))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        features = [enc(batch) for enc in self.encoders]
+        return self.head(torch.cat(features, dim=1) if len(features) > 1 else features[0])
+
+
+def build_model(cfg: ModelConfig, n_outputs: int, tabular: TabularEncoder | None) -> CompetitionModel:
+    """The configured network with ``n_outputs`` logits (or values)."""
+    encoders = [ENCODERS.get(e.kind)(e, tabular) for e in cfg.encoders]
+    return CompetitionModel(encoders, n_outputs, cfg.head.dropout, cfg.head.hidden)
+
+
+def build_tokenizer(cfg: ModelConfig) -> Any:
+    """The tokenizer of the first transformers encoder, or None."""
+    from transformers import AutoTokenizer
+
+    for enc in cfg.encoders:
+        if enc.kind == "hf":
+            source = enc.tokenizer or enc.target
+            if not Path(source).is_dir():
+                raise ConfigError(f"encoder {enc.name!r}: tokenizer directory {source} not found")
+            return AutoTokenizer.from_pretrained(source)
+    return None
+
+
+def parameter_groups(
+    model: CompetitionModel, cfg: ModelConfig, lr: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """Per encoder (its own ``lr`` when set) and head: a decayed group and a no-decay group.
+
+    Biases and normalisation weights (1-d tensors) get no weight decay.
+    """
+    parts = [(enc, ecfg.lr or lr) for enc, ecfg in zip(model.encoders, cfg.encoders, strict=True)]
+    parts.append((model.head, lr))
+    groups = []
+    for module, part_lr in parts:
+        params = [p for p in module.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups += [
+            {"params": decay, "lr": part_lr, "weight_decay": weight_decay},
+            {"params": no_decay, "lr": part_lr, "weight_decay": 0.0},
+        ]
+    return [g for g in groups if g["params"]]

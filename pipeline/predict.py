@@ -1,0 +1,102 @@
+"""Predict stage: fold checkpoints x test-time augmentation -> OOF and test predictions.
+
+The same TTA is applied to the held-out fold and to the test set, so the blender sees on
+the OOF what the test set will get. Reruns only what the ``predict`` section changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+
+from pipeline.artifacts import read_json, write_json, write_parquet
+from pipeline.competition import Competition, load_competition
+from pipeline.config import ExperimentConfig
+from pipeline.data import CompetitionDataset, TabularEncoder, build_loader, model_inputs
+from pipeline.engine import Trainer
+from pipeline.errors import DataError
+from pipeline.models import build_model, build_tokenizer
+from pipeline.tta import tta_transforms
+
+log = logging.getLogger(__name__)
+
+
+def prediction_hash(cfg: ExperimentConfig) -> str:
+    """Identity of the predictions: the trained weights' hash plus the predict section."""
+    data = {"train": cfg.train_hash(), "predict": cfg.predict.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def predict_fold(
+    cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
+    accelerator: Accelerator, tokenizer: Any,
+) -> None:
+    """Predict the held-out rows and the test set with the fold's best weights and TTA.
+
+    Writes ``oof.parquet`` and ``test.parquet`` (mean over transforms) and
+    ``tta_oof.parquet``/``tta_test.parquet`` with every transform's predictions.
+    """
+    from pipeline.train import fold_dir, n_outputs, to_predictions
+
+    out = fold_dir(cfg, seed, fold)
+    best = out / "best.pt"
+    if not best.is_file():
+        raise DataError(f"{best} not found: train seed {seed} fold {fold} first")
+    prep = read_json(out / "preprocess.json")
+    tab = TabularEncoder.from_state_dict(prep["tabular"])
+    model = build_model(cfg.model, n_outputs(comp), tab)
+    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
+    inputs = model_inputs(comp, cfg.model, tokenizer, tab)
+    batch_size = cfg.predict.batch_size or 2 * cfg.train.batch_size
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), None,
+                      lambda o, b: o.sum(), accelerator, epochs=0)
+    id_col, cols = cfg.competition.id_column, comp.pred_columns
+    valid_rows = np.flatnonzero(folds == fold)
+    frames = {"oof": comp.train.iloc[valid_rows], "test": comp.test}
+    for part, frame in frames.items():
+        loader = build_loader(CompetitionDataset(frame, inputs), batch_size, False,
+                              cfg.train.num_workers)
+        per_tta = []
+        for name, transform in tta_transforms(cfg.predict.tta):
+            pred = to_predictions(cfg.competition.task, trainer.predict(loader, transform), prep)
+            table = pd.DataFrame(pred, columns=cols)
+            table.insert(0, id_col, frame[id_col].to_numpy())
+            table.insert(0, "tta", name)
+            per_tta.append(table)
+        stacked = pd.concat(per_tta, ignore_index=True)
+        write_parquet(out / f"tta_{part}.parquet", stacked)
+        mean = stacked.groupby(id_col, sort=False)[cols].mean().reset_index()
+        write_parquet(out / f"{part}.parquet", mean)
+    write_json(out / "predictions.json", {"hash": prediction_hash(cfg), "tta": cfg.predict.tta})
+    accelerator.free_memory()
+
+
+def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
+    """Refresh every fold's predictions for the current ``predict`` section and regather."""
+    from pipeline import train
+
+    comp = comp or load_competition(cfg.competition)
+    folds = train.load_folds(cfg, comp)
+    for seed in cfg.train.seeds:
+        for fold in range(cfg.folds.n_splits):
+            if not train.fold_complete(cfg, seed, fold):
+                raise DataError(
+                    f"{train.fold_dir(cfg, seed, fold)} is not trained under this config: "
+                    "run the train stage first"
+                )
+    if cfg.model.is_sklearn:
+        log.info("%s: a scikit-learn model has no TTA; predictions come from training", cfg.name)
+        return train.gather(cfg, comp, folds)
+    accelerator = train.build_accelerator(cfg)
+    tokenizer = build_tokenizer(cfg.model)
+    for seed in cfg.train.seeds:
+        for fold in range(cfg.folds.n_splits):
+            train.run_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+    return train.gather(cfg, comp, folds)

@@ -1,0 +1,103 @@
+"""A scikit-learn estimator named by import path, trained as a model of its own per fold."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, clone
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
+from sklearn.utils import get_tags
+
+from pipeline.artifacts import atomic_path, write_parquet
+from pipeline.competition import Competition
+from pipeline.config import EncoderConfig, ExperimentConfig
+from pipeline.errors import ConfigError
+
+
+def import_estimator(path: str) -> type[BaseEstimator]:
+    """The estimator class at ``package.module.Class``."""
+    module_name, _, cls_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"encoder 'sklearn:{path}': no class {path!r} can be imported") from None
+    if not (inspect.isclass(cls) and hasattr(cls, "fit")):
+        raise ConfigError(f"encoder 'sklearn:{path}': {path!r} is not an estimator class")
+    return cls
+
+
+def build_estimator(cfg: EncoderConfig, comp: Competition, seed: int) -> Pipeline:
+    """Preprocessing (ordinal categories, median fill where NaN is not allowed) + estimator."""
+    cls = import_estimator(cfg.target)
+    params = dict(cfg.params)
+    if "random_state" in inspect.signature(cls).parameters and "random_state" not in params:
+        params["random_state"] = seed
+    try:
+        estimator = cls(**params)
+    except TypeError as err:
+        raise ConfigError(f"encoder {cfg.name!r}: bad 'params': {err}") from None
+    task, k = comp.cfg.task, len(comp.cfg.target_columns)
+    if task == "multilabel":
+        estimator = MultiOutputClassifier(estimator)
+    elif task == "regression" and k > 1:
+        estimator = MultiOutputRegressor(estimator)
+    allow_nan = get_tags(clone(cls(**params))).input_tags.allow_nan
+    numeric_step: Any = "passthrough" if allow_nan else SimpleImputer(strategy="median")
+    category_step = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                                   encoded_missing_value=-1)
+    columns = ColumnTransformer([
+        ("num", numeric_step, comp.numeric_columns),
+        ("cat", category_step, comp.categorical_columns),
+    ])
+    return Pipeline([("columns", columns), ("model", estimator)])
+
+
+def predict_matrix(model: Pipeline, frame: pd.DataFrame, comp: Competition) -> np.ndarray:
+    """Predictions in the artifact layout: probabilities per class/label, values otherwise."""
+    task = comp.cfg.task
+    if task == "regression":
+        return np.asarray(model.predict(frame), dtype=np.float64).reshape(len(frame), -1)
+    proba = model.predict_proba(frame)
+    if task == "multilabel":
+        return np.stack([p[:, 1] for p in proba], axis=1)
+    classes = model.classes_.astype(np.int64)
+    full = np.zeros((len(frame), 2 if task == "binary" else len(comp.classes)))
+    full[:, classes] = proba  # a class absent from the fold's training rows gets 0
+    return full[:, 1:2] if task == "binary" else full
+
+
+def _fit_frame(comp: Competition, rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    x = comp.train.iloc[rows][comp.feature_columns]
+    y = comp.targets[rows]
+    if comp.cfg.task in ("binary",) or (comp.cfg.task == "regression" and y.shape[1] == 1):
+        y = y.ravel()
+    return x, y
+
+
+def train_sklearn_fold(
+    cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int, out: Path
+) -> dict[str, Any]:
+    """Fit on the rows outside ``fold``; write the model and the OOF/test predictions."""
+    id_col, cols = cfg.competition.id_column, comp.pred_columns
+    train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    model = build_estimator(cfg.model.encoders[0], comp, seed)
+    x, y = _fit_frame(comp, train_rows)
+    model.fit(x, y)
+    with atomic_path(out / "model.joblib") as tmp:
+        joblib.dump(model, tmp)
+    for name, frame in (("oof", comp.train.iloc[valid_rows]), ("test", comp.test)):
+        pred = predict_matrix(model, frame[comp.feature_columns], comp)
+        result = pd.DataFrame(pred, columns=cols)
+        result.insert(0, id_col, frame[id_col].to_numpy())
+        write_parquet(out / f"{name}.parquet", result)
+    return {"model": cfg.model.encoders[0].target}

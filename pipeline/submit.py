@@ -1,0 +1,95 @@
+"""Submit stage: a run's or blend's test predictions -> ``submissions/<name>.csv``.
+
+The file has exactly the ids, columns and row order of ``sample_submission.csv``. The format
+follows the sample: one column per class gets probabilities; a single label column of a
+classification task gets the predicted class in the train set's own label values when the
+metric scores labels (accuracy, F1, ...), else the probability; regression gets the values.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.artifacts import RunMeta, load_predictions, write_csv
+from pipeline.errors import DataError
+from pipeline.metrics import get_metric, hard_labels
+
+log = logging.getLogger(__name__)
+
+
+def _labels(meta: RunMeta, p: np.ndarray, folder: Path) -> np.ndarray:
+    """Hard labels: tuned post-processing when the folder has it, else argmax / 0.5."""
+    from pipeline.postprocess import load_postprocess
+
+    post = load_postprocess(folder)
+    return post.labels(p) if post is not None else hard_labels(meta.task, p)
+
+
+def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
+                      folder: Path) -> pd.DataFrame:
+    """Predictions laid out like ``sample`` (ids, columns, row order)."""
+    id_col = meta.id_column
+    sample_path = Path(meta.competition_dir) / meta.sample_submission_file
+    if id_col not in sample.columns:
+        raise DataError(f"{sample_path}: id column {id_col!r} not found")
+    columns = [c for c in sample.columns if c != id_col]
+    by_id = test.set_index(test[id_col].astype(str))
+    ids = sample[id_col].astype(str)
+    missing = ids[~ids.isin(by_id.index)]
+    extra = len(by_id) - (len(ids) - len(missing))
+    if len(missing) or extra:
+        raise DataError(
+            f"test predictions in {folder} do not cover the ids of {sample_path}: "
+            f"{len(missing)} missing (e.g. {missing.iloc[:3].tolist()}), {extra} extra"
+        )
+    p = by_id.loc[ids, meta.pred_columns].to_numpy(dtype=np.float64)
+    if not np.isfinite(p).all():
+        bad = ids[~np.isfinite(p).all(axis=1)].iloc[:3].tolist()
+        raise DataError(f"test predictions in {folder} hold NaN/inf (ids {bad})")
+    out = pd.DataFrame({id_col: sample[id_col].to_numpy()})
+    metric = get_metric(meta.metric)
+    class_columns = [str(c) for c in meta.classes]
+    if meta.task == "multiclass" and sorted(columns) == sorted(class_columns):
+        for c in columns:
+            out[c] = p[:, class_columns.index(c)]
+    elif columns == list(meta.target_columns):
+        if meta.task == "regression":
+            out[columns] = p
+        elif meta.task in ("binary", "multiclass") and (
+            metric.needs_labels or meta.task == "multiclass"
+        ):
+            labels = _labels(meta, p, folder).reshape(len(p), -1)[:, 0]
+            out[columns[0]] = [meta.classes[int(i)] for i in labels]
+        elif meta.task == "multilabel" and metric.needs_labels:
+            out[columns] = _labels(meta, p, folder)
+        else:
+            out[columns] = p
+    else:
+        expected = class_columns if meta.task == "multiclass" else list(meta.target_columns)
+        raise DataError(
+            f"{sample_path}: columns {columns} match neither the target columns "
+            f"{list(meta.target_columns)} nor the classes {expected}"
+        )
+    return out
+
+
+def run(source: str | Path, name: str | None = None,
+        submissions_dir: str | Path = "submissions") -> Path:
+    """Write the submission of a run or blend folder; returns its path."""
+    folder = Path(source)
+    preds = load_predictions(folder)
+    meta = preds.meta
+    sample_path = Path(meta.competition_dir) / meta.sample_submission_file
+    if not sample_path.is_file():
+        raise DataError(f"sample submission file {sample_path} not found")
+    sample = pd.read_csv(sample_path)
+    submission = format_submission(meta, preds.test, sample, folder)
+    path = Path(submissions_dir) / f"{name or meta.name}.csv"
+    write_csv(path, submission)
+    log.info("submission: wrote %s (%d rows, columns %s)", path, len(submission),
+             list(submission.columns))
+    return path

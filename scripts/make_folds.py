@@ -1,0 +1,8 @@
+"""Stage script: `pipeline folds` (see `python scripts/make_folds.py --help`)."""
+
+import sys
+
+from pipeline.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["folds", *sys.argv[1:]]))
