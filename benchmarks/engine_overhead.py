@@ -1,0 +1,119 @@
+"""Throughput of our training engine against a hand-written PyTorch loop.
+
+Both train the same timm model on the same in-memory batches, with the same optimizer,
+schedule, loss and thread count; rounds alternate between the two so that machine noise hits
+both alike. Prints images/s of each and the ratio (target: >= 0.95).
+
+    python benchmarks/engine_overhead.py [--model resnet18] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("PIPELINE_PROGRESS", "1")
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
+from timm.optim import create_optimizer_v2  # noqa: E402
+from timm.scheduler import CosineLRScheduler  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from pipeline.engine import Trainer  # noqa: E402
+
+
+class DictLoader:
+    """Yields the batches of a DataLoader as dicts, as the pipeline's datasets do."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self):  # noqa: ANN204
+        for x, y in self.loader:
+            yield {"image": x, "target": y}
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+class Wrapped(torch.nn.Module):
+    def __init__(self, body: torch.nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.body(batch["image"])
+
+
+def make(model_name: str, seed: int, updates: int):  # noqa: ANN201
+    torch.manual_seed(seed)
+    model = timm.create_model(model_name, num_classes=10)
+    opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.01)
+    sched = CosineLRScheduler(opt, t_initial=updates, t_in_epochs=False)
+    return model, opt, sched
+
+
+def hand_loop(model, opt, sched, loader: DataLoader) -> float:  # noqa: ANN001
+    model.train()
+    start, total, updates = time.perf_counter(), 0.0, 0
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        updates += 1
+        sched.step_update(updates)
+        total += loss.item()
+    return time.perf_counter() - start
+
+
+def engine_loop(model, opt, sched, loader: DataLoader, accelerator: Accelerator) -> float:  # noqa: ANN001
+    trainer = Trainer(Wrapped(model), opt, sched,
+                      lambda out, b: F.cross_entropy(out, b["target"]), accelerator, epochs=1,
+                      desc="engine")
+    start = time.perf_counter()
+    trainer.train_epoch(DictLoader(loader))  # type: ignore[arg-type]
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.images, 3, args.image_size, args.image_size, generator=g)
+    y = torch.randint(0, 10, (args.images,), generator=g)
+    loader = DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=False)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    updates = len(loader)
+    hand_times, engine_times = [], []
+    for r in range(args.rounds + 1):  # round 0 warms up both
+        model, opt, sched = make(args.model, r, updates)
+        t_hand = hand_loop(model, opt, sched, loader)
+        model, opt, sched = make(args.model, r, updates)
+        t_engine = engine_loop(model, opt, sched, loader, accelerator)
+        if r:
+            hand_times.append(t_hand)
+            engine_times.append(t_engine)
+    hand = args.images / statistics.median(hand_times)
+    engine = args.images / statistics.median(engine_times)
+    print(f"model {args.model} @ {args.image_size}px, batch {args.batch_size}, "
+          f"{args.images} images, {args.threads} threads, {args.rounds} rounds (median)")
+    print(f"hand-written loop: {hand:8.1f} img/s")
+    print(f"pipeline engine:   {engine:8.1f} img/s")
+    print(f"ratio engine/hand: {engine / hand:.3f} (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()
