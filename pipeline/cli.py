@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
+_run_log: logging.Handler | None = None  # the current run's log.txt handler
 
 
 def _setup_logging(log_file: Path | None = None) -> None:
@@ -24,10 +25,14 @@ def _setup_logging(log_file: Path | None = None) -> None:
         for noisy in ("optuna", "httpx", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if log_file is not None:
+        global _run_log
+        if _run_log is not None:  # one run log at a time: main() may be called repeatedly
+            root.removeHandler(_run_log)
+            _run_log.close()
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file)
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        root.addHandler(file_handler)
+        _run_log = logging.FileHandler(log_file)
+        _run_log.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        root.addHandler(_run_log)
 
 
 def _config_args(parser: argparse.ArgumentParser, positional: bool = False) -> None:

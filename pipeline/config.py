@@ -119,6 +119,10 @@ class EncoderConfig(_Section):
             raise ValueError("'hf_config' needs 'model_type' (e.g. bert)")
         if self.kind in ("mlp", "sklearn") and self.pretrained:
             raise ValueError(f"encoder {self.name!r} takes no 'pretrained' weights")
+        if self.kind == "sklearn":
+            from pipeline.sklearn_models import import_estimator
+
+            import_estimator(self.target)
         return self
 
     @property
@@ -335,20 +339,27 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.path=value")
         key, raw = item.split("=", 1)
-        node = data
+        node: Any = data
         parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if isinstance(node, list) and part.isdigit():
-                node = node[int(part)]
-                continue
-            node = node.setdefault(part, {})
-            if not isinstance(node, (dict, list)):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        last = parts[-1]
-        if isinstance(node, list) and last.isdigit():
-            node[int(last)] = _parse_value(raw)
-        else:
-            node[last] = _parse_value(raw)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(
+                        f"override {item!r}: {'.'.join(parts[:i])!r} is a list of "
+                        f"{len(node)}; {part!r} is not an index of it"
+                    )
+                index: Any = int(part)
+            elif isinstance(node, dict):
+                index = part
+                if not last:
+                    node.setdefault(part, {})
+            else:
+                raise ConfigError(f"override {item!r}: {parts[i - 1]!r} is not a section")
+            if last:
+                node[index] = _parse_value(raw)
+            else:
+                node = node[index]
     return data
 
 
@@ -385,7 +396,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             lines.append(f"  '{path}': unknown key.{hint} Known here: {', '.join(known)}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            got = f" Got {e['input']!r}." if e["type"] != "missing" and "Got" not in msg else ""
+            show = e["type"] != "missing" and "Got" not in msg and not isinstance(e["input"], dict)
+            got = f" Got {e['input']!r}." if show else ""
             lines.append(f"  '{path}': {msg}.{got}".replace("..", "."))
     return "\n".join(lines)
 

@@ -192,7 +192,6 @@ class Trainer:
                 batch = transform(batch)
             with self.accelerator.autocast():
                 out = self.model(batch)
-            out = self.accelerator.gather_for_metrics(out)
             outputs.append(out.float().cpu().numpy())
         return np.concatenate(outputs).astype(np.float64)
 
@@ -243,8 +242,6 @@ class Trainer:
         if last.is_file():
             self._load_resume_state(torch.load(last, map_location="cpu", weights_only=False))
             log.info("%s: resuming after epoch %d", self.desc, self.epoch)
-        if self.accelerator.num_processes > 1:  # shard batches across processes
-            train_loader, valid_loader = self.accelerator.prepare(train_loader, valid_loader)
         self._call("on_fit_start")
         while self.epoch < self.epochs:
             start = time.perf_counter()

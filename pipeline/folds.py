@@ -85,13 +85,26 @@ def make_folds(comp: Competition, cfg: FoldsConfig) -> np.ndarray:
     return folds
 
 
-def read_folds(path: Path, comp: Competition) -> np.ndarray:
+def read_folds(path: Path, comp: Competition, n_splits: int | None = None) -> np.ndarray:
     """Fold ids aligned with train.csv rows; errors if the file was built for other ids."""
     id_col = comp.cfg.id_column
     frame = pd.read_csv(path)
     if list(frame.columns) != [id_col, "fold"]:
         raise DataError(
             f"folds file {path} must have columns [{id_col!r}, 'fold']. Got {list(frame.columns)}."
+        )
+    dup = frame[id_col][frame[id_col].duplicated()]
+    if len(dup):
+        raise DataError(
+            f"folds file {path} has {len(dup)} duplicate id(s), e.g. {dup.iloc[:3].tolist()}"
+        )
+    fold = frame["fold"]
+    if not pd.api.types.is_integer_dtype(fold) or (len(fold) and fold.min() < 0) or (
+        n_splits is not None and sorted(fold.unique()) != list(range(n_splits))
+    ):
+        raise DataError(
+            f"folds file {path}: column 'fold' must hold the integers 0..{(n_splits or 0) - 1}"
+            f" ('folds.n_splits'={n_splits}). Got {sorted(map(str, fold.unique()))[:10]}."
         )
     by_id = dict(zip(frame[id_col].astype(str), frame["fold"], strict=True))
     train_ids = comp.train[id_col].astype(str)
@@ -111,7 +124,7 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     comp = comp or load_competition(cfg.competition)
     path = cfg.folds_file
     if path.is_file():
-        read_folds(path, comp)
+        read_folds(path, comp, cfg.folds.n_splits)
         log.info("folds: %s exists and matches the train ids; kept", path)
         return path
     folds = make_folds(comp, cfg.folds)

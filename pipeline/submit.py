@@ -37,6 +37,12 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
     if id_col not in sample.columns:
         raise DataError(f"{sample_path}: id column {id_col!r} not found")
     columns = [c for c in sample.columns if c != id_col]
+    absent = [c for c in (id_col, *meta.pred_columns) if c not in test.columns]
+    if absent:
+        raise DataError(
+            f"{folder / 'test.parquet'}: column(s) {absent} named by {folder / 'run.json'} "
+            f"not found. Columns: {list(test.columns)}"
+        )
     by_id = test.set_index(test[id_col].astype(str))
     ids = sample[id_col].astype(str)
     missing = ids[~ids.isin(by_id.index)]

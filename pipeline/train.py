@@ -21,7 +21,7 @@ from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
 from pipeline.data import CompetitionDataset, TabularEncoder, build_loader, model_inputs
 from pipeline.engine import Trainer, seed_everything
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.losses import build_loss
 from pipeline.metrics import get_metric
 from pipeline.models import build_model, build_tokenizer, parameter_groups
@@ -51,8 +51,14 @@ def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
         precision = "no"
         if torch.cuda.is_available():
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return Accelerator(mixed_precision=precision,
-                       gradient_accumulation_steps=cfg.train.grad_accum_steps)
+    accelerator = Accelerator(mixed_precision=precision,
+                              gradient_accumulation_steps=cfg.train.grad_accum_steps)
+    if accelerator.num_processes > 1:
+        raise PipelineError(
+            "the stages run in one process (one CPU or GPU); a multi-process launch "
+            f"({accelerator.num_processes} processes) is not supported"
+        )
+    return accelerator
 
 
 def prepare_run_dir(cfg: ExperimentConfig, comp: Competition) -> RunMeta:
@@ -245,7 +251,7 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
 def load_folds(cfg: ExperimentConfig, comp: Competition) -> np.ndarray:
     """The competition's folds, made first if the folds stage has not run."""
     path = folds_stage.run(cfg, comp)
-    return folds_stage.read_folds(path, comp)
+    return folds_stage.read_folds(path, comp, cfg.folds.n_splits)
 
 
 def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:

@@ -1,0 +1,404 @@
+"""Bad inputs end in one clear error naming the file, column or key, exit code 2 through the
+CLI, and no artifact half-written or overwritten."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.competition import load_competition
+from pipeline.config import build_config
+from pipeline.errors import DataError
+
+SKLEARN = {
+    "binary": "sklearn:sklearn.linear_model.LogisticRegression",
+    "multiclass": "sklearn:sklearn.linear_model.LogisticRegression",
+    "multilabel": "sklearn:sklearn.linear_model.LogisticRegression",
+    "regression": "sklearn:sklearn.linear_model.Ridge",
+}
+STALE = "id,target\nstale,0\n"
+
+Edit = Callable[[Path, dict[str, Any]], None]  # (competition dir, config dict) -> None
+
+
+@pytest.fixture(autouse=True)
+def _close_run_log_handlers() -> Iterator[None]:
+    """The CLI adds a FileHandler for each run's log.txt to the root logger: remove ours."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    for handler in root.handlers[:]:
+        if handler not in before:
+            root.removeHandler(handler)
+            handler.close()
+
+
+def _config(factory: Callable[..., dict[str, Any]], modality: str, task: str) -> dict[str, Any]:
+    cfg = factory(modality, task)
+    if modality == "tabular":
+        cfg["model"] = {"encoders": [{"name": SKLEARN[task]}]}
+    return cfg
+
+
+def _edit_csv(path: Path, fn: Callable[[pd.DataFrame], pd.DataFrame | None]) -> None:
+    frame = pd.read_csv(path)
+    out = fn(frame)
+    (frame if out is None else out).to_csv(path, index=False)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run_cli(cfg: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+             ) -> tuple[int, str, Path]:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    code = main(["run", str(path)])
+    return code, capsys.readouterr().err, path
+
+
+def _expect_failure(cfg: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                    *needles: str) -> str:
+    """Run the CLI on a bad input: exit 2, stderr names every needle, no artifact written."""
+    subs = Path(cfg["submissions_dir"])
+    subs.mkdir(parents=True, exist_ok=True)
+    (subs / f"{cfg['name']}.csv").write_text(STALE)  # an earlier submission must survive
+    folds_before, subs_before = _snapshot(Path(cfg["folds_dir"])), _snapshot(subs)
+    code, err, config_path = _run_cli(cfg, tmp_path, capsys)
+    assert code == 2, err
+    assert err.startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle.replace("{config}", str(config_path)) in err, (needle, err)
+    run_dir = Path(cfg["output_dir"]) / cfg["name"]
+    assert not list(run_dir.rglob("*.parquet")), "prediction artifacts were written"
+    assert not (run_dir / "run.json").exists()
+    assert _snapshot(Path(cfg["folds_dir"])) == folds_before
+    assert _snapshot(subs) == subs_before
+    return err
+
+
+def test_good_competition_runs_end_to_end(competition_factory, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Control: the unedited competition succeeds, so each failure below is the edit's."""
+    cfg = _config(competition_factory, "tabular", "binary")
+    code, err, _ = _run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    sub = pd.read_csv(Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv")
+    sample = pd.read_csv(Path(cfg["competition"]["dir"]) / "sample_submission.csv")
+    assert sub["id"].tolist() == sample["id"].tolist()
+    assert sub["target"].between(0, 1).all()
+    assert (Path(cfg["output_dir"]) / cfg["name"] / "oof.parquet").is_file()
+
+
+# --- missing files and columns -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("filename", "what"), [
+    ("train.csv", "train file"),
+    ("test.csv", "test file"),
+    ("sample_submission.csv", "sample submission file"),
+])
+def test_missing_file(competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                      filename: str, what: str) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    path = Path(cfg["competition"]["dir"]) / filename
+    path.unlink()
+    _expect_failure(cfg, tmp_path, capsys, f"{what} {path} not found")
+
+
+def test_missing_competition_dir(competition_factory, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg["competition"]["dir"] = str(tmp_path / "nowhere")
+    _expect_failure(cfg, tmp_path, capsys, str(tmp_path / "nowhere"), "'competition.dir'")
+
+
+@pytest.mark.parametrize("filename", ["train.csv", "test.csv", "sample_submission.csv"])
+def test_missing_id_column(competition_factory, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str], filename: str) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    path = Path(cfg["competition"]["dir"]) / filename
+    _edit_csv(path, lambda f: f.rename(columns={"id": "ID"}))
+    _expect_failure(cfg, tmp_path, capsys, str(path), "['id']", "'competition.id_column'")
+
+
+def test_missing_target_column(competition_factory, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg["competition"]["target_columns"] = ["label"]
+    _expect_failure(cfg, tmp_path, capsys, "train.csv", "['label']",
+                    "'competition.target_columns'")
+
+
+def test_missing_feature_column(competition_factory, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg["competition"]["feature_columns"] = ["x1", "x9"]
+    _expect_failure(cfg, tmp_path, capsys, "train.csv", "['x9']",
+                    "'competition.feature_columns'")
+
+
+def test_feature_column_missing_from_test_only(competition_factory, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg["competition"]["feature_columns"] = ["x1", "x2"]
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    _edit_csv(test, lambda f: f.drop(columns=["x2"]))
+    _expect_failure(cfg, tmp_path, capsys, str(test), "['x2']")
+
+
+def test_missing_group_column(competition_factory, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg["competition"]["group_column"] = "patient"
+    cfg["folds"]["scheme"] = "group"
+    _expect_failure(cfg, tmp_path, capsys, "train.csv", "['patient']",
+                    "'competition.group_column'")
+
+
+def test_missing_text_column(competition_factory, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = competition_factory("text", "binary")
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    _edit_csv(test, lambda f: f.rename(columns={"text": "review"}))
+    _expect_failure(cfg, tmp_path, capsys, str(test), "['text']", "'competition.text_columns'")
+
+
+def test_missing_image_column(competition_factory, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = competition_factory("image", "binary")
+    cfg["competition"]["image_column"] = "picture"
+    _expect_failure(cfg, tmp_path, capsys, "train.csv", "['picture']",
+                    "'competition.image_column'")
+
+
+def test_missing_image_file(competition_factory, tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = competition_factory("image", "binary")
+    train = Path(cfg["competition"]["dir"]) / "train.csv"
+
+    def break_path(frame: pd.DataFrame) -> None:
+        frame.loc[5, "image"] = "images/gone.png"
+
+    _edit_csv(train, break_path)
+    _expect_failure(cfg, tmp_path, capsys, str(train), "1 image file(s)", "'image'",
+                    "images/gone.png")
+
+
+# --- ids -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("filename", ["train.csv", "test.csv", "sample_submission.csv"])
+def test_duplicate_ids(competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                       filename: str) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    path = Path(cfg["competition"]["dir"]) / filename
+
+    def duplicate(frame: pd.DataFrame) -> None:
+        frame.loc[1, "id"] = frame.loc[0, "id"]
+
+    _edit_csv(path, duplicate)
+    _expect_failure(cfg, tmp_path, capsys, str(path), "1 duplicate id(s)", "'id'")
+
+
+def test_empty_id(competition_factory, tmp_path: Path,
+                  capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    path = Path(cfg["competition"]["dir"]) / "train.csv"
+
+    def blank(frame: pd.DataFrame) -> None:
+        frame.loc[2, "id"] = np.nan
+
+    _edit_csv(path, blank)
+    _expect_failure(cfg, tmp_path, capsys, str(path), "1 empty id(s)")
+
+
+def test_test_ids_differ_from_sample_submission(competition_factory, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    comp = Path(cfg["competition"]["dir"])
+
+    def rename(frame: pd.DataFrame) -> None:
+        frame.loc[0, "id"] = "zz999"
+
+    _edit_csv(comp / "sample_submission.csv", rename)
+    _expect_failure(cfg, tmp_path, capsys, str(comp / "test.csv"),
+                    str(comp / "sample_submission.csv"), "1 only in test", "zz999")
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+def test_nan_in_target(competition_factory, tmp_path: Path,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "regression")
+    train = Path(cfg["competition"]["dir"]) / "train.csv"
+
+    def hole(frame: pd.DataFrame) -> None:
+        frame.loc[[3, 7], "y"] = np.nan
+
+    _edit_csv(train, hole)
+    _expect_failure(cfg, tmp_path, capsys, str(train), "'y'", "2 NaN value(s)", "[3, 7]")
+
+
+def _set_column(column: str, values: Callable[[int], list[Any]]) -> Edit:
+    def edit(comp_dir: Path, cfg: dict[str, Any]) -> None:
+        _edit_csv(comp_dir / "train.csv", lambda f: f.assign(**{column: values(len(f))}))
+
+    return edit
+
+
+WRONG_TARGETS: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
+    "strings for regression": (
+        "regression", _set_column("y", lambda n: ["low", "high"] * (n // 2)),
+        ("'y'", "must be numeric for task 'regression'"),
+    ),
+    "3 classes for binary": (
+        "binary", _set_column("target", lambda n: ["no", "yes", "maybe"] * (n // 3)),
+        ("'target'", "exactly 2 classes for task 'binary'", "Got 3"),
+    ),
+    "non-integer floats for multiclass": (
+        "multiclass", _set_column("target", lambda n: list(np.linspace(0, 2, n))),
+        ("'target'", "non-integer floats", "'multiclass'"),
+    ),
+    "non-integer floats for binary": (
+        "binary", _set_column("target", lambda n: [0.0, 0.5] * (n // 2)),
+        ("'target'", "non-integer floats", "'binary'"),
+    ),
+    "2 for multilabel": (
+        "multilabel", _set_column("b", lambda n: [0, 1, 2] * (n // 3)),
+        ("'b'", "must hold 0/1 for task 'multilabel'", "'2'"),
+    ),
+    "strings for multilabel": (
+        "multilabel", _set_column("a", lambda n: ["y", "n"] * (n // 2)),
+        ("'a'", "must hold 0/1 for task 'multilabel'"),
+    ),
+    "single class for multiclass": (
+        "multiclass", _set_column("target", lambda n: [1] * n),
+        ("'target'", "single class"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_TARGETS))
+def test_target_of_wrong_type(competition_factory, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str], case: str) -> None:
+    task, edit, needles = WRONG_TARGETS[case]
+    cfg = _config(competition_factory, "tabular", task)
+    comp_dir = Path(cfg["competition"]["dir"])
+    edit(comp_dir, cfg)
+    _expect_failure(cfg, tmp_path, capsys, str(comp_dir / "train.csv"), *needles)
+
+
+def test_class_with_fewer_rows_than_folds(competition_factory, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg["folds"]["n_splits"] = 5
+    train = Path(cfg["competition"]["dir"]) / "train.csv"
+    _edit_csv(train, lambda f: f.assign(target=["yes"] * 3 + ["no"] * (len(f) - 3)))
+    _expect_failure(cfg, tmp_path, capsys, str(train), "'target'", "'yes' (3 rows)",
+                    "'folds.n_splits'=5")
+    assert not Path(cfg["folds_dir"]).exists() or not any(Path(cfg["folds_dir"]).iterdir())
+
+
+def test_fewer_groups_than_folds(competition_factory, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg["competition"]["group_column"] = "site"
+    cfg["folds"].update(scheme="group", n_splits=3)
+    train = Path(cfg["competition"]["dir"]) / "train.csv"
+    _edit_csv(train, lambda f: f.assign(site=["a", "b"] * (len(f) // 2)))
+    _expect_failure(cfg, tmp_path, capsys, str(train), "'site' has 2 groups",
+                    "'folds.n_splits'=3")
+
+
+# --- folds file ------------------------------------------------------------------------------
+
+
+def test_folds_file_for_other_ids_is_refused_and_kept(competition_factory, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    folds_file = build_config(cfg).folds_file
+    folds_file.parent.mkdir(parents=True)
+    foreign = pd.DataFrame({"id": [f"other{i}" for i in range(48)], "fold": [0, 1] * 24})
+    foreign.to_csv(folds_file, index=False)
+    before = folds_file.read_bytes(), folds_file.stat().st_mtime_ns
+    _expect_failure(cfg, tmp_path, capsys, f"folds file {folds_file}", "built for other ids",
+                    "48 train id(s) missing")
+    assert (folds_file.read_bytes(), folds_file.stat().st_mtime_ns) == before
+
+
+def test_folds_file_with_wrong_columns(competition_factory, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    folds_file = build_config(cfg).folds_file
+    folds_file.parent.mkdir(parents=True)
+    folds_file.write_text("row,k\nr0000,0\n")
+    _expect_failure(cfg, tmp_path, capsys, str(folds_file), "['id', 'fold']")
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def test_unknown_config_key(competition_factory, tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg["train"]["epocs"] = 3
+    _expect_failure(cfg, tmp_path, capsys, "{config}", "'train.epocs': unknown key",
+                    "Did you mean 'epochs'?", "Known here: seeds, epochs")
+
+
+@pytest.mark.parametrize(("section", "key", "value", "needles"), [
+    ("competition", "metric", "roc_acu", ("'roc_acu'", "Did you mean 'roc_auc'", "Known:",
+                                         "log_loss")),
+    ("folds", "scheme", "stratifed", ("'folds.scheme'", "'stratified'", "'kfold'")),
+])
+def test_unknown_part_name(competition_factory, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str], section: str, key: str,
+                           value: str, needles: tuple[str, ...]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg[section][key] = value
+    _expect_failure(cfg, tmp_path, capsys, "{config}", *needles)
+
+
+def test_unknown_encoder_kind(competition_factory, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg["model"]["encoders"][0]["name"] = "sklarn:sklearn.linear_model.LogisticRegression"
+    _expect_failure(cfg, tmp_path, capsys, "{config}", "'model.encoders.0.name'",
+                    "Did you mean 'sklearn'?", "Known: timm, hf, mlp, sklearn")
+
+
+def test_unimportable_sklearn_estimator(competition_factory, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(competition_factory, "tabular", "binary")
+    cfg["model"]["encoders"][0]["name"] = "sklearn:sklearn.linear_model.LogisticRegresion"
+    code, err, _ = _run_cli(cfg, tmp_path, capsys)
+    assert code == 2 and "'sklearn.linear_model.LogisticRegresion'" in err
+    run_dir = Path(cfg["output_dir"]) / cfg["name"]
+    assert not (run_dir / "oof.parquet").exists() and not (run_dir / "test.parquet").exists()
+    assert not (Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv").exists()
+
+
+def test_load_competition_raises_data_error(competition_factory) -> None:
+    """The library call (no CLI) raises DataError with the same message content."""
+    cfg = build_config(_config(competition_factory, "tabular", "binary"))
+    train = Path(cfg.competition.dir) / "train.csv"
+    _edit_csv(train, lambda f: f.assign(target=np.nan))
+    with pytest.raises(DataError, match="NaN") as info:
+        load_competition(cfg.competition)
+    assert str(train) in str(info.value) and "'target'" in str(info.value)

@@ -1,0 +1,242 @@
+"""Submit stage: the sample submission decides ids, row order, columns and value format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import submit
+from pipeline.artifacts import RunMeta, write_json, write_meta
+from pipeline.errors import DataError
+
+IDS = ["s03", "s01", "s04", "s00", "s02"]  # sample_submission order (not sorted)
+
+
+def _run_folder(
+    root: Path, task: str, metric: str, classes: list[Any], pred_columns: list[str],
+    test: pd.DataFrame, sample: pd.DataFrame, target_columns: list[str] | None = None,
+) -> Path:
+    """A finished run: run.json, oof.parquet, test.parquet, and its competition folder."""
+    comp = root / "comp"
+    comp.mkdir(parents=True, exist_ok=True)
+    sample.to_csv(comp / "sample_submission.csv", index=False)
+    run = root / "runs" / "exp"
+    run.mkdir(parents=True, exist_ok=True)
+    targets = target_columns or ["target"]
+    write_meta(run, RunMeta(
+        name="exp", task=task, metric=metric, id_column="id", target_columns=targets,
+        classes=classes, pred_columns=pred_columns, folds_file=str(root / "folds.csv"),
+        competition_dir=str(comp), train_file="train.csv", config_hash="0123456789abcdef",
+    ))
+    oof = pd.DataFrame({"id": ["t0", "t1"], "fold": [0, 1]})
+    for c in pred_columns:
+        oof[c] = 0.5
+    oof.to_parquet(run / "oof.parquet", index=False)
+    test.to_parquet(run / "test.parquet", index=False)
+    return run
+
+
+def _test_frame(columns: dict[str, np.ndarray], ids: list[str] | None = None) -> pd.DataFrame:
+    """test.parquet rows in sorted-id order, i.e. not the sample's order."""
+    return pd.DataFrame({"id": ids or sorted(IDS), **columns})
+
+
+def _sample(*columns: str, ids: list[str] | None = None) -> pd.DataFrame:
+    return pd.DataFrame({"id": ids or IDS, **{c: 0 for c in columns}})
+
+
+def _submit(run: Path, root: Path) -> pd.DataFrame:
+    path = submit.run(run, "sub", root / "submissions")
+    assert path == root / "submissions" / "sub.csv"
+    return pd.read_csv(path)
+
+
+def _by_sample(values: np.ndarray, ids: list[str] | None = None) -> np.ndarray:
+    """Rows of ``values`` (sorted-id order) rearranged into the sample's order."""
+    order = sorted(ids or IDS)
+    return values[[order.index(i) for i in (ids or IDS)]]
+
+
+def test_regression_rows_follow_sample_order(tmp_path: Path) -> None:
+    values = np.array([10.5, 11.25, 12.0, 13.75, 14.5])  # by sorted id: s00..s04
+    reversed_ids = sorted(IDS)[::-1]
+    test = pd.DataFrame({"id": reversed_ids, "target": values[::-1]})
+    run = _run_folder(tmp_path, "regression", "rmse", [], ["target"], test, _sample("target"))
+    sub = _submit(run, tmp_path)
+    assert list(sub.columns) == ["id", "target"]
+    assert sub["id"].tolist() == IDS
+    np.testing.assert_allclose(sub["target"], _by_sample(values))
+
+
+def test_multiclass_label_column_gets_train_label_values(tmp_path: Path) -> None:
+    classes = ["bird", "cat", "dog"]
+    p = np.array([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.3, 0.4, 0.3],
+                  [0.1, 0.1, 0.8]])
+    test = _test_frame({c: p[:, i] for i, c in enumerate(classes)})
+    run = _run_folder(tmp_path, "multiclass", "accuracy", classes, classes, test,
+                      _sample("target"))
+    sub = _submit(run, tmp_path)
+    assert list(sub.columns) == ["id", "target"] and sub["id"].tolist() == IDS
+    expected = np.array(classes)[p.argmax(axis=1)]
+    assert sub["target"].tolist() == _by_sample(expected).tolist()
+    assert set(sub["target"]) <= set(classes)
+
+
+def test_multiclass_integer_labels_stay_labels_with_probability_metric(tmp_path: Path) -> None:
+    """A single label column gets labels even when the metric scores probabilities."""
+    classes = [3, 5, 7]
+    p = np.eye(3)[[2, 0, 1, 1, 0]] * 0.9 + 0.05
+    test = _test_frame({str(c): p[:, i] for i, c in enumerate(classes)})
+    run = _run_folder(tmp_path, "multiclass", "log_loss", classes, ["3", "5", "7"], test,
+                      _sample("target"))
+    sub = _submit(run, tmp_path)
+    assert sub["target"].tolist() == _by_sample(np.array([7, 3, 5, 5, 3])).tolist()
+
+
+def test_multiclass_one_column_per_class_in_sample_order(tmp_path: Path) -> None:
+    classes = ["bird", "cat", "dog"]
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=5)
+    test = _test_frame({c: p[:, i] for i, c in enumerate(classes)})
+    sample = _sample("dog", "bird", "cat")
+    run = _run_folder(tmp_path, "multiclass", "log_loss", classes, classes, test, sample)
+    sub = _submit(run, tmp_path)
+    assert list(sub.columns) == ["id", "dog", "bird", "cat"]
+    assert sub["id"].tolist() == IDS
+    for i, c in enumerate(classes):
+        np.testing.assert_allclose(sub[c], _by_sample(p[:, i]))
+    np.testing.assert_allclose(sub[["dog", "bird", "cat"]].sum(axis=1), 1.0)
+
+
+def _binary(tmp_path: Path, metric: str) -> tuple[Path, np.ndarray]:
+    p = np.array([0.2, 0.7, 0.5, 0.9, 0.1])
+    run = _run_folder(tmp_path, "binary", metric, ["no", "yes"], ["target"],
+                      _test_frame({"target": p}), _sample("target"))
+    return run, p
+
+
+def test_binary_label_metric_writes_train_labels(tmp_path: Path) -> None:
+    run, p = _binary(tmp_path, "accuracy")
+    sub = _submit(run, tmp_path)
+    expected = np.where(p >= 0.5, "yes", "no")
+    assert sub["target"].tolist() == _by_sample(expected).tolist()
+
+
+def test_binary_tuned_threshold_is_applied(tmp_path: Path) -> None:
+    run, p = _binary(tmp_path, "f1")
+    write_json(run / "postprocess.json", {"task": "binary", "metric": "f1",
+                                          "thresholds": [0.8], "class_weights": []})
+    sub = _submit(run, tmp_path)
+    expected = np.where(p >= 0.8, "yes", "no")
+    assert sub["target"].tolist() == _by_sample(expected).tolist()
+
+
+def test_binary_probability_metric_writes_probabilities(tmp_path: Path) -> None:
+    run, p = _binary(tmp_path, "roc_auc")
+    sub = _submit(run, tmp_path)
+    np.testing.assert_allclose(sub["target"], _by_sample(p))
+
+
+def test_multilabel_probabilities_and_labels(tmp_path: Path) -> None:
+    p = np.array([[0.9, 0.2], [0.4, 0.6], [0.5, 0.5], [0.1, 0.3], [0.7, 0.8]])
+    for metric, expected in (("roc_auc", p), ("f1_macro", (p >= 0.5).astype(int))):
+        root = tmp_path / metric
+        run = _run_folder(root, "multilabel", metric, [], ["a", "b"],
+                          _test_frame({"a": p[:, 0], "b": p[:, 1]}), _sample("a", "b"),
+                          target_columns=["a", "b"])
+        sub = _submit(run, root)
+        assert list(sub.columns) == ["id", "a", "b"]
+        np.testing.assert_allclose(sub[["a", "b"]].to_numpy(), _by_sample(expected))
+
+
+def test_integer_ids_kept(tmp_path: Path) -> None:
+    ids = [30, 10, 20]
+    test = pd.DataFrame({"id": [10, 20, 30], "target": [1.0, 2.0, 3.0]})
+    sample = pd.DataFrame({"id": ids, "target": 0.0})
+    run = _run_folder(tmp_path, "regression", "rmse", [], ["target"], test, sample)
+    sub = _submit(run, tmp_path)
+    assert sub["id"].tolist() == ids and sub["target"].tolist() == [3.0, 1.0, 2.0]
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+
+def _regression_test(values: np.ndarray | None = None,
+                     ids: list[str] | None = None) -> pd.DataFrame:
+    ids = ids or sorted(IDS)
+    return pd.DataFrame({"id": ids, "target": np.arange(len(ids), dtype=float)
+                         if values is None else values})
+
+
+REFUSALS: dict[str, tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...]]] = {
+    "nan": (_regression_test(np.array([1.0, np.nan, 2.0, 3.0, 4.0])), _sample("target"),
+            ("NaN/inf", "s01", "runs/exp")),
+    "inf": (_regression_test(np.array([1.0, 2.0, np.inf, 3.0, 4.0])), _sample("target"),
+            ("NaN/inf", "s02")),
+    "missing id": (_regression_test(ids=sorted(IDS)[:-1]), _sample("target"),
+                   ("sample_submission.csv", "1 missing", "s04")),
+    "extra id": (_regression_test(ids=[*sorted(IDS), "s99"]), _sample("target"),
+                 ("sample_submission.csv", "0 missing", "1 extra")),
+    "wrong sample columns": (_regression_test(), _sample("prediction"),
+                             ("sample_submission.csv", "['prediction']", "['target']")),
+    "extra sample column": (_regression_test(), _sample("target", "other"),
+                            ("sample_submission.csv", "['target', 'other']")),
+    "sample without id column": (_regression_test(), _sample("target").rename(
+        columns={"id": "key"}), ("sample_submission.csv", "id column 'id'")),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_bad_predictions_are_refused(tmp_path: Path, case: str) -> None:
+    test, sample, needles = REFUSALS[case]
+    run = _run_folder(tmp_path, "regression", "rmse", [], ["target"], test, sample)
+    with pytest.raises(DataError) as info:
+        submit.run(run, "sub", tmp_path / "submissions")
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+    assert not (tmp_path / "submissions").exists() or not any(
+        (tmp_path / "submissions").iterdir())
+
+
+def test_multiclass_sample_with_unknown_class_columns_refused(tmp_path: Path) -> None:
+    classes = ["bird", "cat", "dog"]
+    test = _test_frame({c: np.full(5, 1 / 3) for c in classes})
+    run = _run_folder(tmp_path, "multiclass", "log_loss", classes, classes, test,
+                      _sample("bird", "cat", "fish"))
+    with pytest.raises(DataError, match=r"sample_submission\.csv") as info:
+        submit.run(run, "sub", tmp_path / "submissions")
+    assert "['bird', 'cat', 'dog']" in str(info.value)
+    assert not (tmp_path / "submissions" / "sub.csv").exists()
+
+
+def test_missing_sample_submission_refused(tmp_path: Path) -> None:
+    run = _run_folder(tmp_path, "regression", "rmse", [], ["target"], _regression_test(),
+                      _sample("target"))
+    sample_path = tmp_path / "comp" / "sample_submission.csv"
+    sample_path.unlink()
+    with pytest.raises(DataError, match="not found") as info:
+        submit.run(run, "sub", tmp_path / "submissions")
+    assert str(sample_path) in str(info.value)
+
+
+def test_refusal_keeps_an_earlier_submission(tmp_path: Path) -> None:
+    run = _run_folder(tmp_path, "regression", "rmse", [], ["target"],
+                      _regression_test(np.array([np.nan, 1, 2, 3, 4])), _sample("target"))
+    old = tmp_path / "submissions" / "sub.csv"
+    old.parent.mkdir()
+    old.write_text("id,target\nold,1\n")
+    with pytest.raises(DataError):
+        submit.run(run, "sub", tmp_path / "submissions")
+    assert old.read_text() == "id,target\nold,1\n"
+    assert [p.name for p in old.parent.iterdir()] == ["sub.csv"]
+
+
+def test_test_parquet_without_prediction_column_refused(tmp_path: Path) -> None:
+    test = _regression_test().rename(columns={"target": "pred"})
+    run = _run_folder(tmp_path, "regression", "rmse", [], ["target"], test, _sample("target"))
+    with pytest.raises(DataError, match=r"test\.parquet"):
+        submit.run(run, "sub", tmp_path / "submissions")
