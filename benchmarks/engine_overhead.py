@@ -25,6 +25,7 @@ from timm.scheduler import CosineLRScheduler  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from pipeline.engine import Trainer  # noqa: E402
+from pipeline.optim import Schedule  # noqa: E402
 
 
 class DictLoader:
@@ -73,11 +74,11 @@ def hand_loop(model, opt, sched, loader: DataLoader) -> float:  # noqa: ANN001
 
 
 def engine_loop(model, opt, sched, loader: DataLoader, accelerator: Accelerator) -> float:  # noqa: ANN001
-    trainer = Trainer(Wrapped(model), opt, sched,
-                      lambda out, b: F.cross_entropy(out, b["target"]), accelerator, epochs=1,
-                      desc="engine")
+    trainer = Trainer(Wrapped(model), accelerator, desc="engine")
+    optimizer = accelerator.prepare_optimizer(opt)
     start = time.perf_counter()
-    trainer.train_epoch(DictLoader(loader))  # type: ignore[arg-type]
+    trainer.train_epoch(DictLoader(loader), optimizer, Schedule(sched),  # type: ignore[arg-type]
+                        lambda out, b: F.cross_entropy(out, b["target"]))
     return time.perf_counter() - start
 
 

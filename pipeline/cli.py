@@ -43,7 +43,7 @@ def _config_args(parser: argparse.ArgumentParser, positional: bool = False) -> N
                         metavar="KEY=VALUE", help="override a config key (dotted path)")
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202 - returns ExperimentConfig
+def _load(args: argparse.Namespace):
     from pipeline.config import load_config
 
     path = getattr(args, "config", None) or args.config_opt

@@ -144,6 +144,7 @@ class HeadConfig(_Section):
 
     dropout: float = Field(0.1, ge=0, lt=1)
     hidden: int = Field(0, ge=0)  # 0: a single linear layer
+    temperature: float = Field(1.0, gt=0)  # logits are divided by it, in training and inference
 
 
 class ModelConfig(_Section):
@@ -168,12 +169,18 @@ class ModelConfig(_Section):
 
 
 class OptimizerConfig(_Section):
-    """Any optimizer timm's ``create_optimizer_v2`` knows, by name."""
+    """Any optimizer timm's ``create_optimizer_v2`` knows, by name.
+
+    ``lookahead_<name>`` wraps it in Lookahead (e.g. ``lookahead_sgd``); ``sgd``/``momentum``
+    take ``params: {momentum: 0.9, nesterov: true}``; ``layer_decay`` multiplies each encoder
+    layer's lr by decay^(layers above it).
+    """
 
     name: str = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    params: dict[str, Any] = Field(default_factory=dict)  # e.g. momentum, betas
+    layer_decay: float | None = Field(None, gt=0, le=1)
+    params: dict[str, Any] = Field(default_factory=dict)  # e.g. momentum, betas, nesterov
 
     @field_validator("name")
     @classmethod
@@ -181,38 +188,122 @@ class OptimizerConfig(_Section):
         from timm.optim import list_optimizers
 
         known = list_optimizers()
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=3)
+        base = name.removeprefix("lookahead_")
+        if base not in known:
+            close = difflib.get_close_matches(base, known, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"unknown optimizer {name!r}.{hint} Known: {', '.join(known)}")
+            raise ValueError(
+                f"unknown optimizer {name!r}.{hint} Known (each also as 'lookahead_<name>'): "
+                f"{', '.join(known)}"
+            )
         return name
 
 
 class SchedulerConfig(_Section):
-    """Learning-rate schedule, stepped per optimizer update."""
+    """Learning-rate schedule with linear warmup.
 
-    name: Literal["cosine", "linear", "constant"] = "cosine"
+    Per optimizer update: ``cosine`` (annealing to ``min_lr_ratio`` x lr), ``linear``,
+    ``constant``, ``restarts`` (cosine with warm restarts every ``cycle_epochs``, each cycle
+    ``cycle_mul`` times longer and its peak ``cycle_decay`` times lower), ``onecycle``.
+    Per epoch: ``plateau`` (ReduceLROnPlateau on the validation metric).
+    """
+
+    name: Literal["cosine", "linear", "constant", "restarts", "onecycle", "plateau"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    cycle_epochs: float = Field(1.0, gt=0)
+    cycle_mul: float = Field(1.0, ge=1)
+    cycle_decay: float = Field(1.0, gt=0, le=1)
+    patience: int = Field(1, ge=0)
+    factor: float = Field(0.5, gt=0, lt=1)
+    pct_start: float = Field(0.3, gt=0, lt=1)
+
+
+class LossTermConfig(_Section):
+    """One weighted term of a ``sum`` loss."""
+
+    name: str
+    weight: float = 1.0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> LossTermConfig:
+        _check_loss(self.name, self.params)
+        return self
+
+
+def _check_loss(name: str, params: dict[str, Any]) -> None:
+    from pipeline.losses import LOSSES, check_params
+
+    if name not in LOSSES:
+        raise ValueError(LOSSES.unknown_message(name))
+    check_params(name, params)
 
 
 class LossConfig(_Section):
-    """Training loss; ``auto`` picks cross-entropy, BCE or MSE from the task."""
+    """Training loss: ``auto`` (CE, BCE or MSE by task), a registered loss with ``params``
+    (focal: gamma, alpha; cross_entropy/bce/focal: smoothing), or ``sum`` of ``terms``."""
 
     name: str = "auto"
+    params: dict[str, Any] = Field(default_factory=dict)
+    terms: list[LossTermConfig] = Field(default_factory=list)
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        from pipeline.losses import LOSSES
+    @model_validator(mode="after")
+    def _check(self) -> LossConfig:
+        if self.name == "sum":
+            if not self.terms:
+                raise ValueError("loss 'sum' needs 'terms': [{name, weight, params}, ...]")
+        elif self.terms:
+            raise ValueError(f"'terms' belong to loss 'sum', not {self.name!r}")
+        elif self.name != "auto":
+            _check_loss(self.name, self.params)
+        elif self.params:
+            raise ValueError("loss 'auto' takes no 'params'; name the loss to set them")
+        return self
 
-        if name != "auto" and name not in LOSSES:
-            raise ValueError(LOSSES.unknown_message(name))
-        return name
+    def names(self) -> list[str]:
+        """The registered losses this config uses."""
+        return [t.name for t in self.terms] if self.name == "sum" else [self.name]
+
+
+class StageConfig(_Section):
+    """A later training stage: what it changes from the stage before (keys left out carry
+    over from the ``train`` section)."""
+
+    epochs: int = Field(ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    grad_accum_steps: int | None = Field(None, ge=1)
+    optimizer: OptimizerConfig | None = None
+    scheduler: SchedulerConfig | None = None
+    loss: LossConfig | None = None
+    freeze: list[str] | None = None
+
+
+class EMAConfig(_Section):
+    """Exponential moving average of the weights (timm ModelEmaV3), used for validation,
+    the best checkpoint and the predictions."""
+
+    decay: float = Field(0.999, gt=0, lt=1)
+    warmup: bool = True  # ramp the decay up over the first updates
+
+
+class SWAConfig(_Section):
+    """Stochastic weight averaging from ``start_epoch`` (1-based) to the end; the averaged
+    weights (batch-norm statistics recomputed) are the fold's final model."""
+
+    start_epoch: int = Field(ge=1)
+    lr: float | None = Field(None, gt=0)  # constant lr while averaging; None keeps the schedule
+
+
+class EarlyStoppingConfig(_Section):
+    """Stop a fold when the validation score has not improved for ``patience`` epochs."""
+
+    patience: int = Field(ge=1)
+    min_delta: float = Field(0.0, ge=0)
 
 
 class TrainConfig(_Section):
-    """The training recipe."""
+    """The training recipe: the first stage, optional later ``stages``, and the tricks."""
 
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     epochs: int = Field(5, ge=1)
@@ -224,6 +315,12 @@ class TrainConfig(_Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     loss: LossConfig = LossConfig()
+    freeze: list[str] = Field(default_factory=list)  # module paths, e.g. encoders.0
+    stages: list[StageConfig] = Field(default_factory=list)
+    ema: EMAConfig | None = None
+    swa: SWAConfig | None = None
+    snapshots: bool = False  # with 'restarts': predict with the mean of each cycle's weights
+    early_stopping: EarlyStoppingConfig | None = None
 
     @field_validator("seeds")
     @classmethod
@@ -231,6 +328,40 @@ class TrainConfig(_Section):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct. Got {seeds}.")
         return seeds
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        stages = self.resolved_stages()
+        total = sum(s.epochs for s in stages)
+        if self.snapshots and not any(s.scheduler.name == "restarts" for s in stages):
+            raise ValueError("'snapshots' needs a 'restarts' scheduler (cosine warm restarts)")
+        if self.snapshots and self.swa:
+            raise ValueError("'snapshots' and 'swa' both choose the final weights; pick one")
+        if self.swa and self.swa.start_epoch > total:
+            raise ValueError(
+                f"'swa.start_epoch' {self.swa.start_epoch} is after the last epoch ({total})"
+            )
+        return self
+
+    def resolved_stages(self) -> list[StageConfig]:
+        """Every stage with all keys filled: the first from this section, later ones from
+        the stage before plus their overrides."""
+        current = StageConfig(
+            epochs=self.epochs, batch_size=self.batch_size,
+            grad_accum_steps=self.grad_accum_steps, optimizer=self.optimizer,
+            scheduler=self.scheduler, loss=self.loss, freeze=self.freeze,
+        )
+        stages = [current]
+        for stage in self.stages:
+            overrides = {k: v for k, v in stage if v is not None}
+            current = current.model_copy(update=overrides)
+            stages.append(current)
+        return stages
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs over all stages."""
+        return sum(s.epochs for s in self.resolved_stages())
 
 
 class PredictConfig(_Section):
@@ -282,12 +413,15 @@ class ExperimentConfig(_Section):
             )
         from pipeline.losses import LOSS_TASKS
 
-        loss = self.train.loss.name
-        if loss != "auto" and comp.task not in LOSS_TASKS[loss]:
-            raise ValueError(
-                f"'train.loss.name' {loss!r} does not fit task {comp.task!r} "
-                f"('competition.task'); it fits {', '.join(LOSS_TASKS[loss])}"
-            )
+        for i, stage in enumerate(self.train.resolved_stages()):
+            assert stage.loss is not None
+            for loss in stage.loss.names():
+                if loss != "auto" and comp.task not in LOSS_TASKS[loss]:
+                    where = "train.loss" if i == 0 else f"train.stages.{i - 1}.loss"
+                    raise ValueError(
+                        f"'{where}' {loss!r} does not fit task {comp.task!r} "
+                        f"('competition.task'); it fits {', '.join(LOSS_TASKS[loss])}"
+                    )
         kinds = {e.kind for e in model.encoders}
         if comp.modality == "image" and not kinds & {"timm"}:
             raise ValueError("'model.encoders' needs a 'timm:' encoder for modality 'image'")

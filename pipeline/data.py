@@ -80,7 +80,8 @@ class TabularEncoder:
             cat.append(frame[col].astype(str).map(index).fillna(0).astype(np.int64))
         n = len(frame)
         return {
-            "num": np.stack(num, axis=1).astype(np.float32) if num else np.zeros((n, 0), np.float32),
+            "num": (np.stack(num, axis=1).astype(np.float32) if num
+                    else np.zeros((n, 0), np.float32)),
             "cat": np.stack(cat, axis=1).astype(np.int64) if cat else np.zeros((n, 0), np.int64),
         }
 

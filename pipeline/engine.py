@@ -1,15 +1,17 @@
 """The training engine: one loop for every model, run through Hugging Face Accelerate.
 
-``Trainer.fit`` trains for the configured epochs, scores the validation rows after each
-epoch, keeps the best weights (``best.pt``) and saves a resume point (``last.pt``: weights,
-optimizer, scheduler, RNG states) after every epoch, so a killed fold resumes where it
-stopped and ends with the same weights as an uninterrupted one. Tricks plug into the hooks
-of :class:`Callback`; they are not copies of the loop.
+``Trainer.fit`` runs the stages of a recipe (each with its own loader, optimizer, schedule,
+loss and frozen parts), scores the validation rows after each epoch, keeps the best weights
+(``best.pt``) and saves a resume point (``last.pt``: weights, optimizer, schedule, callback
+and RNG states) after every epoch, so a killed fold resumes where it stopped and ends with
+the same weights as an uninterrupted one. Tricks (EMA, SWA, snapshots, early stopping) plug
+into the hooks of :class:`Callback`; they are not copies of the loop.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -26,9 +28,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pipeline.artifacts import atomic_path
+from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
+LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 
 
 class Callback:
@@ -49,10 +53,14 @@ class Callback:
         """After each optimizer update."""
 
     def on_epoch_end(self, trainer: Trainer) -> None:
-        """After each epoch's validation."""
+        """After each epoch's validation (``trainer.history`` holds its record)."""
 
     def on_fit_end(self, trainer: Trainer) -> None:
         """After the last epoch."""
+
+    def eval_model(self, trainer: Trainer) -> nn.Module | None:
+        """The weights to validate and checkpoint instead of the trained ones (EMA), or None."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """State to save in the resume point."""
@@ -63,10 +71,24 @@ class Callback:
 
 
 @dataclass
+class StagePlan:
+    """One training stage, ready to run."""
+
+    epochs: int
+    loader: DataLoader[Batch]
+    make_optimizer: Callable[[], torch.optim.Optimizer]  # called after freezing
+    make_schedule: Callable[[torch.optim.Optimizer, int], Any]  # (optimizer, updates/epoch)
+    loss_fn: LossFn
+    freeze: list[str] = field(default_factory=list)
+    grad_accum_steps: int = 1
+    label: str = ""
+
+
+@dataclass
 class FitHistory:
     """Per-epoch record of a fit."""
 
-    epochs: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = -1
     best_score: float | None = None
 
@@ -105,127 +127,184 @@ def show_progress() -> bool:
     return os.environ.get("PIPELINE_PROGRESS", "1") != "0"
 
 
+def apply_freeze(model: nn.Module, paths: list[str]) -> list[nn.Module]:
+    """Freeze the modules at ``paths`` (dotted, e.g. ``encoders.0``), unfreeze the rest;
+    returns the frozen modules, which the loop keeps in eval mode (batch-norm statistics
+    untouched)."""
+    for param in model.parameters():
+        param.requires_grad_(True)
+    frozen = []
+    for path in paths:
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            top = [n for n, _ in model.named_children()]
+            raise ConfigError(
+                f"'train.freeze': no module {path!r} in the model. Top-level modules: {top} "
+                "(encoders are 'encoders.0', 'encoders.1', ...)"
+            ) from None
+        module.requires_grad_(False)
+        frozen.append(module)
+    return frozen
+
+
 class Trainer:
     """Trains one model on one fold; scores it after every epoch on the validation rows.
 
     Args:
         model: maps a batch dict to outputs.
-        optimizer: a torch optimizer over the model's parameters.
-        scheduler: a timm scheduler stepped after every optimizer update (or None).
-        loss_fn: ``loss_fn(outputs, batch) -> scalar``.
-        accelerator: device placement, mixed precision, gradient accumulation.
-        epochs: number of passes over the training rows.
+        accelerator: device placement and mixed precision.
         max_grad_norm: clip the gradient norm to this, when set.
         callbacks: hooks into the loop.
-        desc: progress-bar label (e.g. "seed 0 fold 1/5").
+        desc: progress-bar and log label (e.g. "seed 0 fold 1/5").
     """
 
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        loss_fn: Callable[[torch.Tensor, Batch], torch.Tensor],
         accelerator: Accelerator,
-        epochs: int,
         max_grad_norm: float | None = None,
         callbacks: list[Callback] | None = None,
         desc: str = "",
     ) -> None:
         self.accelerator = accelerator
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        self.scheduler = scheduler
-        self.loss_fn = loss_fn
-        self.epochs = epochs
+        self.model = accelerator.prepare_model(model)
         self.max_grad_norm = max_grad_norm
         self.callbacks = sorted(callbacks or [], key=lambda c: c.order)
         self.desc = desc
-        self.epoch = 0
-        self.num_updates = 0
+        self.epoch = 0  # completed epochs over all stages
+        self.stage = 0
+        self.stage_epoch = 0  # completed epochs of the current stage
+        self.stage_updates = 0
+        self.total_epochs = 0
+        self.frozen: list[nn.Module] = []
         self.history = FitHistory()
+        self.should_stop = False
+        self.optimizer: Any = None
+        self.schedule: Any = None
+        self.train_loader: DataLoader[Batch] | None = None
+        self.valid_loader: DataLoader[Batch] | None = None
+        self.checkpoint_dir = Path(".")
+        self.score_fn: Callable[[np.ndarray], float] | None = None
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
-    def train_epoch(self, loader: DataLoader[Batch]) -> float:
+    @property
+    def unwrapped(self) -> nn.Module:
+        """The trained model without Accelerate's wrapping."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def eval_model(self) -> nn.Module:
+        """The weights to validate and checkpoint: a callback's (EMA) or the trained ones."""
+        for cb in reversed(self.callbacks):
+            model = cb.eval_model(self)
+            if model is not None:
+                return model
+        return self.model
+
+    def _to_device(self, batch: Batch) -> Batch:
+        device = self.accelerator.device
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def train_epoch(
+        self, loader: DataLoader[Batch], optimizer: Any, schedule: Any, loss_fn: LossFn,
+        grad_accum_steps: int = 1,
+    ) -> float:
         """One pass over ``loader``; returns the mean training loss."""
         self.model.train()
+        for module in self.frozen:
+            module.eval()
         acc = self.accelerator
-        total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"{self.desc} epoch {self.epoch + 1}/{self.epochs}",
+        total, count, n_batches = 0.0, 0, len(loader)
+        bar = tqdm(loader, desc=f"{self.desc} epoch {self.epoch + 1}/{self.total_epochs or '?'}",
                    leave=False, disable=not show_progress(), mininterval=1.0, dynamic_ncols=True)
         for step, batch in enumerate(bar):
             batch = self._to_device(batch)
-            with acc.accumulate(self.model):
-                with acc.autocast():
-                    outputs = self.model(batch)
-                    loss = self.loss_fn(outputs, batch)
-                self._call("on_before_backward", loss)
-                acc.backward(loss)
-                if acc.sync_gradients and self.max_grad_norm:
+            with acc.autocast():
+                outputs = self.model(batch)
+                loss = loss_fn(outputs, batch)
+            self._call("on_before_backward", loss)
+            acc.backward(loss / grad_accum_steps if grad_accum_steps > 1 else loss)
+            if (step + 1) % grad_accum_steps == 0 or step + 1 == n_batches:
+                if self.max_grad_norm:
                     acc.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                if acc.sync_gradients:
-                    self.num_updates += 1
-                    if self.scheduler is not None:
-                        self.scheduler.step_update(self.num_updates)
-                    self._call("on_after_step")
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                self.stage_updates += 1
+                if schedule is not None:
+                    schedule.after_update(self.stage_updates)
+                self._call("on_after_step")
             total += loss.item()
             count += 1
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{total / count:.4f}",
-                                lr=f"{self.optimizer.param_groups[-1]['lr']:.2e}", refresh=False)
+                                lr=f"{optimizer.param_groups[-1]['lr']:.2e}", refresh=False)
         return total / max(count, 1)
 
     @torch.no_grad()
     def predict(
-        self, loader: DataLoader[Batch], transform: Callable[[Batch], Batch] | None = None
+        self, loader: DataLoader[Batch], transform: Callable[[Batch], Batch] | None = None,
+        model: nn.Module | None = None,
     ) -> np.ndarray:
-        """Raw model outputs for every row of ``loader`` (in order), as float64."""
-        self.model.eval()
+        """Raw outputs of ``model`` (default: :meth:`eval_model`) for every row, as float64."""
+        model = model if model is not None else self.eval_model()
+        model.eval()
         outputs = []
         for batch in loader:
             batch = self._to_device(batch)
             if transform is not None:
                 batch = transform(batch)
             with self.accelerator.autocast():
-                out = self.model(batch)
+                out = model(batch)
             outputs.append(out.float().cpu().numpy())
         return np.concatenate(outputs).astype(np.float64)
 
-    def _to_device(self, batch: Batch) -> Batch:
-        device = self.accelerator.device
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    def _start_stage(self, plan: StagePlan) -> None:
+        self.frozen = apply_freeze(self.unwrapped, plan.freeze)
+        self.optimizer = self.accelerator.prepare_optimizer(plan.make_optimizer())
+        updates = math.ceil(len(plan.loader) / plan.grad_accum_steps)
+        self.schedule = plan.make_schedule(self.optimizer.optimizer, updates)
 
     def _resume_state(self) -> dict[str, Any]:
         return {
-            "model": self.accelerator.unwrap_model(self.model).state_dict(),
+            "model": self.unwrapped.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "epoch": self.epoch,
-            "num_updates": self.num_updates,
+            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+            "epoch": self.epoch, "stage": self.stage, "stage_epoch": self.stage_epoch,
+            "stage_updates": self.stage_updates,
             "history": self.history,
             "rng": _rng_state(),
             "callbacks": [cb.state_dict() for cb in self.callbacks],
         }
 
-    def _load_resume_state(self, state: dict[str, Any]) -> None:
-        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = state["epoch"]
-        self.num_updates = state["num_updates"]
+    def _load_resume_state(self, state: dict[str, Any], plans: list[StagePlan]) -> None:
+        self.unwrapped.load_state_dict(state["model"])
+        self.epoch, self.stage = state["epoch"], state["stage"]
+        self.stage_epoch, self.stage_updates = state["stage_epoch"], state["stage_updates"]
         self.history = state["history"]
-        _set_rng_state(state["rng"])
         for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=True):
             cb.load_state_dict(cb_state)
+        if self.stage < len(plans):
+            self._start_stage(plans[self.stage])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.schedule is not None:
+                self.schedule.load_state_dict(state["schedule"])
+        _set_rng_state(state["rng"])
+
+    def _improved(self, score: float, greater_is_better: bool) -> bool:
+        best = self.history.best_score
+        return best is None or (score > best if greater_is_better else score < best)
+
+    def save_best(self, path: Path, score: float) -> None:
+        """Checkpoint the evaluation weights as the fold's chosen model."""
+        weights = self.accelerator.unwrap_model(self.eval_model()).state_dict()
+        save_checkpoint(path, {"model": weights, "epoch": self.epoch, "score": score})
 
     def fit(
         self,
-        train_loader: DataLoader[Batch],
+        plans: list[StagePlan],
         valid_loader: DataLoader[Batch],
         score_fn: Callable[[np.ndarray], float],
         greater_is_better: bool,
@@ -233,41 +312,61 @@ class Trainer:
         shuffle_generator: torch.Generator | None = None,
         shuffle_seed: int = 0,
     ) -> FitHistory:
-        """Train, validate every epoch, keep the best weights; resume from ``last.pt``.
+        """Run every stage, validate every epoch, keep the best weights; resume from ``last.pt``.
 
         ``score_fn`` maps validation outputs to the competition score. The shuffle order of
         epoch ``e`` comes from ``shuffle_seed + e``, so a resumed run sees the same batches.
         """
         last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+        self.total_epochs = sum(p.epochs for p in plans)
+        self.score_fn = score_fn
+        self.valid_loader = valid_loader
+        self.checkpoint_dir = checkpoint_dir
         if last.is_file():
-            self._load_resume_state(torch.load(last, map_location="cpu", weights_only=False))
+            self._load_resume_state(torch.load(last, map_location="cpu", weights_only=False),
+                                    plans)
             log.info("%s: resuming after epoch %d", self.desc, self.epoch)
+        elif plans:
+            self._start_stage(plans[0])
         self._call("on_fit_start")
-        while self.epoch < self.epochs:
-            start = time.perf_counter()
-            if shuffle_generator is not None:
-                shuffle_generator.manual_seed(shuffle_seed + self.epoch)
-            self._call("on_epoch_start")
-            train_loss = self.train_epoch(train_loader)
-            outputs = self.predict(valid_loader)
-            score = float(score_fn(outputs))
-            record = {"epoch": self.epoch + 1, "train_loss": train_loss, "score": score,
-                      "lr": float(self.optimizer.param_groups[-1]["lr"]),
-                      "seconds": time.perf_counter() - start}
-            self.history.epochs.append(record)
-            improved = self.history.best_score is None or (
-                score > self.history.best_score if greater_is_better
-                else score < self.history.best_score
-            )
-            if improved:
-                self.history.best_score, self.history.best_epoch = score, self.epoch + 1
-                save_checkpoint(best, {"model": self.accelerator.unwrap_model(self.model)
-                                       .state_dict(), "epoch": self.epoch + 1, "score": score})
-            log.info("%s epoch %d/%d: train_loss %.4f score %.5f%s (%.1fs)", self.desc,
-                     self.epoch + 1, self.epochs, train_loss, score, " *" if improved else "",
-                     record["seconds"])
-            self.epoch += 1
-            self._call("on_epoch_end")
-            save_checkpoint(last, self._resume_state())
+        while self.stage < len(plans) and not self.should_stop:
+            plan = plans[self.stage]
+            self.train_loader = plan.loader
+            while self.stage_epoch < plan.epochs and not self.should_stop:
+                start = time.perf_counter()
+                if shuffle_generator is not None:
+                    shuffle_generator.manual_seed(shuffle_seed + self.epoch)
+                self._call("on_epoch_start")
+                train_loss = self.train_epoch(plan.loader, self.optimizer, self.schedule,
+                                              plan.loss_fn, plan.grad_accum_steps)
+                score = float(score_fn(self.predict(valid_loader)))
+                self.stage_epoch += 1
+                self.epoch += 1
+                if self.schedule is not None:
+                    self.schedule.after_epoch(self.stage_epoch, score)
+                improved = self._improved(score, greater_is_better)
+                self.history.epochs.append({
+                    "epoch": self.epoch, "stage": self.stage, "label": plan.label,
+                    "optimizer": type(self.optimizer.optimizer).__name__,
+                    "batch_size": plan.loader.batch_size, "updates": self.stage_updates,
+                    "train_loss": train_loss, "score": score,
+                    "lr": float(self.optimizer.param_groups[-1]["lr"]),
+                    "seconds": time.perf_counter() - start,
+                })
+                if improved:
+                    self.history.best_score, self.history.best_epoch = score, self.epoch
+                    self.save_best(best, score)
+                log.info("%s epoch %d/%d: train_loss %.4f score %.5f%s (%.1fs)", self.desc,
+                         self.epoch, self.total_epochs, train_loss, score,
+                         " *" if improved else "", self.history.epochs[-1]["seconds"])
+                self._call("on_epoch_end")
+                save_checkpoint(last, self._resume_state())
+            if self.should_stop:
+                break
+            self.stage += 1
+            self.stage_epoch, self.stage_updates = 0, 0
+            if self.stage < len(plans):
+                self._start_stage(plans[self.stage])
+                save_checkpoint(last, self._resume_state())
         self._call("on_fit_end")
         return self.history

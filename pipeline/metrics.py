@@ -81,7 +81,7 @@ CLASSIFICATION = ("binary", "multiclass", "multilabel")
 
 @_register("accuracy", True, CLASSIFICATION, needs_labels=True)
 def accuracy(y: np.ndarray, p: np.ndarray) -> float:
-    """Share of rows whose predicted label (argmax, or p >= 0.5) is right; multilabel: all labels."""
+    """Share of rows with the right label (argmax or p >= 0.5); multilabel: all labels right."""
     t, h = _labels(y, p)
     if t.ndim == 1:
         return float((t == h).mean())

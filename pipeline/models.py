@@ -116,8 +116,9 @@ class CompetitionModel(nn.Module):
     """Encoders whose pooled features are concatenated into one head."""
 
     def __init__(self, encoders: list[nn.Module], n_outputs: int, dropout: float,
-                 hidden: int) -> None:
+                 hidden: int, temperature: float = 1.0) -> None:
         super().__init__()
+        self.temperature = temperature
         self.encoders = nn.ModuleList(encoders)
         width = sum(int(e.out_dim) for e in encoders)
         head: list[nn.Module] = [nn.Dropout(dropout)]
@@ -129,13 +130,17 @@ class CompetitionModel(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         features = [enc(batch) for enc in self.encoders]
-        return self.head(torch.cat(features, dim=1) if len(features) > 1 else features[0])
+        pooled = torch.cat(features, dim=1) if len(features) > 1 else features[0]
+        return self.head(pooled) / self.temperature
 
 
-def build_model(cfg: ModelConfig, n_outputs: int, tabular: TabularEncoder | None) -> CompetitionModel:
+def build_model(
+    cfg: ModelConfig, n_outputs: int, tabular: TabularEncoder | None
+) -> CompetitionModel:
     """The configured network with ``n_outputs`` logits (or values)."""
     encoders = [ENCODERS.get(e.kind)(e, tabular) for e in cfg.encoders]
-    return CompetitionModel(encoders, n_outputs, cfg.head.dropout, cfg.head.hidden)
+    return CompetitionModel(encoders, n_outputs, cfg.head.dropout, cfg.head.hidden,
+                            cfg.head.temperature)
 
 
 def build_tokenizer(cfg: ModelConfig) -> Any:
@@ -149,24 +154,3 @@ def build_tokenizer(cfg: ModelConfig) -> Any:
                 raise ConfigError(f"encoder {enc.name!r}: tokenizer directory {source} not found")
             return AutoTokenizer.from_pretrained(source)
     return None
-
-
-def parameter_groups(
-    model: CompetitionModel, cfg: ModelConfig, lr: float, weight_decay: float
-) -> list[dict[str, Any]]:
-    """Per encoder (its own ``lr`` when set) and head: a decayed group and a no-decay group.
-
-    Biases and normalisation weights (1-d tensors) get no weight decay.
-    """
-    parts = [(enc, ecfg.lr or lr) for enc, ecfg in zip(model.encoders, cfg.encoders, strict=True)]
-    parts.append((model.head, lr))
-    groups = []
-    for module, part_lr in parts:
-        params = [p for p in module.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        groups += [
-            {"params": decay, "lr": part_lr, "weight_decay": weight_decay},
-            {"params": no_decay, "lr": part_lr, "weight_decay": 0.0},
-        ]
-    return [g for g in groups if g["params"]]

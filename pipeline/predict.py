@@ -17,6 +17,7 @@ import torch
 from accelerate import Accelerator
 
 from pipeline.artifacts import read_json, write_json, write_parquet
+from pipeline.callbacks import snapshot_paths
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
 from pipeline.data import CompetitionDataset, TabularEncoder, build_loader, model_inputs
@@ -41,32 +42,40 @@ def predict_fold(
     """Predict the held-out rows and the test set with the fold's best weights and TTA.
 
     Writes ``oof.parquet`` and ``test.parquet`` (mean over transforms) and
-    ``tta_oof.parquet``/``tta_test.parquet`` with every transform's predictions.
+    ``tta_oof.parquet``/``tta_test.parquet`` with every transform's predictions. With
+    snapshots, every prediction is the mean over the fold's snapshot checkpoints.
     """
     from pipeline.train import fold_dir, n_outputs, to_predictions
 
     out = fold_dir(cfg, seed, fold)
-    best = out / "best.pt"
-    if not best.is_file():
-        raise DataError(f"{best} not found: train seed {seed} fold {fold} first")
+    checkpoints = snapshot_paths(out) if cfg.train.snapshots else [out / "best.pt"]
+    if not checkpoints or not checkpoints[0].is_file():
+        raise DataError(f"no checkpoint in {out}: train seed {seed} fold {fold} first")
     prep = read_json(out / "preprocess.json")
     tab = TabularEncoder.from_state_dict(prep["tabular"])
     model = build_model(cfg.model, n_outputs(comp), tab)
-    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
     inputs = model_inputs(comp, cfg.model, tokenizer, tab)
     batch_size = cfg.predict.batch_size or 2 * cfg.train.batch_size
-    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), None,
-                      lambda o, b: o.sum(), accelerator, epochs=0)
+    trainer = Trainer(model, accelerator)
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     valid_rows = np.flatnonzero(folds == fold)
     frames = {"oof": comp.train.iloc[valid_rows], "test": comp.test}
+    loaders = {part: build_loader(CompetitionDataset(frame, inputs), batch_size, False,
+                                  cfg.train.num_workers) for part, frame in frames.items()}
+    sums: dict[tuple[str, str], np.ndarray] = {}
+    transforms = tta_transforms(cfg.predict.tta)
+    for checkpoint in checkpoints:  # snapshot ensembles average their members' predictions
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+        trainer.unwrapped.load_state_dict(state)
+        for part, loader in loaders.items():
+            for name, transform in transforms:
+                raw = trainer.predict(loader, transform, model=trainer.model)
+                pred = to_predictions(cfg.competition.task, raw, prep) / len(checkpoints)
+                sums[part, name] = sums.get((part, name), 0) + pred
     for part, frame in frames.items():
-        loader = build_loader(CompetitionDataset(frame, inputs), batch_size, False,
-                              cfg.train.num_workers)
         per_tta = []
-        for name, transform in tta_transforms(cfg.predict.tta):
-            pred = to_predictions(cfg.competition.task, trainer.predict(loader, transform), prep)
-            table = pd.DataFrame(pred, columns=cols)
+        for name, _ in transforms:
+            table = pd.DataFrame(sums[part, name], columns=cols)
             table.insert(0, id_col, frame[id_col].to_numpy())
             table.insert(0, "tta", name)
             per_tta.append(table)

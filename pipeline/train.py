@@ -14,18 +14,20 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
+from torch import nn
 
 from pipeline import folds as folds_stage
 from pipeline.artifacts import RunMeta, read_json, write_json, write_meta, write_parquet, write_yaml
+from pipeline.callbacks import EMA, SWA, EarlyStopping, Snapshots, cycle_end_epochs
 from pipeline.competition import Competition, load_competition
-from pipeline.config import ExperimentConfig
+from pipeline.config import ExperimentConfig, OptimizerConfig, SchedulerConfig
 from pipeline.data import CompetitionDataset, TabularEncoder, build_loader, model_inputs
-from pipeline.engine import Trainer, seed_everything
+from pipeline.engine import Callback, StagePlan, Trainer, seed_everything
 from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.losses import build_loss
 from pipeline.metrics import get_metric
-from pipeline.models import build_model, build_tokenizer, parameter_groups
-from pipeline.optim import build_optimizer, build_scheduler
+from pipeline.models import build_model, build_tokenizer
+from pipeline.optim import Schedule, build_optimizer, build_scheduler, parameter_groups
 from pipeline.predict import predict_fold, prediction_hash
 from pipeline.sklearn_models import train_sklearn_fold
 
@@ -107,6 +109,59 @@ def preprocess_state(comp: Competition, rows: np.ndarray) -> dict[str, Any]:
     return {"tabular": tab.state_dict(), "target_mean": mean, "target_std": std}
 
 
+def build_callbacks(cfg: ExperimentConfig, greater_is_better: bool) -> list[Callback]:
+    """The tricks the recipe switches on."""
+    tcfg = cfg.train
+    callbacks: list[Callback] = []
+    if tcfg.ema is not None:
+        callbacks.append(EMA(tcfg.ema.decay, tcfg.ema.warmup))
+    if tcfg.swa is not None:
+        callbacks.append(SWA(tcfg.swa.start_epoch, tcfg.swa.lr))
+    if tcfg.snapshots:
+        stages = tcfg.resolved_stages()
+        cycles = [(s.scheduler.cycle_epochs, s.scheduler.cycle_mul)
+                  if s.scheduler is not None and s.scheduler.name == "restarts" else None
+                  for s in stages]
+        callbacks.append(Snapshots(cycle_end_epochs([s.epochs for s in stages], cycles)))
+    if tcfg.early_stopping is not None:
+        callbacks.append(EarlyStopping(tcfg.early_stopping.patience,
+                                       tcfg.early_stopping.min_delta, greater_is_better))
+    return callbacks
+
+
+def build_stage_plans(
+    cfg: ExperimentConfig, model: nn.Module, train_ds: CompetitionDataset,
+    generator: torch.Generator, greater_is_better: bool,
+) -> list[StagePlan]:
+    """One ready-to-run plan per stage of the recipe."""
+    plans = []
+    for stage in cfg.train.resolved_stages():
+        assert stage.optimizer and stage.scheduler and stage.loss and stage.batch_size
+        optim, sched, loss = stage.optimizer, stage.scheduler, stage.loss
+        epochs = stage.epochs
+
+        def make_optimizer(optim: OptimizerConfig = optim) -> torch.optim.Optimizer:
+            return build_optimizer(parameter_groups(model, cfg.model, optim), optim)
+
+        def make_schedule(optimizer: torch.optim.Optimizer, updates: int,
+                          sched: SchedulerConfig = sched, epochs: int = epochs) -> Schedule:
+            return build_scheduler(optimizer, sched, epochs, updates, greater_is_better)
+
+        terms = [(t.name, t.weight, t.params) for t in loss.terms]
+        plans.append(StagePlan(
+            epochs=epochs,
+            loader=build_loader(train_ds, stage.batch_size, True, cfg.train.num_workers,
+                                generator),
+            make_optimizer=make_optimizer,
+            make_schedule=make_schedule,
+            loss_fn=build_loss(loss.name, cfg.competition.task, loss.params, terms),
+            freeze=list(stage.freeze or []),
+            grad_accum_steps=stage.grad_accum_steps or 1,
+            label=f"{optim.name} lr={optim.lr:g} bs={stage.batch_size}",
+        ))
+    return plans
+
+
 def train_network_fold(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
     accelerator: Accelerator, tokenizer: Any,
@@ -128,26 +183,21 @@ def train_network_fold(
     y = y.astype(np.int64 if cfg.competition.task == "multiclass" else np.float32)
     train_ds = CompetitionDataset(comp.train.iloc[train_rows], inputs, y[train_rows])
     valid_ds = CompetitionDataset(comp.train.iloc[valid_rows], inputs, y[valid_rows])
-    tcfg = cfg.train
-    generator = torch.Generator()
-    train_loader = build_loader(train_ds, tcfg.batch_size, True, tcfg.num_workers, generator)
-    valid_loader = build_loader(valid_ds, cfg.predict.batch_size or 2 * tcfg.batch_size, False,
-                                tcfg.num_workers)
+    valid_loader = build_loader(valid_ds, cfg.predict.batch_size or 2 * cfg.train.batch_size,
+                                False, cfg.train.num_workers)
     model = build_model(cfg.model, n_outputs(comp), tab)
-    groups = parameter_groups(model, cfg.model, tcfg.optimizer.lr, tcfg.optimizer.weight_decay)
-    optimizer = build_optimizer(groups, tcfg.optimizer)
-    updates_per_epoch = -(-len(train_loader) // tcfg.grad_accum_steps)
-    scheduler = build_scheduler(optimizer, tcfg.scheduler, tcfg.epochs, updates_per_epoch)
     metric = get_metric(cfg.competition.metric)
+    generator = torch.Generator()
+    plans = build_stage_plans(cfg, model, train_ds, generator, metric.greater_is_better)
     y_valid = comp.targets[valid_rows]
 
     def score(outputs: np.ndarray) -> float:
         return metric(y_valid, to_predictions(cfg.competition.task, outputs, prep))
 
-    trainer = Trainer(model, optimizer, scheduler, build_loss(tcfg.loss.name,
-                      cfg.competition.task), accelerator, tcfg.epochs, tcfg.max_grad_norm,
+    trainer = Trainer(model, accelerator, cfg.train.max_grad_norm,
+                      build_callbacks(cfg, metric.greater_is_better),
                       desc=f"{cfg.name} seed {seed} fold {fold + 1}/{cfg.folds.n_splits}")
-    history = trainer.fit(train_loader, valid_loader, score, metric.greater_is_better, out,
+    history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
                           generator, run_seed * 100)
     accelerator.free_memory()
     return {"best_epoch": history.best_epoch, "best_score": history.best_score,
@@ -216,7 +266,8 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
             out = fold_dir(cfg, seed, fold)
             rows = np.flatnonzero(folds == fold)
             part = pd.read_parquet(out / "oof.parquet")
-            if part[id_col].astype(str).tolist() != comp.train[id_col].iloc[rows].astype(str).tolist():
+            expected = comp.train[id_col].iloc[rows].astype(str).tolist()
+            if part[id_col].astype(str).tolist() != expected:
                 raise DataError(f"{out / 'oof.parquet'} holds other ids than fold {fold}")
             oof[rows] = part[cols].to_numpy(dtype=np.float64)
             test = pd.read_parquet(out / "test.parquet")

@@ -1,0 +1,304 @@
+"""The blend stage: many runs of one competition -> ``blends/<name>/``.
+
+``run`` checks that the member runs share ids, folds and target layout, fits a blender
+from :mod:`pipeline.ensemble` on their OOF predictions, scores it in-sample and by nested CV
+(the blender re-tuned without each fold, scored on that fold), and writes a folder that
+later stages read like a run::
+
+    run.json          RunMeta of the members, with the blend's name and hash
+    oof.parquet       id, fold, blended OOF predictions
+    test.parquet      id, blended test predictions
+    weights.json      member -> weight, and the members with weight zero
+    cv.json           in-sample and nested-CV scores, each member's own score
+    postprocess.json  thresholds / class weights, for label-based metrics only
+    study.db          the Optuna study (method ``optuna`` with default storage)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.artifacts import (
+    RunMeta,
+    load_predictions,
+    read_meta,
+    write_json,
+    write_meta,
+    write_parquet,
+)
+from pipeline.ensemble import Blender, WeightedBlender, build_blender, nested_cv
+from pipeline.errors import DataError
+from pipeline.metrics import Metric, get_metric
+from pipeline.postprocess import FILENAME as POSTPROCESS_FILE
+from pipeline.postprocess import PostProcess, fit_postprocess
+
+logger = logging.getLogger("pipeline.blend")
+
+_SHARED_META = ("task", "metric", "id_column", "target_columns", "classes", "pred_columns")
+_OUTPUTS = ("oof.parquet", "test.parquet", "weights.json", "cv.json")
+
+
+@dataclass(frozen=True)
+class Members:
+    """The checked predictions of the runs being blended."""
+
+    names: list[str]
+    meta: RunMeta  # the first member's; every shared field is equal across members
+    oof_ids: pd.Series
+    test_ids: pd.Series
+    folds: np.ndarray  # (n,) fold of every OOF row
+    oof: np.ndarray  # (m, n, c)
+    test: np.ndarray  # (m, n_test, c)
+    config_hashes: list[str]
+
+
+def load_members(runs: Sequence[str | Path]) -> Members:
+    """Read the runs' predictions; raise DataError naming the run and what differs."""
+    folders = [Path(r) for r in runs]
+    if len(folders) < 2:
+        raise DataError(f"blend needs at least 2 runs. Got {len(folders)}: {folders}.")
+    resolved = [f.resolve() for f in folders]
+    dupes = sorted(str(f) for f, r in zip(folders, resolved, strict=True) if resolved.count(r) > 1)
+    if dupes:
+        raise DataError(f"blend members must be distinct runs; given more than once: {dupes}")
+    names = [f.name for f in folders]
+    if len(set(names)) < len(names):
+        names = [str(f) for f in folders]
+    preds = [load_predictions(f) for f in folders]
+    first, ref = folders[0], preds[0]
+    meta = ref.meta
+    for folder, pred in zip(folders, preds, strict=True):
+        for key in _SHARED_META:
+            mine, theirs = getattr(pred.meta, key), getattr(meta, key)
+            if mine != theirs:
+                raise DataError(
+                    f"{folder}: {key} is {mine!r} but {first} has {theirs!r}; blend members "
+                    "must predict the same competition with the same target layout"
+                )
+        _check_columns(folder, pred.oof, [meta.id_column, "fold", *meta.pred_columns], "oof")
+        _check_columns(folder, pred.test, [meta.id_column, *meta.pred_columns], "test")
+        _check_same(folder, first, "oof ids", pred.oof[meta.id_column], ref.oof[meta.id_column])
+        _check_same(folder, first, "test ids", pred.test[meta.id_column], ref.test[meta.id_column])
+        _check_same(folder, first, "oof folds", pred.oof["fold"], ref.oof["fold"])
+    return Members(
+        names=names,
+        meta=meta,
+        oof_ids=ref.oof[meta.id_column],
+        test_ids=ref.test[meta.id_column],
+        folds=ref.oof["fold"].to_numpy(),
+        oof=np.stack([p.oof_matrix for p in preds]),
+        test=np.stack([p.test_matrix for p in preds]),
+        config_hashes=[p.meta.config_hash for p in preds],
+    )
+
+
+def _check_columns(folder: Path, frame: pd.DataFrame, columns: list[str], part: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{folder / (part + '.parquet')}: missing column(s) {missing}")
+    bad = [c for c in columns if frame[c].isna().any()]
+    if bad:
+        raise DataError(
+            f"{folder / (part + '.parquet')}: NaN in column(s) {bad}; a run with untrained "
+            "folds cannot be blended"
+        )
+
+
+def _check_same(folder: Path, first: Path, what: str, mine: pd.Series, ref: pd.Series) -> None:
+    if len(mine) != len(ref):
+        raise DataError(f"{folder}: {len(mine)} {what} but {first} has {len(ref)}")
+    differ = np.flatnonzero(mine.to_numpy() != ref.to_numpy())
+    if len(differ):
+        i = int(differ[0])
+        raise DataError(
+            f"{folder}: {what} differ from {first} at {len(differ)} row(s), first at row {i} "
+            f"({mine.iloc[i]!r} vs {ref.iloc[i]!r}); members must share rows, order and folds"
+        )
+
+
+def blend_hash(members: Members, method: str, params: dict[str, Any]) -> str:
+    """Identity of a blend: member names and hashes, method and parameters."""
+    data = {
+        "members": list(zip(members.names, members.config_hashes, strict=True)),
+        "method": method,
+        "params": params,
+    }
+    text = json.dumps(data, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _is_complete(folder: Path, config_hash: str) -> bool:
+    if not (folder / "run.json").is_file() or not all((folder / f).is_file() for f in _OUTPUTS):
+        return False
+    return read_meta(folder).config_hash == config_hash
+
+
+def _blender_params(
+    method: str, meta: RunMeta, settings: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any]:
+    from pipeline.ensemble import BLENDERS
+
+    accepted = BLENDERS.get(method)._get_param_names()
+    merged = {"metric": meta.metric, **settings}
+    merged = {k: v for k, v in merged.items() if k in accepted}
+    return {**merged, **params}
+
+
+def _per_fold(metric: Metric, y: np.ndarray, p: np.ndarray, folds: np.ndarray) -> dict[str, float]:
+    return {str(f): metric(y[folds == f], p[folds == f]) for f in np.unique(folds)}
+
+
+def _weights_report(blender: Blender, names: list[str], method: str) -> dict[str, Any]:
+    report: dict[str, Any] = {"method": method, "weights": None, "zero_weight": []}
+    if isinstance(blender, WeightedBlender):
+        weights = blender.member_weights_
+        report["weights"] = {n: float(w) for n, w in zip(names, weights, strict=True)}
+        report["zero_weight"] = [n for n, w in zip(names, weights, strict=True) if w == 0]
+        if blender.weights_.ndim == 2:
+            per_class = zip(names, blender.weights_, strict=True)
+            report["per_class"] = {n: w.tolist() for n, w in per_class}
+    return report
+
+
+def _postprocess_report(
+    pp: PostProcess, y: np.ndarray, held_out: np.ndarray, folds: np.ndarray, task: str
+) -> dict[str, Any]:
+    """Scores of the tuned rule: in-sample, and nested (tuned on the other folds' held-out)."""
+    per_fold = {}
+    for f in np.unique(folds):
+        inner = fit_postprocess(task, pp.metric, y[folds != f], held_out[folds != f])
+        assert inner is not None  # same task and metric as pp
+        per_fold[str(f)] = inner.evaluate(y[folds == f], held_out[folds == f])
+    return {
+        "default_score": pp.default_score,
+        "in_sample": pp.score,
+        "nested": {"per_fold": per_fold, "mean": float(np.mean(list(per_fold.values())))},
+    }
+
+
+def run(
+    runs: Sequence[str | Path],
+    method: str = "optuna",
+    name: str | None = None,
+    blends_dir: str | Path = "blends",
+    n_trials: int = 300,
+    storage: str | None = None,
+    seed: int = 0,
+    params: dict[str, Any] | None = None,
+    targets: np.ndarray | None = None,
+) -> Path:
+    """Blend the runs' predictions with ``method`` into ``<blends_dir>/<name>/``; return it.
+
+    Args:
+        runs: Run (or blend) folders of one competition.
+        method: A registered blender: mean, optuna, hill_climb, rank, power, stacking.
+        name: Blend folder name; default ``<method>-<hash>``.
+        blends_dir: Parent of blend folders.
+        n_trials: Optuna trials (blenders that tune with Optuna).
+        storage: Optuna storage URL; default ``sqlite:///<blends_dir>/<name>/study.db``.
+        seed: Seed of the blender's randomness.
+        params: More blender hyperparameters (e.g. ``{"per_class": True}``).
+        targets: Encoded OOF targets; default read from the members' competition.
+
+    Raises:
+        DataError: The runs do not share ids, folds or target layout.
+        KeyError: ``method`` is not a registered blender.
+    """
+    members = load_members(runs)
+    meta, params = members.meta, dict(params or {})
+    settings = {"n_trials": n_trials, "seed": seed}
+    config_hash = blend_hash(members, method, {**settings, **params})
+    name = name or f"{method}-{config_hash[:8]}"
+    folder = Path(blends_dir) / name
+    if _is_complete(folder, config_hash):
+        logger.info("blend %s is up to date (hash %s); skipping", folder, config_hash)
+        return folder
+    settings["storage"] = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    settings["study_name"] = f"blend-{config_hash}"
+    blender = build_blender(method, **_blender_params(method, meta, settings, params))
+    folder.mkdir(parents=True, exist_ok=True)  # before the study opens its SQLite file
+
+    y = np.asarray(targets) if targets is not None else _targets(meta)
+    if len(y) != members.oof.shape[1]:
+        raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}")
+    metric, folds = get_metric(meta.metric), members.folds
+    member_scores = {n: metric(y, p) for n, p in zip(members.names, members.oof, strict=True)}
+    equal = metric(y, members.oof.mean(axis=0))
+
+    blender.fit(members.oof, y, folds)
+    oof, test = blender.oof_, blender.predict(members.test)
+    nested = nested_cv(blender, members.oof, y, folds, metric)
+    best = (max if metric.greater_is_better else min)(member_scores, key=member_scores.get)
+    cv = {
+        "metric": metric.name,
+        "direction": metric.direction,
+        "method": method,
+        "in_sample": {"score": metric(y, oof), "per_fold": _per_fold(metric, y, oof, folds)},
+        "nested": nested.to_json(),
+        "members": member_scores,
+        "best_member": {"name": best, "score": member_scores[best]},
+        "equal_weights": equal,
+    }
+    pp = fit_postprocess(meta.task, meta.metric, y, oof)
+    if pp is not None:
+        cv["postprocess"] = _postprocess_report(pp, y, nested.held_out, folds, meta.task)
+        write_json(folder / POSTPROCESS_FILE, pp.to_json())
+    else:
+        (folder / POSTPROCESS_FILE).unlink(missing_ok=True)
+    weights = _weights_report(blender, members.names, method)
+
+    cols = meta.pred_columns
+    oof_frame = pd.DataFrame(oof, columns=cols)
+    oof_frame.insert(0, "fold", folds)
+    oof_frame.insert(0, meta.id_column, members.oof_ids.to_numpy())
+    test_frame = pd.DataFrame(test, columns=cols)
+    test_frame.insert(0, meta.id_column, members.test_ids.to_numpy())
+    write_parquet(folder / "oof.parquet", oof_frame)
+    write_parquet(folder / "test.parquet", test_frame)
+    write_json(folder / "weights.json", weights)
+    write_json(folder / "cv.json", cv)
+    write_meta(folder, dataclasses.replace(meta, name=name, config_hash=config_hash))
+    _log_report(folder, cv, weights)
+    return folder
+
+
+def _targets(meta: RunMeta) -> np.ndarray:
+    from pipeline.competition import targets_for_meta
+
+    return targets_for_meta(meta)
+
+
+def _log_report(folder: Path, cv: dict[str, Any], weights: dict[str, Any]) -> None:
+    logger.info("blend %s (%s, %s %s)", folder, cv["method"], cv["metric"], cv["direction"])
+    for member, score in cv["members"].items():
+        w = weights["weights"]
+        shown = f"weight {w[member]:.3f}" if w is not None else "stacked"
+        logger.info("  %-30s %.6f  %s", member, score, shown)
+    if weights["zero_weight"]:
+        logger.info("  weight zero: %s", ", ".join(weights["zero_weight"]))
+    logger.info(
+        "  equal weights %.6f | best member %.6f | in-sample %.6f | nested CV %.6f (pooled %.6f)",
+        cv["equal_weights"],
+        cv["best_member"]["score"],
+        cv["in_sample"]["score"],
+        cv["nested"]["mean"],
+        cv["nested"]["pooled"],
+    )
+    if "postprocess" in cv:
+        pp = cv["postprocess"]
+        logger.info(
+            "  post-processing: default %.6f -> in-sample %.6f, nested %.6f",
+            pp["default_score"],
+            pp["in_sample"],
+            pp["nested"]["mean"],
+        )

@@ -1,0 +1,65 @@
+"""Blenders with fixed equal weights: arithmetic, rank and power averaging."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from pipeline.ensemble._base import BLENDERS, WeightedBlender, renormalise
+
+
+@BLENDERS.register("mean")
+class MeanBlender(WeightedBlender):
+    """Equal-weight average of the members: the baseline every other blender must beat."""
+
+    def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
+        self.weights_ = np.full(stacked.shape[0], 1.0 / stacked.shape[0])
+        return self._predict(stacked)
+
+
+@BLENDERS.register("rank")
+class RankBlender(WeightedBlender):
+    """Average of per-column ranks scaled to (0, 1]: for ranking metrics such as ROC AUC.
+
+    Ranks are taken within the rows being predicted (OOF at fit, test at predict), as
+    competitors do, so members on different scales or calibrations mix fairly. The output is
+    an order, not a probability: multiclass rows are renormalised but not calibrated.
+    """
+
+    def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
+        self.weights_ = np.full(stacked.shape[0], 1.0 / stacked.shape[0])
+        return self._predict(stacked)
+
+    def _predict(self, stacked: np.ndarray) -> np.ndarray:
+        ranks = rankdata(stacked, axis=1) / stacked.shape[1]
+        blended = np.einsum("m,mnc->nc", self.weights_, ranks)
+        return renormalise(blended) if self.task_ == "multiclass" else blended
+
+
+@BLENDERS.register("power")
+class PowerBlender(WeightedBlender):
+    """Power mean ``(mean_i p_i ** power) ** (1 / power)`` of non-negative predictions.
+
+    ``power > 1`` lets confident members speak louder than in the arithmetic mean; the
+    ``1 / power`` root keeps the result on the probability scale.
+
+    Args:
+        power: The exponent; 1 is the arithmetic mean.
+    """
+
+    def __init__(self, power: float = 2.0) -> None:
+        self.power = power
+
+    def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
+        if not self.power > 0:
+            raise ValueError(
+                f"The 'power' parameter of PowerBlender must be > 0. Got {self.power!r}."
+            )
+        self.weights_ = np.full(stacked.shape[0], 1.0 / stacked.shape[0])
+        return self._predict(stacked)
+
+    def _predict(self, stacked: np.ndarray) -> np.ndarray:
+        if (stacked < 0).any():
+            raise ValueError("power averaging needs non-negative predictions. Got negatives.")
+        blended = np.einsum("m,mnc->nc", self.weights_, stacked**self.power) ** (1 / self.power)
+        return renormalise(blended) if self.task_ == "multiclass" else blended

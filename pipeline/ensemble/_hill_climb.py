@@ -1,0 +1,103 @@
+"""Caruana ensemble selection: greedy forward selection of members with replacement."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.ensemble._base import BLENDERS, WeightedBlender, member_scores, resolve_metric
+from pipeline.metrics import Metric
+
+
+@BLENDERS.register("hill_climb")
+class HillClimbBlender(WeightedBlender):
+    """Ensemble selection (Caruana et al., 2004) on the competition metric.
+
+    Starts from the ``n_init`` best members (sorted initialisation), then repeatedly adds
+    the member, with replacement, whose addition scores best. Every point of the trajectory
+    is scored and the best one is kept, so the blend is never worse in-sample than the best
+    single member. With ``n_bags > 1`` each bag selects from a random ``bag_fraction`` of
+    the members and the bags' weights are averaged (less overfitting on small OOF sets).
+
+    Args:
+        metric: Name of the registered metric to optimise.
+        n_iter: Additions after the initialisation.
+        n_init: Best members the selection starts from.
+        patience: Stop a climb after this many additions without a new best score.
+        n_bags: Number of bags; 1 selects from every member once.
+        bag_fraction: Share of members each bag may select from.
+        seed: Seed of the bag draws.
+    """
+
+    def __init__(
+        self,
+        metric: str | None = None,
+        n_iter: int = 100,
+        n_init: int = 3,
+        patience: int = 20,
+        n_bags: int = 1,
+        bag_fraction: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        self.metric = metric
+        self.n_iter = n_iter
+        self.n_init = n_init
+        self.patience = patience
+        self.n_bags = n_bags
+        self.bag_fraction = bag_fraction
+        self.seed = seed
+
+    def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
+        metric = resolve_metric(self.metric, type(self).__name__)
+        if not 0 < self.bag_fraction <= 1:
+            raise ValueError(
+                "The 'bag_fraction' parameter of HillClimbBlender must be in (0, 1]. "
+                f"Got {self.bag_fraction!r}."
+            )
+        m = stacked.shape[0]
+        scores = member_scores(metric, stacked, y)
+        if self.n_bags <= 1:
+            self.weights_, self.trajectory_ = self._climb(metric, stacked, y, scores, np.arange(m))
+        else:
+            rng = np.random.default_rng(self.seed)
+            size = max(1, round(self.bag_fraction * m))
+            bags = [rng.choice(m, size=size, replace=False) for _ in range(self.n_bags)]
+            climbs = [self._climb(metric, stacked, y, scores, bag) for bag in bags]
+            self.weights_ = np.mean([w for w, _ in climbs], axis=0)
+            self.trajectory_ = [t for _, t in climbs]
+        return self._predict(stacked)
+
+    def _climb(
+        self,
+        metric: Metric,
+        stacked: np.ndarray,
+        y: np.ndarray,
+        scores: np.ndarray,
+        members: np.ndarray,
+    ) -> tuple[np.ndarray, list[float]]:
+        sign = 1.0 if metric.greater_is_better else -1.0
+        members = members[np.argsort(-sign * scores[members], kind="stable")]
+        counts = np.zeros(stacked.shape[0])
+        total = np.zeros(stacked.shape[1:])
+        trajectory: list[float] = []
+        best_counts, best_score, stale = counts, -np.inf * sign, 0
+
+        def add(i: int, score: float) -> None:
+            nonlocal total, best_counts, best_score, stale
+            counts[i] += 1
+            total = total + stacked[i]
+            trajectory.append(score)
+            if metric.is_better(score, best_score):
+                best_counts, best_score, stale = counts.copy(), score, 0
+            else:
+                stale += 1
+
+        for i in members[: max(1, self.n_init)]:
+            add(i, metric(y, (total + stacked[i]) / (counts.sum() + 1)))
+        for _ in range(self.n_iter):
+            if stale >= self.patience:
+                break
+            k = counts.sum() + 1
+            candidates = [metric(y, (total + stacked[i]) / k) for i in members]
+            pick = int(np.argmax(sign * np.asarray(candidates)))
+            add(members[pick], candidates[pick])
+        return best_counts / best_counts.sum(), trajectory

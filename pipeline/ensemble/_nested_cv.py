@@ -1,0 +1,65 @@
+"""Honest blend scores: the blender tuned on k-1 folds of the OOF, scored on the held-out one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+
+from pipeline.ensemble._base import Blender, stack_members
+from pipeline.metrics import Metric
+
+
+@dataclass(frozen=True)
+class NestedCV:
+    """Held-out scores of a blender re-fit without each fold in turn."""
+
+    per_fold: dict[str, float]  # fold value -> score of the blend tuned without that fold
+    mean: float  # mean of per_fold
+    pooled: float  # score of all held-out predictions together (comparable to in-sample)
+    held_out: np.ndarray  # (n, c) blended prediction of every row by a blender that never saw it
+
+    def to_json(self) -> dict[str, Any]:
+        """Scores as plain data (the held-out matrix is left out)."""
+        return {"per_fold": self.per_fold, "mean": self.mean, "pooled": self.pooled}
+
+
+def nested_cv(
+    blender: Blender,
+    preds: Sequence[np.ndarray] | np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    metric: Metric,
+) -> NestedCV:
+    """Score ``blender`` by refitting a clone on k-1 folds and predicting the held-out fold.
+
+    Stacking blenders get the k-1 folds as their own (inner) folds. An Optuna study is kept
+    in memory here so the nested studies never mix with the stage's stored one.
+    """
+    stacked = stack_members(preds)
+    y, folds = np.asarray(y), np.asarray(folds)
+    values = np.unique(folds)
+    if len(values) < 2 + int(blender.needs_folds):
+        raise ValueError(
+            f"nested CV of {type(blender).__name__} needs at least "
+            f"{2 + int(blender.needs_folds)} folds. Got {len(values)}."
+        )
+    held_out = np.zeros(stacked.shape[1:])
+    per_fold = {}
+    for fold in values:
+        train, held = folds != fold, folds == fold
+        inner = clone(blender)
+        if "storage" in inner.get_params():
+            inner.set_params(storage=None)
+        inner.fit(stacked[:, train], y[train], folds[train])
+        held_out[held] = inner.predict(stacked[:, held])
+        per_fold[str(fold)] = metric(y[held], held_out[held])
+    return NestedCV(
+        per_fold=per_fold,
+        mean=float(np.mean(list(per_fold.values()))),
+        pooled=metric(y, held_out),
+        held_out=held_out,
+    )

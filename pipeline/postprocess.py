@@ -1,0 +1,127 @@
+"""Metric-aware post-processing: decision thresholds and class weights tuned on OOF.
+
+Label-based metrics (F1, accuracy, MCC, QWK: ``Metric.needs_labels``) score hard labels, and
+0.5 / argmax is rarely the best rule. Binary and multilabel predictions get one threshold
+per column; multiclass predictions get one multiplicative weight per class before the
+argmax. Both are tuned by coordinate search on the OOF predictions, starting from the
+default rule and accepting only improvements, so the OOF score is never worse than the
+default. The tuned rule is saved as ``postprocess.json`` next to the predictions and applied
+to the test predictions by the submit stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts import read_json
+from pipeline.metrics import Metric, get_metric
+
+FILENAME = "postprocess.json"
+_N_THRESHOLDS = 99  # candidate thresholds per column: quantiles of its predictions
+_CLASS_WEIGHTS = np.geomspace(0.25, 4.0, 21)  # candidate multipliers per class
+_PASSES = 3
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """A tuned rule that turns probabilities into the labels a label-based metric scores."""
+
+    task: str
+    metric: str
+    thresholds: tuple[float, ...] = ()  # binary, multilabel: label j is p[:, j] >= t_j
+    class_weights: tuple[float, ...] = ()  # multiclass: argmax of p * w
+    default_score: float | None = None  # OOF score of 0.5 / argmax
+    score: float | None = None  # OOF score with this rule
+
+    def labels(self, p: np.ndarray) -> np.ndarray:
+        """Class indices ``(n,)`` (multiclass) or a 0/1 int matrix ``(n, k)``."""
+        p = np.asarray(p, dtype=np.float64)
+        if p.ndim == 1:
+            p = p[:, None]
+        if self.task == "multiclass":
+            return _apply_weights(p, np.asarray(self.class_weights))
+        return _apply_thresholds(p, np.asarray(self.thresholds))
+
+    def evaluate(self, y: np.ndarray, p: np.ndarray) -> float:
+        """The metric of the labels this rule gives for probabilities ``p``."""
+        p = np.asarray(p, dtype=np.float64)
+        return _label_score(get_metric(self.metric), np.asarray(y), self.labels(p), p.shape[-1])
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict for ``postprocess.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PostProcess:
+        """Inverse of :meth:`to_json`."""
+        data = dict(data)
+        for key in ("thresholds", "class_weights"):
+            data[key] = tuple(float(v) for v in data.get(key, ()))
+        return cls(**data)
+
+
+def _apply_weights(p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return (p * weights).argmax(axis=1)
+
+
+def _apply_thresholds(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    return (p >= thresholds).astype(np.int64)
+
+
+def _label_score(metric: Metric, y: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
+    """The metric of hard labels, passed in the probability layout the metric expects."""
+    if labels.ndim == 1:
+        return metric(y, np.eye(n_classes)[labels])
+    return metric(y, labels.astype(np.float64))
+
+
+def fit_postprocess(task: str, metric: str, y: np.ndarray, p: np.ndarray) -> PostProcess | None:
+    """Tune thresholds or class weights on OOF; None when the metric scores probabilities."""
+    scorer = get_metric(metric)
+    if not scorer.needs_labels or task == "regression":
+        return None
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[:, None]
+    c = p.shape[1]
+    if task == "multiclass":
+        params, candidates = np.ones(c), [_CLASS_WEIGHTS] * c
+        apply = _apply_weights
+    else:
+        params = np.full(c, 0.5)
+        qs = np.linspace(0.01, 0.99, _N_THRESHOLDS)
+        candidates = [np.unique(np.quantile(p[:, j], qs)) for j in range(c)]
+        apply = _apply_thresholds
+    default = best = _label_score(scorer, y, apply(p, params), c)
+    for _ in range(_PASSES):
+        improved = False
+        for j in range(c):
+            for value in candidates[j]:
+                trial = params.copy()
+                trial[j] = value
+                score = _label_score(scorer, y, apply(p, trial), c)
+                if scorer.is_better(score, best):
+                    params, best, improved = trial, score, True
+        if not improved:
+            break
+    values = tuple(float(v) for v in params)
+    return PostProcess(
+        task=task,
+        metric=metric,
+        thresholds=values if task != "multiclass" else (),
+        class_weights=values if task == "multiclass" else (),
+        default_score=default,
+        score=best,
+    )
+
+
+def load_postprocess(folder: str | Path) -> PostProcess | None:
+    """The rule in ``<folder>/postprocess.json``, or None when the folder has none."""
+    path = Path(folder) / FILENAME
+    if not path.is_file():
+        return None
+    return PostProcess.from_json(read_json(path))
