@@ -16,16 +16,16 @@ import time
 
 os.environ.setdefault("PIPELINE_PROGRESS", "1")
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from accelerate import Accelerator  # noqa: E402
-from timm.optim import create_optimizer_v2  # noqa: E402
-from timm.scheduler import CosineLRScheduler  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+import timm
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.engine import Trainer  # noqa: E402
-from pipeline.optim import Schedule  # noqa: E402
+from pipeline.engine import Trainer
+from pipeline.optim import Schedule
 
 
 class DictLoader:
@@ -34,7 +34,7 @@ class DictLoader:
     def __init__(self, loader: DataLoader) -> None:
         self.loader = loader
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         for x, y in self.loader:
             yield {"image": x, "target": y}
 
@@ -51,7 +51,7 @@ class Wrapped(torch.nn.Module):
         return self.body(batch["image"])
 
 
-def make(model_name: str, seed: int, updates: int):  # noqa: ANN201
+def make(model_name: str, seed: int, updates: int):
     torch.manual_seed(seed)
     model = timm.create_model(model_name, num_classes=10)
     opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.01)
@@ -59,7 +59,7 @@ def make(model_name: str, seed: int, updates: int):  # noqa: ANN201
     return model, opt, sched
 
 
-def hand_loop(model, opt, sched, loader: DataLoader) -> float:  # noqa: ANN001
+def hand_loop(model, opt, sched, loader: DataLoader) -> float:
     model.train()
     start, total, updates = time.perf_counter(), 0.0, 0
     for x, y in loader:
@@ -73,7 +73,7 @@ def hand_loop(model, opt, sched, loader: DataLoader) -> float:  # noqa: ANN001
     return time.perf_counter() - start
 
 
-def engine_loop(model, opt, sched, loader: DataLoader, accelerator: Accelerator) -> float:  # noqa: ANN001
+def engine_loop(model, opt, sched, loader: DataLoader, accelerator: Accelerator) -> float:
     trainer = Trainer(Wrapped(model), accelerator, desc="engine")
     optimizer = accelerator.prepare_optimizer(opt)
     start = time.perf_counter()

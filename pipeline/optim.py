@@ -141,6 +141,6 @@ def build_scheduler(
     if cfg.name == "plateau":
         return Schedule(PlateauLRScheduler(
             optimizer, decay_rate=cfg.factor, patience_t=cfg.patience, lr_min=lr_min,
-            mode="max" if greater_is_better else "min", warmup_t=0, t_in_epochs=True),
+            mode="max" if greater_is_better else "min", warmup_t=0),
             per_epoch=True)
     return Schedule(StepLRScheduler(optimizer, decay_t=total + 1, decay_rate=1.0, **common))

@@ -16,7 +16,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("PIPELINE_PROGRESS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-WORDS = {0: ["dull", "boring", "bad", "awful", "flat"], 1: ["great", "fun", "superb", "good", "warm"]}
+WORDS = {
+    0: ["dull", "boring", "bad", "awful", "flat"],
+    1: ["great", "fun", "superb", "good", "warm"],
+}
 FILLER = ["the", "movie", "was", "a", "plot", "and", "very", "film", "it", "story"]
 
 
@@ -45,9 +48,8 @@ def write_tokenizer(path: Path) -> Path:
     """A BERT WordPiece tokenizer over the test vocabulary."""
     from transformers import BertTokenizer
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
-        {w for ws in WORDS.values() for w in ws} | set(FILLER)
-    )
+    words = sorted({w for ws in WORDS.values() for w in ws} | set(FILLER))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
     BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(path)
     return path
 
