@@ -61,13 +61,12 @@ def make(model_name: str, seed: int, updates: int):
 
 def hand_loop(model, opt, sched, loader: DataLoader) -> float:
     model.train()
-    start, total, updates = time.perf_counter(), 0.0, 0
-    for x, y in loader:
+    start, total = time.perf_counter(), 0.0
+    for updates, (x, y) in enumerate(loader, start=1):
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        updates += 1
         sched.step_update(updates)
         total += loss.item()
     return time.perf_counter() - start

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
@@ -93,8 +95,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_blend(args: argparse.Namespace) -> int:
     from pipeline import blend, submit
 
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PipelineError(f"--param {item!r} must look like key=value")
+        params[key] = yaml.safe_load(value)
     folder = blend.run(args.runs, method=args.method, name=args.name, blends_dir=args.blends_dir,
-                       n_trials=args.trials, storage=args.storage, seed=args.seed)
+                       n_trials=args.trials, storage=args.storage, seed=args.seed,
+                       params=params)
     print(folder)
     if args.submit:
         print(submit.run(folder, None, args.submissions_dir or "submissions"))
@@ -146,10 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_submit)
     p = sub.add_parser("blend", help="tune ensemble weights on the OOF of several runs")
     p.add_argument("--runs", nargs="+", required=True, help="run or blend folders")
-    p.add_argument("--method", default="optuna")
+    p.add_argument("--method", default="optuna",
+                   help="mean, optuna, hill_climb, rank, power, stacking")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="blender setting, e.g. per_class=true, n_iter=50, power=3")
     p.add_argument("--name", default=None)
     p.add_argument("--blends-dir", default="blends")
-    p.add_argument("--trials", type=int, default=300)
+    p.add_argument("--trials", "--n-trials", dest="trials", type=int, default=300)
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite file)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--submit", action="store_true", help="also write the submission")
@@ -157,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_blend)
     p = sub.add_parser("demo", help="build the bundled demo competitions and run them")
     p.add_argument("--root", default="data/demo")
-    p.add_argument("--only", nargs="*", default=None, help="image, text, tabular")
+    p.add_argument("--only", nargs="*", default=None, choices=["image", "text", "tabular"],
+                   help="run only these demos")
     p.set_defaults(fn=cmd_demo)
     return parser
 

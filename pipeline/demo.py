@@ -264,12 +264,12 @@ def _text_config(root: Path) -> dict[str, Any]:
         "folds": {"scheme": "stratified", "n_splits": 3, "seed": SEED},
         "model": {
             # The pretrained encoder moves slowly; the new head (train.optimizer.lr) fast.
-            "encoders": [{"name": f"hf:{minilm_dir()}", "pretrained": True, "lr": 5.0e-5}],
+            "encoders": [{"name": f"hf:{minilm_dir()}", "pretrained": True, "lr": 1.0e-4}],
             "head": {"dropout": 0.1, "hidden": 0},
             "max_length": 64,
         },
         "train": {
-            "seeds": [0], "epochs": 1, "batch_size": 16, "max_grad_norm": 1.0,
+            "seeds": [0], "epochs": 2, "batch_size": 16, "max_grad_norm": 1.0,
             "optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.01},
             "scheduler": {"name": "linear", "warmup_epochs": 0.1, "min_lr_ratio": 0.0},
             "loss": {"name": "bce"},
@@ -409,3 +409,37 @@ def heldout_score(config_path: str | Path, submission_csv: str | Path) -> float:
         y = merged[targets].to_numpy(dtype=np.float64)
         p = merged[pred_cols].to_numpy(dtype=np.float64)
     return METRICS.get(comp.metric)(y, p)
+
+
+def run_demo(root: str | Path = "data/demo", demos: Sequence[str] | None = None,
+             configs_dir: str | Path = "configs") -> dict[str, dict[str, Any]]:
+    """Build the demos, run every stage of each, blend the two tabular models, and print
+    each one's CV score, held-out score and submission path."""
+    from pipeline import blend, folds, submit, train
+    from pipeline.artifacts import read_json
+    from pipeline.competition import load_competition
+
+    configs = build_demo(root, configs_dir, tuple(demos or DEMOS))
+    results: dict[str, dict[str, Any]] = {}
+    for key, path in configs.items():
+        cfg = load_config(path)
+        print(f"== {cfg.name}: {cfg.competition.modality} / {cfg.competition.task}, "
+              f"metric {cfg.competition.metric} ({path})", flush=True)
+        comp = load_competition(cfg.competition)
+        folds.run(cfg, comp)
+        cv = train.run(cfg, comp)
+        submission = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir)
+        results[cfg.name] = {"cv": cv, "heldout": heldout_score(path, submission),
+                             "submission": submission}
+        if key == "tabular_gbdt":
+            mlp = load_config(configs["tabular"])
+            folder = blend.run([mlp.run_dir, cfg.run_dir], method="optuna",
+                               name="demo-tabular-blend", n_trials=100)
+            submission = submit.run(folder, None, cfg.submissions_dir)
+            results["demo-tabular-blend"] = {
+                "cv": read_json(folder / "cv.json")["nested"]["pooled"],  # honest: nested CV
+                "heldout": heldout_score(path, submission), "submission": submission}
+    print("\ndemo results (CV on the train folds; held-out on the test answers):")
+    for name, r in results.items():
+        print(f"  {name:22s} CV {r['cv']:.4f}   held-out {r['heldout']:.4f}   -> {r['submission']}")
+    return results

@@ -125,7 +125,7 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     path = cfg.folds_file
     if path.is_file():
         read_folds(path, comp, cfg.folds.n_splits)
-        log.info("folds: %s exists and matches the train ids; kept", path)
+        log.debug("folds: %s exists and matches the train ids; kept", path)
         return path
     folds = make_folds(comp, cfg.folds)
     write_csv(path, pd.DataFrame({cfg.competition.id_column: comp.train[cfg.competition.id_column],
