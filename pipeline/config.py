@@ -193,8 +193,8 @@ class OptimizerConfig(_Section):
             close = difflib.get_close_matches(base, known, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise ValueError(
-                f"unknown optimizer {name!r}.{hint} Known (each also as 'lookahead_<name>'): "
-                f"{', '.join(known)}"
+                f"unknown optimizer {name!r}.{hint} Known: {', '.join(known)} "
+                "(each also as 'lookahead_<name>')"
             )
         return name
 
@@ -247,6 +247,15 @@ class LossConfig(_Section):
     name: str = "auto"
     params: dict[str, Any] = Field(default_factory=dict)
     terms: list[LossTermConfig] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from pipeline.losses import LOSSES
+
+        if name not in ("auto", "sum") and name not in LOSSES:
+            raise ValueError(LOSSES.unknown_message(name))
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> LossConfig:
@@ -418,6 +427,7 @@ class ExperimentConfig(_Section):
             for loss in stage.loss.names():
                 if loss != "auto" and comp.task not in LOSS_TASKS[loss]:
                     where = "train.loss" if i == 0 else f"train.stages.{i - 1}.loss"
+                    where += ".name" if stage.loss.name != "sum" else ".terms"
                     raise ValueError(
                         f"'{where}' {loss!r} does not fit task {comp.task!r} "
                         f"('competition.task'); it fits {', '.join(LOSS_TASKS[loss])}"
