@@ -1,8 +1,8 @@
 """Throughput of our training engine against a hand-written PyTorch loop.
 
 Both train the same timm model on the same in-memory batches, with the same optimizer,
-schedule, loss and thread count; rounds alternate between the two so that machine noise hits
-both alike. Prints images/s of each and the ratio (target: >= 0.95).
+schedule, loss and thread count; each round runs both, in alternating order, so that machine
+noise and warm-up hit both alike. Prints images/s of each and the ratio (target: >= 0.95).
 
     python benchmarks/engine_overhead.py [--model resnet18] [--rounds 5]
 """
@@ -98,14 +98,15 @@ def main() -> None:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     updates = len(loader)
     hand_times, engine_times = [], []
-    for r in range(args.rounds + 1):  # round 0 warms up both
-        model, opt, sched = make(args.model, r, updates)
-        t_hand = hand_loop(model, opt, sched, loader)
-        model, opt, sched = make(args.model, r, updates)
-        t_engine = engine_loop(model, opt, sched, loader, accelerator)
+    for r in range(args.rounds + 1):  # round 0 warms up both; the order alternates
+        timings = {}
+        for which in (("hand", "engine") if r % 2 else ("engine", "hand")):
+            model, opt, sched = make(args.model, r, updates)
+            timings[which] = (hand_loop(model, opt, sched, loader) if which == "hand"
+                              else engine_loop(model, opt, sched, loader, accelerator))
         if r:
-            hand_times.append(t_hand)
-            engine_times.append(t_engine)
+            hand_times.append(timings["hand"])
+            engine_times.append(timings["engine"])
     hand = args.images / statistics.median(hand_times)
     engine = args.images / statistics.median(engine_times)
     print(f"model {args.model} @ {args.image_size}px, batch {args.batch_size}, "
