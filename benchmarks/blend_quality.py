@@ -5,14 +5,25 @@ breast cancer: binary). For each repeat, a stratified 70/30 split: members get 5
 predictions on the 70% part and predict the 30% part with the average of their fold models
 (as in a competition). Blenders are fit on the OOF only and scored on the 30% part.
 
+With ``--demo``: the same comparison through the pipeline stages on the tabular demo
+competition (``pipeline.demo``, breast cancer, ROC AUC). Ten members are trained by
+``pipeline.train`` on the demo config's folds, blended by ``pipeline.blend``, written by
+``pipeline.submit`` and scored on the demo's held-out ``answers.csv``, which no member or
+blender sees. Everything goes under ``--work`` (default ``runs/blend_bench``).
+
 Run: ``python benchmarks/blend_quality.py [--repeats 3] [--trials 300]``
+or ``python benchmarks/blend_quality.py --demo [--trials 300] [--work runs/blend_bench]``
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +50,7 @@ from pipeline.ensemble import OptunaBlender, build_blender
 from pipeline.metrics import get_metric
 
 METHODS = ("mean", "best member", "optuna", "hill_climb", "rank", "power", "stacking")
+DEMO_BLENDERS = ("mean", "optuna", "hill_climb", "rank", "power", "stacking")
 
 
 def members() -> dict[str, Any]:
@@ -146,12 +158,155 @@ def table(results: dict[str, dict[str, list[tuple[float, float, float]]]]) -> st
     return "\n".join(lines)
 
 
+# --demo: pipeline members on the tabular demo competition ---------------------------------
+
+_MLP_TRAIN = {
+    "epochs": 40, "batch_size": 64,
+    "optimizer": {"name": "adamw", "lr": 3.0e-3, "weight_decay": 1.0e-4},
+    "scheduler": {"name": "cosine", "warmup_epochs": 2, "min_lr_ratio": 0.01},
+    "loss": {"name": "bce"},
+}
+
+
+def _sklearn(path: str, **params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {"encoders": [{"name": f"sklearn:{path}", "params": params}]}, {"seeds": [0]}
+
+
+def _mlp(hidden: list[int], dropout: float, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    model = {
+        "encoders": [{"name": "mlp", "params": {"hidden": hidden, "dropout": dropout}}],
+        "head": {"dropout": dropout, "hidden": 0},
+    }
+    return model, {"seeds": [seed], **copy.deepcopy(_MLP_TRAIN)}
+
+
+def demo_members() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Ten members as ``(model, train)`` config sections, from strong to deliberately weak.
+
+    scikit-learn members get no scaling from the pipeline, so the logistic regressions use
+    the Newton-Cholesky solver, which converges on the raw features; the MLPs get the
+    pipeline's standardised inputs.
+    """
+    return {
+        "mlp_wide": _mlp([256, 128], 0.1, seed=0),
+        "mlp_narrow": _mlp([32], 0.3, seed=1),
+        "logreg_c0.1": _sklearn(
+            "sklearn.linear_model.LogisticRegression", C=0.1, solver="newton-cholesky"
+        ),
+        "logreg_c10": _sklearn(
+            "sklearn.linear_model.LogisticRegression", C=10.0, solver="newton-cholesky"
+        ),
+        "random_forest": _sklearn("sklearn.ensemble.RandomForestClassifier", n_estimators=300),
+        "extra_trees": _sklearn("sklearn.ensemble.ExtraTreesClassifier", n_estimators=300),
+        "hist_gbm": _sklearn(
+            "sklearn.ensemble.HistGradientBoostingClassifier",
+            max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
+        ),
+        "knn15": _sklearn("sklearn.neighbors.KNeighborsClassifier", n_neighbors=15),
+        "naive_bayes": _sklearn("sklearn.naive_bayes.GaussianNB"),
+        "tree_depth4": _sklearn("sklearn.tree.DecisionTreeClassifier", max_depth=4),
+    }
+
+
+def run_demo(work: Path, n_trials: int) -> None:
+    """Train the members, blend them with every method, score everything on held-out rows."""
+    import yaml
+
+    from pipeline import blend, submit, train
+    from pipeline.config import build_config
+    from pipeline.demo import build_demo, heldout_score
+
+    work = work.resolve()
+    demo_config = build_demo(work / "data", work / "configs", demos=("tabular",))["tabular"]
+    base = yaml.safe_load(demo_config.read_text())
+    metric = get_metric(base["competition"]["metric"])
+    better = max if metric.greater_is_better else min
+    submissions = work / "submissions"
+
+    members: dict[str, dict[str, Any]] = {}
+    for name, (model, train_section) in demo_members().items():
+        data = {
+            **copy.deepcopy(base), "name": f"bench-{name}", "model": model, "train": train_section,
+            "output_dir": str(work / "runs"), "folds_dir": str(work / "folds"),
+            "submissions_dir": str(submissions),
+        }
+        path = work / "configs" / f"bench_{name}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        cfg = build_config(data, str(path))
+        start = time.perf_counter()
+        oof = train.run(cfg)
+        seconds = time.perf_counter() - start
+        sub = submit.run(cfg.run_dir, f"bench-{name}", submissions)
+        held = heldout_score(path, sub)
+        members[name] = {"run": cfg.run_dir, "oof": oof, "held": held, "s": seconds}
+        print(f"member {name}: OOF {oof:.4f}, held-out {held:.4f}, {seconds:.1f} s", flush=True)
+
+    rows: dict[str, dict[str, Any]] = {}
+    best = better(members, key=lambda n: members[n]["oof"])
+    rows[f"best member ({best})"] = {
+        "in": members[best]["oof"], "nested": None, "held": members[best]["held"], "s": 0.0,
+    }
+    runs = [m["run"] for m in members.values()]
+    for method in DEMO_BLENDERS:
+        name = f"bench-{method}"
+        shutil.rmtree(work / "blends" / name, ignore_errors=True)  # time a fresh fit
+        start = time.perf_counter()
+        folder = blend.run(
+            runs, method=method, name=name, blends_dir=work / "blends", n_trials=n_trials
+        )
+        seconds = time.perf_counter() - start
+        cv = json.loads((folder / "cv.json").read_text())
+        held = heldout_score(demo_config, submit.run(folder, name, submissions))
+        rows[method] = {
+            "in": cv["in_sample"]["score"], "nested": cv["nested"], "held": held, "s": seconds,
+        }
+        print(f"blend {method}: held-out {held:.4f}, {seconds:.1f} s", flush=True)
+
+    equal = rows["mean"]["held"]
+    folds = base["folds"]
+    print(
+        f"\n{len(members)} members, {folds['n_splits']} {folds['scheme']} folds "
+        f"(seed {folds['seed']}), {n_trials} Optuna trials, {metric.name} "
+        f"({metric.direction})\n"
+    )
+    lines = [
+        "| method | in-sample OOF | nested CV pooled | nested CV mean | held-out "
+        "| vs equal weights (held-out) | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, r in rows.items():
+        label = "equal weights (mean)" if method == "mean" else method
+        nested = r["nested"]
+        pooled, mean = (
+            (f"{nested['pooled']:.4f}", f"{nested['mean']:.4f}") if nested else ("-", "-")
+        )
+        lines.append(
+            f"| {label} | {r['in']:.4f} | {pooled} | {mean} | {r['held']:.4f} "
+            f"| {r['held'] / equal:.4f} | {r['s']:.1f} |"
+        )
+    print("\n".join(lines))
+    print("\n| member | OOF | held-out | train s |\n|---|---|---|---|")
+    for name, m in members.items():
+        print(f"| {name} | {m['oof']:.4f} | {m['held']:.4f} | {m['s']:.1f} |")
+
+
 def main() -> None:
     """Run the quality comparison and the speed test; print markdown."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="70/30 splits averaged")
     parser.add_argument("--trials", type=int, default=300, help="Optuna trials")
+    parser.add_argument(
+        "--demo", action="store_true",
+        help="blend pipeline members on the tabular demo competition instead",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path("runs/blend_bench"),
+        help="scratch folder of --demo (demo data, configs, runs, blends, submissions)",
+    )
     args = parser.parse_args()
+    if args.demo:
+        run_demo(args.work, args.trials)
+        return
     loaders: dict[str, Callable[..., Any]] = {
         "digits": load_digits,
         "breast_cancer": load_breast_cancer,

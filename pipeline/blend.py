@@ -10,6 +10,7 @@ later stages read like a run::
     test.parquet      id, blended test predictions
     weights.json      member -> weight, and the members with weight zero
     cv.json           in-sample and nested-CV scores, each member's own score
+    diversity.json    each member's score and the correlation matrix of their OOF
     postprocess.json  thresholds / class weights, for label-based metrics only
     study.db          the Optuna study (method ``optuna`` with default storage)
 """
@@ -36,6 +37,7 @@ from pipeline.artifacts import (
     write_meta,
     write_parquet,
 )
+from pipeline.diversity import diversity_report, format_report
 from pipeline.ensemble import Blender, WeightedBlender, build_blender, nested_cv
 from pipeline.errors import DataError
 from pipeline.metrics import Metric, get_metric
@@ -267,8 +269,11 @@ def run(
     write_parquet(folder / "test.parquet", test_frame)
     write_json(folder / "weights.json", weights)
     write_json(folder / "cv.json", cv)
+    diversity = diversity_report(members.names, members.oof, y, metric)
+    write_json(folder / "diversity.json", diversity)
     write_meta(folder, dataclasses.replace(meta, name=name, config_hash=config_hash))
     _log_report(folder, cv, weights)
+    logger.info("%s", format_report(diversity))
     return folder
 
 

@@ -110,6 +110,27 @@ def cmd_blend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diversity(args: argparse.Namespace) -> int:
+    from pipeline.blend import load_members
+    from pipeline.competition import targets_for_meta
+    from pipeline.diversity import diversity_report, format_report
+    from pipeline.metrics import get_metric
+
+    members = load_members(args.runs)
+    y = targets_for_meta(members.meta)
+    print(format_report(diversity_report(members.names, members.oof, y,
+                                         get_metric(members.meta.metric))))
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from pipeline.diversity import expand_pairs
+
+    for path in expand_pairs(args.config, args.out):
+        print(path)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import folds, submit, train
     from pipeline.competition import load_competition
@@ -167,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submit", action="store_true", help="also write the submission")
     p.add_argument("--submissions-dir", default=None)
     p.set_defaults(fn=cmd_blend)
+    p = sub.add_parser("diversity", help="member scores and OOF correlation of runs")
+    p.add_argument("--runs", nargs="+", required=True, help="run or blend folders")
+    p.set_defaults(fn=cmd_diversity)
+    p = sub.add_parser("pairs", help="one config per pair of a config's encoders")
+    p.add_argument("config", help="experiment YAML listing 3+ encoders")
+    p.add_argument("--out", default=None, help="folder for the new configs (default: beside)")
+    p.set_defaults(fn=cmd_pairs)
     p = sub.add_parser("demo", help="build the bundled demo competitions and run them")
     p.add_argument("--root", default="data/demo")
     p.add_argument("--only", nargs="*", default=None, choices=["image", "text", "tabular"],

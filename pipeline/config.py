@@ -154,6 +154,8 @@ class ModelConfig(_Section):
     head: HeadConfig = HeadConfig()
     image_size: int = Field(224, ge=8)
     max_length: int = Field(256, ge=8)
+    # which tokens a long text keeps: the first, the last, or a quarter head + the tail
+    truncation: Literal["head", "tail", "head_tail"] = "head"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -311,6 +313,39 @@ class EarlyStoppingConfig(_Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+class TextNoiseConfig(_Section):
+    """Token-level noise on training texts (special tokens are never touched)."""
+
+    mask: float = Field(0.0, ge=0, lt=1)  # replace with the mask (or unknown) token
+    delete: float = Field(0.0, ge=0, lt=1)
+    swap: float = Field(0.0, ge=0, lt=1)  # swap with the next token
+
+
+class TabularNoiseConfig(_Section):
+    """Noise on training rows of tabular inputs."""
+
+    gaussian: float = Field(0.0, ge=0)  # std of noise on standardised numeric features
+    swap: float = Field(0.0, ge=0, lt=1)  # chance a cell takes another row's value
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentation per input kind."""
+
+    # albumentations transforms by class name with their arguments, applied before the
+    # resize and normalisation, e.g. [{name: HorizontalFlip, p: 0.5}, {name: Affine, ...}]
+    image: list[dict[str, Any]] = Field(default_factory=list)
+    text: TextNoiseConfig | None = None
+    tabular: TabularNoiseConfig | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _albumentations(cls, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from pipeline.augment import build_image_augment
+
+        build_image_augment(items)
+        return items
+
+
 class TrainConfig(_Section):
     """The training recipe: the first stage, optional later ``stages``, and the tricks."""
 
@@ -329,6 +364,7 @@ class TrainConfig(_Section):
     ema: EMAConfig | None = None
     swa: SWAConfig | None = None
     snapshots: bool = False  # with 'restarts': predict with the mean of each cycle's weights
+    augment: AugmentConfig = AugmentConfig()
     early_stopping: EarlyStoppingConfig | None = None
 
     @field_validator("seeds")
@@ -377,6 +413,7 @@ class PredictConfig(_Section):
     """Inference: test-time augmentation and batch size."""
 
     tta: list[str] = Field(default_factory=list)
+    tta_reduce: Literal["mean", "gmean", "median"] = "mean"
     batch_size: int | None = Field(None, ge=1)  # default: 2 x train.batch_size
 
     @field_validator("tta")
@@ -444,8 +481,16 @@ class ExperimentConfig(_Section):
         for name in self.predict.tta:
             from pipeline.tta import TTA
 
-            if comp.modality not in TTA.entry(name).flags["modalities"]:
-                raise ValueError(f"'predict.tta' {name!r} does not apply to {comp.modality}")
+            kinds = TTA.entry(name).flags["inputs"]
+            if not kinds & _input_kinds(model):
+                raise ValueError(
+                    f"'predict.tta' {name!r} applies to {sorted(kinds)} inputs; the model "
+                    f"reads {sorted(_input_kinds(model))}"
+                )
+        if self.predict.tta and model.is_sklearn:
+            raise ValueError("'predict.tta' needs a network; a 'sklearn:' model predicts once")
+        if self.predict.tta_reduce == "gmean" and comp.task == "regression":
+            raise ValueError("'predict.tta_reduce' gmean needs probabilities, not regression")
         return self
 
     @property
@@ -471,6 +516,11 @@ class ExperimentConfig(_Section):
             data.pop(key)
         data["train"].pop("num_workers")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _input_kinds(model: ModelConfig) -> set[str]:
+    kinds = {"timm": "image", "hf": "text", "mlp": "tabular", "sklearn": "tabular"}
+    return {kinds[e.kind] for e in model.encoders}
 
 
 def _parse_value(text: str) -> Any:

@@ -19,7 +19,9 @@ from albumentations.pytorch import ToTensorV2
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.augment import build_image_augment, noisy_row, noisy_tokens
 from pipeline.competition import Competition
+from pipeline.config import AugmentConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,53 +97,112 @@ class TabularEncoder:
         return cls(**state)
 
 
-def image_transform(size: int) -> A.Compose:
-    """Resize to a square and normalise with ImageNet statistics."""
-    return A.Compose([A.Resize(size, size), A.Normalize(IMAGENET_MEAN, IMAGENET_STD), ToTensorV2()])
+def image_transform(size: int, augment: list[A.BasicTransform] | None = None) -> A.Compose:
+    """Optional augmentations, then resize to a square and ImageNet normalisation."""
+    steps = [*(augment or []), A.Resize(size, size), A.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+             ToTensorV2()]
+    return A.Compose(steps, seed=0)
+
+
+def encode_texts(tokenizer: Any, texts: list[list[str]], max_length: int,
+                 truncation: str) -> list[list[int]]:
+    """Token ids per row; a long single text keeps its head, tail or head + tail.
+
+    Two text columns are encoded as a pair (truncated longest-first); more are joined with
+    the separator token.
+    """
+    if len(texts) == 2:
+        enc = tokenizer(texts[0], texts[1], truncation=True, max_length=max_length)
+        return list(enc["input_ids"])
+    first = texts[0] if len(texts) == 1 else [
+        f" {tokenizer.sep_token} ".join(parts) for parts in zip(*texts, strict=True)]
+    if truncation == "head":
+        return list(tokenizer(first, truncation=True, max_length=max_length)["input_ids"])
+    prefix, suffix = _special_wrapping(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    out = []
+    for ids in tokenizer(first, add_special_tokens=False)["input_ids"]:
+        if len(ids) > budget:
+            head = budget // 4 if truncation == "head_tail" else 0
+            ids = ids[:head] + ids[len(ids) - (budget - head):]
+        out.append(prefix + list(ids) + suffix)
+    return out
+
+
+def _special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after a single sequence."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain):])
+    raise ValueError(f"cannot locate the text among the special tokens of {type(tokenizer)}")
 
 
 class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
-    """Rows of a competition frame as dicts of tensors for the encoders that need them."""
+    """Rows of a competition frame as dicts of tensors for the encoders that need them.
+
+    With ``augment`` (training rows only) every item is augmented with draws seeded by
+    the epoch (:meth:`set_epoch`) and the row.
+    """
 
     def __init__(
         self,
         frame: pd.DataFrame,
         inputs: ModelInputs,
         targets: np.ndarray | None = None,
+        augment: AugmentConfig | None = None,
     ) -> None:
         self.inputs = inputs
         self.targets = targets
+        self.augment = augment
+        self.epoch_seed = 0
         self.images: list[Path] = []
         if inputs.image_size:
             root = inputs.image_root
             self.images = [root / str(p) for p in frame[inputs.image_column]]
-            self.transform = image_transform(inputs.image_size)
-        self.tokens: dict[str, list[list[int]]] = {}
-        if inputs.tokenizer is not None:
+            extra = build_image_augment(augment.image) if augment is not None else []
+            self.transform = image_transform(inputs.image_size, extra)
+        self.ids: list[list[int]] = []
+        tok = inputs.tokenizer
+        if tok is not None:
             texts = [frame[c].fillna("").astype(str).tolist() for c in inputs.text_columns]
-            pair = texts[1] if len(texts) == 2 else None
-            first = texts[0] if len(texts) <= 2 else [
-                f" {inputs.tokenizer.sep_token} ".join(parts) for parts in zip(*texts, strict=True)
-            ]
-            enc = inputs.tokenizer(first, pair, truncation=True, max_length=inputs.max_length)
-            self.tokens = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+            self.ids = encode_texts(tok, texts, inputs.max_length, inputs.truncation)
+            self.special = set(tok.all_special_ids)
+            mask = tok.mask_token_id if tok.mask_token_id is not None else tok.unk_token_id
+            self.mask_id = int(mask if mask is not None else 0)
         self.tabular = inputs.tabular.transform(frame) if inputs.tabular is not None else None
         self.length = len(frame)
+
+    def set_epoch(self, seed: int) -> None:
+        """Seed the augmentation draws of the coming epoch."""
+        self.epoch_seed = seed
+        if self.images:
+            self.transform.set_random_seed(seed)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item: dict[str, torch.Tensor] = {}
+        rng = np.random.default_rng([self.epoch_seed, i]) if self.augment is not None else None
         if self.images:
             with Image.open(self.images[i]) as img:
                 pixels = np.asarray(img.convert("RGB"))
             item["image"] = self.transform(image=pixels)["image"]
-        for key, values in self.tokens.items():
-            item[key] = torch.tensor(values[i], dtype=torch.long)
+        if self.ids:
+            ids = self.ids[i]
+            if rng is not None and self.augment is not None and self.augment.text is not None:
+                ids = noisy_tokens(ids, self.augment.text, rng, self.special, self.mask_id)
+            item["input_ids"] = torch.tensor(ids, dtype=torch.long)
+            item["attention_mask"] = torch.ones(len(ids), dtype=torch.long)
         if self.tabular is not None:
-            item["num"] = torch.from_numpy(self.tabular["num"][i])
-            item["cat"] = torch.from_numpy(self.tabular["cat"][i])
+            num, cat = self.tabular["num"][i], self.tabular["cat"][i]
+            if rng is not None and self.augment is not None and self.augment.tabular is not None:
+                num, cat = noisy_row(num, cat, self.tabular["num"], self.tabular["cat"],
+                                     self.augment.tabular, rng)
+            item["num"] = torch.from_numpy(np.ascontiguousarray(num))
+            item["cat"] = torch.from_numpy(np.ascontiguousarray(cat))
         if self.targets is not None:
             item["target"] = torch.as_tensor(self.targets[i])
         return item
@@ -157,6 +218,7 @@ class ModelInputs:
     text_columns: list[str] = field(default_factory=list)
     tokenizer: Any = None  # a transformers tokenizer, or None: no text input
     max_length: int = 256
+    truncation: str = "head"
     tabular: TabularEncoder | None = None
 
 
@@ -208,5 +270,6 @@ def model_inputs(comp: Competition, model_cfg: Any, tokenizer: Any,
         text_columns=list(cfg.text_columns),
         tokenizer=tokenizer if "hf" in kinds else None,
         max_length=model_cfg.max_length,
+        truncation=model_cfg.truncation,
         tabular=tabular if "mlp" in kinds else None,
     )

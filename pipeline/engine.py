@@ -336,6 +336,9 @@ class Trainer:
                 start = time.perf_counter()
                 if shuffle_generator is not None:
                     shuffle_generator.manual_seed(shuffle_seed + self.epoch)
+                set_epoch = getattr(plan.loader.dataset, "set_epoch", None)
+                if set_epoch is not None:  # seeds the augmentation draws of this epoch
+                    set_epoch(shuffle_seed + self.epoch)
                 self._call("on_epoch_start")
                 train_loss = self.train_epoch(plan.loader, self.optimizer, self.schedule,
                                               plan.loss_fn, plan.grad_accum_steps)

@@ -83,12 +83,14 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, cfg: EncoderConfig, tabular: TabularEncoder) -> None:
         super().__init__()
-        params = {"hidden": [256, 128], "dropout": 0.1, **cfg.params}
-        unknown = set(params) - {"hidden", "dropout"}
+        params = {"hidden": [256, 128], "dropout": 0.1, "embedding_noise": 0.0, **cfg.params}
+        unknown = set(params) - {"hidden", "dropout", "embedding_noise"}
         if unknown:
             raise ConfigError(
-                f"encoder 'mlp': unknown params {sorted(unknown)}. Known: hidden, dropout"
+                f"encoder 'mlp': unknown params {sorted(unknown)}. "
+                "Known: hidden, dropout, embedding_noise"
             )
+        self.embedding_noise = float(params["embedding_noise"])
         self.embeddings = nn.ModuleList(
             nn.Embedding(card, min(32, (card + 1) // 2 + 1)) for card in tabular.cardinalities
         )
@@ -102,9 +104,10 @@ class MLPEncoder(nn.Module):
         self.out_dim = width
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        parts = [batch["num"]]
-        parts += [emb(batch["cat"][:, i]) for i, emb in enumerate(self.embeddings)]
-        return self.mlp(torch.cat(parts, dim=1))
+        embedded = [emb(batch["cat"][:, i]) for i, emb in enumerate(self.embeddings)]
+        if self.training and self.embedding_noise:  # noise after the embedding layer
+            embedded = [e + self.embedding_noise * torch.randn_like(e) for e in embedded]
+        return self.mlp(torch.cat([batch["num"], *embedded], dim=1))
 
 
 ENCODERS.add("timm", lambda cfg, tabular: TimmEncoder(cfg), "any timm model")

@@ -6,6 +6,7 @@ the OOF what the test set will get. Reruns only what the ``predict`` section cha
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ from pipeline.data import CompetitionDataset, TabularEncoder, build_loader, mode
 from pipeline.engine import Trainer
 from pipeline.errors import DataError
 from pipeline.models import build_model, build_tokenizer
-from pipeline.tta import tta_transforms
+from pipeline.tta import reduce_predictions, tta_transforms
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +61,36 @@ def predict_fold(
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     valid_rows = np.flatnonzero(folds == fold)
     frames = {"oof": comp.train.iloc[valid_rows], "test": comp.test}
-    loaders = {part: build_loader(CompetitionDataset(frame, inputs), batch_size, False,
-                                  cfg.train.num_workers) for part, frame in frames.items()}
-    sums: dict[tuple[str, str], np.ndarray] = {}
     transforms = tta_transforms(cfg.predict.tta)
+    loaders = {
+        (part, name): build_loader(
+            CompetitionDataset(frame, dataclasses.replace(inputs, **tta.inputs)), batch_size,
+            False, cfg.train.num_workers)
+        for part, frame in frames.items() for name, tta in transforms
+    }
+    sums: dict[tuple[str, str], np.ndarray] = {}
     for checkpoint in checkpoints:  # snapshot ensembles average their members' predictions
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
         trainer.unwrapped.load_state_dict(state)
-        for part, loader in loaders.items():
-            for name, transform in transforms:
-                raw = trainer.predict(loader, transform, model=trainer.model)
+        for part in frames:
+            for name, tta in transforms:
+                raw = trainer.predict(loaders[part, name], tta.batch, model=trainer.model)
                 pred = to_predictions(cfg.competition.task, raw, prep) / len(checkpoints)
                 sums[part, name] = sums.get((part, name), 0) + pred
     for part, frame in frames.items():
+        ids = frame[id_col].to_numpy()
         per_tta = []
         for name, _ in transforms:
             table = pd.DataFrame(sums[part, name], columns=cols)
-            table.insert(0, id_col, frame[id_col].to_numpy())
+            table.insert(0, id_col, ids)
             table.insert(0, "tta", name)
             per_tta.append(table)
-        stacked = pd.concat(per_tta, ignore_index=True)
-        write_parquet(out / f"tta_{part}.parquet", stacked)
-        mean = stacked.groupby(id_col, sort=False)[cols].mean().reset_index()
-        write_parquet(out / f"{part}.parquet", mean)
+        write_parquet(out / f"tta_{part}.parquet", pd.concat(per_tta, ignore_index=True))
+        stack = np.stack([sums[part, name] for name, _ in transforms])
+        merged = reduce_predictions(stack, cfg.predict.tta_reduce, cfg.competition.task)
+        table = pd.DataFrame(merged, columns=cols)
+        table.insert(0, id_col, ids)
+        write_parquet(out / f"{part}.parquet", table)
     write_json(out / "predictions.json", {"hash": prediction_hash(cfg), "tta": cfg.predict.tta})
     accelerator.free_memory()
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -17,7 +18,15 @@ from accelerate import Accelerator
 from torch import nn
 
 from pipeline import folds as folds_stage
-from pipeline.artifacts import RunMeta, read_json, write_json, write_meta, write_parquet, write_yaml
+from pipeline.artifacts import (
+    RunMeta,
+    read_json,
+    read_meta,
+    write_json,
+    write_meta,
+    write_parquet,
+    write_yaml,
+)
 from pipeline.callbacks import EMA, SWA, EarlyStopping, Snapshots, cycle_end_epochs
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig, OptimizerConfig, SchedulerConfig
@@ -181,7 +190,9 @@ def train_network_fold(
     if cfg.competition.task == "regression":
         y = (y - np.array(prep["target_mean"])) / np.array(prep["target_std"])
     y = y.astype(np.int64 if cfg.competition.task == "multiclass" else np.float32)
-    train_ds = CompetitionDataset(comp.train.iloc[train_rows], inputs, y[train_rows])
+    aug = cfg.train.augment
+    active = aug if (aug.image or aug.text or aug.tabular) else None
+    train_ds = CompetitionDataset(comp.train.iloc[train_rows], inputs, y[train_rows], active)
     valid_ds = CompetitionDataset(comp.train.iloc[valid_rows], inputs, y[valid_rows])
     valid_loader = build_loader(valid_ds, cfg.predict.batch_size or 2 * cfg.train.batch_size,
                                 False, cfg.train.num_workers)
@@ -279,12 +290,11 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
             raise DataError(f"OOF predictions of seed {seed} miss rows: folds incomplete")
         scores[f"seed{seed}"] = metric(y, oof)
         oof_sum += oof
+        _write_member(cfg, comp, folds, seed, oof, test_parts[-cfg.folds.n_splits:])
     oof_mean = oof_sum / len(cfg.train.seeds)
     overall = metric(y, oof_mean)
     scores["oof"] = overall
-    oof_frame = pd.DataFrame(oof_mean, columns=cols)
-    oof_frame.insert(0, "fold", folds)
-    oof_frame.insert(0, id_col, comp.train[id_col].to_numpy())
+    oof_frame = _predictions_frame(comp.train[id_col].to_numpy(), oof_mean, cols, id_col, folds)
     test_folds = pd.concat(test_parts, ignore_index=True)
     test_mean = test_folds.groupby(id_col, sort=False)[cols].mean()
     test_frame = test_mean.loc[comp.test[id_col]].reset_index()
@@ -297,6 +307,28 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     log.info("%s: OOF %s %.5f (%d seed(s) x %d folds) -> %s", cfg.name, metric.name, overall,
              len(cfg.train.seeds), cfg.folds.n_splits, run_dir)
     return overall
+
+
+def _predictions_frame(ids: np.ndarray, values: np.ndarray, cols: list[str], id_col: str,
+                       folds: np.ndarray | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame(values, columns=cols)
+    if folds is not None:
+        frame.insert(0, "fold", folds)
+    frame.insert(0, id_col, ids)
+    return frame
+
+
+def _write_member(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
+                  oof: np.ndarray, test_parts: list[pd.DataFrame]) -> None:
+    """``seed<s>/`` as a run of its own (run.json, oof, test): one ensemble member per seed."""
+    id_col, cols = cfg.competition.id_column, comp.pred_columns
+    folder = cfg.run_dir / f"seed{seed}"
+    test = pd.concat(test_parts).groupby(id_col, sort=False)[cols].mean()
+    write_parquet(folder / "oof.parquet", _predictions_frame(
+        comp.train[id_col].to_numpy(), oof, cols, id_col, folds))
+    write_parquet(folder / "test.parquet", test.loc[comp.test[id_col]].reset_index())
+    meta = read_meta(cfg.run_dir)
+    write_meta(folder, dataclasses.replace(meta, name=f"{cfg.name}-seed{seed}"))
 
 
 def load_folds(cfg: ExperimentConfig, comp: Competition) -> np.ndarray:

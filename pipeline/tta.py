@@ -1,49 +1,101 @@
-"""Test-time augmentation: named input transforms and the reductions that merge their outputs.
+"""Test-time augmentation: named transforms and the reductions that merge their outputs.
 
-A transform maps a model-input batch (a dict of tensors) to an augmented copy. Classification
-and regression outputs are invariant to these transforms, so no de-augmentation is needed;
-the predictions of all transforms (the identity included) are merged by a reduction.
+A transform either maps a model-input batch (a dict of tensors) to an augmented copy
+(image flips, rotations, zoom, brightness; tabular noise) or changes how inputs are made
+(text truncation). Classification and regression outputs are invariant to these transforms,
+so there is nothing to de-augment; the predictions of all transforms (the identity
+included) are merged by a reduction: ``mean``, ``gmean`` (geometric, renormalised per row
+for multiclass) or ``median``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pipeline.registry import Registry
 
 Batch = dict[str, torch.Tensor]
-TTA: Registry[Callable[[Batch], Batch]] = Registry("tta transform")
 
 
-def _image_op(op: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Batch], Batch]:
-    def transform(batch: Batch) -> Batch:
-        return {k: op(v) if k == "image" else v for k, v in batch.items()}
+@dataclass(frozen=True)
+class TTATransform:
+    """A batch transform and/or changes to how inputs are built (e.g. text truncation)."""
 
-    return transform
-
-
-TTA.add("hflip", _image_op(lambda x: x.flip(-1)), "mirror left-right", modalities=("image",))
-TTA.add("vflip", _image_op(lambda x: x.flip(-2)), "mirror top-bottom", modalities=("image",))
-TTA.add(
-    "transpose", _image_op(lambda x: x.transpose(-1, -2)), "swap height and width",
-    modalities=("image",),
-)
-TTA.add(
-    "rot90", _image_op(lambda x: torch.rot90(x, 1, (-2, -1))), "rotate 90 degrees",
-    modalities=("image",),
-)
-TTA.add(
-    "rot180", _image_op(lambda x: torch.rot90(x, 2, (-2, -1))), "rotate 180 degrees",
-    modalities=("image",),
-)
-TTA.add(
-    "rot270", _image_op(lambda x: torch.rot90(x, 3, (-2, -1))), "rotate 270 degrees",
-    modalities=("image",),
-)
+    batch: Callable[[Batch], Batch] | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
 
 
-def tta_transforms(names: list[str]) -> list[tuple[str, Callable[[Batch], Batch]]]:
+TTA: Registry[TTATransform] = Registry("tta transform")
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def _on(key: str, op: Callable[[torch.Tensor], torch.Tensor]) -> TTATransform:
+    return TTATransform(batch=lambda b: {k: op(v) if k == key else v for k, v in b.items()})
+
+
+def zoom(x: torch.Tensor, scale: float = 0.9) -> torch.Tensor:
+    """Centre crop to ``scale`` of each side, resized back to the input size."""
+    h, w = x.shape[-2:]
+    ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[..., top:top + ch, left:left + cw]
+    return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def brightness(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scale pixel intensities of an ImageNet-normalised batch by ``factor``."""
+    mean, std = _MEAN.to(x), _STD.to(x)
+    return ((x * std + mean) * factor).clamp(0, 1).sub(mean).div(std)
+
+
+def _tabular_noise(num: torch.Tensor) -> torch.Tensor:
+    g = torch.Generator(device="cpu").manual_seed(0)  # the same noise on every call
+    return num + 0.05 * torch.randn(num.shape, generator=g).to(num)
+
+
+for _name, _op, _text in (
+    ("hflip", lambda x: x.flip(-1), "mirror left-right"),
+    ("vflip", lambda x: x.flip(-2), "mirror top-bottom"),
+    ("transpose", lambda x: x.transpose(-1, -2), "swap height and width"),
+    ("rot90", lambda x: torch.rot90(x, 1, (-2, -1)), "rotate 90 degrees"),
+    ("rot180", lambda x: torch.rot90(x, 2, (-2, -1)), "rotate 180 degrees"),
+    ("rot270", lambda x: torch.rot90(x, 3, (-2, -1)), "rotate 270 degrees"),
+    ("zoom", zoom, "centre crop 90% and resize back"),
+    ("brighter", lambda x: brightness(x, 1.1), "pixel intensities x 1.1"),
+    ("darker", lambda x: brightness(x, 0.9), "pixel intensities x 0.9"),
+):
+    TTA.add(_name, _on("image", _op), _text, inputs={"image"})
+TTA.add("noise", _on("num", _tabular_noise), "Gaussian noise (std 0.05) on numeric features",
+        inputs={"tabular"})
+TTA.add("tail", TTATransform(inputs={"truncation": "tail"}), "keep the end of long texts",
+        inputs={"text"})
+TTA.add("head_tail", TTATransform(inputs={"truncation": "head_tail"}),
+        "keep a quarter head and the tail of long texts", inputs={"text"})
+
+
+def tta_transforms(names: list[str]) -> list[tuple[str, TTATransform]]:
     """The identity followed by the named transforms."""
-    return [("none", lambda b: b)] + [(n, TTA.get(n)) for n in names]
+    return [("none", TTATransform()), *((n, TTA.get(n)) for n in names)]
+
+
+def reduce_predictions(stack: np.ndarray, how: str, task: str) -> np.ndarray:
+    """Merge ``(transforms, rows, columns)`` predictions into ``(rows, columns)``.
+
+    >>> reduce_predictions(np.array([[[0.2]], [[0.8]]]), "gmean", "binary").round(2).tolist()
+    [[0.4]]
+    """
+    if how == "mean":
+        return stack.mean(axis=0)
+    if how == "median":
+        return np.median(stack, axis=0)
+    merged = np.exp(np.log(np.clip(stack, 1e-12, None)).mean(axis=0))
+    if task == "multiclass":
+        merged = merged / merged.sum(axis=1, keepdims=True)
+    return merged

@@ -1,0 +1,71 @@
+"""Training-time augmentation: albumentations pipelines for images, token noise for text,
+Gaussian and swap noise for tabular rows. Every draw comes from a generator seeded with the
+epoch and the row, so a resumed run sees the same augmented batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import albumentations as A
+import numpy as np
+
+from pipeline.config import TabularNoiseConfig, TextNoiseConfig
+
+
+def build_image_augment(items: list[dict[str, Any]]) -> list[A.BasicTransform]:
+    """Albumentations transforms from ``[{name: <class>, **arguments}, ...]``.
+
+    >>> [type(t).__name__ for t in build_image_augment([{"name": "HorizontalFlip", "p": 0.5}])]
+    ['HorizontalFlip']
+    """
+    transforms = []
+    for i, item in enumerate(items):
+        args = dict(item)
+        name = args.pop("name", None)
+        cls = getattr(A, str(name), None)
+        if not isinstance(cls, type) or not issubclass(cls, A.BasicTransform):
+            raise ValueError(
+                f"item {i}: {name!r} is not an albumentations transform "
+                "(e.g. HorizontalFlip, Affine, RandomBrightnessContrast, CoarseDropout)"
+            )
+        try:
+            transforms.append(cls(**args))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"item {i} ({name}): bad arguments {args}: {err}") from None
+    return transforms
+
+
+def noisy_tokens(
+    ids: list[int], cfg: TextNoiseConfig, rng: np.random.Generator, special: set[int],
+    mask_id: int,
+) -> list[int]:
+    """Mask, delete and swap ordinary tokens with the configured probabilities."""
+    out = list(ids)
+    positions = [i for i, t in enumerate(out) if t not in special]
+    for i in positions:
+        if rng.random() < cfg.mask:
+            out[i] = mask_id
+    for j in range(len(positions) - 1):
+        a, b = positions[j], positions[j + 1]
+        if b == a + 1 and rng.random() < cfg.swap:
+            out[a], out[b] = out[b], out[a]
+    keep = [not (i in positions and rng.random() < cfg.delete) for i in range(len(out))]
+    kept = [t for t, k in zip(out, keep, strict=True) if k]
+    return kept if len(kept) > len(special & set(kept)) else out
+
+
+def noisy_row(
+    num: np.ndarray, cat: np.ndarray, pool_num: np.ndarray, pool_cat: np.ndarray,
+    cfg: TabularNoiseConfig, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Swap noise (cells take the value of a random training row) then Gaussian noise."""
+    num, cat = num.copy(), cat.copy()
+    if cfg.swap:
+        donor = rng.integers(len(pool_num))
+        swap_num = rng.random(num.shape) < cfg.swap
+        num[swap_num] = pool_num[donor][swap_num]
+        swap_cat = rng.random(cat.shape) < cfg.swap
+        cat[swap_cat] = pool_cat[donor][swap_cat]
+    if cfg.gaussian:
+        num = num + rng.normal(0.0, cfg.gaussian, size=num.shape).astype(num.dtype)
+    return num, cat
