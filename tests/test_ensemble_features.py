@@ -172,7 +172,7 @@ def test_augmented_training_is_repeatable_and_changes_the_model(competition_fact
 def test_unknown_augmentation_is_a_config_error(competition_factory):
     data = competition_factory("image", "binary")
     data["train"]["augment"] = {"image": [{"name": "HorizontalFlap"}]}
-    with pytest.raises(ConfigError, match="train.augment.image.*HorizontalFlap"):
+    with pytest.raises(ConfigError, match=r"train\.augment\.image.*HorizontalFlap"):
         build_config(data)
 
 
