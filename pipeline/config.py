@@ -484,8 +484,9 @@ class ExperimentConfig(_Section):
             kinds = TTA.entry(name).flags["inputs"]
             if not kinds & _input_kinds(model):
                 raise ValueError(
-                    f"'predict.tta' {name!r} applies to {sorted(kinds)} inputs; the model "
-                    f"reads {sorted(_input_kinds(model))}"
+                    f"'predict.tta' {name!r} does not apply to "
+                    f"{'/'.join(sorted(_input_kinds(model)))} inputs; it applies to "
+                    f"{'/'.join(sorted(kinds))} inputs"
                 )
         if self.predict.tta and model.is_sklearn:
             raise ValueError("'predict.tta' needs a network; a 'sklearn:' model predicts once")
