@@ -255,7 +255,16 @@ def build_loader(
         generator=generator,
         drop_last=False,
         persistent_workers=False,
+        worker_init_fn=_seed_worker if num_workers else None,
     )
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each loader worker its own image-augmentation stream for the epoch."""
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    if isinstance(dataset, CompetitionDataset) and dataset.images:
+        dataset.transform.set_random_seed(dataset.epoch_seed * 1000 + worker_id)
 
 
 def model_inputs(comp: Competition, model_cfg: Any, tokenizer: Any,
