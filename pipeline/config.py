@@ -511,11 +511,15 @@ class ExperimentConfig(_Section):
         return self.model_dump(mode="json")
 
     def train_hash(self) -> str:
-        """Hash of what decides trained weights (not prediction settings or output paths)."""
-        data = self.to_dict()
+        """Hash of what decides trained weights (not prediction settings or output paths).
+
+        Keys left at their defaults are not hashed, so a release that adds an option does
+        not orphan existing runs.
+        """
+        data = self.model_dump(mode="json", exclude_defaults=True)
         for key in ("predict", "output_dir", "folds_dir", "submissions_dir", "name"):
-            data.pop(key)
-        data["train"].pop("num_workers")
+            data.pop(key, None)
+        data.get("train", {}).pop("num_workers", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
