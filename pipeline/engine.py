@@ -46,8 +46,17 @@ class Callback:
     def on_epoch_start(self, trainer: Trainer) -> None:
         """Before each training epoch."""
 
+    def transform_batch(self, trainer: Trainer, batch: Batch, loss_fn: LossFn) -> Batch:
+        """Before the forward pass of a training batch; may return a changed batch (e.g.
+        adversarial inputs)."""
+        return batch
+
     def on_before_backward(self, trainer: Trainer, loss: torch.Tensor) -> None:
         """After the loss of a batch, before its backward pass."""
+
+    def on_after_backward(self, trainer: Trainer, batch: Batch, loss_fn: LossFn) -> None:
+        """After the backward pass, before the optimizer step; may add gradients (e.g. of
+        an adversarial loss on perturbed weights or embeddings)."""
 
     def on_after_step(self, trainer: Trainer) -> None:
         """After each optimizer update."""
@@ -222,11 +231,14 @@ class Trainer:
                    leave=False, disable=not show_progress(), mininterval=1.0, dynamic_ncols=True)
         for step, batch in enumerate(bar):
             batch = self._to_device(batch)
+            for cb in self.callbacks:
+                batch = cb.transform_batch(self, batch, loss_fn)
             with acc.autocast():
                 outputs = self.model(batch)
                 loss = loss_fn(outputs, batch)
             self._call("on_before_backward", loss)
             acc.backward(loss / grad_accum_steps if grad_accum_steps > 1 else loss)
+            self._call("on_after_backward", batch, loss_fn)
             if (step + 1) % grad_accum_steps == 0 or step + 1 == n_batches:
                 if self.max_grad_norm:
                     acc.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
