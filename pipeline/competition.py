@@ -50,7 +50,7 @@ class Competition:
         if self.cfg.feature_columns is not None:
             return list(self.cfg.feature_columns)
         skip = {self.cfg.id_column, *self.cfg.target_columns, self.cfg.group_column}
-        skip |= {self.cfg.image_column, *self.cfg.text_columns}
+        skip |= {self.cfg.image_column, IMAGE_PATH, *self.cfg.text_columns}
         return [c for c in self.train.columns if c not in skip and c in self.test.columns]
 
     @property
@@ -67,6 +67,9 @@ class Competition:
         """Feature columns treated as numbers."""
         cats = set(self.categorical_columns)
         return [c for c in self.feature_columns if c not in cats]
+
+
+IMAGE_PATH = "_image_path"  # resolved image path column added to train and test at load
 
 
 def prediction_columns(task: str, target_columns: list[str], classes: list[Any]) -> list[str]:
@@ -157,18 +160,36 @@ def encode_targets(
     return frame[target_columns].to_numpy(dtype=np.float64)
 
 
+def _image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,
+                 path: Path) -> list[str]:
+    """Each row's image path relative to the competition folder."""
+    if cfg.image_column:
+        _require_columns(frame, [cfg.image_column], path, "image_column")
+        return frame[cfg.image_column].astype(str).tolist()
+    assert cfg.image_path is not None
+    try:
+        return [cfg.image_path.format(split=split, **row)
+                for row in frame.to_dict(orient="records")]
+    except KeyError as err:
+        raise DataError(
+            f"{path}: 'competition.image_path' {cfg.image_path!r} names column {err} that is "
+            f"not in the file. Columns: {list(frame.columns)}"
+        ) from None
+
+
 def _check_inputs(comp: Competition) -> None:
     cfg = comp.cfg
     paths = {"train": comp.dir / cfg.train_file, "test": comp.dir / cfg.test_file}
     for part, frame in (("train", comp.train), ("test", comp.test)):
-        if cfg.image_column:
-            _require_columns(frame, [cfg.image_column], paths[part], "image_column")
-            files = frame[cfg.image_column].astype(str)
+        if IMAGE_PATH in frame.columns:
+            files = frame[IMAGE_PATH]
             missing = [f for f in files if not (comp.dir / f).is_file()]
             if missing:
+                source = (f"column {cfg.image_column!r}" if cfg.image_column
+                          else f"'image_path' {cfg.image_path!r}")
                 raise DataError(
-                    f"{paths[part]}: {len(missing)} image file(s) in column "
-                    f"{cfg.image_column!r} not found under {comp.dir}, e.g. {missing[:3]}"
+                    f"{paths[part]}: {len(missing)} image file(s) from {source} not found "
+                    f"under {comp.dir}, e.g. {missing[:3]}"
                 )
         if cfg.text_columns:
             _require_columns(frame, cfg.text_columns, paths[part], "text_columns")
@@ -205,6 +226,9 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
             f"submission (e.g. {only_sample})"
         )
     classes = _classes(train, cfg, train_path)
+    for split, frame, path in (("train", train, train_path), ("test", test, test_path)):
+        if cfg.image_column or cfg.image_path:
+            frame[IMAGE_PATH] = _image_paths(frame, cfg, split, path)
     comp = Competition(cfg, train, test, sample, classes)
     if check_files:
         _check_inputs(comp)

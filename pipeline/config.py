@@ -34,7 +34,10 @@ class CompetitionConfig(_Section):
     task: Task
     metric: str
     modality: Modality
-    image_column: str | None = None
+    image_column: str | None = None  # column holding image paths relative to dir
+    # or a template of the path, with {split} (train/test) and any column, e.g.
+    # "{split}_images/{image_id}.jpg"
+    image_path: str | None = None
     text_columns: list[str] = Field(default_factory=list)
     feature_columns: list[str] | None = None  # tabular inputs; None: every other column
     categorical_columns: list[str] = Field(default_factory=list)  # besides non-numeric ones
@@ -61,8 +64,12 @@ class CompetitionConfig(_Section):
                 f"'target_columns' must hold one column for task {self.task!r}. "
                 f"Got {self.target_columns}."
             )
-        if self.modality == "image" and not self.image_column:
-            raise ValueError("'image_column' is required when 'modality' is 'image'")
+        if self.modality == "image" and not (self.image_column or self.image_path):
+            raise ValueError(
+                "'image_column' or 'image_path' is required when 'modality' is 'image'"
+            )
+        if self.image_column and self.image_path:
+            raise ValueError("give 'image_column' or 'image_path', not both")
         if self.modality == "text" and not self.text_columns:
             raise ValueError("'text_columns' is required when 'modality' is 'text'")
         return self

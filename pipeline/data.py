@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.augment import build_image_augment, noisy_row, noisy_tokens
-from pipeline.competition import Competition
+from pipeline.competition import IMAGE_PATH, Competition
 from pipeline.config import AugmentConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -160,7 +160,7 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         self.images: list[Path] = []
         if inputs.image_size:
             root = inputs.image_root
-            self.images = [root / str(p) for p in frame[inputs.image_column]]
+            self.images = [root / str(p) for p in frame[IMAGE_PATH]]
             extra = build_image_augment(augment.image) if augment is not None else []
             self.transform = image_transform(inputs.image_size, extra)
         self.ids: list[list[int]] = []
@@ -213,7 +213,6 @@ class ModelInputs:
     """What the model's encoders read, and how to make it from a frame."""
 
     image_root: Path = Path(".")
-    image_column: str | None = None
     image_size: int = 0  # 0: no image input
     text_columns: list[str] = field(default_factory=list)
     tokenizer: Any = None  # a transformers tokenizer, or None: no text input
@@ -256,6 +255,7 @@ def build_loader(
         drop_last=False,
         persistent_workers=False,
         worker_init_fn=_seed_worker if num_workers else None,
+        pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -274,7 +274,6 @@ def model_inputs(comp: Competition, model_cfg: Any, tokenizer: Any,
     cfg = comp.cfg
     return ModelInputs(
         image_root=Path(cfg.dir),
-        image_column=cfg.image_column,
         image_size=model_cfg.image_size if "timm" in kinds else 0,
         text_columns=list(cfg.text_columns),
         tokenizer=tokenizer if "hf" in kinds else None,

@@ -402,3 +402,26 @@ def test_load_competition_raises_data_error(competition_factory) -> None:
     with pytest.raises(DataError, match="NaN") as info:
         load_competition(cfg.competition)
     assert str(train) in str(info.value) and "'target'" in str(info.value)
+
+
+def test_image_path_template_resolves_files_per_split(competition_factory) -> None:
+    import shutil
+
+    from pipeline.competition import IMAGE_PATH
+
+    data = competition_factory("image", "binary")
+    root = Path(data["competition"]["dir"])
+    for split in ("train", "test"):
+        frame = pd.read_csv(root / f"{split}.csv")
+        (root / f"{split}_images").mkdir()
+        for rid, rel in zip(frame["id"], frame["image"], strict=True):
+            shutil.copy(root / rel, root / f"{split}_images" / f"{rid}.png")
+        frame.drop(columns="image").to_csv(root / f"{split}.csv", index=False)
+    data["competition"].pop("image_column")
+    data["competition"]["image_path"] = "{split}_images/{id}.png"
+    comp = load_competition(build_config(data).competition)
+    assert comp.test[IMAGE_PATH].iloc[0] == f"test_images/{comp.test['id'].iloc[0]}.png"
+    assert IMAGE_PATH not in comp.feature_columns
+    data["competition"]["image_path"] = "{split}_images/{image_id}.png"
+    with pytest.raises(DataError, match="image_id"):
+        load_competition(build_config(data).competition)
