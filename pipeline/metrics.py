@@ -120,6 +120,35 @@ def f1_micro(y: np.ndarray, p: np.ndarray) -> float:
     return skm.f1_score(t, h, average="micro", zero_division=0)
 
 
+@_register("f1_weighted", True, ("multiclass", "multilabel"), needs_labels=True)
+def f1_weighted(y: np.ndarray, p: np.ndarray) -> float:
+    """Per-class F1 weighted by class support."""
+    t, h = _labels(y, p)
+    return skm.f1_score(t, h, average="weighted", zero_division=0)
+
+
+@_register("precision", True, ("binary",), needs_labels=True)
+def precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Precision of the positive class at threshold 0.5."""
+    t, h = _labels(y, p)
+    return skm.precision_score(t.ravel(), h.ravel(), zero_division=0)
+
+
+@_register("recall", True, ("binary",), needs_labels=True)
+def recall(y: np.ndarray, p: np.ndarray) -> float:
+    """Recall of the positive class at threshold 0.5."""
+    t, h = _labels(y, p)
+    return skm.recall_score(t.ravel(), h.ravel(), zero_division=0)
+
+
+@_register("map@3", True, ("multiclass",))
+def map_at_3(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean average precision of the top-3 ranked classes (one true class per row)."""
+    top = np.argsort(-p, axis=1)[:, :3]
+    hits = top == y[:, None]
+    return float((hits / np.arange(1, 4)[None, : top.shape[1]]).sum(axis=1).mean())
+
+
 @_register("mcc", True, ("binary", "multiclass"), needs_labels=True)
 def mcc(y: np.ndarray, p: np.ndarray) -> float:
     """Matthews correlation coefficient."""
@@ -189,6 +218,20 @@ def rmsle(y: np.ndarray, p: np.ndarray) -> float:
 def r2(y: np.ndarray, p: np.ndarray) -> float:
     """Coefficient of determination, averaged over targets."""
     return skm.r2_score(y, p)
+
+
+@_register("pearson", True, ("regression",))
+def pearson(y: np.ndarray, p: np.ndarray) -> float:
+    """Pearson correlation, averaged over targets."""
+    return float(np.mean([np.corrcoef(y[:, j], p[:, j])[0, 1] for j in range(y.shape[1])]))
+
+
+@_register("spearman", True, ("regression",))
+def spearman(y: np.ndarray, p: np.ndarray) -> float:
+    """Spearman rank correlation, averaged over targets."""
+    from scipy.stats import spearmanr
+
+    return float(np.mean([spearmanr(y[:, j], p[:, j]).statistic for j in range(y.shape[1])]))
 
 
 @_register("mcrmse", False, ("regression",))

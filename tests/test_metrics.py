@@ -155,3 +155,19 @@ def test_hard_labels() -> None:
     assert hard_labels("multiclass", p).tolist() == [1, 0]
     assert hard_labels("binary", np.array([[0.5], [0.49]])).tolist() == [[1], [0]]
     assert hard_labels("multilabel", np.array([[0.7, 0.2]]), threshold=0.6).tolist() == [[1, 0]]
+
+
+def test_added_metrics_match_hand_values() -> None:
+    from pipeline.metrics import METRICS
+
+    y = np.array([0, 1, 2, 1])
+    p = np.array([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.1, 0.2, 0.7], [0.2, 0.1, 0.7]])
+    # ranks of the true class: 1, 2, 1, 3 -> (1 + 1/2 + 1 + 1/3) / 4
+    assert METRICS.get("map@3")(y, p) == pytest.approx((1 + 0.5 + 1 + 1 / 3) / 4)
+    yr = np.array([[1.0], [2.0], [3.0], [4.0]])
+    assert METRICS.get("pearson")(yr, 2 * yr + 1) == pytest.approx(1.0)
+    assert METRICS.get("spearman")(yr, yr**3) == pytest.approx(1.0)
+    yb = np.array([[1.0], [0.0], [1.0], [1.0]])
+    pb = np.array([[0.9], [0.8], [0.2], [0.7]])
+    assert METRICS.get("precision")(yb, pb) == pytest.approx(2 / 3)
+    assert METRICS.get("recall")(yb, pb) == pytest.approx(2 / 3)
