@@ -353,6 +353,30 @@ class AugmentConfig(_Section):
         return items
 
 
+class AdversarialConfig(_Section):
+    """Adversarial training from ``start_epoch`` (1-based: early adversarial training hurts).
+
+    Images, in the normalised input space (epsilon default 0.03): ``fgsm``, ``pgd`` (``steps``
+    steps of ``alpha``, default 2.5 x epsilon / steps) and ``fast_fgsm`` (random start, one step
+    of ``alpha``, default 1.25 x epsilon). Text/tabular embeddings: ``fgm`` (embeddings moved
+    by epsilon along the normalised gradient, default 1.0). Weights of any network: ``awp``
+    (relative bound epsilon, default 0.01; step ``alpha``, default 1.0). See
+    :mod:`pipeline.adversarial`.
+    """
+
+    method: Literal["fgsm", "pgd", "fast_fgsm", "fgm", "awp"] = "fast_fgsm"
+    epsilon: float | None = Field(None, gt=0)  # None: the method's default
+    alpha: float | None = Field(None, gt=0)  # step of pgd, fast_fgsm and awp
+    steps: int = Field(3, ge=1)  # pgd only
+    start_epoch: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> AdversarialConfig:
+        if self.alpha is not None and self.method in ("fgsm", "fgm"):
+            raise ValueError(f"method {self.method!r} takes no 'alpha': its step is 'epsilon'")
+        return self
+
+
 class TrainConfig(_Section):
     """The training recipe: the first stage, optional later ``stages``, and the tricks."""
 
@@ -369,6 +393,7 @@ class TrainConfig(_Section):
     freeze: list[str] = Field(default_factory=list)  # module paths, e.g. encoders.0
     stages: list[StageConfig] = Field(default_factory=list)
     ema: EMAConfig | None = None
+    adversarial: AdversarialConfig | None = None
     swa: SWAConfig | None = None
     snapshots: bool = False  # with 'restarts': predict with the mean of each cycle's weights
     augment: AugmentConfig = AugmentConfig()
@@ -494,6 +519,18 @@ class ExperimentConfig(_Section):
                     f"'predict.tta' {name!r} does not apply to "
                     f"{'/'.join(sorted(_input_kinds(model)))} inputs; it applies to "
                     f"{'/'.join(sorted(kinds))} inputs"
+                )
+        adv = self.train.adversarial
+        if adv is not None:
+            from pipeline.adversarial import mismatch
+
+            problem = mismatch(adv.method, [e.kind for e in model.encoders])
+            if problem is not None:
+                raise ValueError(problem)
+            if adv.start_epoch > self.train.total_epochs:
+                raise ValueError(
+                    f"'train.adversarial.start_epoch' {adv.start_epoch} is after the last "
+                    f"epoch ({self.train.total_epochs})"
                 )
         if self.predict.tta and model.is_sklearn:
             raise ValueError("'predict.tta' needs a network; a 'sklearn:' model predicts once")

@@ -189,6 +189,7 @@ class Trainer:
         self.frozen: list[nn.Module] = []
         self.history = FitHistory()
         self.should_stop = False
+        self.grad_accum_steps = 1
         self.optimizer: Any = None
         self.schedule: Any = None
         self.train_loader: DataLoader[Batch] | None = None
@@ -225,6 +226,7 @@ class Trainer:
         self.model.train()
         for module in self.frozen:
             module.eval()
+        self.grad_accum_steps = grad_accum_steps  # callbacks scale their extra losses alike
         acc = self.accelerator
         total, count, n_batches = 0.0, 0, len(loader)
         bar = tqdm(loader, desc=f"{self.desc} epoch {self.epoch + 1}/{self.total_epochs or '?'}",

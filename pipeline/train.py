@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from pipeline import folds as folds_stage
+from pipeline.adversarial import build_adversarial
 from pipeline.artifacts import (
     RunMeta,
     read_json,
@@ -62,8 +63,8 @@ def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
         precision = "no"
         if torch.cuda.is_available():
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    accelerator = Accelerator(mixed_precision=precision,
-                              gradient_accumulation_steps=cfg.train.grad_accum_steps)
+    # accumulation is the engine's (per stage), so Accelerate must not scale the loss too
+    accelerator = Accelerator(mixed_precision=precision)
     if accelerator.num_processes > 1:
         raise PipelineError(
             "the stages run in one process (one CPU or GPU); a multi-process launch "
@@ -132,6 +133,9 @@ def build_callbacks(cfg: ExperimentConfig, greater_is_better: bool) -> list[Call
                   if s.scheduler is not None and s.scheduler.name == "restarts" else None
                   for s in stages]
         callbacks.append(Snapshots(cycle_end_epochs([s.epochs for s in stages], cycles)))
+    if tcfg.adversarial is not None:
+        callbacks.append(build_adversarial(tcfg.adversarial,
+                                           [e.kind for e in cfg.model.encoders]))
     if tcfg.early_stopping is not None:
         callbacks.append(EarlyStopping(tcfg.early_stopping.patience,
                                        tcfg.early_stopping.min_delta, greater_is_better))

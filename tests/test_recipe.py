@@ -343,3 +343,10 @@ def test_swa_makes_the_average_the_fold_model(competition_factory):
     np.testing.assert_allclose(
         pd.read_parquet(fold_dir / "oof.parquet")[["0", "1", "2"]].to_numpy(),
         _predict_with(cfg, fold_dir, [fold_dir / "best.pt"]), atol=1e-6)
+
+
+def test_the_stage_accelerator_does_not_scale_the_loss_again(competition_factory):
+    # accumulation belongs to the engine; Accelerate dividing the loss too would halve grads
+    cfg = build_config({**competition_factory("tabular", "binary"),
+                        "train": {"grad_accum_steps": 4}})
+    assert train.build_accelerator(cfg).gradient_accumulation_steps == 1

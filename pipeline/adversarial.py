@@ -1,0 +1,259 @@
+"""Adversarial training as engine callbacks, from ``train.adversarial.start_epoch`` on.
+
+Images (``transform_batch``, the model then trains on the adversarial batch only):
+
+- ``fgsm``: x + epsilon * sign(input gradient) (Goodfellow et al. 2015).
+- ``pgd``: random start in the epsilon ball, ``steps`` signed steps of ``alpha``, each projected
+  back into the ball (Madry et al. 2018).
+- ``fast_fgsm``: random start, one signed step of ``alpha`` = 1.25 x epsilon, clipped to the
+  ball (Wong, Rice and Kolter 2020).
+
+The perturbation lives in the normalised input space the model reads (epsilon 0.03 there is
+about 2/255 of the pixel range under ImageNet statistics) and is not clipped to the valid pixel
+range, which the normalisation of each encoder would have to supply. The input gradients come
+from ``torch.autograd.grad``, so the parameter gradients stay untouched.
+
+Embeddings and weights (``on_after_backward``, after the clean backward pass):
+
+- ``fgm``: move the word embeddings of 'hf' encoders and the categorical tables of 'mlp'
+  encoders by epsilon * grad / ||grad|| (the numeric input of 'mlp', which has no embedding, by
+  epsilon along its per-row normalised gradient), add the gradient of the loss there, restore
+  (Miyato et al. 2017, the Kaggle FGM).
+- ``awp``: move every weight matrix and kernel (parameters with ndim > 1, the head included) by
+  alpha * grad / ||grad|| * ||w||, clamped to w +- epsilon * |w|; the update then follows the
+  gradient of the loss at the moved weights, as in Wu et al. 2020 and the Kaggle AWP, and the
+  weights are restored. Biases and normalisation scales stay put: a relative move of a scale
+  rescales a whole layer.
+
+The extra forward passes run in the model's current (training) mode, as in the reference
+implementations, so batch-norm statistics also see them, and dropout draws new masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipeline.config import AdversarialConfig
+from pipeline.engine import Batch, Callback, LossFn, Trainer
+from pipeline.errors import ConfigError
+from pipeline.models import HFEncoder, MLPEncoder
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a method perturbs, for which encoder kinds, and its default epsilon."""
+
+    perturbs: str
+    encoder_kinds: tuple[str, ...]
+    epsilon: float  # default epsilon
+
+
+METHODS = {
+    "fgsm": Method("image inputs ('timm:' encoders)", ("timm",), 0.03),
+    "pgd": Method("image inputs ('timm:' encoders)", ("timm",), 0.03),
+    "fast_fgsm": Method("image inputs ('timm:' encoders)", ("timm",), 0.03),
+    "fgm": Method("the embeddings of text ('hf') or tabular ('mlp') encoders", ("hf", "mlp"),
+                  1.0),
+    "awp": Method("the weights of a network ('timm:', 'hf' or 'mlp' encoders)",
+                  ("timm", "hf", "mlp"), 0.01),
+}
+_READS = {"timm": "image", "hf": "text", "mlp": "tabular", "sklearn": "tabular (scikit-learn)"}
+
+
+def mismatch(method: str, encoder_kinds: Collection[str]) -> str | None:
+    """Why ``method`` cannot train a model with these encoder kinds, or None when it can."""
+    if set(METHODS[method].encoder_kinds) & set(encoder_kinds):
+        return None
+    reads = "/".join(sorted({_READS[k] for k in encoder_kinds}))
+    fits = [m for m, spec in METHODS.items() if set(spec.encoder_kinds) & set(encoder_kinds)]
+    return (f"'train.adversarial.method' {method!r} perturbs {METHODS[method].perturbs}; the "
+            f"model reads {reads} inputs. Methods for it: {', '.join(fits) or 'none'}")
+
+
+class _Adversary(Callback):
+    """Shared by every method: the epsilon, and silence before ``start_epoch`` (1-based)."""
+
+    order = 50  # after any other batch transform: attack the batch the model trains on
+
+    def __init__(self, epsilon: float, start_epoch: int) -> None:
+        self.epsilon = epsilon
+        self.start_epoch = start_epoch
+
+    def active(self, trainer: Trainer) -> bool:
+        """Whether the epoch in progress is at or after ``start_epoch``."""
+        return trainer.epoch + 1 >= self.start_epoch
+
+
+class PGD(_Adversary):
+    """Projected gradient descent on images: random start in the L-inf epsilon ball, then
+    ``steps`` signed gradient steps of ``alpha`` (default 2.5 x epsilon / steps), each
+    projected back into the ball."""
+
+    def __init__(self, epsilon: float, start_epoch: int, alpha: float | None = None,
+                 steps: int = 3, random_start: bool = True) -> None:
+        super().__init__(epsilon, start_epoch)
+        self.alpha = alpha if alpha is not None else 2.5 * epsilon / steps
+        self.steps = steps
+        self.random_start = random_start
+
+    def transform_batch(self, trainer: Trainer, batch: Batch, loss_fn: LossFn) -> Batch:
+        if not self.active(trainer):
+            return batch
+        image = batch["image"].detach()
+        delta = torch.zeros_like(image)
+        if self.random_start:
+            delta.uniform_(-self.epsilon, self.epsilon)
+        for _ in range(self.steps):
+            grad = self._input_grad(trainer, batch, loss_fn, image, delta)
+            delta = (delta + self.alpha * grad.sign()).clamp(-self.epsilon, self.epsilon)
+        return {**batch, "image": image + delta}
+
+    @staticmethod
+    def _input_grad(trainer: Trainer, batch: Batch, loss_fn: LossFn, image: torch.Tensor,
+                    delta: torch.Tensor) -> torch.Tensor:
+        """Gradient of the loss at ``image + delta`` with respect to ``delta`` alone."""
+        delta = delta.detach().requires_grad_(True)
+        with trainer.accelerator.autocast():
+            loss = loss_fn(trainer.model({**batch, "image": image + delta}), batch)
+        scaler = trainer.accelerator.scaler
+        if scaler is not None:  # scaled like the fp16 backward, so small gradients keep a sign
+            loss = scaler.scale(loss)
+        return torch.autograd.grad(loss, delta)[0].detach()
+
+
+class FGSM(PGD):
+    """Fast gradient sign method: one step of epsilon along the sign of the input gradient,
+    from the clean image."""
+
+    def __init__(self, epsilon: float, start_epoch: int) -> None:
+        super().__init__(epsilon, start_epoch, alpha=epsilon, steps=1, random_start=False)
+
+
+class FastFGSM(PGD):
+    """Fast adversarial training (Wong et al. 2020): random start in the epsilon ball, one
+    signed step of ``alpha`` (default 1.25 x epsilon), clipped to the ball."""
+
+    def __init__(self, epsilon: float, start_epoch: int, alpha: float | None = None) -> None:
+        super().__init__(epsilon, start_epoch, alpha=1.25 * epsilon if alpha is None else alpha,
+                         steps=1)
+
+
+def _embedding_targets(model: nn.Module) -> tuple[list[torch.Tensor], bool]:
+    """The embedding weights FGM moves, and whether the model reads a numeric input."""
+    weights: list[torch.Tensor] = []
+    reads_num = False
+    for module in model.modules():
+        if isinstance(module, HFEncoder):
+            weights.append(module.body.get_input_embeddings().weight)
+        elif isinstance(module, MLPEncoder):
+            weights.extend(module.embeddings.parameters())  # one table per column
+            reads_num = True
+    return weights, reads_num
+
+
+def _adversarial_backward(trainer: Trainer, batch: Batch, loss_fn: LossFn) -> None:
+    """Forward and backward ``batch`` like the engine: its precision, gradients accumulate."""
+    with trainer.accelerator.autocast():
+        loss = loss_fn(trainer.model(batch), batch)
+    trainer.accelerator.backward(loss / trainer.grad_accum_steps)
+
+
+class FGM(_Adversary):
+    """Fast gradient method on embeddings: add the gradient of the loss with the embedding
+    tables moved by epsilon * grad / ||grad|| (and the numeric input by epsilon along its
+    row-normalised gradient), then restore the tables."""
+
+    def transform_batch(self, trainer: Trainer, batch: Batch, loss_fn: LossFn) -> Batch:
+        # the clean backward then leaves the gradient of the numeric input in its .grad
+        if self.active(trainer) and "num" in batch and _embedding_targets(trainer.unwrapped)[1]:
+            return {**batch, "num": batch["num"].detach().requires_grad_(True)}
+        return batch
+
+    def on_after_backward(self, trainer: Trainer, batch: Batch, loss_fn: LossFn) -> None:
+        if not self.active(trainer):
+            return
+        weights, _ = _embedding_targets(trainer.unwrapped)
+        weights = [w for w in weights if w.requires_grad and w.grad is not None]
+        num = batch.get("num")
+        moved_num = num is not None and num.grad is not None and num.numel() > 0
+        if not weights and not moved_num:
+            return
+        backup = [w.detach().clone() for w in weights]
+        with torch.no_grad():
+            for w in weights:
+                assert w.grad is not None
+                w.add_(self.epsilon * w.grad / w.grad.norm().clamp_min(1e-12))
+        adversarial = dict(batch)
+        if moved_num:
+            assert num is not None and num.grad is not None
+            grad = num.grad
+            adversarial["num"] = num.detach() + self.epsilon * grad / grad.norm(
+                dim=1, keepdim=True).clamp_min(1e-12)
+        _adversarial_backward(trainer, adversarial, loss_fn)
+        with torch.no_grad():
+            for w, saved in zip(weights, backup, strict=True):
+                w.copy_(saved)
+
+
+class AWP(_Adversary):
+    """Adversarial weight perturbation: move each weight matrix by
+    ``alpha * grad / ||grad|| * ||w||`` within ``w +- epsilon * |w|``, replace this batch's
+    gradient by that of the loss at the moved weights, restore the weights. ``alpha``
+    (Kaggle's adv_lr) defaults to 1.0, so the clamp to the epsilon box bounds the move."""
+
+    def __init__(self, epsilon: float, start_epoch: int, alpha: float | None = None) -> None:
+        super().__init__(epsilon, start_epoch)
+        self.alpha = 1.0 if alpha is None else alpha
+        self._earlier: dict[nn.Parameter, torch.Tensor] = {}
+
+    def on_before_backward(self, trainer: Trainer, loss: torch.Tensor) -> None:
+        # gradients of earlier micro-batches of an accumulated update, kept when this batch's
+        # clean gradient is replaced by the adversarial one
+        if self.active(trainer):
+            self._earlier = {p: p.grad.clone() for p in trainer.unwrapped.parameters()
+                             if p.grad is not None}
+
+    def on_after_backward(self, trainer: Trainer, batch: Batch, loss_fn: LossFn) -> None:
+        if not self.active(trainer):
+            return
+        params = list(trainer.unwrapped.parameters())
+        moved = [p for p in params if p.requires_grad and p.ndim > 1 and p.grad is not None]
+        if not moved:
+            return
+        backup = [p.detach().clone() for p in moved]
+        with torch.no_grad():
+            for p, w in zip(moved, backup, strict=True):
+                assert p.grad is not None
+                p.add_(self.alpha * p.grad / (p.grad.norm() + 1e-12) * w.norm())
+                bound = self.epsilon * w.abs()
+                p.copy_(torch.clamp(p, w - bound, w + bound))
+        for p in params:
+            p.grad = self._earlier.get(p)
+        self._earlier = {}
+        _adversarial_backward(trainer, batch, loss_fn)
+        with torch.no_grad():
+            for p, w in zip(moved, backup, strict=True):
+                p.copy_(w)
+
+
+_BUILDERS: dict[str, Callable[[float, AdversarialConfig], Callback]] = {
+    "fgsm": lambda eps, cfg: FGSM(eps, cfg.start_epoch),
+    "pgd": lambda eps, cfg: PGD(eps, cfg.start_epoch, cfg.alpha, cfg.steps),
+    "fast_fgsm": lambda eps, cfg: FastFGSM(eps, cfg.start_epoch, cfg.alpha),
+    "fgm": lambda eps, cfg: FGM(eps, cfg.start_epoch),
+    "awp": lambda eps, cfg: AWP(eps, cfg.start_epoch, cfg.alpha),
+}
+
+
+def build_adversarial(cfg: AdversarialConfig, encoder_kinds: Collection[str]) -> Callback:
+    """The callback of ``cfg.method`` (epsilon defaulting per method, see :data:`METHODS`)
+    for a model with these encoder kinds (timm, hf, mlp)."""
+    problem = mismatch(cfg.method, encoder_kinds)
+    if problem is not None:
+        raise ConfigError(problem)
+    epsilon = cfg.epsilon if cfg.epsilon is not None else METHODS[cfg.method].epsilon
+    return _BUILDERS[cfg.method](epsilon, cfg)

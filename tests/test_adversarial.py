@@ -1,0 +1,194 @@
+"""Adversarial training callbacks: image attacks, FGM and AWP, their config and full runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from pipeline import train
+from pipeline.adversarial import build_adversarial
+from pipeline.config import AdversarialConfig, EncoderConfig, ModelConfig, build_config
+from pipeline.data import TabularEncoder
+from pipeline.engine import Batch, Trainer
+from pipeline.errors import ConfigError
+from pipeline.losses import build_loss
+from pipeline.models import build_model
+
+LOSS = build_loss("cross_entropy", "multiclass")
+IMAGE_METHODS = ["fgsm", "pgd", "fast_fgsm"]
+TEXT_ENCODER = {"name": "hf", "tokenizer": "unused",
+                "hf_config": {"model_type": "bert", "vocab_size": 40, "hidden_size": 16,
+                              "num_hidden_layers": 1, "num_attention_heads": 2,
+                              "intermediate_size": 32, "max_position_embeddings": 64}}
+
+
+def _image_setup() -> tuple[Trainer, Batch]:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(encoders=[EncoderConfig(name="timm:test_resnet")]), 3, None)
+    batch = {"image": torch.randn(4, 3, 16, 16), "target": torch.randint(0, 3, (4,))}
+    return Trainer(model, Accelerator(cpu=True)), batch
+
+
+def _embedding_setup(modality: str) -> tuple[Trainer, Batch, list[str]]:
+    """A tiny text or tabular network with a batch, and its encoder kinds."""
+    torch.manual_seed(0)
+    if modality == "text":
+        model = build_model(ModelConfig(encoders=[EncoderConfig.model_validate(TEXT_ENCODER)]),
+                            3, None)
+        batch = {"input_ids": torch.randint(5, 40, (8, 12)),
+                 "attention_mask": torch.ones(8, 12, dtype=torch.long)}
+        kinds = ["hf"]
+    else:
+        tab = TabularEncoder(["a", "b"], ["c"], vocab={"c": ["x", "y", "z"]})
+        model = build_model(ModelConfig(encoders=[EncoderConfig(name="mlp")]), 3, tab)
+        batch = {"num": torch.randn(8, 2), "cat": torch.randint(0, 4, (8, 1))}
+        kinds = ["mlp"]
+    batch["target"] = torch.randint(0, 3, (8,))
+    return Trainer(model, Accelerator(cpu=True)), batch, kinds
+
+
+def _loss(trainer: Trainer, batch: Batch) -> float:
+    with torch.no_grad():
+        return LOSS(trainer.model(batch), batch).item()
+
+
+def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("method", IMAGE_METHODS)
+def test_image_attack_raises_the_loss_within_the_ball_and_leaves_gradients(method):
+    trainer, batch = _image_setup()
+    model = trainer.model
+    model.eval()  # a fixed function: no dropout, no batch-norm updates
+    LOSS(model(batch), batch).backward()
+    grads = _grads(model)
+    clean = batch["image"].clone()
+    eps = 0.05
+    adv = build_adversarial(AdversarialConfig(method=method, epsilon=eps), ["timm"])
+    out = adv.transform_batch(trainer, batch, LOSS)
+    assert torch.equal(batch["image"], clean)  # the clean batch is left as it was
+    assert (out["image"] - clean).abs().max().item() <= eps + 1e-6
+    assert not out["image"].requires_grad
+    assert _loss(trainer, out) > _loss(trainer, batch)
+    assert not model.training
+    after = _grads(model)
+    assert after.keys() == grads.keys()
+    assert all(torch.equal(grads[n], after[n]) for n in grads)
+    model.train()
+    adv.transform_batch(trainer, batch, LOSS)
+    assert model.training
+
+
+def _clean_step(adv, trainer: Trainer, batch: Batch) -> Batch:
+    """What the engine does before ``on_after_backward``."""
+    batch = adv.transform_batch(trainer, batch, LOSS)
+    loss = LOSS(trainer.model(batch), batch)
+    adv.on_before_backward(trainer, loss)
+    trainer.accelerator.backward(loss)
+    return batch
+
+
+@pytest.mark.parametrize("modality", ["text", "tabular"])
+@pytest.mark.parametrize("method", ["fgm", "awp"])
+def test_fgm_and_awp_restore_the_weights_and_change_the_gradient(method, modality):
+    trainer, batch, kinds = _embedding_setup(modality)
+    model = trainer.model
+    adv = build_adversarial(AdversarialConfig(method=method), kinds)
+    batch = _clean_step(adv, trainer, batch)
+    clean = _grads(model)
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    adv.on_after_backward(trainer, batch, LOSS)
+    for name, param in model.named_parameters():
+        assert torch.equal(weights[name], param), name
+    after = _grads(model)
+    embeddings = [n for n in clean if "word_embeddings" in n or n.startswith("encoders.0.embed")]
+    assert embeddings
+    assert any(not torch.equal(clean[n], after[n]) for n in embeddings)
+    if modality == "tabular" and method == "fgm":
+        assert batch["num"].grad is not None  # the numeric input is attacked too
+
+
+def test_awp_keeps_the_gradient_of_earlier_micro_batches():
+    trainer, batch, kinds = _embedding_setup("tabular")
+    model = trainer.model
+    model.eval()  # deterministic forwards
+    adv = build_adversarial(AdversarialConfig(method="awp", epsilon=1e-3), kinds)
+    LOSS(model(batch), batch).backward()  # an earlier micro-batch of the same update
+    earlier = _grads(model)
+    batch = _clean_step(adv, trainer, batch)
+    adv.on_after_backward(trainer, batch, LOSS)
+    combined = _grads(model)
+    model.zero_grad(set_to_none=True)
+    _clean_step(adv, trainer, batch)
+    adv.on_after_backward(trainer, batch, LOSS)
+    alone = _grads(model)
+    for name, grad in earlier.items():
+        torch.testing.assert_close(combined[name], grad + alone[name])
+
+
+@pytest.mark.parametrize(("method", "modality"),
+                         [("fast_fgsm", "image"), ("fgm", "tabular"), ("awp", "text")])
+def test_no_perturbation_before_the_start_epoch(method, modality):
+    if modality == "image":
+        trainer, batch = _image_setup()
+        kinds = ["timm"]
+    else:
+        trainer, batch, kinds = _embedding_setup(modality)
+    model = trainer.model
+    model.eval()
+    adv = build_adversarial(AdversarialConfig(method=method, start_epoch=2), kinds)
+    assert adv.transform_batch(trainer, batch, LOSS) is batch
+    step_batch = _clean_step(adv, trainer, batch)
+    clean = _grads(model)
+    adv.on_after_backward(trainer, step_batch, LOSS)
+    after = _grads(model)
+    assert all(torch.equal(clean[n], after[n]) for n in clean)
+    trainer.epoch = 1  # epoch 2 in progress
+    model.zero_grad(set_to_none=True)
+    step_batch = _clean_step(adv, trainer, batch)
+    clean = _grads(model)
+    adv.on_after_backward(trainer, step_batch, LOSS)
+    after = _grads(model)
+    changed = step_batch is not batch or any(not torch.equal(clean[n], after[n]) for n in clean)
+    assert changed
+
+
+def test_config_refuses_methods_that_do_not_fit_the_model(competition_factory):
+    image = competition_factory("image", "binary")
+    image["train"]["adversarial"] = {"method": "fgm"}
+    with pytest.raises(ConfigError, match=r"train\.adversarial\.method.*reads image inputs"):
+        build_config(image)
+    tabular = competition_factory("tabular", "binary")
+    tabular["train"]["adversarial"] = {"method": "fgsm"}
+    with pytest.raises(ConfigError, match=r"train\.adversarial\.method.*reads tabular inputs"):
+        build_config(tabular)
+    tabular["train"]["adversarial"] = {"method": "fgm", "alpha": 0.1}
+    with pytest.raises(ConfigError, match="takes no 'alpha'"):
+        build_config(tabular)
+    tabular["train"]["adversarial"] = {"method": "awp", "start_epoch": 3}
+    with pytest.raises(ConfigError, match="after the last epoch"):
+        build_config(tabular)
+    image["train"]["adversarial"] = {"method": "fast_fgsm", "epsilon": 0.03, "alpha": None,
+                                     "steps": 3, "start_epoch": 2}
+    assert build_config(image).train.adversarial.method == "fast_fgsm"
+
+
+@pytest.mark.parametrize(("modality", "method"), [
+    ("image", "fast_fgsm"), ("image", "pgd"), ("text", "fgm"), ("text", "awp"),
+    ("tabular", "fgm"), ("tabular", "awp"),
+])
+def test_training_with_each_method_writes_finite_oof(competition_factory, modality, method):
+    data = competition_factory(modality, "binary", n_train=32, n_test=8)
+    data["train"].update(epochs=1, adversarial={"method": method})
+    if modality == "image":
+        data["model"]["image_size"] = 16
+    cfg = build_config(data)
+    train.run(cfg)
+    oof = pd.read_parquet(cfg.run_dir / "oof.parquet")
+    values = oof.drop(columns=["id", "fold"]).to_numpy(dtype=np.float64)
+    assert values.size and np.isfinite(values).all()
