@@ -77,6 +77,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pseudo(args: argparse.Namespace) -> int:
+    from pipeline import pseudo
+
+    print(pseudo.run(_load(args)))
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from pipeline import submit
 
@@ -160,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("folds", cmd_folds, "write folds/<name>.csv"),
         ("train", cmd_train, "train every seed and fold: OOF + test predictions"),
         ("predict", cmd_predict, "refresh predictions (TTA) from the fold checkpoints"),
+        ("pseudo", cmd_pseudo, "pseudo-label test rows per fold from 'pseudo.source'"),
     ):
         p = sub.add_parser(name, help=help_text)
         _config_args(p, positional=True)

@@ -459,6 +459,31 @@ class PredictConfig(_Section):
         return names
 
 
+class PseudoConfig(_Section):
+    """Pseudo-labelled test rows added to every fold's training rows.
+
+    ``source`` is a finished run: the model of fold k then trains on labels from the source's
+    fold-k models only, which never saw fold k's validation rows, so CV stays honest (also
+    over several rounds, each round's source being the previous round). A blend (or any
+    source without per-fold test predictions) leaks every fold's labels into every fold and
+    is refused unless ``allow_leak`` is set.
+    """
+
+    source: str
+    labels: Literal["hard", "soft"] = "hard"
+    threshold: float | None = Field(None, gt=0, le=1)  # keep rows at least this confident
+    top_fraction: float | None = Field(None, gt=0, le=1)  # or the most confident fraction
+    balance: bool = False  # as many rows per predicted class (the rarest class's count)
+    weight: float = Field(1.0, gt=0)  # loss weight of a pseudo row (train rows weigh 1)
+    allow_leak: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> PseudoConfig:
+        if self.threshold is not None and self.top_fraction is not None:
+            raise ValueError("give 'threshold' or 'top_fraction', not both")
+        return self
+
+
 class ExperimentConfig(_Section):
     """One experiment: competition, folds, model, training recipe and prediction."""
 
@@ -471,10 +496,23 @@ class ExperimentConfig(_Section):
     model: ModelConfig
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
+    pseudo: PseudoConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
         comp, model = self.competition, self.model
+        if self.pseudo is not None:
+            if model.is_sklearn:
+                raise ValueError("'pseudo' needs a network; a 'sklearn:' model has no weights")
+            if comp.task == "regression" and (
+                self.pseudo.threshold or self.pseudo.top_fraction or self.pseudo.balance
+            ):
+                raise ValueError(
+                    "'pseudo.threshold', 'top_fraction' and 'balance' need class confidences; "
+                    "a regression task has none"
+                )
+            if comp.task == "multilabel" and self.pseudo.balance:
+                raise ValueError("'pseudo.balance' needs one class per row, not multilabel")
         if self.folds.scheme in ("group", "stratified_group") and not comp.group_column:
             raise ValueError(
                 f"'folds.scheme' {self.folds.scheme!r} needs 'competition.group_column'"

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from pipeline.augment import build_image_augment, noisy_row, noisy_tokens
 from pipeline.competition import IMAGE_PATH, Competition
@@ -152,9 +152,11 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         inputs: ModelInputs,
         targets: np.ndarray | None = None,
         augment: AugmentConfig | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         self.inputs = inputs
         self.targets = targets
+        self.weights = weights
         self.augment = augment
         self.epoch_seed = 0
         self.images: list[Path] = []
@@ -205,7 +207,18 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
             item["cat"] = torch.from_numpy(np.ascontiguousarray(cat))
         if self.targets is not None:
             item["target"] = torch.as_tensor(self.targets[i])
+        if self.weights is not None:
+            item["weight"] = torch.as_tensor(self.weights[i], dtype=torch.float32)
         return item
+
+
+class CombinedDataset(ConcatDataset):  # type: ignore[type-arg]
+    """Training rows followed by pseudo-labelled rows, each part with its own draws."""
+
+    def set_epoch(self, seed: int) -> None:
+        """Seed every part's augmentation draws of the coming epoch."""
+        for k, part in enumerate(self.datasets):
+            part.set_epoch(seed + 1_000_003 * k)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -236,14 +249,15 @@ def collate(items: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[str, 
 
 
 def build_loader(
-    dataset: CompetitionDataset,
+    dataset: Dataset[dict[str, torch.Tensor]],
     batch_size: int,
     shuffle: bool,
     num_workers: int,
     generator: torch.Generator | None = None,
 ) -> DataLoader[dict[str, torch.Tensor]]:
     """A DataLoader with the padding collate; shuffled loaders draw order from ``generator``."""
-    tok = dataset.inputs.tokenizer
+    first = dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset
+    tok = first.inputs.tokenizer  # type: ignore[attr-defined]
     pad_id = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0
     return DataLoader(
         dataset,
@@ -263,8 +277,10 @@ def _seed_worker(worker_id: int) -> None:
     """Give each loader worker its own image-augmentation stream for the epoch."""
     info = torch.utils.data.get_worker_info()
     dataset = info.dataset if info is not None else None
-    if isinstance(dataset, CompetitionDataset) and dataset.images:
-        dataset.transform.set_random_seed(dataset.epoch_seed * 1000 + worker_id)
+    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    for part in parts:
+        if isinstance(part, CompetitionDataset) and part.images:
+            part.transform.set_random_seed(part.epoch_seed * 1000 + worker_id)
 
 
 def model_inputs(comp: Competition, model_cfg: Any, tokenizer: Any,

@@ -16,8 +16,10 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 from torch import nn
+from torch.utils.data import Dataset
 
 from pipeline import folds as folds_stage
+from pipeline import pseudo as pseudo_stage
 from pipeline.adversarial import build_adversarial
 from pipeline.artifacts import (
     RunMeta,
@@ -31,7 +33,13 @@ from pipeline.artifacts import (
 from pipeline.callbacks import EMA, SWA, EarlyStopping, Snapshots, cycle_end_epochs
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig, OptimizerConfig, SchedulerConfig
-from pipeline.data import CompetitionDataset, TabularEncoder, build_loader, model_inputs
+from pipeline.data import (
+    CombinedDataset,
+    CompetitionDataset,
+    TabularEncoder,
+    build_loader,
+    model_inputs,
+)
 from pipeline.engine import Callback, StagePlan, Trainer, seed_everything
 from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.losses import build_loss
@@ -39,6 +47,7 @@ from pipeline.metrics import get_metric
 from pipeline.models import build_model, build_tokenizer
 from pipeline.optim import Schedule, build_optimizer, build_scheduler, parameter_groups
 from pipeline.predict import predict_fold, prediction_hash
+from pipeline.pseudo import pseudo_path
 from pipeline.sklearn_models import train_sklearn_fold
 
 log = logging.getLogger(__name__)
@@ -143,7 +152,7 @@ def build_callbacks(cfg: ExperimentConfig, greater_is_better: bool) -> list[Call
 
 
 def build_stage_plans(
-    cfg: ExperimentConfig, model: nn.Module, train_ds: CompetitionDataset,
+    cfg: ExperimentConfig, model: nn.Module, train_ds: Dataset[Any],
     generator: torch.Generator, greater_is_better: bool,
 ) -> list[StagePlan]:
     """One ready-to-run plan per stage of the recipe."""
@@ -175,6 +184,30 @@ def build_stage_plans(
     return plans
 
 
+def with_pseudo_rows(
+    cfg: ExperimentConfig, comp: Competition, fold: int, inputs: Any, y_train: np.ndarray,
+    train_rows: np.ndarray, prep: dict[str, Any], augment: Any,
+) -> CombinedDataset:
+    """The fold's training rows plus its pseudo-labelled test rows (with their weight).
+
+    Multiclass labels become one-hot rows so hard and soft pseudo-labels share a layout.
+    """
+    id_col, cols = cfg.competition.id_column, comp.pred_columns
+    pseudo = pd.read_parquet(pseudo_path(cfg, fold))
+    by_id = comp.test.set_index(comp.test[id_col].astype(str))
+    rows = by_id.loc[pseudo[id_col].astype(str)].reset_index(drop=True)
+    labels = pseudo[cols].to_numpy(dtype=np.float32)
+    if cfg.competition.task == "regression":
+        labels = ((labels - np.array(prep["target_mean"])) / np.array(prep["target_std"]))
+    if cfg.competition.task == "multiclass":
+        y_train = np.eye(len(comp.classes), dtype=np.float32)[y_train]
+    real = CompetitionDataset(comp.train.iloc[train_rows], inputs, y_train, augment,
+                              np.ones(len(train_rows), dtype=np.float32))
+    extra = CompetitionDataset(rows, inputs, labels.astype(np.float32), augment,
+                               pseudo["weight"].to_numpy(dtype=np.float32))
+    return CombinedDataset([real, extra])
+
+
 def train_network_fold(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
     accelerator: Accelerator, tokenizer: Any,
@@ -196,7 +229,11 @@ def train_network_fold(
     y = y.astype(np.int64 if cfg.competition.task == "multiclass" else np.float32)
     aug = cfg.train.augment
     active = aug if (aug.image or aug.text or aug.tabular) else None
-    train_ds = CompetitionDataset(comp.train.iloc[train_rows], inputs, y[train_rows], active)
+    train_ds: Dataset[Any] = CompetitionDataset(comp.train.iloc[train_rows], inputs,
+                                                y[train_rows], active)
+    if cfg.pseudo is not None:
+        train_ds = with_pseudo_rows(cfg, comp, fold, inputs, y[train_rows], train_rows, prep,
+                                    active)
     valid_ds = CompetitionDataset(comp.train.iloc[valid_rows], inputs, y[valid_rows])
     valid_loader = build_loader(valid_ds, cfg.predict.batch_size or 2 * cfg.train.batch_size,
                                 False, cfg.train.num_workers)
@@ -346,6 +383,8 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     comp = comp or load_competition(cfg.competition)
     folds = load_folds(cfg, comp)
     prepare_run_dir(cfg, comp)
+    if cfg.pseudo is not None:
+        pseudo_stage.run(cfg, comp)
     accelerator = None if cfg.model.is_sklearn else build_accelerator(cfg)
     tokenizer = None if cfg.model.is_sklearn else build_tokenizer(cfg.model)
     if accelerator is not None:
