@@ -320,6 +320,24 @@ class EarlyStoppingConfig(_Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+class AuxLossConfig(_Section):
+    """An auxiliary loss on the pooled features: ``supcon`` (temperature) or ``triplet``
+    (margin, batch-hard mining), added to the task loss with ``weight``."""
+
+    name: Literal["supcon", "triplet"]
+    weight: float = Field(0.1, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> AuxLossConfig:
+        known = {"supcon": {"temperature"}, "triplet": {"margin"}}[self.name]
+        unknown = sorted(set(self.params) - known)
+        if unknown:
+            raise ValueError(f"loss {self.name!r} has no parameter(s) {unknown}. "
+                             f"Known: {sorted(known)}")
+        return self
+
+
 class TextNoiseConfig(_Section):
     """Token-level noise on training texts (special tokens are never touched)."""
 
@@ -397,6 +415,7 @@ class TrainConfig(_Section):
     swa: SWAConfig | None = None
     snapshots: bool = False  # with 'restarts': predict with the mean of each cycle's weights
     augment: AugmentConfig = AugmentConfig()
+    aux_losses: list[AuxLossConfig] = Field(default_factory=list)
     early_stopping: EarlyStoppingConfig | None = None
 
     @field_validator("seeds")
@@ -501,6 +520,13 @@ class ExperimentConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
         comp, model = self.competition, self.model
+        if self.train.aux_losses and comp.task not in ("binary", "multiclass"):
+            raise ValueError(
+                f"'train.aux_losses' need one class per row (binary or multiclass). "
+                f"Got task {comp.task!r}."
+            )
+        if self.train.aux_losses and model.is_sklearn:
+            raise ValueError("'train.aux_losses' need a network, not a 'sklearn:' model")
         if self.pseudo is not None:
             if model.is_sklearn:
                 raise ValueError("'pseudo' needs a network; a 'sklearn:' model has no weights")

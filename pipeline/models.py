@@ -122,6 +122,7 @@ class CompetitionModel(nn.Module):
                  hidden: int, temperature: float = 1.0) -> None:
         super().__init__()
         self.temperature = temperature
+        self.features: torch.Tensor | None = None
         self.encoders = nn.ModuleList(encoders)
         width = sum(int(e.out_dim) for e in encoders)
         head: list[nn.Module] = [nn.Dropout(dropout)]
@@ -134,6 +135,7 @@ class CompetitionModel(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         features = [enc(batch) for enc in self.encoders]
         pooled = torch.cat(features, dim=1) if len(features) > 1 else features[0]
+        self.features = pooled  # read by auxiliary losses on this pass's embeddings
         return self.head(pooled) / self.temperature
 
 

@@ -33,6 +33,7 @@ from pipeline.artifacts import (
 from pipeline.callbacks import EMA, SWA, EarlyStopping, Snapshots, cycle_end_epochs
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig, OptimizerConfig, SchedulerConfig
+from pipeline.contrastive import with_aux_losses
 from pipeline.data import (
     CombinedDataset,
     CompetitionDataset,
@@ -176,7 +177,9 @@ def build_stage_plans(
                                 generator),
             make_optimizer=make_optimizer,
             make_schedule=make_schedule,
-            loss_fn=build_loss(loss.name, cfg.competition.task, loss.params, terms),
+            loss_fn=with_aux_losses(
+                build_loss(loss.name, cfg.competition.task, loss.params, terms), model,
+                [(a.name, a.weight, a.params) for a in cfg.train.aux_losses]),
             freeze=list(stage.freeze or []),
             grad_accum_steps=stage.grad_accum_steps or 1,
             label=f"{optim.name} lr={optim.lr:g} bs={stage.batch_size}",
