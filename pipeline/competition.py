@@ -7,6 +7,7 @@ for the task, test ids that differ from the sample submission's, missing image f
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ class Competition:
         """Names of the prediction columns of OOF and test artifacts."""
         return prediction_columns(self.cfg.task, self.cfg.target_columns, self.classes)
 
-    @property
+    @functools.cached_property
     def targets(self) -> np.ndarray:
         """Encoded targets of the train rows (see :mod:`pipeline.metrics` for the layout)."""
         return encode_targets(self.train, self.cfg.task, self.cfg.target_columns, self.classes)

@@ -384,6 +384,5 @@ class Trainer:
             self.stage_epoch, self.stage_updates = 0, 0
             if self.stage < len(plans):
                 self._start_stage(plans[self.stage])
-                save_checkpoint(last, self._resume_state())
         self._call("on_fit_end")
         return self.history

@@ -313,6 +313,7 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     metric = get_metric(cfg.competition.metric)
     y = comp.targets
     n_train = len(comp.train)
+    meta = read_meta(cfg.run_dir)
     oof_sum = np.zeros((n_train, len(cols)))
     test_parts, scores = [], {}
     for seed in cfg.train.seeds:
@@ -334,7 +335,7 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
             raise DataError(f"OOF predictions of seed {seed} miss rows: folds incomplete")
         scores[f"seed{seed}"] = metric(y, oof)
         oof_sum += oof
-        _write_member(cfg, comp, folds, seed, oof, test_parts[-cfg.folds.n_splits:])
+        _write_member(cfg, comp, folds, seed, oof, test_parts[-cfg.folds.n_splits:], meta)
     oof_mean = oof_sum / len(cfg.train.seeds)
     overall = metric(y, oof_mean)
     scores["oof"] = overall
@@ -363,7 +364,7 @@ def _predictions_frame(ids: np.ndarray, values: np.ndarray, cols: list[str], id_
 
 
 def _write_member(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
-                  oof: np.ndarray, test_parts: list[pd.DataFrame]) -> None:
+                  oof: np.ndarray, test_parts: list[pd.DataFrame], meta: RunMeta) -> None:
     """``seed<s>/`` as a run of its own (run.json, oof, test): one ensemble member per seed."""
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     folder = cfg.run_dir / f"seed{seed}"
@@ -371,7 +372,6 @@ def _write_member(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, s
     write_parquet(folder / "oof.parquet", _predictions_frame(
         comp.train[id_col].to_numpy(), oof, cols, id_col, folds))
     write_parquet(folder / "test.parquet", test.loc[comp.test[id_col]].reset_index())
-    meta = read_meta(cfg.run_dir)
     write_meta(folder, dataclasses.replace(meta, name=f"{cfg.name}-seed{seed}"))
 
 
