@@ -1,4 +1,5 @@
-"""Adversarial training as engine callbacks, from ``train.adversarial.start_epoch`` on.
+"""Adversarial training as engine callbacks, from ``train.adversarial.start_epoch`` (or the
+first epoch of ``start_stage``) on.
 
 Images (``transform_batch``, the model then trains on the adversarial batch only):
 
@@ -240,20 +241,23 @@ class AWP(_Adversary):
                 p.copy_(w)
 
 
-_BUILDERS: dict[str, Callable[[float, AdversarialConfig], Callback]] = {
-    "fgsm": lambda eps, cfg: FGSM(eps, cfg.start_epoch),
-    "pgd": lambda eps, cfg: PGD(eps, cfg.start_epoch, cfg.alpha, cfg.steps),
-    "fast_fgsm": lambda eps, cfg: FastFGSM(eps, cfg.start_epoch, cfg.alpha),
-    "fgm": lambda eps, cfg: FGM(eps, cfg.start_epoch),
-    "awp": lambda eps, cfg: AWP(eps, cfg.start_epoch, cfg.alpha),
+_BUILDERS: dict[str, Callable[[float, int, AdversarialConfig], Callback]] = {
+    "fgsm": lambda eps, start, cfg: FGSM(eps, start),
+    "pgd": lambda eps, start, cfg: PGD(eps, start, cfg.alpha, cfg.steps),
+    "fast_fgsm": lambda eps, start, cfg: FastFGSM(eps, start, cfg.alpha),
+    "fgm": lambda eps, start, cfg: FGM(eps, start),
+    "awp": lambda eps, start, cfg: AWP(eps, start, cfg.alpha),
 }
 
 
-def build_adversarial(cfg: AdversarialConfig, encoder_kinds: Collection[str]) -> Callback:
+def build_adversarial(cfg: AdversarialConfig, encoder_kinds: Collection[str],
+                      start_epoch: int | None = None) -> Callback:
     """The callback of ``cfg.method`` (epsilon defaulting per method, see :data:`METHODS`)
-    for a model with these encoder kinds (timm, hf, mlp)."""
+    for a model with these encoder kinds (timm, hf, mlp), active from ``start_epoch``
+    (1-based; default ``cfg.start_epoch`` or 1)."""
     problem = mismatch(cfg.method, encoder_kinds)
     if problem is not None:
         raise ConfigError(problem)
     epsilon = cfg.epsilon if cfg.epsilon is not None else METHODS[cfg.method].epsilon
-    return _BUILDERS[cfg.method](epsilon, cfg)
+    start = start_epoch if start_epoch is not None else cfg.start_epoch or 1
+    return _BUILDERS[cfg.method](epsilon, start, cfg)

@@ -11,9 +11,35 @@ import numpy as np
 
 from pipeline.config import TabularNoiseConfig, TextNoiseConfig
 
+# The strong view of FixMatch/UDA for images: RandAugment-like (two random ops per row, each
+# at a random strength) followed by cutout, as in FixMatch's RandAugment + Cutout.
+STRONG_IMAGE: list[dict[str, Any]] = [
+    {"name": "SomeOf", "n": 2, "transforms": [
+        {"name": "Affine", "rotate": (-30, 30), "p": 1.0},
+        {"name": "Affine", "shear": {"x": (-20, 20), "y": (0, 0)}, "p": 1.0},
+        {"name": "Affine", "shear": {"x": (0, 0), "y": (-20, 20)}, "p": 1.0},
+        {"name": "Affine", "translate_percent": {"x": (-0.3, 0.3), "y": (0, 0)}, "p": 1.0},
+        {"name": "Affine", "translate_percent": {"x": (0, 0), "y": (-0.3, 0.3)}, "p": 1.0},
+        {"name": "RandomBrightnessContrast", "brightness_limit": 0.4, "contrast_limit": 0.0,
+         "p": 1.0},
+        {"name": "RandomBrightnessContrast", "brightness_limit": 0.0, "contrast_limit": 0.4,
+         "p": 1.0},
+        {"name": "ColorJitter", "brightness": 0, "contrast": 0, "saturation": 0.6, "hue": 0,
+         "p": 1.0},
+        {"name": "Sharpen", "p": 1.0},
+        {"name": "AutoContrast", "p": 1.0},
+        {"name": "Equalize", "p": 1.0},
+        {"name": "Posterize", "num_bits": (4, 8), "p": 1.0},
+        {"name": "Solarize", "threshold_range": (0.5, 1.0), "p": 1.0},
+    ]},
+    {"name": "CoarseDropout", "num_holes_range": (1, 1), "hole_height_range": (0.1, 0.5),
+     "hole_width_range": (0.1, 0.5), "fill": 127, "p": 1.0},
+]
+
 
 def build_image_augment(items: list[dict[str, Any]]) -> list[A.BasicTransform]:
-    """Albumentations transforms from ``[{name: <class>, **arguments}, ...]``.
+    """Albumentations transforms from ``[{name: <class>, **arguments}, ...]``; compositions
+    (``OneOf``, ``SomeOf``, ...) take their ``transforms`` as such a list too.
 
     >>> [type(t).__name__ for t in build_image_augment([{"name": "HorizontalFlip", "p": 0.5}])]
     ['HorizontalFlip']
@@ -23,11 +49,16 @@ def build_image_augment(items: list[dict[str, Any]]) -> list[A.BasicTransform]:
         args = dict(item)
         name = args.pop("name", None)
         cls = getattr(A, str(name), None)
-        if not isinstance(cls, type) or not issubclass(cls, A.BasicTransform):
+        if not isinstance(cls, type) or not issubclass(cls, A.BasicTransform | A.BaseCompose):
             raise ValueError(
                 f"item {i}: {name!r} is not an albumentations transform "
-                "(e.g. HorizontalFlip, Affine, RandomBrightnessContrast, CoarseDropout)"
+                "(e.g. HorizontalFlip, Affine, RandomBrightnessContrast, CoarseDropout, OneOf)"
             )
+        if issubclass(cls, A.BaseCompose):
+            try:
+                args["transforms"] = build_image_augment(args.get("transforms") or [])
+            except ValueError as err:
+                raise ValueError(f"item {i} ({name}) transforms: {err}") from None
         try:
             transforms.append(cls(**args))
         except (TypeError, ValueError) as err:

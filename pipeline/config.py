@@ -386,13 +386,96 @@ class AdversarialConfig(_Section):
     epsilon: float | None = Field(None, gt=0)  # None: the method's default
     alpha: float | None = Field(None, gt=0)  # step of pgd, fast_fgsm and awp
     steps: int = Field(3, ge=1)  # pgd only
-    start_epoch: int = Field(1, ge=1)
+    start_epoch: int | None = Field(None, ge=1)  # None: from the first epoch
+    start_stage: int | None = Field(None, ge=1)  # or from the first epoch of this stage
 
     @model_validator(mode="after")
     def _check(self) -> AdversarialConfig:
         if self.alpha is not None and self.method in ("fgsm", "fgm"):
             raise ValueError(f"method {self.method!r} takes no 'alpha': its step is 'epsilon'")
+        if self.start_epoch is not None and self.start_stage is not None:
+            raise ValueError("give 'start_epoch' or 'start_stage', not both")
         return self
+
+
+class StrongAugmentConfig(_Section):
+    """The strong view of an unlabelled row, per input kind (FixMatch and UDA).
+
+    ``image``: albumentations transforms (None: a RandAugment-like default, two of
+    affine/colour/contrast/sharpness/equalise/posterise/solarise ops per row, then cutout; see
+    :data:`pipeline.augment.STRONG_IMAGE`). ``text``: token noise. ``tabular``: swap/Gaussian
+    noise on rows. ``embedding_noise``: Gaussian noise after the embedding layer, as a
+    fraction of each table's std, for tabular ('mlp': category embeddings and the standardised
+    numeric inputs) and text ('hf': word embeddings) encoders.
+    """
+
+    image: list[dict[str, Any]] | None = None
+    text: TextNoiseConfig = TextNoiseConfig(mask=0.15, delete=0.05, swap=0.05)
+    tabular: TabularNoiseConfig = TabularNoiseConfig()
+    embedding_noise: float = Field(0.1, ge=0)
+
+    @field_validator("image")
+    @classmethod
+    def _albumentations(cls, items: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        from pipeline.augment import build_image_augment
+
+        if items is not None:
+            build_image_augment(items)
+        return items
+
+
+_CONSISTENCY_DEFAULTS: dict[str, dict[str, float | None]] = {
+    # FixMatch (Sohn et al. 2020), UDA (Xie et al. 2020), MixMatch (Berthelot et al. 2019)
+    "fixmatch": {"weight": 1.0, "threshold": 0.95, "temperature": None},
+    "uda": {"weight": 1.0, "threshold": 0.8, "temperature": 0.4},
+    "mixmatch": {"weight": 75.0, "threshold": None, "temperature": 0.5},
+}
+
+
+class ConsistencyConfig(_Section):
+    """Consistency regularization on the unlabelled (test) rows, from ``start_epoch`` or
+    ``start_stage`` (1-based) on. See :mod:`pipeline.consistency`.
+
+    ``fixmatch``: hard labels from the weak view (``train.augment``) where the confidence
+    reaches ``threshold`` train the strong view. ``uda``: the strong view's prediction
+    follows the clean row's, sharpened by ``temperature``, where confident. ``mixmatch``:
+    labels guessed from ``augmentations`` weak views, sharpened, then mixup (Beta(``alpha``))
+    of labelled and unlabelled rows (pixels for image models, pooled features otherwise).
+    ``weight`` (lambda_u) multiplies the unlabelled loss, reached linearly over
+    ``ramp_epochs``; an unlabelled batch holds ``ratio`` x the labelled batch size.
+    """
+
+    method: Literal["fixmatch", "uda", "mixmatch"]
+    weight: float | None = Field(None, gt=0)  # None: the method's default
+    threshold: float | None = Field(None, gt=0, lt=1)
+    temperature: float | None = Field(None, gt=0, le=1)
+    ratio: int = Field(1, ge=1)
+    augmentations: int = Field(2, ge=1)  # mixmatch's K
+    alpha: float = Field(0.75, gt=0)  # mixmatch's Beta parameter
+    ramp_epochs: float = Field(0.0, ge=0)
+    start_epoch: int | None = Field(None, ge=1)
+    start_stage: int | None = Field(None, ge=1)
+    strong: StrongAugmentConfig = StrongAugmentConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> ConsistencyConfig:
+        defaults = _CONSISTENCY_DEFAULTS[self.method]
+        for key in ("threshold", "temperature"):
+            if getattr(self, key) is not None and defaults[key] is None:
+                raise ValueError(f"method {self.method!r} takes no {key!r}")
+        if self.method == "mixmatch" and "strong" in self.model_fields_set:
+            raise ValueError("method 'mixmatch' uses weak views only ('train.augment'); "
+                             "'strong' belongs to fixmatch and uda")
+        if self.method != "mixmatch" and {"augmentations", "alpha"} & self.model_fields_set:
+            raise ValueError("'augmentations' and 'alpha' belong to method 'mixmatch'")
+        if self.start_epoch is not None and self.start_stage is not None:
+            raise ValueError("give 'start_epoch' or 'start_stage', not both")
+        return self
+
+    def resolved(self, key: str) -> float:
+        """``weight``, ``threshold`` or ``temperature``, or the method's default."""
+        value = getattr(self, key)
+        return float(value if value is not None else _CONSISTENCY_DEFAULTS[self.method][key])
 
 
 class TrainConfig(_Section):
@@ -417,6 +500,7 @@ class TrainConfig(_Section):
     augment: AugmentConfig = AugmentConfig()
     aux_losses: list[AuxLossConfig] = Field(default_factory=list)
     early_stopping: EarlyStoppingConfig | None = None
+    consistency: ConsistencyConfig | None = None
 
     @field_validator("seeds")
     @classmethod
@@ -458,6 +542,16 @@ class TrainConfig(_Section):
     def total_epochs(self) -> int:
         """Epochs over all stages."""
         return sum(s.epochs for s in self.resolved_stages())
+
+    def first_epoch(self, start_epoch: int | None, start_stage: int | None) -> int:
+        """The 1-based epoch where something starting at ``start_epoch`` or at the first
+        epoch of ``start_stage`` (1-based) begins; 1 when neither is given."""
+        if start_stage is None:
+            return start_epoch or 1
+        stages = self.resolved_stages()
+        if start_stage > len(stages):
+            raise ValueError(f"stage {start_stage} of {len(stages)}")
+        return 1 + sum(s.epochs for s in stages[:start_stage - 1])
 
 
 class PredictConfig(_Section):
@@ -591,16 +685,37 @@ class ExperimentConfig(_Section):
             problem = mismatch(adv.method, [e.kind for e in model.encoders])
             if problem is not None:
                 raise ValueError(problem)
-            if adv.start_epoch > self.train.total_epochs:
-                raise ValueError(
-                    f"'train.adversarial.start_epoch' {adv.start_epoch} is after the last "
-                    f"epoch ({self.train.total_epochs})"
-                )
+            self._check_start("train.adversarial", adv.start_epoch, adv.start_stage)
+        if self.train.consistency is not None:
+            self._check_consistency(self.train.consistency)
         if self.predict.tta and model.is_sklearn:
             raise ValueError("'predict.tta' needs a network; a 'sklearn:' model predicts once")
         if self.predict.tta_reduce == "gmean" and comp.task == "regression":
             raise ValueError("'predict.tta_reduce' gmean needs probabilities, not regression")
         return self
+
+    def _check_start(self, where: str, start_epoch: int | None,
+                     start_stage: int | None) -> None:
+        n_stages = len(self.train.resolved_stages())
+        if start_stage is not None and start_stage > n_stages:
+            raise ValueError(f"'{where}.start_stage' {start_stage}: the recipe has {n_stages} "
+                             "stage(s) (train plus train.stages)")
+        first = self.train.first_epoch(start_epoch, start_stage)
+        if first > self.train.total_epochs:
+            raise ValueError(f"'{where}.start_epoch' {first} is after the last epoch "
+                             f"({self.train.total_epochs})")
+
+    def _check_consistency(self, cons: ConsistencyConfig) -> None:
+        task = self.competition.task
+        if self.model.is_sklearn:
+            raise ValueError("'train.consistency' needs a network, not a 'sklearn:' model")
+        if cons.method == "fixmatch" and task == "regression":
+            raise ValueError("'train.consistency.method' fixmatch needs class confidences; "
+                             "for regression use uda or mixmatch")
+        if cons.method == "mixmatch" and self.train.aux_losses:
+            raise ValueError("'train.consistency.method' mixmatch mixes rows of different "
+                             "classes, which leaves 'train.aux_losses' no class per row")
+        self._check_start("train.consistency", cons.start_epoch, cons.start_stage)
 
     @property
     def run_dir(self) -> Path:

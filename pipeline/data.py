@@ -6,6 +6,7 @@ A batch is a dict of tensors; each encoder reads its own keys (``image``; ``inpu
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,15 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         if self.images:
             self.transform.set_random_seed(seed)
 
+    def with_augment(self, augment: AugmentConfig | None) -> CompetitionDataset:
+        """The same rows (encoded once) under another augmentation, with its own draws."""
+        view = copy.copy(self)
+        view.augment = augment
+        if self.images:
+            extra = build_image_augment(augment.image) if augment is not None else []
+            view.transform = image_transform(self.inputs.image_size, extra)
+        return view
+
     def __len__(self) -> int:
         return self.length
 
@@ -221,6 +231,42 @@ class CombinedDataset(ConcatDataset):  # type: ignore[type-arg]
             part.set_epoch(seed + 1_000_003 * k)  # type: ignore[attr-defined]
 
 
+class ViewsDataset(Dataset[dict[str, torch.Tensor]]):
+    """Several augmented views of each row, as keys ``<view>/<input>`` (see :func:`view_of`);
+    each view draws its own augmentations."""
+
+    def __init__(self, views: dict[str, CompetitionDataset]) -> None:
+        self.views = views
+        self.inputs = next(iter(views.values())).inputs
+
+    def set_epoch(self, seed: int) -> None:
+        """Seed every view's augmentation draws of the coming epoch."""
+        for k, view in enumerate(self.views.values()):
+            view.set_epoch(seed + 1_000_003 * k)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.views.values())))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {f"{name}/{key}": value for name, view in self.views.items()
+                for key, value in view[i].items()}
+
+
+def view_of(batch: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """The inputs of view ``name`` in a batch of a :class:`ViewsDataset`."""
+    prefix = f"{name}/"
+    return {k.removeprefix(prefix): v for k, v in batch.items() if k.startswith(prefix)}
+
+
+def _parts(dataset: Dataset[Any]) -> list[Any]:
+    """The :class:`CompetitionDataset` objects a (combined or multi-view) dataset reads."""
+    if isinstance(dataset, ConcatDataset):
+        return [p for part in dataset.datasets for p in _parts(part)]
+    if isinstance(dataset, ViewsDataset):
+        return list(dataset.views.values())
+    return [dataset]
+
+
 @dataclass
 class ModelInputs:
     """What the model's encoders read, and how to make it from a frame."""
@@ -239,8 +285,9 @@ def collate(items: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[str, 
     batch: dict[str, torch.Tensor] = {}
     for key in items[0]:
         values = [it[key] for it in items]
-        if key in ("input_ids", "attention_mask"):
-            fill = pad_id if key == "input_ids" else 0
+        name = key.rsplit("/", 1)[-1]  # views are keyed <view>/<input>
+        if name in ("input_ids", "attention_mask"):
+            fill = pad_id if name == "input_ids" else 0
             batch[key] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True,
                                                          padding_value=fill)
         else:
@@ -256,8 +303,7 @@ def build_loader(
     generator: torch.Generator | None = None,
 ) -> DataLoader[dict[str, torch.Tensor]]:
     """A DataLoader with the padding collate; shuffled loaders draw order from ``generator``."""
-    first = dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset
-    tok = first.inputs.tokenizer  # type: ignore[attr-defined]
+    tok = _parts(dataset)[0].inputs.tokenizer
     pad_id = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0
     return DataLoader(
         dataset,
@@ -276,9 +322,9 @@ def build_loader(
 def _seed_worker(worker_id: int) -> None:
     """Give each loader worker its own image-augmentation stream for the epoch."""
     info = torch.utils.data.get_worker_info()
-    dataset = info.dataset if info is not None else None
-    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
-    for part in parts:
+    if info is None:
+        return
+    for part in _parts(info.dataset):
         if isinstance(part, CompetitionDataset) and part.images:
             part.transform.set_random_seed(part.epoch_seed * 1000 + worker_id)
 

@@ -51,6 +51,12 @@ class Callback:
         adversarial inputs)."""
         return batch
 
+    def training_loss(self, trainer: Trainer, batch: Batch,
+                      loss_fn: LossFn) -> torch.Tensor | None:
+        """The loss of a training batch in place of ``loss_fn(model(batch), batch)`` (e.g.
+        with an unlabelled term), or None; the first callback to return one wins."""
+        return None
+
     def on_before_backward(self, trainer: Trainer, loss: torch.Tensor) -> None:
         """After the loss of a batch, before its backward pass."""
 
@@ -236,8 +242,7 @@ class Trainer:
             for cb in self.callbacks:
                 batch = cb.transform_batch(self, batch, loss_fn)
             with acc.autocast():
-                outputs = self.model(batch)
-                loss = loss_fn(outputs, batch)
+                loss = self._training_loss(batch, loss_fn)
             self._call("on_before_backward", loss)
             acc.backward(loss / grad_accum_steps if grad_accum_steps > 1 else loss)
             self._call("on_after_backward", batch, loss_fn)
@@ -256,6 +261,13 @@ class Trainer:
                 bar.set_postfix(loss=f"{total / count:.4f}",
                                 lr=f"{optimizer.param_groups[-1]['lr']:.2e}", refresh=False)
         return total / max(count, 1)
+
+    def _training_loss(self, batch: Batch, loss_fn: LossFn) -> torch.Tensor:
+        for cb in self.callbacks:
+            loss = cb.training_loss(self, batch, loss_fn)
+            if loss is not None:
+                return loss
+        return loss_fn(self.model(batch), batch)
 
     @torch.no_grad()
     def predict(

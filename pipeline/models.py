@@ -6,7 +6,8 @@ concatenates the features of all its encoders and puts one head on top.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ class MLPEncoder(nn.Module):
                 "Known: hidden, dropout, embedding_noise"
             )
         self.embedding_noise = float(params["embedding_noise"])
+        self.view_noise = 0.0  # set by :func:`embedding_noise`
         self.embeddings = nn.ModuleList(
             nn.Embedding(card, min(32, (card + 1) // 2 + 1)) for card in tabular.cardinalities
         )
@@ -107,7 +109,12 @@ class MLPEncoder(nn.Module):
         embedded = [emb(batch["cat"][:, i]) for i, emb in enumerate(self.embeddings)]
         if self.training and self.embedding_noise:  # noise after the embedding layer
             embedded = [e + self.embedding_noise * torch.randn_like(e) for e in embedded]
-        return self.mlp(torch.cat([batch["num"], *embedded], dim=1))
+        num = batch["num"]
+        if self.view_noise:  # a noisy view of the row (consistency regularization)
+            num = num + self.view_noise * torch.randn_like(num)
+            embedded = [e + self.view_noise * emb.weight.detach().std() * torch.randn_like(e)
+                        for e, emb in zip(embedded, self.embeddings, strict=True)]
+        return self.mlp(torch.cat([num, *embedded], dim=1))
 
 
 ENCODERS.add("timm", lambda cfg, tabular: TimmEncoder(cfg), "any timm model")
@@ -132,11 +139,50 @@ class CompetitionModel(nn.Module):
         head.append(nn.Linear(width, n_outputs))
         self.head = nn.Sequential(*head)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def encode(self, batch: Batch) -> torch.Tensor:
+        """The concatenated pooled features of every encoder (kept in ``self.features``, which
+        auxiliary losses read)."""
         features = [enc(batch) for enc in self.encoders]
         pooled = torch.cat(features, dim=1) if len(features) > 1 else features[0]
-        self.features = pooled  # read by auxiliary losses on this pass's embeddings
+        self.features = pooled
+        return pooled
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The head's outputs for pooled features, divided by the temperature."""
         return self.head(pooled) / self.temperature
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.classify(self.encode(batch))
+
+
+@contextmanager
+def embedding_noise(model: nn.Module, std: float) -> Iterator[None]:
+    """Within the block, add Gaussian noise after the embedding layer of every 'mlp' encoder
+    (category embeddings and the standardised numeric inputs) and 'hf' encoder (word
+    embeddings); ``std`` is a fraction of each embedding table's own std."""
+    if not std:
+        yield
+        return
+    hooks = []
+    mlps = [m for m in model.modules() if isinstance(m, MLPEncoder)]
+    for module in model.modules():
+        if isinstance(module, HFEncoder):
+            table = module.body.get_input_embeddings()
+
+            def noisy(mod: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
+                scale = std * mod.weight.detach().std()  # type: ignore[operator]
+                return out + scale * torch.randn_like(out)
+
+            hooks.append(table.register_forward_hook(noisy))
+    for mlp in mlps:
+        mlp.view_noise = std
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for mlp in mlps:
+            mlp.view_noise = 0.0
 
 
 def build_model(

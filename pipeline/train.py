@@ -33,6 +33,7 @@ from pipeline.artifacts import (
 from pipeline.callbacks import EMA, SWA, EarlyStopping, Snapshots, cycle_end_epochs
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig, OptimizerConfig, SchedulerConfig
+from pipeline.consistency import build_consistency
 from pipeline.contrastive import with_aux_losses
 from pipeline.data import (
     CombinedDataset,
@@ -143,9 +144,10 @@ def build_callbacks(cfg: ExperimentConfig, greater_is_better: bool) -> list[Call
                   if s.scheduler is not None and s.scheduler.name == "restarts" else None
                   for s in stages]
         callbacks.append(Snapshots(cycle_end_epochs([s.epochs for s in stages], cycles)))
-    if tcfg.adversarial is not None:
-        callbacks.append(build_adversarial(tcfg.adversarial,
-                                           [e.kind for e in cfg.model.encoders]))
+    adv = tcfg.adversarial
+    if adv is not None:
+        callbacks.append(build_adversarial(adv, [e.kind for e in cfg.model.encoders],
+                                           tcfg.first_epoch(adv.start_epoch, adv.start_stage)))
     if tcfg.early_stopping is not None:
         callbacks.append(EarlyStopping(tcfg.early_stopping.patience,
                                        tcfg.early_stopping.min_delta, greater_is_better))
@@ -249,8 +251,15 @@ def train_network_fold(
     def score(outputs: np.ndarray) -> float:
         return metric(y_valid, to_predictions(cfg.competition.task, outputs, prep))
 
-    trainer = Trainer(model, accelerator, cfg.train.max_grad_norm,
-                      build_callbacks(cfg, metric.greater_is_better),
+    callbacks = build_callbacks(cfg, metric.greater_is_better)
+    cons = cfg.train.consistency
+    if cons is not None:
+        callbacks.append(build_consistency(
+            cons, cfg.competition.task, CompetitionDataset(comp.test, inputs), active,
+            [e.kind for e in cfg.model.encoders], n_outputs(comp),
+            cfg.train.first_epoch(cons.start_epoch, cons.start_stage), run_seed * 100 + 7,
+            cfg.train.num_workers))
+    trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
                       desc=f"{cfg.name} seed {seed} fold {fold + 1}/{cfg.folds.n_splits}")
     history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
                           generator, run_seed * 100)
