@@ -152,7 +152,8 @@ def part_pseudo(runner: Runner, args: argparse.Namespace) -> None:
     sup, oof, held, seconds = runner.run(variant(base, "supervised"))
     rows = [f"| supervised only | {oof:.4f} | {held:.4f} | {oof - held:+.4f} | {seconds:.0f} s |"]
     honest = {"source": str(sup.run_dir), "threshold": args.pseudo_threshold}
-    _, oof, held, seconds = runner.run(variant(base, "pseudo", pseudo=honest))
+    epochs = args.pseudo_epochs or args.epochs  # each epoch also passes the pseudo rows
+    _, oof, held, seconds = runner.run(variant(base, "pseudo", pseudo=honest, epochs=epochs))
     rows.append(f"| + pseudo-labels, leak-free (fold k from fold-k models) | {oof:.4f} | "
                 f"{held:.4f} | {oof - held:+.4f} | {seconds:.0f} s |")
     # the naive source: the run's submission predictions (mean of every fold's models)
@@ -161,7 +162,8 @@ def part_pseudo(runner: Runner, args: argparse.Namespace) -> None:
     for name in ("run.json", "test.parquet"):
         shutil.copyfile(sup.run_dir / name, mean / name)
     naive = {"source": str(mean), "threshold": args.pseudo_threshold, "allow_leak": True}
-    _, oof, held, seconds = runner.run(variant(base, "pseudo-naive", pseudo=naive))
+    _, oof, held, seconds = runner.run(variant(base, "pseudo-naive", pseudo=naive,
+                                               epochs=epochs))
     rows.append(f"| + pseudo-labels, naive (mean of all folds' models) | {oof:.4f} | "
                 f"{held:.4f} | {oof - held:+.4f} | {seconds:.0f} s |")
     _table("pseudo-labels: CV against held-out",
@@ -231,6 +233,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--ratio", type=int, default=3, help="unlabelled : labelled batch")
     parser.add_argument("--pseudo-threshold", type=float, default=0.95)
+    parser.add_argument("--pseudo-epochs", type=int, default=None,
+                        help="epochs of the pseudo-labelled rounds (default: --epochs)")
     parser.add_argument("--workers", type=int, default=0, help="data-loader workers")
     args = parser.parse_args()
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -74,6 +75,9 @@ def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
         precision = "no"
         if torch.cuda.is_available():
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # One process may train several configs (the demo, a benchmark, a notebook): each gets
+    # its own precision and device rather than an error for differing from the first.
+    AcceleratorState._reset_state(reset_partial_state=True)
     # accumulation is the engine's (per stage), so Accelerate must not scale the loss too
     accelerator = Accelerator(mixed_precision=precision)
     if accelerator.num_processes > 1:

@@ -136,3 +136,12 @@ def competition_factory(tmp_path: Path):
         return make_competition(tmp_path, modality, task, **kwargs)
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """Each test builds its Accelerator from scratch (CPU in one test, bf16 on a GPU in the
+    next): Accelerate refuses to change a process-wide state once it is set."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
