@@ -113,38 +113,44 @@ class Method(ABC):
         """Total loss of a labelled batch and an unlabelled batch of views."""
 
 
-class FixMatch(Method):
+class _TeacherStudent(Method):
+    """A teacher view (no gradient) whose prediction targets a noisier student view."""
+
+    def passes(self, model: nn.Module, batch: Batch, unlabelled: Batch,
+               loss_fn: LossFn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Supervised loss, teacher probabilities, student outputs."""
+        teacher, student = self.views
+        supervised = loss_fn(model(batch), batch)
+        with torch.no_grad():
+            probs = probabilities(self.task, model(view_of(unlabelled, teacher)))
+        with embedding_noise(model, self.cfg.strong.embedding_noise):
+            outputs = model(view_of(unlabelled, student))
+        return supervised, probs, outputs
+
+
+class FixMatch(_TeacherStudent):
     """Hard labels from confident weak views train the strong views."""
 
     views = ("weak", "strong")
 
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
-        supervised = loss_fn(model(batch), batch)
-        with torch.no_grad():
-            probs = probabilities(self.task, model(view_of(unlabelled, "weak")))
+        supervised, probs, strong = self.passes(model, batch, unlabelled, loss_fn)
         mask = (confidence(self.task, probs) >= self.cfg.resolved("threshold")).float()
         hard = (F.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
                 if self.task == "multiclass" else (probs >= 0.5).float())
-        with embedding_noise(model, self.cfg.strong.embedding_noise):
-            strong = model(view_of(unlabelled, "strong"))
-        per = soft_cross_entropy(self.task, strong, hard)
-        unsup = (per * mask).mean()
+        unsup = (soft_cross_entropy(self.task, strong, hard) * mask).mean()
         return supervised + weight * unsup, Step(unsup.detach(), mask.mean().item())
 
 
-class UDA(Method):
+class UDA(_TeacherStudent):
     """The strong view follows the clean view's sharpened prediction where it is confident."""
 
     views = ("clean", "strong")
 
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
-        supervised = loss_fn(model(batch), batch)
-        with torch.no_grad():
-            probs = probabilities(self.task, model(view_of(unlabelled, "clean")))
-        with embedding_noise(model, self.cfg.strong.embedding_noise):
-            strong = model(view_of(unlabelled, "strong"))
+        supervised, probs, strong = self.passes(model, batch, unlabelled, loss_fn)
         if self.task == "regression":
             unsup = F.mse_loss(strong.float(), probs)
             return supervised + weight * unsup, Step(unsup.detach(), 1.0)
