@@ -404,15 +404,12 @@ class StrongAugmentConfig(_Section):
     ``image``: albumentations transforms (None: a RandAugment-like default, two of
     affine/colour/contrast/sharpness/equalise/posterise/solarise ops per row, then cutout; see
     :data:`pipeline.augment.STRONG_IMAGE`). ``text``: token noise. ``tabular``: swap/Gaussian
-    noise on rows. ``embedding_noise``: Gaussian noise after the embedding layer, as a
-    fraction of each table's std, for tabular ('mlp': category embeddings and the standardised
-    numeric inputs) and text ('hf': word embeddings) encoders.
+    noise on rows.
     """
 
     image: list[dict[str, Any]] | None = None
     text: TextNoiseConfig = TextNoiseConfig(mask=0.15, delete=0.05, swap=0.05)
     tabular: TabularNoiseConfig = TabularNoiseConfig()
-    embedding_noise: float = Field(0.1, ge=0)
 
     @field_validator("image")
     @classmethod
@@ -443,6 +440,10 @@ class ConsistencyConfig(_Section):
     of labelled and unlabelled rows (pixels for image models, pooled features otherwise).
     ``weight`` (lambda_u) multiplies the unlabelled loss, reached linearly over
     ``ramp_epochs``; an unlabelled batch holds ``ratio`` x the labelled batch size.
+    ``embedding_noise``: Gaussian noise after the embedding layer of tabular ('mlp': category
+    embeddings and the standardised numbers) and text ('hf': word embeddings) encoders, as a
+    fraction of each table's std, on the student views (fixmatch, uda: the strong view) or on
+    every unlabelled view (mixmatch): the augmentation of rows that have no other.
     """
 
     method: Literal["fixmatch", "uda", "mixmatch"]
@@ -452,6 +453,7 @@ class ConsistencyConfig(_Section):
     ratio: int = Field(1, ge=1)
     augmentations: int = Field(2, ge=1)  # mixmatch's K
     alpha: float = Field(0.75, gt=0)  # mixmatch's Beta parameter
+    embedding_noise: float = Field(0.1, ge=0)
     ramp_epochs: float = Field(0.0, ge=0)
     start_epoch: int | None = Field(None, ge=1)
     start_stage: int | None = Field(None, ge=1)

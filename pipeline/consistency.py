@@ -14,8 +14,9 @@ callback that supplies the training loss: supervised loss + lambda_u x unlabelle
   configured loss, unlabelled ones the squared error of their probabilities.
 
 Strong views: images through :data:`pipeline.augment.STRONG_IMAGE` (or the configured
-transforms), text through token noise, tabular rows through Gaussian noise after the
-embedding layer (:func:`pipeline.models.embedding_noise`). Confidence and sharpening work per
+transforms), text through token noise; tabular and text rows also through Gaussian noise after
+the embedding layer (:func:`pipeline.models.embedding_noise`), which MixMatch puts on every
+unlabelled view. Confidence and sharpening work per
 row for multiclass (softmax) and per cell for binary and multilabel (sigmoid).
 
 The teacher passes (weak views) run without gradients; every pass runs in training mode, so
@@ -123,7 +124,7 @@ class _TeacherStudent(Method):
         supervised = loss_fn(model(batch), batch)
         with torch.no_grad():
             probs = probabilities(self.task, model(view_of(unlabelled, teacher)))
-        with embedding_noise(model, self.cfg.strong.embedding_noise):
+        with embedding_noise(model, self.cfg.embedding_noise):
             outputs = model(view_of(unlabelled, student))
         return supervised, probs, outputs
 
@@ -175,7 +176,8 @@ class MixMatch(Method):
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
         views = [view_of(unlabelled, name) for name in self.views]
-        with torch.no_grad():
+        noisy = embedding_noise(model, self.cfg.embedding_noise)  # the views of tabular rows
+        with torch.no_grad(), noisy:
             guess = torch.stack([probabilities(self.task, model(v)) for v in views]).mean(0)
             guess = sharpen(self.task, guess, self.cfg.resolved("temperature"))
         n = len(batch["target"])
@@ -190,7 +192,9 @@ class MixMatch(Method):
             outputs = model({"image": lam * images + (1 - lam) * images[perm]})
         else:
             core: Any = getattr(model, "module", model)  # the model under any DDP wrapper
-            features = torch.cat([core.encode(batch), *(core.encode(v) for v in views)])
+            with embedding_noise(model, self.cfg.embedding_noise):
+                unlabelled_features = [core.encode(v) for v in views]
+            features = torch.cat([core.encode(batch), *unlabelled_features])
             outputs = core.classify(lam * features + (1 - lam) * features[perm])
         labelled: Batch = {"target": mixed_targets[:n]}
         if "weight" in batch:

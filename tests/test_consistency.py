@@ -233,7 +233,7 @@ def test_embedding_noise_changes_outputs_only_inside_the_block(kind):
     ({"method": "fixmatch", "temperature": 0.5}, "takes no 'temperature'"),
     ({"method": "mixmatch", "threshold": 0.9}, "takes no 'threshold'"),
     ({"method": "uda", "alpha": 0.5}, "belong to method 'mixmatch'"),
-    ({"method": "mixmatch", "strong": {"embedding_noise": 0.2}}, "weak views only"),
+    ({"method": "mixmatch", "strong": {"text": {"mask": 0.2}}}, "weak views only"),
     ({"method": "uda", "start_epoch": 2, "start_stage": 1}, "not both"),
     ({"method": "uda", "start_stage": 3}, r"start_stage' 3: the recipe has 2 stage"),
     ({"method": "uda", "start_epoch": 9}, r"start_epoch' 9 is after the last epoch \(3\)"),
@@ -298,3 +298,29 @@ def test_each_method_trains_every_modality(competition_factory, modality, task, 
     assert "unlabelled_loss" not in history[0]  # off before start_epoch
     assert math.isfinite(history[1]["unlabelled_loss"])
     assert 0.0 <= history[1]["unlabelled_mask_rate"] <= 1.0
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_mixmatch_views_of_tabular_rows_differ_by_embedding_noise(noise):
+    torch.manual_seed(0)
+    tab = TabularEncoder(["a", "b"], ["c"], vocab={"c": ["x", "y"]})
+    model = build_model(ModelConfig(encoders=[EncoderConfig(name="mlp")]), 3, tab)
+    model.eval()  # no dropout: identical rows give identical outputs unless noise is added
+    rows = {"num": torch.randn(5, 2), "cat": torch.randint(0, 3, (5, 1))}
+    unlabelled = {f"{view}/{key}": value for view in ("weak0", "weak1")
+                  for key, value in rows.items()}
+    labelled = {**rows, "target": torch.tensor([0, 1, 2, 0, 1])}
+    guesses = []
+    original = model.forward
+
+    def spy(batch):
+        out = original(batch)
+        if not torch.is_grad_enabled():
+            guesses.append(out)
+        return out
+
+    model.forward = spy  # type: ignore[method-assign]
+    cfg = ConsistencyConfig(method="mixmatch", embedding_noise=noise)
+    MixMatch(cfg, "multiclass", False, 3).loss(model, labelled, unlabelled, CE, weight=1.0)
+    assert len(guesses) == 2
+    assert torch.equal(guesses[0], guesses[1]) == (noise == 0.0)
