@@ -324,3 +324,35 @@ def test_mixmatch_views_of_tabular_rows_differ_by_embedding_noise(noise):
     MixMatch(cfg, "multiclass", False, 3).loss(model, labelled, unlabelled, CE, weight=1.0)
     assert len(guesses) == 2
     assert torch.equal(guesses[0], guesses[1]) == (noise == 0.0)
+
+
+def test_a_resumed_run_repeats_the_unlabelled_batches(competition_factory, monkeypatch):
+    def run(name: str, crash_in_epoch: int | None) -> np.ndarray:
+        """Each epoch's training and unlabelled loss, both folds."""
+        data = competition_factory("tabular", "multiclass", n_train=24, n_test=20)
+        data["name"] = name
+        data["folds"]["n_splits"] = 2
+        data["train"].update(epochs=3, batch_size=8, consistency={"method": "mixmatch"})
+        cfg = build_config(data)
+        if crash_in_epoch is not None:
+            original = train.Trainer.train_epoch
+
+            def crash(self, *args, **kwargs):
+                if self.epoch + 1 == crash_in_epoch:
+                    raise KeyboardInterrupt("killed")
+                return original(self, *args, **kwargs)
+
+            with monkeypatch.context() as patch:
+                patch.setattr(train.Trainer, "train_epoch", crash)
+                with pytest.raises(KeyboardInterrupt):
+                    train.run(cfg)
+        train.run(cfg)  # resumes from last.pt after the crash
+        losses = []
+        for fold in (0, 1):
+            epochs = train.read_json(cfg.run_dir / "seed0" / f"fold{fold}" / "metrics.json")
+            losses += [(e["train_loss"], e["unlabelled_loss"]) for e in epochs["epochs"]]
+        return np.array(losses)
+
+    whole, resumed = run("whole", None), run("resumed", 3)
+    assert whole.shape == (6, 2)
+    np.testing.assert_array_equal(whole, resumed)
