@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import folds, pseudo, submit, train
+from pipeline import folds, submit, train
 from pipeline.adversarial import FGSM
 from pipeline.artifacts import read_json
 from pipeline.competition import load_competition
@@ -110,9 +110,7 @@ class Runner:
         start = time.perf_counter()
         comp = load_competition(cfg.competition)
         folds.run(cfg, comp)
-        if cfg.pseudo is not None:
-            pseudo.run(cfg, comp)
-        oof = train.run(cfg, comp)
+        oof = train.run(cfg, comp)  # writes the pseudo-labels first when the config has some
         seconds = time.perf_counter() - start
         held = heldout_score(self.config_path, submit.run(cfg.run_dir, cfg.name, self.subs))
         print(f"{cfg.name}: OOF {oof:.4f} held-out {held:.4f} ({seconds:.0f} s)", flush=True)
