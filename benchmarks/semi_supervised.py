@@ -11,6 +11,9 @@ Parts (``--parts``, each self-contained):
 - ``pseudo``: supervised, then a round of leak-free pseudo-labels (fold k learns only from
   the supervised run's fold-k models), then the naive setup (labels from the mean of all
   folds' models, ``allow_leak``) to measure how much the leak inflates CV over held-out.
+- ``leak``: the same, on a copy of the competition whose test rows also hold every train
+  digit shifted by one pixel (near-duplicates across train and test, common on Kaggle);
+  held-out is scored on the other test rows.
 - ``fgsm``: supervised vs fast FGSM training; each fold model's accuracy on the held-out rows,
   clean and under an FGSM attack of the same epsilon.
 
@@ -26,6 +29,7 @@ import copy
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ os.environ.setdefault("PIPELINE_PROGRESS", "0")
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from pipeline import folds, submit, train
 from pipeline.adversarial import FGSM
@@ -93,12 +98,46 @@ def variant(base: dict[str, Any], name: str, **train_changes: Any) -> dict[str, 
     return data
 
 
+def with_duplicates(folder: Path) -> Path:
+    """A copy of the competition whose test rows also hold every train digit shifted by one
+    pixel: near-duplicates across train and test, as many Kaggle test sets have."""
+    dups = folder.with_name(f"{folder.name}_with_duplicates")
+    if (dups / "answers.csv").is_file():
+        return dups
+    shutil.copytree(folder, dups, dirs_exist_ok=True)
+    train_rows = pd.read_csv(folder / "train.csv")
+    copies = pd.DataFrame({"id": "dup_" + train_rows["id"],
+                           "image": "images/dup_" + train_rows["id"] + ".png",
+                           "label": train_rows["label"]})
+    for source, target in zip(train_rows["image"], copies["image"], strict=True):
+        pixels = np.asarray(Image.open(folder / source))
+        Image.fromarray(np.roll(pixels, 1, axis=1)).save(dups / target)
+    for name, columns in (("test.csv", ["id", "image"]), ("answers.csv", ["id", "label"])):
+        table = pd.read_csv(folder / name)
+        pd.concat([table, copies[columns]], ignore_index=True).to_csv(dups / name, index=False)
+    sample = pd.read_csv(folder / "sample_submission.csv")
+    extra = copies[["id"]].assign(label=sample["label"].iloc[0])
+    pd.concat([sample, extra], ignore_index=True).to_csv(dups / "sample_submission.csv",
+                                                         index=False)
+    return dups
+
+
+def original_rows_accuracy(folder: Path, submission: Path) -> float:
+    """Accuracy of a submission on the test rows that are not train duplicates."""
+    answers = pd.read_csv(folder / "answers.csv")
+    merged = answers.merge(pd.read_csv(submission), on="id", suffixes=("", "_pred"))
+    merged = merged[~merged["id"].astype(str).str.startswith("dup_")]
+    return float((merged["label"] == merged["label_pred"]).mean())
+
+
 class Runner:
     """Trains variants and scores them: OOF accuracy, held-out accuracy, wall time."""
 
-    def __init__(self, base: dict[str, Any], config_path: Path) -> None:
+    def __init__(self, base: dict[str, Any], config_path: Path,
+                 heldout: Callable[[Path], float] | None = None) -> None:
         self.base = base
         self.config_path = config_path
+        self.heldout = heldout or (lambda sub: heldout_score(config_path, sub))
         self.subs = base["submissions_dir"]
         self.done: dict[str, tuple[ExperimentConfig, float, float, float]] = {}
 
@@ -112,7 +151,7 @@ class Runner:
         folds.run(cfg, comp)
         oof = train.run(cfg, comp)  # writes the pseudo-labels first when the config has some
         seconds = time.perf_counter() - start
-        held = heldout_score(self.config_path, submit.run(cfg.run_dir, cfg.name, self.subs))
+        held = self.heldout(submit.run(cfg.run_dir, cfg.name, self.subs))
         print(f"{cfg.name}: OOF {oof:.4f} held-out {held:.4f} ({seconds:.0f} s)", flush=True)
         self.done[cfg.name] = (cfg, oof, held, seconds)
         return self.done[cfg.name]
@@ -155,7 +194,7 @@ def part_pseudo(runner: Runner, args: argparse.Namespace) -> None:
     rows.append(f"| + pseudo-labels, leak-free (fold k from fold-k models) | {oof:.4f} | "
                 f"{held:.4f} | {oof - held:+.4f} | {seconds:.0f} s |")
     # the naive source: the run's submission predictions (mean of every fold's models)
-    mean = Path(args.output_dir) / "naive_source"
+    mean = Path(args.output_dir) / f"{sup.name}-naive-source"
     mean.mkdir(parents=True, exist_ok=True)
     for name in ("run.json", "test.parquet"):
         shutil.copyfile(sup.run_dir / name, mean / name)
@@ -164,8 +203,19 @@ def part_pseudo(runner: Runner, args: argparse.Namespace) -> None:
                                                epochs=epochs))
     rows.append(f"| + pseudo-labels, naive (mean of all folds' models) | {oof:.4f} | "
                 f"{held:.4f} | {oof - held:+.4f} | {seconds:.0f} s |")
-    _table("pseudo-labels: CV against held-out",
+    _table(f"pseudo-labels: CV against held-out ({runner.base['name']})",
            "| variant | OOF accuracy | held-out accuracy | OOF - held-out | wall time |", rows)
+
+
+def part_leak(runner: Runner, args: argparse.Namespace) -> None:
+    """The pseudo part where test rows include near-duplicates of the train rows; held-out
+    is scored on the other test rows."""
+    folder = with_duplicates(Path(runner.base["competition"]["dir"]))
+    base = copy.deepcopy(runner.base)
+    base["name"] = f"{base['name']}-duplicates"
+    base["competition"]["dir"] = str(folder)
+    part_pseudo(Runner(base, runner.config_path,
+                       lambda sub: original_rows_accuracy(folder, sub)), args)
 
 
 def attacked_accuracy(cfg: ExperimentConfig, epsilon: float) -> tuple[float, float]:
@@ -220,8 +270,8 @@ def part_fgsm(runner: Runner, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["semi", "pseudo", "fgsm"],
-                        choices=["semi", "pseudo", "fgsm"])
+    parser.add_argument("--parts", nargs="+", default=["semi", "pseudo", "leak", "fgsm"],
+                        choices=["semi", "pseudo", "leak", "fgsm"])
     parser.add_argument("--output-dir", default="runs/semi_supervised")
     parser.add_argument("--labelled", type=int, default=500)
     parser.add_argument("--test", type=int, default=4500)
@@ -250,7 +300,7 @@ def main() -> None:
           f"{args.epochs} epochs, batch {args.batch_size}, {args.image_size} px; {device}",
           flush=True)
     runner = Runner(base, config_path)
-    parts = {"semi": part_semi, "pseudo": part_pseudo, "fgsm": part_fgsm}
+    parts = {"semi": part_semi, "pseudo": part_pseudo, "leak": part_leak, "fgsm": part_fgsm}
     for name in args.parts:
         parts[name](runner, args)
 
