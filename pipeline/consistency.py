@@ -16,8 +16,8 @@ callback that supplies the training loss: supervised loss + lambda_u x unlabelle
 Strong views: images through :data:`pipeline.augment.STRONG_IMAGE` (or the configured
 transforms), text through token noise; tabular and text rows also through Gaussian noise after
 the embedding layer (:func:`pipeline.models.embedding_noise`), which MixMatch puts on every
-unlabelled view. Confidence and sharpening work per
-row for multiclass (softmax) and per cell for binary and multilabel (sigmoid).
+unlabelled view. Confidence and sharpening work per row for multiclass (softmax) and per cell
+for binary and multilabel (sigmoid).
 
 The teacher passes (weak views) run without gradients; every pass runs in training mode, so
 batch-norm statistics see the unlabelled rows as in the reference implementations. Each
@@ -93,20 +93,30 @@ def encoded_targets(task: str, target: torch.Tensor, n_outputs: int) -> torch.Te
 
 @dataclass
 class Step:
-    """What one unlabelled batch contributed: its loss and the fraction of it trusted."""
+    """What one unlabelled batch contributed: its loss and the fraction of it trusted, kept
+    on the device (read once an epoch, not once a step)."""
 
     loss: torch.Tensor
-    mask_rate: float
+    trusted: torch.Tensor
+
+    @property
+    def mask_rate(self) -> float:
+        """The fraction of the unlabelled rows (cells) the loss used."""
+        return float(self.trusted)
 
 
 class Method(ABC):
     """One consistency method: which views of the unlabelled rows it reads and its loss."""
 
-    views: tuple[str, ...] = ()
-
     def __init__(self, cfg: ConsistencyConfig, task: str) -> None:
         self.cfg = cfg
         self.task = task
+        self.views = list(self.view_kinds(cfg))
+
+    @staticmethod
+    @abstractmethod
+    def view_kinds(cfg: ConsistencyConfig) -> dict[str, str]:
+        """Each view's name and augmentation: 'clean', 'weak' (train.augment) or 'strong'."""
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
@@ -132,7 +142,9 @@ class _TeacherStudent(Method):
 class FixMatch(_TeacherStudent):
     """Hard labels from confident weak views train the strong views."""
 
-    views = ("weak", "strong")
+    @staticmethod
+    def view_kinds(cfg: ConsistencyConfig) -> dict[str, str]:
+        return {"weak": "weak", "strong": "strong"}
 
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
@@ -141,25 +153,27 @@ class FixMatch(_TeacherStudent):
         hard = (F.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
                 if self.task == "multiclass" else (probs >= 0.5).float())
         unsup = (soft_cross_entropy(self.task, strong, hard) * mask).mean()
-        return supervised + weight * unsup, Step(unsup.detach(), mask.mean().item())
+        return supervised + weight * unsup, Step(unsup.detach(), mask.mean())
 
 
 class UDA(_TeacherStudent):
     """The strong view follows the clean view's sharpened prediction where it is confident."""
 
-    views = ("clean", "strong")
+    @staticmethod
+    def view_kinds(cfg: ConsistencyConfig) -> dict[str, str]:
+        return {"clean": "clean", "strong": "strong"}
 
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
         supervised, probs, strong = self.passes(model, batch, unlabelled, loss_fn)
         if self.task == "regression":
             unsup = F.mse_loss(strong.float(), probs)
-            return supervised + weight * unsup, Step(unsup.detach(), 1.0)
+            return supervised + weight * unsup, Step(unsup.detach(), unsup.new_ones(()))
         target = sharpen(self.task, probs, self.cfg.resolved("temperature"))
         mask = (confidence(self.task, probs) >= self.cfg.resolved("threshold")).float()
         kl = soft_cross_entropy(self.task, strong, target) - _entropy(self.task, target)
         unsup = (kl * mask).sum() / mask.sum().clamp_min(1.0)
-        return supervised + weight * unsup, Step(unsup.detach(), mask.mean().item())
+        return supervised + weight * unsup, Step(unsup.detach(), mask.mean())
 
 
 class MixMatch(Method):
@@ -168,10 +182,13 @@ class MixMatch(Method):
     def __init__(self, cfg: ConsistencyConfig, task: str, mix_inputs: bool,
                  n_outputs: int) -> None:
         super().__init__(cfg, task)
-        self.views = tuple(f"weak{k}" for k in range(cfg.augmentations))
         self.mix_inputs = mix_inputs  # pixels (image-only models) or pooled features
         self.n_outputs = n_outputs
         self.beta = torch.distributions.Beta(cfg.alpha, cfg.alpha)
+
+    @staticmethod
+    def view_kinds(cfg: ConsistencyConfig) -> dict[str, str]:
+        return {f"weak{k}": "weak" for k in range(cfg.augmentations)}
 
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
@@ -202,7 +219,7 @@ class MixMatch(Method):
             labelled["weight"] = lam * weights[:n] + (1 - lam) * weights[perm][:n]
         supervised = loss_fn(outputs[:n], labelled)
         unsup = F.mse_loss(probabilities(self.task, outputs[n:]), mixed_targets[n:])
-        return supervised + weight * unsup, Step(unsup.detach(), 1.0)
+        return supervised + weight * unsup, Step(unsup.detach(), unsup.new_ones(()))
 
 
 class Consistency(Callback):
@@ -223,7 +240,7 @@ class Consistency(Callback):
         self._batches: Any = None
         self._loader: Any = None
         self._step = 0
-        self._sums = {"loss": 0.0, "mask_rate": 0.0, "batches": 0}
+        self._sums: list[torch.Tensor] = []  # per-step (loss, trusted fraction) of the epoch
 
     def active(self, trainer: Trainer) -> bool:
         """Whether the epoch in progress is at or after ``start_epoch``."""
@@ -231,7 +248,7 @@ class Consistency(Callback):
 
     def on_epoch_start(self, trainer: Trainer) -> None:
         self._step = 0
-        self._sums = {"loss": 0.0, "mask_rate": 0.0, "batches": 0}
+        self._sums = []
         if not self.active(trainer):
             return
         assert trainer.train_loader is not None and trainer.train_loader.batch_size
@@ -266,19 +283,19 @@ class Consistency(Callback):
         loss, step = self.method.loss(trainer.model, batch, self._next(trainer), loss_fn,
                                       self.weight(trainer))
         self._step += 1
-        self._sums["loss"] += float(step.loss)
-        self._sums["mask_rate"] += step.mask_rate
-        self._sums["batches"] += 1
+        self._sums.append(torch.stack([step.loss.float(), step.trusted.float()]))
         return loss
 
     def on_epoch_end(self, trainer: Trainer) -> None:
-        batches = self._sums["batches"]
-        if batches:
-            trainer.history.epochs[-1].update(
-                unlabelled_loss=self._sums["loss"] / batches,
-                unlabelled_mask_rate=self._sums["mask_rate"] / batches,
-            )
+        if self._sums:
+            mean_loss, mask_rate = torch.stack(self._sums).mean(dim=0).tolist()
+            trainer.history.epochs[-1].update(unlabelled_loss=mean_loss,
+                                              unlabelled_mask_rate=mask_rate)
         self._loader = self._batches = None
+        self._sums = []
+
+
+METHODS: dict[str, type[Method]] = {"fixmatch": FixMatch, "uda": UDA, "mixmatch": MixMatch}
 
 
 def unlabelled_views(dataset: CompetitionDataset, method: str, cfg: ConsistencyConfig,
@@ -290,13 +307,10 @@ def unlabelled_views(dataset: CompetitionDataset, method: str, cfg: ConsistencyC
         image=cfg.strong.image if cfg.strong.image is not None else STRONG_IMAGE,
         text=cfg.strong.text, tabular=cfg.strong.tabular,
     )
-    if method == "fixmatch":
-        views = {"weak": dataset.with_augment(weak), "strong": dataset.with_augment(strong)}
-    elif method == "uda":
-        views = {"clean": dataset.with_augment(None), "strong": dataset.with_augment(strong)}
-    else:
-        views = {f"weak{k}": dataset.with_augment(weak) for k in range(cfg.augmentations)}
-    return ViewsDataset(views)
+    augment = {"clean": None, "weak": weak, "strong": strong}
+    kinds = METHODS[method].view_kinds(cfg)
+    return ViewsDataset({name: dataset.with_augment(augment[kind])
+                         for name, kind in kinds.items()})
 
 
 def build_consistency(
@@ -305,12 +319,7 @@ def build_consistency(
     seed: int, num_workers: int = 0,
 ) -> Consistency:
     """The callback of ``cfg.method`` over the rows of ``unlabelled``."""
-    method: Method
-    if cfg.method == "fixmatch":
-        method = FixMatch(cfg, task)
-    elif cfg.method == "uda":
-        method = UDA(cfg, task)
-    else:
-        method = MixMatch(cfg, task, set(encoder_kinds) == {"timm"}, n_outputs)
+    method = (MixMatch(cfg, task, set(encoder_kinds) == {"timm"}, n_outputs)
+              if cfg.method == "mixmatch" else METHODS[cfg.method](cfg, task))
     views = unlabelled_views(unlabelled, cfg.method, cfg, weak)
     return Consistency(method, views, cfg, start_epoch, seed, num_workers)

@@ -227,8 +227,13 @@ class CombinedDataset(ConcatDataset):  # type: ignore[type-arg]
 
     def set_epoch(self, seed: int) -> None:
         """Seed every part's augmentation draws of the coming epoch."""
-        for k, part in enumerate(self.datasets):
-            part.set_epoch(seed + 1_000_003 * k)  # type: ignore[attr-defined]
+        _seed_each(list(self.datasets), seed)
+
+
+def _seed_each(parts: list[Any], seed: int) -> None:
+    """Give each of several datasets its own augmentation draws for the coming epoch."""
+    for k, part in enumerate(parts):
+        part.set_epoch(seed + 1_000_003 * k)
 
 
 class ViewsDataset(Dataset[dict[str, torch.Tensor]]):
@@ -241,8 +246,7 @@ class ViewsDataset(Dataset[dict[str, torch.Tensor]]):
 
     def set_epoch(self, seed: int) -> None:
         """Seed every view's augmentation draws of the coming epoch."""
-        for k, view in enumerate(self.views.values()):
-            view.set_epoch(seed + 1_000_003 * k)
+        _seed_each(list(self.views.values()), seed)
 
     def __len__(self) -> int:
         return len(next(iter(self.views.values())))
