@@ -25,7 +25,7 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.engine import Trainer
-from pipeline.optim import Schedule
+from pipeline.engine.optim import Schedule
 
 
 class DictLoader:

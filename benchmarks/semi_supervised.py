@@ -43,15 +43,16 @@ import torch
 from PIL import Image
 
 from pipeline import folds, submit, train
-from pipeline.adversarial import FGSM
-from pipeline.artifacts import read_json
 from pipeline.competition import load_competition
 from pipeline.config import ExperimentConfig, build_config
-from pipeline.data import CompetitionDataset, TabularEncoder, build_loader, model_inputs
+from pipeline.data import CompetitionDataset, build_loader
 from pipeline.demo import WEIGHTS_FILE, build_digits, heldout_score, write_mobilenet_weights
-from pipeline.engine import Trainer
-from pipeline.losses import build_loss
-from pipeline.models import build_model
+from pipeline.engine import Trainer, build_accelerator
+from pipeline.engine.callbacks.adversarial import FGSM
+from pipeline.engine.losses import build_loss
+from pipeline.jobs import fold_prep
+from pipeline.models import build_model, model_inputs
+from pipeline.runs import fold_dir
 
 EPSILON = 8 / 255 / 0.226  # 8/255 of the pixel range in ImageNet-normalised units (~0.139)
 
@@ -225,12 +226,12 @@ def attacked_accuracy(cfg: ExperimentConfig, epsilon: float) -> tuple[float, flo
     labels = answers.loc[comp.test["id"], "label"].to_numpy()
     targets = np.searchsorted(comp.classes, labels).astype(np.int64)
     loss = build_loss("cross_entropy", "multiclass")
-    accelerator = train.build_accelerator(cfg)
+    accelerator = build_accelerator(cfg.train.mixed_precision)
     clean, attacked = [], []
     for fold in range(cfg.folds.n_splits):
-        out = train.fold_dir(cfg, cfg.train.seeds[0], fold)
-        tab = TabularEncoder.from_state_dict(read_json(out / "preprocess.json")["tabular"])
-        model = build_model(cfg.model, train.n_outputs(comp), tab)
+        out = fold_dir(cfg, cfg.train.seeds[0], fold)
+        tab = fold_prep(out).tabular
+        model = build_model(cfg.model, comp.n_outputs, tab)
         state = torch.load(out / "best.pt", map_location="cpu", weights_only=False)["model"]
         model.load_state_dict(state)
         trainer = Trainer(model, accelerator)

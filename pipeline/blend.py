@@ -37,12 +37,21 @@ from pipeline.artifacts import (
     write_meta,
     write_parquet,
 )
-from pipeline.diversity import diversity_report, format_report
-from pipeline.ensemble import Blender, WeightedBlender, build_blender, nested_cv
+from pipeline.competition import targets_for_meta
+from pipeline.ensemble import (
+    BLENDERS,
+    POSTPROCESS_FILE,
+    Blender,
+    PostProcess,
+    WeightedBlender,
+    build_blender,
+    diversity_report,
+    fit_postprocess,
+    format_report,
+    nested_cv,
+)
 from pipeline.errors import DataError
 from pipeline.metrics import Metric, get_metric
-from pipeline.postprocess import FILENAME as POSTPROCESS_FILE
-from pipeline.postprocess import PostProcess, fit_postprocess
 
 logger = logging.getLogger("pipeline.blend")
 
@@ -148,8 +157,6 @@ def _is_complete(folder: Path, config_hash: str) -> bool:
 def _blender_params(
     method: str, meta: RunMeta, settings: dict[str, Any], params: dict[str, Any]
 ) -> dict[str, Any]:
-    from pipeline.ensemble import BLENDERS
-
     accepted = BLENDERS.get(method)._get_param_names()
     merged = {"metric": meta.metric, **settings}
     merged = {k: v for k, v in merged.items() if k in accepted}
@@ -229,14 +236,32 @@ def run(
     settings["study_name"] = f"blend-{config_hash}"
     blender = build_blender(method, **_blender_params(method, meta, settings, params))
     folder.mkdir(parents=True, exist_ok=True)  # before the study opens its SQLite file
-
-    y = np.asarray(targets) if targets is not None else _targets(meta)
+    y = np.asarray(targets) if targets is not None else targets_for_meta(meta)
     if len(y) != members.oof.shape[1]:
         raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}")
-    metric, folds = get_metric(meta.metric), members.folds
+
+    cv, oof, test, held_out = _fit_and_score(blender, members, y, method)
+    pp = fit_postprocess(meta.task, meta.metric, y, oof)
+    if pp is not None:
+        cv["postprocess"] = _postprocess_report(pp, y, held_out, members.folds, meta.task)
+    weights = _weights_report(blender, members.names, method)
+    diversity = diversity_report(members.names, members.oof, y, get_metric(meta.metric))
+    _write_blend(folder, members, oof, test, cv, weights, diversity, pp)
+    write_meta(folder, dataclasses.replace(meta, name=name, config_hash=config_hash))
+    _log_report(folder, cv, weights)
+    logger.info("%s", format_report(diversity))
+    return folder
+
+
+def _fit_and_score(
+    blender: Blender, members: Members, y: np.ndarray, method: str,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    """Fit the blender on the members' OOF. Returns the scores of cv.json (in-sample, nested
+    CV re-tuned without each fold, each member, equal weights), the blend's OOF and test
+    predictions, and the nested CV's held-out predictions."""
+    metric, folds = get_metric(members.meta.metric), members.folds
     member_scores = {n: metric(y, p) for n, p in zip(members.names, members.oof, strict=True)}
     equal = metric(y, members.oof.mean(axis=0))
-
     blender.fit(members.oof, y, folds)
     oof, test = blender.oof_, blender.predict(members.test)
     nested = nested_cv(blender, members.oof, y, folds, metric)
@@ -251,17 +276,21 @@ def run(
         "best_member": {"name": best, "score": member_scores[best]},
         "equal_weights": equal,
     }
-    pp = fit_postprocess(meta.task, meta.metric, y, oof)
+    return cv, oof, test, nested.held_out
+
+
+def _write_blend(folder: Path, members: Members, oof: np.ndarray, test: np.ndarray,
+                 cv: dict[str, Any], weights: dict[str, Any], diversity: dict[str, Any],
+                 pp: PostProcess | None) -> None:
+    """The blend folder's files, each written atomically (run.json last, by the caller)."""
+    meta = members.meta
     if pp is not None:
-        cv["postprocess"] = _postprocess_report(pp, y, nested.held_out, folds, meta.task)
         write_json(folder / POSTPROCESS_FILE, pp.to_json())
     else:
         (folder / POSTPROCESS_FILE).unlink(missing_ok=True)
-    weights = _weights_report(blender, members.names, method)
-
     cols = meta.pred_columns
     oof_frame = pd.DataFrame(oof, columns=cols)
-    oof_frame.insert(0, "fold", folds)
+    oof_frame.insert(0, "fold", members.folds)
     oof_frame.insert(0, meta.id_column, members.oof_ids.to_numpy())
     test_frame = pd.DataFrame(test, columns=cols)
     test_frame.insert(0, meta.id_column, members.test_ids.to_numpy())
@@ -269,18 +298,7 @@ def run(
     write_parquet(folder / "test.parquet", test_frame)
     write_json(folder / "weights.json", weights)
     write_json(folder / "cv.json", cv)
-    diversity = diversity_report(members.names, members.oof, y, metric)
     write_json(folder / "diversity.json", diversity)
-    write_meta(folder, dataclasses.replace(meta, name=name, config_hash=config_hash))
-    _log_report(folder, cv, weights)
-    logger.info("%s", format_report(diversity))
-    return folder
-
-
-def _targets(meta: RunMeta) -> np.ndarray:
-    from pipeline.competition import targets_for_meta
-
-    return targets_for_meta(meta)
 
 
 def _log_report(folder: Path, cv: dict[str, Any], weights: dict[str, Any]) -> None:

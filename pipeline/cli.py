@@ -120,7 +120,7 @@ def cmd_blend(args: argparse.Namespace) -> int:
 def cmd_diversity(args: argparse.Namespace) -> int:
     from pipeline.blend import load_members
     from pipeline.competition import targets_for_meta
-    from pipeline.diversity import diversity_report, format_report
+    from pipeline.ensemble import diversity_report, format_report
     from pipeline.metrics import get_metric
 
     members = load_members(args.runs)
@@ -131,7 +131,7 @@ def cmd_diversity(args: argparse.Namespace) -> int:
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
-    from pipeline.diversity import expand_pairs
+    from pipeline.pairs import expand_pairs
 
     for path in expand_pairs(args.config, args.out):
         print(path)

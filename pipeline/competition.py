@@ -10,14 +10,71 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
+import torch
+from pydantic import Field, model_validator
 
 from pipeline.artifacts import RunMeta
-from pipeline.config import CompetitionConfig
 from pipeline.errors import DataError
+from pipeline.metrics import METRICS
+from pipeline.schema import Section
+
+Task = Literal["binary", "multiclass", "multilabel", "regression"]
+Modality = Literal["image", "text", "tabular"]
+CLASSIFICATION = ("binary", "multiclass", "multilabel")
+
+
+class CompetitionConfig(Section):
+    """Where the competition lives and what it asks for."""
+
+    dir: str
+    id_column: str = "id"
+    target_columns: list[str] = Field(min_length=1)
+    task: Task
+    metric: str
+    modality: Modality
+    image_column: str | None = None  # column holding image paths relative to dir
+    # or a template of the path, with {split} (train/test) and any column, e.g.
+    # "{split}_images/{image_id}.jpg"
+    image_path: str | None = None
+    text_columns: list[str] = Field(default_factory=list)
+    feature_columns: list[str] | None = None  # tabular inputs; None: every other column
+    categorical_columns: list[str] = Field(default_factory=list)  # besides non-numeric ones
+    group_column: str | None = None
+    train_file: str = "train.csv"
+    test_file: str = "test.csv"
+    sample_submission_file: str = "sample_submission.csv"
+
+    @model_validator(mode="after")
+    def _check(self) -> CompetitionConfig:
+        if self.metric not in METRICS:
+            raise ValueError(f"'metric': {METRICS.unknown_message(self.metric)}")
+        metric = METRICS.get(self.metric)
+        if self.task not in metric.tasks:
+            raise ValueError(
+                f"'metric' {self.metric!r} is not defined for task {self.task!r}; "
+                f"it applies to {', '.join(metric.tasks)}. Metrics for {self.task}: "
+                f"{', '.join(n for n in METRICS if self.task in METRICS.get(n).tasks)}"
+            )
+        if self.task in ("binary", "multiclass") and len(self.target_columns) != 1:
+            raise ValueError(
+                f"'target_columns' must hold one column for task {self.task!r}. "
+                f"Got {self.target_columns}."
+            )
+        if self.modality == "image" and not (self.image_column or self.image_path):
+            raise ValueError(
+                "'image_column' or 'image_path' is required when 'modality' is 'image'"
+            )
+        if self.image_column and self.image_path:
+            raise ValueError("give 'image_column' or 'image_path', not both")
+        if self.modality == "text" and not self.text_columns:
+            raise ValueError("'text_columns' is required when 'modality' is 'text'")
+        return self
+
+
 
 
 @dataclass(frozen=True)
@@ -34,6 +91,11 @@ class Competition:
     def dir(self) -> Path:
         """The competition folder."""
         return Path(self.cfg.dir)
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of a network's output for this competition."""
+        return n_outputs(self.cfg.task, self.cfg.target_columns, self.classes)
 
     @property
     def pred_columns(self) -> list[str]:
@@ -71,6 +133,46 @@ class Competition:
 
 
 IMAGE_PATH = "_image_path"  # resolved image path column added to train and test at load
+
+
+def n_outputs(task: str, target_columns: list[str], classes: list[Any]) -> int:
+    """Width of a network's output: one per class (multiclass), 1 for binary, else one per
+    target column."""
+    if task == "multiclass":
+        return len(classes)
+    return 1 if task == "binary" else len(target_columns)
+
+
+Outputs = TypeVar("Outputs", np.ndarray, torch.Tensor)
+
+
+def probabilities(task: str, outputs: Outputs) -> Outputs:
+    """The task's output transform, the one place it is written: softmax over classes
+    (multiclass), sigmoid per cell (binary, multilabel), the values themselves (regression).
+
+    NumPy arrays (predictions written to disk) and torch tensors (losses inside a training
+    step, in float32) alike.
+    """
+    if isinstance(outputs, torch.Tensor):
+        logits = outputs.float()
+        if task == "multiclass":
+            return logits.softmax(dim=1)
+        return logits.sigmoid() if task in ("binary", "multilabel") else logits
+    if task == "multiclass":
+        e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if task in ("binary", "multilabel"):
+        return 1.0 / (1.0 + np.exp(-outputs))
+    return outputs
+
+
+def to_predictions(task: str, outputs: np.ndarray, target_mean: list[float],
+                   target_std: list[float]) -> np.ndarray:
+    """Network outputs -> artifact predictions: probabilities, or regression values with
+    the fold's target standardisation undone."""
+    if task == "regression":
+        return outputs * np.array(target_std) + np.array(target_mean)
+    return probabilities(task, outputs)
 
 
 def prediction_columns(task: str, target_columns: list[str], classes: list[Any]) -> list[str]:

@@ -15,7 +15,6 @@ one-hot / 0-1 / value for hard labels, probabilities for soft ones), ``weight`` 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,50 +22,12 @@ import pandas as pd
 
 from pipeline.artifacts import read_meta, write_json, write_parquet
 from pipeline.competition import Competition, load_competition
-from pipeline.config import ExperimentConfig, PseudoConfig
+from pipeline.config import ExperimentConfig
+from pipeline.data.pseudo_labels import select
 from pipeline.errors import ConfigError, DataError
+from pipeline.runs import pseudo_path
 
 log = logging.getLogger(__name__)
-
-
-def confidence(p: np.ndarray, task: str) -> np.ndarray:
-    """How sure each row's prediction is: top class probability; for 0/1 labels the
-    distance from 0.5 mapped to [0.5, 1] (the least sure label for multilabel)."""
-    if task == "multiclass":
-        return p.max(axis=1)
-    if task in ("binary", "multilabel"):
-        return np.maximum(p, 1 - p).min(axis=1)
-    return np.ones(len(p))
-
-
-def predicted_class(p: np.ndarray, task: str) -> np.ndarray:
-    """The class each row would be labelled with (binary: 0/1)."""
-    return p.argmax(axis=1) if task == "multiclass" else (p[:, 0] >= 0.5).astype(int)
-
-
-def select(p: np.ndarray, task: str, cfg: PseudoConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Rows to keep (indices, most confident first) and their labels."""
-    conf = confidence(p, task)
-    order = np.argsort(-conf, kind="stable")
-    if cfg.threshold is not None:
-        order = order[conf[order] >= cfg.threshold]
-    elif cfg.top_fraction is not None:
-        order = order[: math.ceil(cfg.top_fraction * len(p))]
-    if cfg.balance and len(order):
-        cls = predicted_class(p[order], task)
-        n_classes = p.shape[1] if task == "multiclass" else 2
-        counts = np.bincount(cls, minlength=n_classes)
-        per_class = counts.min()
-        rank = np.zeros(len(order), dtype=int)
-        for c in range(n_classes):
-            rank[cls == c] = np.arange(counts[c])
-        order = order[rank < per_class]
-    kept = p[order]
-    if cfg.labels == "soft" or task == "regression":
-        return order, kept
-    if task == "multiclass":
-        return order, np.eye(p.shape[1])[kept.argmax(axis=1)]
-    return order, (kept >= 0.5).astype(np.float64)
 
 
 def _source_predictions(cfg: ExperimentConfig, comp: Competition) -> dict[int, np.ndarray]:
@@ -108,11 +69,6 @@ def _source_predictions(cfg: ExperimentConfig, comp: Competition) -> dict[int, n
     test[id_col] = test[id_col].astype(str)
     p = test.set_index(id_col).loc[test_ids, cols].to_numpy(dtype=np.float64)
     return dict.fromkeys(range(cfg.folds.n_splits), p)
-
-
-def pseudo_path(cfg: ExperimentConfig, fold: int) -> Path:
-    """``<run>/pseudo/fold<k>.parquet``."""
-    return cfg.run_dir / "pseudo" / f"fold{fold}.parquet"
 
 
 def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:

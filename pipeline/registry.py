@@ -5,20 +5,23 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
-    """One registered part: its config name, the object itself and a one-line description."""
+    """One registered part: its config name, the object itself and a one-line description.
+
+    What a part needs to say about itself (the tasks a loss fits, the inputs an encoder
+    reads) belongs in ``obj``, a frozen dataclass of its own, not in loose flags.
+    """
 
     name: str
     obj: T
     description: str = ""
-    flags: dict[str, Any] = field(default_factory=dict)
 
 
 class Registry(Generic[T]):
@@ -36,24 +39,22 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(
-        self, name: str, description: str = "", **flags: Any
-    ) -> Callable[[T], T]:
+    def register(self, name: str, description: str = "") -> Callable[[T], T]:
         """Decorator that registers ``obj`` under ``name``."""
 
         def decorator(obj: T) -> T:
-            self.add(name, obj, description, **flags)
+            self.add(name, obj, description)
             return obj
 
         return decorator
 
-    def add(self, name: str, obj: T, description: str = "", **flags: Any) -> None:
+    def add(self, name: str, obj: T, description: str = "") -> None:
         """Register ``obj`` under ``name``; a name may be registered once."""
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         if not description and obj.__doc__:
             description = obj.__doc__.strip().splitlines()[0]
-        self._entries[name] = Entry(name, obj, description, dict(flags))
+        self._entries[name] = Entry(name, obj, description)
 
     def entry(self, name: str) -> Entry[T]:
         """The entry registered under ``name``; KeyError lists close and known names."""

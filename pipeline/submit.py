@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.artifacts import RunMeta, load_predictions, write_csv
+from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
 from pipeline.metrics import get_metric, hard_labels
 
@@ -23,8 +24,6 @@ log = logging.getLogger(__name__)
 
 def _labels(meta: RunMeta, p: np.ndarray, folder: Path) -> np.ndarray:
     """Hard labels: tuned post-processing when the folder has it, else argmax / 0.5."""
-    from pipeline.postprocess import load_postprocess
-
     post = load_postprocess(folder)
     return post.labels(p) if post is not None else hard_labels(meta.task, p)
 

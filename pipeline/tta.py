@@ -12,23 +12,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 
+from pipeline.data.datasets import Batch
 from pipeline.registry import Registry
-
-Batch = dict[str, torch.Tensor]
+from pipeline.schema import Section
 
 
 @dataclass(frozen=True)
 class TTATransform:
-    """A batch transform and/or changes to how inputs are built (e.g. text truncation)."""
+    """A batch transform and/or changes to how inputs are built (e.g. text truncation), and
+    the input modalities it applies to."""
 
     batch: Callable[[Batch], Batch] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
+    modalities: frozenset[str] = frozenset({"image", "text", "tabular"})
 
 
 TTA: Registry[TTATransform] = Registry("tta transform")
@@ -36,8 +39,9 @@ _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def _on(key: str, op: Callable[[torch.Tensor], torch.Tensor]) -> TTATransform:
-    return TTATransform(batch=lambda b: {k: op(v) if k == key else v for k, v in b.items()})
+def _on(key: str, modality: str, op: Callable[[torch.Tensor], torch.Tensor]) -> TTATransform:
+    return TTATransform(batch=lambda b: {k: op(v) if k == key else v for k, v in b.items()},
+                        modalities=frozenset({modality}))
 
 
 def zoom(x: torch.Tensor, scale: float = 0.9) -> torch.Tensor:
@@ -71,13 +75,44 @@ for _name, _op, _text in (
     ("brighter", lambda x: brightness(x, 1.1), "pixel intensities x 1.1"),
     ("darker", lambda x: brightness(x, 0.9), "pixel intensities x 0.9"),
 ):
-    TTA.add(_name, _on("image", _op), _text, inputs={"image"})
-TTA.add("noise", _on("num", _tabular_noise), "Gaussian noise (std 0.05) on numeric features",
-        inputs={"tabular"})
-TTA.add("tail", TTATransform(inputs={"truncation": "tail"}), "keep the end of long texts",
-        inputs={"text"})
-TTA.add("head_tail", TTATransform(inputs={"truncation": "head_tail"}),
-        "keep a quarter head and the tail of long texts", inputs={"text"})
+    TTA.add(_name, _on("image", "image", _op), _text)
+TTA.add("noise", _on("num", "tabular", _tabular_noise),
+        "Gaussian noise (std 0.05) on numeric features")
+TTA.add("tail", TTATransform(inputs={"truncation": "tail"}, modalities=frozenset({"text"})),
+        "keep the end of long texts")
+TTA.add("head_tail", TTATransform(inputs={"truncation": "head_tail"},
+                                  modalities=frozenset({"text"})),
+        "keep a quarter head and the tail of long texts")
+
+
+class PredictConfig(Section):
+    """Inference: test-time augmentation and batch size."""
+
+    tta: list[str] = Field(default_factory=list)
+    tta_reduce: Literal["mean", "gmean", "median"] = "mean"
+    batch_size: int | None = Field(None, ge=1)  # default: 2 x train.batch_size
+
+    @field_validator("tta")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in TTA:
+                raise ValueError(TTA.unknown_message(name))
+        return names
+
+
+    def mismatch(self, task: str, modalities: set[str]) -> str | None:
+        """Why these transforms or this reduction do not fit a model reading ``modalities``
+        for ``task``, or None when they do."""
+        for name in self.tta:
+            fits = TTA.get(name).modalities
+            if not fits & modalities:
+                return (f"'predict.tta' {name!r} does not apply to "
+                        f"{'/'.join(sorted(modalities))} inputs; it applies to "
+                        f"{'/'.join(sorted(fits))} inputs")
+        if self.tta_reduce == "gmean" and task == "regression":
+            return "'predict.tta_reduce' gmean needs probabilities, not regression"
+        return None
 
 
 def tta_transforms(names: list[str]) -> list[tuple[str, TTATransform]]:

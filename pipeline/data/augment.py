@@ -8,8 +8,9 @@ from typing import Any
 
 import albumentations as A
 import numpy as np
+from pydantic import Field, field_validator
 
-from pipeline.config import TabularNoiseConfig, TextNoiseConfig
+from pipeline.schema import Section
 
 # The strong view of FixMatch/UDA for images: RandAugment-like (two random ops per row, each
 # at a random strength) followed by cutout, as in FixMatch's RandAugment + Cutout.
@@ -64,6 +65,38 @@ def build_image_augment(items: list[dict[str, Any]]) -> list[A.BasicTransform]:
         except (TypeError, ValueError) as err:
             raise ValueError(f"item {i} ({name}): bad arguments {args}: {err}") from None
     return transforms
+
+
+class TextNoiseConfig(Section):
+    """Token-level noise on training texts (special tokens are never touched)."""
+
+    mask: float = Field(0.0, ge=0, lt=1)  # replace with the mask (or unknown) token
+    delete: float = Field(0.0, ge=0, lt=1)
+    swap: float = Field(0.0, ge=0, lt=1)  # swap with the next token
+
+
+class TabularNoiseConfig(Section):
+    """Noise on training rows of tabular inputs."""
+
+    gaussian: float = Field(0.0, ge=0)  # std of noise on standardised numeric features
+    swap: float = Field(0.0, ge=0, lt=1)  # chance a cell takes another row's value
+
+
+class AugmentConfig(Section):
+    """Training-time augmentation per input kind."""
+
+    # albumentations transforms by class name with their arguments, applied before the
+    # resize and normalisation, e.g. [{name: HorizontalFlip, p: 0.5}, {name: Affine, ...}]
+    image: list[dict[str, Any]] = Field(default_factory=list)
+    text: TextNoiseConfig | None = None
+    tabular: TabularNoiseConfig | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _albumentations(cls, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        build_image_augment(items)
+        return items
+
 
 
 def noisy_tokens(

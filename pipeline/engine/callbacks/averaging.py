@@ -1,4 +1,5 @@
-"""Training tricks as engine callbacks: EMA, SWA, snapshot ensembles, early stopping."""
+"""Weight averaging and stopping as engine callbacks, each with its config: EMA, SWA,
+snapshot ensembles, early stopping."""
 
 from __future__ import annotations
 
@@ -6,14 +7,40 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 from torch.utils.data import DataLoader
 
-from pipeline.engine import Callback, Trainer, save_checkpoint
+from pipeline.engine.state import save_checkpoint
+from pipeline.engine.trainer import Callback, Trainer
+from pipeline.schema import Section
 
 log = logging.getLogger(__name__)
+
+
+class EMAConfig(Section):
+    """Exponential moving average of the weights (timm ModelEmaV3), used for validation,
+    the best checkpoint and the predictions."""
+
+    decay: float = Field(0.999, gt=0, lt=1)
+    warmup: bool = True  # ramp the decay up over the first updates
+
+
+class SWAConfig(Section):
+    """Stochastic weight averaging from ``start_epoch`` (1-based) to the end; the averaged
+    weights (batch-norm statistics recomputed) are the fold's final model."""
+
+    start_epoch: int = Field(ge=1)
+    lr: float | None = Field(None, gt=0)  # constant lr while averaging; None keeps the schedule
+
+
+class EarlyStoppingConfig(Section):
+    """Stop a fold when the validation score has not improved for ``patience`` epochs."""
+
+    patience: int = Field(ge=1)
+    min_delta: float = Field(0.0, ge=0)
 
 
 class EMA(Callback):

@@ -1,5 +1,6 @@
-"""Consistency regularization on unlabelled rows (the competition's test rows) as an engine
-callback that supplies the training loss: supervised loss + lambda_u x unlabelled loss.
+"""Consistency methods on unlabelled rows (the competition's test rows) and their config:
+each method turns a labelled batch and a batch of unlabelled views into supervised loss +
+lambda_u x unlabelled loss. :mod:`pipeline.engine.callbacks.consistency` runs them.
 
 - ``fixmatch`` (Sohn et al. 2020): the weak view (``train.augment``) gives a hard label where
   its confidence reaches the threshold; the strong view is trained on it. The unlabelled loss
@@ -13,39 +14,127 @@ callback that supplies the training loss: supervised loss + lambda_u x unlabelle
   models and pooled features otherwise (as MixText does for text); labelled rows take the
   configured loss, unlabelled ones the squared error of their probabilities.
 
-Strong views: images through :data:`pipeline.augment.STRONG_IMAGE` (or the configured
+Strong views: images through :data:`pipeline.data.augment.STRONG_IMAGE` (or the configured
 transforms), text through token noise; tabular and text rows also through Gaussian noise after
-the embedding layer (:func:`pipeline.models.embedding_noise`), which MixMatch puts on every
+the embedding layer (:func:`pipeline.models.network.embedding_noise`), which MixMatch puts on every
 unlabelled view. Confidence and sharpening work per row for multiclass (softmax) and per cell
 for binary and multilabel (sigmoid).
 
 The teacher passes (weak views) run without gradients; every pass runs in training mode, so
-batch-norm statistics see the unlabelled rows as in the reference implementations. Each
-epoch reshuffles the unlabelled rows from its own seed, so a resumed run sees the same ones.
+batch-norm statistics see the unlabelled rows as in the reference implementations.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from pipeline.config import AugmentConfig, ConsistencyConfig
-from pipeline.data import CompetitionDataset, ViewsDataset, build_loader, view_of
-from pipeline.engine import Batch, Callback, LossFn, Trainer
-from pipeline.models import embedding_noise
+from pipeline.competition import probabilities
+from pipeline.data.augment import TabularNoiseConfig, TextNoiseConfig, build_image_augment
+from pipeline.data.datasets import Batch, view_of
+from pipeline.engine.losses import LossFn
+from pipeline.models.network import embedding_noise
+from pipeline.registry import Registry
+from pipeline.schema import Section
 
 
-def probabilities(task: str, outputs: torch.Tensor) -> torch.Tensor:
-    """Softmax (multiclass), sigmoid (binary, multilabel) or the values (regression)."""
-    outputs = outputs.float()
-    if task == "multiclass":
-        return outputs.softmax(dim=1)
-    return outputs.sigmoid() if task in ("binary", "multilabel") else outputs
+class StrongAugmentConfig(Section):
+    """The strong view of an unlabelled row, per input kind (FixMatch and UDA).
+
+    ``image``: albumentations transforms (None: a RandAugment-like default, two of
+    affine/colour/contrast/sharpness/equalise/posterise/solarise ops per row, then cutout; see
+    :data:`pipeline.data.augment.STRONG_IMAGE`). ``text``: token noise. ``tabular``: swap/Gaussian
+    noise on rows.
+    """
+
+    image: list[dict[str, Any]] | None = None
+    text: TextNoiseConfig = TextNoiseConfig(mask=0.15, delete=0.05, swap=0.05)
+    tabular: TabularNoiseConfig = TabularNoiseConfig()
+
+    @field_validator("image")
+    @classmethod
+    def _albumentations(cls, items: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if items is not None:
+            build_image_augment(items)
+        return items
+
+
+class ConsistencyConfig(Section):
+    """Consistency regularization on the unlabelled (test) rows, from ``start_epoch`` or
+    ``start_stage`` (1-based) on. See :mod:`pipeline.engine.callbacks.consistency`.
+
+    ``fixmatch``: hard labels from the weak view (``train.augment``) where the confidence
+    reaches ``threshold`` train the strong view. ``uda``: the strong view's prediction
+    follows the clean row's, sharpened by ``temperature``, where confident. ``mixmatch``:
+    labels guessed from ``augmentations`` weak views, sharpened, then mixup (Beta(``alpha``))
+    of labelled and unlabelled rows (pixels for image models, pooled features otherwise).
+    ``weight`` (lambda_u) multiplies the unlabelled loss, reached linearly over
+    ``ramp_epochs``; an unlabelled batch holds ``ratio`` x the labelled batch size.
+    ``embedding_noise``: Gaussian noise after the embedding layer of tabular ('mlp': category
+    embeddings and the standardised numbers) and text ('hf': word embeddings) encoders, as a
+    fraction of each table's std, on the student views (fixmatch, uda: the strong view) or on
+    every unlabelled view (mixmatch): the augmentation of rows that have no other.
+    """
+
+    method: str  # a name in CONSISTENCY
+    weight: float | None = Field(None, gt=0)  # None: the method's default
+    threshold: float | None = Field(None, gt=0, lt=1)
+    temperature: float | None = Field(None, gt=0, le=1)
+    ratio: int = Field(1, ge=1)
+    augmentations: int = Field(2, ge=1)  # mixmatch's K
+    alpha: float = Field(0.75, gt=0)  # mixmatch's Beta parameter
+    embedding_noise: float = Field(0.1, ge=0)
+    ramp_epochs: float = Field(0.0, ge=0)
+    start_epoch: int | None = Field(None, ge=1)
+    start_stage: int | None = Field(None, ge=1)
+    strong: StrongAugmentConfig = StrongAugmentConfig()
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, method: str) -> str:
+        if method not in CONSISTENCY:
+            raise ValueError(CONSISTENCY.unknown_message(method))
+        return method
+
+    @model_validator(mode="after")
+    def _check(self) -> ConsistencyConfig:
+        defaults = CONSISTENCY.get(self.method).defaults
+        for key in ("threshold", "temperature"):
+            if getattr(self, key) is not None and defaults[key] is None:
+                raise ValueError(f"method {self.method!r} takes no {key!r}")
+        if self.method == "mixmatch" and "strong" in self.model_fields_set:
+            raise ValueError("method 'mixmatch' uses weak views only ('train.augment'); "
+                             "'strong' belongs to fixmatch and uda")
+        if self.method != "mixmatch" and {"augmentations", "alpha"} & self.model_fields_set:
+            raise ValueError("'augmentations' and 'alpha' belong to method 'mixmatch'")
+        if self.start_epoch is not None and self.start_stage is not None:
+            raise ValueError("give 'start_epoch' or 'start_stage', not both")
+        return self
+
+    def resolved(self, key: str) -> float:
+        """``weight``, ``threshold`` or ``temperature``, or the method's default."""
+        value = getattr(self, key)
+        default = CONSISTENCY.get(self.method).defaults[key]
+        return float(value if value is not None else default)  # type: ignore[arg-type]
+
+    def mismatch(self, task: str, aux_losses: bool) -> str | None:
+        """Why this method cannot train a model of ``task`` (with auxiliary losses or not),
+        or None when it can."""
+        method = CONSISTENCY.get(self.method)
+        if task not in method.tasks:
+            fits = [m for m in CONSISTENCY if task in CONSISTENCY.get(m).tasks]
+            return (f"'train.consistency.method' {self.method} needs class confidences; "
+                    f"for {task} use {' or '.join(fits)}")
+        if method.mixes_rows and aux_losses:
+            return (f"'train.consistency.method' {self.method} mixes rows of different "
+                    "classes, which leaves 'train.aux_losses' no class per row")
+        return None
 
 
 def sharpen(task: str, probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -59,8 +148,9 @@ def sharpen(task: str, probs: torch.Tensor, temperature: float) -> torch.Tensor:
     return up / (up + down).clamp_min(1e-12)
 
 
-def confidence(task: str, probs: torch.Tensor) -> torch.Tensor:
-    """The top class probability per row (multiclass, shape (n, 1)) or per cell."""
+def cell_confidence(task: str, probs: torch.Tensor) -> torch.Tensor:
+    """What a confidence threshold masks: the top class probability per row (multiclass,
+    shape (n, 1)), or each cell's max(p, 1 - p) for sigmoid tasks."""
     if task == "multiclass":
         return probs.max(dim=1, keepdim=True).values
     return torch.maximum(probs, 1 - probs)
@@ -105,12 +195,24 @@ class Step:
         return float(self.trusted)
 
 
-class Method(ABC):
-    """One consistency method: which views of the unlabelled rows it reads and its loss."""
+class ConsistencyMethod(ABC):
+    """One consistency method: which views of the unlabelled rows it reads and its loss.
 
-    def __init__(self, cfg: ConsistencyConfig, task: str) -> None:
+    The class itself is the registry entry (:data:`CONSISTENCY`): its defaults, the tasks it
+    can train and whether it mixes rows are class attributes.
+    """
+
+    # FixMatch (Sohn et al. 2020), UDA (Xie et al. 2020), MixMatch (Berthelot et al. 2019)
+    defaults: ClassVar[dict[str, float | None]]  # weight, threshold, temperature
+    tasks: ClassVar[tuple[str, ...]] = ("binary", "multiclass", "multilabel", "regression")
+    mixes_rows: ClassVar[bool] = False
+
+    def __init__(self, cfg: ConsistencyConfig, task: str, n_outputs: int | None = None,
+                 image_only: bool = False) -> None:
         self.cfg = cfg
         self.task = task
+        self.n_outputs = n_outputs
+        self.image_only = image_only  # the model reads images alone (pixels can be mixed)
         self.views = list(self.view_kinds(cfg))
 
     @staticmethod
@@ -124,7 +226,7 @@ class Method(ABC):
         """Total loss of a labelled batch and an unlabelled batch of views."""
 
 
-class _TeacherStudent(Method):
+class _TeacherStudent(ConsistencyMethod):
     """A teacher view (no gradient) whose prediction targets a noisier student view."""
 
     def passes(self, model: nn.Module, batch: Batch, unlabelled: Batch,
@@ -142,6 +244,10 @@ class _TeacherStudent(Method):
 class FixMatch(_TeacherStudent):
     """Hard labels from confident weak views train the strong views."""
 
+    defaults: ClassVar[dict[str, float | None]] = {
+        "weight": 1.0, "threshold": 0.95, "temperature": None}
+    tasks = ("binary", "multiclass", "multilabel")
+
     @staticmethod
     def view_kinds(cfg: ConsistencyConfig) -> dict[str, str]:
         return {"weak": "weak", "strong": "strong"}
@@ -149,7 +255,7 @@ class FixMatch(_TeacherStudent):
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
         supervised, probs, strong = self.passes(model, batch, unlabelled, loss_fn)
-        mask = (confidence(self.task, probs) >= self.cfg.resolved("threshold")).float()
+        mask = (cell_confidence(self.task, probs) >= self.cfg.resolved("threshold")).float()
         hard = (F.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
                 if self.task == "multiclass" else (probs >= 0.5).float())
         unsup = (soft_cross_entropy(self.task, strong, hard) * mask).mean()
@@ -158,6 +264,9 @@ class FixMatch(_TeacherStudent):
 
 class UDA(_TeacherStudent):
     """The strong view follows the clean view's sharpened prediction where it is confident."""
+
+    defaults: ClassVar[dict[str, float | None]] = {
+        "weight": 1.0, "threshold": 0.8, "temperature": 0.4}
 
     @staticmethod
     def view_kinds(cfg: ConsistencyConfig) -> dict[str, str]:
@@ -170,20 +279,25 @@ class UDA(_TeacherStudent):
             unsup = F.mse_loss(strong.float(), probs)
             return supervised + weight * unsup, Step(unsup.detach(), unsup.new_ones(()))
         target = sharpen(self.task, probs, self.cfg.resolved("temperature"))
-        mask = (confidence(self.task, probs) >= self.cfg.resolved("threshold")).float()
+        mask = (cell_confidence(self.task, probs) >= self.cfg.resolved("threshold")).float()
         kl = soft_cross_entropy(self.task, strong, target) - _entropy(self.task, target)
         unsup = (kl * mask).sum() / mask.sum().clamp_min(1.0)
         return supervised + weight * unsup, Step(unsup.detach(), mask.mean())
 
 
-class MixMatch(Method):
-    """Guessed labels from K weak views, sharpened, then mixup of every row."""
+class MixMatch(ConsistencyMethod):
+    """Guessed labels from K weak views, sharpened, then mixup of every row (pixels for
+    image-only models, pooled features otherwise)."""
 
-    def __init__(self, cfg: ConsistencyConfig, task: str, mix_inputs: bool,
-                 n_outputs: int) -> None:
-        super().__init__(cfg, task)
-        self.mix_inputs = mix_inputs  # pixels (image-only models) or pooled features
-        self.n_outputs = n_outputs
+    defaults: ClassVar[dict[str, float | None]] = {
+        "weight": 75.0, "threshold": None, "temperature": 0.5}
+    mixes_rows = True
+
+    def __init__(self, cfg: ConsistencyConfig, task: str, n_outputs: int | None = None,
+                 image_only: bool = False) -> None:
+        if n_outputs is None:
+            raise ValueError("MixMatch needs n_outputs: it one-hot encodes class indices")
+        super().__init__(cfg, task, n_outputs, image_only)
         self.beta = torch.distributions.Beta(cfg.alpha, cfg.alpha)
 
     @staticmethod
@@ -204,7 +318,7 @@ class MixMatch(Method):
         lam = max(lam, 1 - lam)  # the mixed row stays closer to its own
         perm = torch.randperm(len(targets), device=targets.device)
         mixed_targets = lam * targets + (1 - lam) * targets[perm]
-        if self.mix_inputs:
+        if self.image_only:
             images = torch.cat([batch["image"], *(v["image"] for v in views)])
             outputs = model({"image": lam * images + (1 - lam) * images[perm]})
         else:
@@ -222,104 +336,7 @@ class MixMatch(Method):
         return supervised + weight * unsup, Step(unsup.detach(), unsup.new_ones(()))
 
 
-class Consistency(Callback):
-    """Adds the unlabelled loss of ``method`` to each training batch from ``start_epoch``
-    (1-based) on, its weight ramping up linearly over ``cfg.ramp_epochs``."""
-
-    order = 40  # after batch transforms (an adversarial batch is the labelled batch)
-
-    def __init__(self, method: Method, unlabelled: ViewsDataset, cfg: ConsistencyConfig,
-                 start_epoch: int, seed: int, num_workers: int = 0) -> None:
-        self.method = method
-        self.dataset = unlabelled
-        self.cfg = cfg
-        self.start_epoch = start_epoch
-        self.seed = seed
-        self.num_workers = num_workers
-        self.generator = torch.Generator()
-        self._batches: Any = None
-        self._loader: Any = None
-        self._step = 0
-        self._sums: list[torch.Tensor] = []  # per-step (loss, trusted fraction) of the epoch
-
-    def active(self, trainer: Trainer) -> bool:
-        """Whether the epoch in progress is at or after ``start_epoch``."""
-        return trainer.epoch + 1 >= self.start_epoch
-
-    def on_epoch_start(self, trainer: Trainer) -> None:
-        self._step = 0
-        self._sums = []
-        if not self.active(trainer):
-            return
-        assert trainer.train_loader is not None and trainer.train_loader.batch_size
-        size = min(len(self.dataset), trainer.train_loader.batch_size * self.cfg.ratio)
-        self.generator.manual_seed(self.seed + trainer.epoch)
-        self.dataset.set_epoch(self.seed + 7919 * trainer.epoch)
-        self._loader = build_loader(self.dataset, size, True, self.num_workers, self.generator)
-        self._batches = iter(self._loader)
-
-    def _next(self, trainer: Trainer) -> Batch:
-        try:
-            batch = next(self._batches)
-        except StopIteration:  # fewer unlabelled rows than the epoch needs: go round again
-            self._batches = iter(self._loader)
-            batch = next(self._batches)
-        device = trainer.accelerator.device
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-    def weight(self, trainer: Trainer) -> float:
-        """lambda_u at this step, ramped up over ``ramp_epochs`` from ``start_epoch``."""
-        full = self.cfg.resolved("weight")
-        if not self.cfg.ramp_epochs:
-            return full
-        assert trainer.train_loader is not None
-        done = trainer.epoch + 1 - self.start_epoch + self._step / len(trainer.train_loader)
-        return full * min(1.0, done / self.cfg.ramp_epochs)
-
-    def training_loss(self, trainer: Trainer, batch: Batch,
-                      loss_fn: LossFn) -> torch.Tensor | None:
-        if not self.active(trainer):
-            return None
-        loss, step = self.method.loss(trainer.model, batch, self._next(trainer), loss_fn,
-                                      self.weight(trainer))
-        self._step += 1
-        self._sums.append(torch.stack([step.loss.float(), step.trusted.float()]))
-        return loss
-
-    def on_epoch_end(self, trainer: Trainer) -> None:
-        if self._sums:
-            mean_loss, mask_rate = torch.stack(self._sums).mean(dim=0).tolist()
-            trainer.history.epochs[-1].update(unlabelled_loss=mean_loss,
-                                              unlabelled_mask_rate=mask_rate)
-        self._loader = self._batches = None
-        self._sums = []
-
-
-METHODS: dict[str, type[Method]] = {"fixmatch": FixMatch, "uda": UDA, "mixmatch": MixMatch}
-
-
-def unlabelled_views(dataset: CompetitionDataset, method: str, cfg: ConsistencyConfig,
-                     weak: AugmentConfig | None) -> ViewsDataset:
-    """The views of the unlabelled rows that ``method`` reads."""
-    from pipeline.augment import STRONG_IMAGE
-
-    strong = AugmentConfig(
-        image=cfg.strong.image if cfg.strong.image is not None else STRONG_IMAGE,
-        text=cfg.strong.text, tabular=cfg.strong.tabular,
-    )
-    augment = {"clean": None, "weak": weak, "strong": strong}
-    kinds = METHODS[method].view_kinds(cfg)
-    return ViewsDataset({name: dataset.with_augment(augment[kind])
-                         for name, kind in kinds.items()})
-
-
-def build_consistency(
-    cfg: ConsistencyConfig, task: str, unlabelled: CompetitionDataset,
-    weak: AugmentConfig | None, encoder_kinds: list[str], n_outputs: int, start_epoch: int,
-    seed: int, num_workers: int = 0,
-) -> Consistency:
-    """The callback of ``cfg.method`` over the rows of ``unlabelled``."""
-    method = (MixMatch(cfg, task, set(encoder_kinds) == {"timm"}, n_outputs)
-              if cfg.method == "mixmatch" else METHODS[cfg.method](cfg, task))
-    views = unlabelled_views(unlabelled, cfg.method, cfg, weak)
-    return Consistency(method, views, cfg, start_epoch, seed, num_workers)
+CONSISTENCY: Registry[type[ConsistencyMethod]] = Registry("consistency method")
+CONSISTENCY.add("fixmatch", FixMatch)
+CONSISTENCY.add("uda", UDA)
+CONSISTENCY.add("mixmatch", MixMatch)

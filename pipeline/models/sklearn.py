@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
@@ -18,9 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from sklearn.utils import get_tags
 
-from pipeline.artifacts import atomic_path, write_parquet
 from pipeline.competition import Competition
-from pipeline.config import EncoderConfig, ExperimentConfig
 from pipeline.errors import ConfigError
 
 
@@ -36,16 +32,17 @@ def import_estimator(path: str) -> type[BaseEstimator]:
     return cls
 
 
-def build_estimator(cfg: EncoderConfig, comp: Competition, seed: int) -> Pipeline:
-    """Preprocessing (ordinal categories, median fill where NaN is not allowed) + estimator."""
-    cls = import_estimator(cfg.target)
-    params = dict(cfg.params)
+def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: int) -> Pipeline:
+    """Preprocessing (ordinal categories, median fill where NaN is not allowed) + the estimator
+    at import ``path`` with ``params``."""
+    cls = import_estimator(path)
+    params = dict(params)
     if "random_state" in inspect.signature(cls).parameters and "random_state" not in params:
         params["random_state"] = seed
     try:
         estimator = cls(**params)
     except TypeError as err:
-        raise ConfigError(f"encoder {cfg.name!r}: bad 'params': {err}") from None
+        raise ConfigError(f"encoder 'sklearn:{path}': bad 'params': {err}") from None
     task, k = comp.cfg.task, len(comp.cfg.target_columns)
     if task == "multilabel":
         estimator = MultiOutputClassifier(estimator)
@@ -74,30 +71,3 @@ def predict_matrix(model: Pipeline, frame: pd.DataFrame, comp: Competition) -> n
     full = np.zeros((len(frame), 2 if task == "binary" else len(comp.classes)))
     full[:, classes] = proba  # a class absent from the fold's training rows gets 0
     return full[:, 1:2] if task == "binary" else full
-
-
-def _fit_frame(comp: Competition, rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-    x = comp.train.iloc[rows][comp.feature_columns]
-    y = comp.targets[rows]
-    if comp.cfg.task in ("binary",) or (comp.cfg.task == "regression" and y.shape[1] == 1):
-        y = y.ravel()
-    return x, y
-
-
-def train_sklearn_fold(
-    cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int, out: Path
-) -> dict[str, Any]:
-    """Fit on the rows outside ``fold``; write the model and the OOF/test predictions."""
-    id_col, cols = cfg.competition.id_column, comp.pred_columns
-    train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    model = build_estimator(cfg.model.encoders[0], comp, seed)
-    x, y = _fit_frame(comp, train_rows)
-    model.fit(x, y)
-    with atomic_path(out / "model.joblib") as tmp:
-        joblib.dump(model, tmp)
-    for name, frame in (("oof", comp.train.iloc[valid_rows]), ("test", comp.test)):
-        pred = predict_matrix(model, frame[comp.feature_columns], comp)
-        result = pd.DataFrame(pred, columns=cols)
-        result.insert(0, id_col, frame[id_col].to_numpy())
-        write_parquet(out / f"{name}.parquet", result)
-    return {"model": cfg.model.encoders[0].target}

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.artifacts import read_json
 from pipeline.metrics import Metric, get_metric
 
-FILENAME = "postprocess.json"
+POSTPROCESS_FILE = "postprocess.json"
 _N_THRESHOLDS = 99  # candidate thresholds per column: quantiles of its predictions
 _CLASS_WEIGHTS = np.geomspace(0.25, 4.0, 21)  # candidate multipliers per class
 _PASSES = 3
@@ -121,7 +121,7 @@ def fit_postprocess(task: str, metric: str, y: np.ndarray, p: np.ndarray) -> Pos
 
 def load_postprocess(folder: str | Path) -> PostProcess | None:
     """The rule in ``<folder>/postprocess.json``, or None when the folder has none."""
-    path = Path(folder) / FILENAME
+    path = Path(folder) / POSTPROCESS_FILE
     if not path.is_file():
         return None
     return PostProcess.from_json(read_json(path))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,16 +22,36 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from pipeline.artifacts import atomic_path
-from pipeline.errors import ConfigError
+from pipeline.data.datasets import Batch
+from pipeline.engine.losses import LossFn
+from pipeline.engine.state import rng_state, save_checkpoint, set_rng_state
+from pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
-Batch = dict[str, torch.Tensor]
-LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
+
+
+def build_accelerator(precision: str) -> Accelerator:
+    """Accelerator with the given precision ('auto': bf16/fp16 on GPU, none on CPU)."""
+    if precision == "auto":
+        precision = "no"
+        if torch.cuda.is_available():
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # One process may train several configs (the demo, a benchmark, a notebook): each gets
+    # its own precision and device rather than an error for differing from the first.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    # accumulation is the engine's (per stage), so Accelerate must not scale the loss too
+    accelerator = Accelerator(mixed_precision=precision)
+    if accelerator.num_processes > 1:
+        raise PipelineError(
+            "the stages run in one process (one CPU or GPU); a multi-process launch "
+            f"({accelerator.num_processes} processes) is not supported"
+        )
+    return accelerator
 
 
 class Callback:
@@ -106,35 +125,6 @@ class FitHistory:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = -1
     best_score: float | None = None
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save through a temporary file, so a kill never leaves half a checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
 
 
 def show_progress() -> bool:
@@ -301,7 +291,7 @@ class Trainer:
             "epoch": self.epoch, "stage": self.stage, "stage_epoch": self.stage_epoch,
             "stage_updates": self.stage_updates,
             "history": self.history,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "callbacks": [cb.state_dict() for cb in self.callbacks],
         }
 
@@ -317,7 +307,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.schedule is not None:
                 self.schedule.load_state_dict(state["schedule"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
     def _improved(self, score: float, greater_is_better: bool) -> bool:
         best = self.history.best_score
@@ -343,58 +333,75 @@ class Trainer:
         ``score_fn`` maps validation outputs to the competition score. The shuffle order of
         epoch ``e`` comes from ``shuffle_seed + e``, so a resumed run sees the same batches.
         """
-        last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
         self.total_epochs = sum(p.epochs for p in plans)
         self.score_fn = score_fn
         self.valid_loader = valid_loader
         self.checkpoint_dir = checkpoint_dir
+        self._start_or_resume(plans)
+        self._call("on_fit_start")
+        while self.stage < len(plans) and not self.should_stop:
+            plan = plans[self.stage]
+            self.train_loader = plan.loader
+            while self.stage_epoch < plan.epochs and not self.should_stop:
+                self._seed_epoch(plan, shuffle_generator, shuffle_seed)
+                self._run_epoch(plan, greater_is_better)
+            if self.should_stop:
+                break
+            self._next_stage(plans)
+        self._call("on_fit_end")
+        return self.history
+
+    def _start_or_resume(self, plans: list[StagePlan]) -> None:
+        """Continue from ``last.pt`` when a killed fit left one, else start the first stage."""
+        last = self.checkpoint_dir / "last.pt"
         if last.is_file():
             self._load_resume_state(torch.load(last, map_location="cpu", weights_only=False),
                                     plans)
             log.info("%s: resuming after epoch %d", self.desc, self.epoch)
         elif plans:
             self._start_stage(plans[0])
-        self._call("on_fit_start")
-        while self.stage < len(plans) and not self.should_stop:
-            plan = plans[self.stage]
-            self.train_loader = plan.loader
-            while self.stage_epoch < plan.epochs and not self.should_stop:
-                start = time.perf_counter()
-                if shuffle_generator is not None:
-                    shuffle_generator.manual_seed(shuffle_seed + self.epoch)
-                set_epoch = getattr(plan.loader.dataset, "set_epoch", None)
-                if set_epoch is not None:  # seeds the augmentation draws of this epoch
-                    set_epoch(shuffle_seed + self.epoch)
-                self._call("on_epoch_start")
-                train_loss = self.train_epoch(plan.loader, self.optimizer, self.schedule,
-                                              plan.loss_fn, plan.grad_accum_steps)
-                score = float(score_fn(self.predict(valid_loader)))
-                self.stage_epoch += 1
-                self.epoch += 1
-                if self.schedule is not None:
-                    self.schedule.after_epoch(self.stage_epoch, score)
-                improved = self._improved(score, greater_is_better)
-                self.history.epochs.append({
-                    "epoch": self.epoch, "stage": self.stage, "label": plan.label,
-                    "optimizer": type(self.optimizer.optimizer).__name__,
-                    "batch_size": plan.loader.batch_size, "updates": self.stage_updates,
-                    "train_loss": train_loss, "score": score,
-                    "lr": float(self.optimizer.param_groups[-1]["lr"]),
-                    "seconds": time.perf_counter() - start,
-                })
-                if improved:
-                    self.history.best_score, self.history.best_epoch = score, self.epoch
-                    self.save_best(best, score)
-                log.info("%s epoch %d/%d: train_loss %.4f score %.5f%s (%.1fs)", self.desc,
-                         self.epoch, self.total_epochs, train_loss, score,
-                         " *" if improved else "", self.history.epochs[-1]["seconds"])
-                self._call("on_epoch_end")
-                save_checkpoint(last, self._resume_state())
-            if self.should_stop:
-                break
-            self.stage += 1
-            self.stage_epoch, self.stage_updates = 0, 0
-            if self.stage < len(plans):
-                self._start_stage(plans[self.stage])
-        self._call("on_fit_end")
-        return self.history
+
+    def _seed_epoch(self, plan: StagePlan, generator: torch.Generator | None,
+                    shuffle_seed: int) -> None:
+        """Seed the coming epoch's shuffle order and augmentation draws from its number."""
+        if generator is not None:
+            generator.manual_seed(shuffle_seed + self.epoch)
+        set_epoch = getattr(plan.loader.dataset, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(shuffle_seed + self.epoch)
+
+    def _run_epoch(self, plan: StagePlan, greater_is_better: bool) -> None:
+        """Train one epoch, validate, record it, keep the best weights, save a resume point."""
+        assert self.score_fn is not None and self.valid_loader is not None
+        start = time.perf_counter()
+        self._call("on_epoch_start")
+        train_loss = self.train_epoch(plan.loader, self.optimizer, self.schedule,
+                                      plan.loss_fn, plan.grad_accum_steps)
+        score = float(self.score_fn(self.predict(self.valid_loader)))
+        self.stage_epoch += 1
+        self.epoch += 1
+        if self.schedule is not None:
+            self.schedule.after_epoch(self.stage_epoch, score)
+        improved = self._improved(score, greater_is_better)
+        self.history.epochs.append({
+            "epoch": self.epoch, "stage": self.stage, "label": plan.label,
+            "optimizer": type(self.optimizer.optimizer).__name__,
+            "batch_size": plan.loader.batch_size, "updates": self.stage_updates,
+            "train_loss": train_loss, "score": score,
+            "lr": float(self.optimizer.param_groups[-1]["lr"]),
+            "seconds": time.perf_counter() - start,
+        })
+        if improved:
+            self.history.best_score, self.history.best_epoch = score, self.epoch
+            self.save_best(self.checkpoint_dir / "best.pt", score)
+        log.info("%s epoch %d/%d: train_loss %.4f score %.5f%s (%.1fs)", self.desc,
+                 self.epoch, self.total_epochs, train_loss, score,
+                 " *" if improved else "", self.history.epochs[-1]["seconds"])
+        self._call("on_epoch_end")
+        save_checkpoint(self.checkpoint_dir / "last.pt", self._resume_state())
+
+    def _next_stage(self, plans: list[StagePlan]) -> None:
+        self.stage += 1
+        self.stage_epoch, self.stage_updates = 0, 0
+        if self.stage < len(plans):
+            self._start_stage(plans[self.stage])

@@ -36,43 +36,77 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from pipeline.config import AdversarialConfig
-from pipeline.engine import Batch, Callback, LossFn, Trainer
+from pipeline.data.datasets import Batch
+from pipeline.engine.losses import LossFn
+from pipeline.engine.trainer import Callback, Trainer
 from pipeline.errors import ConfigError
-from pipeline.models import HFEncoder, MLPEncoder
+from pipeline.models.encoders import ENCODERS, HFEncoder, MLPEncoder
+from pipeline.registry import Registry
+from pipeline.schema import Section
+
+
+class AdversarialConfig(Section):
+    """Adversarial training from ``start_epoch`` (1-based: early adversarial training hurts).
+
+    Images, in the normalised input space (epsilon default 0.03): ``fgsm``, ``pgd`` (``steps``
+    steps of ``alpha``, default 2.5 x epsilon / steps) and ``fast_fgsm`` (random start, one step
+    of ``alpha``, default 1.25 x epsilon). Text/tabular embeddings: ``fgm`` (embeddings moved
+    by epsilon along the normalised gradient, default 1.0). Weights of any network: ``awp``
+    (relative bound epsilon, default 0.01; step ``alpha``, default 1.0). See
+    :mod:`pipeline.adversarial`.
+    """
+
+    method: str = "fast_fgsm"  # a name in ADVERSARIAL
+    epsilon: float | None = Field(None, gt=0)  # None: the method's default
+    alpha: float | None = Field(None, gt=0)  # step of pgd, fast_fgsm and awp
+    steps: int = Field(3, ge=1)  # pgd only
+    start_epoch: int | None = Field(None, ge=1)  # None: from the first epoch
+    start_stage: int | None = Field(None, ge=1)  # or from the first epoch of this stage
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, method: str) -> str:
+        if method not in ADVERSARIAL:
+            raise ValueError(ADVERSARIAL.unknown_message(method))
+        return method
+
+    @model_validator(mode="after")
+    def _check(self) -> AdversarialConfig:
+        if self.alpha is not None and not ADVERSARIAL.get(self.method).takes_alpha:
+            raise ValueError(f"method {self.method!r} takes no 'alpha': its step is 'epsilon'")
+        if self.start_epoch is not None and self.start_stage is not None:
+            raise ValueError("give 'start_epoch' or 'start_stage', not both")
+        return self
 
 
 @dataclass(frozen=True)
-class Method:
-    """What a method perturbs, for which encoder kinds, and its default epsilon."""
+class AdversarialMethod:
+    """A registered adversarial method: what it perturbs, the encoder kinds it can attack,
+    its default epsilon, whether it takes a step ``alpha``, and how to build its callback
+    from (epsilon, 1-based start epoch, config)."""
 
     perturbs: str
     encoder_kinds: tuple[str, ...]
     epsilon: float  # default epsilon
+    takes_alpha: bool
+    build: Callable[[float, int, AdversarialConfig], Callback]
 
 
-METHODS = {
-    "fgsm": Method("image inputs ('timm:' encoders)", ("timm",), 0.03),
-    "pgd": Method("image inputs ('timm:' encoders)", ("timm",), 0.03),
-    "fast_fgsm": Method("image inputs ('timm:' encoders)", ("timm",), 0.03),
-    "fgm": Method("the embeddings of text ('hf') or tabular ('mlp') encoders", ("hf", "mlp"),
-                  1.0),
-    "awp": Method("the weights of a network ('timm:', 'hf' or 'mlp' encoders)",
-                  ("timm", "hf", "mlp"), 0.01),
-}
-_READS = {"timm": "image", "hf": "text", "mlp": "tabular", "sklearn": "tabular (scikit-learn)"}
+ADVERSARIAL: Registry[AdversarialMethod] = Registry("adversarial method")
 
 
 def mismatch(method: str, encoder_kinds: Collection[str]) -> str | None:
     """Why ``method`` cannot train a model with these encoder kinds, or None when it can."""
-    if set(METHODS[method].encoder_kinds) & set(encoder_kinds):
+    if set(ADVERSARIAL.get(method).encoder_kinds) & set(encoder_kinds):
         return None
-    reads = "/".join(sorted({_READS[k] for k in encoder_kinds}))
-    fits = [m for m, spec in METHODS.items() if set(spec.encoder_kinds) & set(encoder_kinds)]
-    return (f"'train.adversarial.method' {method!r} perturbs {METHODS[method].perturbs}; the "
-            f"model reads {reads} inputs. Methods for it: {', '.join(fits) or 'none'}")
+    reads = "/".join(sorted({ENCODERS.get(k).modality for k in encoder_kinds}))
+    fits = [m for m in ADVERSARIAL if set(ADVERSARIAL.get(m).encoder_kinds) & set(encoder_kinds)]
+    return (f"'train.adversarial.method' {method!r} perturbs "
+            f"{ADVERSARIAL.get(method).perturbs}; the model reads {reads} inputs. "
+            f"Methods for it: {', '.join(fits) or 'none'}")
 
 
 class _Adversary(Callback):
@@ -241,23 +275,32 @@ class AWP(_Adversary):
                 p.copy_(w)
 
 
-_BUILDERS: dict[str, Callable[[float, int, AdversarialConfig], Callback]] = {
-    "fgsm": lambda eps, start, cfg: FGSM(eps, start),
-    "pgd": lambda eps, start, cfg: PGD(eps, start, cfg.alpha, cfg.steps),
-    "fast_fgsm": lambda eps, start, cfg: FastFGSM(eps, start, cfg.alpha),
-    "fgm": lambda eps, start, cfg: FGM(eps, start),
-    "awp": lambda eps, start, cfg: AWP(eps, start, cfg.alpha),
-}
+_IMAGES = "image inputs ('timm:' encoders)"
+for _name, _method in {
+    "fgsm": AdversarialMethod(_IMAGES, ("timm",), 0.03, False,
+                              lambda eps, start, cfg: FGSM(eps, start)),
+    "pgd": AdversarialMethod(_IMAGES, ("timm",), 0.03, True,
+                             lambda eps, start, cfg: PGD(eps, start, cfg.alpha, cfg.steps)),
+    "fast_fgsm": AdversarialMethod(_IMAGES, ("timm",), 0.03, True,
+                                   lambda eps, start, cfg: FastFGSM(eps, start, cfg.alpha)),
+    "fgm": AdversarialMethod("the embeddings of text ('hf') or tabular ('mlp') encoders",
+                             ("hf", "mlp"), 1.0, False, lambda eps, start, cfg: FGM(eps, start)),
+    "awp": AdversarialMethod("the weights of a network ('timm:', 'hf' or 'mlp' encoders)",
+                             ("timm", "hf", "mlp"), 0.01, True,
+                             lambda eps, start, cfg: AWP(eps, start, cfg.alpha)),
+}.items():
+    ADVERSARIAL.add(_name, _method, _method.perturbs)
 
 
 def build_adversarial(cfg: AdversarialConfig, encoder_kinds: Collection[str],
                       start_epoch: int | None = None) -> Callback:
-    """The callback of ``cfg.method`` (epsilon defaulting per method, see :data:`METHODS`)
+    """The callback of ``cfg.method`` (epsilon defaulting per method, see :data:`ADVERSARIAL`)
     for a model with these encoder kinds (timm, hf, mlp), active from ``start_epoch``
     (1-based; default ``cfg.start_epoch`` or 1)."""
     problem = mismatch(cfg.method, encoder_kinds)
     if problem is not None:
         raise ConfigError(problem)
-    epsilon = cfg.epsilon if cfg.epsilon is not None else METHODS[cfg.method].epsilon
+    method = ADVERSARIAL.get(cfg.method)
+    epsilon = cfg.epsilon if cfg.epsilon is not None else method.epsilon
     start = start_epoch if start_epoch is not None else cfg.start_epoch or 1
-    return _BUILDERS[cfg.method](epsilon, start, cfg)
+    return method.build(epsilon, start, cfg)

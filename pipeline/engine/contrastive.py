@@ -7,16 +7,19 @@ the forward pass that produced the outputs (``CompetitionModel.features``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from pipeline.data.datasets import Batch
 from pipeline.registry import Registry
+from pipeline.schema import Section
 
-Batch = dict[str, torch.Tensor]
 AUX_LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("auxiliary loss")
 
 
@@ -65,6 +68,32 @@ def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor,
     hardest_pos = dist.masked_fill(~pos_mask, float("-inf")).max(dim=1).values
     hardest_neg = dist.masked_fill(~neg_mask, float("inf")).min(dim=1).values
     return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()
+
+
+class AuxLossConfig(Section):
+    """An auxiliary loss on the pooled features: ``supcon`` (temperature) or ``triplet``
+    (margin, batch-hard mining), added to the task loss with ``weight``."""
+
+    name: str  # a name in AUX_LOSSES
+    weight: float = Field(0.1, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in AUX_LOSSES:
+            raise ValueError(AUX_LOSSES.unknown_message(name))
+        return name
+
+    @model_validator(mode="after")
+    def _check(self) -> AuxLossConfig:
+        # every parameter of the loss after (features, labels) may be set
+        known = list(inspect.signature(AUX_LOSSES.get(self.name)).parameters)[2:]
+        unknown = sorted(set(self.params) - set(known))
+        if unknown:
+            raise ValueError(f"loss {self.name!r} has no parameter(s) {unknown}. "
+                             f"Known: {sorted(known)}")
+        return self
 
 
 def with_aux_losses(

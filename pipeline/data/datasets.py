@@ -20,82 +20,14 @@ from albumentations.pytorch import ToTensorV2
 from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from pipeline.augment import build_image_augment, noisy_row, noisy_tokens
-from pipeline.competition import IMAGE_PATH, Competition
-from pipeline.config import AugmentConfig
+from pipeline.competition import IMAGE_PATH
+from pipeline.data.augment import AugmentConfig, build_image_augment, noisy_row, noisy_tokens
+from pipeline.data.tabular import TabularEncoder
+
+Batch = dict[str, torch.Tensor]  # what a loader yields and every encoder reads
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class TabularEncoder:
-    """Numeric scaling and category vocabularies, fitted on the training rows of a fold.
-
-    Numbers: median fill, standardisation, and a missing-value indicator for each column with
-    NaN in training. Categories: index 0 is unseen or missing, 1.. the training values.
-    """
-
-    numeric: list[str]
-    categorical: list[str]
-    medians: dict[str, float] = field(default_factory=dict)
-    means: dict[str, float] = field(default_factory=dict)
-    stds: dict[str, float] = field(default_factory=dict)
-    nan_columns: list[str] = field(default_factory=list)
-    vocab: dict[str, list[str]] = field(default_factory=dict)
-
-    def fit(self, frame: pd.DataFrame) -> TabularEncoder:
-        """Learn fills, scales and vocabularies from ``frame``."""
-        for col in self.numeric:
-            values = pd.to_numeric(frame[col], errors="coerce").astype(float)
-            median = float(values.median()) if values.notna().any() else 0.0
-            filled = values.fillna(median)
-            self.medians[col] = median
-            self.means[col] = float(filled.mean())
-            self.stds[col] = float(filled.std(ddof=0)) or 1.0
-            if values.isna().any():
-                self.nan_columns.append(col)
-        for col in self.categorical:
-            self.vocab[col] = sorted(frame[col].dropna().astype(str).unique().tolist())
-        return self
-
-    @property
-    def n_numeric(self) -> int:
-        """Width of the ``num`` input."""
-        return len(self.numeric) + len(self.nan_columns)
-
-    @property
-    def cardinalities(self) -> list[int]:
-        """Embedding table sizes of the ``cat`` input (unknown index included)."""
-        return [len(self.vocab[c]) + 1 for c in self.categorical]
-
-    def transform(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """``num`` (float32) and ``cat`` (int64) arrays for ``frame``."""
-        num = [
-            (pd.to_numeric(frame[c], errors="coerce").astype(float).fillna(self.medians[c])
-             - self.means[c]) / self.stds[c]
-            for c in self.numeric
-        ]
-        num += [frame[c].isna().astype(float) for c in self.nan_columns]
-        cat = []
-        for col in self.categorical:
-            index = {v: i + 1 for i, v in enumerate(self.vocab[col])}
-            cat.append(frame[col].astype(str).map(index).fillna(0).astype(np.int64))
-        n = len(frame)
-        return {
-            "num": (np.stack(num, axis=1).astype(np.float32) if num
-                    else np.zeros((n, 0), np.float32)),
-            "cat": np.stack(cat, axis=1).astype(np.int64) if cat else np.zeros((n, 0), np.int64),
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain data for checkpoints."""
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> TabularEncoder:
-        """Inverse of :meth:`state_dict`."""
-        return cls(**state)
 
 
 def image_transform(size: int, augment: list[A.BasicTransform] | None = None) -> A.Compose:
@@ -331,19 +263,3 @@ def _seed_worker(worker_id: int) -> None:
     for part in _parts(info.dataset):
         if isinstance(part, CompetitionDataset) and part.images:
             part.transform.set_random_seed(part.epoch_seed * 1000 + worker_id)
-
-
-def model_inputs(comp: Competition, model_cfg: Any, tokenizer: Any,
-                 tabular: TabularEncoder | None) -> ModelInputs:
-    """The inputs the configured encoders need."""
-    kinds = {e.kind for e in model_cfg.encoders}
-    cfg = comp.cfg
-    return ModelInputs(
-        image_root=Path(cfg.dir),
-        image_size=model_cfg.image_size if "timm" in kinds else 0,
-        text_columns=list(cfg.text_columns),
-        tokenizer=tokenizer if "hf" in kinds else None,
-        max_length=model_cfg.max_length,
-        truncation=model_cfg.truncation,
-        tabular=tabular if "mlp" in kinds else None,
-    )

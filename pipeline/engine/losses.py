@@ -8,26 +8,45 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
 from torchvision.ops import sigmoid_focal_loss
 
+from pipeline.competition import CLASSIFICATION
+from pipeline.data.datasets import Batch
 from pipeline.registry import Registry
+from pipeline.schema import Section
 
-Batch = dict[str, torch.Tensor]
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
-LOSSES: Registry[Callable[..., LossFn]] = Registry("loss")
 
+
+@dataclass(frozen=True)
+class LossInfo:
+    """A registered loss: its factory (``params`` are its keyword arguments) and the tasks
+    whose targets it reads."""
+
+    factory: Callable[..., LossFn]
+    tasks: tuple[str, ...]
+
+
+LOSSES: Registry[LossInfo] = Registry("loss")
 AUTO_LOSS = {"binary": "bce", "multilabel": "bce", "multiclass": "cross_entropy",
              "regression": "mse"}
-CLASSIFICATION = ("binary", "multiclass", "multilabel")
-LOSS_TASKS = {
-    "cross_entropy": ("multiclass",), "bce": ("binary", "multilabel"),
-    "focal": CLASSIFICATION, "mse": ("regression",), "l1": ("regression",),
-    "huber": ("regression",),
-}
+
+
+def _loss(name: str, tasks: tuple[str, ...]) -> Callable[[Callable[..., LossFn]],
+                                                         Callable[..., LossFn]]:
+    """Register a loss factory under ``name`` for ``tasks``."""
+
+    def register(factory: Callable[..., LossFn]) -> Callable[..., LossFn]:
+        LOSSES.add(name, LossInfo(factory, tasks), (factory.__doc__ or "").split("\n")[0])
+        return factory
+
+    return register
 
 
 def _smooth_binary(target: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -51,7 +70,7 @@ def _class_target(target: torch.Tensor) -> torch.Tensor:
     return target.long() if target.ndim == 1 else target.float()
 
 
-@LOSSES.register("cross_entropy")
+@_loss("cross_entropy", ("multiclass",))
 def cross_entropy(smoothing: float = 0.0, class_weights: list[float] | None = None) -> LossFn:
     """Softmax cross-entropy on class indices or class probabilities (soft labels), with
     optional label smoothing and class weights."""
@@ -65,7 +84,7 @@ def cross_entropy(smoothing: float = 0.0, class_weights: list[float] | None = No
     return loss
 
 
-@LOSSES.register("bce")
+@_loss("bce", ("binary", "multilabel"))
 def bce(smoothing: float = 0.0, pos_weight: list[float] | None = None) -> LossFn:
     """Binary cross-entropy on logits per label; smoothing pulls 0/1 targets toward 0.5."""
 
@@ -79,7 +98,7 @@ def bce(smoothing: float = 0.0, pos_weight: list[float] | None = None) -> LossFn
     return loss
 
 
-@LOSSES.register("focal")
+@_loss("focal", CLASSIFICATION)
 def focal(gamma: float = 2.0, alpha: float | None = None, smoothing: float = 0.0,
           softmax: bool | None = None) -> LossFn:
     """Focal loss (Lin et al. 2017): softmax over classes (class indices or probabilities),
@@ -108,21 +127,21 @@ def focal(gamma: float = 2.0, alpha: float | None = None, smoothing: float = 0.0
     return loss
 
 
-@LOSSES.register("mse")
+@_loss("mse", ("regression",))
 def mse() -> LossFn:
     """Mean squared error."""
     return lambda outputs, batch: _reduce(
         F.mse_loss(outputs.float(), batch["target"].float(), reduction="none"), batch)
 
 
-@LOSSES.register("l1")
+@_loss("l1", ("regression",))
 def l1() -> LossFn:
     """Mean absolute error."""
     return lambda outputs, batch: _reduce(
         F.l1_loss(outputs.float(), batch["target"].float(), reduction="none"), batch)
 
 
-@LOSSES.register("huber")
+@_loss("huber", ("regression",))
 def huber(delta: float = 1.0) -> LossFn:
     """Huber loss (on standardised regression targets)."""
     return lambda outputs, batch: _reduce(
@@ -130,9 +149,61 @@ def huber(delta: float = 1.0) -> LossFn:
         batch)
 
 
+class LossTermConfig(Section):
+    """One weighted term of a ``sum`` loss."""
+
+    name: str
+    weight: float = 1.0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> LossTermConfig:
+        _check_loss(self.name, self.params)
+        return self
+
+
+def _check_loss(name: str, params: dict[str, Any]) -> None:
+    if name not in LOSSES:
+        raise ValueError(LOSSES.unknown_message(name))
+    check_params(name, params)
+
+
+class LossConfig(Section):
+    """Training loss: ``auto`` (CE, BCE or MSE by task), a registered loss with ``params``
+    (focal: gamma, alpha; cross_entropy/bce/focal: smoothing), or ``sum`` of ``terms``."""
+
+    name: str = "auto"
+    params: dict[str, Any] = Field(default_factory=dict)
+    terms: list[LossTermConfig] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in ("auto", "sum") and name not in LOSSES:
+            raise ValueError(LOSSES.unknown_message(name))
+        return name
+
+    @model_validator(mode="after")
+    def _check(self) -> LossConfig:
+        if self.name == "sum":
+            if not self.terms:
+                raise ValueError("loss 'sum' needs 'terms': [{name, weight, params}, ...]")
+        elif self.terms:
+            raise ValueError(f"'terms' belong to loss 'sum', not {self.name!r}")
+        elif self.name != "auto":
+            _check_loss(self.name, self.params)
+        elif self.params:
+            raise ValueError("loss 'auto' takes no 'params'; name the loss to set them")
+        return self
+
+    def names(self) -> list[str]:
+        """The registered losses this config uses."""
+        return [t.name for t in self.terms] if self.name == "sum" else [self.name]
+
+
 def check_params(name: str, params: dict[str, Any]) -> None:
     """Raise ValueError naming unknown parameters of loss ``name``."""
-    known = list(inspect.signature(LOSSES.get(name)).parameters)
+    known = list(inspect.signature(LOSSES.get(name).factory).parameters)
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ValueError(f"loss {name!r} has no parameter(s) {unknown}. Known: {known}")
@@ -148,4 +219,4 @@ def build_loss(name: str, task: str, params: dict[str, Any] | None = None,
     params = dict(params or {})
     if resolved == "focal":
         params.setdefault("softmax", task == "multiclass")
-    return LOSSES.get(resolved)(**params)
+    return LOSSES.get(resolved).factory(**params)

@@ -1,0 +1,165 @@
+"""Splitting train rows into folds: seeded scikit-learn / iterstrat splitters by scheme name,
+and the checks of a folds file against the competition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+from pydantic import Field, field_validator
+from sklearn.model_selection import (
+    BaseCrossValidator,
+    GroupKFold,
+    KFold,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+)
+
+from pipeline.competition import Competition
+from pipeline.errors import DataError
+from pipeline.registry import Registry
+from pipeline.schema import Section
+
+
+@dataclass(frozen=True)
+class Splitter:
+    """A fold scheme: its scikit-learn splitter and what it needs from the competition."""
+
+    cls: type[BaseCrossValidator]
+    description: str
+    uses_groups: bool = False  # keeps each group in one fold: needs 'competition.group_column'
+    stratified: bool = False  # balances classes (regression: quantile bins)
+    tasks: tuple[str, ...] = ("binary", "multiclass", "multilabel", "regression")
+
+
+SPLITTERS: Registry[Splitter] = Registry("fold scheme")
+_SINGLE_LABEL = ("binary", "multiclass", "regression")
+for _name, _splitter in {
+    "kfold": Splitter(KFold, "shuffled KFold"),
+    "stratified": Splitter(StratifiedKFold, "class proportions kept (regression: quantile bins)",
+                           stratified=True, tasks=_SINGLE_LABEL),
+    "group": Splitter(GroupKFold, "a group never spans two folds", uses_groups=True),
+    "stratified_group": Splitter(StratifiedGroupKFold, "groups kept whole, classes balanced",
+                                 uses_groups=True, stratified=True, tasks=_SINGLE_LABEL),
+    "multilabel": Splitter(MultilabelStratifiedKFold, "iterative multilabel stratification",
+                           stratified=True, tasks=("multilabel",)),
+}.items():
+    SPLITTERS.add(_name, _splitter, _splitter.description)
+
+
+class FoldsConfig(Section):
+    """How train rows are split into folds; every model of a competition shares them."""
+
+    scheme: str = "stratified"  # a name in SPLITTERS
+    n_splits: int = Field(5, ge=2)
+    seed: int = 42
+    name: str | None = None  # file stem under folds/; default <competition>_<scheme>_k<n>_s<seed>
+
+    @field_validator("scheme")
+    @classmethod
+    def _known(cls, scheme: str) -> str:
+        if scheme not in SPLITTERS:
+            raise ValueError(SPLITTERS.unknown_message(scheme))
+        return scheme
+
+    def mismatch(self, task: str, group_column: str | None) -> str | None:
+        """Why this scheme cannot split a competition of ``task`` (with or without a group
+        column), or None when it can."""
+        splitter = SPLITTERS.get(self.scheme)
+        if splitter.uses_groups and not group_column:
+            return f"'folds.scheme' {self.scheme!r} needs 'competition.group_column'"
+        if task not in splitter.tasks:
+            fits = [n for n in SPLITTERS if task in SPLITTERS.get(n).tasks]
+            return (f"'folds.scheme' {self.scheme!r} does not split a {task!r} task "
+                    f"('competition.task'); schemes for it: {', '.join(fits)}")
+        return None
+
+
+REGRESSION_BINS = 10
+
+
+def _strata(comp: Competition) -> np.ndarray:
+    """What stratification balances: the class, or a quantile bin of a regression target."""
+    cfg = comp.cfg
+    if cfg.task == "multilabel":
+        return comp.targets.astype(int)
+    if cfg.task == "regression":
+        values = comp.train[cfg.target_columns[0]]
+        return pd.qcut(values, q=REGRESSION_BINS, labels=False, duplicates="drop").to_numpy()
+    return comp.train[cfg.target_columns[0]].astype(str).to_numpy()
+
+
+def _check_class_counts(strata: np.ndarray, n_splits: int, column: str, path: Path) -> None:
+    values, counts = np.unique(strata, return_counts=True)
+    small = [(v, c) for v, c in zip(values, counts, strict=True) if c < n_splits]
+    if small:
+        shown = ", ".join(f"{v!r} ({c} rows)" for v, c in small[:5])
+        raise DataError(
+            f"{path}: column {column!r} has {len(small)} class(es) with fewer rows than "
+            f"'folds.n_splits'={n_splits}: {shown}. Lower n_splits or use scheme 'kfold'."
+        )
+
+
+def make_folds(comp: Competition, cfg: FoldsConfig) -> np.ndarray:
+    """Fold id of every train row (train.csv order)."""
+    ccfg = comp.cfg
+    n = len(comp.train)
+    train_path = Path(ccfg.dir) / ccfg.train_file
+    if n < cfg.n_splits:
+        raise DataError(f"{train_path}: {n} rows cannot make {cfg.n_splits} folds")
+    groups = comp.train[ccfg.group_column].to_numpy() if ccfg.group_column else None
+    strata = _strata(comp)
+    splitter_info = SPLITTERS.get(cfg.scheme)
+    if splitter_info.stratified and ccfg.task in ("binary", "multiclass"):
+        _check_class_counts(strata, cfg.n_splits, ccfg.target_columns[0], train_path)
+    if groups is not None and splitter_info.uses_groups:
+        n_groups = len(pd.unique(groups))
+        if n_groups < cfg.n_splits:
+            raise DataError(
+                f"{train_path}: column {ccfg.group_column!r} has {n_groups} groups, fewer than "
+                f"'folds.n_splits'={cfg.n_splits}"
+            )
+    splitter = splitter_info.cls(n_splits=cfg.n_splits, shuffle=True, random_state=cfg.seed)
+    folds = np.full(n, -1, dtype=np.int64)
+    x = np.zeros((n, 1))
+    for k, (_, valid) in enumerate(splitter.split(x, strata, groups)):
+        folds[valid] = k
+    assert (folds >= 0).all(), "splitter left rows without a fold"
+    return folds
+
+
+def read_folds(path: Path, comp: Competition, n_splits: int | None = None) -> np.ndarray:
+    """Fold ids aligned with train.csv rows; errors if the file was built for other ids."""
+    id_col = comp.cfg.id_column
+    frame = pd.read_csv(path)
+    if list(frame.columns) != [id_col, "fold"]:
+        raise DataError(
+            f"folds file {path} must have columns [{id_col!r}, 'fold']. Got {list(frame.columns)}."
+        )
+    dup = frame[id_col][frame[id_col].duplicated()]
+    if len(dup):
+        raise DataError(
+            f"folds file {path} has {len(dup)} duplicate id(s), e.g. {dup.iloc[:3].tolist()}"
+        )
+    fold = frame["fold"]
+    if not pd.api.types.is_integer_dtype(fold) or (len(fold) and fold.min() < 0) or (
+        n_splits is not None and sorted(fold.unique()) != list(range(n_splits))
+    ):
+        raise DataError(
+            f"folds file {path}: column 'fold' must hold the integers 0..{(n_splits or 0) - 1}"
+            f" ('folds.n_splits'={n_splits}). Got {sorted(map(str, fold.unique()))[:10]}."
+        )
+    by_id = dict(zip(frame[id_col].astype(str), frame["fold"], strict=True))
+    train_ids = comp.train[id_col].astype(str)
+    missing = [i for i in train_ids if i not in by_id]
+    extra = len(by_id) - (len(train_ids) - len(missing))
+    if missing or extra:
+        raise DataError(
+            f"folds file {path} was built for other ids: {len(missing)} train id(s) missing "
+            f"(e.g. {missing[:3]}), {extra} id(s) not in train. Delete it to rebuild, or set "
+            "'folds.name' to a new file."
+        )
+    return np.array([by_id[i] for i in train_ids], dtype=np.int64)

@@ -1,0 +1,228 @@
+"""The training recipe: its config (a first stage, later stages, the tricks) and what the
+engine runs from it: one :class:`StagePlan` per stage and the callbacks of the tricks."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch.utils.data import Dataset
+
+from pipeline.data.augment import AugmentConfig
+from pipeline.data.datasets import build_loader
+from pipeline.engine.callbacks.adversarial import AdversarialConfig, build_adversarial
+from pipeline.engine.callbacks.averaging import (
+    EMA,
+    SWA,
+    EarlyStopping,
+    EarlyStoppingConfig,
+    EMAConfig,
+    Snapshots,
+    SWAConfig,
+    cycle_end_epochs,
+)
+from pipeline.engine.callbacks.consistency import ConsistencyConfig
+from pipeline.engine.contrastive import AuxLossConfig, with_aux_losses
+from pipeline.engine.losses import LOSSES, LossConfig, build_loss
+from pipeline.engine.optim import (
+    OptimizerConfig,
+    Schedule,
+    SchedulerConfig,
+    build_optimizer,
+    build_scheduler,
+    parameter_groups,
+)
+from pipeline.engine.trainer import Callback, StagePlan
+from pipeline.models.network import CompetitionModel, ModelConfig
+from pipeline.schema import Section
+
+
+class StageConfig(Section):
+    """A later training stage: what it changes from the stage before (keys left out carry
+    over from the ``train`` section)."""
+
+    epochs: int = Field(ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    grad_accum_steps: int | None = Field(None, ge=1)
+    optimizer: OptimizerConfig | None = None
+    scheduler: SchedulerConfig | None = None
+    loss: LossConfig | None = None
+    freeze: list[str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A stage with every key filled in (see :attr:`TrainConfig.resolved_stages`)."""
+
+    epochs: int
+    batch_size: int
+    grad_accum_steps: int
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig
+    loss: LossConfig
+    freeze: tuple[str, ...]
+
+
+class TrainConfig(Section):
+    """The training recipe: the first stage, optional later ``stages``, and the tricks."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    max_grad_norm: float | None = Field(None, gt=0)
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    loss: LossConfig = LossConfig()
+    freeze: list[str] = Field(default_factory=list)  # module paths, e.g. encoders.0
+    stages: list[StageConfig] = Field(default_factory=list)
+    ema: EMAConfig | None = None
+    adversarial: AdversarialConfig | None = None
+    swa: SWAConfig | None = None
+    snapshots: bool = False  # with 'restarts': predict with the mean of each cycle's weights
+    augment: AugmentConfig = AugmentConfig()
+    aux_losses: list[AuxLossConfig] = Field(default_factory=list)
+    early_stopping: EarlyStoppingConfig | None = None
+    consistency: ConsistencyConfig | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct. Got {seeds}.")
+        return seeds
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        stages = self.resolved_stages
+        total = self.total_epochs
+        if self.snapshots and not any(s.scheduler.name == "restarts" for s in stages):
+            raise ValueError("'snapshots' needs a 'restarts' scheduler (cosine warm restarts)")
+        if self.snapshots and self.swa:
+            raise ValueError("'snapshots' and 'swa' both choose the final weights; pick one")
+        if self.swa and self.swa.start_epoch > total:
+            raise ValueError(
+                f"'swa.start_epoch' {self.swa.start_epoch} is after the last epoch ({total})"
+            )
+        return self
+
+    # Derived once per config (the config is frozen): every stage with all keys filled.
+    @functools.cached_property
+    def resolved_stages(self) -> tuple[Stage, ...]:
+        """Every stage with all keys filled: the first from this section, later ones from
+        the stage before plus their overrides."""
+        current = Stage(
+            epochs=self.epochs, batch_size=self.batch_size,
+            grad_accum_steps=self.grad_accum_steps, optimizer=self.optimizer,
+            scheduler=self.scheduler, loss=self.loss, freeze=tuple(self.freeze),
+        )
+        stages = [current]
+        for stage in self.stages:
+            overrides = {k: v for k, v in stage if v is not None}
+            if "freeze" in overrides:
+                overrides["freeze"] = tuple(overrides["freeze"])
+            current = dataclasses.replace(current, **overrides)
+            stages.append(current)
+        return tuple(stages)
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs over all stages."""
+        return sum(s.epochs for s in self.resolved_stages)
+
+    def first_epoch(self, start_epoch: int | None, start_stage: int | None) -> int:
+        """The 1-based epoch where something starting at ``start_epoch`` or at the first
+        epoch of ``start_stage`` (1-based) begins; 1 when neither is given."""
+        if start_stage is None:
+            return start_epoch or 1
+        stages = self.resolved_stages
+        if start_stage > len(stages):
+            raise ValueError(f"stage {start_stage} of {len(stages)}")
+        return 1 + sum(s.epochs for s in stages[:start_stage - 1])
+
+
+    def check_start(self, where: str, start_epoch: int | None,
+                    start_stage: int | None) -> str | None:
+        """Why a trick starting at ``start_epoch`` or ``start_stage`` (the config key
+        ``where``) never runs in this recipe, or None when it does."""
+        n_stages = len(self.resolved_stages)
+        if start_stage is not None and start_stage > n_stages:
+            return (f"'{where}.start_stage' {start_stage}: the recipe has {n_stages} "
+                    "stage(s) (train plus train.stages)")
+        first = self.first_epoch(start_epoch, start_stage)
+        if first > self.total_epochs:
+            return f"'{where}.start_epoch' {first} is after the last epoch ({self.total_epochs})"
+        return None
+
+    def loss_mismatch(self, task: str) -> str | None:
+        """Why a stage's loss does not fit ``task``, naming the stage's key, or None."""
+        for i, stage in enumerate(self.resolved_stages):
+            for loss in stage.loss.names():
+                if loss != "auto" and task not in LOSSES.get(loss).tasks:
+                    where = "train.loss" if i == 0 else f"train.stages.{i - 1}.loss"
+                    where += ".name" if stage.loss.name != "sum" else ".terms"
+                    fits = ", ".join(LOSSES.get(loss).tasks)
+                    return (f"'{where}' {loss!r} does not fit task {task!r} "
+                            f"('competition.task'); it fits {fits}")
+        return None
+
+
+def build_callbacks(train: TrainConfig, encoder_kinds: list[str],
+                    greater_is_better: bool) -> list[Callback]:
+    """The callbacks of the tricks the recipe switches on (consistency, which needs the
+    unlabelled rows, is built by the fold's job)."""
+    callbacks: list[Callback] = []
+    if train.ema is not None:
+        callbacks.append(EMA(train.ema.decay, train.ema.warmup))
+    if train.swa is not None:
+        callbacks.append(SWA(train.swa.start_epoch, train.swa.lr))
+    if train.snapshots:
+        stages = train.resolved_stages
+        cycles = [(s.scheduler.cycle_epochs, s.scheduler.cycle_mul)
+                  if s.scheduler.name == "restarts" else None for s in stages]
+        callbacks.append(Snapshots(cycle_end_epochs([s.epochs for s in stages], cycles)))
+    adv = train.adversarial
+    if adv is not None:
+        callbacks.append(build_adversarial(adv, encoder_kinds,
+                                           train.first_epoch(adv.start_epoch, adv.start_stage)))
+    if train.early_stopping is not None:
+        callbacks.append(EarlyStopping(train.early_stopping.patience,
+                                       train.early_stopping.min_delta, greater_is_better))
+    return callbacks
+
+
+def build_stage_plans(
+    train: TrainConfig, model_cfg: ModelConfig, task: str, model: CompetitionModel,
+    train_ds: Dataset[Any], generator: torch.Generator, greater_is_better: bool,
+) -> list[StagePlan]:
+    """One ready-to-run plan per stage of the recipe."""
+    plans = []
+    for stage in train.resolved_stages:
+        optim, sched, loss = stage.optimizer, stage.scheduler, stage.loss
+
+        def make_optimizer(optim: OptimizerConfig = optim) -> torch.optim.Optimizer:
+            return build_optimizer(parameter_groups(model, model_cfg, optim), optim)
+
+        def make_schedule(optimizer: torch.optim.Optimizer, updates: int,
+                          sched: SchedulerConfig = sched, epochs: int = stage.epochs) -> Schedule:
+            return build_scheduler(optimizer, sched, epochs, updates, greater_is_better)
+
+        terms = [(t.name, t.weight, t.params) for t in loss.terms]
+        plans.append(StagePlan(
+            epochs=stage.epochs,
+            loader=build_loader(train_ds, stage.batch_size, True, train.num_workers, generator),
+            make_optimizer=make_optimizer,
+            make_schedule=make_schedule,
+            loss_fn=with_aux_losses(
+                build_loss(loss.name, task, loss.params, terms), model,
+                [(a.name, a.weight, a.params) for a in train.aux_losses]),
+            freeze=list(stage.freeze),
+            grad_accum_steps=stage.grad_accum_steps,
+            label=f"{optim.name} lr={optim.lr:g} bs={stage.batch_size}",
+        ))
+    return plans

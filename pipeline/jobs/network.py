@@ -1,0 +1,78 @@
+"""Train one network on the rows outside one fold: inputs, model, recipe, fit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from torch.utils.data import Dataset
+
+from pipeline.competition import Competition
+from pipeline.config import ExperimentConfig
+from pipeline.data.datasets import CompetitionDataset, build_loader
+from pipeline.engine.callbacks.consistency import build_consistency
+from pipeline.engine.recipe import build_callbacks, build_stage_plans
+from pipeline.engine.state import seed_everything
+from pipeline.engine.trainer import Trainer
+from pipeline.jobs.inputs import fold_prep, with_pseudo_rows
+from pipeline.metrics import get_metric
+from pipeline.models.network import build_model, model_inputs
+from pipeline.runs import fold_dir, fold_label, pseudo_path
+
+
+def train_network_fold(
+    cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
+    accelerator: Accelerator, tokenizer: Any,
+) -> dict[str, Any]:
+    """Train one network on the rows outside ``fold``; returns its fit history.
+
+    The job seeds python, numpy and torch with ``seed * 1000 + fold`` before anything draws
+    from them, so the same (seed, fold) trains the same weights, resumed or not.
+    """
+    out = fold_dir(cfg, seed, fold)
+    run_seed = seed * 1000 + fold
+    seed_everything(run_seed)
+    task = cfg.competition.task
+    train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    prep = fold_prep(out, comp, train_rows)
+    inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
+    y = prep.standardise(task, comp.targets)
+    aug = cfg.train.augment
+    active = aug if (aug.image or aug.text or aug.tabular) else None
+    train_ds: Dataset[Any] = CompetitionDataset(comp.train.iloc[train_rows], inputs,
+                                                y[train_rows], active)
+    if cfg.pseudo is not None:
+        train_ds = with_pseudo_rows(comp, pd.read_parquet(pseudo_path(cfg, fold)), inputs,
+                                    y[train_rows], train_rows, prep, active)
+    valid_ds = CompetitionDataset(comp.train.iloc[valid_rows], inputs, y[valid_rows])
+    valid_loader = build_loader(valid_ds, cfg.predict.batch_size or 2 * cfg.train.batch_size,
+                                False, cfg.train.num_workers)
+
+    model = build_model(cfg.model, comp.n_outputs, prep.tabular)
+    metric = get_metric(cfg.competition.metric)
+    generator = torch.Generator()
+    plans = build_stage_plans(cfg.train, cfg.model, task, model, train_ds, generator,
+                              metric.greater_is_better)
+    y_valid = comp.targets[valid_rows]
+
+    def score(outputs: np.ndarray) -> float:
+        return metric(y_valid, prep.predictions(task, outputs))
+
+    encoder_kinds = [e.kind for e in cfg.model.encoders]
+    callbacks = build_callbacks(cfg.train, encoder_kinds, metric.greater_is_better)
+    cons = cfg.train.consistency
+    if cons is not None:  # the unlabelled rows are the competition's test rows
+        callbacks.append(build_consistency(
+            cons, task, CompetitionDataset(comp.test, inputs), active, encoder_kinds,
+            comp.n_outputs, cfg.train.first_epoch(cons.start_epoch, cons.start_stage),
+            run_seed * 100 + 7, cfg.train.num_workers))
+    trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
+                      desc=fold_label(cfg, seed, fold))
+    history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
+                          generator, run_seed * 100)
+    accelerator.free_memory()
+    return {"best_epoch": history.best_epoch, "best_score": history.best_score,
+            "epochs": history.epochs}

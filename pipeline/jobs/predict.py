@@ -1,0 +1,82 @@
+"""Predict one fold's held-out rows and the test set with its checkpoint(s) and every TTA
+transform; the same transforms on both, so the blender sees on the OOF what the test gets."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+
+from pipeline.artifacts import write_json, write_parquet
+from pipeline.competition import Competition
+from pipeline.config import ExperimentConfig
+from pipeline.data.datasets import CompetitionDataset, build_loader
+from pipeline.engine.callbacks.averaging import snapshot_paths
+from pipeline.engine.trainer import Trainer
+from pipeline.errors import DataError
+from pipeline.jobs.inputs import fold_prep
+from pipeline.models.network import build_model, model_inputs
+from pipeline.runs import fold_dir, prediction_hash
+from pipeline.tta import reduce_predictions, tta_transforms
+
+
+def predict_fold(
+    cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
+    accelerator: Accelerator, tokenizer: Any,
+) -> None:
+    """Predict the held-out rows and the test set with the fold's best weights and TTA.
+
+    Writes ``oof.parquet`` and ``test.parquet`` (the transforms merged by the configured
+    reduction) and ``tta_oof.parquet``/``tta_test.parquet`` with every transform's
+    predictions. With snapshots, every prediction is the mean over the fold's snapshot
+    checkpoints.
+    """
+    out = fold_dir(cfg, seed, fold)
+    task = cfg.competition.task
+    checkpoints = snapshot_paths(out) if cfg.train.snapshots else [out / "best.pt"]
+    if not checkpoints or not checkpoints[0].is_file():
+        raise DataError(f"no checkpoint in {out}: train seed {seed} fold {fold} first")
+    prep = fold_prep(out)
+    model = build_model(cfg.model, comp.n_outputs, prep.tabular)
+    inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
+    batch_size = cfg.predict.batch_size or 2 * cfg.train.batch_size
+    trainer = Trainer(model, accelerator)
+    id_col, cols = cfg.competition.id_column, comp.pred_columns
+    valid_rows = np.flatnonzero(folds == fold)
+    frames = {"oof": comp.train.iloc[valid_rows], "test": comp.test}
+    transforms = tta_transforms(cfg.predict.tta)
+    loaders = {
+        (part, name): build_loader(
+            CompetitionDataset(frame, dataclasses.replace(inputs, **tta.inputs)), batch_size,
+            False, cfg.train.num_workers)
+        for part, frame in frames.items() for name, tta in transforms
+    }
+    sums: dict[tuple[str, str], np.ndarray] = {}
+    for checkpoint in checkpoints:  # snapshot ensembles average their members' predictions
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+        trainer.unwrapped.load_state_dict(state)
+        for part in frames:
+            for name, tta in transforms:
+                raw = trainer.predict(loaders[part, name], tta.batch, model=trainer.model)
+                pred = prep.predictions(task, raw) / len(checkpoints)
+                sums[part, name] = sums.get((part, name), 0) + pred
+    for part, frame in frames.items():
+        ids = frame[id_col].to_numpy()
+        per_tta = []
+        for name, _ in transforms:
+            table = pd.DataFrame(sums[part, name], columns=cols)
+            table.insert(0, id_col, ids)
+            table.insert(0, "tta", name)
+            per_tta.append(table)
+        write_parquet(out / f"tta_{part}.parquet", pd.concat(per_tta, ignore_index=True))
+        stack = np.stack([sums[part, name] for name, _ in transforms])
+        merged = reduce_predictions(stack, cfg.predict.tta_reduce, task)
+        table = pd.DataFrame(merged, columns=cols)
+        table.insert(0, id_col, ids)
+        write_parquet(out / f"{part}.parquet", table)
+    write_json(out / "predictions.json", {"hash": prediction_hash(cfg), "tta": cfg.predict.tta})
+    accelerator.free_memory()

@@ -1,0 +1,43 @@
+"""Fit a scikit-learn model on the rows outside one fold and predict the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from pipeline.artifacts import atomic_path, write_parquet
+from pipeline.competition import Competition
+from pipeline.config import ExperimentConfig
+from pipeline.models.sklearn import build_estimator, predict_matrix
+from pipeline.runs import fold_dir
+
+
+def _fit_frame(comp: Competition, rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    x = comp.train.iloc[rows][comp.feature_columns]
+    y = comp.targets[rows]
+    if comp.cfg.task in ("binary",) or (comp.cfg.task == "regression" and y.shape[1] == 1):
+        y = y.ravel()
+    return x, y
+
+
+def train_sklearn_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
+                       fold: int) -> dict[str, Any]:
+    """Fit on the rows outside ``fold``; write the model and the OOF/test predictions."""
+    out = fold_dir(cfg, seed, fold)
+    encoder = cfg.model.encoders[0]
+    id_col, cols = cfg.competition.id_column, comp.pred_columns
+    train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    model = build_estimator(encoder.target, encoder.params, comp, seed)
+    x, y = _fit_frame(comp, train_rows)
+    model.fit(x, y)
+    with atomic_path(out / "model.joblib") as tmp:
+        joblib.dump(model, tmp)
+    for name, frame in (("oof", comp.train.iloc[valid_rows]), ("test", comp.test)):
+        pred = predict_matrix(model, frame[comp.feature_columns], comp)
+        result = pd.DataFrame(pred, columns=cols)
+        result.insert(0, id_col, frame[id_col].to_numpy())
+        write_parquet(out / f"{name}.parquet", result)
+    return {"model": encoder.target}

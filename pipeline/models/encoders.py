@@ -1,0 +1,226 @@
+"""Encoders by kind (timm, transformers, tabular MLP, or a whole scikit-learn model) and the
+config of one encoder.
+
+Every network encoder maps a batch dict to pooled features ``(batch, out_dim)``;
+:mod:`pipeline.models.network` concatenates them under one head. An encoder kind's registry
+entry (:class:`EncoderKind`) says what it reads, so the data, the adversarial methods and the
+config checks ask it instead of keeping maps of their own.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from pipeline.data.datasets import Batch
+from pipeline.data.tabular import TabularEncoder
+from pipeline.errors import ConfigError
+from pipeline.models.sklearn import import_estimator
+from pipeline.registry import Registry
+from pipeline.schema import Section
+
+
+class EncoderConfig(Section):
+    """One encoder: ``timm:<arch>``, ``hf:<local dir>``, ``hf`` (from ``hf_config``), ``mlp``,
+    or a whole scikit-learn model ``sklearn:<import.path.Estimator>``."""
+
+    name: str
+    # timm: a local weights file (never a hub download); hf:<dir> loads the dir's weights
+    # unless pretrained is false (random init from the dir's config)
+    pretrained: bool | str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)  # passed to the model factory
+    hf_config: dict[str, Any] | None = None  # build a transformers model from this config
+    tokenizer: str | None = None  # local tokenizer dir (default: the model dir)
+    lr: float | None = Field(None, gt=0)  # own learning rate (default: train.optimizer.lr)
+
+    @field_validator("name")
+    @classmethod
+    def _known_kind(cls, name: str) -> str:
+        kind = name.split(":", 1)[0]
+        if kind not in ENCODERS:
+            known = ENCODERS.list()
+            close = difflib.get_close_matches(kind, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown encoder kind {kind!r} in {name!r}.{hint} "
+                f"Known: {', '.join(known)} (as 'timm:resnet18', 'hf:/path', 'mlp', "
+                "'sklearn:sklearn.ensemble.HistGradientBoostingClassifier')"
+            )
+        if ENCODERS.get(kind).names_target and kind != name and not name.split(":", 1)[1]:
+            raise ValueError(f"encoder {name!r} names no model after {kind!r}:")
+        return name
+
+    @model_validator(mode="after")
+    def _check(self) -> EncoderConfig:
+        if self.name == "hf" and not (self.hf_config and self.tokenizer):
+            raise ValueError(
+                "encoder 'hf' without a directory needs 'hf_config' (with 'model_type') and "
+                "'tokenizer' (a local tokenizer dir); or name a local model as 'hf:<dir>'"
+            )
+        if self.hf_config is not None and "model_type" not in self.hf_config:
+            raise ValueError("'hf_config' needs 'model_type' (e.g. bert)")
+        if not self.info.takes_pretrained and self.pretrained:
+            raise ValueError(f"encoder {self.name!r} takes no 'pretrained' weights")
+        if self.kind == "sklearn":
+            import_estimator(self.target)
+        return self
+
+    @property
+    def info(self) -> EncoderKind:
+        """The registry entry of this encoder's kind."""
+        return ENCODERS.get(self.kind)
+
+    @property
+    def kind(self) -> str:
+        """timm, hf, mlp or sklearn."""
+        return self.name.split(":", 1)[0]
+
+    @property
+    def target(self) -> str:
+        """What follows the kind: architecture, directory or import path."""
+        return self.name.split(":", 1)[1] if ":" in self.name else ""
+
+
+
+class TimmEncoder(nn.Module):
+    """Any timm model by name, without its classifier; weights only from a local file."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        weights = cfg.pretrained if isinstance(cfg.pretrained, str) else None
+        if cfg.pretrained is True:
+            raise ConfigError(
+                f"encoder {cfg.name!r}: 'pretrained: true' would download weights; give the "
+                "path of a local weights file instead (e.g. from a Kaggle dataset)"
+            )
+        if weights is not None and not Path(weights).is_file():
+            raise ConfigError(f"encoder {cfg.name!r}: weights file {weights} not found")
+        kwargs: dict[str, Any] = {"num_classes": 0, **cfg.params}
+        if weights is not None:
+            kwargs |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
+        try:
+            self.body = timm.create_model(cfg.target, **kwargs)
+        except RuntimeError as err:
+            if "Unknown model" not in str(err):
+                raise
+            raise ConfigError(f"encoder {cfg.name!r}: {err}") from None
+        self.out_dim = int(self.body.num_features)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.body(batch["image"])
+
+
+class HFEncoder(nn.Module):
+    """A transformers encoder from a local directory or a config, mean-pooled over tokens."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        if cfg.target:
+            if not Path(cfg.target).is_dir():
+                raise ConfigError(f"encoder {cfg.name!r}: directory {cfg.target} not found")
+            if cfg.pretrained is False:
+                config = AutoConfig.from_pretrained(cfg.target, **cfg.params)
+                self.body = AutoModel.from_config(config)
+            else:
+                self.body = AutoModel.from_pretrained(cfg.target, **cfg.params)
+        else:
+            hf = dict(cfg.hf_config or {})
+            self.body = AutoModel.from_config(AutoConfig.for_model(hf.pop("model_type"), **hf))
+        self.out_dim = int(self.body.config.hidden_size)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        hidden = self.body(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class MLPEncoder(nn.Module):
+    """Numeric features plus one embedding per categorical column, through an MLP."""
+
+    def __init__(self, cfg: EncoderConfig, tabular: TabularEncoder) -> None:
+        super().__init__()
+        params = {"hidden": [256, 128], "dropout": 0.1, "embedding_noise": 0.0, **cfg.params}
+        unknown = set(params) - {"hidden", "dropout", "embedding_noise"}
+        if unknown:
+            raise ConfigError(
+                f"encoder 'mlp': unknown params {sorted(unknown)}. "
+                "Known: hidden, dropout, embedding_noise"
+            )
+        self.embedding_noise = float(params["embedding_noise"])
+        self.view_noise = 0.0  # set by :func:`embedding_noise`
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(card, min(32, (card + 1) // 2 + 1)) for card in tabular.cardinalities
+        )
+        width = tabular.n_numeric + sum(e.embedding_dim for e in self.embeddings)
+        layers: list[nn.Module] = []
+        for size in params["hidden"]:
+            layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.SiLU(),
+                       nn.Dropout(params["dropout"])]
+            width = size
+        self.mlp = nn.Sequential(*layers)
+        self.out_dim = width
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        embedded = [emb(batch["cat"][:, i]) for i, emb in enumerate(self.embeddings)]
+        if self.training and self.embedding_noise:  # noise after the embedding layer
+            embedded = [e + self.embedding_noise * torch.randn_like(e) for e in embedded]
+        num = batch["num"]
+        if self.view_noise:  # a noisy view of the row (consistency regularization)
+            num = num + self.view_noise * torch.randn_like(num)
+            embedded = [e + self.view_noise * emb.weight.detach().std() * torch.randn_like(e)
+                        for e, emb in zip(embedded, self.embeddings, strict=True)]
+        return self.mlp(torch.cat([num, *embedded], dim=1))
+
+
+@dataclass(frozen=True)
+class EncoderKind:
+    """What an encoder kind is: how to build it, which modality and batch keys it reads, and
+    which config keys it accepts. The one place these facts live."""
+
+    description: str
+    modality: str  # image | text | tabular: the input it reads
+    inputs: tuple[str, ...]  # the batch keys it reads
+    # (encoder config, fitted tabular encoder) -> module; None: not a network (scikit-learn)
+    build: Callable[[EncoderConfig, TabularEncoder | None], nn.Module] | None
+    takes_pretrained: bool = True
+    names_target: bool = True  # 'kind:<target>' (architecture, directory or import path)
+
+
+ENCODERS: Registry[EncoderKind] = Registry("encoder kind")
+for _kind, _info in {
+    "timm": EncoderKind("any timm model", "image", ("image",),
+                        lambda cfg, tabular: TimmEncoder(cfg)),
+    "hf": EncoderKind("any transformers encoder", "text", ("input_ids", "attention_mask"),
+                      lambda cfg, tabular: HFEncoder(cfg)),
+    "mlp": EncoderKind("MLP over numeric and categorical columns", "tabular", ("num", "cat"),
+                       lambda cfg, tabular: MLPEncoder(cfg, _fitted(tabular)),
+                       takes_pretrained=False, names_target=False),
+    "sklearn": EncoderKind("a scikit-learn estimator as a whole model (tabular)", "tabular",
+                           ("num", "cat"), None, takes_pretrained=False),
+}.items():
+    ENCODERS.add(_kind, _info, _info.description)
+
+
+def _fitted(tabular: TabularEncoder | None) -> TabularEncoder:
+    if tabular is None:
+        raise ValueError("an 'mlp' encoder needs the fold's fitted tabular encoder")
+    return tabular
+
+
+def build_encoder(cfg: EncoderConfig, tabular: TabularEncoder | None) -> nn.Module:
+    """The network module of one encoder config."""
+    build = ENCODERS.get(cfg.kind).build
+    if build is None:
+        raise ConfigError(f"encoder {cfg.name!r} is a whole model, not a network encoder")
+    return build(cfg, tabular)

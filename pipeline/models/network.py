@@ -1,0 +1,157 @@
+"""The network: encoders whose pooled features are concatenated under one head, the config
+of the whole model, and the inputs a dataset must make for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from pipeline.competition import Competition
+from pipeline.data.datasets import Batch, ModelInputs
+from pipeline.data.tabular import TabularEncoder
+from pipeline.errors import ConfigError
+from pipeline.models.encoders import EncoderConfig, HFEncoder, MLPEncoder, build_encoder
+from pipeline.schema import Section
+
+
+class HeadConfig(Section):
+    """The head on the (concatenated) pooled features."""
+
+    dropout: float = Field(0.1, ge=0, lt=1)
+    hidden: int = Field(0, ge=0)  # 0: a single linear layer
+    temperature: float = Field(1.0, gt=0)  # logits are divided by it, in training and inference
+
+
+class ModelConfig(Section):
+    """Encoders (concatenated when several) and the head."""
+
+    encoders: list[EncoderConfig] = Field(min_length=1)
+    head: HeadConfig = HeadConfig()
+    image_size: int = Field(224, ge=8)
+    max_length: int = Field(256, ge=8)
+    # which tokens a long text keeps: the first, the last, or a quarter head + the tail
+    truncation: Literal["head", "tail", "head_tail"] = "head"
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        kinds = [e.kind for e in self.encoders]
+        if "sklearn" in kinds and len(kinds) > 1:
+            raise ValueError("a 'sklearn:' model stands alone: it cannot share 'encoders'")
+        return self
+
+    @property
+    def modalities(self) -> set[str]:
+        """The inputs the encoders read: image, text and/or tabular."""
+        return {e.info.modality for e in self.encoders}
+
+    @property
+    def is_sklearn(self) -> bool:
+        """Whether the model is a scikit-learn estimator rather than a torch network."""
+        return self.encoders[0].kind == "sklearn"
+
+
+class CompetitionModel(nn.Module):
+    """Encoders whose pooled features are concatenated into one head."""
+
+    def __init__(self, encoders: list[nn.Module], n_outputs: int, dropout: float,
+                 hidden: int, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.features: torch.Tensor | None = None
+        self.encoders = nn.ModuleList(encoders)
+        width = sum(int(e.out_dim) for e in encoders)
+        head: list[nn.Module] = [nn.Dropout(dropout)]
+        if hidden:
+            head += [nn.Linear(width, hidden), nn.SiLU(), nn.Dropout(dropout)]
+            width = hidden
+        head.append(nn.Linear(width, n_outputs))
+        self.head = nn.Sequential(*head)
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        """The concatenated pooled features of every encoder (kept in ``self.features``, which
+        auxiliary losses read)."""
+        features = [enc(batch) for enc in self.encoders]
+        pooled = torch.cat(features, dim=1) if len(features) > 1 else features[0]
+        self.features = pooled
+        return pooled
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The head's outputs for pooled features, divided by the temperature."""
+        return self.head(pooled) / self.temperature
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.classify(self.encode(batch))
+
+
+@contextmanager
+def embedding_noise(model: nn.Module, std: float) -> Iterator[None]:
+    """Within the block, add Gaussian noise after the embedding layer of every 'mlp' encoder
+    (category embeddings and the standardised numeric inputs) and 'hf' encoder (word
+    embeddings); ``std`` is a fraction of each embedding table's own std."""
+    if not std:
+        yield
+        return
+    hooks = []
+    mlps = [m for m in model.modules() if isinstance(m, MLPEncoder)]
+    for module in model.modules():
+        if isinstance(module, HFEncoder):
+            table = module.body.get_input_embeddings()
+
+            def noisy(mod: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
+                scale = std * mod.weight.detach().std()  # type: ignore[operator]
+                return out + scale * torch.randn_like(out)
+
+            hooks.append(table.register_forward_hook(noisy))
+    for mlp in mlps:
+        mlp.view_noise = std
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for mlp in mlps:
+            mlp.view_noise = 0.0
+
+
+def build_model(
+    cfg: ModelConfig, n_outputs: int, tabular: TabularEncoder | None
+) -> CompetitionModel:
+    """The configured network with ``n_outputs`` logits (or values)."""
+    encoders = [build_encoder(e, tabular) for e in cfg.encoders]
+    return CompetitionModel(encoders, n_outputs, cfg.head.dropout, cfg.head.hidden,
+                            cfg.head.temperature)
+
+
+def build_tokenizer(cfg: ModelConfig) -> Any:
+    """The tokenizer of the first transformers encoder, or None."""
+    from transformers import AutoTokenizer
+
+    for enc in cfg.encoders:
+        if enc.kind == "hf":
+            source = enc.tokenizer or enc.target
+            if not Path(source).is_dir():
+                raise ConfigError(f"encoder {enc.name!r}: tokenizer directory {source} not found")
+            return AutoTokenizer.from_pretrained(source)
+    return None
+
+
+def model_inputs(comp: Competition, cfg: ModelConfig, tokenizer: Any,
+                 tabular: TabularEncoder | None) -> ModelInputs:
+    """The inputs the configured encoders read, made from the competition's frames."""
+    modalities = cfg.modalities
+    ccfg = comp.cfg
+    return ModelInputs(
+        image_root=Path(ccfg.dir),
+        image_size=cfg.image_size if "image" in modalities else 0,
+        text_columns=list(ccfg.text_columns),
+        tokenizer=tokenizer if "text" in modalities else None,
+        max_length=cfg.max_length,
+        truncation=cfg.truncation,
+        tabular=tabular if "tabular" in modalities and not cfg.is_sklearn else None,
+    )

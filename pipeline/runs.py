@@ -1,0 +1,188 @@
+"""The run-folder contract between the train, predict, pseudo and blend stages: where each
+(seed, fold) lives, when it is complete, what identifies its predictions, and how folds are
+gathered into the run's ``oof.parquet`` / ``test.parquet`` (layout: :mod:`pipeline.artifacts`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import folds as folds_stage
+from pipeline.artifacts import (
+    RunMeta,
+    read_json,
+    read_meta,
+    write_json,
+    write_meta,
+    write_parquet,
+    write_yaml,
+)
+from pipeline.competition import Competition
+from pipeline.config import ExperimentConfig
+from pipeline.data.splits import read_folds
+from pipeline.errors import ConfigError, DataError
+from pipeline.metrics import get_metric
+
+log = logging.getLogger(__name__)
+
+
+def fold_dir(cfg: ExperimentConfig, seed: int, fold: int) -> Path:
+    """``<run>/seed{seed}/fold{fold}``."""
+    return cfg.run_dir / f"seed{seed}" / f"fold{fold}"
+
+
+def fold_label(cfg: ExperimentConfig, seed: int, fold: int) -> str:
+    """How logs name a (seed, fold) job."""
+    return f"{cfg.name} seed {seed} fold {fold + 1}/{cfg.folds.n_splits}"
+
+
+def pseudo_path(cfg: ExperimentConfig, fold: int) -> Path:
+    """``<run>/pseudo/fold<k>.parquet``: the pseudo-labelled rows fold ``k`` trains on."""
+    return cfg.run_dir / "pseudo" / f"fold{fold}.parquet"
+
+
+def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
+    """Whether the fold finished training under this config."""
+    path = fold_dir(cfg, seed, fold) / "metrics.json"
+    return path.is_file() and read_json(path).get("config_hash") == cfg.train_hash()
+
+
+def prediction_hash(cfg: ExperimentConfig) -> str:
+    """Identity of the predictions: the trained weights' hash plus the predict section."""
+    data = {"train": cfg.train_hash(), "predict": cfg.predict.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def predictions_current(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
+    """Whether the fold's predictions were made under this config's predict section."""
+    path = fold_dir(cfg, seed, fold) / "predictions.json"
+    return path.is_file() and read_json(path)["hash"] == prediction_hash(cfg)
+
+
+def load_folds(cfg: ExperimentConfig, comp: Competition) -> np.ndarray:
+    """The competition's folds, made first if the folds stage has not run."""
+    path = folds_stage.run(cfg, comp)
+    return read_folds(path, comp, cfg.folds.n_splits)
+
+
+def prepare_run_dir(cfg: ExperimentConfig, comp: Competition) -> RunMeta:
+    """Create the run folder with its config snapshot; refuse one made by another config."""
+    run_dir = cfg.run_dir
+    meta = RunMeta(
+        name=cfg.name, task=cfg.competition.task, metric=cfg.competition.metric,
+        id_column=cfg.competition.id_column, target_columns=list(cfg.competition.target_columns),
+        classes=comp.classes, pred_columns=comp.pred_columns, folds_file=str(cfg.folds_file),
+        competition_dir=str(cfg.competition.dir), train_file=cfg.competition.train_file,
+        config_hash=cfg.train_hash(),
+        sample_submission_file=cfg.competition.sample_submission_file,
+    )
+    meta_path = run_dir / "run.json"
+    if meta_path.is_file():
+        old = read_json(meta_path).get("config_hash")
+        if old != meta.config_hash:
+            raise ConfigError(
+                f"{run_dir} holds a run of another config (hash {old}, now {meta.config_hash}); "
+                f"change 'name' for a new experiment, or delete {run_dir} to retrain"
+            )
+    write_yaml(run_dir / "config.yaml", cfg.to_dict())
+    write_meta(run_dir, meta)
+    write_json(run_dir / "env.json", {
+        "python": platform.python_version(), "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(), "platform": platform.platform(),
+    })
+    return meta
+
+
+def fold_score(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
+               fold: int) -> float:
+    """The competition metric of a fold's OOF predictions (logged)."""
+    oof = pd.read_parquet(fold_dir(cfg, seed, fold) / "oof.parquet")
+    score = get_metric(cfg.competition.metric)(
+        comp.targets[folds == fold], oof[comp.pred_columns].to_numpy(dtype=np.float64))
+    log.info("%s: %s %.5f", fold_label(cfg, seed, fold), cfg.competition.metric, score)
+    return score
+
+
+def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float:
+    """Merge fold predictions into ``oof.parquet``, ``test.parquet``, ``test_folds.parquet``
+    and ``scores.json``, and each seed's into ``seed<s>/`` as an ensemble member of its own;
+    returns the OOF score."""
+    id_col, cols = cfg.competition.id_column, comp.pred_columns
+    metric = get_metric(cfg.competition.metric)
+    y = comp.targets
+    n_train = len(comp.train)
+    meta = read_meta(cfg.run_dir)
+    oof_sum = np.zeros((n_train, len(cols)))
+    test_parts, scores = [], {}
+    for seed in cfg.train.seeds:
+        oof = np.full((n_train, len(cols)), np.nan)
+        for fold in range(cfg.folds.n_splits):
+            out = fold_dir(cfg, seed, fold)
+            rows = np.flatnonzero(folds == fold)
+            part = pd.read_parquet(out / "oof.parquet")
+            expected = comp.train[id_col].iloc[rows].astype(str).tolist()
+            if part[id_col].astype(str).tolist() != expected:
+                raise DataError(f"{out / 'oof.parquet'} holds other ids than fold {fold}")
+            oof[rows] = part[cols].to_numpy(dtype=np.float64)
+            test = pd.read_parquet(out / "test.parquet")
+            test.insert(0, "fold", fold)
+            test.insert(0, "seed", seed)
+            test_parts.append(test)
+            scores[f"seed{seed}/fold{fold}"] = metric(y[rows], oof[rows])
+        if np.isnan(oof).any():
+            raise DataError(f"OOF predictions of seed {seed} miss rows: folds incomplete")
+        scores[f"seed{seed}"] = metric(y, oof)
+        oof_sum += oof
+        _write_member(cfg, comp, folds, seed, oof, test_parts[-cfg.folds.n_splits:], meta)
+    oof_mean = oof_sum / len(cfg.train.seeds)
+    overall = metric(y, oof_mean)
+    scores["oof"] = overall
+    oof_frame = _predictions_frame(comp.train[id_col].to_numpy(), oof_mean, cols, id_col, folds)
+    test_folds = pd.concat(test_parts, ignore_index=True)
+    test_mean = test_folds.groupby(id_col, sort=False)[cols].mean()
+    test_frame = test_mean.loc[comp.test[id_col]].reset_index()
+    run_dir = cfg.run_dir
+    write_parquet(run_dir / "oof.parquet", oof_frame)
+    write_parquet(run_dir / "test_folds.parquet", test_folds)
+    write_parquet(run_dir / "test.parquet", test_frame)
+    write_json(run_dir / "scores.json", {"metric": metric.name, "direction": metric.direction,
+                                         "scores": scores})
+    log.info("%s: OOF %s %.5f (%d seed(s) x %d folds) -> %s", cfg.name, metric.name, overall,
+             len(cfg.train.seeds), cfg.folds.n_splits, run_dir)
+    return overall
+
+
+def _predictions_frame(ids: np.ndarray, values: np.ndarray, cols: list[str], id_col: str,
+                       folds: np.ndarray | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame(values, columns=cols)
+    if folds is not None:
+        frame.insert(0, "fold", folds)
+    frame.insert(0, id_col, ids)
+    return frame
+
+
+def _write_member(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
+                  oof: np.ndarray, test_parts: list[pd.DataFrame], meta: RunMeta) -> None:
+    """``seed<s>/`` as a run of its own (run.json, oof, test): one ensemble member per seed."""
+    id_col, cols = cfg.competition.id_column, comp.pred_columns
+    folder = cfg.run_dir / f"seed{seed}"
+    test = pd.concat(test_parts).groupby(id_col, sort=False)[cols].mean()
+    write_parquet(folder / "oof.parquet", _predictions_frame(
+        comp.train[id_col].to_numpy(), oof, cols, id_col, folds))
+    write_parquet(folder / "test.parquet", test.loc[comp.test[id_col]].reset_index())
+    write_meta(folder, dataclasses.replace(meta, name=f"{cfg.name}-seed{seed}"))
+
+
+def read_scores(run_dir: Path) -> dict[str, Any]:
+    """The run's ``scores.json``."""
+    return json.loads((run_dir / "scores.json").read_text())
