@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -51,9 +52,22 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (sorted keys, NaN refused)."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n")
+    """Write JSON atomically (sorted keys); a non-finite number (the score of a constant
+    prediction under a correlation metric) is written as null."""
+    text = json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False, default=str)
+    write_text(path, text + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -94,6 +108,9 @@ class RunMeta:
     train_file: str
     config_hash: str  # train hash of a run; hash of the members and method for a blend
     sample_submission_file: str = "sample_submission.csv"
+    # trained on pseudo-labels that leak validation labels (its CV is optimistic); a later
+    # round that uses this run as its source inherits the leak
+    leaky: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""

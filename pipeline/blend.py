@@ -42,6 +42,7 @@ from pipeline.ensemble import (
     BLENDERS,
     POSTPROCESS_FILE,
     Blender,
+    NestedCV,
     PostProcess,
     WeightedBlender,
     build_blender,
@@ -50,8 +51,8 @@ from pipeline.ensemble import (
     format_report,
     nested_cv,
 )
-from pipeline.errors import DataError
-from pipeline.metrics import Metric, get_metric
+from pipeline.errors import ConfigError, DataError
+from pipeline.metrics import METRICS, Metric, get_metric
 
 logger = logging.getLogger("pipeline.blend")
 
@@ -138,9 +139,15 @@ def _check_same(folder: Path, first: Path, what: str, mine: pd.Series, ref: pd.S
 
 
 def blend_hash(members: Members, method: str, params: dict[str, Any]) -> str:
-    """Identity of a blend: member names and hashes, method and parameters."""
+    """Identity of a blend: member names, the content of their predictions, method and
+    parameters. Content, not the members' training hashes: re-predicting a member (a new
+    TTA) changes its predictions without retraining, and the blend must follow."""
+    content = hashlib.sha256()
+    for part in (members.oof, members.test, members.folds):
+        content.update(np.ascontiguousarray(part).tobytes())
     data = {
-        "members": list(zip(members.names, members.config_hashes, strict=True)),
+        "members": members.names,
+        "predictions": content.hexdigest(),
         "method": method,
         "params": params,
     }
@@ -179,15 +186,10 @@ def _weights_report(blender: Blender, names: list[str], method: str) -> dict[str
     return report
 
 
-def _postprocess_report(
-    pp: PostProcess, y: np.ndarray, held_out: np.ndarray, folds: np.ndarray, task: str
-) -> dict[str, Any]:
-    """Scores of the tuned rule: in-sample, and nested (tuned on the other folds' held-out)."""
-    per_fold = {}
-    for f in np.unique(folds):
-        inner = fit_postprocess(task, pp.metric, y[folds != f], held_out[folds != f])
-        assert inner is not None  # same task and metric as pp
-        per_fold[str(f)] = inner.evaluate(y[folds == f], held_out[folds == f])
+def _postprocess_report(pp: PostProcess, nested: NestedCV) -> dict[str, Any]:
+    """Scores of the tuned rule: in-sample, and nested (each fold's rule tuned, with its
+    blender, without that fold's labels)."""
+    per_fold = nested.postprocessed or {}
     return {
         "default_score": pp.default_score,
         "in_sample": pp.score,
@@ -225,6 +227,7 @@ def run(
     """
     members = load_members(runs)
     meta, params = members.meta, dict(params or {})
+    _check_blender_fits_metric(method, meta.metric)
     settings = {"n_trials": n_trials, "seed": seed}
     config_hash = blend_hash(members, method, {**settings, **params})
     name = name or f"{method}-{config_hash[:8]}"
@@ -240,31 +243,46 @@ def run(
     if len(y) != members.oof.shape[1]:
         raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}")
 
-    cv, oof, test, held_out = _fit_and_score(blender, members, y, method)
+    cv, oof, test, nested = _fit_and_score(blender, members, y, method)
     pp = fit_postprocess(meta.task, meta.metric, y, oof)
     if pp is not None:
-        cv["postprocess"] = _postprocess_report(pp, y, held_out, members.folds, meta.task)
+        cv["postprocess"] = _postprocess_report(pp, nested)
     weights = _weights_report(blender, members.names, method)
     diversity = diversity_report(members.names, members.oof, y, get_metric(meta.metric))
     _write_blend(folder, members, oof, test, cv, weights, diversity, pp)
-    write_meta(folder, dataclasses.replace(meta, name=name, config_hash=config_hash))
+    leaky = any(read_meta(Path(r)).leaky for r in runs)  # a leaky member's CV is optimistic
+    write_meta(folder, dataclasses.replace(meta, name=name, config_hash=config_hash,
+                                           leaky=leaky))
     _log_report(folder, cv, weights)
     logger.info("%s", format_report(diversity))
     return folder
 
 
+def _check_blender_fits_metric(method: str, metric_name: str) -> None:
+    """Refuse an order-only blender (rank, power) under a metric that reads probabilities,
+    labels or values: its output would be submitted as if calibrated."""
+    metric = get_metric(metric_name)
+    if BLENDERS.get(method).order_only and not metric.order_only:
+        fits = [m for m in BLENDERS if not BLENDERS.get(m).order_only]
+        raise ConfigError(
+            f"blend method {method!r} outputs an order, not calibrated predictions; metric "
+            f"{metric_name!r} scores the predictions themselves. Use {', '.join(fits)}, or "
+            f"{method!r} under an order-based metric ("
+            f"{', '.join(m for m in METRICS if METRICS.get(m).order_only)})")
+
+
 def _fit_and_score(
     blender: Blender, members: Members, y: np.ndarray, method: str,
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, NestedCV]:
     """Fit the blender on the members' OOF. Returns the scores of cv.json (in-sample, nested
     CV re-tuned without each fold, each member, equal weights), the blend's OOF and test
-    predictions, and the nested CV's held-out predictions."""
+    predictions, and the nested CV."""
     metric, folds = get_metric(members.meta.metric), members.folds
     member_scores = {n: metric(y, p) for n, p in zip(members.names, members.oof, strict=True)}
     equal = metric(y, members.oof.mean(axis=0))
     blender.fit(members.oof, y, folds)
     oof, test = blender.oof_, blender.predict(members.test)
-    nested = nested_cv(blender, members.oof, y, folds, metric)
+    nested = nested_cv(blender, members.oof, y, folds, metric, members.meta.task)
     best = (max if metric.greater_is_better else min)(member_scores, key=member_scores.get)
     cv = {
         "metric": metric.name,
@@ -276,7 +294,7 @@ def _fit_and_score(
         "best_member": {"name": best, "score": member_scores[best]},
         "equal_weights": equal,
     }
-    return cv, oof, test, nested.held_out
+    return cv, oof, test, nested
 
 
 def _write_blend(folder: Path, members: Members, oof: np.ndarray, test: np.ndarray,

@@ -141,6 +141,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import folds, submit, train
     from pipeline.competition import load_competition
+    from pipeline.runs import read_scores
 
     cfg = _load(args)
     comp = load_competition(cfg.competition)
@@ -148,6 +149,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     score = train.run(cfg, comp)
     path = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir)
     print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
+    last = read_scores(cfg.run_dir)["scores"].get("oof_last_epoch")
+    if last is not None and cfg.train.checkpoint == "best":
+        print(f"{cfg.name}: CV of the last epochs = {last:.5f} (the best-epoch CV above was "
+              "chosen on the same rows: optimistic)")
     print(f"submission: {path}")
     return 0
 

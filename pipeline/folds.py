@@ -1,4 +1,5 @@
-"""Folds stage: seeded splitters -> ``folds/<name>.csv`` (id, fold), shared by every model."""
+"""Folds stage: seeded splitters -> ``folds/<name>.csv`` (id, fold), shared by every model,
+with ``folds/<name>.json`` recording what shaped it (scheme, seed, target, group column)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import write_csv
+from pipeline.artifacts import write_csv, write_json
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
-from pipeline.data.splits import make_folds, read_folds
+from pipeline.data.splits import check_spec, folds_spec, make_folds, read_folds, spec_path
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +21,14 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     """Write the folds file unless a valid one exists; return its path."""
     comp = comp or load_competition(cfg.competition)
     path = cfg.folds_file
+    spec = folds_spec(comp, cfg.folds)
     if path.is_file():
+        check_spec(path, spec)
         read_folds(path, comp, cfg.folds.n_splits)
         log.debug("folds: %s exists and matches the train ids; kept", path)
         return path
     folds = make_folds(comp, cfg.folds)
+    write_json(spec_path(path), spec)  # first: a CSV never exists without its spec
     write_csv(path, pd.DataFrame({cfg.competition.id_column: comp.train[cfg.competition.id_column],
                                   "fold": folds}))
     sizes = np.bincount(folds).tolist()

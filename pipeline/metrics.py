@@ -10,6 +10,7 @@ Every metric takes the encoded targets and the prediction matrix of the artifact
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,10 @@ class Metric:
     greater_is_better: bool
     tasks: tuple[str, ...]
     needs_labels: bool = False  # scored on hard labels: the submission gets labels too
+    top_k: int | None = None  # scored on the k best-ranked classes: a submission lists k labels
+    # the score depends only on the order of the predictions (ROC AUC, Spearman, MAP@k), so
+    # blends that output an order rather than probabilities or values (rank averaging) fit it
+    order_only: bool = False
 
     def __call__(self, y: np.ndarray, p: np.ndarray) -> float:
         return float(self.fn(np.asarray(y), np.asarray(p)))
@@ -49,11 +54,13 @@ METRICS: Registry[Metric] = Registry("metric")
 
 
 def _register(
-    name: str, greater_is_better: bool, tasks: tuple[str, ...], needs_labels: bool = False
+    name: str, greater_is_better: bool, tasks: tuple[str, ...], needs_labels: bool = False,
+    order_only: bool = False,
 ) -> Callable[[MetricFn], MetricFn]:
     def decorator(fn: MetricFn) -> MetricFn:
         doc = (fn.__doc__ or name).strip().splitlines()[0]
-        METRICS.add(name, Metric(name, fn, greater_is_better, tasks, needs_labels), doc)
+        METRICS.add(name, Metric(name, fn, greater_is_better, tasks, needs_labels,
+                                 order_only=order_only), doc)
         return fn
 
     return decorator
@@ -141,12 +148,23 @@ def recall(y: np.ndarray, p: np.ndarray) -> float:
     return skm.recall_score(t.ravel(), h.ravel(), zero_division=0)
 
 
-@_register("map@3", True, ("multiclass",))
-def map_at_3(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean average precision of the top-3 ranked classes (one true class per row)."""
-    top = np.argsort(-p, axis=1)[:, :3]
+def top_classes(p: np.ndarray, k: int) -> np.ndarray:
+    """Indices of each row's ``k`` most probable classes, best first (ties: lower index)."""
+    return np.argsort(-p, axis=1, kind="stable")[:, :k]
+
+
+def map_at_k(y: np.ndarray, p: np.ndarray, k: int) -> float:
+    """Mean average precision of the top-``k`` ranked classes (one true class per row)."""
+    top = top_classes(p, k)
     hits = top == y[:, None]
-    return float((hits / np.arange(1, 4)[None, : top.shape[1]]).sum(axis=1).mean())
+    return float((hits / np.arange(1, k + 1)[None, : top.shape[1]]).sum(axis=1).mean())
+
+
+# MAP@k as Kaggle competitions set it (MAP@3, @5, @7, @12, ...); the submission lists k labels
+for _k in (1, 2, 3, 5, 7, 10, 12):
+    METRICS.add(f"map@{_k}", Metric(f"map@{_k}", functools.partial(map_at_k, k=_k), True,
+                                    ("multiclass",), top_k=_k, order_only=True),
+                f"Mean average precision of the top-{_k} ranked classes (one true class per row).")
 
 
 @_register("mcc", True, ("binary", "multiclass"), needs_labels=True)
@@ -159,10 +177,13 @@ def mcc(y: np.ndarray, p: np.ndarray) -> float:
 @_register("qwk", True, ("multiclass",), needs_labels=True)
 def qwk(y: np.ndarray, p: np.ndarray) -> float:
     """Quadratic weighted kappa over ordered classes."""
-    return skm.cohen_kappa_score(y, p.argmax(axis=1), weights="quadratic")
+    # every class of the prediction layout counts, also one absent from this fold's labels and
+    # predictions: the quadratic weights depend on the whole range
+    return skm.cohen_kappa_score(y, p.argmax(axis=1), weights="quadratic",
+                                 labels=np.arange(p.shape[1]))
 
 
-@_register("roc_auc", True, CLASSIFICATION)
+@_register("roc_auc", True, CLASSIFICATION, order_only=True)
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC; one-vs-rest macro for multiclass, macro over labels for multilabel."""
     if _is_multiclass(y):
@@ -172,7 +193,7 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     return skm.roc_auc_score(y, p, average="macro")
 
 
-@_register("average_precision", True, ("binary", "multilabel"))
+@_register("average_precision", True, ("binary", "multilabel"), order_only=True)
 def average_precision(y: np.ndarray, p: np.ndarray) -> float:
     """Area under the precision-recall curve (macro over labels)."""
     return skm.average_precision_score(y, p, average="macro")
@@ -226,7 +247,7 @@ def pearson(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean([np.corrcoef(y[:, j], p[:, j])[0, 1] for j in range(y.shape[1])]))
 
 
-@_register("spearman", True, ("regression",))
+@_register("spearman", True, ("regression",), order_only=True)
 def spearman(y: np.ndarray, p: np.ndarray) -> float:
     """Spearman rank correlation, averaged over targets."""
     from scipy.stats import spearmanr

@@ -34,11 +34,14 @@ def expand_pairs(config_path: str | Path, out_dir: str | Path | None = None) -> 
     if len(encoders) < 3:
         raise ConfigError(f"{path}: 'model.encoders' needs 3 or more encoders to pair up")
     out = Path(out_dir) if out_dir is not None else path.parent
-    written = []
+    pairs = []
     for a, b in itertools.combinations(encoders, 2):
         pair = {**data, "name": f"{data['name']}--{_short(a['name'])}--{_short(b['name'])}",
                 "model": {**data["model"], "encoders": [a, b]}}
-        build_config(pair, str(path))
+        build_config(pair, str(path))  # every pair is checked before any file is written
+        pairs.append(pair)
+    written = []
+    for pair in pairs:
         target = out / f"{pair['name']}.yaml"
         write_text(target, yaml.safe_dump(pair, sort_keys=False))
         written.append(target)

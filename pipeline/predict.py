@@ -10,7 +10,7 @@ import logging
 
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
-from pipeline.engine.trainer import build_accelerator
+from pipeline.engine.accelerator import build_accelerator
 from pipeline.errors import DataError
 from pipeline.jobs import predict_fold
 from pipeline.models.network import build_tokenizer

@@ -30,6 +30,32 @@ from pipeline.runs import pseudo_path
 log = logging.getLogger(__name__)
 
 
+def source_leaky(cfg: ExperimentConfig) -> bool:
+    """Whether the pseudo-labels of ``cfg`` leak validation labels: the source has no
+    per-fold test predictions (a blend), or was itself trained with leaky pseudo-labels (the
+    leak carries over rounds). A leaky source is refused unless ``pseudo.allow_leak``."""
+    assert cfg.pseudo is not None
+    source = Path(cfg.pseudo.source)
+    meta = read_meta(source)
+    if not (source / "test_folds.parquet").is_file():
+        why = ("has no per-fold test predictions (a blend?): its labels come from models that "
+               "saw every fold")
+    elif meta.leaky:
+        why = ("was trained with leaky pseudo-labels ('pseudo.allow_leak'): its fold-k models "
+               "learnt from labels made by models that saw fold k")
+    else:
+        return False
+    if not cfg.pseudo.allow_leak:
+        raise ConfigError(
+            f"'pseudo.source' {source} {why}, so each fold's model would learn its own "
+            "validation labels and CV would be inflated. Use a leak-free run as the source, "
+            "or set 'pseudo.allow_leak: true' to accept the leak"
+        )
+    log.warning("pseudo: LEAKY setup: %s %s; this run's CV will be optimistic and the run is "
+                "marked leaky in its run.json", source, why)
+    return True
+
+
 def _source_predictions(cfg: ExperimentConfig, comp: Competition) -> dict[int, np.ndarray]:
     """Test predictions per fold of this run: the source's fold-k models for fold k."""
     assert cfg.pseudo is not None
@@ -56,15 +82,6 @@ def _source_predictions(cfg: ExperimentConfig, comp: Competition) -> dict[int, n
             part = frame[frame["fold"] == fold].groupby(id_col)[cols].mean()
             out[fold] = part.loc[test_ids].to_numpy(dtype=np.float64)
         return out
-    if not cfg.pseudo.allow_leak:
-        raise ConfigError(
-            f"'pseudo.source' {source} has no per-fold test predictions (a blend?): its "
-            "labels come from models that saw every fold, so each fold's model would learn "
-            "its own validation labels and CV would be inflated. Use a run as the source, "
-            "or set 'pseudo.allow_leak: true' to accept the leak"
-        )
-    log.warning("pseudo: LEAKY setup: %s's labels come from models that saw every fold; "
-                "this run's CV will be optimistic", source)
     test = pd.read_parquet(source / "test.parquet")
     test[id_col] = test[id_col].astype(str)
     p = test.set_index(id_col).loc[test_ids, cols].to_numpy(dtype=np.float64)
@@ -77,7 +94,7 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
         raise ConfigError(f"config {cfg.name!r} has no 'pseudo' section")
     comp = comp or load_competition(cfg.competition)
     id_col, cols = cfg.competition.id_column, comp.pred_columns
-    leaky = not (Path(cfg.pseudo.source) / "test_folds.parquet").is_file()
+    leaky = source_leaky(cfg)
     summary = {}
     for fold, p in _source_predictions(cfg, comp).items():
         rows, labels = select(p, cfg.competition.task, cfg.pseudo)

@@ -34,6 +34,10 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric
 
 log = logging.getLogger(__name__)
+LAST_EPOCH_OOF = "oof_last_epoch.parquet"  # a network fold's last-epoch held-out predictions
+# What a fold folder holds, by release: 2 = inputs from the shared scikit-learn column
+# encoder. A fold of another format is trained again rather than read with the wrong inputs.
+FOLD_FORMAT = 2
 
 
 def fold_dir(cfg: ExperimentConfig, seed: int, fold: int) -> Path:
@@ -54,7 +58,10 @@ def pseudo_path(cfg: ExperimentConfig, fold: int) -> Path:
 def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     """Whether the fold finished training under this config."""
     path = fold_dir(cfg, seed, fold) / "metrics.json"
-    return path.is_file() and read_json(path).get("config_hash") == cfg.train_hash()
+    if not path.is_file():
+        return False
+    done = read_json(path)
+    return done.get("config_hash") == cfg.train_hash() and done.get("format") == FOLD_FORMAT
 
 
 def prediction_hash(cfg: ExperimentConfig) -> str:
@@ -75,8 +82,9 @@ def load_folds(cfg: ExperimentConfig, comp: Competition) -> np.ndarray:
     return read_folds(path, comp, cfg.folds.n_splits)
 
 
-def prepare_run_dir(cfg: ExperimentConfig, comp: Competition) -> RunMeta:
-    """Create the run folder with its config snapshot; refuse one made by another config."""
+def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = False) -> RunMeta:
+    """Create the run folder with its config snapshot; refuse one made by another config.
+    ``leaky``: the run trains on pseudo-labels that leak validation labels."""
     run_dir = cfg.run_dir
     meta = RunMeta(
         name=cfg.name, task=cfg.competition.task, metric=cfg.competition.metric,
@@ -84,7 +92,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition) -> RunMeta:
         classes=comp.classes, pred_columns=comp.pred_columns, folds_file=str(cfg.folds_file),
         competition_dir=str(cfg.competition.dir), train_file=cfg.competition.train_file,
         config_hash=cfg.train_hash(),
-        sample_submission_file=cfg.competition.sample_submission_file,
+        sample_submission_file=cfg.competition.sample_submission_file, leaky=leaky,
     )
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
@@ -147,6 +155,9 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     oof_mean = oof_sum / len(cfg.train.seeds)
     overall = metric(y, oof_mean)
     scores["oof"] = overall
+    last = _last_epoch_oof(cfg, comp, folds)
+    if last is not None:
+        scores["oof_last_epoch"] = metric(y, last)
     oof_frame = _predictions_frame(comp.train[id_col].to_numpy(), oof_mean, cols, id_col, folds)
     test_folds = pd.concat(test_parts, ignore_index=True)
     test_mean = test_folds.groupby(id_col, sort=False)[cols].mean()
@@ -159,7 +170,31 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
                                          "scores": scores})
     log.info("%s: OOF %s %.5f (%d seed(s) x %d folds) -> %s", cfg.name, metric.name, overall,
              len(cfg.train.seeds), cfg.folds.n_splits, run_dir)
+    if last is not None and cfg.train.checkpoint == "best":
+        log.info("%s: OOF %s of the last epochs %.5f; the best epochs' score above was chosen "
+                 "on the same rows, so it is the optimistic one", cfg.name, metric.name,
+                 scores["oof_last_epoch"])
     return overall
+
+
+def _last_epoch_oof(cfg: ExperimentConfig, comp: Competition,
+                    folds: np.ndarray) -> np.ndarray | None:
+    """Mean over seeds of the last-epoch OOF predictions, or None when a fold has none (a
+    scikit-learn model, or a fold trained by an older release)."""
+    cols, id_col = comp.pred_columns, cfg.competition.id_column
+    total = np.zeros((len(comp.train), len(cols)))
+    for seed in cfg.train.seeds:
+        for fold in range(cfg.folds.n_splits):
+            path = fold_dir(cfg, seed, fold) / LAST_EPOCH_OOF
+            if not path.is_file():
+                return None
+            part = pd.read_parquet(path)
+            rows = np.flatnonzero(folds == fold)
+            if part[id_col].astype(str).tolist() != comp.train[id_col].iloc[rows].astype(
+                    str).tolist():
+                raise DataError(f"{path} holds other ids than fold {fold}")
+            total[rows] += part[cols].to_numpy(dtype=np.float64)
+    return total / len(cfg.train.seeds)
 
 
 def _predictions_frame(ids: np.ndarray, values: np.ndarray, cols: list[str], id_col: str,

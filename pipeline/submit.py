@@ -3,7 +3,8 @@
 The file has exactly the ids, columns and row order of ``sample_submission.csv``. The format
 follows the sample: one column per class gets probabilities; a single label column of a
 classification task gets the predicted class in the train set's own label values when the
-metric scores labels (accuracy, F1, ...), else the probability; regression gets the values.
+metric scores labels (accuracy, F1, ...), the k best classes separated by spaces under a
+ranking metric (MAP@k), else the probability; regression gets the values.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 from pipeline.artifacts import RunMeta, load_predictions, write_csv
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
-from pipeline.metrics import get_metric, hard_labels
+from pipeline.metrics import get_metric, hard_labels, top_classes
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
     elif columns == list(meta.target_columns):
         if meta.task == "regression":
             out[columns] = p
+        elif meta.task == "multiclass" and metric.top_k:
+            # a ranking metric (MAP@k) scores the k best classes, space-separated, best first
+            out[columns[0]] = [" ".join(str(meta.classes[int(j)]) for j in row)
+                               for row in top_classes(p, metric.top_k)]
         elif meta.task in ("binary", "multiclass") and (
             metric.needs_labels or meta.task == "multiclass"
         ):

@@ -14,10 +14,14 @@ from pipeline import pseudo as pseudo_stage
 from pipeline.artifacts import write_json
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
-from pipeline.engine.trainer import build_accelerator
+from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
+from pipeline.engine.accelerator import build_accelerator
+from pipeline.engine.recipe import recipe_warnings
+from pipeline.errors import ConfigError
 from pipeline.jobs import predict_fold, train_network_fold, train_sklearn_fold
 from pipeline.models.network import build_tokenizer
 from pipeline.runs import (
+    FOLD_FORMAT,
     fold_complete,
     fold_dir,
     fold_label,
@@ -46,7 +50,7 @@ def run_fold(
             result = train_network_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
             predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
         write_json(fold_dir(cfg, seed, fold) / "metrics.json",
-                   {"config_hash": cfg.train_hash(), **result})
+                   {"config_hash": cfg.train_hash(), "format": FOLD_FORMAT, **result})
     if not cfg.model.is_sklearn and not predictions_current(cfg, seed, fold):
         assert accelerator is not None
         predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
@@ -56,8 +60,15 @@ def run_fold(
 def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     """Train every (seed, fold) not yet complete and gather the run; returns the OOF score."""
     comp = comp or load_competition(cfg.competition)
+    problem = None if cfg.model.is_sklearn else cfg.train.outputs_mismatch(comp.n_outputs)
+    if problem is not None:  # known only once the classes are read; refused before any work
+        raise ConfigError(problem)
+    # a refused pseudo source stops the run before anything is written
+    leaky = pseudo_stage.source_leaky(cfg) if cfg.pseudo is not None else False
+    if "tabular" in cfg.model.modalities:
+        _warn_unseen_categories(cfg, comp)
     folds = load_folds(cfg, comp)
-    prepare_run_dir(cfg, comp)
+    prepare_run_dir(cfg, comp, leaky)
     if cfg.pseudo is not None:
         pseudo_stage.run(cfg, comp)
     accelerator = None if cfg.model.is_sklearn else build_accelerator(cfg.train.mixed_precision)
@@ -65,7 +76,21 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     if accelerator is not None:
         log.info("%s: training on %s (mixed precision: %s)", cfg.name, accelerator.device,
                  accelerator.mixed_precision)
+        rows = len(comp.train) * (cfg.folds.n_splits - 1) // cfg.folds.n_splits
+        for note in recipe_warnings(cfg.train, rows):
+            log.warning("%s: %s", cfg.name, note)
     for seed in cfg.train.seeds:
         for fold in range(cfg.folds.n_splits):
             run_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
     return gather(cfg, comp, folds)
+
+
+def _warn_unseen_categories(cfg: ExperimentConfig, comp: Competition) -> None:
+    """Say which categorical columns have many test values that train never shows: those rows
+    all get the 'unknown' code, and CV (train rows only) cannot see what that costs."""
+    shares = unseen_shares(comp.train, comp.test, comp.categorical_columns)
+    for column, share in shares.items():
+        if share > UNSEEN_WARN_SHARE:
+            log.warning("%s: %.0f%% of the test rows' values of categorical column %r never "
+                        "occur in train; they are encoded as unknown", cfg.name, 100 * share,
+                        column)

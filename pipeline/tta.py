@@ -4,8 +4,9 @@ A transform either maps a model-input batch (a dict of tensors) to an augmented 
 (image flips, rotations, zoom, brightness; tabular noise) or changes how inputs are made
 (text truncation). Classification and regression outputs are invariant to these transforms,
 so there is nothing to de-augment; the predictions of all transforms (the identity
-included) are merged by a reduction: ``mean``, ``gmean`` (geometric, renormalised per row
-for multiclass) or ``median``.
+included) are merged by a reduction: ``mean``, ``gmean`` (geometric mean of class
+probabilities, or mean of logits for sigmoid outputs) or ``median`` (renormalised per row
+for multiclass).
 """
 
 from __future__ import annotations
@@ -123,14 +124,25 @@ def tta_transforms(names: list[str]) -> list[tuple[str, TTATransform]]:
 def reduce_predictions(stack: np.ndarray, how: str, task: str) -> np.ndarray:
     """Merge ``(transforms, rows, columns)`` predictions into ``(rows, columns)``.
 
+    ``gmean`` is the geometric mean of class probabilities renormalised per row for
+    multiclass, and the mean of the logits for sigmoid outputs (binary, multilabel), so a
+    label's probability and its complement are treated alike: 0.2 and 0.8 merge to 0.5.
+    ``median`` rows are renormalised for multiclass, so probabilities still sum to one.
+
     >>> reduce_predictions(np.array([[[0.2]], [[0.8]]]), "gmean", "binary").round(2).tolist()
-    [[0.4]]
+    [[0.5]]
     """
     if how == "mean":
         return stack.mean(axis=0)
     if how == "median":
-        return np.median(stack, axis=0)
-    merged = np.exp(np.log(np.clip(stack, 1e-12, None)).mean(axis=0))
+        merged = np.median(stack, axis=0)
+        return _renormalised(merged) if task == "multiclass" else merged
+    clipped = np.clip(stack, 1e-12, 1 - 1e-12)
     if task == "multiclass":
-        merged = merged / merged.sum(axis=1, keepdims=True)
-    return merged
+        return _renormalised(np.exp(np.log(clipped).mean(axis=0)))
+    logits = (np.log(clipped) - np.log1p(-clipped)).mean(axis=0)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _renormalised(p: np.ndarray) -> np.ndarray:
+    return p / p.sum(axis=1, keepdims=True)

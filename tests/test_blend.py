@@ -19,23 +19,24 @@ from pipeline.artifacts import (
     write_meta,
     write_parquet,
 )
+from pipeline.ensemble import load_postprocess
+from pipeline.errors import ConfigError
 from pipeline.metrics import get_metric
-from pipeline.postprocess import load_postprocess
 
 N_TRAIN, N_TEST, N_FOLDS = 400, 120, 4
 CLASSES = ["ant", "bee", "cat"]
 
 
 def _meta(tmp_path: Path, name: str, task: str, metric: str) -> RunMeta:
-    binary = task == "binary"
+    one_column = task in ("binary", "regression")
     return RunMeta(
         name=name,
         task=task,
         metric=metric,
         id_column="id",
         target_columns=["label"],
-        classes=["no", "yes"] if binary else CLASSES,
-        pred_columns=["label"] if binary else CLASSES,
+        classes={"binary": ["no", "yes"], "regression": []}.get(task, CLASSES),
+        pred_columns=["label"] if one_column else CLASSES,
         folds_file=str(tmp_path / "folds" / "kfold.csv"),
         competition_dir=str(tmp_path / "comp"),
         train_file="train.csv",
@@ -46,12 +47,16 @@ def _meta(tmp_path: Path, name: str, task: str, metric: str) -> RunMeta:
 def make_competition(
     tmp_path: Path, task: str, metric: str, qualities: list[float], seed: int = 0
 ) -> tuple[list[Path], np.ndarray]:
-    """A competition folder with train.csv and one run folder per member quality."""
+    """A competition folder with train.csv and one run folder per member quality
+    (regression: non-negative targets and predictions)."""
     rng = np.random.default_rng(seed)
-    c = 1 if task == "binary" else len(CLASSES)
+    c = 1 if task in ("binary", "regression") else len(CLASSES)
     y_idx = rng.integers(0, 2 if task == "binary" else c, N_TRAIN)
     ids = rng.permutation(10_000)[:N_TRAIN] + 1
-    labels = np.array(["no", "yes"] if task == "binary" else CLASSES)[y_idx]
+    if task == "regression":
+        labels = rng.gamma(2.0, 1.0, N_TRAIN)
+    else:
+        labels = np.array(["no", "yes"] if task == "binary" else CLASSES)[y_idx]
     comp = tmp_path / "comp"
     comp.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"id": ids, "label": labels}).to_csv(comp / "train.csv", index=False)
@@ -63,6 +68,9 @@ def make_competition(
         if task == "binary":
             oof = 1 / (1 + np.exp(-(q * (2 * y_idx - 1) + rng.normal(size=N_TRAIN))))[:, None]
             test = rng.random((N_TEST, 1))
+        elif task == "regression":
+            oof = np.abs(labels + rng.normal(scale=1.0 / (q + 0.2), size=N_TRAIN))[:, None]
+            test = rng.gamma(2.0, 1.0, (N_TEST, 1))
         else:
             logits = q * np.eye(c)[y_idx] + rng.normal(size=(N_TRAIN, c))
             oof = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -77,6 +85,8 @@ def make_competition(
         write_parquet(folder / "oof.parquet", oof_frame)
         write_parquet(folder / "test.parquet", test_frame)
         runs.append(folder)
+    if task == "regression":
+        return runs, labels[:, None]
     y = y_idx if task == "multiclass" else y_idx.astype(np.float64)[:, None]
     return runs, y
 
@@ -207,3 +217,199 @@ def test_needs_two_distinct_runs(tmp_path, binary_runs) -> None:
         blend.run(runs, method="hillclimb", blends_dir=tmp_path, targets=y)
     with pytest.raises(ValueError, match="unknown parameter"):
         blend.run(runs, method="rank", blends_dir=tmp_path, targets=y, params={"power": 3})
+
+
+# --- issue 12 item 7: a blend follows its members' predictions, not only their configs -----
+
+
+def _members_test(runs: list[Path]) -> np.ndarray:
+    return np.stack([load_predictions(r).test_matrix for r in runs])
+
+
+@pytest.mark.parametrize("part", ["test", "oof"])
+def test_changed_member_predictions_redo_the_blend(tmp_path, binary_runs, part) -> None:
+    """issue 12 item 7: re-predicting a member (a new TTA rewrites its predictions but not
+    its training hash) redoes a blend of the same name; unchanged members skip it."""
+    runs, y = binary_runs
+    kw = {"name": "b", "blends_dir": tmp_path / "blends", "targets": y, "method": "hill_climb",
+          "params": {"n_iter": 6}}
+    folder = blend.run(runs, **kw)
+    stamp = (folder / "cv.json").stat().st_mtime_ns
+    first = read_meta(folder).config_hash
+    blend.run(runs, **kw)
+    assert (folder / "cv.json").stat().st_mtime_ns == stamp  # up to date: skipped
+    first_weights = read_json(folder / "weights.json")["weights"]
+    # the strongest member's predictions change as a re-predict would change them; its
+    # run.json (training hash included) stays as it was
+    if part == "test":
+        _rewrite(runs[0], "test", lambda d: d.assign(label=d["label"] ** 2))
+    else:  # its OOF becomes noise: the tuned weights must move away from it
+        noise = np.random.default_rng(5).random(N_TRAIN)
+        _rewrite(runs[0], "oof", lambda d: d.assign(label=noise))
+    blend.run(runs, **kw)
+    assert read_meta(folder).config_hash != first
+    assert (folder / "cv.json").stat().st_mtime_ns != stamp
+    weights = read_json(folder / "weights.json")["weights"]
+    if part == "oof":
+        assert weights["m0"] < first_weights["m0"]
+    # the blend's test predictions are the new members' test predictions under its weights
+    w = np.array([weights[f"m{i}"] for i in range(len(runs))])
+    np.testing.assert_allclose(load_predictions(folder).test_matrix,
+                               np.einsum("m,mnc->nc", w, _members_test(runs)))
+
+
+def test_repredicting_a_member_with_tta_redoes_the_blend(competition_factory, tmp_path) -> None:
+    """issue 12 item 7, end to end: blend a run with another member, re-predict the run with
+    a TTA (predictions change, the training hash does not), blend again under the same name:
+    the blend is redone with the new predictions."""
+    import shutil
+
+    import torch
+
+    from pipeline import predict, train
+    from pipeline.config import build_config
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: extra threads only add synchronisation
+    try:
+        data = competition_factory("tabular", "binary", n_train=32, n_test=8)
+        data["train"]["epochs"] = 1
+        cfg = build_config(data)
+        train.run(cfg)
+        # a second member: the run's gathered files under another name (one training only)
+        other = tmp_path / "other"
+        other.mkdir()
+        for name in ("run.json", "oof.parquet", "test.parquet"):
+            shutil.copy(cfg.run_dir / name, other / name)
+        members = [cfg.run_dir, other]
+        kw = {"method": "mean", "name": "b", "blends_dir": tmp_path / "blends"}
+        folder = blend.run(members, **kw)
+        before = load_predictions(folder).test_matrix
+        tta = build_config({**data, "predict": {"tta": ["noise"]}})
+        assert tta.train_hash() == cfg.train_hash()
+        predict.run(tta)
+        blend.run(members, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    after = load_predictions(folder).test_matrix
+    assert not np.allclose(after, before)
+    np.testing.assert_allclose(after, _members_test(members).mean(axis=0))
+
+
+def test_the_test_blend_uses_the_weights_fitted_on_the_oof(tmp_path, binary_runs) -> None:
+    """issue 12 blender invariants, at the stage: the written test blend is the members'
+    test predictions under the weights in weights.json, and the OOF blend under the same."""
+    runs, y = binary_runs
+    folder = blend.run(runs, method="optuna", name="o", blends_dir=tmp_path, targets=y,
+                       n_trials=12)
+    weights = read_json(folder / "weights.json")["weights"]
+    w = np.array([weights[f"m{i}"] for i in range(len(runs))])
+    assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
+    pred = load_predictions(folder)
+    oof = np.stack([load_predictions(r).oof_matrix for r in runs])
+    np.testing.assert_allclose(pred.oof_matrix, np.einsum("m,mnc->nc", w, oof))
+    np.testing.assert_allclose(pred.test_matrix, np.einsum("m,mnc->nc", w, _members_test(runs)))
+
+
+# --- issue 12 item 16: the nested post-processing score is honest ---------------------------
+
+
+def test_nested_postprocess_score_is_tuned_without_the_held_out_fold(tmp_path) -> None:
+    """issue 12 item 16: cv.json's nested post-processing score of each fold comes from a
+    rule tuned on the inner blend of the other folds (its blender never saw the fold), not
+    on the other folds' held-out predictions, whose blenders were fitted on the fold."""
+    from sklearn.base import clone
+
+    from pipeline.ensemble import build_blender, fit_postprocess
+
+    runs, y = make_competition(tmp_path, "binary", "accuracy", [1.0, 0.8, 0.5, 0.0], seed=1)
+    folder = blend.run(runs, method="hill_climb", name="h", blends_dir=tmp_path / "blends",
+                       targets=y, params={"n_iter": 10})
+    reported = read_json(folder / "cv.json")["postprocess"]["nested"]
+    oof = np.stack([load_predictions(r).oof_matrix for r in runs])
+    folds = load_predictions(runs[0]).oof["fold"].to_numpy()
+    blender = build_blender("hill_climb", metric="accuracy", seed=0, n_iter=10)
+    inner = {f: clone(blender).fit(oof[:, folds != f], y[folds != f], folds[folds != f])
+             for f in range(N_FOLDS)}
+    held_out = np.zeros_like(y)
+    for f, model in inner.items():
+        held_out[folds == f] = model.predict(oof[:, folds == f])
+    honest, leaked = {}, {}
+    for f, model in inner.items():
+        train, held = folds != f, folds == f
+        rule = fit_postprocess("binary", "accuracy", y[train], model.oof_)
+        honest[str(f)] = rule.evaluate(y[held], held_out[held])
+        # what tuning on the held-out predictions of blenders fitted on fold f gives
+        rule = fit_postprocess("binary", "accuracy", y[train], held_out[train])
+        leaked[str(f)] = rule.evaluate(y[held], held_out[held])
+    assert reported["per_fold"] == pytest.approx(honest)
+    assert reported["mean"] == pytest.approx(np.mean(list(honest.values())))
+    # in this case the leak is visible: it flatters the score
+    assert np.mean(list(leaked.values())) > reported["mean"] + 0.02
+
+
+# --- issue 12 item 19: rank and power only under metrics that read the order ---------------
+
+
+@pytest.mark.parametrize(("task", "metric"),
+                         [("binary", "log_loss"), ("multiclass", "accuracy"),
+                          ("regression", "rmse")])
+@pytest.mark.parametrize("method", ["rank", "power"])
+def test_order_only_blend_is_refused_under_a_value_metric(tmp_path, capsys, task, metric,
+                                                          method) -> None:
+    """issue 12 item 19: rank and power output an order, so a metric that scores the
+    predictions themselves refuses them: one line, exit status 2, no blend folder."""
+    from pipeline import cli
+
+    runs, _ = make_competition(tmp_path, task, metric, [1.0, 0.5])
+    blends = tmp_path / "blends"
+    code = cli.main(["blend", "--runs", *map(str, runs), "--method", method,
+                     "--blends-dir", str(blends)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert repr(method) in err and repr(metric) in err
+    assert not blends.exists()
+    with pytest.raises(ConfigError, match="outputs an order"):
+        blend.run(runs, method=method, blends_dir=blends)
+
+
+@pytest.mark.parametrize(("task", "metric"),
+                         [("binary", "roc_auc"), ("binary", "average_precision"),
+                          ("multiclass", "map@3"), ("regression", "spearman")])
+@pytest.mark.parametrize("method", ["rank", "power"])
+def test_order_only_blend_is_accepted_under_an_order_metric(tmp_path, capsys, task, metric,
+                                                            method) -> None:
+    """issue 12 item 19: under ROC AUC, average precision, MAP@k and Spearman (metrics that
+    read only the order) rank and power blend as before."""
+    from pipeline import cli
+
+    runs, y = make_competition(tmp_path, task, metric, [1.0, 0.5])
+    blends = tmp_path / "blends"
+    code = cli.main(["blend", "--runs", *map(str, runs), "--method", method,
+                     "--blends-dir", str(blends), "--name", "b"])
+    assert code == 0, capsys.readouterr().err
+    cv = read_json(blends / "b" / "cv.json")
+    assert cv["metric"] == metric
+    assert cv["in_sample"]["score"] == pytest.approx(
+        get_metric(metric)(y, load_predictions(blends / "b").oof_matrix))
+
+
+def test_every_blender_meets_the_metric_rule_of_the_stage(tmp_path) -> None:
+    """issue 12 item 19 / blender invariants: looping over BLENDERS, the blend stage refuses
+    exactly the order-only ones under log_loss and takes every one under roc_auc."""
+    from pipeline.ensemble import BLENDERS
+
+    loss_runs, y = make_competition(tmp_path / "loss", "binary", "log_loss", [1.0, 0.5])
+    auc_runs, _ = make_competition(tmp_path / "auc", "binary", "roc_auc", [1.0, 0.5])
+    for method in BLENDERS:
+        params = {"n_iter": 3} if method == "hill_climb" else {}
+        kw = {"method": method, "name": method, "targets": y, "n_trials": 4, "params": params}
+        if BLENDERS.get(method).order_only:
+            with pytest.raises(ConfigError, match=method):
+                blend.run(loss_runs, blends_dir=tmp_path / "loss_blends", **kw)
+        else:
+            assert (blend.run(loss_runs, blends_dir=tmp_path / "loss_blends", **kw)
+                    / "cv.json").is_file()
+        assert (blend.run(auc_runs, blends_dir=tmp_path / "auc_blends", **kw)
+                / "cv.json").is_file()

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.cli import main
 from pipeline.config import ExperimentConfig, apply_overrides, build_config, load_config
 from pipeline.errors import ConfigError
+from tests.test_competition import cli_config, expect_failure
 
 SKLEARN_LOGREG = {"name": "sklearn:sklearn.linear_model.LogisticRegression"}
 
@@ -224,17 +224,6 @@ def test_non_mapping_yaml_names_file(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
-def test_cli_reports_config_errors_with_exit_2(base: dict[str, Any], tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write_yaml(tmp_path / "exp.yaml", base)
-    assert main(["folds", str(path), "--set", "train.epocs=3"]) == 2
-    err = capsys.readouterr().err
-    assert str(path) in err and "'train.epocs'" in err and "'epochs'" in err
-    missing = tmp_path / "missing.yaml"
-    assert main(["folds", str(missing)]) == 2
-    assert str(missing) in capsys.readouterr().err
-
-
 # --- train hash ---------------------------------------------------------------------------
 
 
@@ -284,13 +273,15 @@ def test_group_scheme_needs_group_column(base: dict[str, Any], scheme: str) -> N
 
 def test_multilabel_scheme_needs_multilabel_task(base: dict[str, Any]) -> None:
     msg = _error(_with(base, "folds", scheme="multilabel"))
-    assert "'multilabel' needs 'competition.task' multilabel" in msg and "'binary'" in msg
+    assert "'folds.scheme' 'multilabel' does not split a 'binary' task" in msg
 
 
 def test_multilabel_task_refuses_stratified_scheme(competition_factory) -> None:
     data = competition_factory("tabular", "multilabel")
     data["folds"]["scheme"] = "stratified"
-    assert "must be 'multilabel'" in _error(data)
+    msg = _error(data)
+    assert "'folds.scheme' 'stratified' does not split a 'multilabel' task" in msg
+    assert "schemes for it: group, kfold, multilabel" in msg
     data["folds"]["scheme"] = "kfold"
     assert build_config(data).competition.task == "multilabel"
 
@@ -319,3 +310,11 @@ def test_sklearn_model_stands_alone(base: dict[str, Any]) -> None:
     data = copy.deepcopy(base)
     data["model"]["encoders"] = [SKLEARN_LOGREG, {"name": "mlp"}]
     assert "stands alone" in _error(data)
+
+
+def test_unknown_config_key(competition_factory, tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    cfg["train"]["epocs"] = 3
+    expect_failure(cfg, tmp_path, capsys, "{config}", "'train.epocs': unknown key",
+                   "Did you mean 'epochs'?", "Known here: seeds, epochs")

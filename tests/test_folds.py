@@ -1,7 +1,10 @@
-"""Fold schemes: disjoint and complete, stratified, groups kept whole, seeded; the folds stage."""
+"""The folds stage (pipeline/folds.py): writes folds/<name>.csv (id, fold) once, keeps a valid
+file, and refuses (through the CLI, writing nothing) a file made for other ids or columns.
+The splitting itself is tested in tests/data/test_splits.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,178 +13,11 @@ import pandas as pd
 import pytest
 
 from pipeline import folds as folds_stage
-from pipeline.competition import Competition, load_competition
-from pipeline.config import CompetitionConfig, FoldsConfig, build_config
+from pipeline.competition import load_competition
+from pipeline.config import build_config
+from pipeline.data.splits import make_folds, read_folds
 from pipeline.errors import DataError
-from pipeline.folds import make_folds, read_folds
-
-N = 240
-METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "multilabel": "roc_auc",
-          "regression": "rmse"}
-
-
-def _frame(task: str, seed: int = 0, groups: int = 0) -> tuple[pd.DataFrame, list[str]]:
-    """N train rows of ``task`` with an imbalanced target (and ``groups`` groups if > 0)."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"id": [f"t{i:05d}" for i in range(N)], "x": rng.normal(size=N)})
-    if task == "binary":
-        frame["label"] = rng.choice(["neg", "pos"], size=N, p=[0.8, 0.2])
-    elif task == "multiclass":
-        frame["label"] = rng.choice([0, 1, 2, 3], size=N, p=[0.5, 0.25, 0.15, 0.1])
-    elif task == "multilabel":
-        for j, rate in enumerate((0.5, 0.2, 0.08)):
-            frame[f"l{j}"] = (rng.random(N) < rate).astype(int)
-    else:
-        frame["label"] = rng.exponential(2.0, size=N)  # skewed: bins matter
-    if groups:
-        frame["group"] = rng.integers(0, groups, size=N)
-    targets = ["l0", "l1", "l2"] if task == "multilabel" else ["label"]
-    return frame, targets
-
-
-def _competition(root: Path, task: str, seed: int = 0, groups: int = 0) -> Competition:
-    frame, targets = _frame(task, seed, groups)
-    root.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(root / "train.csv", index=False)
-    test = pd.DataFrame({"id": ["q0", "q1"], "x": [0.0, 1.0]})
-    test.to_csv(root / "test.csv", index=False)
-    test[["id"]].assign(**{t: 0 for t in targets}).to_csv(root / "sample_submission.csv",
-                                                          index=False)
-    cfg = CompetitionConfig(dir=str(root), task=task, metric=METRIC[task], modality="tabular",
-                            target_columns=targets, group_column="group" if groups else None)
-    return load_competition(cfg)
-
-
-def _assert_partition(folds: np.ndarray, n_splits: int) -> None:
-    """Every row in exactly one of n_splits non-empty folds."""
-    assert folds.shape == (N,) and folds.dtype.kind == "i"
-    assert set(np.unique(folds)) == set(range(n_splits))
-    sizes = np.bincount(folds, minlength=n_splits)
-    assert sizes.sum() == N and (sizes > 0).all()
-
-
-def _assert_stratified(strata: np.ndarray, folds: np.ndarray, n_splits: int) -> None:
-    """Each stratum's count per fold is within one row of its total / n_splits."""
-    for value in np.unique(strata):
-        counts = np.bincount(folds[strata == value], minlength=n_splits)
-        expected = counts.sum() / n_splits
-        assert np.abs(counts - expected).max() < 1, (value, counts)
-
-
-def _assert_groups_whole(groups: np.ndarray, folds: np.ndarray) -> None:
-    per_group = pd.Series(folds).groupby(groups).nunique()
-    assert (per_group == 1).all(), per_group[per_group > 1]
-
-
-SCHEMES: list[tuple[str, str, int]] = [  # scheme, task, groups
-    ("kfold", "regression", 0),
-    ("kfold", "binary", 0),
-    ("stratified", "binary", 0),
-    ("stratified", "multiclass", 0),
-    ("stratified", "regression", 0),
-    ("group", "binary", 30),
-    ("group", "regression", 30),
-    ("stratified_group", "multiclass", 40),
-    ("multilabel", "multilabel", 0),
-]
-
-
-@pytest.mark.parametrize(("scheme", "task", "groups"), SCHEMES)
-@pytest.mark.parametrize("n_splits", [2, 5])
-def test_folds_are_disjoint_and_complete(tmp_path: Path, scheme: str, task: str, groups: int,
-                                         n_splits: int) -> None:
-    comp = _competition(tmp_path / "comp", task, groups=groups)
-    folds = make_folds(comp, FoldsConfig(scheme=scheme, n_splits=n_splits, seed=3))
-    _assert_partition(folds, n_splits)
-    if scheme in ("kfold", "stratified", "multilabel"):  # row-level splitters: equal sizes
-        sizes = np.bincount(folds)
-        assert sizes.max() - sizes.min() <= (1 if scheme == "kfold" else 4), sizes
-    if groups:
-        _assert_groups_whole(comp.train["group"].to_numpy(), folds)
-
-
-@pytest.mark.parametrize("task", ["binary", "multiclass"])
-def test_stratified_keeps_class_counts(tmp_path: Path, task: str) -> None:
-    comp = _competition(tmp_path / "comp", task)
-    for seed in (0, 1, 2):
-        folds = make_folds(comp, FoldsConfig(scheme="stratified", n_splits=5, seed=seed))
-        _assert_stratified(comp.train["label"].astype(str).to_numpy(), folds, 5)
-
-
-def test_kfold_does_not_stratify(tmp_path: Path) -> None:
-    """Control for the test above: plain kfold breaks the one-row balance for some seed."""
-    comp = _competition(tmp_path / "comp", "multiclass")
-    labels = comp.train["label"].to_numpy()
-    spreads = []
-    for seed in range(5):
-        folds = make_folds(comp, FoldsConfig(scheme="kfold", n_splits=5, seed=seed))
-        spreads.append(max(np.ptp(np.bincount(folds[labels == c], minlength=5))
-                           for c in np.unique(labels)))
-    assert max(spreads) > 1
-
-
-def _mean_spread(y: np.ndarray, folds: np.ndarray, n_splits: int) -> float:
-    """Largest distance of a fold's target mean from the overall mean, in target stds."""
-    means = np.array([y[folds == k].mean() for k in range(n_splits)])
-    return float(np.abs(means - y.mean()).max() / y.std())
-
-
-def test_regression_stratified_uses_quantile_bins(tmp_path: Path) -> None:
-    comp = _competition(tmp_path / "comp", "regression")
-    y = comp.train["label"].to_numpy()
-    bins = np.asarray(pd.qcut(y, q=folds_stage.REGRESSION_BINS, labels=False))
-    spreads: dict[str, list[float]] = {"stratified": [], "kfold": []}
-    for seed in range(10):
-        for scheme, spread in spreads.items():
-            folds = make_folds(comp, FoldsConfig(scheme=scheme, n_splits=4, seed=seed))
-            spread.append(_mean_spread(y, folds, 4))
-            if scheme == "stratified":
-                _assert_stratified(bins, folds, 4)
-    stratified, kfold = np.mean(spreads["stratified"]), np.mean(spreads["kfold"])
-    assert stratified < 0.1, spreads["stratified"]
-    assert stratified < 0.7 * kfold, (stratified, kfold)
-
-
-def test_group_folds_never_split_a_group(tmp_path: Path) -> None:
-    comp = _competition(tmp_path / "comp", "multiclass", groups=25)
-    groups = comp.train["group"].to_numpy()
-    for scheme in ("group", "stratified_group"):
-        for seed in (0, 1):
-            folds = make_folds(comp, FoldsConfig(scheme=scheme, n_splits=5, seed=seed))
-            _assert_partition(folds, 5)
-            _assert_groups_whole(groups, folds)
-
-
-def test_multilabel_balances_every_label(tmp_path: Path) -> None:
-    comp = _competition(tmp_path / "comp", "multilabel")
-    folds = make_folds(comp, FoldsConfig(scheme="multilabel", n_splits=4, seed=0))
-    for column in ("l0", "l1", "l2"):
-        positives = np.bincount(folds[comp.train[column].to_numpy() == 1], minlength=4)
-        assert np.abs(positives - positives.sum() / 4).max() <= 1.5, (column, positives)
-
-
-@pytest.mark.parametrize(("scheme", "task", "groups"), SCHEMES)
-def test_seed_decides_assignment(tmp_path: Path, scheme: str, task: str, groups: int) -> None:
-    comp = _competition(tmp_path / "comp", task, groups=groups)
-    first = make_folds(comp, FoldsConfig(scheme=scheme, n_splits=4, seed=11))
-    again = make_folds(comp, FoldsConfig(scheme=scheme, n_splits=4, seed=11))
-    other = make_folds(comp, FoldsConfig(scheme=scheme, n_splits=4, seed=12))
-    np.testing.assert_array_equal(first, again)
-    assert (first != other).any()
-
-
-def test_too_few_rows_in_a_class(tmp_path: Path) -> None:
-    comp = _competition(tmp_path / "comp", "multiclass")
-    counts = comp.train["label"].value_counts()
-    n_splits = int(counts.min()) + 1
-    with pytest.raises(DataError, match=rf"'folds.n_splits'={n_splits}") as info:
-        make_folds(comp, FoldsConfig(scheme="stratified", n_splits=n_splits))
-    assert "train.csv" in str(info.value) and "'label'" in str(info.value)
-    # kfold ignores classes, so it makes those folds
-    _assert_partition(make_folds(comp, FoldsConfig(scheme="kfold", n_splits=n_splits)), n_splits)
-
-
-# --- the folds stage -----------------------------------------------------------------------
+from tests.test_competition import cli_config, expect_failure
 
 
 def _experiment(factory: Any, **folds: Any) -> Any:
@@ -223,26 +59,104 @@ def test_folds_name_sets_the_file(competition_factory) -> None:
     assert folds_stage.run(cfg) == Path(cfg.folds_dir) / "shared.csv"
 
 
-def test_read_folds_refuses_other_ids(competition_factory) -> None:
-    cfg = _experiment(competition_factory)
-    comp = load_competition(cfg.competition)
-    path = folds_stage.run(cfg, comp)
-    frame = pd.read_csv(path)
-    frame.iloc[:-2].to_csv(path, index=False)  # two train ids lost
-    with pytest.raises(DataError, match="2 train id") as info:
-        read_folds(path, comp)
-    assert str(path) in str(info.value)
-    frame.rename(columns={"fold": "k"}).to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"must have columns \['id', 'fold'\]"):
-        read_folds(path, comp)
+def test_folds_file_for_other_ids_is_refused_and_kept(competition_factory, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    folds_file = build_config(cfg).folds_file
+    folds_file.parent.mkdir(parents=True)
+    foreign = pd.DataFrame({"id": [f"other{i}" for i in range(48)], "fold": [0, 1] * 24})
+    foreign.to_csv(folds_file, index=False)
+    before = folds_file.read_bytes(), folds_file.stat().st_mtime_ns
+    expect_failure(cfg, tmp_path, capsys, f"folds file {folds_file}", "built for other ids",
+                   "48 train id(s) missing")
+    assert (folds_file.read_bytes(), folds_file.stat().st_mtime_ns) == before
 
 
-def test_read_folds_refuses_duplicate_ids(competition_factory) -> None:
-    cfg = _experiment(competition_factory)
-    comp = load_competition(cfg.competition)
-    path = folds_stage.run(cfg, comp)
+def test_folds_file_with_wrong_columns(competition_factory, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    folds_file = build_config(cfg).folds_file
+    folds_file.parent.mkdir(parents=True)
+    folds_file.write_text("row,k\nr0000,0\n")
+    expect_failure(cfg, tmp_path, capsys, str(folds_file), "['id', 'fold']")
+
+
+# --- issue 12 item 5: the sidecar that records what shaped a folds file --------------------------
+
+
+def _grouped(factory: Any, **changes: Any) -> Any:
+    """A binary competition with a 'site' (6 groups) and a 'zone' (3 groups) column, folds
+    made by the group scheme under one shared name, with ``changes`` to the config."""
+    data = factory("tabular", "binary", n_train=48)
+    root = Path(data["competition"]["dir"])
+    train = pd.read_csv(root / "train.csv")
+    train["site"] = [f"s{i % 6}" for i in range(len(train))]
+    train["zone"] = [f"z{i % 3}" for i in range(len(train))]
+    train["other"] = train["target"].iloc[::-1].to_numpy()  # a second possible target
+    train.to_csv(root / "train.csv", index=False)
+    data["competition"].update(group_column="site")
+    data["folds"].update(scheme="group", n_splits=2, name="shared")
+    for key, value in changes.items():
+        section, field = key.split("__")
+        data[section][field] = value
+    return build_config(data)
+
+
+def test_stage_writes_the_spec_beside_the_folds_file(competition_factory) -> None:
+    """issue 12 item 5: folds/<name>.json records everything that shaped folds/<name>.csv."""
+    cfg = _grouped(competition_factory)
+    path = folds_stage.run(cfg)
+    sidecar = path.with_suffix(".json")
+    assert sidecar == Path(cfg.folds_dir) / "shared.json"
+    assert json.loads(sidecar.read_text()) == {
+        "scheme": "group", "n_splits": 2, "seed": 0, "task": "binary",
+        "target_columns": ["target"], "group_column": "site", "train_file": "train.csv"}
+    folds = pd.read_csv(path)["fold"].to_numpy()
+    sites = load_competition(cfg.competition).train["site"].to_numpy()
+    assert (pd.Series(folds).groupby(sites).nunique() == 1).all()  # groups whole
+    stat = path.stat(), sidecar.stat()
+    assert folds_stage.run(cfg) == path  # same settings: both files kept as they are
+    assert (path.stat().st_mtime_ns, sidecar.stat().st_mtime_ns) == (
+        stat[0].st_mtime_ns, stat[1].st_mtime_ns)
+
+
+@pytest.mark.parametrize(("changes", "shown"), [
+    ({"competition__group_column": "zone"}, "group_column 'site' (now 'zone')"),
+    ({"competition__target_columns": ["other"]},
+     "target_columns ['target'] (now ['other'])"),
+    ({"folds__seed": 3}, "seed 0 (now 3)"),
+], ids=["group_column", "target", "seed"])
+def test_stage_refuses_a_folds_file_made_for_other_settings(
+        competition_factory, changes: dict[str, Any], shown: str) -> None:
+    """issue 12 item 5: under the same folds name, a changed group column or target (or seed)
+    would have reused folds made for the old one (the ids still match); the stage refuses,
+    naming what differs, and leaves both files alone."""
+    path = folds_stage.run(_grouped(competition_factory))
+    sidecar = path.with_suffix(".json")
+    before = path.read_bytes(), sidecar.read_bytes()
+    changed = _grouped(competition_factory, **changes)
+    assert changed.folds_file == path
+    with pytest.raises(DataError, match="was made for other settings") as info:
+        folds_stage.run(changed)
+    message = str(info.value)
+    assert shown in message and str(path) in message and "shared.json" in message
+    assert (path.read_bytes(), sidecar.read_bytes()) == before
+
+
+def test_folds_file_without_a_sidecar_is_kept_when_ids_and_groups_fit(
+        competition_factory) -> None:
+    """issue 12 item 5: a folds file from an older release has no sidecar; it is still used when
+    its ids match and no group spans two folds, and refused when one does."""
+    cfg = _grouped(competition_factory)
+    path = folds_stage.run(cfg)
+    path.with_suffix(".json").unlink()
+    before = path.read_bytes()
+    assert folds_stage.run(cfg) == path and path.read_bytes() == before
+    np.testing.assert_array_equal(read_folds(path, load_competition(cfg.competition)),
+                                  pd.read_csv(path)["fold"].to_numpy())
+    # an old row-by-row file (no sidecar) for a competition that now has a group column
     frame = pd.read_csv(path)
-    extra = pd.DataFrame({"id": [frame["id"].iloc[0]], "fold": [7]})
-    pd.concat([frame, extra]).to_csv(path, index=False)
-    with pytest.raises(DataError, match="duplicate"):
-        read_folds(path, comp)
+    frame["fold"] = (np.arange(len(frame)) // 6) % 2  # every site (row % 6) in both folds
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"6 group\(s\) of column 'site' span several folds"):
+        folds_stage.run(cfg)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn import metrics as skm
 
 from pipeline.metrics import METRICS, TASKS, get_metric, hard_labels
@@ -171,3 +175,213 @@ def test_added_metrics_match_hand_values() -> None:
     pb = np.array([[0.9], [0.8], [0.2], [0.7]])
     assert METRICS.get("precision")(yb, pb) == pytest.approx(2 / 3)
     assert METRICS.get("recall")(yb, pb) == pytest.approx(2 / 3)
+
+
+# --- issue 12 item 4: qwk over the full class range ---------------------------------------
+
+
+def test_qwk_counts_a_class_absent_from_the_fold() -> None:
+    """issue 12 item 4: qwk passes the full class range, so a class missing from a fold's
+    labels and predictions still sets the quadratic weights (0.68, not 0.80)."""
+    # class 2 of 4 is neither a label nor a prediction here; without labels=range(4)
+    # scikit-learn would re-index {0, 1, 3} as {0, 1, 2} and shrink the 1-vs-3 distance
+    y = np.array([0, 1, 3, 3])
+    pred = np.array([0, 1, 1, 3])
+    p = np.eye(4)[pred] * 0.7 + 0.075
+    score = get_metric("qwk")(y, p)
+    assert score == pytest.approx(
+        skm.cohen_kappa_score(y, pred, weights="quadratic", labels=range(4)))
+    assert score == pytest.approx(_qwk_by_hand(y, pred, 4))
+    assert score == pytest.approx(0.68)
+    # the re-indexed score the old code reported
+    assert skm.cohen_kappa_score(y, pred, weights="quadratic") == pytest.approx(0.8)
+
+
+# --- issue 12 item 3: MAP@k -----------------------------------------------------------------
+
+
+def test_map_at_k_family_is_registered_with_top_k() -> None:
+    """issue 12 item 3: map@1,2,3,5,7,10,12 exist, each with top_k = k, maximised, multiclass
+    only and order-only (a ranking metric: its submission lists k labels)."""
+    for k in (1, 2, 3, 5, 7, 10, 12):
+        metric = get_metric(f"map@{k}")
+        assert metric.top_k == k and metric.greater_is_better and metric.order_only
+        assert metric.tasks == ("multiclass",) and not metric.needs_labels
+    assert {n for n in METRICS if get_metric(n).top_k} == {
+        f"map@{k}" for k in (1, 2, 3, 5, 7, 10, 12)}
+
+
+def test_order_only_metrics_are_the_ranking_ones() -> None:
+    """issue 12 item 19: the metrics that read only the order of the predictions (so an
+    order-only blend such as rank averaging fits them) are AUC, AP, Spearman and MAP@k."""
+    order = {n for n in METRICS if get_metric(n).order_only}
+    assert order == {"roc_auc", "average_precision", "spearman",
+                     *(n for n in METRICS if n.startswith("map@"))}
+
+
+def test_map_at_5_hand_computed_and_map_at_1_is_accuracy() -> None:
+    """issue 12 item 3: a generic map@k scores the rank of the true class within the top k."""
+    y = np.array([0, 5, 2, 6])
+    p = np.array([[0.30, 0.20, 0.15, 0.12, 0.10, 0.08, 0.05],   # true class ranked 1st
+                  [0.30, 0.20, 0.15, 0.12, 0.10, 0.08, 0.05],   # 6th: outside the top 5
+                  [0.10, 0.20, 0.15, 0.30, 0.12, 0.08, 0.05],   # 3rd
+                  [0.10, 0.20, 0.15, 0.12, 0.30, 0.08, 0.11]])  # 5th
+    assert get_metric("map@5")(y, p) == pytest.approx((1 + 0 + 1 / 3 + 1 / 5) / 4)
+    assert get_metric("map@7")(y, p) == pytest.approx((1 + 1 / 6 + 1 / 3 + 1 / 5) / 4)
+    assert get_metric("map@1")(y, p) == pytest.approx(get_metric("accuracy")(y, p))
+
+
+# --- property tests: every metric against scikit-learn or a direct formula ------------------
+
+
+def _hard(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as the metrics read them: argmax (multiclass) or p >= 0.5, one column raveled."""
+    if y.ndim == 1:
+        return y, p.argmax(axis=1)
+    t, h = y.astype(np.int64), (p >= 0.5).astype(np.int64)
+    return (t.ravel(), h.ravel()) if t.shape[1] == 1 else (t, h)
+
+
+def _on_labels(fn: Callable[..., float], **kw: Any) -> Callable[[np.ndarray, np.ndarray], float]:
+    def ref(y: np.ndarray, p: np.ndarray) -> float:
+        return float(fn(*_hard(y, p), **kw))
+
+    return ref
+
+
+def _per_column(fn: Callable[[np.ndarray, np.ndarray], float]
+                ) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Mean over columns (labels, targets) of ``fn``; multiclass: one-vs-rest per class."""
+    def ref(y: np.ndarray, p: np.ndarray) -> float:
+        if y.ndim == 1:
+            y = np.eye(p.shape[1])[y]
+        return float(np.mean([fn(y[:, j], p[:, j]) for j in range(p.shape[1])]))
+
+    return ref
+
+
+def _auc(t: np.ndarray, s: np.ndarray) -> float:
+    # one-vs-rest AUC of a class that never occurs is undefined
+    return skm.roc_auc_score(t, s) if 0 < t.sum() < len(t) else math.nan
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    if y.ndim == 1:
+        return float(skm.log_loss(y, p, labels=list(range(p.shape[1]))))
+    return float(np.mean([skm.log_loss(y[:, j], p[:, j], labels=[0, 1])
+                          for j in range(y.shape[1])]))
+
+
+def _map_at_k(k: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    def ref(y: np.ndarray, p: np.ndarray) -> float:
+        # rank of the true class: the classes scored higher, and the tied ones of a lower
+        # index (a stable order), come before it
+        true = p[np.arange(len(y)), y][:, None]
+        index = np.arange(p.shape[1])[None, :]
+        rank = 1 + (p > true).sum(axis=1) + ((p == true) & (index < y[:, None])).sum(axis=1)
+        return float(np.where(rank <= k, 1.0 / rank, 0.0).mean())
+
+    return ref
+
+
+def _ravel(fn: Callable[[np.ndarray, np.ndarray], float]
+           ) -> Callable[[np.ndarray, np.ndarray], float]:
+    return lambda y, p: float(fn(y.ravel(), p.ravel()))
+
+
+REFERENCE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": _on_labels(skm.accuracy_score),
+    "balanced_accuracy": _on_labels(skm.balanced_accuracy_score),
+    "f1": _on_labels(skm.f1_score),
+    "f1_macro": _on_labels(skm.f1_score, average="macro", zero_division=0),
+    "f1_micro": _on_labels(skm.f1_score, average="micro", zero_division=0),
+    "f1_weighted": _on_labels(skm.f1_score, average="weighted", zero_division=0),
+    "precision": _on_labels(skm.precision_score, zero_division=0),
+    "recall": _on_labels(skm.recall_score, zero_division=0),
+    "mcc": _on_labels(skm.matthews_corrcoef),
+    "qwk": lambda y, p: float(skm.cohen_kappa_score(
+        y, p.argmax(axis=1), weights="quadratic", labels=list(range(p.shape[1])))),
+    "roc_auc": _per_column(_auc),
+    "average_precision": _per_column(skm.average_precision_score),
+    "log_loss": _log_loss,
+    "rmse": lambda y, p: math.sqrt(skm.mean_squared_error(y.ravel(), p.ravel())),
+    "mse": _ravel(skm.mean_squared_error),
+    "mae": _ravel(skm.mean_absolute_error),
+    "rmsle": lambda y, p: math.sqrt(skm.mean_squared_log_error(
+        y.ravel(), np.clip(p, 0, None).ravel())),
+    "r2": lambda y, p: float(skm.r2_score(y, p)),
+    "pearson": _per_column(lambda t, s: stats.pearsonr(t, s).statistic),
+    # Spearman is Pearson of the ranks, ties sharing their mean rank
+    "spearman": _per_column(lambda t, s: stats.pearsonr(stats.rankdata(t),
+                                                        stats.rankdata(s)).statistic),
+    "mcrmse": _per_column(lambda t, s: math.sqrt(skm.mean_squared_error(t, s))),
+    **{n: _map_at_k(int(n.split("@")[1])) for n in METRICS if n.startswith("map@")},
+}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _case(task: str, kind: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random targets and predictions of ``task``. ``ties``: predictions on a coarse grid
+    (many equal values, 0.5 itself among them); ``absent``: class (label) 2 (1) occurs
+    neither in the targets nor in the hard predictions."""
+    rng = np.random.default_rng(seed)
+    n = 120
+    if task == "multiclass":
+        c = 5
+        y = rng.integers(0, c, n)
+        p = _softmax(rng.normal(size=(n, c)) + 1.5 * np.eye(c)[y])
+        if kind == "ties":  # equal values within rows stay equal after the renormalisation
+            p = np.round(p * 4) + 1
+            p = p / p.sum(axis=1, keepdims=True)
+        if kind == "absent":
+            y = np.where(y == 2, 3, y)
+            p[:, 2] *= 1e-3
+            p = p / p.sum(axis=1, keepdims=True)
+        return y, p
+    if task in ("binary", "multilabel"):
+        k = 1 if task == "binary" else 3
+        y = rng.integers(0, 2, (n, k)).astype(np.float64)
+        p = np.clip(0.5 * y + 0.6 * rng.random((n, k)) - 0.05, 0.01, 0.99)
+        if kind == "ties":
+            p = np.round(p * 10) / 10
+        if kind == "absent":
+            y[:, -1], p[:, -1] = 0.0, p[:, -1] * 0.4
+        return y, p
+    y = rng.gamma(2.0, 1.5, (n, 2))
+    p = y + rng.normal(size=(n, 2))  # a few negative predictions: rmsle clips them to 0
+    if kind == "ties":
+        y, p = np.round(y), np.round(p)
+    return y, p
+
+
+PROPERTY_CASES = [
+    (name, task, kind, seed)
+    for name in METRICS for task in get_metric(name).tasks
+    for kind in ("random", "ties", "absent") for seed in (0, 1)
+    if kind != "absent" or task in ("multiclass", "multilabel")
+]
+
+
+def test_every_metric_has_a_reference() -> None:
+    """issue 12 property tests: a new metric must come with its scikit-learn (or formula)
+    reference, so the loop below covers every registered one."""
+    assert set(REFERENCE) == set(METRICS)
+
+
+@pytest.mark.parametrize(("name", "task", "kind", "seed"), PROPERTY_CASES)
+def test_metric_agrees_with_its_reference(name: str, task: str, kind: str, seed: int) -> None:
+    """issue 12 property tests: every registered metric equals scikit-learn (or the direct
+    formula) on random inputs of each task it declares, with ties in the predictions and a
+    class absent from the targets and the predictions."""
+    y, p = _case(task, kind, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined per-class scores of the absent class
+        got, expected = get_metric(name)(y, p), REFERENCE[name](y, p)
+    if math.isnan(expected):  # one-vs-rest AUC with a class that never occurs: undefined
+        assert math.isnan(got), (name, task, kind, got)
+    else:
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-12), (name, task, kind)

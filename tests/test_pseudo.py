@@ -1,38 +1,23 @@
-"""Pseudo-labels: selection, weights, leak-free per-fold construction, training with them."""
+"""The pseudo stage (pipeline/pseudo.py): leak-free per-fold labels from a source run, their
+weights, training with them over rounds, and a blend source refused unless the leak is
+accepted. Row selection is tested in tests/data/test_pseudo_labels.py."""
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline import blend, pseudo, train
-from pipeline.config import PseudoConfig, build_config
+from pipeline.artifacts import read_meta
+from pipeline.config import ExperimentConfig, build_config
 from pipeline.errors import ConfigError
-
-
-def test_threshold_top_fraction_and_balance_select_the_right_rows():
-    p = np.array([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9], [0.3, 0.7], [0.99, 0.01]])
-    rows, labels = pseudo.select(p, "multiclass", PseudoConfig(source="x", threshold=0.9))
-    assert rows.tolist() == [4, 0, 2]
-    np.testing.assert_array_equal(labels, [[1, 0], [1, 0], [0, 1]])
-    rows, _ = pseudo.select(p, "multiclass", PseudoConfig(source="x", top_fraction=0.4))
-    assert rows.tolist() == [4, 0]
-    extra = np.vstack([p, [[0.9, 0.1]]])  # a third confident class-0 row (0.9)
-    rows, labels = pseudo.select(extra, "multiclass",
-                                 PseudoConfig(source="x", threshold=0.65, balance=True))
-    # class 1 has two confident rows (2, 3): class 0 keeps its two most confident (4, 0)
-    assert sorted(rows.tolist()) == [0, 2, 3, 4]
-    assert (labels.argmax(axis=1) == 0).sum() == (labels.argmax(axis=1) == 1).sum() == 2
-    _, soft = pseudo.select(p, "multiclass", PseudoConfig(source="x", labels="soft",
-                                                          threshold=0.9))
-    np.testing.assert_allclose(soft, p[[4, 0, 2]])
-    pb = np.array([[0.97], [0.5], [0.02], [0.8]])
-    rows, labels = pseudo.select(pb, "binary", PseudoConfig(source="x", threshold=0.9))
-    assert rows.tolist() == [2, 0] and labels.ravel().tolist() == [0.0, 1.0]
 
 
 def _source_run(competition_factory, **train_overrides):
@@ -94,9 +79,117 @@ def test_a_blend_source_is_refused_unless_the_leak_is_accepted(competition_facto
     assert (pd.read_parquet(pseudo.pseudo_path(leaky, 0))["source_fold"] == -1).all()
 
 
-def test_pseudo_config_rules(competition_factory):
-    data = competition_factory("tabular", "regression")
-    with pytest.raises(ConfigError, match="regression"):
-        build_config({**data, "pseudo": {"source": "runs/x", "threshold": 0.9}})
-    with pytest.raises(ConfigError, match="not both"):
-        build_config({**data, "pseudo": {"source": "x", "threshold": 0.9, "top_fraction": 0.5}})
+# --- issue 12 item 6: a leak carries over pseudo-label rounds -------------------------------
+
+
+@pytest.fixture(scope="module")
+def clean_round(tmp_path_factory) -> tuple[dict[str, Any], ExperimentConfig]:
+    """One tiny leak-free run (1 epoch, 2 folds), shared by the leak tests below; each test
+    trains its own later rounds under other names."""
+    import torch
+
+    from tests.conftest import make_competition
+
+    data = make_competition(tmp_path_factory.mktemp("leak"), "tabular", "multiclass",
+                            n_train=40, n_test=16)
+    data["name"] = "clean0"
+    data["train"]["epochs"] = 1
+    cfg = build_config(data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: extra threads only add synchronisation
+    try:
+        train.run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    return data, cfg
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread: on tiny tensors extra threads only cost synchronisation."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _round(data: dict[str, Any], name: str, source: Path, **pseudo_kw: Any) -> ExperimentConfig:
+    return build_config({**data, "name": name,
+                         "pseudo": {"source": str(source), "top_fraction": 0.5, **pseudo_kw}})
+
+
+def _blend_source(cfg: ExperimentConfig) -> Path:
+    """A blend of the run and a copy of its gathered files: a source without per-fold test
+    predictions (its labels come from models that saw every fold)."""
+    copy = cfg.run_dir.parent / f"{cfg.name}-copy"
+    copy.mkdir(exist_ok=True)
+    for name in ("run.json", "oof.parquet", "test.parquet"):
+        shutil.copy(cfg.run_dir / name, copy / name)
+    return blend.run([cfg.run_dir, copy], method="mean", name=f"{cfg.name}-blend",
+                     blends_dir=cfg.run_dir.parent.parent / "blends")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_leaky_run_is_marked_and_its_leak_carries_over_to_the_next_round(clean_round):
+    """issue 12 item 6: a run trained (with allow_leak) on a blend's pseudo-labels is
+    ``leaky: true`` in run.json; as the next round's source it is refused without
+    allow_leak (one line naming the leak, before the run folder is written), and with it the
+    next round trains and is marked leaky again."""
+    data, clean = clean_round
+    source = _blend_source(clean)
+    assert not (source / "test_folds.parquet").exists()
+    leaky1 = _round(data, "leaky1", source, allow_leak=True)
+    assert np.isfinite(train.run(leaky1))
+    assert read_meta(leaky1.run_dir).leaky is True
+    assert json.loads((leaky1.run_dir / "run.json").read_text())["leaky"] is True
+    # leaky1 has per-fold test predictions, yet its fold-k models learnt from labels that
+    # models trained on fold k made: the leak must not be laundered by one more round
+    assert (leaky1.run_dir / "test_folds.parquet").is_file()
+    naive = _round(data, "leaky2", leaky1.run_dir)
+    with pytest.raises(ConfigError) as info:
+        train.run(naive)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(leaky1.run_dir) in message and "leaky" in message and "allow_leak" in message
+    assert not naive.run_dir.exists()
+    accepted = _round(data, "leaky2", leaky1.run_dir, allow_leak=True)
+    assert np.isfinite(train.run(accepted))
+    assert read_meta(accepted.run_dir).leaky is True
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_leak_free_chain_stays_leak_free(clean_round):
+    """issue 12 item 6: pseudo-labels from a leak-free run, over two rounds, need no
+    allow_leak and leave every run ``leaky: false``."""
+    data, clean = clean_round
+    assert read_meta(clean.run_dir).leaky is False
+    round1 = _round(data, "clean1", clean.run_dir)
+    train.run(round1)
+    assert read_meta(round1.run_dir).leaky is False
+    round2 = _round(data, "clean2", round1.run_dir, labels="soft")
+    train.run(round2)
+    assert read_meta(round2.run_dir).leaky is False
+    assert (pd.read_parquet(pseudo.pseudo_path(round2, 1))["source_fold"] == 1).all()
+
+
+def test_a_source_without_per_fold_test_predictions_is_refused_before_any_write(
+        clean_round, caplog):
+    """issue 12 item 6: any folder without test_folds.parquet (here a copy of a run's
+    gathered files) is a leaky source: refused by train before the run folder exists; with
+    allow_leak it is accepted, with a warning, and said to be leaky."""
+    data, clean = clean_round
+    copy = clean.run_dir.parent / "gathered-only"
+    copy.mkdir()
+    for name in ("run.json", "oof.parquet", "test.parquet"):
+        shutil.copy(clean.run_dir / name, copy / name)
+    refused = _round(data, "from-copy", copy)
+    with pytest.raises(ConfigError, match="no per-fold test predictions") as info:
+        train.run(refused)
+    assert "\n" not in str(info.value) and "allow_leak" in str(info.value)
+    assert not refused.run_dir.exists()
+    with caplog.at_level(logging.WARNING):
+        assert pseudo.source_leaky(_round(data, "from-copy", copy, allow_leak=True)) is True
+    assert "LEAKY" in caplog.text
+    assert pseudo.source_leaky(_round(data, "from-run", clean.run_dir)) is False

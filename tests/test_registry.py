@@ -12,7 +12,7 @@ def _widgets() -> Registry[object]:
     reg: Registry[object] = Registry("widget")
     reg.add("resnet18", object(), "a small one")
     reg.add("resnet50", object(), "a bigger one")
-    reg.add("vit_base", object(), "a transformer", patch=16)
+    reg.add("vit_base", object(), "a transformer")
     return reg
 
 
@@ -28,7 +28,7 @@ def test_get_returns_registered_object() -> None:
 def test_register_decorator_returns_object_and_uses_docstring() -> None:
     reg: Registry[object] = Registry("loss")
 
-    @reg.register("l1", reduction="mean")
+    @reg.register("l1")
     def l1(a: float, b: float) -> float:
         """Absolute difference.
 
@@ -39,7 +39,6 @@ def test_register_decorator_returns_object_and_uses_docstring() -> None:
     assert l1(3, 1) == 2  # the decorator hands the function back
     assert reg.get("l1") is l1
     assert reg.entry("l1").description == "Absolute difference."
-    assert reg.entry("l1").flags == {"reduction": "mean"}
 
 
 def test_unknown_name_lists_close_matches_and_known_names() -> None:

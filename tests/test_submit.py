@@ -240,3 +240,43 @@ def test_test_parquet_without_prediction_column_refused(tmp_path: Path) -> None:
     run = _run_folder(tmp_path, "regression", "rmse", [], ["target"], test, _sample("target"))
     with pytest.raises(DataError, match=r"test\.parquet"):
         submit.run(run, "sub", tmp_path / "submissions")
+
+
+# --- issue 12 item 3: ranking metrics list the k best labels --------------------------------
+
+
+def test_map_at_3_label_column_lists_the_three_best_labels(tmp_path: Path) -> None:
+    """issue 12 item 3: under map@3 a single label column gets the top 3 labels, best first,
+    separated by spaces, in the train set's own (string) label values."""
+    classes = ["ant", "bee", "cat", "dog"]
+    p = np.array([[0.1, 0.5, 0.3, 0.1 - 1e-3],   # by sorted id: s00 .. s04
+                  [0.4, 0.1, 0.2, 0.3],
+                  [0.05, 0.15, 0.3, 0.5],
+                  [0.3, 0.25, 0.05, 0.4],
+                  [0.7, 0.2, 0.04, 0.06]])
+    test = _test_frame({c: p[:, i] for i, c in enumerate(classes)})
+    run = _run_folder(tmp_path, "multiclass", "map@3", classes, classes, test,
+                      _sample("target"))
+    sub = _submit(run, tmp_path)
+    assert list(sub.columns) == ["id", "target"] and sub["id"].tolist() == IDS
+    expected = np.array(["bee cat ant", "ant dog cat", "dog cat bee", "dog ant bee",
+                         "ant bee dog"])
+    assert sub["target"].tolist() == _by_sample(expected).tolist()
+
+
+@pytest.mark.parametrize(("metric", "k"), [("map@5", 5), ("map@2", 2), ("map@1", 1)])
+def test_map_at_k_label_column_lists_k_integer_labels(tmp_path: Path, metric: str,
+                                                      k: int) -> None:
+    """issue 12 item 3: a generic map@k writes the k best of the train set's integer labels
+    (not the column names, not class indices), best first."""
+    classes = [10, 20, 30, 40, 50, 60]
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(6), size=5)  # no ties: continuous draws
+    test = _test_frame({str(c): p[:, i] for i, c in enumerate(classes)})
+    run = _run_folder(tmp_path, "multiclass", metric, classes, [str(c) for c in classes],
+                      test, _sample("target"))
+    sub = pd.read_csv(submit.run(run, "sub", tmp_path / "submissions"), dtype=str)
+    order = np.argsort(-p, axis=1)[:, :k]
+    expected = np.array([" ".join(str(classes[j]) for j in row) for row in order])
+    assert sub["target"].tolist() == _by_sample(expected).tolist()
+    assert all(len(row.split(" ")) == k for row in sub["target"])

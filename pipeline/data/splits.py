@@ -3,8 +3,10 @@ and the checks of a folds file against the competition."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,6 +73,11 @@ class FoldsConfig(Section):
         splitter = SPLITTERS.get(self.scheme)
         if splitter.uses_groups and not group_column:
             return f"'folds.scheme' {self.scheme!r} needs 'competition.group_column'"
+        if group_column and not splitter.uses_groups:
+            fits = [n for n in SPLITTERS if SPLITTERS.get(n).uses_groups]
+            return (f"'competition.group_column' {group_column!r} is set but 'folds.scheme' "
+                    f"{self.scheme!r} ignores groups: a group's rows would land in several "
+                    f"folds and leak into validation. Use {' or '.join(fits)}")
         if task not in splitter.tasks:
             fits = [n for n in SPLITTERS if task in SPLITTERS.get(n).tasks]
             return (f"'folds.scheme' {self.scheme!r} does not split a {task!r} task "
@@ -131,8 +138,54 @@ def make_folds(comp: Competition, cfg: FoldsConfig) -> np.ndarray:
     return folds
 
 
+def folds_spec(comp: Competition, cfg: FoldsConfig) -> dict[str, Any]:
+    """Everything that shapes a folds file: kept beside it (``<name>.json``) and compared on
+    every read, so a changed group column or target never reuses folds made for another."""
+    ccfg = comp.cfg
+    return {"scheme": cfg.scheme, "n_splits": cfg.n_splits, "seed": cfg.seed,
+            "task": ccfg.task, "target_columns": list(ccfg.target_columns),
+            "group_column": ccfg.group_column, "train_file": ccfg.train_file}
+
+
+def spec_path(folds_file: Path) -> Path:
+    """The sidecar of a folds file."""
+    return folds_file.with_suffix(".json")
+
+
+def check_spec(path: Path, spec: dict[str, Any]) -> None:
+    """Refuse a folds file whose sidecar records another spec (a file without a sidecar,
+    from before sidecars, is checked by its ids and groups alone)."""
+    sidecar = spec_path(path)
+    if not sidecar.is_file():
+        return
+    made = json.loads(sidecar.read_text())
+    differ = {k: (made.get(k), v) for k, v in spec.items() if made.get(k) != v}
+    if differ:
+        shown = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in differ.items())
+        raise DataError(
+            f"folds file {path} was made for other settings: {shown}. Delete it (and "
+            f"{sidecar.name}) to rebuild, or set 'folds.name' to a new file."
+        )
+
+
+def check_groups(path: Path, comp: Competition, folds: np.ndarray) -> None:
+    """Refuse folds in which a group of ``competition.group_column`` spans two folds."""
+    column = comp.cfg.group_column
+    if not column:
+        return
+    per_group = pd.Series(folds).groupby(comp.train[column].to_numpy()).nunique()
+    split = per_group[per_group > 1]
+    if len(split):
+        raise DataError(
+            f"folds file {path}: {len(split)} group(s) of column {column!r} span several folds "
+            f"(e.g. {split.index[:3].tolist()}), so validation rows share groups with training "
+            "rows. Delete it to rebuild with a group scheme, or set 'folds.name'."
+        )
+
+
 def read_folds(path: Path, comp: Competition, n_splits: int | None = None) -> np.ndarray:
-    """Fold ids aligned with train.csv rows; errors if the file was built for other ids."""
+    """Fold ids aligned with train.csv rows; errors if the file was built for other ids or
+    splits a group of ``competition.group_column`` across folds."""
     id_col = comp.cfg.id_column
     frame = pd.read_csv(path)
     if list(frame.columns) != [id_col, "fold"]:
@@ -162,4 +215,6 @@ def read_folds(path: Path, comp: Competition, n_splits: int | None = None) -> np
             f"(e.g. {missing[:3]}), {extra} id(s) not in train. Delete it to rebuild, or set "
             "'folds.name' to a new file."
         )
-    return np.array([by_id[i] for i in train_ids], dtype=np.int64)
+    folds = np.array([by_id[i] for i in train_ids], dtype=np.int64)
+    check_groups(path, comp, folds)
+    return folds

@@ -1,79 +1,122 @@
-"""Tabular inputs of a network: numeric scaling and category vocabularies fitted per fold."""
+"""Tabular columns as model inputs, one encoding for every model: scikit-learn's
+``ColumnTransformer`` fitted on a fold's training rows.
+
+Numbers: coerced to floats, median fill, standardisation (for networks) and a missing-value
+indicator per column with NaN in training. Categories: values normalised to one string per
+value first (an integer-coded column read as floats in one file, ``3.0``, and as integers in
+the other, ``3``, is one category), then ordinal codes; unseen and missing values share the
+code 0 (-1 for scikit-learn models, whose trees take it as its own branch).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import MissingIndicator, SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
+
+UNSEEN_WARN_SHARE = 0.05  # more unseen test categories than this is worth a warning
+
+
+def _category(value: Any) -> Any:
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+        return np.nan
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return str(value)
+
+
+def normalise_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Category values as strings that do not depend on how pandas typed the column
+    (``3``, ``3.0`` and ``"3"`` are all ``"3"``); missing values stay NaN."""
+    return pd.DataFrame({c: frame[c].map(_category).astype(object) for c in frame.columns},
+                        index=frame.index)
+
+
+def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.apply(pd.to_numeric, errors="coerce").astype(np.float64)
+
+
+def column_encoder(numeric: list[str], categorical: list[str], *, scale: bool, impute: bool,
+                   indicators: bool) -> ColumnTransformer:
+    """The column encoding every model shares: numbers (filled, scaled and flagged as asked)
+    then ordinal category codes (-1: unseen or missing)."""
+    steps: list[tuple[str, Any]] = [("numbers", FunctionTransformer(_numbers))]
+    if impute:
+        steps.append(("fill", SimpleImputer(strategy="median", keep_empty_features=True)))
+    if scale:
+        steps.append(("scale", StandardScaler()))
+    parts: list[tuple[str, Any, list[str]]] = [("num", Pipeline(steps), numeric)]
+    if indicators:
+        parts.append(("missing", Pipeline([
+            ("numbers", FunctionTransformer(_numbers)),
+            ("flag", MissingIndicator(features="missing-only", error_on_new=False)),
+        ]), numeric))
+    parts.append(("cat", Pipeline([
+        ("normalise", FunctionTransformer(normalise_categories)),
+        ("codes", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                                 encoded_missing_value=-1, dtype=np.float64)),
+    ]), categorical))
+    return ColumnTransformer([p for p in parts if p[2]], sparse_threshold=0.0)
 
 
 @dataclass
 class TabularEncoder:
-    """Numeric scaling and category vocabularies, fitted on the training rows of a fold.
-
-    Numbers: median fill, standardisation, and a missing-value indicator for each column with
-    NaN in training. Categories: index 0 is unseen or missing, 1.. the training values.
-    """
+    """A network's tabular inputs, fitted on the training rows of a fold: ``num`` (scaled
+    numbers, then missing-value flags) and ``cat`` (codes 1.. for training categories, 0 for
+    unseen or missing ones), one embedding table per categorical column."""
 
     numeric: list[str]
     categorical: list[str]
-    medians: dict[str, float] = field(default_factory=dict)
-    means: dict[str, float] = field(default_factory=dict)
-    stds: dict[str, float] = field(default_factory=dict)
-    nan_columns: list[str] = field(default_factory=list)
-    vocab: dict[str, list[str]] = field(default_factory=dict)
+    encoder: ColumnTransformer | None = None
+    n_numeric: int = 0  # width of the ``num`` input
+    cardinalities: list[int] = field(default_factory=list)  # embedding table sizes
 
     def fit(self, frame: pd.DataFrame) -> TabularEncoder:
-        """Learn fills, scales and vocabularies from ``frame``."""
-        for col in self.numeric:
-            values = pd.to_numeric(frame[col], errors="coerce").astype(float)
-            median = float(values.median()) if values.notna().any() else 0.0
-            filled = values.fillna(median)
-            self.medians[col] = median
-            self.means[col] = float(filled.mean())
-            self.stds[col] = float(filled.std(ddof=0)) or 1.0
-            if values.isna().any():
-                self.nan_columns.append(col)
-        for col in self.categorical:
-            self.vocab[col] = sorted(frame[col].dropna().astype(str).unique().tolist())
+        """Learn fills, scales and category codes from ``frame``."""
+        if not self.numeric and not self.categorical:
+            return self
+        self.encoder = column_encoder(self.numeric, self.categorical, scale=True, impute=True,
+                                      indicators=True)
+        out = self.encoder.fit_transform(frame[[*self.numeric, *self.categorical]])
+        self.n_numeric = out.shape[1] - len(self.categorical)
+        if self.categorical:
+            codes = self.encoder.named_transformers_["cat"].named_steps["codes"]
+            # categories_ lists a training NaN too, but missing values get code 0 with the
+            # unseen ones; real categories get 1..k
+            self.cardinalities = [int(pd.notna(c).sum()) + 1 for c in codes.categories_]
         return self
-
-    @property
-    def n_numeric(self) -> int:
-        """Width of the ``num`` input."""
-        return len(self.numeric) + len(self.nan_columns)
-
-    @property
-    def cardinalities(self) -> list[int]:
-        """Embedding table sizes of the ``cat`` input (unknown index included)."""
-        return [len(self.vocab[c]) + 1 for c in self.categorical]
 
     def transform(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """``num`` (float32) and ``cat`` (int64) arrays for ``frame``."""
-        num = [
-            (pd.to_numeric(frame[c], errors="coerce").astype(float).fillna(self.medians[c])
-             - self.means[c]) / self.stds[c]
-            for c in self.numeric
-        ]
-        num += [frame[c].isna().astype(float) for c in self.nan_columns]
-        cat = []
-        for col in self.categorical:
-            index = {v: i + 1 for i, v in enumerate(self.vocab[col])}
-            cat.append(frame[col].astype(str).map(index).fillna(0).astype(np.int64))
         n = len(frame)
-        return {
-            "num": (np.stack(num, axis=1).astype(np.float32) if num
-                    else np.zeros((n, 0), np.float32)),
-            "cat": np.stack(cat, axis=1).astype(np.int64) if cat else np.zeros((n, 0), np.int64),
-        }
+        if not self.numeric and not self.categorical:
+            return {"num": np.zeros((n, 0), np.float32), "cat": np.zeros((n, 0), np.int64)}
+        if self.encoder is None:
+            raise ValueError("TabularEncoder.transform before fit")
+        out = self.encoder.transform(frame[[*self.numeric, *self.categorical]])
+        return {"num": np.ascontiguousarray(out[:, :self.n_numeric], dtype=np.float32),
+                "cat": np.ascontiguousarray(out[:, self.n_numeric:] + 1, dtype=np.int64)}
 
-    def state_dict(self) -> dict[str, Any]:
-        """Plain data for checkpoints."""
-        return dict(self.__dict__)
 
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> TabularEncoder:
-        """Inverse of :meth:`state_dict`."""
-        return cls(**state)
+def unseen_shares(train: pd.DataFrame, test: pd.DataFrame,
+                  columns: list[str]) -> dict[str, float]:
+    """Per categorical column, the share of test rows whose (present) value never occurs in
+    train: those rows all get the 'unknown' code, which CV does not see."""
+    shares = {}
+    for col in columns:
+        seen = set(normalise_categories(train[[col]])[col].dropna())
+        values = normalise_categories(test[[col]])[col].dropna()
+        if len(values):
+            shares[col] = float((~values.isin(seen)).mean())
+    return shares

@@ -3,16 +3,11 @@ plans its stages, optimizers and schedules, losses, and the tricks as callbacks.
 
 from __future__ import annotations
 
+from pipeline.engine.accelerator import build_accelerator
+from pipeline.engine.plan import FitHistory, StagePlan, apply_freeze
 from pipeline.engine.recipe import Stage, StageConfig, TrainConfig
 from pipeline.engine.state import seed_everything
-from pipeline.engine.trainer import (
-    Callback,
-    FitHistory,
-    StagePlan,
-    Trainer,
-    apply_freeze,
-    build_accelerator,
-)
+from pipeline.engine.trainer import Callback, Trainer
 
 __all__ = [
     "Callback",

@@ -99,12 +99,15 @@ def bce(smoothing: float = 0.0, pos_weight: list[float] | None = None) -> LossFn
 
 
 @_loss("focal", CLASSIFICATION)
-def focal(gamma: float = 2.0, alpha: float | None = None, smoothing: float = 0.0,
+def focal(gamma: float = 2.0, alpha: float | list[float] | None = None, smoothing: float = 0.0,
           softmax: bool | None = None) -> LossFn:
     """Focal loss (Lin et al. 2017): softmax over classes (class indices or probabilities),
     sigmoid per label for 0/1 targets. ``softmax`` None decides by the task.
 
-    ``gamma`` 0 and no ``alpha`` give plain cross-entropy / BCE.
+    ``alpha`` balances classes: with softmax a list holds one weight per class (a single
+    number only rescales the loss); with sigmoids a number weighs positives by alpha and
+    negatives by 1 - alpha, and a list gives each label its own alpha. ``gamma`` 0 and no
+    ``alpha`` give plain cross-entropy / BCE.
     """
 
     def loss(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -117,14 +120,30 @@ def focal(gamma: float = 2.0, alpha: float | None = None, smoothing: float = 0.0
             soft = hard * (1 - smoothing) + smoothing / n
             weight = (1 - logp.exp()).pow(gamma)
             if alpha is not None:
-                weight = weight * alpha
+                weight = weight * _per_column(alpha, n, logits)
             return _reduce(-(soft * weight * logp).sum(dim=1), batch)
         target = _smooth_binary(target.float(), smoothing)
-        per_cell = sigmoid_focal_loss(logits, target, alpha=-1 if alpha is None else alpha,
-                                      gamma=gamma, reduction="none")
+        if isinstance(alpha, list):
+            a = _per_column(alpha, logits.shape[1], logits)
+            p = logits.sigmoid()
+            ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            p_t = p * target + (1 - p) * (1 - target)
+            per_cell = (a * target + (1 - a) * (1 - target)) * ce * (1 - p_t).pow(gamma)
+        else:
+            per_cell = sigmoid_focal_loss(logits, target, alpha=-1 if alpha is None else alpha,
+                                          gamma=gamma, reduction="none")
         return _reduce(per_cell, batch)
 
     return loss
+
+
+def _per_column(alpha: float | list[float], n: int, like: torch.Tensor) -> torch.Tensor | float:
+    """``alpha`` as one weight per output column (a list must have ``n`` of them)."""
+    if not isinstance(alpha, list):
+        return alpha
+    if len(alpha) != n:
+        raise ValueError(f"focal 'alpha' lists {len(alpha)} weights for {n} output columns")
+    return torch.tensor(alpha, dtype=like.dtype, device=like.device)[None, :]
 
 
 @_loss("mse", ("regression",))

@@ -50,8 +50,11 @@ class OptimizerConfig(Section):
     def _known(cls, name: str) -> str:
         from timm.optim import list_optimizers
 
-        known = list_optimizers()
+        known = [n for n in list_optimizers() if n not in _NEEDS_SECOND_ORDER]
         base = name.removeprefix("lookahead_")
+        if base in _NEEDS_SECOND_ORDER:
+            raise ValueError(f"optimizer {base!r} needs second-order gradients (a backward "
+                             "pass with create_graph), which the training loop does not make")
         if base not in known:
             close = difflib.get_close_matches(base, known, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -60,6 +63,10 @@ class OptimizerConfig(Section):
                 "(each also as 'lookahead_<name>')"
             )
         return name
+
+
+# timm optimizers the loop cannot drive: they read Hessian-vector products
+_NEEDS_SECOND_ORDER = ("adahessian",)
 
 
 class SchedulerConfig(Section):
@@ -111,24 +118,36 @@ def layer_ids(encoder: nn.Module) -> tuple[dict[str, int], int]:
     return dict.fromkeys(names, 0), 1
 
 
+def no_weight_decay(module: nn.Module) -> set[str]:
+    """Parameter names a timm model exempts from weight decay (``no_weight_decay()``: its
+    position embeddings, class and distillation tokens), as names inside ``module``."""
+    if isinstance(module, TimmEncoder) and hasattr(module.body, "no_weight_decay"):
+        exempt = set(module.body.no_weight_decay())
+        return {name for name, _ in module.named_parameters()
+                if name.removeprefix("body.") in exempt}
+    return set()
+
+
 def parameter_groups(
     model: CompetitionModel, cfg: ModelConfig, optim: OptimizerConfig
 ) -> list[dict[str, Any]]:
     """Groups by (module, depth, decay): each encoder at its own ``lr`` (``layer_decay``
-    scaling it down the encoder), the head at the optimizer's ``lr``; biases and 1-d
-    weights get no weight decay. Frozen parameters are left out."""
+    scaling it down the encoder), the head at the optimizer's ``lr``; biases, 1-d weights and
+    what a timm model exempts (position embeddings, class tokens) get no weight decay. Frozen
+    parameters are left out."""
     groups: dict[tuple[int, int, bool], dict[str, Any]] = {}
     parts = [(enc, ecfg.lr or optim.lr, True)
              for enc, ecfg in zip(model.encoders, cfg.encoders, strict=True)]
     parts.append((model.head, optim.lr, False))
     for index, (module, lr, is_encoder) in enumerate(parts):
         depth, n_depths = layer_ids(module) if is_encoder else ({}, 1)
+        exempt = no_weight_decay(module)
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
             d = depth.get(name, 0)
             scale = optim.layer_decay ** (n_depths - 1 - d) if optim.layer_decay else 1.0
-            decay = param.ndim > 1
+            decay = param.ndim > 1 and name not in exempt
             key = (index, d, decay)
             if key not in groups:
                 groups[key] = {"params": [], "lr": lr * scale,
@@ -169,12 +188,24 @@ class Schedule:
             self.scheduler.step(epoch, score)
 
     def state_dict(self) -> dict[str, Any]:
-        """The wrapped scheduler's state."""
-        return self.scheduler.state_dict()
+        """The wrapped scheduler's state, all of it: timm's plateau scheduler keeps its
+        count of epochs without gain in the torch scheduler it wraps, which its own
+        ``state_dict`` leaves out (a resumed run would cut the lr later)."""
+        state = {"scheduler": self.scheduler.state_dict()}
+        inner = getattr(self.scheduler, "lr_scheduler", None)
+        if inner is not None:
+            state["inner"] = inner.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        self.scheduler.load_state_dict(state)
+        if "scheduler" not in state:  # a resume point of an older release
+            self.scheduler.load_state_dict(state)
+            return
+        self.scheduler.load_state_dict(state["scheduler"])
+        inner = getattr(self.scheduler, "lr_scheduler", None)
+        if inner is not None and "inner" in state:
+            inner.load_state_dict(state["inner"])
 
 
 @dataclass(frozen=True)

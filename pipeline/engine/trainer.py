@@ -12,46 +12,25 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from pipeline.data.datasets import Batch
+from pipeline.engine.batchnorm import has_batch_norm, module_names, recompute_batch_norm
 from pipeline.engine.losses import LossFn
+from pipeline.engine.plan import FitHistory, StagePlan, apply_freeze, show_progress
 from pipeline.engine.state import rng_state, save_checkpoint, set_rng_state
-from pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
-
-
-def build_accelerator(precision: str) -> Accelerator:
-    """Accelerator with the given precision ('auto': bf16/fp16 on GPU, none on CPU)."""
-    if precision == "auto":
-        precision = "no"
-        if torch.cuda.is_available():
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    # One process may train several configs (the demo, a benchmark, a notebook): each gets
-    # its own precision and device rather than an error for differing from the first.
-    AcceleratorState._reset_state(reset_partial_state=True)
-    # accumulation is the engine's (per stage), so Accelerate must not scale the loss too
-    accelerator = Accelerator(mixed_precision=precision)
-    if accelerator.num_processes > 1:
-        raise PipelineError(
-            "the stages run in one process (one CPU or GPU); a multi-process launch "
-            f"({accelerator.num_processes} processes) is not supported"
-        )
-    return accelerator
 
 
 class Callback:
@@ -104,55 +83,6 @@ class Callback:
         """Restore :meth:`state_dict`."""
 
 
-@dataclass
-class StagePlan:
-    """One training stage, ready to run."""
-
-    epochs: int
-    loader: DataLoader[Batch]
-    make_optimizer: Callable[[], torch.optim.Optimizer]  # called after freezing
-    make_schedule: Callable[[torch.optim.Optimizer, int], Any]  # (optimizer, updates/epoch)
-    loss_fn: LossFn
-    freeze: list[str] = field(default_factory=list)
-    grad_accum_steps: int = 1
-    label: str = ""
-
-
-@dataclass
-class FitHistory:
-    """Per-epoch record of a fit."""
-
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int = -1
-    best_score: float | None = None
-
-
-def show_progress() -> bool:
-    """Progress bars unless PIPELINE_PROGRESS=0."""
-    return os.environ.get("PIPELINE_PROGRESS", "1") != "0"
-
-
-def apply_freeze(model: nn.Module, paths: list[str]) -> list[nn.Module]:
-    """Freeze the modules at ``paths`` (dotted, e.g. ``encoders.0``), unfreeze the rest;
-    returns the frozen modules, which the loop keeps in eval mode (batch-norm statistics
-    untouched)."""
-    for param in model.parameters():
-        param.requires_grad_(True)
-    frozen = []
-    for path in paths:
-        try:
-            module = model.get_submodule(path)
-        except AttributeError:
-            top = [n for n, _ in model.named_children()]
-            raise ConfigError(
-                f"'train.freeze': no module {path!r} in the model. Top-level modules: {top} "
-                "(encoders are 'encoders.0', 'encoders.1', ...)"
-            ) from None
-        module.requires_grad_(False)
-        frozen.append(module)
-    return frozen
-
-
 class Trainer:
     """Trains one model on one fold; scores it after every epoch on the validation rows.
 
@@ -162,6 +92,11 @@ class Trainer:
         max_grad_norm: clip the gradient norm to this, when set.
         callbacks: hooks into the loop.
         desc: progress-bar and log label (e.g. "seed 0 fold 1/5").
+        checkpoint: which epoch's weights become the fold's model (``best.pt``): the
+            ``best`` validation score's, or the ``last`` epoch's.
+        precise_bn: before each validation, recompute the batch-norm statistics of the
+            evaluated weights on this many batches of training rows (0: keep the running
+            averages, which lag the weights; see :mod:`pipeline.engine.batchnorm`).
     """
 
     def __init__(
@@ -171,8 +106,12 @@ class Trainer:
         max_grad_norm: float | None = None,
         callbacks: list[Callback] | None = None,
         desc: str = "",
+        checkpoint: str = "best",
+        precise_bn: int = 0,
     ) -> None:
         self.accelerator = accelerator
+        self.checkpoint = checkpoint
+        self.precise_bn = precise_bn
         self.model = accelerator.prepare_model(model)
         self.max_grad_norm = max_grad_norm
         self.callbacks = sorted(callbacks or [], key=lambda c: c.order)
@@ -222,19 +161,23 @@ class Trainer:
         self.model.train()
         for module in self.frozen:
             module.eval()
-        self.grad_accum_steps = grad_accum_steps  # callbacks scale their extra losses alike
+        # callbacks scale their extra losses by the current window's size, as the loop does
         acc = self.accelerator
         total, count, n_batches = 0.0, 0, len(loader)
         bar = tqdm(loader, desc=f"{self.desc} epoch {self.epoch + 1}/{self.total_epochs or '?'}",
                    leave=False, disable=not show_progress(), mininterval=1.0, dynamic_ncols=True)
         for step, batch in enumerate(bar):
+            # The last window of an epoch may hold fewer micro-batches than grad_accum_steps;
+            # dividing by its own size keeps its update a mean, not a shrunken one.
+            window_start = step - step % grad_accum_steps
+            self.grad_accum_steps = min(grad_accum_steps, n_batches - window_start)
             batch = self._to_device(batch)
             for cb in self.callbacks:
                 batch = cb.transform_batch(self, batch, loss_fn)
             with acc.autocast():
                 loss = self._training_loss(batch, loss_fn)
             self._call("on_before_backward", loss)
-            acc.backward(loss / grad_accum_steps if grad_accum_steps > 1 else loss)
+            acc.backward(loss / self.grad_accum_steps if self.grad_accum_steps > 1 else loss)
             self._call("on_after_backward", batch, loss_fn)
             if (step + 1) % grad_accum_steps == 0 or step + 1 == n_batches:
                 if self.max_grad_norm:
@@ -293,6 +236,10 @@ class Trainer:
             "history": self.history,
             "rng": rng_state(),
             "callbacks": [cb.state_dict() for cb in self.callbacks],
+            # fp16 (T4, P100) keeps a dynamic loss scale; without it a resumed run would
+            # restart at 65536 and part from an uninterrupted one
+            "scaler": self.accelerator.scaler.state_dict()
+            if self.accelerator.scaler is not None else None,
         }
 
     def _load_resume_state(self, state: dict[str, Any], plans: list[StagePlan]) -> None:
@@ -308,10 +255,21 @@ class Trainer:
             if self.schedule is not None:
                 self.schedule.load_state_dict(state["schedule"])
         set_rng_state(state["rng"])
+        if state.get("scaler") is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
 
     def _improved(self, score: float, greater_is_better: bool) -> bool:
+        """Whether ``score`` beats the best so far. A non-finite score (Pearson of a constant
+        prediction) is the worst there is: it improves only on nothing at all, and any finite
+        score improves on it."""
         best = self.history.best_score
-        return best is None or (score > best if greater_is_better else score < best)
+        if best is None:
+            return True
+        if not math.isfinite(score):
+            return False
+        if not math.isfinite(best):
+            return True
+        return score > best if greater_is_better else score < best
 
     def save_best(self, path: Path, score: float) -> None:
         """Checkpoint the evaluation weights as the fold's chosen model."""
@@ -377,7 +335,14 @@ class Trainer:
         self._call("on_epoch_start")
         train_loss = self.train_epoch(plan.loader, self.optimizer, self.schedule,
                                       plan.loss_fn, plan.grad_accum_steps)
-        score = float(self.score_fn(self.predict(self.valid_loader)))
+        self._recompute_batch_norm(plan)
+        outputs = self.predict(self.valid_loader)
+        score = float(self.score_fn(outputs))
+        self.history.last_outputs = outputs
+        if not math.isfinite(score):
+            log.warning("%s epoch %d: the validation score is %s (e.g. a correlation of a "
+                        "constant prediction); it counts as the worst score", self.desc,
+                        self.epoch + 1, score)
         self.stage_epoch += 1
         self.epoch += 1
         if self.schedule is not None:
@@ -393,12 +358,31 @@ class Trainer:
         })
         if improved:
             self.history.best_score, self.history.best_epoch = score, self.epoch
+        if improved or self.checkpoint == "last":
             self.save_best(self.checkpoint_dir / "best.pt", score)
         log.info("%s epoch %d/%d: train_loss %.4f score %.5f%s (%.1fs)", self.desc,
                  self.epoch, self.total_epochs, train_loss, score,
                  " *" if improved else "", self.history.epochs[-1]["seconds"])
         self._call("on_epoch_end")
         save_checkpoint(self.checkpoint_dir / "last.pt", self._resume_state())
+
+    def _recompute_batch_norm(self, plan: StagePlan) -> None:
+        """Precise BN: the evaluated weights' batch-norm statistics, recomputed on a sample of
+        the training rows (the same sample for the same epoch, so a resumed run agrees).
+        Training-mode passes never read these statistics, so training is unchanged."""
+        model = self.accelerator.unwrap_model(self.eval_model())
+        if not self.precise_bn or not has_batch_norm(model):
+            return
+        dataset, size = plan.loader.dataset, plan.loader.batch_size or 1
+        order = torch.randperm(len(dataset),  # type: ignore[arg-type]
+                               generator=torch.Generator().manual_seed(self.epoch))
+        sample = Subset(dataset, order[: self.precise_bn * size].tolist())
+        loader = DataLoader(sample, batch_size=size, shuffle=False,
+                            collate_fn=plan.loader.collate_fn)
+        frozen = module_names(self.unwrapped, self.frozen)
+        saved = rng_state()  # a loader's iterator draws its seed from the global stream
+        recompute_batch_norm((self._to_device(b) for b in loader), model, frozen)
+        set_rng_state(saved)
 
     def _next_stage(self, plans: list[StagePlan]) -> None:
         self.stage += 1

@@ -26,6 +26,8 @@ class RankBlender(WeightedBlender):
     an order, not a probability: multiclass rows are renormalised but not calibrated.
     """
 
+    order_only = True  # only metrics that read the order of predictions may take it
+
     def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
         self.weights_ = np.full(stacked.shape[0], 1.0 / stacked.shape[0])
         return self._predict(stacked)
@@ -40,12 +42,15 @@ class RankBlender(WeightedBlender):
 class PowerBlender(WeightedBlender):
     """Power mean ``(mean_i p_i ** power) ** (1 / power)`` of non-negative predictions.
 
-    ``power > 1`` lets confident members speak louder than in the arithmetic mean; the
-    ``1 / power`` root keeps the result on the probability scale.
+    ``power > 1`` lets confident members speak louder than in the arithmetic mean. The
+    ``1 / power`` root keeps the result in [0, 1], but not calibrated: for binary 0.2 and 0.8
+    merge to 0.58, not 0.5. So, like rank averaging, it is for metrics that read the order.
 
     Args:
         power: The exponent; 1 is the arithmetic mean.
     """
+
+    order_only = True
 
     def __init__(self, power: float = 2.0) -> None:
         self.power = power

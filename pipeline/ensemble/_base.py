@@ -62,6 +62,9 @@ class Blender(BaseEstimator, abc.ABC):
     """
 
     needs_folds = False  # stacking trains on folds; weight blenders ignore them
+    # outputs an order, not probabilities or values (rank, power): only for metrics that read
+    # the order (Metric.order_only); refused elsewhere rather than submitted as probabilities
+    order_only = False
 
     def fit(
         self,

@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.base import clone
 
 from pipeline.ensemble._base import Blender, stack_members
+from pipeline.ensemble._postprocess import fit_postprocess
 from pipeline.metrics import Metric
 
 
@@ -21,6 +22,9 @@ class NestedCV:
     mean: float  # mean of per_fold
     pooled: float  # score of all held-out predictions together (comparable to in-sample)
     held_out: np.ndarray  # (n, c) blended prediction of every row by a blender that never saw it
+    # fold value -> score of the held-out fold's labels under a post-processing rule tuned,
+    # like the blender, without that fold (None: the metric scores probabilities)
+    postprocessed: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Scores as plain data (the held-out matrix is left out)."""
@@ -33,11 +37,14 @@ def nested_cv(
     y: np.ndarray,
     folds: np.ndarray,
     metric: Metric,
+    task: str | None = None,
 ) -> NestedCV:
     """Score ``blender`` by refitting a clone on k-1 folds and predicting the held-out fold.
 
     Stacking blenders get the k-1 folds as their own (inner) folds. An Optuna study is kept
-    in memory here so the nested studies never mix with the stage's stored one.
+    in memory here so the nested studies never mix with the stage's stored one. With
+    ``task`` and a label metric, each fold's post-processing (thresholds, class weights) is
+    tuned on the inner blend of the other folds, so no label of the held-out fold reaches it.
     """
     stacked = stack_members(preds)
     y, folds = np.asarray(y), np.asarray(folds)
@@ -48,7 +55,8 @@ def nested_cv(
             f"{2 + int(blender.needs_folds)} folds. Got {len(values)}."
         )
     held_out = np.zeros(stacked.shape[1:])
-    per_fold = {}
+    per_fold: dict[str, float] = {}
+    postprocessed: dict[str, float] = {}
     for fold in values:
         train, held = folds != fold, folds == fold
         inner = clone(blender)
@@ -57,9 +65,13 @@ def nested_cv(
         inner.fit(stacked[:, train], y[train], folds[train])
         held_out[held] = inner.predict(stacked[:, held])
         per_fold[str(fold)] = metric(y[held], held_out[held])
+        rule = fit_postprocess(task, metric.name, y[train], inner.oof_) if task else None
+        if rule is not None:
+            postprocessed[str(fold)] = rule.evaluate(y[held], held_out[held])
     return NestedCV(
         per_fold=per_fold,
         mean=float(np.mean(list(per_fold.values()))),
         pooled=metric(y, held_out),
         held_out=held_out,
+        postprocessed=postprocessed or None,
     )

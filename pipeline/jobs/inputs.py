@@ -1,23 +1,26 @@
 """What a fold fits on its own training rows before training (the tabular encoder, the
-regression target scale), kept in ``preprocess.json`` so that prediction rebuilds the same
-inputs, and the fold's training datasets (with pseudo-labelled rows when configured)."""
+regression target scale), kept in ``preprocess.json`` and ``tabular.joblib`` so that
+prediction rebuilds the same inputs, and the fold's training datasets (with pseudo-labelled
+rows when configured)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import read_json, write_json
+from pipeline.artifacts import atomic_path, read_json, write_json
 from pipeline.competition import Competition, to_predictions
 from pipeline.data.augment import AugmentConfig
 from pipeline.data.datasets import CombinedDataset, CompetitionDataset, ModelInputs
 from pipeline.data.tabular import TabularEncoder
+from pipeline.runs import FOLD_FORMAT
 
 PREP_FILE = "preprocess.json"
+TABULAR_FILE = "tabular.joblib"  # the fitted column encoder (scikit-learn objects pickle)
 
 
 @dataclass(frozen=True)
@@ -27,17 +30,6 @@ class FoldPrep:
     tabular: TabularEncoder
     target_mean: list[float]  # regression targets are standardised per fold (identity else)
     target_std: list[float]
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain data for ``preprocess.json``."""
-        return {"tabular": self.tabular.state_dict(), "target_mean": self.target_mean,
-                "target_std": self.target_std}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FoldPrep:
-        """Inverse of :meth:`to_json`."""
-        return cls(TabularEncoder.from_state_dict(data["tabular"]), data["target_mean"],
-                   data["target_std"])
 
     def standardise(self, task: str, y: np.ndarray) -> np.ndarray:
         """Encoded targets as the network trains on them (regression: standardised)."""
@@ -62,15 +54,26 @@ def _fit_prep(comp: Competition, rows: np.ndarray) -> FoldPrep:
 
 def fold_prep(fold_dir: Path, comp: Competition | None = None,
               rows: np.ndarray | None = None) -> FoldPrep:
-    """The fold's preprocessing: read from ``preprocess.json``, or fitted on ``rows`` of
-    ``comp`` and written there first. Always read back from the file, so a fresh fold and a
-    resumed one see the same (JSON round-tripped) values."""
-    path = fold_dir / PREP_FILE
-    if not path.is_file():
+    """The fold's preprocessing: read from ``preprocess.json`` and ``tabular.joblib``, or
+    fitted on ``rows`` of ``comp`` and written there first. Always read back from the files,
+    so a fresh fold and a resumed one see the same (JSON round-tripped) values.
+
+    A fold prepared by an older release (another format) is prepared again, and its resume
+    point, trained on the old inputs, is dropped.
+    """
+    path, tab_path = fold_dir / PREP_FILE, fold_dir / TABULAR_FILE
+    current = path.is_file() and read_json(path).get("format") == FOLD_FORMAT
+    if not current or not tab_path.is_file():
         if comp is None or rows is None:
-            raise FileNotFoundError(f"{path} not found: train the fold first")
-        write_json(path, _fit_prep(comp, rows).to_json())
-    return FoldPrep.from_json(read_json(path))
+            raise FileNotFoundError(f"{path} (format {FOLD_FORMAT}) not found: train the fold")
+        (fold_dir / "last.pt").unlink(missing_ok=True)
+        prep = _fit_prep(comp, rows)
+        with atomic_path(tab_path) as tmp:
+            joblib.dump(prep.tabular, tmp)
+        write_json(path, {"format": FOLD_FORMAT, "target_mean": prep.target_mean,
+                          "target_std": prep.target_std})
+    data = read_json(path)
+    return FoldPrep(joblib.load(tab_path), data["target_mean"], data["target_std"])
 
 
 def with_pseudo_rows(

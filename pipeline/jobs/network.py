@@ -10,6 +10,7 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import Dataset
 
+from pipeline.artifacts import write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.datasets import CompetitionDataset, build_loader
@@ -20,7 +21,7 @@ from pipeline.engine.trainer import Trainer
 from pipeline.jobs.inputs import fold_prep, with_pseudo_rows
 from pipeline.metrics import get_metric
 from pipeline.models.network import build_model, model_inputs
-from pipeline.runs import fold_dir, fold_label, pseudo_path
+from pipeline.runs import LAST_EPOCH_OOF, fold_dir, fold_label, pseudo_path
 
 
 def train_network_fold(
@@ -70,9 +71,18 @@ def train_network_fold(
             comp.n_outputs, cfg.train.first_epoch(cons.start_epoch, cons.start_stage),
             run_seed * 100 + 7, cfg.train.num_workers))
     trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
-                      desc=fold_label(cfg, seed, fold))
+                      desc=fold_label(cfg, seed, fold), checkpoint=cfg.train.checkpoint,
+                      precise_bn=cfg.train.precise_bn)
     history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
                           generator, run_seed * 100)
     accelerator.free_memory()
-    return {"best_epoch": history.best_epoch, "best_score": history.best_score,
-            "epochs": history.epochs}
+    result = {"best_epoch": history.best_epoch, "best_score": history.best_score,
+              "checkpoint": cfg.train.checkpoint, "epochs": history.epochs}
+    if history.last_outputs is not None:  # the last epoch's OOF: no epoch was chosen on it
+        last = prep.predictions(task, history.last_outputs)
+        frame = pd.DataFrame(last, columns=comp.pred_columns)
+        frame.insert(0, cfg.competition.id_column,
+                     comp.train[cfg.competition.id_column].to_numpy()[valid_rows])
+        write_parquet(out / LAST_EPOCH_OOF, frame)
+        result["last_epoch_score"] = metric(y_valid, last)
+    return result

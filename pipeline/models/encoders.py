@@ -18,9 +18,10 @@ from typing import Any
 import timm
 import torch
 from pydantic import Field, field_validator, model_validator
+from timm.data import resolve_model_data_config
 from torch import nn
 
-from pipeline.data.datasets import Batch
+from pipeline.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Batch
 from pipeline.data.tabular import TabularEncoder
 from pipeline.errors import ConfigError
 from pipeline.models.sklearn import import_estimator
@@ -112,10 +113,27 @@ class TimmEncoder(nn.Module):
             if "Unknown model" not in str(err):
                 raise
             raise ConfigError(f"encoder {cfg.name!r}: {err}") from None
-        self.out_dim = int(self.body.num_features)
+        # the width of the pooled pre-logits: larger than num_features for models with a
+        # conv head after pooling (MobileNetV3, GhostNet, HGNetV2)
+        self.out_dim = int(getattr(self.body, "head_hidden_size", None)
+                           or self.body.num_features)
+        # Batches arrive normalised with ImageNet statistics (shared by every encoder of a
+        # concatenation); a model trained with others (ViT augreg and Inception: 0.5, CLIP)
+        # gets its own, from its pretrained config: x_own = (x * std_in + mean_in - m) / s.
+        data = resolve_model_data_config(self.body)
+        mean, std = tuple(data["mean"]), tuple(data["std"])
+        self.renormalise = (mean, std) != (IMAGENET_MEAN, IMAGENET_STD)
+        if self.renormalise:
+            scale = torch.tensor(IMAGENET_STD) / torch.tensor(std)
+            shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)) / torch.tensor(std)
+            self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("input_shift", shift.view(1, 3, 1, 1), persistent=False)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.body(batch["image"])
+        image = batch["image"]
+        if self.renormalise:
+            image = image * self.input_scale + self.input_shift
+        return self.body(image)
 
 
 class HFEncoder(nn.Module):

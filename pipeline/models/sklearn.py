@@ -9,14 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
 from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
 from sklearn.utils import get_tags
 
 from pipeline.competition import Competition
+from pipeline.data.tabular import column_encoder
 from pipeline.errors import ConfigError
 
 
@@ -33,8 +31,8 @@ def import_estimator(path: str) -> type[BaseEstimator]:
 
 
 def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: int) -> Pipeline:
-    """Preprocessing (ordinal categories, median fill where NaN is not allowed) + the estimator
-    at import ``path`` with ``params``."""
+    """The shared column encoding (ordinal categories, median fill where the estimator does
+    not take NaN) + the estimator at import ``path`` with ``params``."""
     cls = import_estimator(path)
     params = dict(params)
     if "random_state" in inspect.signature(cls).parameters and "random_state" not in params:
@@ -49,13 +47,9 @@ def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: 
     elif task == "regression" and k > 1:
         estimator = MultiOutputRegressor(estimator)
     allow_nan = get_tags(clone(cls(**params))).input_tags.allow_nan
-    numeric_step: Any = "passthrough" if allow_nan else SimpleImputer(strategy="median")
-    category_step = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                   encoded_missing_value=-1)
-    columns = ColumnTransformer([
-        ("num", numeric_step, comp.numeric_columns),
-        ("cat", category_step, comp.categorical_columns),
-    ])
+    # the encoding every model shares; trees need no scaling, and keep NaN where they can
+    columns = column_encoder(comp.numeric_columns, comp.categorical_columns, scale=False,
+                             impute=not allow_nan, indicators=False)
     return Pipeline([("columns", columns), ("model", estimator)])
 
 

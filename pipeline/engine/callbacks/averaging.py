@@ -4,15 +4,17 @@ snapshot ensembles, early stopping."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 from timm.utils import ModelEmaV3
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, update_bn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
+from pipeline.engine.batchnorm import module_names, recompute_batch_norm
 from pipeline.engine.state import save_checkpoint
 from pipeline.engine.trainer import Callback, Trainer
 from pipeline.schema import Section
@@ -113,12 +115,21 @@ class SWA(Callback):
 
     def on_fit_end(self, trainer: Trainer) -> None:
         assert self.averaged is not None and trainer.train_loader is not None
+        if int(self.averaged.n_averaged) == 0:
+            # early stopping ended the fit before start_epoch: the average holds the initial
+            # weights, so the best epoch's checkpoint stays the fold's model
+            log.warning("%s: SWA averaged nothing (the fit stopped after epoch %d, before "
+                        "swa.start_epoch %d); keeping the best epoch's weights", trainer.desc,
+                        trainer.epoch, self.start_epoch)
+            return
         source = trainer.train_loader
         # a fixed order, so a resumed fold gets the same statistics
         loader = DataLoader(source.dataset, batch_size=source.batch_size, shuffle=False,
                             collate_fn=source.collate_fn)
         device = trainer.accelerator.device
-        update_bn(({k: v.to(device) for k, v in b.items()} for b in loader), self.averaged)
+        frozen = module_names(trainer.unwrapped, trainer.frozen)
+        recompute_batch_norm(({k: v.to(device) for k, v in b.items()} for b in loader),
+                             self.averaged.module, frozen)
         assert trainer.score_fn is not None and trainer.valid_loader is not None
         score = float(trainer.score_fn(trainer.predict(trainer.valid_loader,
                                                        model=self.averaged.module)))
@@ -175,7 +186,8 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         score = self.sign * trainer.history.epochs[-1]["score"]
-        if self.best is None or score > self.best + self.min_delta:
+        # a non-finite score is no improvement, and never becomes the one to beat
+        if math.isfinite(score) and (self.best is None or score > self.best + self.min_delta):
             self.best, self.waited = score, 0
             return
         self.waited += 1

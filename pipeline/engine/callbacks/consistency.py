@@ -30,7 +30,7 @@ __all__ = ["CONSISTENCY", "Consistency", "ConsistencyConfig", "StrongAugmentConf
 
 class Consistency(Callback):
     """Adds the unlabelled loss of ``method`` to each training batch from ``start_epoch``
-    (1-based) on, its weight ramping up linearly over ``cfg.ramp_epochs``."""
+    (1-based) on, its weight ramping up linearly over ``cfg.ramp(...)`` epochs."""
 
     order = 40  # after batch transforms (an adversarial batch is the labelled batch)
 
@@ -76,11 +76,12 @@ class Consistency(Callback):
     def weight(self, trainer: Trainer) -> float:
         """lambda_u at this step, ramped up over ``ramp_epochs`` from ``start_epoch``."""
         full = self.cfg.resolved("weight")
-        if not self.cfg.ramp_epochs:
+        ramp = self.cfg.ramp(max(1, trainer.total_epochs - self.start_epoch + 1))
+        if not ramp:
             return full
         assert trainer.train_loader is not None
         done = trainer.epoch + 1 - self.start_epoch + self._step / len(trainer.train_loader)
-        return full * min(1.0, done / self.cfg.ramp_epochs)
+        return full * min(1.0, done / ramp)
 
     def training_loss(self, trainer: Trainer, batch: Batch,
                       loss_fn: LossFn) -> torch.Tensor | None:

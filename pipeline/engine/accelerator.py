@@ -1,0 +1,28 @@
+"""The device and precision a run trains on, through Hugging Face Accelerate."""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+
+from pipeline.errors import PipelineError
+
+
+def build_accelerator(precision: str) -> Accelerator:
+    """Accelerator with the given precision ('auto': bf16/fp16 on GPU, none on CPU)."""
+    if precision == "auto":
+        precision = "no"
+        if torch.cuda.is_available():
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # One process may train several configs (the demo, a benchmark, a notebook): each gets
+    # its own precision and device rather than an error for differing from the first.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    # accumulation is the engine's (per stage), so Accelerate must not scale the loss too
+    accelerator = Accelerator(mixed_precision=precision)
+    if accelerator.num_processes > 1:
+        raise PipelineError(
+            "the stages run in one process (one CPU or GPU); a multi-process launch "
+            f"({accelerator.num_processes} processes) is not supported"
+        )
+    return accelerator

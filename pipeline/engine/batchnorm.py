@@ -1,0 +1,58 @@
+"""Batch-norm statistics recomputed for given weights ("precise BN", Wu and Johnson 2021,
+"Rethinking 'Batch' in BatchNorm"; what SWA's ``update_bn`` does for averaged weights).
+
+The running averages a BN layer keeps while training lag its weights: with few updates per
+epoch and a high learning rate (a small competition, LAMB, a stage switch to SGD) they
+describe weights long gone, and eval-mode predictions collapse while the training loss looks
+fine. Recomputing them with the weights being evaluated removes the lag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from pipeline.data.datasets import Batch
+from pipeline.engine.state import rng_state, set_rng_state
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` holds a batch-norm layer."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def module_names(model: nn.Module, modules: list[nn.Module]) -> list[str]:
+    """The dotted names of ``modules`` inside ``model``."""
+    wanted = {id(m) for m in modules}
+    return [name for name, m in model.named_modules() if id(m) in wanted]
+
+
+def recompute_batch_norm(batches: Iterable[Batch], model: nn.Module,
+                         frozen: list[str]) -> None:
+    """Recompute the batch-norm statistics of ``model`` as the mean over ``batches`` (what
+    ``torch.optim.swa_utils.update_bn`` does), except inside the modules named in
+    ``frozen``: a frozen part keeps its statistics, as it does during training."""
+    skip = {id(m) for name in frozen for m in model.get_submodule(name).modules()}
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in skip]
+    if not norms:
+        return
+    momenta = {m: m.momentum for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative mean over every batch
+    was_training = model.training
+    model.train()
+    for name in frozen:
+        model.get_submodule(name).eval()
+    # dropout draws during these passes must not shift the training run's random stream
+    saved = rng_state()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    set_rng_state(saved)
+    for m, momentum in momenta.items():
+        m.momentum = momentum
+    model.train(was_training)

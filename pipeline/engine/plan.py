@@ -1,0 +1,70 @@
+"""What the training loop runs and records: a stage ready to run, the fit's history, the
+frozen parts of a stage, and whether to draw progress bars."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pipeline.data.datasets import Batch
+from pipeline.engine.losses import LossFn
+from pipeline.errors import ConfigError
+
+
+@dataclass
+class StagePlan:
+    """One training stage, ready to run."""
+
+    epochs: int
+    loader: DataLoader[Batch]
+    make_optimizer: Callable[[], torch.optim.Optimizer]  # called after freezing
+    make_schedule: Callable[[torch.optim.Optimizer, int], Any]  # (optimizer, updates/epoch)
+    loss_fn: LossFn
+    freeze: list[str] = field(default_factory=list)
+    grad_accum_steps: int = 1
+    label: str = ""
+
+
+@dataclass
+class FitHistory:
+    """Per-epoch record of a fit."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float | None = None
+    # raw validation outputs of the last epoch: the last-epoch OOF, which no epoch selection
+    # has seen (the best epoch's score is chosen on the same rows, so it is optimistic)
+    last_outputs: np.ndarray | None = None
+
+
+def show_progress() -> bool:
+    """Progress bars unless PIPELINE_PROGRESS=0."""
+    return os.environ.get("PIPELINE_PROGRESS", "1") != "0"
+
+
+def apply_freeze(model: nn.Module, paths: list[str]) -> list[nn.Module]:
+    """Freeze the modules at ``paths`` (dotted, e.g. ``encoders.0``), unfreeze the rest;
+    returns the frozen modules, which the loop keeps in eval mode (batch-norm statistics
+    untouched)."""
+    for param in model.parameters():
+        param.requires_grad_(True)
+    frozen = []
+    for path in paths:
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            top = [n for n, _ in model.named_children()]
+            raise ConfigError(
+                f"'train.freeze': no module {path!r} in the model. Top-level modules: {top} "
+                "(encoders are 'encoders.0', 'encoders.1', ...)"
+            ) from None
+        module.requires_grad_(False)
+        frozen.append(module)
+    return frozen

@@ -1,0 +1,106 @@
+"""Datasets and loaders (pipeline/data/datasets.py): text encoding and truncation, the items
+of a tabular dataset and their seeded augmentation, views, and the padding collate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.data import (
+    AugmentConfig,
+    CompetitionDataset,
+    ModelInputs,
+    TabularEncoder,
+    TabularNoiseConfig,
+    ViewsDataset,
+    build_loader,
+    collate,
+    encode_texts,
+    view_of,
+)
+from tests.conftest import write_tokenizer
+
+
+def test_text_truncation_keeps_head_tail_or_both(tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))
+    text = [["the movie was a plot and very film it story"]]  # 10 known words
+    words = tok(text[0], add_special_tokens=False)["input_ids"][0]
+    head = encode_texts(tok, text, 6, "head")[0]
+    tail = encode_texts(tok, text, 6, "tail")[0]
+    both = encode_texts(tok, text, 10, "head_tail")[0]
+    assert head[1:-1] == words[:4] and tail[1:-1] == words[-4:]
+    assert both[1:-1] == words[:2] + words[-6:]
+    assert head[0] == tok.cls_token_id and tail[-1] == tok.sep_token_id
+
+
+def test_two_text_columns_are_a_pair_and_more_are_joined(tmp_path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))
+    a, b = tok("good", add_special_tokens=False)["input_ids"], tok("bad")["input_ids"][1:-1]
+    pair = encode_texts(tok, [["good"], ["bad"]], 16, "head")[0]
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    assert pair == [cls, *a, sep, *b, sep]
+    three = encode_texts(tok, [["good"], ["bad"], ["fun"]], 16, "tail")[0]
+    fun = tok("fun", add_special_tokens=False)["input_ids"]
+    assert three == [cls, *a, sep, *b, sep, *fun, sep]  # joined with the separator token
+
+
+def _tabular_dataset(augment: AugmentConfig | None = None) -> CompetitionDataset:
+    frame = pd.DataFrame({"x": np.arange(8, dtype=float), "c": list("abababab")})
+    tab = TabularEncoder(["x"], ["c"]).fit(frame)
+    targets = np.arange(8, dtype=np.float32)[:, None]
+    return CompetitionDataset(frame, ModelInputs(tabular=tab), targets, augment,
+                              weights=np.full(8, 0.5))
+
+
+def test_tabular_items_carry_inputs_target_and_weight() -> None:
+    data = _tabular_dataset()
+    assert len(data) == 8
+    item = data[3]
+    assert set(item) == {"num", "cat", "target", "weight"}
+    assert item["num"].dtype == torch.float32 and item["cat"].dtype == torch.int64
+    torch.testing.assert_close(item["num"], torch.from_numpy(data.tabular["num"][3]))
+    assert item["cat"].tolist() == [2] and item["target"].tolist() == [3.0]
+    assert item["weight"].item() == 0.5
+
+
+def test_augmented_items_repeat_per_epoch_seed_and_change_between_epochs() -> None:
+    data = _tabular_dataset(AugmentConfig(tabular=TabularNoiseConfig(gaussian=0.5)))
+    data.set_epoch(1)
+    first = data[2]["num"]
+    torch.testing.assert_close(data[2]["num"], first)  # the same draw for (epoch, row)
+    data.set_epoch(2)
+    assert not torch.equal(data[2]["num"], first)
+    plain = data.with_augment(None)[2]["num"]  # same rows, no noise
+    torch.testing.assert_close(plain, torch.from_numpy(data.tabular["num"][2]))
+
+
+def test_views_are_keyed_by_name_and_collate_pads_tokens() -> None:
+    data = _tabular_dataset()
+    views = ViewsDataset({"weak": data, "strong": data})
+    item = views[0]
+    assert set(item) == {f"{v}/{k}" for v in ("weak", "strong")
+                         for k in ("num", "cat", "target", "weight")}
+    assert set(view_of(item, "weak")) == {"num", "cat", "target", "weight"}
+    items = [{"input_ids": torch.tensor([5, 6, 7]), "attention_mask": torch.ones(3, dtype=int),
+              "v/input_ids": torch.tensor([5]), "num": torch.zeros(2)},
+             {"input_ids": torch.tensor([8]), "attention_mask": torch.ones(1, dtype=int),
+              "v/input_ids": torch.tensor([9, 9]), "num": torch.ones(2)}]
+    batch = collate(items, pad_id=1)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 1, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["v/input_ids"].tolist() == [[5, 1], [9, 9]]
+    assert batch["num"].shape == (2, 2)
+
+
+def test_loader_batches_every_row_once() -> None:
+    data = _tabular_dataset()
+    loader = build_loader(data, batch_size=3, shuffle=True, num_workers=0,
+                          generator=torch.Generator().manual_seed(0))
+    targets = torch.cat([b["target"] for b in loader]).ravel()
+    assert sorted(targets.tolist()) == list(range(8))
+    assert [len(b["target"]) for b in loader] == [3, 3, 2]

@@ -1,0 +1,209 @@
+"""The tabular encoding (pipeline/data/tabular.py): median fill, standardisation, NaN indicator
+columns, category codes with 0 for unseen or missing values, categories that do not depend on
+how pandas typed a column, the pickled round trip a fold keeps, and unseen-category shares."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.data.tabular import (
+    TabularEncoder,
+    column_encoder,
+    normalise_categories,
+    unseen_shares,
+)
+
+TRAIN = pd.DataFrame({
+    "a": [1.0, 2.0, np.nan, 5.0],  # median of the known values: 2.0
+    "b": [10.0, 10.0, 10.0, 10.0],  # constant: std 0 -> scale 1
+    "c": ["x", "y", None, "x"],
+    "d": [3, 1, 2, 3],  # a categorical column given as numbers
+})
+FILLED_A = np.array([1.0, 2.0, 2.0, 5.0])  # 'a' after the median fill
+
+
+def _fitted() -> TabularEncoder:
+    return TabularEncoder(["a", "b"], ["c", "d"]).fit(TRAIN)
+
+
+def test_fit_learns_widths_and_table_sizes() -> None:
+    enc = _fitted()
+    assert enc.n_numeric == 3  # two numbers + one indicator: only 'a' has NaN in training
+    # index 0 is kept for unseen / missing values, 1.. for the training categories
+    assert enc.cardinalities[1] == 4  # '1', '2', '3'
+    assert enc.cardinalities[0] >= 3  # 'x', 'y' (a table may keep a row for missing)
+
+
+def test_transform_standardises_fills_flags_and_codes() -> None:
+    enc = _fitted()
+    out = enc.transform(TRAIN)
+    assert out["num"].dtype == np.float32 and out["cat"].dtype == np.int64
+    assert out["num"].shape == (4, 3) and out["cat"].shape == (4, 2)
+    np.testing.assert_allclose(out["num"][:, 0], (FILLED_A - FILLED_A.mean()) / FILLED_A.std(),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(out["num"][:, 1], 0.0)  # constant column: centred, not NaN
+    np.testing.assert_array_equal(out["num"][:, 2], [0, 0, 1, 0])  # the NaN indicator
+    np.testing.assert_array_equal(out["cat"], [[1, 3], [2, 1], [0, 2], [1, 3]])
+    assert (out["cat"] < np.array(enc.cardinalities)).all()  # every code has a table row
+
+
+def test_unseen_values_and_missing_cells_at_transform() -> None:
+    enc = _fitted()
+    new = pd.DataFrame({"a": [np.nan, "7"], "b": [12.0, np.nan], "c": ["z", "y"],
+                        "d": [9, 2.0]})
+    out = enc.transform(new)
+    expected = (np.array([2.0, 7.0]) - FILLED_A.mean()) / FILLED_A.std()  # NaN -> median
+    np.testing.assert_allclose(out["num"][:, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(out["num"][:, 1], [2.0, 0.0])  # NaN in 'b' takes the median
+    np.testing.assert_array_equal(out["num"][:, 2], [1, 0])
+    # unseen 'z' and 9 -> 0; 2.0 read as a float is the training category 2
+    np.testing.assert_array_equal(out["cat"], [[0, 0], [2, 2]])
+
+
+def test_categories_do_not_depend_on_how_pandas_typed_them() -> None:
+    frame = pd.DataFrame({"f": [3.0, np.nan, 1.5], "i": [3, 4, 5], "s": ["3", None, "x"],
+                          "b": [True, False, True]})
+    out = normalise_categories(frame)
+    assert out["f"].tolist()[0] == "3" and np.isnan(out["f"].tolist()[1])
+    assert out["f"].tolist()[2] == "1.5"
+    assert out["i"].tolist() == ["3", "4", "5"]
+    assert out["s"].tolist()[0] == "3" and out["s"].isna().tolist() == [False, True, False]
+    assert out["b"].tolist() == ["True", "False", "True"]
+
+
+def test_no_columns_give_empty_inputs_and_transform_needs_fit() -> None:
+    out = TabularEncoder([], []).fit(TRAIN).transform(TRAIN)
+    assert out["num"].shape == (4, 0) and out["cat"].shape == (4, 0)
+    assert out["num"].dtype == np.float32 and out["cat"].dtype == np.int64
+    with pytest.raises(ValueError, match="before fit"):
+        TabularEncoder(["a"], []).transform(TRAIN)
+
+
+def test_pickled_encoder_transforms_the_same() -> None:
+    enc = _fitted()
+    again = pickle.loads(pickle.dumps(enc))  # a fold keeps it as tabular.joblib
+    assert (again.n_numeric, again.cardinalities) == (enc.n_numeric, enc.cardinalities)
+    frame = TRAIN.assign(c=["y", "q", "x", None])
+    for key, value in enc.transform(frame).items():
+        np.testing.assert_array_equal(again.transform(frame)[key], value)
+
+
+def test_column_encoder_for_scikit_learn_models_keeps_nan_and_unseen_as_minus_one() -> None:
+    encoder = column_encoder(["a"], ["c"], scale=False, impute=False, indicators=False)
+    out = encoder.fit(TRAIN).transform(pd.DataFrame({"a": [np.nan, 4.0], "c": ["y", "z"]}))
+    assert out.shape == (2, 2)
+    assert np.isnan(out[0, 0]) and out[1, 0] == 4.0  # unscaled, NaN kept for the estimator
+    assert out[:, 1].tolist() == [1.0, -1.0]  # 'y' is code 1; unseen 'z' is -1
+
+
+def test_unseen_shares_count_test_values_never_seen_in_train() -> None:
+    test = pd.DataFrame({"c": ["x", "z", None, "w"], "d": [3.0, 1.0, 2.0, 2.0]})
+    shares = unseen_shares(TRAIN, test, ["c", "d"])
+    assert shares == {"c": pytest.approx(2 / 3), "d": 0.0}  # missing values are not counted
+
+
+# --- issue 12 item 1: one category however pandas typed the column -------------------------------
+
+
+def _integer_codes_from_csv(tmp_path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An integer-coded category written to CSV: train has a NaN, so pandas reads it as floats
+    (3.0), test has none and reads it as integers (3), as load_competition reads them."""
+    pd.DataFrame({"k": [3, 1, None, 2, 3, 1], "x": [0.5, 1.5, 2.5, 3.5, 4.5, 5.5]}).to_csv(
+        tmp_path / "train.csv", index=False)
+    pd.DataFrame({"k": [1, 3, 2, 7], "x": [1.0, 2.0, 3.0, 4.0]}).to_csv(
+        tmp_path / "test.csv", index=False)
+    train, test = pd.read_csv(tmp_path / "train.csv"), pd.read_csv(tmp_path / "test.csv")
+    # control: the two files really disagree on the column's type
+    assert train["k"].dtype == np.float64 and test["k"].dtype == np.int64
+    return train, test
+
+
+def test_integer_category_read_as_float_in_train_and_int_in_test_keeps_its_codes(
+        tmp_path) -> None:
+    """issue 12 item 1: test rows of an integer-coded category get the codes of the same values in
+    train, not 0 (the old encoder compared the strings '3.0' and '3' and called every test
+    value unseen)."""
+    train, test = _integer_codes_from_csv(tmp_path)
+    enc = TabularEncoder(["x"], ["k"]).fit(train)
+    codes_train = enc.transform(train)["cat"][:, 0]
+    codes_test = enc.transform(test)["cat"][:, 0]
+    by_value = {v: c for v, c in zip(train["k"], codes_train, strict=True) if pd.notna(v)}
+    assert sorted(by_value.values()) == [1, 2, 3]  # training categories 1..k, one per value
+    assert all(by_value[v] == c for v, c in zip(train["k"], codes_train, strict=True)
+               if pd.notna(v))  # each value one code
+    assert codes_train[2] == 0  # the training NaN: missing shares code 0 with unseen values
+    # 1, 3, 2 are training categories: the same codes as their train rows; 7 is unseen
+    np.testing.assert_array_equal(codes_test, [by_value[1.0], by_value[3.0], by_value[2.0], 0])
+    assert enc.cardinalities == [4]  # 3 categories + the shared 0, NaN in train adds none
+
+
+def test_cardinalities_are_categories_plus_one_with_nan_in_training() -> None:
+    """issue 12 item 1: a training NaN is no category: table size k + 1, codes 1..k for the
+    training values and 0 for missing or unseen ones, every code inside its table."""
+    frame = pd.DataFrame({"c": ["x", "y", None, "x", "z"], "f": [2.0, np.nan, 2.0, 5.0, 9.0]})
+    enc = TabularEncoder([], ["c", "f"]).fit(frame)
+    assert enc.cardinalities == [4, 4]  # x, y, z and 2, 5, 9, each + 1
+    cat = enc.transform(frame)["cat"]
+    assert cat[2, 0] == 0 and cat[1, 1] == 0  # the NaN cells
+    assert set(cat[[0, 1, 3, 4], 0]) == {1, 2, 3} and set(cat[[0, 2, 3, 4], 1]) == {1, 2, 3}
+    unseen = enc.transform(pd.DataFrame({"c": ["w", None], "f": [4.0, None]}))["cat"]
+    np.testing.assert_array_equal(unseen, [[0, 0], [0, 0]])
+    assert (cat < np.array(enc.cardinalities)).all()
+
+
+def test_normalise_categories_maps_every_spelling_of_three_to_one_string() -> None:
+    """issue 12 item 1: 3, 3.0, '3' (and NumPy scalars of them) are the category '3' within one
+    column too; None and NaN stay missing rather than becoming the string 'nan'."""
+    column = pd.Series([3, 3.0, "3", np.int64(3), np.float32(3.0), None, np.nan, "3.5", 3.5],
+                       dtype=object)
+    out = normalise_categories(pd.DataFrame({"k": column}))["k"]
+    assert out.tolist()[:5] == ["3"] * 5
+    assert out.isna().tolist() == [False] * 5 + [True, True] + [False] * 2
+    assert out.tolist()[7:] == ["3.5", "3.5"]
+    assert out.dtype == object
+
+
+def test_unseen_shares_ignore_how_pandas_typed_the_column(tmp_path) -> None:
+    """issue 12 item 1: the unseen share compares values, not dtypes: of test's 1, 3, 2, 7 only 7
+    is unseen (train's NaN made it 1.0, 3.0, 2.0)."""
+    train, test = _integer_codes_from_csv(tmp_path)
+    assert unseen_shares(train, test, ["k"]) == {"k": pytest.approx(0.25)}
+    assert unseen_shares(test, train, ["k"]) == {"k": 0.0}  # train's NaN is not unseen
+
+
+def test_joblib_round_trip_keeps_codes_and_scaling(tmp_path) -> None:
+    """issue 12 item 1: a fold saves its encoder with joblib (tabular.joblib); the loaded one gives
+    the same arrays, the float/int category match included."""
+    import joblib
+
+    train, test = _integer_codes_from_csv(tmp_path)
+    enc = TabularEncoder(["x"], ["k"]).fit(train)
+    joblib.dump(enc, tmp_path / "tabular.joblib")
+    again = joblib.load(tmp_path / "tabular.joblib")
+    assert (again.n_numeric, again.cardinalities) == (enc.n_numeric, enc.cardinalities)
+    for frame in (train, test):
+        for key, value in enc.transform(frame).items():
+            np.testing.assert_array_equal(again.transform(frame)[key], value)
+    np.testing.assert_array_equal(again.transform(test)["cat"][:3, 0] > 0, True)
+
+
+def test_numbers_are_median_filled_standardised_with_ddof_0_and_flagged_where_nan() -> None:
+    """issue 12 item 1: numbers keep the documented encoding: median fill, (x - mean) / std with
+    ddof 0 over the filled column, and an indicator only for columns with NaN in training."""
+    frame = pd.DataFrame({"a": [1.0, np.nan, 4.0, 10.0], "b": [0.0, 1.0, 2.0, 3.0]})
+    enc = TabularEncoder(["a", "b"], []).fit(frame)
+    assert enc.n_numeric == 3  # a, b, a's indicator (b has no NaN in training: no column)
+    filled = np.array([1.0, 4.0, 4.0, 10.0])  # median of 1, 4, 10 is 4
+    num = enc.transform(frame)["num"]
+    np.testing.assert_allclose(num[:, 0], (filled - filled.mean()) / filled.std(ddof=0),
+                               rtol=1e-6)
+    np.testing.assert_allclose(num[:, 1], (frame["b"] - 1.5) / np.sqrt(1.25), rtol=1e-6)
+    np.testing.assert_array_equal(num[:, 2], [0, 1, 0, 0])
+    new = enc.transform(pd.DataFrame({"a": [4.0], "b": [np.nan]}))["num"]
+    # a NaN in 'b' only at transform: median-filled (1.5 -> 0 after scaling), no new flag
+    np.testing.assert_allclose(new, [[(4.0 - filled.mean()) / filled.std(), 0.0, 0.0]],
+                               rtol=1e-6, atol=1e-7)

@@ -1,0 +1,184 @@
+"""The network (pipeline/models/network.py): encoders concatenated under one head (trained
+end to end for every pairing of modalities), the head's layout and temperature, the model
+config's rules, the inputs a dataset makes for it, and embedding noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pydantic
+import pytest
+import torch
+
+from pipeline import train
+from pipeline.competition import CompetitionConfig, load_competition
+from pipeline.config import build_config
+from pipeline.data.tabular import TabularEncoder
+from pipeline.models.network import (
+    CompetitionModel,
+    ModelConfig,
+    build_model,
+    build_tokenizer,
+    embedding_noise,
+    model_inputs,
+)
+from tests.conftest import write_tokenizer
+
+TINY_BERT = {"model_type": "bert", "vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 64}
+
+
+def _with_numeric_column(data: dict) -> dict:
+    comp_dir = data["competition"]["dir"]
+    for name in ("train.csv", "test.csv"):
+        frame = pd.read_csv(f"{comp_dir}/{name}")
+        frame["extra"] = np.arange(len(frame)) % 7
+        frame.to_csv(f"{comp_dir}/{name}", index=False)
+    data["competition"]["feature_columns"] = ["extra"]
+    return data
+
+
+def _pairing(competition_factory, tmp_path, pairing: str) -> dict:
+    if pairing == "two timm backbones":
+        data = competition_factory("image", "multiclass")
+        data["model"]["encoders"] = [{"name": "timm:test_resnet", "lr": 1e-3},
+                                     {"name": "timm:test_efficientnet"}]
+    elif pairing == "image + tabular columns":
+        data = _with_numeric_column(competition_factory("image", "binary"))
+        data["model"]["encoders"].append({"name": "mlp", "params": {"hidden": [8]}})
+    elif pairing == "text + tabular columns":
+        data = _with_numeric_column(competition_factory("text", "regression"))
+        data["model"]["encoders"].append({"name": "mlp", "params": {"hidden": [8]}})
+    else:
+        data = competition_factory("text", "binary")
+        tok = str(write_tokenizer(tmp_path / "tokenizer"))
+        bert2 = {**TINY_BERT, "hidden_size": 8, "intermediate_size": 16}
+        data["model"]["encoders"] = [
+            {"name": "hf", "hf_config": TINY_BERT, "tokenizer": tok, "lr": 5e-4},
+            {"name": "hf", "hf_config": bert2, "tokenizer": tok},
+        ]
+    return data
+
+
+@pytest.mark.parametrize("pairing", ["two timm backbones", "image + tabular columns",
+                                     "text + tabular columns", "two transformers"])
+def test_concatenated_encoders_train_and_predict(competition_factory, tmp_path, pairing):
+    cfg = build_config(_pairing(competition_factory, tmp_path, pairing))
+    score = train.run(cfg)
+    assert np.isfinite(score)
+    state = torch.load(cfg.run_dir / "seed0" / "fold0" / "best.pt", weights_only=False)["model"]
+    assert {k.split(".")[1] for k in state if k.startswith("encoders.")} == {"0", "1"}
+    test = pd.read_parquet(cfg.run_dir / "test.parquet")
+    assert np.isfinite(test.drop(columns="id").to_numpy()).all()
+
+
+class _Constant(torch.nn.Module):
+    """An encoder whose features are fixed numbers, to check the concatenation order."""
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__()
+        self.values = torch.tensor(values)
+        self.out_dim = len(values)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.values.expand(len(batch["num"]), -1)
+
+
+def test_model_concatenates_features_in_encoder_order_under_one_head() -> None:
+    model = CompetitionModel([_Constant([1.0, 2.0]), _Constant([3.0])], n_outputs=4,
+                             dropout=0.0, hidden=0, temperature=2.0).eval()
+    batch = {"num": torch.zeros(5, 1)}
+    pooled = model.encode(batch)
+    torch.testing.assert_close(pooled, torch.tensor([[1.0, 2.0, 3.0]]).expand(5, -1))
+    assert model.features is pooled  # kept for auxiliary losses
+    linear = model.head[-1]
+    assert isinstance(linear, torch.nn.Linear) and linear.in_features == 3
+    torch.testing.assert_close(model(batch), linear(pooled) / 2.0)  # divided by temperature
+    hidden = CompetitionModel([_Constant([1.0, 2.0])], 3, dropout=0.1, hidden=7)
+    assert [type(m).__name__ for m in hidden.head] == ["Dropout", "Linear", "SiLU", "Dropout",
+                                                       "Linear"]
+    assert hidden.head[1].out_features == 7 and hidden(batch).shape == (5, 3)
+
+
+def test_model_config_modalities_and_the_lone_sklearn_rule() -> None:
+    cfg = ModelConfig(encoders=[{"name": "timm:resnet18"}, {"name": "mlp"}])
+    assert cfg.modalities == {"image", "tabular"} and not cfg.is_sklearn
+    alone = ModelConfig(encoders=[{"name": "sklearn:sklearn.linear_model.Ridge"}])
+    assert alone.is_sklearn and alone.modalities == {"tabular"}
+    with pytest.raises(pydantic.ValidationError, match="stands alone"):
+        ModelConfig(encoders=[{"name": "sklearn:sklearn.linear_model.Ridge"}, {"name": "mlp"}])
+    with pytest.raises(pydantic.ValidationError):
+        ModelConfig(encoders=[])
+
+
+def test_model_inputs_follow_the_encoders(competition_factory) -> None:
+    data = competition_factory("text", "binary")
+    comp = load_competition(CompetitionConfig(**data["competition"]))
+    tab = TabularEncoder([], [])
+    text_only = ModelConfig(**data["model"])
+    tok = build_tokenizer(text_only)
+    inputs = model_inputs(comp, text_only, tok, tab)
+    assert inputs.tokenizer is tok and inputs.tabular is None and inputs.image_size == 0
+    assert inputs.text_columns == ["text"] and inputs.max_length == 16
+    both = ModelConfig(**{**data["model"], "encoders": [*data["model"]["encoders"],
+                                                        {"name": "mlp"}]})
+    assert model_inputs(comp, both, tok, tab).tabular is tab
+    assert build_tokenizer(ModelConfig(encoders=[{"name": "mlp"}])) is None
+
+
+def test_embedding_noise_changes_mlp_features_only_inside_the_block() -> None:
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0], "c": ["a", "b", "a"]})
+    tab = TabularEncoder(["x"], ["c"]).fit(frame)
+    model = build_model(ModelConfig(encoders=[{"name": "mlp", "params": {"hidden": [4]}}]), 1,
+                        tab).eval()
+    batch = {k: torch.from_numpy(v) for k, v in tab.transform(frame).items()}
+    with torch.no_grad():
+        clean = model(batch)
+        torch.manual_seed(0)
+        with embedding_noise(model, 0.5):
+            noisy = model(batch)
+        with embedding_noise(model, 0.0):
+            torch.testing.assert_close(model(batch), clean)
+        after = model(batch)
+    assert not torch.allclose(noisy, clean)
+    torch.testing.assert_close(after, clean)  # the noise is gone after the block
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one intra-op thread: on tiny tensors extra threads only add synchronisation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("names", [("resnet18", "mobilenetv3_small_100"),
+                                   ("ghostnet_100", "convnext_atto"),
+                                   ("efficientnet_b0", "ghostnet_100")],
+                         ids=lambda names: "+".join(names))
+def test_timm_encoders_of_different_families_concatenate_under_one_head(names) -> None:
+    """issue 12 item 12: resnet18 + mobilenetv3_small_100 crashed (head built for 512 + 576
+    inputs, the pooled features are 512 + 1024); every encoder's out_dim is its pooled width
+    and the head takes their sum, forward and backward."""
+    cfg = ModelConfig(encoders=[{"name": f"timm:{n}", "pretrained": False} for n in names],
+                      image_size=32)
+    model = build_model(cfg, 3, None)
+    torch.manual_seed(0)
+    batch = {"image": torch.randn(2, 3, 32, 32)}
+    model.eval()
+    with torch.no_grad():
+        widths = [enc(batch).shape[1] for enc in model.encoders]
+    assert widths == [enc.out_dim for enc in model.encoders]
+    linear = model.head[-1]
+    assert isinstance(linear, torch.nn.Linear) and linear.in_features == sum(widths)
+    model.train()  # BatchNorm in training mode: batch 2 gives 2 values per channel
+    out = model(batch)
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+    assert model.features is not None and model.features.shape == (2, sum(widths))
+    out.square().mean().backward()
+    for i, enc in enumerate(model.encoders):
+        grads = [p.grad for p in enc.parameters() if p.requires_grad]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), names[i]
+    assert linear.weight.grad is not None and linear.weight.grad.shape == (3, sum(widths))

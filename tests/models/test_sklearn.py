@@ -1,0 +1,192 @@
+"""scikit-learn models (pipeline/models/sklearn.py): estimators by import path, their column
+preprocessing, and predictions in the artifact layout for every task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.impute import SimpleImputer
+from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
+
+from pipeline.competition import Competition, CompetitionConfig, load_competition
+from pipeline.data.tabular import TabularEncoder
+from pipeline.errors import ConfigError
+from pipeline.models.sklearn import build_estimator, import_estimator, predict_matrix
+from tests.test_competition import cli_config, run_cli
+
+ESTIMATOR = {"binary": "sklearn.linear_model.LogisticRegression",
+             "multiclass": "sklearn.linear_model.LogisticRegression",
+             "multilabel": "sklearn.linear_model.LogisticRegression",
+             "regression": "sklearn.linear_model.Ridge"}
+
+
+def _competition(factory, task: str) -> Competition:
+    data = factory("tabular", task, n_train=60)
+    return load_competition(CompetitionConfig(**data["competition"]))
+
+
+def _fit(comp: Competition, path: str, rows: np.ndarray | None = None):
+    rows = np.arange(len(comp.train)) if rows is None else rows
+    model = build_estimator(path, {}, comp, seed=0)
+    y = comp.targets[rows]
+    if comp.cfg.task == "binary" or (comp.cfg.task == "regression" and y.shape[1] == 1):
+        y = y.ravel()  # as the scikit-learn job fits them
+    return model.fit(comp.train.iloc[rows][comp.feature_columns], y)
+
+
+def _numeric_step(model):
+    """The (unfitted) pipeline the estimator's numeric columns go through."""
+    return {name: step for name, step, _ in model.named_steps["columns"].transformers}["num"]
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("sklearn.linear_model.LogisticRegresion", "no class 'sklearn.linear_model.LogisticRegresion'"),
+    ("sklearn.nomodule.Ridge", "no class"),
+    ("LogisticRegression", "no class"),
+    ("sklearn.metrics.roc_auc_score", "is not an estimator class"),
+    ("pathlib.Path", "is not an estimator class"),
+])
+def test_import_estimator_refuses_bad_paths(path: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        import_estimator(path)
+    assert f"'sklearn:{path}'" in str(info.value)
+
+
+def test_import_estimator_finds_classes() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    assert (import_estimator("sklearn.ensemble.HistGradientBoostingClassifier")
+            is HistGradientBoostingClassifier)
+
+
+def test_build_estimator_preprocesses_columns_and_seeds(competition_factory) -> None:
+    comp = _competition(competition_factory, "multiclass")  # blue and red rows
+    assert comp.numeric_columns == ["x1", "x2"] and comp.categorical_columns == ["color"]
+    model = build_estimator(ESTIMATOR["multiclass"], {"C": 0.5}, comp, seed=7)
+    est = model.named_steps["model"]
+    assert est.C == 0.5 and est.random_state == 7
+    numeric = _numeric_step(model)
+    assert isinstance(numeric.named_steps["fill"], SimpleImputer)  # it refuses NaN
+    assert "scale" not in numeric.named_steps
+    nan_ok = build_estimator("sklearn.ensemble.HistGradientBoostingClassifier", {}, comp, 0)
+    assert "fill" not in _numeric_step(nan_ok).named_steps
+    # the fitted encoding: numbers first, then category codes (-1 for unseen 'green')
+    frame = comp.train[comp.feature_columns]
+    x = model.fit(frame, comp.targets).named_steps["columns"].transform(
+        frame.assign(color=["green", *frame["color"].tolist()[1:]]))
+    assert not np.isnan(x).any() and x[0, 2] == -1 and set(x[1:, 2]) == {0.0, 1.0}
+    with pytest.raises(ConfigError, match="bad 'params'"):
+        build_estimator(ESTIMATOR["multiclass"], {"depth": 3}, comp, 0)
+
+
+def test_binary_predicts_the_positive_class_probability(competition_factory) -> None:
+    comp = _competition(competition_factory, "binary")
+    model = _fit(comp, ESTIMATOR["binary"])
+    frame = comp.test[comp.feature_columns]
+    pred = predict_matrix(model, frame, comp)
+    assert pred.shape == (len(frame), 1)
+    np.testing.assert_allclose(pred[:, 0], model.predict_proba(frame)[:, 1])
+    train_pred = predict_matrix(model, comp.train[comp.feature_columns], comp)
+    positive = comp.targets[:, 0] == 1  # classes[1] ('yes') is the positive class
+    assert train_pred[positive, 0].mean() > train_pred[~positive, 0].mean() + 0.2
+
+
+def test_multiclass_gives_zero_to_a_class_absent_from_training(competition_factory) -> None:
+    comp = _competition(competition_factory, "multiclass")
+    assert comp.classes == [0, 1, 2]
+    rows = np.flatnonzero(comp.targets != 1)  # class 1 never seen by this fold's model
+    model = _fit(comp, ESTIMATOR["multiclass"], rows)
+    pred = predict_matrix(model, comp.test[comp.feature_columns], comp)
+    assert pred.shape == (len(comp.test), 3)
+    np.testing.assert_array_equal(pred[:, 1], 0.0)
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0)
+    full = predict_matrix(_fit(comp, ESTIMATOR["multiclass"]), comp.test[comp.feature_columns],
+                          comp)
+    assert (full > 0).all() and np.allclose(full.sum(axis=1), 1.0)
+
+
+def test_multilabel_gives_one_probability_per_label(competition_factory) -> None:
+    comp = _competition(competition_factory, "multilabel")
+    model = _fit(comp, ESTIMATOR["multilabel"])
+    assert isinstance(model.named_steps["model"], MultiOutputClassifier)
+    frame = comp.test[comp.feature_columns]
+    pred = predict_matrix(model, frame, comp)
+    assert pred.shape == (len(frame), 2) and ((pred > 0) & (pred < 1)).all()
+    for j, proba in enumerate(model.predict_proba(frame)):
+        np.testing.assert_allclose(pred[:, j], proba[:, 1])
+
+
+def test_regression_gives_values_one_column_per_target(competition_factory) -> None:
+    comp = _competition(competition_factory, "regression")
+    model = _fit(comp, ESTIMATOR["regression"])
+    frame = comp.test[comp.feature_columns]
+    pred = predict_matrix(model, frame, comp)
+    assert pred.shape == (len(frame), 1) and pred.dtype == np.float64
+    np.testing.assert_allclose(pred[:, 0], model.predict(frame))
+    two = comp.train.assign(y2=-comp.train["y"])  # a second target: one regressor per column
+    cfg = comp.cfg.model_copy(update={"target_columns": ["y", "y2"]})
+    comp2 = Competition(cfg, two, comp.test, comp.sample_submission, [])
+    model2 = build_estimator(ESTIMATOR["regression"], {}, comp2, seed=0)
+    assert isinstance(model2.named_steps["model"], MultiOutputRegressor)
+    model2.fit(two[comp2.feature_columns], comp2.targets)
+    pred2 = predict_matrix(model2, frame, comp2)
+    assert pred2.shape == (len(frame), 2)
+    np.testing.assert_allclose(pred2[:, 1], -pred2[:, 0], atol=1e-8)
+
+
+def test_unimportable_sklearn_estimator(competition_factory, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    cfg["model"]["encoders"][0]["name"] = "sklearn:sklearn.linear_model.LogisticRegresion"
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 2 and "'sklearn.linear_model.LogisticRegresion'" in err
+    run_dir = Path(cfg["output_dir"]) / cfg["name"]
+    assert not (run_dir / "oof.parquet").exists() and not (run_dir / "test.parquet").exists()
+    assert not (Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv").exists()
+
+
+# --- issue 12 item 1: the shared category encoding -----------------------------------------------
+
+
+def _with_integer_codes(factory, test_codes: list) -> Competition:
+    """The binary tabular competition with an integer-coded category 'k': train has a NaN, so
+    pandas reads it as floats (3.0); test gets ``test_codes``."""
+    data = factory("tabular", "binary", n_train=24, n_test=4)
+    root = Path(data["competition"]["dir"])
+    train, test = pd.read_csv(root / "train.csv"), pd.read_csv(root / "test.csv")
+    train["k"] = [1, 2, 3, None] * 6
+    test["k"] = test_codes
+    train.to_csv(root / "train.csv", index=False)
+    test.to_csv(root / "test.csv", index=False)
+    data["competition"]["categorical_columns"] = ["k"]
+    return load_competition(CompetitionConfig(**data["competition"]))
+
+
+def _category_codes(model, frame: pd.DataFrame, comp: Competition) -> np.ndarray:
+    """The fitted pipeline's code of column 'k' for ``frame``."""
+    out = model.named_steps["columns"].transform(frame[comp.feature_columns])
+    return out[:, -len(comp.categorical_columns):][:, comp.categorical_columns.index("k")]
+
+
+@pytest.mark.parametrize("test_codes", [[3, 1, 2, 7], ["3", "1", "2", "?"]],
+                         ids=["ints", "strings"])
+def test_integer_category_typed_differently_in_test_keeps_train_codes(
+        competition_factory, test_codes: list) -> None:
+    """issue 12 item 1: a scikit-learn member codes test values 3 / '3' like train's 3.0 (the old
+    OrdinalEncoder compared raw values: a test column read as strings, e.g. one '?' among the
+    codes, was all unknown), unseen and missing values get -1, and the codes are the network
+    encoder's minus one, so every model sees one encoding."""
+    comp = _with_integer_codes(competition_factory, test_codes)
+    assert comp.train["k"].dtype == np.float64  # control: train read as floats
+    assert comp.categorical_columns == ["color", "k"]
+    model = _fit(comp, ESTIMATOR["binary"])
+    train_codes = _category_codes(model, comp.train, comp)
+    np.testing.assert_array_equal(train_codes[:4], [0, 1, 2, -1])  # '1', '2', '3', NaN
+    np.testing.assert_array_equal(_category_codes(model, comp.test, comp), [2, 0, 1, -1])
+    tabular = TabularEncoder(comp.numeric_columns, comp.categorical_columns).fit(comp.train)
+    for frame in (comp.train, comp.test):
+        np.testing.assert_array_equal(_category_codes(model, frame, comp) + 1,
+                                      tabular.transform(frame)["cat"][:, 1])

@@ -1,0 +1,266 @@
+"""The run-folder contract (pipeline/runs.py): where a (seed, fold) lives, when it is complete,
+what identifies its predictions, the run folder's identity, and how fold predictions are
+gathered. Fold predictions are written by hand here: no model is trained."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.artifacts import read_json, read_meta, write_json, write_parquet
+from pipeline.competition import Competition, load_competition
+from pipeline.config import ExperimentConfig, build_config
+from pipeline.errors import ConfigError, DataError
+from pipeline.metrics import get_metric
+from pipeline.runs import (
+    FOLD_FORMAT,
+    LAST_EPOCH_OOF,
+    fold_complete,
+    fold_dir,
+    fold_label,
+    fold_score,
+    gather,
+    load_folds,
+    prediction_hash,
+    predictions_current,
+    prepare_run_dir,
+    pseudo_path,
+    read_scores,
+)
+
+
+@pytest.fixture
+def data(competition_factory) -> dict[str, Any]:
+    return competition_factory("tabular", "multiclass")
+
+
+def _cfg(data: dict[str, Any], **sections: dict[str, Any]) -> ExperimentConfig:
+    """``data`` with top-level keys or whole sections replaced."""
+    out = copy.deepcopy(data)
+    out.update(sections)
+    return build_config(out)
+
+
+def _with_lr(data: dict[str, Any], lr: float) -> ExperimentConfig:
+    out = copy.deepcopy(data)
+    out["train"]["optimizer"]["lr"] = lr
+    return build_config(out)
+
+
+def _fake_predictions(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
+                      seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Write every fold's oof/test parquet of ``seed`` as a job would; returns the OOF
+    matrix in train order and each fold's test matrix."""
+    rng = np.random.default_rng(seed)
+    cols, id_col = comp.pred_columns, cfg.competition.id_column
+    oof = np.zeros((len(comp.train), len(cols)))
+    tests = []
+    for fold in range(cfg.folds.n_splits):
+        rows = np.flatnonzero(folds == fold)
+        oof[rows] = rng.dirichlet(np.ones(len(cols)), len(rows))
+        tests.append(rng.dirichlet(np.ones(len(cols)), len(comp.test)))
+        for part, ids, values in (("oof", comp.train[id_col].iloc[rows], oof[rows]),
+                                  ("test", comp.test[id_col], tests[-1])):
+            frame = pd.DataFrame(values, columns=cols)
+            frame.insert(0, id_col, ids.to_numpy())
+            write_parquet(fold_dir(cfg, seed, fold) / f"{part}.parquet", frame)
+    return oof, tests
+
+
+def _prepared(data: dict[str, Any], seeds: list[int]
+              ) -> tuple[ExperimentConfig, Competition, np.ndarray]:
+    out = copy.deepcopy(data)
+    out["train"]["seeds"] = seeds
+    cfg = build_config(out)
+    comp = load_competition(cfg.competition)
+    folds = load_folds(cfg, comp)
+    prepare_run_dir(cfg, comp)
+    return cfg, comp, folds
+
+
+def test_fold_dir_layout(data: dict[str, Any]) -> None:
+    cfg = build_config(data)
+    assert cfg.run_dir == Path(data["output_dir"]) / data["name"]
+    assert fold_dir(cfg, 3, 1) == cfg.run_dir / "seed3" / "fold1"
+    assert pseudo_path(cfg, 1) == cfg.run_dir / "pseudo" / "fold1.parquet"
+    assert fold_label(cfg, 3, 1) == f"{data['name']} seed 3 fold 2/2"
+
+
+def test_fold_complete_only_with_the_config_hash(data: dict[str, Any]) -> None:
+    cfg = build_config(data)
+    metrics = fold_dir(cfg, 0, 1) / "metrics.json"
+    done = {"config_hash": cfg.train_hash(), "format": FOLD_FORMAT, "best_epoch": 1}
+    assert not fold_complete(cfg, 0, 1)
+    write_json(metrics, {"best_epoch": 1})  # a fold without a hash is not complete
+    assert not fold_complete(cfg, 0, 1)
+    write_json(metrics, {**done, "config_hash": _with_lr(data, 0.5).train_hash()})
+    assert not fold_complete(cfg, 0, 1)
+    write_json(metrics, {**done, "format": FOLD_FORMAT - 1})  # an older release's fold
+    assert not fold_complete(cfg, 0, 1)
+    write_json(metrics, done)
+    assert fold_complete(cfg, 0, 1)
+    assert not fold_complete(cfg, 0, 0) and not fold_complete(cfg, 1, 1)
+    assert not fold_complete(_with_lr(data, 0.5), 0, 1)
+
+
+def test_prediction_hash_follows_the_predict_section_not_output_paths(
+    data: dict[str, Any], tmp_path: Path,
+) -> None:
+    base = prediction_hash(build_config(data))
+    assert len(base) == 16 and base == prediction_hash(build_config(copy.deepcopy(data)))
+    for predict in ({"tta": ["noise"]}, {"tta_reduce": "median"}, {"batch_size": 7}):
+        assert prediction_hash(_cfg(data, predict=predict)) != base, predict
+    assert prediction_hash(_with_lr(data, 0.5)) != base  # other weights, other predictions
+    for key, value in (("output_dir", tmp_path / "elsewhere"), ("folds_dir", tmp_path / "f2"),
+                       ("submissions_dir", tmp_path / "subs")):
+        assert prediction_hash(_cfg(data, **{key: str(value)})) == base, key
+
+
+def test_predictions_current(data: dict[str, Any]) -> None:
+    cfg = build_config(data)
+    tta = _cfg(data, predict={"tta": ["noise"]})
+    assert not predictions_current(cfg, 0, 0)
+    write_json(fold_dir(cfg, 0, 0) / "predictions.json", {"hash": prediction_hash(cfg),
+                                                          "tta": []})
+    assert predictions_current(cfg, 0, 0)
+    assert not predictions_current(tta, 0, 0)
+    assert not predictions_current(cfg, 0, 1)
+
+
+def test_prepare_run_dir_writes_the_run_and_refuses_another_config(data: dict[str, Any]) -> None:
+    cfg = build_config(data)
+    comp = load_competition(cfg.competition)
+    meta = prepare_run_dir(cfg, comp)
+    assert read_meta(cfg.run_dir) == meta
+    assert meta.config_hash == cfg.train_hash() and meta.name == cfg.name
+    assert meta.classes == comp.classes and meta.pred_columns == ["0", "1", "2"]
+    assert (cfg.run_dir / "config.yaml").is_file()
+    assert read_json(cfg.run_dir / "env.json")["python"]
+    # the same training config (even with another predict section) reuses the folder
+    assert prepare_run_dir(_cfg(data, predict={"tta_reduce": "median"}), comp) == meta
+    other = _with_lr(data, 0.5)
+    with pytest.raises(ConfigError, match="another config") as info:
+        prepare_run_dir(other, comp)
+    assert str(cfg.run_dir) in str(info.value) and other.train_hash() in str(info.value)
+    assert read_meta(cfg.run_dir).config_hash == cfg.train_hash()  # left as it was
+    assert not meta.leaky
+    assert prepare_run_dir(cfg, comp, leaky=True).leaky and read_meta(cfg.run_dir).leaky
+
+
+def test_load_folds_makes_the_folds_file(data: dict[str, Any]) -> None:
+    cfg = build_config(data)
+    comp = load_competition(cfg.competition)
+    assert not cfg.folds_file.exists()
+    folds = load_folds(cfg, comp)
+    assert cfg.folds_file.is_file()
+    assert folds.shape == (len(comp.train),) and set(folds) == {0, 1}
+    np.testing.assert_array_equal(load_folds(cfg, comp), folds)
+
+
+def test_gather_merges_folds_and_seeds(data: dict[str, Any]) -> None:
+    cfg, comp, folds = _prepared(data, [0, 1])
+    written = {seed: _fake_predictions(cfg, comp, folds, seed) for seed in (0, 1)}
+    metric = get_metric("accuracy")
+    oof_mean = (written[0][0] + written[1][0]) / 2
+    assert gather(cfg, comp, folds) == pytest.approx(metric(comp.targets, oof_mean))
+
+    cols = comp.pred_columns
+    oof = pd.read_parquet(cfg.run_dir / "oof.parquet")
+    assert list(oof.columns) == ["id", "fold", *cols]
+    assert oof["id"].tolist() == comp.train["id"].tolist()
+    np.testing.assert_array_equal(oof["fold"], folds)
+    np.testing.assert_allclose(oof[cols].to_numpy(), oof_mean)
+    test = pd.read_parquet(cfg.run_dir / "test.parquet")
+    assert test["id"].tolist() == comp.test["id"].tolist()
+    every_fold = [t for seed in (0, 1) for t in written[seed][1]]
+    np.testing.assert_allclose(test[cols].to_numpy(), np.mean(every_fold, axis=0))
+    test_folds = pd.read_parquet(cfg.run_dir / "test_folds.parquet")
+    assert list(test_folds.columns) == ["seed", "fold", "id", *cols]
+    assert len(test_folds) == 4 * len(comp.test)
+
+    scores = read_scores(cfg.run_dir)
+    assert scores["metric"] == "accuracy" and scores["direction"] == "maximize"
+    assert sorted(scores["scores"]) == ["oof", "seed0", "seed0/fold0", "seed0/fold1", "seed1",
+                                        "seed1/fold0", "seed1/fold1"]
+    rows = folds == 1
+    expected = metric(comp.targets[rows], written[1][0][rows])
+    assert scores["scores"]["seed1/fold1"] == pytest.approx(expected)
+    assert fold_score(cfg, comp, folds, 1, 1) == pytest.approx(expected)
+    # each seed is an ensemble member of its own
+    member = cfg.run_dir / "seed1"
+    assert read_meta(member).name == f"{cfg.name}-seed1"
+    seed_oof = pd.read_parquet(member / "oof.parquet")
+    np.testing.assert_allclose(seed_oof[cols].to_numpy(), written[1][0])
+    assert scores["scores"]["seed1"] == pytest.approx(metric(comp.targets, written[1][0]))
+
+
+@pytest.mark.parametrize("swap", ["reversed", "other fold"])
+def test_gather_refuses_a_fold_parquet_with_other_ids(data: dict[str, Any], swap: str) -> None:
+    cfg, comp, folds = _prepared(data, [0])
+    _fake_predictions(cfg, comp, folds, 0)
+    path = fold_dir(cfg, 0, 1) / "oof.parquet"
+    if swap == "reversed":  # the right ids in another order would misalign every row
+        write_parquet(path, pd.read_parquet(path).iloc[::-1].reset_index(drop=True))
+    else:
+        write_parquet(path, pd.read_parquet(fold_dir(cfg, 0, 0) / "oof.parquet"))
+    with pytest.raises(DataError, match="holds other ids than fold 1") as info:
+        gather(cfg, comp, folds)
+    assert str(path) in str(info.value)
+    assert not (cfg.run_dir / "oof.parquet").exists()
+
+
+def test_gather_scores_the_last_epochs_when_every_fold_has_them(data: dict[str, Any]) -> None:
+    cfg, comp, folds = _prepared(data, [0])
+    oof, _ = _fake_predictions(cfg, comp, folds, 0)
+    gather(cfg, comp, folds)
+    assert "oof_last_epoch" not in read_scores(cfg.run_dir)["scores"]  # no fold has them
+    cols = comp.pred_columns
+    last = oof[:, ::-1].copy()  # other predictions than the best epochs'
+    for fold in range(2):
+        rows = np.flatnonzero(folds == fold)
+        frame = pd.DataFrame(last[rows], columns=cols)
+        frame.insert(0, "id", comp.train["id"].iloc[rows].to_numpy())
+        write_parquet(fold_dir(cfg, 0, fold) / LAST_EPOCH_OOF, frame)
+    metric = get_metric("accuracy")
+    assert gather(cfg, comp, folds) == pytest.approx(metric(comp.targets, oof))
+    scores = read_scores(cfg.run_dir)["scores"]
+    assert scores["oof_last_epoch"] == pytest.approx(metric(comp.targets, last))
+    path = fold_dir(cfg, 0, 1) / LAST_EPOCH_OOF
+    write_parquet(path, pd.read_parquet(path).iloc[::-1])
+    with pytest.raises(DataError, match="holds other ids than fold 1") as info:
+        gather(cfg, comp, folds)
+    assert str(path) in str(info.value)
+
+
+def test_gather_averages_the_last_epochs_over_seeds_only_when_every_fold_has_them(
+        data: dict[str, Any]) -> None:
+    """issue 12 item 14: oof_last_epoch is the seeds' mean of the last-epoch OOF, scored
+    only once every (seed, fold) has one (a run resumed from an older release has gaps)."""
+    cfg, comp, folds = _prepared(data, [0, 1])
+    for seed in (0, 1):
+        _fake_predictions(cfg, comp, folds, seed)
+    cols = comp.pred_columns
+    rng = np.random.default_rng(7)
+    last = {seed: rng.dirichlet(np.ones(len(cols)), len(comp.train)) for seed in (0, 1)}
+
+    def write_last(seed: int, fold: int) -> None:
+        rows = np.flatnonzero(folds == fold)
+        frame = pd.DataFrame(last[seed][rows], columns=cols)
+        frame.insert(0, "id", comp.train["id"].iloc[rows].to_numpy())
+        write_parquet(fold_dir(cfg, seed, fold) / LAST_EPOCH_OOF, frame)
+
+    for seed, fold in ((0, 0), (0, 1), (1, 0)):
+        write_last(seed, fold)
+    gather(cfg, comp, folds)
+    assert "oof_last_epoch" not in read_scores(cfg.run_dir)["scores"]  # seed 1 fold 1 lacks it
+    write_last(1, 1)
+    gather(cfg, comp, folds)
+    metric = get_metric("accuracy")
+    expected = metric(comp.targets, (last[0] + last[1]) / 2)
+    assert read_scores(cfg.run_dir)["scores"]["oof_last_epoch"] == pytest.approx(expected)
+    assert expected != pytest.approx(metric(comp.targets, last[0]))  # the mean, not one seed

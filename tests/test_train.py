@@ -1,0 +1,202 @@
+"""The train stage (pipeline/train.py) end to end on tiny data: every modality and task through
+folds, train (with its predictions) and submit; reruns, seeds and a model that learns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import submit, train
+from pipeline.competition import load_competition
+from pipeline.config import build_config
+from pipeline.errors import ConfigError
+from pipeline.metrics import get_metric
+
+CASES = [(m, t) for m in ("tabular", "image", "text")
+         for t in ("binary", "multiclass", "multilabel", "regression")]
+
+
+def _check_artifacts(cfg: Any, score: float) -> None:
+    comp = load_competition(cfg.competition)
+    cols = comp.pred_columns
+    run_dir = cfg.run_dir
+    oof = pd.read_parquet(run_dir / "oof.parquet")
+    test = pd.read_parquet(run_dir / "test.parquet")
+    test_folds = pd.read_parquet(run_dir / "test_folds.parquet")
+    assert oof["id"].tolist() == comp.train["id"].tolist()
+    assert test["id"].tolist() == comp.test["id"].tolist()
+    assert list(oof.columns) == ["id", "fold", *cols]
+    assert len(test_folds) == len(comp.test) * cfg.folds.n_splits * len(cfg.train.seeds)
+    p = oof[cols].to_numpy()
+    assert np.isfinite(p).all()
+    if cfg.competition.task != "regression":
+        assert ((p >= 0) & (p <= 1)).all()
+    if cfg.competition.task == "multiclass":
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    # the run's score is the metric of its OOF, and test.parquet is the mean of the folds
+    assert score == pytest.approx(get_metric(cfg.competition.metric)(comp.targets, p))
+    mean = test_folds.groupby("id")[cols].mean().loc[test["id"]].to_numpy()
+    np.testing.assert_allclose(test[cols].to_numpy(), mean)
+    path = submit.run(run_dir, cfg.name, cfg.submissions_dir)
+    written = pd.read_csv(path)
+    sample = comp.sample_submission
+    assert list(written.columns) == list(sample.columns)
+    assert written["id"].tolist() == sample["id"].tolist()
+
+
+@pytest.mark.parametrize(("modality", "task"), CASES)
+def test_every_modality_and_task_runs_end_to_end(competition_factory, modality, task):
+    cfg = build_config(competition_factory(modality, task))
+    score = train.run(cfg)
+    _check_artifacts(cfg, score)
+    metrics = (cfg.run_dir / "seed0" / "fold0" / "metrics.json").read_text()
+    assert '"best_epoch"' in metrics
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel", "regression"])
+def test_sklearn_model_runs_end_to_end(competition_factory, task):
+    data = competition_factory("tabular", task, n_train=80)
+    est = "Regressor" if task == "regression" else "Classifier"
+    data["model"] = {"encoders": [{
+        "name": f"sklearn:sklearn.ensemble.HistGradientBoosting{est}",
+        "params": {"max_iter": 30, "min_samples_leaf": 5},
+    }]}
+    cfg = build_config(data)
+    score = train.run(cfg)
+    _check_artifacts(cfg, score)
+    assert (cfg.run_dir / "seed0" / "fold1" / "model.joblib").is_file()
+
+
+def test_models_learn_the_signal(competition_factory):
+    data = competition_factory("tabular", "binary", n_train=200)
+    data["train"]["epochs"] = 8
+    assert train.run(build_config(data)) > 0.9
+    data = competition_factory("tabular", "binary", n_train=200)
+    data["name"] = "gbdt"
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]}
+    assert train.run(build_config(data)) > 0.9
+
+
+def test_rerun_skips_complete_folds_and_refuses_another_config(competition_factory):
+    data = competition_factory("tabular", "multiclass")
+    cfg = build_config(data)
+    first = train.run(cfg)
+    best = cfg.run_dir / "seed0" / "fold0" / "best.pt"
+    stamp = best.stat().st_mtime_ns
+    assert train.run(cfg) == first
+    assert best.stat().st_mtime_ns == stamp
+    data["train"]["optimizer"]["lr"] = 0.5
+    with pytest.raises(ConfigError, match="another config"):
+        train.run(build_config(data))
+
+
+def test_seeds_average_into_the_oof(competition_factory):
+    data = competition_factory("tabular", "regression")
+    data["train"]["seeds"] = [0, 1]
+    cfg = build_config(data)
+    train.run(cfg)
+    comp = load_competition(cfg.competition)
+    per_seed = []
+    for seed in (0, 1):
+        parts = [pd.read_parquet(cfg.run_dir / f"seed{seed}" / f"fold{k}" / "oof.parquet")
+                 for k in range(2)]
+        per_seed.append(pd.concat(parts).set_index("id").loc[comp.train["id"], "y"].to_numpy())
+    assert not np.allclose(per_seed[0], per_seed[1])
+    oof = pd.read_parquet(cfg.run_dir / "oof.parquet")["y"].to_numpy()
+    np.testing.assert_allclose(oof, (per_seed[0] + per_seed[1]) / 2)
+
+
+# --- issue 12 item 14: the last epoch's OOF beside the best epoch's -------------------------
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread: on tiny tensors extra threads only cost synchronisation."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _last_epoch_run(competition_factory, **train_overrides: Any) -> tuple[Any, Any]:
+    data = competition_factory("tabular", "multiclass")
+    # float32 everywhere: the OOF of best.pt is compared with the outputs of training
+    data["train"].update({"epochs": 3, "mixed_precision": "no", **train_overrides})
+    cfg = build_config(data)
+    train.run(cfg)
+    return cfg, load_competition(cfg.competition)
+
+
+def _fold_files(cfg: Any, fold: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    out = cfg.run_dir / "seed0" / f"fold{fold}"
+    return (pd.read_parquet(out / "oof.parquet"), pd.read_parquet(out / "oof_last_epoch.parquet"),
+            json.loads((out / "metrics.json").read_text()))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_network_run_scores_its_last_epochs_beside_the_best(competition_factory):
+    """issue 12 item 14: each fold of a network run writes its last epoch's held-out
+    predictions (oof_last_epoch.parquet) and score; scores.json scores them all together;
+    with the default checkpoint 'best', best.pt is the best epoch's."""
+    import torch
+
+    cfg, comp = _last_epoch_run(competition_factory)
+    metric = get_metric("accuracy")
+    cols = comp.pred_columns
+    folds = pd.read_parquet(cfg.run_dir / "oof.parquet")["fold"].to_numpy()
+    last = np.zeros((len(comp.train), len(cols)))
+    for fold in (0, 1):
+        rows = np.flatnonzero(folds == fold)
+        oof, last_frame, metrics = _fold_files(cfg, fold)
+        assert last_frame["id"].tolist() == comp.train["id"].iloc[rows].tolist()
+        assert list(last_frame.columns) == ["id", *cols]
+        last[rows] = last_frame[cols].to_numpy()
+        np.testing.assert_allclose(last[rows].sum(axis=1), 1.0, atol=1e-5)
+        assert metrics["checkpoint"] == "best"
+        assert metrics["last_epoch_score"] == pytest.approx(
+            metric(comp.targets[rows], last[rows]))
+        assert metrics["last_epoch_score"] == pytest.approx(metrics["epochs"][-1]["score"])
+        best = torch.load(cfg.run_dir / "seed0" / f"fold{fold}" / "best.pt",
+                          map_location="cpu", weights_only=False)
+        assert best["epoch"] == metrics["best_epoch"]
+        if metrics["best_epoch"] == 3:  # the best epoch was the last: one set of weights
+            np.testing.assert_allclose(oof[cols].to_numpy(), last[rows], atol=1e-6)
+    scores = json.loads((cfg.run_dir / "scores.json").read_text())["scores"]
+    assert scores["oof_last_epoch"] == pytest.approx(metric(comp.targets, last))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_checkpoint_last_predicts_with_the_last_epoch(competition_factory):
+    """issue 12 item 14: with train.checkpoint 'last' best.pt holds the last epoch's
+    weights, so the OOF (no TTA) equals the last-epoch OOF and the two scores agree."""
+    import torch
+
+    cfg, comp = _last_epoch_run(competition_factory, checkpoint="last")
+    cols = comp.pred_columns
+    for fold in (0, 1):
+        oof, last, metrics = _fold_files(cfg, fold)
+        assert oof["id"].tolist() == last["id"].tolist()
+        np.testing.assert_allclose(oof[cols].to_numpy(), last[cols].to_numpy(), atol=1e-6)
+        assert metrics["checkpoint"] == "last"
+        best = torch.load(cfg.run_dir / "seed0" / f"fold{fold}" / "best.pt",
+                          map_location="cpu", weights_only=False)
+        assert best["epoch"] == 3 == len(metrics["epochs"])
+    scores = json.loads((cfg.run_dir / "scores.json").read_text())["scores"]
+    assert scores["oof_last_epoch"] == pytest.approx(scores["oof"])
+
+
+def test_a_sklearn_run_has_no_last_epoch_oof(competition_factory):
+    """issue 12 item 14: a scikit-learn model has no epochs: no oof_last_epoch file or score."""
+    data = competition_factory("tabular", "binary")
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]}
+    cfg = build_config(data)
+    train.run(cfg)
+    assert not list(cfg.run_dir.rglob("oof_last_epoch.parquet"))
+    scores = json.loads((cfg.run_dir / "scores.json").read_text())["scores"]
+    assert "oof" in scores and "oof_last_epoch" not in scores
