@@ -30,16 +30,33 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline.errors import DataError, MissingArtifactError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; written artifacts get the mode a plain open() would give them
+_FILE_MODE = 0o666 & ~_umask()
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError:
+        raise DataError(f"cannot write {path}: permission denied on {path.parent} (choose "
+                        "writable 'output_dir', 'folds_dir', 'submissions_dir')") from None
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -84,6 +101,15 @@ def write_parquet(path: str | Path, frame: pd.DataFrame) -> None:
     """Write a parquet file atomically."""
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """Read a parquet artifact; a truncated or corrupt one is a one-line DataError."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path} could not be read ({str(err).splitlines()[0]}); it was cut "
+                        "off or damaged: rerun the stage that wrote it") from None
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
@@ -131,8 +157,12 @@ def read_meta(folder: str | Path) -> RunMeta:
     """Read ``run.json`` of a run or blend folder, with an error naming a missing file."""
     path = Path(folder) / "run.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {folder} is not a finished run or blend")
-    return RunMeta.from_json(read_json(path))
+        raise MissingArtifactError(f"{path} not found: {folder} is not a finished run or blend")
+    try:
+        return RunMeta.from_json(read_json(path))
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{path} could not be read ({err}); rerun the stage that wrote "
+                        f"{folder}") from None
 
 
 @dataclass(frozen=True)
@@ -162,6 +192,7 @@ def load_predictions(folder: str | Path) -> Predictions:
     for part in ("oof", "test"):
         path = folder / f"{part}.parquet"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run the train stage for {folder} first")
-        frames[part] = pd.read_parquet(path)
+            raise MissingArtifactError(
+                f"{path} not found: run the train stage for {folder} first")
+        frames[part] = read_parquet(path)
     return Predictions(meta, frames["oof"], frames["test"])

@@ -139,14 +139,13 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline import folds, submit, train
+    from pipeline import submit, train
     from pipeline.competition import load_competition
     from pipeline.runs import read_scores
 
     cfg = _load(args)
     comp = load_competition(cfg.competition)
-    folds.run(cfg, comp)
-    score = train.run(cfg, comp)
+    score = train.run(cfg, comp)  # makes the folds first, after checking the inputs
     path = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir)
     print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
     last = read_scores(cfg.run_dir)["scores"].get("oof_last_epoch")

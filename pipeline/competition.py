@@ -42,6 +42,9 @@ class CompetitionConfig(Section):
     image_path: str | None = None
     text_columns: list[str] = Field(default_factory=list)
     feature_columns: list[str] | None = None  # tabular inputs; None: every other column
+    # with feature_columns None, a train column missing from test is refused (a model cannot
+    # use it at prediction time); true drops such columns, with a warning naming them
+    drop_train_only_columns: bool = False
     categorical_columns: list[str] = Field(default_factory=list)  # besides non-numeric ones
     group_column: str | None = None
     train_file: str = "train.csv"
@@ -112,9 +115,20 @@ class Competition:
         """Tabular input columns: the configured ones, or every non-id, non-target column."""
         if self.cfg.feature_columns is not None:
             return list(self.cfg.feature_columns)
+        return [c for c in self._candidate_features if c in self.test.columns]
+
+    @property
+    def train_only_columns(self) -> list[str]:
+        """Columns that would be features but are missing from the test file."""
+        if self.cfg.feature_columns is not None:
+            return []
+        return [c for c in self._candidate_features if c not in self.test.columns]
+
+    @property
+    def _candidate_features(self) -> list[str]:
         skip = {self.cfg.id_column, *self.cfg.target_columns, self.cfg.group_column}
         skip |= {self.cfg.image_column, IMAGE_PATH, *self.cfg.text_columns}
-        return [c for c in self.train.columns if c not in skip and c in self.test.columns]
+        return [c for c in self.train.columns if c not in skip]
 
     @property
     def categorical_columns(self) -> list[str]:

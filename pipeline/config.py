@@ -27,6 +27,7 @@ from pipeline.engine.recipe import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.models.encoders import ENCODERS
 from pipeline.models.network import ModelConfig
+from pipeline.models.sklearn import estimator_kind
 from pipeline.schema import Section
 from pipeline.tta import PredictConfig
 
@@ -157,7 +158,23 @@ def _consistency_fits(cfg: ExperimentConfig) -> str | None:
             or cfg.train.check_start("train.consistency", cons.start_epoch, cons.start_stage))
 
 
+def _estimator_fits_task(cfg: ExperimentConfig) -> str | None:
+    """A scikit-learn regressor for a classification task (or the reverse) would fail after
+    the first fold's fit; refuse it at load."""
+    if not cfg.model.is_sklearn:
+        return None
+    encoder = cfg.model.encoders[0]
+    kind = estimator_kind(encoder.target)
+    task = cfg.competition.task
+    wanted = "regressor" if task == "regression" else "classifier"
+    if kind is not None and kind != wanted:
+        return (f"'model.encoders.0.name' {encoder.name!r} is a {kind}; task {task!r} "
+                f"('competition.task') needs a {wanted}")
+    return None
+
+
 CROSS_SECTION_RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
+    _estimator_fits_task,
     _network_only, _aux_losses_fit_task, _pseudo_fits_task, _folds_fit_task, _losses_fit_task,
     _encoders_read_modality, _tta_fits_model, _adversarial_fits_model, _consistency_fits,
 )

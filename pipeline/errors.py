@@ -13,3 +13,8 @@ class ConfigError(PipelineError, ValueError):
 
 class DataError(PipelineError, ValueError):
     """A data file or artifact that cannot be used; the message names the file and column."""
+
+
+class MissingArtifactError(DataError, FileNotFoundError):
+    """A file an earlier stage should have written is not there (a run that never finished,
+    a misspelt folder); still a FileNotFoundError for callers that test for that."""

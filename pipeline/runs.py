@@ -22,6 +22,7 @@ from pipeline.artifacts import (
     RunMeta,
     read_json,
     read_meta,
+    read_parquet,
     write_json,
     write_meta,
     write_parquet,
@@ -60,7 +61,11 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     path = fold_dir(cfg, seed, fold) / "metrics.json"
     if not path.is_file():
         return False
-    done = read_json(path)
+    try:
+        done = read_json(path)
+    except ValueError:  # cut off mid-write by an older release, or damaged: train it again
+        log.warning("%s is unreadable; the fold is trained again", path)
+        return False
     return done.get("config_hash") == cfg.train_hash() and done.get("format") == FOLD_FORMAT
 
 
@@ -73,7 +78,10 @@ def prediction_hash(cfg: ExperimentConfig) -> str:
 def predictions_current(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     """Whether the fold's predictions were made under this config's predict section."""
     path = fold_dir(cfg, seed, fold) / "predictions.json"
-    return path.is_file() and read_json(path)["hash"] == prediction_hash(cfg)
+    try:
+        return path.is_file() and read_json(path)["hash"] == prediction_hash(cfg)
+    except (ValueError, KeyError):  # damaged: predict again
+        return False
 
 
 def load_folds(cfg: ExperimentConfig, comp: Competition) -> np.ndarray:
@@ -114,7 +122,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
 def fold_score(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
                fold: int) -> float:
     """The competition metric of a fold's OOF predictions (logged)."""
-    oof = pd.read_parquet(fold_dir(cfg, seed, fold) / "oof.parquet")
+    oof = read_parquet(fold_dir(cfg, seed, fold) / "oof.parquet")
     score = get_metric(cfg.competition.metric)(
         comp.targets[folds == fold], oof[comp.pred_columns].to_numpy(dtype=np.float64))
     log.info("%s: %s %.5f", fold_label(cfg, seed, fold), cfg.competition.metric, score)
@@ -137,12 +145,12 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
         for fold in range(cfg.folds.n_splits):
             out = fold_dir(cfg, seed, fold)
             rows = np.flatnonzero(folds == fold)
-            part = pd.read_parquet(out / "oof.parquet")
+            part = read_parquet(out / "oof.parquet")
             expected = comp.train[id_col].iloc[rows].astype(str).tolist()
             if part[id_col].astype(str).tolist() != expected:
                 raise DataError(f"{out / 'oof.parquet'} holds other ids than fold {fold}")
             oof[rows] = part[cols].to_numpy(dtype=np.float64)
-            test = pd.read_parquet(out / "test.parquet")
+            test = read_parquet(out / "test.parquet")
             test.insert(0, "fold", fold)
             test.insert(0, "seed", seed)
             test_parts.append(test)
@@ -188,7 +196,7 @@ def _last_epoch_oof(cfg: ExperimentConfig, comp: Competition,
             path = fold_dir(cfg, seed, fold) / LAST_EPOCH_OOF
             if not path.is_file():
                 return None
-            part = pd.read_parquet(path)
+            part = read_parquet(path)
             rows = np.flatnonzero(folds == fold)
             if part[id_col].astype(str).tolist() != comp.train[id_col].iloc[rows].astype(
                     str).tolist():

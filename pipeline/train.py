@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.engine.recipe import recipe_warnings
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 from pipeline.jobs import predict_fold, train_network_fold, train_sklearn_fold
 from pipeline.models.network import build_tokenizer
 from pipeline.runs import (
@@ -66,6 +67,7 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     # a refused pseudo source stops the run before anything is written
     leaky = pseudo_stage.source_leaky(cfg) if cfg.pseudo is not None else False
     if "tabular" in cfg.model.modalities:
+        _check_features(cfg, comp)
         _warn_unseen_categories(cfg, comp)
     folds = load_folds(cfg, comp)
     prepare_run_dir(cfg, comp, leaky)
@@ -94,3 +96,21 @@ def _warn_unseen_categories(cfg: ExperimentConfig, comp: Competition) -> None:
             log.warning("%s: %.0f%% of the test rows' values of categorical column %r never "
                         "occur in train; they are encoded as unknown", cfg.name, 100 * share,
                         column)
+
+
+def _check_features(cfg: ExperimentConfig, comp: Competition) -> None:
+    """Refuse train columns the test file lacks (unless told to drop them) and log which
+    columns the model reads, and which of them as categories."""
+    missing = comp.train_only_columns
+    if missing and not cfg.competition.drop_train_only_columns:
+        raise DataError(
+            f"{Path(cfg.competition.dir) / cfg.competition.test_file}: column(s) {missing} of "
+            "the train file are missing here, so no model can use them at prediction time. "
+            "List 'competition.feature_columns' without them, or set "
+            "'competition.drop_train_only_columns: true' to drop them")
+    if missing:
+        log.warning("%s: dropped train-only column(s) %s (not in the test file)", cfg.name,
+                    missing)
+    log.info("%s: %d feature column(s): %d numeric %s, %d categorical %s", cfg.name,
+             len(comp.feature_columns), len(comp.numeric_columns), comp.numeric_columns,
+             len(comp.categorical_columns), comp.categorical_columns)

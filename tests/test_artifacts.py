@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from pipeline.artifacts import (
     load_predictions,
     read_json,
     read_meta,
+    read_parquet,
     write_csv,
     write_json,
     write_meta,
@@ -25,6 +27,7 @@ from pipeline.artifacts import (
     write_text,
     write_yaml,
 )
+from pipeline.errors import DataError
 
 META = RunMeta(
     name="exp", task="multiclass", metric="accuracy", id_column="id",
@@ -142,3 +145,43 @@ def test_load_predictions_names_the_missing_file(tmp_path: Path, missing: str) -
     with pytest.raises(FileNotFoundError) as info:
         load_predictions(tmp_path)
     assert str(tmp_path / missing) in str(info.value)
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> None:
+    """Issue 15 item 5: every artifact was 0600 (the temporary file's mode), submissions
+    included; now the mode a plain open() would give under the process's umask."""
+    import os
+    import stat
+
+    from pipeline import artifacts
+
+    mask = os.umask(0)
+    os.umask(mask)
+    write_text(tmp_path / "a.txt", "x")
+    write_csv(tmp_path / "b.csv", pd.DataFrame({"x": [1]}))
+    for name in ("a.txt", "b.csv"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask
+    assert 0o666 & ~mask == artifacts._FILE_MODE
+
+
+def test_an_unwritable_folder_is_a_data_error_naming_it(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only output folder gave a PermissionError traceback; now a one-line DataError
+    (root ignores file modes, so the refusal is simulated where the temporary is made)."""
+    import tempfile
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(DataError, match="permission denied") as info:
+        write_text(tmp_path / "runs" / "x.txt", "x")
+    assert str(tmp_path / "runs") in str(info.value)
+
+
+def test_a_cut_off_parquet_is_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "oof.parquet"
+    pd.DataFrame({"x": np.arange(100)}).to_parquet(path)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(DataError, match="could not be read"):
+        read_parquet(path)

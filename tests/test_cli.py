@@ -125,3 +125,43 @@ def test_diversity_of_two_finished_runs(competition_factory,
     assert row[0] == "logreg" and row[1] == "1.000" and row[2] == f"{corr:.3f}"
     assert main(["diversity", "--runs", str(runs["tree"][1])]) == 2
     assert "at least 2 runs" in _one_error_line(capsys)
+
+
+# --- one line, exit 2, for runs and blends that are not there (issue 15 item 3) ---------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["submit", "--run", "{missing}"],
+    ["submit", "--blend", "{missing}"],
+    ["blend", "--runs", "{missing}", "{other}", "--method", "mean"],
+    ["diversity", "--runs", "{missing}", "{other}"],
+])
+def test_a_run_or_blend_that_does_not_exist_is_one_error_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """These were tracebacks (FileNotFoundError); now one line naming run.json, exit 2."""
+    other = tmp_path / "other"
+    other.mkdir()
+    args = [a.format(missing=tmp_path / "nope", other=other) for a in argv]
+    assert main([*args, "--blends-dir", str(tmp_path / "b")] if args[0] == "blend"
+                else args) == 2
+    line = _one_error_line(capsys)
+    assert "run.json not found" in line and "not a finished run or blend" in line
+
+
+def test_a_cut_off_prediction_file_is_one_error_line(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A truncated test.parquet (a copy cut off, a full disk) reads as one line, exit 2."""
+    from pipeline.artifacts import RunMeta, write_meta
+
+    run = tmp_path / "run"
+    write_meta(run, RunMeta(name="r", task="binary", metric="roc_auc", id_column="id",
+                            target_columns=["t"], classes=[0, 1], pred_columns=["t"],
+                            folds_file="f.csv", competition_dir=str(tmp_path),
+                            train_file="train.csv", config_hash="x"))
+    pd.DataFrame({"id": [1], "fold": [0], "t": [0.5]}).to_parquet(run / "oof.parquet")
+    pd.DataFrame({"id": [1], "t": [0.5]}).to_parquet(run / "test.parquet")
+    data = (run / "test.parquet").read_bytes()
+    (run / "test.parquet").write_bytes(data[: len(data) // 2])
+    assert main(["submit", "--run", str(run), "--submissions-dir", str(tmp_path / "s")]) == 2
+    line = _one_error_line(capsys)
+    assert "test.parquet could not be read" in line and "rerun" in line

@@ -351,3 +351,31 @@ def test_image_path_template_resolves_files_per_split(competition_factory) -> No
     data["competition"]["image_path"] = "{split}_images/{image_id}.png"
     with pytest.raises(DataError, match="image_id"):
         load_competition(build_config(data).competition)
+
+
+# --- feature columns the test file lacks (issue 15 item 1) ----------------------------------
+
+
+def test_train_only_feature_column_is_refused_naming_it(competition_factory, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """A column in train but not in test was silently left out of the features; now the run
+    refuses it (before writing anything) and says how to go on."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    edit_csv(test, lambda f: f.drop(columns=["x2"]))
+    expect_failure(cfg, tmp_path, capsys, str(test), "['x2']", "drop_train_only_columns")
+
+
+def test_train_only_columns_can_be_dropped_on_request(competition_factory, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    cfg["competition"]["drop_train_only_columns"] = True
+    edit_csv(Path(cfg["competition"]["dir"]) / "test.csv", lambda f: f.drop(columns=["x2"]))
+    with caplog.at_level(logging.INFO):
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "dropped train-only column(s) ['x2']" in caplog.text
+    # the features the model read are logged, categories named
+    assert "numeric ['x1']" in caplog.text and "categorical ['color']" in caplog.text

@@ -318,3 +318,22 @@ def test_unknown_config_key(competition_factory, tmp_path: Path,
     cfg["train"]["epocs"] = 3
     expect_failure(cfg, tmp_path, capsys, "{config}", "'train.epocs': unknown key",
                    "Did you mean 'epochs'?", "Known here: seeds, epochs")
+
+
+@pytest.mark.parametrize(("task", "estimator", "kind"), [
+    ("binary", "sklearn.linear_model.Ridge", "regressor"),
+    ("multiclass", "sklearn.ensemble.HistGradientBoostingRegressor", "regressor"),
+    ("regression", "sklearn.linear_model.LogisticRegression", "classifier"),
+])
+def test_a_scikit_learn_model_of_the_wrong_kind_is_refused_at_load(
+        competition_factory, task: str, estimator: str, kind: str) -> None:
+    """Issue 15 item 3: a regressor named for a classification task failed after fold 0's
+    fit; now the config is refused at load, naming the model and the task."""
+    data = competition_factory("tabular", task)
+    data["model"] = {"encoders": [{"name": f"sklearn:{estimator}"}]}
+    msg = _error(data)
+    assert f"is a {kind}" in msg and f"task {task!r}" in msg
+    right = {"regression": "sklearn.linear_model.Ridge"}.get(
+        task, "sklearn.linear_model.LogisticRegression")
+    data["model"] = {"encoders": [{"name": f"sklearn:{right}"}]}
+    assert build_config(data).model.is_sklearn

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import train
 from pipeline.artifacts import read_json, read_meta, write_json, write_parquet
+from pipeline.blend import load_members
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig, build_config
 from pipeline.errors import ConfigError, DataError
@@ -264,3 +266,30 @@ def test_gather_averages_the_last_epochs_over_seeds_only_when_every_fold_has_the
     expected = metric(comp.targets, (last[0] + last[1]) / 2)
     assert read_scores(cfg.run_dir)["scores"]["oof_last_epoch"] == pytest.approx(expected)
     assert expected != pytest.approx(metric(comp.targets, last[0]))  # the mean, not one seed
+
+
+def test_three_seeds_write_three_members_and_their_average(competition_factory):
+    """gather writes each seed as a member of its own (seed<s>/run.json, oof, test) and the
+    run's predictions are their mean."""
+    data = competition_factory("tabular", "binary")
+    data["train"]["seeds"] = [0, 1, 2]
+    cfg = build_config(data)
+    train.run(cfg)
+    folders = [cfg.run_dir / f"seed{s}" for s in (0, 1, 2)]
+    assert [read_meta(f).name for f in folders] == [f"{cfg.name}-seed{s}" for s in (0, 1, 2)]
+    members = load_members(folders)
+    oof = pd.read_parquet(cfg.run_dir / "oof.parquet")["target"].to_numpy()
+    np.testing.assert_allclose(oof, members.oof.mean(axis=0)[:, 0])
+    test = pd.read_parquet(cfg.run_dir / "test.parquet")["target"].to_numpy()
+    np.testing.assert_allclose(test, members.test.mean(axis=0)[:, 0])
+
+
+def test_a_damaged_metrics_file_makes_the_fold_train_again(data: dict[str, Any]) -> None:
+    """Issue 15 item 3: a cut-off metrics.json raised a JSON traceback on every rerun; now
+    the fold counts as incomplete, so train heals it."""
+    cfg = build_config(data)
+    metrics = fold_dir(cfg, 0, 1) / "metrics.json"
+    write_json(metrics, {"config_hash": cfg.train_hash(), "format": FOLD_FORMAT})
+    assert fold_complete(cfg, 0, 1)
+    metrics.write_text(metrics.read_text()[:10])
+    assert not fold_complete(cfg, 0, 1)

@@ -140,7 +140,7 @@ def run_demo(root: str | Path = "data/demo", demos: Sequence[str] | None = None,
     """Build the demos, run every stage of each, blend the two tabular models, and print
     each one's CV score, held-out score and submission path."""
     # the stages are imported here: building the demo data needs none of them
-    from pipeline import blend, folds, submit, train
+    from pipeline import blend, submit, train
     from pipeline.artifacts import read_json
     from pipeline.competition import load_competition
 
@@ -151,8 +151,7 @@ def run_demo(root: str | Path = "data/demo", demos: Sequence[str] | None = None,
         print(f"== {cfg.name}: {cfg.competition.modality} / {cfg.competition.task}, "
               f"metric {cfg.competition.metric} ({path})", flush=True)
         comp = load_competition(cfg.competition)
-        folds.run(cfg, comp)
-        cv = train.run(cfg, comp)
+        cv = train.run(cfg, comp)  # makes the folds first
         submission = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir)
         results[cfg.name] = {"cv": cv, "heldout": heldout_score(path, submission),
                              "submission": submission}

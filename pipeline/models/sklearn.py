@@ -30,6 +30,17 @@ def import_estimator(path: str) -> type[BaseEstimator]:
     return cls
 
 
+def estimator_kind(path: str) -> str | None:
+    """'classifier' or 'regressor' for the estimator class at ``path`` (scikit-learn's tags),
+    None when it says neither (a transformer, a clusterer, a third-party class)."""
+    cls = import_estimator(path)
+    try:
+        kind = get_tags(cls()).estimator_type
+    except Exception:
+        return None
+    return kind if kind in ("classifier", "regressor") else None
+
+
 def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: int) -> Pipeline:
     """The shared column encoding (ordinal categories, median fill where the estimator does
     not take NaN) + the estimator at import ``path`` with ``params``."""

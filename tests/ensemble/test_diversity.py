@@ -5,13 +5,8 @@ a multi-seed run writes, which the report and the blenders read."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from pipeline import train
-from pipeline.artifacts import read_meta
-from pipeline.blend import load_members
-from pipeline.config import build_config
 from pipeline.ensemble import diversity_report, format_report
 from pipeline.metrics import get_metric
 
@@ -52,17 +47,3 @@ def test_format_report_lists_scores_then_the_matrix() -> None:
     assert lines[3] == "OOF correlation:"
     assert lines[5].split() == ["long_name", "1.000", "0.300"]
     assert lines[6].split() == ["b", "0.300", "1.000"]
-
-
-def test_three_seeds_write_three_members_and_their_average(competition_factory):
-    data = competition_factory("tabular", "binary")
-    data["train"]["seeds"] = [0, 1, 2]
-    cfg = build_config(data)
-    train.run(cfg)
-    folders = [cfg.run_dir / f"seed{s}" for s in (0, 1, 2)]
-    assert [read_meta(f).name for f in folders] == [f"{cfg.name}-seed{s}" for s in (0, 1, 2)]
-    members = load_members(folders)
-    oof = pd.read_parquet(cfg.run_dir / "oof.parquet")["target"].to_numpy()
-    np.testing.assert_allclose(oof, members.oof.mean(axis=0)[:, 0])
-    test = pd.read_parquet(cfg.run_dir / "test.parquet")["target"].to_numpy()
-    np.testing.assert_allclose(test, members.test.mean(axis=0)[:, 0])
