@@ -15,8 +15,10 @@ from pipeline.errors import DataError
 from pipeline.jobs import predict_fold
 from pipeline.models.network import build_tokenizer
 from pipeline.runs import (
+    FoldBusy,
     fold_complete,
     fold_dir,
+    fold_lock,
     fold_score,
     gather,
     load_folds,
@@ -43,7 +45,11 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     accelerator = build_accelerator(cfg.train.mixed_precision)
     tokenizer = build_tokenizer(cfg.model)
     for seed, fold in jobs:
-        if not predictions_current(cfg, seed, fold):
-            predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+        with fold_lock(cfg, seed, fold) as holder:
+            if holder is not None:
+                raise FoldBusy(f"{fold_dir(cfg, seed, fold)} is held by {holder}; run "
+                               "predict again once it finishes")
+            if not predictions_current(cfg, seed, fold):
+                predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
         fold_score(cfg, comp, folds, seed, fold)
     return gather(cfg, comp, folds)

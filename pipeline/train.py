@@ -23,9 +23,11 @@ from pipeline.jobs import predict_fold, train_network_fold, train_sklearn_fold
 from pipeline.models.network import build_tokenizer
 from pipeline.runs import (
     FOLD_FORMAT,
+    FoldBusy,
     fold_complete,
     fold_dir,
     fold_label,
+    fold_lock,
     fold_score,
     gather,
     load_folds,
@@ -39,8 +41,20 @@ log = logging.getLogger(__name__)
 def run_fold(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
     accelerator: Accelerator | None, tokenizer: Any,
+) -> float | None:
+    """Train (or skip) one fold, make sure its predictions are current; returns its score,
+    or None when another process holds the fold (it is left to that process)."""
+    with fold_lock(cfg, seed, fold) as holder:
+        if holder is not None:
+            log.info("%s: held by %s; left to it", fold_label(cfg, seed, fold), holder)
+            return None
+        return _run_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+
+
+def _run_fold(
+    cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
+    accelerator: Accelerator | None, tokenizer: Any,
 ) -> float:
-    """Train (or skip) one fold, make sure its predictions are current; returns its score."""
     if fold_complete(cfg, seed, fold):
         log.info("%s: complete, skipped", fold_label(cfg, seed, fold))
     else:
@@ -81,9 +95,13 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
         rows = len(comp.train) * (cfg.folds.n_splits - 1) // cfg.folds.n_splits
         for note in recipe_warnings(cfg.train, rows):
             log.warning("%s: %s", cfg.name, note)
-    for seed in cfg.train.seeds:
-        for fold in range(cfg.folds.n_splits):
-            run_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+    busy = [(seed, fold) for seed in cfg.train.seeds for fold in range(cfg.folds.n_splits)
+            if run_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer) is None]
+    if busy:
+        raise FoldBusy(
+            f"{len(busy)} fold(s) of {cfg.name} (seed, fold: {busy}) are being trained by "
+            "another process; this one trained the rest. Run train again once it finishes "
+            "to gather the run")
     return gather(cfg, comp, folds)
 
 

@@ -200,3 +200,39 @@ def test_a_sklearn_run_has_no_last_epoch_oof(competition_factory):
     assert not list(cfg.run_dir.rglob("oof_last_epoch.parquet"))
     scores = json.loads((cfg.run_dir / "scores.json").read_text())["scores"]
     assert "oof" in scores and "oof_last_epoch" not in scores
+
+
+def test_two_processes_share_the_folds_instead_of_both_training_all(competition_factory):
+    """Issue 15 item 4: a second `pipeline train` on the same config did all the work again.
+    Each (seed, fold) is now a locked job: while another process holds fold 0, this one trains
+    fold 1, names the holder of fold 0 and does not gather; once the holder is gone, a rerun
+    trains what is left and gathers."""
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.runs import FoldBusy, fold_complete, fold_dir
+
+    data = competition_factory("tabular", "binary")
+    data["train"].update(epochs=1)
+    cfg = build_config(data)
+    folder = fold_dir(cfg, 0, 0)
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, filelock, os\n"
+        f"lock = filelock.FileLock({str(folder / '.lock')!r}, timeout=0); lock.acquire()\n"
+        f"open({str(folder / '.lock.owner')!r}, 'w').write(f'pid {{os.getpid()}} on host h')\n"
+        "print('held', flush=True); sys.stdin.read()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(FoldBusy, match=rf"pid {holder.pid}|another process") as info:
+            train.run(cfg)
+        assert "(0, 0)" in str(info.value)
+        assert fold_complete(cfg, 0, 1) and not fold_complete(cfg, 0, 0)
+        assert not (cfg.run_dir / "oof.parquet").exists()  # nothing gathered from half a run
+    finally:
+        holder.communicate("")  # closing stdin ends the holder, which releases its lock
+    time.sleep(0.1)
+    assert np.isfinite(train.run(cfg))
+    assert fold_complete(cfg, 0, 0) and (cfg.run_dir / "oof.parquet").is_file()
