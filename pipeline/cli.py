@@ -66,7 +66,9 @@ def cmd_folds(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline import train
 
-    train.run(_load(args))
+    cfg = _load(args)
+    score = train.run(cfg)
+    print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
     return 0
 
 
@@ -166,6 +168,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pipeline`` command."""
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars and only warnings in the log")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_text in (
         ("folds", cmd_folds, "write folds/<name>.csv"),
@@ -220,6 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     _setup_logging()
+    if getattr(args, "quiet", False):  # the terminal gets warnings; the run's log.txt all
+        os.environ["PIPELINE_PROGRESS"] = "0"
+        for handler in logging.getLogger().handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.setLevel(logging.WARNING)
     try:
         return int(args.fn(args))
     except PipelineError as err:

@@ -53,8 +53,9 @@ def fold_dir(cfg: ExperimentConfig, seed: int, fold: int) -> Path:
 
 
 def fold_label(cfg: ExperimentConfig, seed: int, fold: int) -> str:
-    """How logs name a (seed, fold) job."""
-    return f"{cfg.name} seed {seed} fold {fold + 1}/{cfg.folds.n_splits}"
+    """How logs name a (seed, fold) job: as its folder does (``seed0/fold0``), with the
+    number of folds."""
+    return f"{cfg.name} seed{seed}/fold{fold} (of {cfg.folds.n_splits})"
 
 
 def pseudo_path(cfg: ExperimentConfig, fold: int) -> Path:
@@ -210,7 +211,9 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     write_parquet(run_dir / "test.parquet", test_frame)
     write_json(run_dir / "scores.json", {"metric": metric.name, "direction": metric.direction,
                                          "scores": scores})
-    log.info("%s: OOF %s %.5f (%d seed(s) x %d folds) -> %s", cfg.name, metric.name, overall,
+    per_fold = [v for k, v in scores.items() if "/fold" in k]
+    log.info("%s: OOF %s %.5f; folds %.5f +- %.5f (%d seed(s) x %d folds) -> %s", cfg.name,
+             metric.name, overall, float(np.mean(per_fold)), float(np.std(per_fold)),
              len(cfg.train.seeds), cfg.folds.n_splits, run_dir)
     if last is not None and cfg.train.checkpoint == "best":
         log.info("%s: OOF %s of the last epochs %.5f; the best epochs' score above was chosen "

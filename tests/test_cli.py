@@ -165,3 +165,35 @@ def test_a_cut_off_prediction_file_is_one_error_line(tmp_path: Path,
     assert main(["submit", "--run", str(run), "--submissions-dir", str(tmp_path / "s")]) == 2
     line = _one_error_line(capsys)
     assert "test.parquet could not be read" in line and "rerun" in line
+
+
+def test_train_prints_its_cv_and_logs_name_the_metric(competition_factory, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 15 item 8: train printed its result only to the log (stderr); the epoch line
+    did not name the metric and marked the best epoch with an unexplained '*'; folds were
+    '1/3' in logs but fold0 on disk; no fold mean +- std."""
+    import logging
+
+    data = competition_factory("tabular", "binary")
+    data["train"].update(epochs=2)
+    path = _write_yaml(tmp_path / "exp.yaml", data)
+    with caplog.at_level(logging.INFO):
+        assert main(["--quiet", "train", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{data['name']}: CV roc_auc = ")
+    assert f"{data['name']} seed0/fold1 (of 2) epoch 1/2: train_loss " in caplog.text
+    assert "valid roc_auc " in caplog.text and "(best so far)" in caplog.text
+    assert " +- " in caplog.text and "folds " in caplog.text
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.engine.plan import show_progress
+
+    monkeypatch.setenv("PIPELINE_PROGRESS", "1")
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+    assert not show_progress()
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    assert show_progress()
+    monkeypatch.setenv("PIPELINE_PROGRESS", "0")
+    assert not show_progress()

@@ -90,7 +90,7 @@ def test_fold_dir_layout(data: dict[str, Any]) -> None:
     assert cfg.run_dir == Path(data["output_dir"]) / data["name"]
     assert fold_dir(cfg, 3, 1) == cfg.run_dir / "seed3" / "fold1"
     assert pseudo_path(cfg, 1) == cfg.run_dir / "pseudo" / "fold1.parquet"
-    assert fold_label(cfg, 3, 1) == f"{data['name']} seed 3 fold 2/2"
+    assert fold_label(cfg, 3, 1) == f"{data['name']} seed3/fold1 (of 2)"  # as on disk
 
 
 def test_fold_complete_only_with_the_config_hash(data: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ frozen parts of a stage, and whether to draw progress bars."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +46,9 @@ class FitHistory:
 
 
 def show_progress() -> bool:
-    """Progress bars unless PIPELINE_PROGRESS=0."""
-    return os.environ.get("PIPELINE_PROGRESS", "1") != "0"
+    """Progress bars on a terminal only (a redirected log gets the per-epoch lines, not
+    thousands of bar redraws), and never with PIPELINE_PROGRESS=0 (``pipeline --quiet``)."""
+    return os.environ.get("PIPELINE_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
 def apply_freeze(model: nn.Module, paths: list[str]) -> list[nn.Module]:

@@ -108,8 +108,10 @@ class Trainer:
         desc: str = "",
         checkpoint: str = "best",
         precise_bn: int = 0,
+        metric_name: str = "score",
     ) -> None:
         self.accelerator = accelerator
+        self.metric_name = metric_name  # how the per-epoch log line names the score
         self.checkpoint = checkpoint
         self.precise_bn = precise_bn
         self.model = accelerator.prepare_model(model)
@@ -360,9 +362,9 @@ class Trainer:
             self.history.best_score, self.history.best_epoch = score, self.epoch
         if improved or self.checkpoint == "last":
             self.save_best(self.checkpoint_dir / "best.pt", score)
-        log.info("%s epoch %d/%d: train_loss %.4f score %.5f%s (%.1fs)", self.desc,
-                 self.epoch, self.total_epochs, train_loss, score,
-                 " *" if improved else "", self.history.epochs[-1]["seconds"])
+        log.info("%s epoch %d/%d: train_loss %.4f, valid %s %.5f%s (%.1fs)", self.desc,
+                 self.epoch, self.total_epochs, train_loss, self.metric_name, score,
+                 " (best so far)" if improved else "", self.history.epochs[-1]["seconds"])
         self._call("on_epoch_end")
         save_checkpoint(self.checkpoint_dir / "last.pt", self._resume_state())
 

@@ -72,7 +72,7 @@ def train_network_fold(
             run_seed * 100 + 7, cfg.train.num_workers))
     trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
                       desc=fold_label(cfg, seed, fold), checkpoint=cfg.train.checkpoint,
-                      precise_bn=cfg.train.precise_bn)
+                      precise_bn=cfg.train.precise_bn, metric_name=metric.name)
     history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
                           generator, run_seed * 100)
     accelerator.free_memory()
