@@ -47,13 +47,26 @@ def _config_args(parser: argparse.ArgumentParser, positional: bool = False) -> N
 
 def _load(args: argparse.Namespace):
     from pipeline.config import load_config
+    from pipeline.runs import next_version
 
     path = getattr(args, "config", None) or args.config_opt
     if not path:
         raise PipelineError("no config given: pass CONFIG or --config CONFIG")
     cfg = load_config(path, args.overrides)
+    if getattr(args, "new_version", False):
+        name = next_version(cfg)
+        if name != cfg.name:
+            print(f"{cfg.name}: this config runs as {name}", file=sys.stderr)
+            cfg = cfg.model_copy(update={"name": name})
     _setup_logging(cfg.run_dir / "log.txt")
     return cfg
+
+
+def _training_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="retrain a run folder that holds another config")
+    parser.add_argument("--new-version", action="store_true",
+                        help="run a changed config as <name>-v2, -v3, ... (the next free one)")
 
 
 def cmd_folds(args: argparse.Namespace) -> int:
@@ -67,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline import train
 
     cfg = _load(args)
-    score = train.run(cfg)
+    score = train.run(cfg, overwrite=args.overwrite)
     print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
     return 0
 
@@ -92,6 +105,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     source = args.blend or args.run
     name = args.name
     submissions_dir = args.submissions_dir
+    if source is not None and (args.config or args.config_opt or args.overrides):
+        raise PipelineError("give a config, or --run/--blend, not both: the submission comes "
+                            "from one source")
+    if args.blend and args.run:
+        raise PipelineError("give --run or --blend, not both")
     if source is None:
         cfg = _load(args)
         source, name = cfg.run_dir, name or cfg.name
@@ -147,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     comp = load_competition(cfg.competition)
-    score = train.run(cfg, comp)  # makes the folds first, after checking the inputs
+    score = train.run(cfg, comp, overwrite=args.overwrite)  # folds first, inputs checked
     path = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir)
     print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
     last = read_scores(cfg.run_dir)["scores"].get("oof_last_epoch")
@@ -179,9 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_text)
         _config_args(p, positional=True)
+        if name == "train":
+            _training_args(p)
         p.set_defaults(fn=fn)
     p = sub.add_parser("run", help="folds + train + submit from one config")
     _config_args(p, positional=True)
+    _training_args(p)
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("submit", help="write submissions/<name>.csv from a run or blend")
     _config_args(p, positional=True)

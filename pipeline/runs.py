@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import platform
+import re
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from filelock import FileLock, Timeout
 
 from pipeline import folds as folds_stage
@@ -125,9 +128,12 @@ def load_folds(cfg: ExperimentConfig, comp: Competition) -> np.ndarray:
     return read_folds(path, comp, cfg.folds.n_splits)
 
 
-def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = False) -> RunMeta:
-    """Create the run folder with its config snapshot; refuse one made by another config.
-    ``leaky``: the run trains on pseudo-labels that leak validation labels."""
+def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = False,
+                    overwrite: bool = False) -> RunMeta:
+    """Create the run folder with its config snapshot. A folder of another config is refused
+    with the keys that differ, unless ``overwrite`` (or nothing was trained there yet: a start
+    that failed leaves nothing that blocks the corrected config). ``leaky``: the run trains
+    on pseudo-labels that leak validation labels."""
     run_dir = cfg.run_dir
     meta = RunMeta(
         name=cfg.name, task=cfg.competition.task, metric=cfg.competition.metric,
@@ -141,10 +147,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
     if meta_path.is_file():
         old = read_json(meta_path).get("config_hash")
         if old != meta.config_hash:
-            raise ConfigError(
-                f"{run_dir} holds a run of another config (hash {old}, now {meta.config_hash}); "
-                f"change 'name' for a new experiment, or delete {run_dir} to retrain"
-            )
+            _replace_or_refuse(cfg, overwrite)
     write_yaml(run_dir / "config.yaml", cfg.to_dict())
     write_meta(run_dir, meta)
     write_json(run_dir / "env.json", {
@@ -152,6 +155,61 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
         "cuda": torch.cuda.is_available(), "platform": platform.platform(),
     })
     return meta
+
+
+# keys that do not shape the trained weights (as ExperimentConfig.train_hash leaves them out)
+_NOT_HASHED = ("name", "output_dir", "folds_dir", "submissions_dir", "predict", "train.num_workers")
+
+
+def config_diff(old: dict[Any, Any], new: dict[Any, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs (sections recursed)."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        path = f"{prefix}{key}"
+        if path in _NOT_HASHED:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            a, b = dict(enumerate(a)), dict(enumerate(b))  # encoders.0.params.C, not the list
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_diff(a, b, f"{path}.")
+        elif a != b:
+            lines.append(f"{path}: {a!r} -> {b!r}")
+    return lines
+
+
+def _replace_or_refuse(cfg: ExperimentConfig, overwrite: bool) -> None:
+    run_dir = cfg.run_dir
+    trained = [p for p in run_dir.rglob("*") if p.name in ("metrics.json", "last.pt", "best.pt")]
+    if overwrite or not trained:
+        log.info("%s: replacing %s (%s)", cfg.name, run_dir,
+                 "--overwrite" if overwrite else "its earlier start trained nothing")
+        for item in run_dir.iterdir():
+            if item.name == "log.txt":  # the open log of this very command
+                continue
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+        return
+    snapshot = run_dir / "config.yaml"
+    old = yaml.safe_load(snapshot.read_text()) if snapshot.is_file() else {}
+    diff = config_diff(old or {}, cfg.to_dict())
+    shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
+    raise ConfigError(
+        f"{run_dir} holds a run of another config ({shown or 'keys changed'}). Pass "
+        f"--overwrite to retrain it in place, --new-version for the next free "
+        f"'{cfg.name}-v<k>', or change 'name'"
+    )
+
+
+def next_version(cfg: ExperimentConfig) -> str:
+    """The first name ``<name>-v2``, ``-v3``, ... whose run folder is free or holds this very
+    config (so a rerun with --new-version resumes it instead of starting a v4)."""
+    base = re.sub(r"-v\d+$", "", cfg.name)
+    candidates = [cfg.name] + [f"{base}-v{k}" for k in range(2, 1000)]
+    for name in candidates:
+        meta = Path(cfg.output_dir) / name / "run.json"
+        if not meta.is_file() or read_json(meta).get("config_hash") == cfg.train_hash():
+            return name
+    raise ConfigError(f"no free version of {cfg.name!r} under {cfg.output_dir}")
 
 
 def fold_score(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,

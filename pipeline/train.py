@@ -72,8 +72,10 @@ def _run_fold(
     return fold_score(cfg, comp, folds, seed, fold)
 
 
-def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
-    """Train every (seed, fold) not yet complete and gather the run; returns the OOF score."""
+def run(cfg: ExperimentConfig, comp: Competition | None = None,
+        overwrite: bool = False) -> float:
+    """Train every (seed, fold) not yet complete and gather the run; returns the OOF score.
+    ``overwrite``: retrain a run folder that holds another config."""
     comp = comp or load_competition(cfg.competition)
     problem = None if cfg.model.is_sklearn else cfg.train.outputs_mismatch(comp.n_outputs)
     if problem is not None:  # known only once the classes are read; refused before any work
@@ -84,7 +86,7 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
         _check_features(cfg, comp)
         _warn_unseen_categories(cfg, comp)
     folds = load_folds(cfg, comp)
-    prepare_run_dir(cfg, comp, leaky)
+    prepare_run_dir(cfg, comp, leaky, overwrite)
     if cfg.pseudo is not None:
         pseudo_stage.run(cfg, comp)
     accelerator = None if cfg.model.is_sklearn else build_accelerator(cfg.train.mixed_precision)

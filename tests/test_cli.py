@@ -197,3 +197,28 @@ def test_progress_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> No
     assert show_progress()
     monkeypatch.setenv("PIPELINE_PROGRESS", "0")
     assert not show_progress()
+
+
+def test_submit_refuses_a_config_together_with_a_run(competition_factory, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15 item 7: `submit CONFIG --blend X` silently ignored the config."""
+    path = _write_yaml(tmp_path / "exp.yaml", competition_factory("tabular", "binary"))
+    assert main(["submit", str(path), "--run", str(tmp_path)]) == 2
+    assert "not both" in _one_error_line(capsys)
+
+
+def test_new_version_runs_a_changed_config_beside_the_old_one(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15 item 6: one flag instead of a hand-edited name for each change."""
+    data = competition_factory("tabular", "binary")
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]}
+    path = _write_yaml(tmp_path / "exp.yaml", data)
+    assert main(["train", str(path)]) == 0
+    changed = ["--set", "model.encoders.0.params.C=0.1"]
+    assert main(["train", str(path), *changed]) == 2  # refused, naming the key
+    assert "model.encoders.0.params" in _one_error_line(capsys)
+    assert main(["train", str(path), *changed, "--new-version"]) == 0
+    out = capsys.readouterr()
+    assert f"runs as {data['name']}-v2" in out.err
+    assert out.out.startswith(f"{data['name']}-v2: CV ")
+    assert main(["train", str(path), *changed, "--overwrite"]) == 0  # in place, retrained

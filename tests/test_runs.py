@@ -28,6 +28,7 @@ from pipeline.runs import (
     fold_score,
     gather,
     load_folds,
+    next_version,
     prediction_hash,
     predictions_current,
     prepare_run_dir,
@@ -145,10 +146,14 @@ def test_prepare_run_dir_writes_the_run_and_refuses_another_config(data: dict[st
     assert read_json(cfg.run_dir / "env.json")["python"]
     # the same training config (even with another predict section) reuses the folder
     assert prepare_run_dir(_cfg(data, predict={"tta_reduce": "median"}), comp) == meta
-    other = _with_lr(data, 0.5)
+    write_json(fold_dir(cfg, 0, 0) / "metrics.json", {"config_hash": cfg.train_hash()})
+    other = _with_lr(data, 0.5)  # a trained fold is there: another config is refused
     with pytest.raises(ConfigError, match="another config") as info:
         prepare_run_dir(other, comp)
-    assert str(cfg.run_dir) in str(info.value) and other.train_hash() in str(info.value)
+    # the refusal names the keys that differ (issue 15 item 6), not two hashes
+    assert str(cfg.run_dir) in str(info.value)
+    assert "train.optimizer.lr: " in str(info.value) and "-> 0.5)" in str(info.value)
+    assert "--overwrite" in str(info.value) and "--new-version" in str(info.value)
     assert read_meta(cfg.run_dir).config_hash == cfg.train_hash()  # left as it was
     assert not meta.leaky
     assert prepare_run_dir(cfg, comp, leaky=True).leaky and read_meta(cfg.run_dir).leaky
@@ -293,3 +298,43 @@ def test_a_damaged_metrics_file_makes_the_fold_train_again(data: dict[str, Any])
     assert fold_complete(cfg, 0, 1)
     metrics.write_text(metrics.read_text()[:10])
     assert not fold_complete(cfg, 0, 1)
+
+
+def test_a_start_that_trained_nothing_does_not_block_the_corrected_config(
+        data: dict[str, Any]) -> None:
+    """Issue 15 item 6: a first start that failed (a bad estimator parameter) left a run
+    folder that then refused the corrected config. With nothing trained it is replaced."""
+    cfg = build_config(data)
+    comp = load_competition(cfg.competition)
+    prepare_run_dir(cfg, comp)
+    (fold_dir(cfg, 0, 0)).mkdir(parents=True)
+    (fold_dir(cfg, 0, 0) / "preprocess.json").write_text("{}")  # started, never trained
+    (cfg.run_dir / "log.txt").write_text("the failed start\n")
+    fixed = _with_lr(data, 0.5)
+    assert prepare_run_dir(fixed, comp).config_hash == fixed.train_hash()
+    assert not (fold_dir(cfg, 0, 0) / "preprocess.json").exists()  # the old start is gone
+    assert (cfg.run_dir / "log.txt").read_text() == "the failed start\n"  # the log is kept
+
+
+def test_overwrite_replaces_a_trained_run_of_another_config(data: dict[str, Any]) -> None:
+    cfg = build_config(data)
+    comp = load_competition(cfg.competition)
+    prepare_run_dir(cfg, comp)
+    write_json(fold_dir(cfg, 0, 0) / "metrics.json", {"config_hash": cfg.train_hash()})
+    other = _with_lr(data, 0.5)
+    assert prepare_run_dir(other, comp, overwrite=True).config_hash == other.train_hash()
+    assert not fold_dir(cfg, 0, 0).exists()
+
+
+def test_next_version_finds_the_first_free_or_matching_name(data: dict[str, Any]) -> None:
+    """--new-version: a changed config runs as <name>-v2 (then -v3); a rerun of the same
+    config finds its own version again instead of starting another."""
+    cfg = build_config(data)
+    comp = load_competition(cfg.competition)
+    assert next_version(cfg) == cfg.name  # nothing there yet
+    prepare_run_dir(cfg, comp)
+    other = _with_lr(data, 0.5)
+    assert next_version(other) == f"{cfg.name}-v2"
+    prepare_run_dir(other.model_copy(update={"name": f"{cfg.name}-v2"}), comp)
+    assert next_version(other) == f"{cfg.name}-v2"  # the same config: resume it
+    assert next_version(_with_lr(data, 0.1)) == f"{cfg.name}-v3"
