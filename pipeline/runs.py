@@ -94,9 +94,38 @@ def fold_lock(cfg: ExperimentConfig, seed: int, fold: int) -> Iterator[str | Non
         lock.release()
 
 
+# What a finished fold's metrics.json vouches for (with a checksum of each), and what its
+# predictions.json vouches for: a damaged or truncated file is found on the next run and
+# made again, instead of breaking every later stage.
+TRAINED_FILES = ("best.pt", "snapshot_*.pt", "preprocess.json", "tabular.joblib",
+                 "model.joblib", LAST_EPOCH_OOF)
+PREDICTION_FILES = ("oof.parquet", "test.parquet", "tta_oof.parquet", "tta_test.parquet")
+
+
+def file_digests(folder: Path, patterns: tuple[str, ...]) -> dict[str, str]:
+    """SHA-256 of every file in ``folder`` matching ``patterns``, by name."""
+    digests = {}
+    for pattern in patterns:
+        for path in sorted(folder.glob(pattern)):
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    digest.update(block)
+            digests[path.name] = digest.hexdigest()
+    return digests
+
+
+def _damaged(folder: Path, recorded: dict[str, str], patterns: tuple[str, ...]) -> list[str]:
+    now = file_digests(folder, patterns)
+    return sorted(name for name, digest in recorded.items() if now.get(name) != digest)
+
+
 def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
-    """Whether the fold finished training under this config."""
-    path = fold_dir(cfg, seed, fold) / "metrics.json"
+    """Whether the fold finished training under this config, its files intact. A fold whose
+    checkpoint or other trained files no longer match their checksums is reset, so the next
+    train retrains it (deterministically: the same weights as before)."""
+    folder = fold_dir(cfg, seed, fold)
+    path = folder / "metrics.json"
     if not path.is_file():
         return False
     try:
@@ -104,7 +133,18 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     except ValueError:  # cut off mid-write by an older release, or damaged: train it again
         log.warning("%s is unreadable; the fold is trained again", path)
         return False
-    return done.get("config_hash") == cfg.train_hash() and done.get("format") == FOLD_FORMAT
+    if done.get("config_hash") != cfg.train_hash() or done.get("format") != FOLD_FORMAT:
+        return False
+    damaged = _damaged(folder, done.get("files", {}), TRAINED_FILES + PREDICTION_FILES)
+    if damaged:
+        log.warning("%s: %s damaged or missing; the fold is trained again",
+                    fold_label(cfg, seed, fold), damaged)
+        for name in ("metrics.json", "last.pt", "best.pt", "predictions.json"):
+            (folder / name).unlink(missing_ok=True)
+        for snapshot in folder.glob("snapshot_*.pt"):
+            snapshot.unlink()
+        return False
+    return True
 
 
 def prediction_hash(cfg: ExperimentConfig) -> str:
@@ -115,11 +155,19 @@ def prediction_hash(cfg: ExperimentConfig) -> str:
 
 def predictions_current(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     """Whether the fold's predictions were made under this config's predict section."""
-    path = fold_dir(cfg, seed, fold) / "predictions.json"
+    folder = fold_dir(cfg, seed, fold)
+    path = folder / "predictions.json"
     try:
-        return path.is_file() and read_json(path)["hash"] == prediction_hash(cfg)
-    except (ValueError, KeyError):  # damaged: predict again
+        made = read_json(path) if path.is_file() else None
+    except ValueError:  # damaged: predict again
         return False
+    if made is None or made.get("hash") != prediction_hash(cfg):
+        return False
+    damaged = _damaged(folder, made.get("files", {}), PREDICTION_FILES)
+    if damaged:
+        log.warning("%s: %s damaged or missing; predicted again", fold_label(cfg, seed, fold),
+                    damaged)
+    return not damaged
 
 
 def load_folds(cfg: ExperimentConfig, comp: Competition) -> np.ndarray:

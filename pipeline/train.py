@@ -23,7 +23,10 @@ from pipeline.jobs import predict_fold, train_network_fold, train_sklearn_fold
 from pipeline.models.network import build_tokenizer
 from pipeline.runs import (
     FOLD_FORMAT,
+    PREDICTION_FILES,
+    TRAINED_FILES,
     FoldBusy,
+    file_digests,
     fold_complete,
     fold_dir,
     fold_label,
@@ -64,8 +67,11 @@ def _run_fold(
             assert accelerator is not None
             result = train_network_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
             predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+        # checksums of what training wrote (scikit-learn folds: their predictions too)
+        vouched = TRAINED_FILES + (PREDICTION_FILES if cfg.model.is_sklearn else ())
         write_json(fold_dir(cfg, seed, fold) / "metrics.json",
-                   {"config_hash": cfg.train_hash(), "format": FOLD_FORMAT, **result})
+                   {"config_hash": cfg.train_hash(), "format": FOLD_FORMAT, **result,
+                    "files": file_digests(fold_dir(cfg, seed, fold), vouched)})
     if not cfg.model.is_sklearn and not predictions_current(cfg, seed, fold):
         assert accelerator is not None
         predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)

@@ -236,3 +236,44 @@ def test_two_processes_share_the_folds_instead_of_both_training_all(competition_
     time.sleep(0.1)
     assert np.isfinite(train.run(cfg))
     assert fold_complete(cfg, 0, 0) and (cfg.run_dir / "oof.parquet").is_file()
+
+
+def test_a_damaged_fold_is_found_and_made_again(competition_factory):
+    """Issue 15 item 3: a truncated checkpoint or prediction file broke every later stage,
+    and rerunning train did not heal it. Checksums in metrics.json / predictions.json find
+    it: a damaged prediction file is predicted again (no retraining), a damaged checkpoint
+    retrains its fold, and the run ends with the same OOF as before."""
+    from pipeline.runs import fold_dir
+
+    data = competition_factory("tabular", "binary")
+    data["train"].update(epochs=2)
+    cfg = build_config(data)
+    train.run(cfg)
+    before = pd.read_parquet(cfg.run_dir / "oof.parquet")
+    folder = fold_dir(cfg, 0, 1)
+    best_mtime = (folder / "best.pt").stat().st_mtime_ns
+    oof = folder / "oof.parquet"
+    oof.write_bytes(oof.read_bytes()[:50])
+    train.run(cfg)  # re-predicted from the intact checkpoint
+    assert (folder / "best.pt").stat().st_mtime_ns == best_mtime
+    pd.testing.assert_frame_equal(pd.read_parquet(cfg.run_dir / "oof.parquet"), before)
+    best = folder / "best.pt"
+    best.write_bytes(best.read_bytes()[:100])
+    train.run(cfg)  # retrained: the same seed gives the same weights
+    assert (folder / "best.pt").stat().st_mtime_ns != best_mtime
+    pd.testing.assert_frame_equal(pd.read_parquet(cfg.run_dir / "oof.parquet"), before)
+
+
+def test_a_damaged_scikit_learn_fold_is_fitted_again(competition_factory):
+    from pipeline.runs import fold_dir
+
+    data = competition_factory("tabular", "binary")
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]}
+    cfg = build_config(data)
+    train.run(cfg)
+    before = pd.read_parquet(cfg.run_dir / "oof.parquet")
+    test = fold_dir(cfg, 0, 0) / "test.parquet"
+    test.write_bytes(b"PAR1")
+    train.run(cfg)
+    pd.testing.assert_frame_equal(pd.read_parquet(cfg.run_dir / "oof.parquet"), before)
+    assert pd.read_parquet(test).shape[0] > 0

@@ -20,7 +20,7 @@ from pipeline.engine.trainer import Trainer
 from pipeline.errors import DataError
 from pipeline.jobs.inputs import fold_prep
 from pipeline.models.network import build_model, model_inputs
-from pipeline.runs import fold_dir, prediction_hash
+from pipeline.runs import PREDICTION_FILES, file_digests, fold_dir, prediction_hash
 from pipeline.tta import reduce_predictions, tta_transforms
 
 
@@ -78,5 +78,6 @@ def predict_fold(
         table = pd.DataFrame(merged, columns=cols)
         table.insert(0, id_col, ids)
         write_parquet(out / f"{part}.parquet", table)
-    write_json(out / "predictions.json", {"hash": prediction_hash(cfg), "tta": cfg.predict.tta})
+    write_json(out / "predictions.json", {"hash": prediction_hash(cfg), "tta": cfg.predict.tta,
+                                          "files": file_digests(out, PREDICTION_FILES)})
     accelerator.free_memory()
