@@ -137,6 +137,8 @@ class RunMeta:
     # trained on pseudo-labels that leak validation labels (its CV is optimistic); a later
     # round that uses this run as its source inherits the leak
     leaky: bool = False
+    csv_sep: str = ","  # how the competition's CSV files are read (competition.sep/encoding)
+    csv_encoding: str = "utf-8"
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""

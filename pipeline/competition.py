@@ -50,6 +50,8 @@ class CompetitionConfig(Section):
     train_file: str = "train.csv"
     test_file: str = "test.csv"
     sample_submission_file: str = "sample_submission.csv"
+    sep: str = ","  # field separator of the three files (e.g. ";" or "\t")
+    encoding: str = "utf-8"  # their text encoding (e.g. latin-1)
 
     @model_validator(mode="after")
     def _check(self) -> CompetitionConfig:
@@ -196,11 +198,15 @@ def prediction_columns(task: str, target_columns: list[str], classes: list[Any])
     return list(target_columns)
 
 
-def _read_csv(path: Path, what: str) -> pd.DataFrame:
+def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a competition CSV, with one-line errors naming the file."""
     if not path.is_file():
         raise DataError(f"{what} file {path} not found")
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, sep=sep, encoding=encoding)
+    except LookupError:
+        raise DataError(f"{path}: unknown encoding {encoding!r} "
+                        "('competition.encoding')") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{what} file {path} could not be read as CSV: {err}") from None
 
@@ -324,9 +330,10 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     train_path = root / cfg.train_file
     test_path = root / cfg.test_file
     sub_path = root / cfg.sample_submission_file
-    train = _read_csv(train_path, "train")
-    test = _read_csv(test_path, "test")
-    sample = _read_csv(sub_path, "sample submission")
+    csv = {"sep": cfg.sep, "encoding": cfg.encoding}
+    train = read_csv(train_path, "train", **csv)
+    test = read_csv(test_path, "test", **csv)
+    sample = read_csv(sub_path, "sample submission", **csv)
     for frame, path in ((train, train_path), (test, test_path), (sample, sub_path)):
         _require_columns(frame, [cfg.id_column], path, "id_column")
         _check_ids(frame, cfg.id_column, path)
@@ -355,6 +362,6 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
 def targets_for_meta(meta: RunMeta) -> np.ndarray:
     """Encoded targets of a run's OOF rows (train.csv order), read from its competition."""
     path = Path(meta.competition_dir) / meta.train_file
-    train = _read_csv(path, "train")
+    train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding)
     _require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
     return encode_targets(train, meta.task, meta.target_columns, meta.classes)

@@ -190,6 +190,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
         competition_dir=str(cfg.competition.dir), train_file=cfg.competition.train_file,
         config_hash=cfg.train_hash(),
         sample_submission_file=cfg.competition.sample_submission_file, leaky=leaky,
+        csv_sep=cfg.competition.sep, csv_encoding=cfg.competition.encoding,
     )
     meta_path = run_dir / "run.json"
     if meta_path.is_file():

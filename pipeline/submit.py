@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.artifacts import RunMeta, load_predictions, write_csv
+from pipeline.competition import read_csv
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
 from pipeline.metrics import get_metric, hard_labels, top_classes
@@ -96,7 +97,7 @@ def run(source: str | Path, name: str | None = None,
     sample_path = Path(meta.competition_dir) / meta.sample_submission_file
     if not sample_path.is_file():
         raise DataError(f"sample submission file {sample_path} not found")
-    sample = pd.read_csv(sample_path)
+    sample = read_csv(sample_path, "sample submission", meta.csv_sep, meta.csv_encoding)
     submission = format_submission(meta, preds.test, sample, folder)
     path = Path(submissions_dir) / f"{name or meta.name}.csv"
     write_csv(path, submission)

@@ -379,3 +379,24 @@ def test_train_only_columns_can_be_dropped_on_request(competition_factory, tmp_p
     assert "dropped train-only column(s) ['x2']" in caplog.text
     # the features the model read are logged, categories named
     assert "numeric ['x1']" in caplog.text and "categorical ['color']" in caplog.text
+
+
+def test_semicolon_latin1_files_are_read_with_sep_and_encoding(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15 item 9: competition files that are not comma-separated UTF-8 need
+    'competition.sep' and 'competition.encoding'; the submission stays a plain CSV."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    folder = Path(cfg["competition"]["dir"])
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        frame = pd.read_csv(folder / name)
+        if "color" in frame.columns:
+            frame["color"] = frame["color"].map({"red": "rouge", "blue": "bleu é"})
+        frame.to_csv(folder / name, sep=";", encoding="latin-1", index=False)
+    cfg["competition"].update(sep=";", encoding="latin-1")
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    submission = pd.read_csv(Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv")
+    assert list(submission.columns) == ["id", "target"] and len(submission) > 0
+    cfg["competition"]["encoding"] = "no-such-codec"
+    cfg["name"] = "bad-encoding"
+    expect_failure(cfg, tmp_path, capsys, "unknown encoding 'no-such-codec'")
