@@ -183,9 +183,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_EXAMPLES = """examples:
+  pipeline run configs/exp.yaml                     folds + train + submit, prints the CV
+  pipeline train configs/exp.yaml --set train.epochs=3 --new-version
+  pipeline predict configs/exp.yaml --set "predict.tta=[hflip]"
+  pipeline blend --runs runs/a runs/b --method optuna --name ab --submit
+  pipeline submit --blend blends/ab
+"""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help; examples kept as written."""
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kaggle-pipeline")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pipeline`` command."""
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="pipeline", description="Staged k-fold pipeline for Kaggle-style competitions: "
+        "one subcommand per stage, and 'run' for all of them.", epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {_package_version()}")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars and only warnings in the log")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("predict", cmd_predict, "refresh predictions (TTA) from the fold checkpoints"),
         ("pseudo", cmd_pseudo, "pseudo-label test rows per fold from 'pseudo.source'"),
     ):
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=f"example: pipeline {name} configs/exp.yaml --set "
+                           "train.epochs=3", formatter_class=_Formatter)
         _config_args(p, positional=True)
         if name == "train":
             _training_args(p)

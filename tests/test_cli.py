@@ -222,3 +222,18 @@ def test_new_version_runs_a_changed_config_beside_the_old_one(
     assert f"runs as {data['name']}-v2" in out.err
     assert out.out.startswith(f"{data['name']}-v2: CV ")
     assert main(["train", str(path), *changed, "--overwrite"]) == 0  # in place, retrained
+
+
+def test_version_and_examples_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15 item 9: --version, and examples in --help."""
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("pipeline ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "pipeline run configs/exp.yaml" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "example: pipeline train" in capsys.readouterr().out
