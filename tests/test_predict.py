@@ -55,8 +55,12 @@ def test_changed_predict_section_repredicts_without_retraining(competition_facto
     assert [_stamps(f, TRAINED) for f in folders] == trained  # not retrained
     for k, folder in enumerate(folders):
         assert predictions_current(cfg_tta, 0, k) and not predictions_current(cfg, 0, k)
-        assert read_json(folder / "predictions.json") == {
+        made = read_json(folder / "predictions.json")
+        assert {k: made[k] for k in ("hash", "tta")} == {
             "hash": prediction_hash(cfg_tta), "tta": ["noise"]}
+        # checksums of the prediction files, so a damaged one is predicted again
+        assert sorted(made["files"]) == ["oof.parquet", "test.parquet", "tta_oof.parquet",
+                                         "tta_test.parquet"]
         per_tta = pd.read_parquet(folder / "tta_oof.parquet")
         assert sorted(per_tta["tta"].unique()) == ["noise", "none"]
         none = per_tta[per_tta["tta"] == "none"].set_index("id")["target"]
