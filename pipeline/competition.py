@@ -228,23 +228,38 @@ def _check_ids(frame: pd.DataFrame, id_column: str, path: Path) -> None:
     if len(dup):
         raise DataError(
             f"{path}: column {id_column!r} has {len(dup)} duplicate id(s), "
-            f"e.g. {dup.iloc[:3].tolist()}"
+            f"e.g. {_plain(dup.iloc[:3].tolist())} (lines {_lines(dup.index[:3])})"
         )
+
+
+def _lines(index: pd.Index) -> list[int]:
+    """File line numbers of frame rows (the header is line 1, the first row line 2)."""
+    return [int(i) + 2 for i in index]
+
+
+def _plain(values: list[Any]) -> list[Any]:
+    """NumPy scalars as Python ones, so messages show 3, not np.int64(3)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
 def _classes(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> list[Any]:
     task = cfg.task
+    if frame.empty:
+        raise DataError(f"{path}: no rows under the header")
     for col in cfg.target_columns:
         values = frame[col]
         n_nan = int(values.isna().sum())
         if n_nan:
-            rows = values.index[values.isna()][:3].tolist()
-            raise DataError(f"{path}: target column {col!r} has {n_nan} NaN value(s) (rows {rows})")
+            lines = _lines(values.index[values.isna()][:3])
+            raise DataError(f"{path}: target column {col!r} has {n_nan} NaN value(s) (lines "
+                            f"{lines})")
         numeric = pd.api.types.is_numeric_dtype(values)
         if task == "regression" and not numeric:
+            bad = values[pd.to_numeric(values, errors="coerce").isna()]
             raise DataError(
                 f"{path}: target column {col!r} must be numeric for task 'regression'. "
-                f"Got dtype {values.dtype} (e.g. {values.iloc[0]!r})."
+                f"Got {len(bad)} value(s) that are not numbers, e.g. {bad.iloc[0]!r} (line "
+                f"{_lines(bad.index[:1])[0]})."
             )
         if task == "multilabel" and not set(np.unique(values)) <= {0, 1}:
             raise DataError(
@@ -264,10 +279,11 @@ def _classes(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> list[An
     if task == "binary" and len(classes) != 2:
         raise DataError(
             f"{path}: target column {col!r} must hold exactly 2 classes for task 'binary'. "
-            f"Got {len(classes)}: {classes[:10]}."
+            f"Got {len(classes)}: {_plain(classes[:10])}."
         )
     if task == "multiclass" and len(classes) < 2:
-        raise DataError(f"{path}: target column {col!r} holds a single class {classes}")
+        raise DataError(f"{path}: target column {col!r} holds a single class "
+                        f"{_plain(classes)}")
     return [c.item() if isinstance(c, np.generic) else c for c in classes]
 
 

@@ -272,4 +272,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return build_config(apply_overrides(data, overrides or []), str(path))
+    try:
+        return build_config(apply_overrides(data, overrides or []), str(path))
+    except ConfigError as err:
+        if not overrides:
+            raise
+        # a key given on the command line is not the YAML file's fault: say where it came from
+        keys = {o.split("=", 1)[0].strip() for o in overrides}
+        lines = [line + (" (from --set)" if any(f"'{k}'" in line for k in keys) else "")
+                 for line in str(err).splitlines()]
+        raise ConfigError("\n".join(lines)) from None

@@ -257,7 +257,8 @@ def test_nan_in_target(competition_factory, tmp_path: Path,
         frame.loc[[3, 7], "y"] = np.nan
 
     edit_csv(train, hole)
-    expect_failure(cfg, tmp_path, capsys, str(train), "'y'", "2 NaN value(s)", "[3, 7]")
+    # issue 15 item 10: file line numbers (header = line 1), not 0-based row positions
+    expect_failure(cfg, tmp_path, capsys, str(train), "'y'", "2 NaN value(s)", "lines [5, 9]")
 
 
 def _set_column(column: str, values: Callable[[int], list[Any]]) -> Edit:
@@ -271,6 +272,14 @@ WRONG_TARGETS: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
     "strings for regression": (
         "regression", _set_column("y", lambda n: ["low", "high"] * (n // 2)),
         ("'y'", "must be numeric for task 'regression'"),
+    ),
+    "one string among numbers for regression": (  # the message quotes the string, not a float
+        "regression", _set_column("y", lambda n: [1.5] * (n - 1) + ["unknown"]),
+        ("'y'", "1 value(s) that are not numbers, e.g. 'unknown'"),
+    ),
+    "header only": (
+        "binary", lambda comp_dir, cfg: edit_csv(comp_dir / "train.csv", lambda f: f.iloc[:0]),
+        ("no rows under the header",),
     ),
     "3 classes for binary": (
         "binary", _set_column("target", lambda n: ["no", "yes", "maybe"] * (n // 3)),
@@ -294,7 +303,7 @@ WRONG_TARGETS: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
     ),
     "single class for multiclass": (
         "multiclass", _set_column("target", lambda n: [1] * n),
-        ("'target'", "single class"),
+        ("'target'", "single class [1]"),  # not [np.int64(1)]
     ),
 }
 

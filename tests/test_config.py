@@ -337,3 +337,14 @@ def test_a_scikit_learn_model_of_the_wrong_kind_is_refused_at_load(
         task, "sklearn.linear_model.LogisticRegression")
     data["model"] = {"encoders": [{"name": f"sklearn:{right}"}]}
     assert build_config(data).model.is_sklearn
+
+
+def test_a_bad_set_value_says_it_came_from_the_command_line(competition_factory,
+                                                            tmp_path: Path) -> None:
+    """Issue 15 item 10: a bad --set value was reported as the YAML file's."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(competition_factory("tabular", "binary")))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["train.epochs=-1"])
+    line = next(x for x in str(info.value).splitlines() if "'train.epochs'" in x)
+    assert line.endswith("(from --set)")
