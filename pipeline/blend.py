@@ -12,7 +12,10 @@ later stages read like a run::
     cv.json           in-sample and nested-CV scores, each member's own score
     diversity.json    each member's score and the correlation matrix of their OOF
     postprocess.json  thresholds / class weights, for label-based metrics only
-    study.db          the Optuna study (method ``optuna`` with default storage)
+    study.journal     the Optuna study (method ``optuna`` with default storage): Optuna's
+                      journal file, resumed by a later run of the same name and settings
+                      (more trials continue it); an older blend's ``study.db`` (SQLite) is
+                      imported into it once and then left alone
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pandas as pd
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 
 from pipeline.artifacts import (
     RunMeta,
@@ -58,6 +65,8 @@ logger = logging.getLogger("pipeline.blend")
 
 _SHARED_META = ("task", "metric", "id_column", "target_columns", "classes", "pred_columns")
 _OUTPUTS = ("oof.parquet", "test.parquet", "weights.json", "cv.json")
+STUDY_FILE = "study.journal"
+_LEGACY_STUDY_FILE = "study.db"  # the default storage before the journal
 
 
 @dataclass(frozen=True)
@@ -216,7 +225,10 @@ def run(
         name: Blend folder name; default ``<method>-<hash>``.
         blends_dir: Parent of blend folders.
         n_trials: Optuna trials (blenders that tune with Optuna).
-        storage: Optuna storage URL; default ``sqlite:///<blends_dir>/<name>/study.db``.
+        storage: Optuna storage: a journal file path or an RDB URL (``sqlite:///...``,
+            ``postgresql://...``); default the journal file ``<blends_dir>/<name>/study.journal``.
+            The study's name leaves out ``n_trials``, so a later run with more trials
+            continues it.
         seed: Seed of the blender's randomness.
         params: More blender hyperparameters (e.g. ``{"per_class": True}``).
         targets: Encoded OOF targets; default read from the members' competition.
@@ -235,10 +247,15 @@ def run(
     if _is_complete(folder, config_hash):
         logger.info("blend %s is up to date (hash %s); skipping", folder, config_hash)
         return folder
-    settings["storage"] = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-    settings["study_name"] = f"blend-{config_hash}"
+    budget_free = {k: v for k, v in {**settings, **params}.items() if k != "n_trials"}
+    study_name = f"blend-{blend_hash(members, method, budget_free)}"
+    default = storage is None and "storage" in BLENDERS.get(method)._get_param_names()
+    settings["storage"] = str((folder / STUDY_FILE).resolve()) if default else storage
+    settings["study_name"] = study_name
     blender = build_blender(method, **_blender_params(method, meta, settings, params))
-    folder.mkdir(parents=True, exist_ok=True)  # before the study opens its SQLite file
+    folder.mkdir(parents=True, exist_ok=True)  # before the study opens its file
+    if default:
+        _import_legacy_study(folder, study_name, legacy_name=f"blend-{config_hash}")
     y = np.asarray(targets) if targets is not None else targets_for_meta(meta)
     if len(y) != members.oof.shape[1]:
         raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}")
@@ -256,6 +273,38 @@ def run(
     _log_report(folder, cv, weights)
     logger.info("%s", format_report(diversity))
     return folder
+
+
+def _import_legacy_study(folder: Path, study_name: str, legacy_name: str) -> None:
+    """Read a ``study.db`` left by an older blend (the default storage was SQLite, with
+    ``n_trials`` in the study name) once: its study of these exact settings is copied into
+    the journal, where tuning continues; any other study in it is not used."""
+    legacy = folder / _LEGACY_STUDY_FILE
+    if not legacy.is_file():
+        return
+    storage = JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
+    if any(s.study_name == study_name for s in storage.get_all_studies()):
+        return  # imported by an earlier run, or tuned in the journal since
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        old = optuna.load_study(study_name=legacy_name, storage=f"sqlite:///{legacy.resolve()}")
+        trials = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        new = optuna.create_study(storage=storage, study_name=study_name, direction=old.direction)
+        new.add_trials(trials)
+    except KeyError:
+        logger.info("%s (SQLite, from an older blend) holds no study of these settings; it is "
+                    "not used: the study starts in %s", legacy, STUDY_FILE)
+        return
+    except Exception as err:  # not a study database, or one an older Optuna wrote
+        logger.warning("%s could not be read (%s); it is not used: the study starts in %s",
+                       legacy, err, STUDY_FILE)
+        return
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    logger.info("imported the %d completed trials of %s (SQLite, from an older blend) into %s; "
+                "the study continues there and %s is no longer written", len(trials), legacy,
+                STUDY_FILE, legacy.name)
 
 
 def _check_blender_fits_metric(method: str, metric_name: str) -> None:

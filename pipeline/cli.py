@@ -249,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None)
     p.add_argument("--blends-dir", default="blends")
     p.add_argument("--trials", "--n-trials", dest="trials", type=int, default=300)
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite file)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage: a journal file path (default: <blend>/study.journal, "
+                   "resumed by a rerun with more trials) or an RDB URL such as "
+                   "sqlite:///study.db or postgresql://... (several machines)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--submit", action="store_true", help="also write the submission")
     p.add_argument("--submissions-dir", default=None)

@@ -99,9 +99,12 @@ def binary_runs(tmp_path: Path) -> tuple[list[Path], np.ndarray]:
 def test_optuna_blend_writes_a_complete_folder(tmp_path, binary_runs, caplog) -> None:
     runs, y = binary_runs
     with caplog.at_level(logging.INFO, logger="pipeline.blend"):
-        folder = blend.run(runs, name="b1", blends_dir=tmp_path / "blends", n_trials=30)
+        # 100 trials: CMA-ES (the default sampler) starts at equal weights and needs a few
+        # generations to take the noise member's weight under 0.05
+        folder = blend.run(runs, name="b1", blends_dir=tmp_path / "blends", n_trials=100)
     assert folder == tmp_path / "blends" / "b1"
-    for f in ("run.json", "oof.parquet", "test.parquet", "weights.json", "cv.json", "study.db"):
+    for f in ("run.json", "oof.parquet", "test.parquet", "weights.json", "cv.json",
+              "study.journal"):
         assert (folder / f).is_file(), f
     assert not (folder / "postprocess.json").exists()  # AUC scores probabilities
 
@@ -127,6 +130,97 @@ def test_optuna_blend_writes_a_complete_folder(tmp_path, binary_runs, caplog) ->
     assert cv["nested"]["mean"] == pytest.approx(np.mean(list(cv["nested"]["per_fold"].values())))
     assert set(cv["members"]) == {"m0", "m1", "m2", "m3"}
     assert "nested CV" in caplog.text and "m3" in caplog.text
+
+
+def _study_trials(storage, name: str | None = None) -> list:
+    """Completed trials of the (only, or named) study in a journal file or an RDB URL."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    if isinstance(storage, Path):
+        storage = JournalStorage(JournalFileBackend(str(storage)))
+    if name is None:
+        (summary,) = optuna.get_all_study_summaries(storage)
+        name = summary.study_name
+    study = optuna.load_study(study_name=name, storage=storage)
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def test_default_study_is_a_journal_that_a_run_with_more_trials_continues(
+    tmp_path, binary_runs
+) -> None:
+    runs, y = binary_runs
+    kw = {"name": "r", "blends_dir": tmp_path / "blends", "targets": y}
+    folder = blend.run(runs, n_trials=8, **kw)
+    first = _study_trials(folder / "study.journal")
+    assert len(first) == 8 and not (folder / "study.db").exists()
+    blend.run(runs, n_trials=12, **kw)  # a new blend hash, the same study
+    again = _study_trials(folder / "study.journal")
+    assert len(again) == 12
+    assert [t.params for t in again[:8]] == [t.params for t in first]
+    assert [t.value for t in again[:8]] == [t.value for t in first]
+
+
+def test_an_rdb_url_still_holds_the_study(tmp_path, binary_runs) -> None:
+    runs, y = binary_runs
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    folder = blend.run(runs, name="u", blends_dir=tmp_path / "blends", targets=y, n_trials=8,
+                       storage=url)
+    assert len(_study_trials(url)) == 8
+    assert not (folder / "study.journal").exists()
+    cv = read_json(folder / "cv.json")
+    assert cv["in_sample"]["score"] >= cv["equal_weights"]
+
+
+def test_the_blend_is_deterministic_for_a_seed(tmp_path, binary_runs) -> None:
+    runs, y = binary_runs
+    kw = {"blends_dir": tmp_path / "blends", "targets": y, "n_trials": 40, "seed": 3}
+    a, b = blend.run(runs, name="a", **kw), blend.run(runs, name="b", **kw)
+    assert read_json(a / "weights.json") == read_json(b / "weights.json")
+    assert read_json(a / "cv.json") == read_json(b / "cv.json")
+    np.testing.assert_array_equal(load_predictions(a).test_matrix,
+                                  load_predictions(b).test_matrix)
+
+
+def test_an_older_blends_sqlite_study_is_imported_once(tmp_path, binary_runs, caplog) -> None:
+    """A blend folder from before the journal holds study.db, its study named after the
+    blend hash with n_trials in it: that study's trials are copied into study.journal once
+    and the tuning continues from them; a study.db of other settings is left unused."""
+    from pipeline.ensemble import OptunaBlender
+
+    runs, y = binary_runs
+    blends = tmp_path / "blends"
+    members = blend.load_members(runs)
+    old_hash = blend.blend_hash(members, "optuna", {"n_trials": 10, "seed": 0})
+    folder = blends / "old"
+    folder.mkdir(parents=True)
+    legacy = f"sqlite:///{folder / 'study.db'}"
+    OptunaBlender(metric="roc_auc", n_trials=6, storage=legacy,
+                  study_name=f"blend-{old_hash}").fit(members.oof, y)
+    old_trials = _study_trials(legacy, f"blend-{old_hash}")
+    with caplog.at_level(logging.INFO, logger="pipeline.blend"):
+        blend.run(runs, name="old", blends_dir=blends, targets=y, n_trials=10)
+    assert "imported the 6 completed trials" in caplog.text
+    trials = _study_trials(folder / "study.journal")
+    assert len(trials) == 10
+    assert [t.params for t in trials[:6]] == [t.params for t in old_trials]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pipeline.blend"):
+        blend.run(runs, name="old", blends_dir=blends, targets=y, n_trials=14)
+    assert "imported" not in caplog.text  # once only: the journal is the study now
+    assert len(_study_trials(folder / "study.journal")) == 14
+    assert len(_study_trials(legacy, f"blend-{old_hash}")) == 6  # study.db is not written
+
+    other = blends / "other"
+    other.mkdir()
+    OptunaBlender(metric="roc_auc", n_trials=4, storage=f"sqlite:///{other / 'study.db'}",
+                  study_name="blend-0123456789abcdef").fit(members.oof, y)
+    with caplog.at_level(logging.INFO, logger="pipeline.blend"):
+        blend.run(runs, name="other", blends_dir=blends, targets=y, n_trials=5)
+    assert "holds no study of these settings; it is not used" in caplog.text
+    assert len(_study_trials(other / "study.journal")) == 5
 
 
 def test_blend_reads_targets_from_the_competition(tmp_path, binary_runs) -> None:

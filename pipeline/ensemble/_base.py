@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.integrate import trapezoid
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -50,6 +51,85 @@ def infer_task(y: np.ndarray) -> str:
 def member_scores(metric: Metric, stacked: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Each member's own score, shape ``(m,)``."""
     return np.array([metric(y, p) for p in stacked])
+
+
+def _roc_auc_column(positive: np.ndarray, score: np.ndarray) -> float:
+    """scikit-learn's ``roc_curve`` + ``auc`` arithmetic for one column, without its checks.
+
+    Only the counts of positives and of rows at or above each distinct score enter the
+    curve. They are integers, whatever order a sort gives tied scores, so an unstable sort
+    and integer arithmetic reach the very arrays scikit-learn's stable sort and float
+    cumulative sums do, and the same area.
+    """
+    order = np.argsort(score)[::-1]  # descending
+    ranked = score[order]
+    tied = ranked[1:] == ranked[:-1]
+    tps = np.cumsum(positive[order])  # positives at or above each row
+    if tied.any():  # the last row of each run of equal scores
+        ends = np.append(np.flatnonzero(~tied), score.size - 1)
+        tps = tps[ends]
+    else:
+        ends = np.arange(score.size)
+    if ends.size > 2:  # drop_intermediate: keep the corners of the curve, as scikit-learn does
+        dt, de = np.diff(tps), np.diff(ends)
+        corner = (dt[1:] != dt[:-1]) | (de[1:] != de[:-1])
+        keep = np.flatnonzero(np.concatenate(([True], corner, [True])))
+        ends, tps = ends[keep], tps[keep]
+    tpr = np.concatenate(([0.0], tps.astype(np.float64)))
+    fpr = np.concatenate(([0.0], 1 + ends.astype(np.float64) - tpr[1:]))
+    return float(trapezoid(tpr / tpr[-1], fpr / fpr[-1]))
+
+
+def _fast_roc_auc(y: np.ndarray) -> Callable[[np.ndarray], float] | None:
+    """ROC AUC of fixed targets ``y`` without scikit-learn's input checks (a blend objective
+    calls it hundreds of times on the same rows); None where it could differ (a column
+    with one class, which scikit-learn scores as NaN)."""
+    if y.ndim == 1:  # multiclass, one-vs-rest macro over every class of the layout
+        multiclass = True
+        positive = y[:, None] == np.arange(int(y.max()) + 1)[None, :]
+    else:
+        multiclass = False
+        if not np.isin(y, (0.0, 1.0)).all():
+            return None
+        positive = y == 1.0
+    if not (positive.any(axis=0) & ~positive.all(axis=0)).all():
+        return None
+    positive = np.ascontiguousarray(positive.T, dtype=np.int64)  # a column's 0/1 per row
+
+    def score(p: np.ndarray) -> float:
+        if p.shape[1] != positive.shape[0] or (multiclass and not np.allclose(1, p.sum(axis=1))):
+            return float("nan")  # the caller falls back to the registered metric
+        if p.shape[1] == 1:
+            return _roc_auc_column(positive[0], p[:, 0])
+        columns = np.zeros(p.shape[1])
+        for c in range(p.shape[1]):
+            columns[c] = _roc_auc_column(positive[c], p[:, c])
+        return float(np.average(columns))
+
+    return score
+
+
+def blend_scorer(
+    metric: Metric, y: np.ndarray, probes: Sequence[np.ndarray]
+) -> Callable[[np.ndarray], float]:
+    """``p -> metric(y, p)`` for the many blends of one objective.
+
+    ROC AUC through scikit-learn spends most of its time checking its inputs (1.4 of 1.5 ms
+    at 450 rows) and sorts with a stable merge sort (30 ms at 100,000 rows); the same
+    arithmetic on targets prepared once takes 0.05 and 9 ms. It is used only if it gives
+    exactly (``==``) the registered metric's number on each of ``probes``; every other
+    metric, and any blend the fast path declines, gets the registered metric itself, so the
+    objective never differs from the reported score.
+    """
+    fast = _fast_roc_auc(y) if metric.name == "roc_auc" else None
+    if fast is None or any(fast(p) != metric(y, p) for p in probes):
+        return lambda p: metric(y, p)
+
+    def score(p: np.ndarray) -> float:
+        value = fast(p)
+        return metric(y, p) if np.isnan(value) else value
+
+    return score
 
 
 class Blender(BaseEstimator, abc.ABC):
