@@ -42,8 +42,8 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     if cfg.model.is_sklearn:
         log.info("%s: a scikit-learn model has no TTA; predictions come from training", cfg.name)
         return gather(cfg, comp, folds)
+    tokenizer = build_tokenizer(cfg.model)  # first: see build_accelerator's gc.freeze
     accelerator = build_accelerator(cfg.train.mixed_precision)
-    tokenizer = build_tokenizer(cfg.model)
     for seed, fold in jobs:
         with fold_lock(cfg, seed, fold) as holder:
             if holder is not None:

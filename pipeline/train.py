@@ -95,8 +95,8 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None,
     prepare_run_dir(cfg, comp, leaky, overwrite)
     if cfg.pseudo is not None:
         pseudo_stage.run(cfg, comp)
-    accelerator = None if cfg.model.is_sklearn else build_accelerator(cfg.train.mixed_precision)
     tokenizer = None if cfg.model.is_sklearn else build_tokenizer(cfg.model)
+    accelerator = None if cfg.model.is_sklearn else build_accelerator(cfg.train.mixed_precision)
     if accelerator is not None:
         log.info("%s: training on %s (mixed precision: %s)", cfg.name, accelerator.device,
                  accelerator.mixed_precision)

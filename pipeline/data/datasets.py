@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
-from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from pipeline.competition import IMAGE_PATH
 from pipeline.data.augment import AugmentConfig, build_image_augment, noisy_row, noisy_tokens
+from pipeline.data.decoded import decode_rgb
 from pipeline.data.tabular import TabularEncoder
 
 Batch = dict[str, torch.Tensor]  # what a loader yields and every encoder reads
@@ -37,13 +37,33 @@ def image_transform(size: int, augment: list[A.BasicTransform] | None = None) ->
     return A.Compose(steps, seed=0)
 
 
+# token ids of rows already encoded in this process, by (tokenizer, settings) then row: each
+# fold and each prediction encodes the same rows again, and long texts take a while
+_encoded: dict[tuple[Any, ...], dict[tuple[str, ...], list[int]]] = {}
+
+
 def encode_texts(tokenizer: Any, texts: list[list[str]], max_length: int,
                  truncation: str) -> list[list[int]]:
     """Token ids per row; a long single text keeps its head, tail or head + tail.
 
     Two text columns are encoded as a pair (truncated longest-first); more are joined with
-    the separator token.
+    the separator token. Rows seen before in this process come from a cache.
     """
+    key = (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), max_length,
+           truncation, len(texts))
+    known = _encoded.setdefault(key, {})
+    rows = list(zip(*texts, strict=True))
+    missing = list(dict.fromkeys(r for r in rows if r not in known))
+    if missing:
+        columns = [list(col) for col in zip(*missing, strict=True)]
+        for row, ids in zip(missing, _encode(tokenizer, columns, max_length, truncation),
+                            strict=True):
+            known[row] = ids
+    return [known[r] for r in rows]
+
+
+def _encode(tokenizer: Any, texts: list[list[str]], max_length: int,
+            truncation: str) -> list[list[int]]:
     if len(texts) == 2:
         enc = tokenizer(texts[0], texts[1], truncation=True, max_length=max_length)
         return list(enc["input_ids"])
@@ -127,13 +147,39 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
     def __len__(self) -> int:
         return self.length
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every row at once, for a loader that holds them (no augmentation): images decoded
+        and resized once, as uint8 N x 3 x S x S (normalised per batch, on the device); token
+        ids right-padded to the longest row, with each row's ``length``."""
+        out: dict[str, torch.Tensor] = {}
+        if self.images:
+            resize = A.Resize(self.inputs.image_size, self.inputs.image_size)
+            pixels = np.stack([resize(image=decode_rgb(p))["image"] for p in self.images])
+            out["image"] = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+        if self.ids:
+            lengths = torch.tensor([len(ids) for ids in self.ids], dtype=torch.long)
+            tok = self.inputs.tokenizer
+            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+            ids = torch.full((len(self.ids), int(lengths.max())), pad, dtype=torch.long)
+            for row, seq in enumerate(self.ids):
+                ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            out["input_ids"] = ids
+            out["attention_mask"] = (torch.arange(ids.shape[1]) < lengths[:, None]).long()
+            out["length"] = lengths
+        if self.tabular is not None:
+            out["num"] = torch.from_numpy(np.ascontiguousarray(self.tabular["num"]))
+            out["cat"] = torch.from_numpy(np.ascontiguousarray(self.tabular["cat"]))
+        if self.targets is not None:
+            out["target"] = torch.as_tensor(np.asarray(self.targets))
+        if self.weights is not None:
+            out["weight"] = torch.as_tensor(np.asarray(self.weights), dtype=torch.float32)
+        return out
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item: dict[str, torch.Tensor] = {}
         rng = np.random.default_rng([self.epoch_seed, i]) if self.augment is not None else None
         if self.images:
-            with Image.open(self.images[i]) as img:
-                pixels = np.asarray(img.convert("RGB"))
-            item["image"] = self.transform(image=pixels)["image"]
+            item["image"] = self.transform(image=decode_rgb(self.images[i]))["image"]
         if self.ids:
             ids = self.ids[i]
             if rng is not None and self.augment is not None and self.augment.text is not None:

@@ -157,9 +157,21 @@ def parameter_groups(
 
 
 def build_optimizer(groups: list[dict[str, Any]], cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """Any optimizer timm knows (``lookahead_`` prefix included) over ready-made groups."""
+    """Any optimizer timm knows (``lookahead_`` prefix included) over ready-made groups.
+
+    Adam and AdamW on a GPU take torch's fused kernel (one launch for every parameter's
+    update, where a small model's step is launch-bound) unless ``params`` say otherwise.
+    """
+    params = dict(cfg.params)
+    tensors = [p for g in groups for p in g["params"]]
+    if (cfg.name in _FUSABLE and not {"fused", "foreach"} & params.keys() and tensors
+            and all(p.is_cuda and p.is_floating_point() for p in tensors)):
+        params["fused"] = True
     return create_optimizer_v2(groups, opt=cfg.name, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                               **cfg.params)
+                               **params)
+
+
+_FUSABLE = ("adam", "adamw")  # timm maps these to torch.optim.Adam / AdamW
 
 
 class Schedule:

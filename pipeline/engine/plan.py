@@ -3,6 +3,7 @@ frozen parts of a stage, and whether to draw progress bars."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -43,6 +44,19 @@ class FitHistory:
     # raw validation outputs of the last epoch: the last-epoch OOF, which no epoch selection
     # has seen (the best epoch's score is chosen on the same rows, so it is optimistic)
     last_outputs: np.ndarray | None = None
+
+    def improves(self, score: float, greater_is_better: bool) -> bool:
+        """Whether ``score`` beats the best so far. A non-finite score (Pearson of a constant
+        prediction) is the worst there is: it improves only on nothing at all, and any finite
+        score improves on it."""
+        best = self.best_score
+        if best is None:
+            return True
+        if not math.isfinite(score):
+            return False
+        if not math.isfinite(best):
+            return True
+        return score > best if greater_is_better else score < best
 
 
 def show_progress() -> bool:

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from torch.utils.data import Dataset
 
 from pipeline.data.augment import AugmentConfig
-from pipeline.data.datasets import build_loader
+from pipeline.data.memory_loader import build_fold_loader, memory_unsupported
 from pipeline.engine.callbacks.adversarial import AdversarialConfig, build_adversarial
 from pipeline.engine.callbacks.averaging import (
     EMA,
@@ -84,6 +84,18 @@ class TrainConfig(Section):
     # final weights before validation (precise BN); 0 keeps the lagging running averages
     precise_bn: int = Field(32, ge=0)
     num_workers: int = Field(0, ge=0)
+    # where a fold's rows live while it trains and predicts: 'memory' decodes images and
+    # tokenises once and holds every row as tensors on the training device, batches sliced
+    # and augmented there; 'stream' reads rows through a DataLoader each epoch (any
+    # albumentations transform; text and table noise); 'auto' holds them when they fit in
+    # half the free device memory and every augmentation has a device version
+    loader: Literal["auto", "memory", "stream"] = "auto"
+    # seconds between resume points (last.pt, with best.pt); 0: after every epoch. The last
+    # epoch's is always written; a kill replays at most this much training
+    resume_every: float = Field(60.0, ge=0)
+    channels_last: bool = True  # on a GPU: image models' weights and batches channels-last
+    # torch.compile the model: a slower first epoch (compiling), faster steps on a GPU
+    compile: bool = False
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     loss: LossConfig = LossConfig()
@@ -122,6 +134,11 @@ class TrainConfig(Section):
                     "'snapshots' needs cycles that end at epoch ends: 'scheduler.cycle_epochs' "
                     f"and 'cycle_mul' must be whole numbers. Got {sched.cycle_epochs} and "
                     f"{sched.cycle_mul}.")
+        if self.loader == "memory":
+            reason = memory_unsupported(self.augment)
+            if reason is not None:
+                raise ValueError(f"'loader: memory' holds rows on the device, but {reason}: "
+                                 "use 'auto' (streams instead) or 'stream'")
         if self.snapshots and self.swa:
             raise ValueError("'snapshots' and 'swa' both choose the final weights; pick one")
         if self.swa and self.swa.start_epoch > total:
@@ -234,6 +251,7 @@ def build_callbacks(train: TrainConfig, encoder_kinds: list[str],
 def build_stage_plans(
     train: TrainConfig, model_cfg: ModelConfig, task: str, model: CompetitionModel,
     train_ds: Dataset[Any], generator: torch.Generator, greater_is_better: bool,
+    device: torch.device | None = None,
 ) -> list[StagePlan]:
     """One ready-to-run plan per stage of the recipe."""
     plans = []
@@ -250,7 +268,8 @@ def build_stage_plans(
         terms = [(t.name, t.weight, t.params) for t in loss.terms]
         plans.append(StagePlan(
             epochs=stage.epochs,
-            loader=build_loader(train_ds, stage.batch_size, True, train.num_workers, generator),
+            loader=build_fold_loader(train_ds, stage.batch_size, True, train.num_workers,
+                                     generator, train.loader, device),
             make_optimizer=make_optimizer,
             make_schedule=make_schedule,
             loss_fn=with_aux_losses(

@@ -3,7 +3,9 @@ that a kill never leaves half a file."""
 
 from __future__ import annotations
 
+import io
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +44,45 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save through a temporary file, so a kill never leaves half a checkpoint."""
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread, in the order they were handed over.
+
+    :meth:`submit` serialises the state at once (so training may go on changing the live
+    tensors) and leaves the disk write, the slow part, to the thread; each file still appears
+    whole or not at all (:func:`save_checkpoint`'s rename). :meth:`wait` blocks until every
+    handed-over file is on disk and raises the first write error, if any.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, files: list[tuple[Path, dict[str, Any]]]) -> None:
+        """Serialise ``files`` now; write them, in order, after the previous batch."""
+        payloads = []
+        for path, state in files:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            payloads.append((path, buffer.getbuffer()))
+        self.wait()  # one batch in flight: files land in the order they were submitted
+        self._thread = threading.Thread(target=self._write, args=(payloads,), daemon=True)
+        self._thread.start()
+
+    def _write(self, payloads: list[tuple[Path, memoryview]]) -> None:
+        try:
+            for path, data in payloads:
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(data)
+        except BaseException as err:  # re-raised on the training thread by wait()
+            self._error = err
+
+    def wait(self) -> None:
+        """Block until the files handed over are written; re-raise a failed write."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error

@@ -2,10 +2,11 @@
 
 ``Trainer.fit`` runs the stages of a recipe (each with its own loader, optimizer, schedule,
 loss and frozen parts), scores the validation rows after each epoch, keeps the best weights
-(``best.pt``) and saves a resume point (``last.pt``: weights, optimizer, schedule, callback
-and RNG states) after every epoch, so a killed fold resumes where it stopped and ends with
-the same weights as an uninterrupted one. Tricks (EMA, SWA, snapshots, early stopping) plug
-into the hooks of :class:`Callback`; they are not copies of the loop.
+(``best.pt``) and saves resume points (``last.pt``: weights, optimizer, schedule, callback
+and RNG states; when, see :mod:`pipeline.engine.resume`), so a killed fold resumes where it
+stopped and ends with the same weights as an uninterrupted one. The loop never waits for the
+device inside an epoch: the loss is summed there and read once per epoch. Tricks (EMA, SWA,
+snapshots, early stopping) plug into the hooks of :class:`Callback`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pipeline.data.datasets import Batch
 from pipeline.engine.batchnorm import has_batch_norm, module_names, recompute_batch_norm
 from pipeline.engine.losses import LossFn
 from pipeline.engine.plan import FitHistory, StagePlan, apply_freeze, show_progress
-from pipeline.engine.state import rng_state, save_checkpoint, set_rng_state
+from pipeline.engine.resume import ResumePoints
+from pipeline.engine.state import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,10 @@ class Trainer:
         precise_bn: before each validation, recompute the batch-norm statistics of the
             evaluated weights on this many batches of training rows (0: keep the running
             averages, which lag the weights; see :mod:`pipeline.engine.batchnorm`).
+        resume_every: seconds between resume points (0: after every epoch); the last
+            epoch's is always written.
+        channels_last: on a GPU, keep the model's weights and 4-D image batches in the
+            channels-last layout (faster convolutions in mixed precision).
     """
 
     def __init__(
@@ -109,8 +115,14 @@ class Trainer:
         checkpoint: str = "best",
         precise_bn: int = 0,
         metric_name: str = "score",
+        resume_every: float = 0.0,
+        channels_last: bool = False,
     ) -> None:
         self.accelerator = accelerator
+        self.resume_points = ResumePoints(resume_every)
+        self.channels_last = channels_last and accelerator.device.type == "cuda"
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.metric_name = metric_name  # how the per-epoch log line names the score
         self.checkpoint = checkpoint
         self.precise_bn = precise_bn
@@ -153,7 +165,11 @@ class Trainer:
 
     def _to_device(self, batch: Batch) -> Batch:
         device = self.accelerator.device
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if not self.channels_last:
+            return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(device, non_blocking=True, memory_format=torch.channels_last)
+                if v.dim() == 4 and v.is_floating_point() else v.to(device, non_blocking=True)
+                for k, v in batch.items()}
 
     def train_epoch(
         self, loader: DataLoader[Batch], optimizer: Any, schedule: Any, loss_fn: LossFn,
@@ -165,10 +181,15 @@ class Trainer:
             module.eval()
         # callbacks scale their extra losses by the current window's size, as the loop does
         acc = self.accelerator
-        total, count, n_batches = 0.0, 0, len(loader)
-        bar = tqdm(loader, desc=f"{self.desc} epoch {self.epoch + 1}/{self.total_epochs or '?'}",
-                   leave=False, disable=not show_progress(), mininterval=1.0, dynamic_ncols=True)
-        for step, batch in enumerate(bar):
+        # summed on the device: reading each step's loss would make the host wait for it
+        total, count, n_batches = torch.zeros((), device=acc.device), 0, len(loader)
+        progress = show_progress()
+        # the bar counts batches but never touches the loader: tqdm(loader) draws from a
+        # DataLoader's generator when built, so the order would hang on tqdm's version
+        bar = tqdm(total=n_batches, leave=False, disable=not progress, mininterval=1.0,
+                   desc=f"{self.desc} epoch {self.epoch + 1}/{self.total_epochs or '?'}",
+                   dynamic_ncols=True)
+        for step, batch in enumerate(loader):
             # The last window of an epoch may hold fewer micro-batches than grad_accum_steps;
             # dividing by its own size keeps its update a mean, not a shrunken one.
             window_start = step - step % grad_accum_steps
@@ -190,12 +211,14 @@ class Trainer:
                 if schedule is not None:
                     schedule.after_update(self.stage_updates)
                 self._call("on_after_step")
-            total += loss.item()
+            total += loss.detach().float()
             count += 1
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{total / count:.4f}",
+            bar.update(1)
+            if progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{total.item() / count:.4f}",
                                 lr=f"{optimizer.param_groups[-1]['lr']:.2e}", refresh=False)
-        return total / max(count, 1)
+        bar.close()
+        return total.item() / max(count, 1)
 
     def _training_loss(self, batch: Batch, loss_fn: LossFn) -> torch.Tensor:
         for cb in self.callbacks:
@@ -209,7 +232,9 @@ class Trainer:
         self, loader: DataLoader[Batch], transform: Callable[[Batch], Batch] | None = None,
         model: nn.Module | None = None,
     ) -> np.ndarray:
-        """Raw outputs of ``model`` (default: :meth:`eval_model`) for every row, as float64."""
+        """Raw outputs of ``model`` (default: :meth:`eval_model`) for every row, as float64,
+        in the rows' order (a loader that visits them in another order, e.g. by length, says
+        which in ``row_order``)."""
         model = model if model is not None else self.eval_model()
         model.eval()
         outputs = []
@@ -219,8 +244,16 @@ class Trainer:
                 batch = transform(batch)
             with self.accelerator.autocast():
                 out = model(batch)
-            outputs.append(out.float().cpu().numpy())
-        return np.concatenate(outputs).astype(np.float64)
+            outputs.append(out.float())  # stays on the device: one copy back at the end
+        if not outputs:
+            raise ValueError("no rows to predict")
+        result = torch.cat(outputs).cpu().numpy().astype(np.float64)
+        order = getattr(loader, "row_order", None)
+        if order is not None:
+            restored = np.empty_like(result)
+            restored[np.asarray(order)] = result
+            result = restored
+        return result
 
     def _start_stage(self, plan: StagePlan) -> None:
         self.frozen = apply_freeze(self.unwrapped, plan.freeze)
@@ -260,24 +293,6 @@ class Trainer:
         if state.get("scaler") is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
 
-    def _improved(self, score: float, greater_is_better: bool) -> bool:
-        """Whether ``score`` beats the best so far. A non-finite score (Pearson of a constant
-        prediction) is the worst there is: it improves only on nothing at all, and any finite
-        score improves on it."""
-        best = self.history.best_score
-        if best is None:
-            return True
-        if not math.isfinite(score):
-            return False
-        if not math.isfinite(best):
-            return True
-        return score > best if greater_is_better else score < best
-
-    def save_best(self, path: Path, score: float) -> None:
-        """Checkpoint the evaluation weights as the fold's chosen model."""
-        weights = self.accelerator.unwrap_model(self.eval_model()).state_dict()
-        save_checkpoint(path, {"model": weights, "epoch": self.epoch, "score": score})
-
     def fit(
         self,
         plans: list[StagePlan],
@@ -298,16 +313,21 @@ class Trainer:
         self.valid_loader = valid_loader
         self.checkpoint_dir = checkpoint_dir
         self._start_or_resume(plans)
+        self.resume_points.restart_clock()
         self._call("on_fit_start")
-        while self.stage < len(plans) and not self.should_stop:
-            plan = plans[self.stage]
-            self.train_loader = plan.loader
-            while self.stage_epoch < plan.epochs and not self.should_stop:
-                self._seed_epoch(plan, shuffle_generator, shuffle_seed)
-                self._run_epoch(plan, greater_is_better)
-            if self.should_stop:
-                break
-            self._next_stage(plans)
+        try:
+            while self.stage < len(plans) and not self.should_stop:
+                plan = plans[self.stage]
+                self.train_loader = plan.loader
+                while self.stage_epoch < plan.epochs and not self.should_stop:
+                    self._seed_epoch(plan, shuffle_generator, shuffle_seed)
+                    last = self.stage == len(plans) - 1 and self.stage_epoch + 1 == plan.epochs
+                    self._run_epoch(plan, greater_is_better, last)
+                if self.should_stop:
+                    break
+                self._next_stage(plans)
+        finally:
+            self.resume_points.wait()  # callbacks' on_fit_end may write best.pt after ours
         self._call("on_fit_end")
         return self.history
 
@@ -330,8 +350,9 @@ class Trainer:
         if set_epoch is not None:
             set_epoch(shuffle_seed + self.epoch)
 
-    def _run_epoch(self, plan: StagePlan, greater_is_better: bool) -> None:
-        """Train one epoch, validate, record it, keep the best weights, save a resume point."""
+    def _run_epoch(self, plan: StagePlan, greater_is_better: bool, last: bool = False) -> None:
+        """Train one epoch, validate, record it, keep the best weights, save a resume point
+        (always after the ``last`` epoch or an early stop, else when one is due)."""
         assert self.score_fn is not None and self.valid_loader is not None
         start = time.perf_counter()
         self._call("on_epoch_start")
@@ -349,7 +370,7 @@ class Trainer:
         self.epoch += 1
         if self.schedule is not None:
             self.schedule.after_epoch(self.stage_epoch, score)
-        improved = self._improved(score, greater_is_better)
+        improved = self.history.improves(score, greater_is_better)
         self.history.epochs.append({
             "epoch": self.epoch, "stage": self.stage, "label": plan.label,
             "optimizer": type(self.optimizer.optimizer).__name__,
@@ -361,12 +382,14 @@ class Trainer:
         if improved:
             self.history.best_score, self.history.best_epoch = score, self.epoch
         if improved or self.checkpoint == "last":
-            self.save_best(self.checkpoint_dir / "best.pt", score)
+            weights = self.accelerator.unwrap_model(self.eval_model()).state_dict()
+            self.resume_points.keep_best(weights, self.epoch, score)
         log.info("%s epoch %d/%d: train_loss %.4f, valid %s %.5f%s (%.1fs)", self.desc,
                  self.epoch, self.total_epochs, train_loss, self.metric_name, score,
                  " (best so far)" if improved else "", self.history.epochs[-1]["seconds"])
         self._call("on_epoch_end")
-        save_checkpoint(self.checkpoint_dir / "last.pt", self._resume_state())
+        self.resume_points.save(self.checkpoint_dir, self._resume_state,
+                                force=last or self.should_stop)
 
     def _recompute_batch_norm(self, plan: StagePlan) -> None:
         """Precise BN: the evaluated weights' batch-norm statistics, recomputed on a sample of
@@ -378,12 +401,16 @@ class Trainer:
         dataset, size = plan.loader.dataset, plan.loader.batch_size or 1
         order = torch.randperm(len(dataset),  # type: ignore[arg-type]
                                generator=torch.Generator().manual_seed(self.epoch))
-        sample = Subset(dataset, order[: self.precise_bn * size].tolist())
-        loader = DataLoader(sample, batch_size=size, shuffle=False,
-                            collate_fn=plan.loader.collate_fn)
+        rows = order[: self.precise_bn * size]
+        batches_of = getattr(plan.loader, "batches_of", None)  # a loader holding the rows
+        if batches_of is not None:
+            batches = batches_of(rows, self.epoch)
+        else:
+            batches = DataLoader(Subset(dataset, rows.tolist()), batch_size=size,
+                                 shuffle=False, collate_fn=plan.loader.collate_fn)
         frozen = module_names(self.unwrapped, self.frozen)
         saved = rng_state()  # a loader's iterator draws its seed from the global stream
-        recompute_batch_norm((self._to_device(b) for b in loader), model, frozen)
+        recompute_batch_norm((self._to_device(b) for b in batches), model, frozen)
         set_rng_state(saved)
 
     def _next_stage(self, plans: list[StagePlan]) -> None:

@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 from pipeline.artifacts import write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
-from pipeline.data.datasets import CompetitionDataset, build_loader
+from pipeline.data.datasets import CompetitionDataset
+from pipeline.data.memory_loader import build_fold_loader
 from pipeline.engine.callbacks.consistency import build_consistency
 from pipeline.engine.recipe import build_callbacks, build_stage_plans
 from pipeline.engine.state import seed_everything
@@ -49,14 +50,17 @@ def train_network_fold(
         train_ds = with_pseudo_rows(comp, pd.read_parquet(pseudo_path(cfg, fold)), inputs,
                                     y[train_rows], train_rows, prep, active)
     valid_ds = CompetitionDataset(comp.train.iloc[valid_rows], inputs, y[valid_rows])
-    valid_loader = build_loader(valid_ds, cfg.predict.batch_size or 2 * cfg.train.batch_size,
-                                False, cfg.train.num_workers)
+    device = accelerator.device
+    valid_loader = build_fold_loader(valid_ds, cfg.predict.batch_size or 2 * cfg.train.batch_size,
+                                     False, cfg.train.num_workers, None, cfg.train.loader, device)
 
     model = build_model(cfg.model, comp.n_outputs, prep.tabular)
+    if cfg.train.compile:
+        model.compile()  # in place: the state dict keeps its names, checkpoints stay portable
     metric = get_metric(cfg.competition.metric)
     generator = torch.Generator()
     plans = build_stage_plans(cfg.train, cfg.model, task, model, train_ds, generator,
-                              metric.greater_is_better)
+                              metric.greater_is_better, device)
     y_valid = comp.targets[valid_rows]
 
     def score(outputs: np.ndarray) -> float:
@@ -72,7 +76,9 @@ def train_network_fold(
             run_seed * 100 + 7, cfg.train.num_workers))
     trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
                       desc=fold_label(cfg, seed, fold), checkpoint=cfg.train.checkpoint,
-                      precise_bn=cfg.train.precise_bn, metric_name=metric.name)
+                      precise_bn=cfg.train.precise_bn, metric_name=metric.name,
+                      resume_every=cfg.train.resume_every,
+                      channels_last=cfg.train.channels_last)
     history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
                           generator, run_seed * 100)
     accelerator.free_memory()

@@ -14,7 +14,8 @@ from accelerate import Accelerator
 from pipeline.artifacts import write_json, write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
-from pipeline.data.datasets import CompetitionDataset, build_loader
+from pipeline.data.datasets import CompetitionDataset
+from pipeline.data.memory_loader import build_fold_loader
 from pipeline.engine.callbacks.averaging import snapshot_paths
 from pipeline.engine.trainer import Trainer
 from pipeline.errors import DataError
@@ -44,15 +45,17 @@ def predict_fold(
     model = build_model(cfg.model, comp.n_outputs, prep.tabular)
     inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
     batch_size = cfg.predict.batch_size or 2 * cfg.train.batch_size
-    trainer = Trainer(model, accelerator)
+    if cfg.train.compile:
+        model.compile()
+    trainer = Trainer(model, accelerator, channels_last=cfg.train.channels_last)
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     valid_rows = np.flatnonzero(folds == fold)
     frames = {"oof": comp.train.iloc[valid_rows], "test": comp.test}
     transforms = tta_transforms(cfg.predict.tta)
     loaders = {
-        (part, name): build_loader(
+        (part, name): build_fold_loader(
             CompetitionDataset(frame, dataclasses.replace(inputs, **tta.inputs)), batch_size,
-            False, cfg.train.num_workers)
+            False, cfg.train.num_workers, None, cfg.train.loader, accelerator.device)
         for part, frame in frames.items() for name, tta in transforms
     }
     sums: dict[tuple[str, str], np.ndarray] = {}

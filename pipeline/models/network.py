@@ -130,10 +130,12 @@ def build_model(
 
 def build_tokenizer(cfg: ModelConfig) -> Any:
     """The tokenizer of the first transformers encoder, or None."""
-    from transformers import AutoTokenizer
-
     for enc in cfg.encoders:
         if enc.kind == "hf":
+            # imported here: transformers takes ~1-2 s to import, which image and table
+            # runs need not pay
+            from transformers import AutoTokenizer
+
             source = enc.tokenizer or enc.target
             if not Path(source).is_dir():
                 raise ConfigError(f"encoder {enc.name!r}: tokenizer directory {source} not found")

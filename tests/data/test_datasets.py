@@ -36,6 +36,28 @@ def test_text_truncation_keeps_head_tail_or_both(tmp_path):
     assert head[0] == tok.cls_token_id and tail[-1] == tok.sep_token_id
 
 
+def test_rows_are_tokenised_once_per_process(tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))
+    texts = [["good movie", "bad film", "good movie"]]
+    first = encode_texts(tok, texts, 16, "head")
+    assert first[0] == first[2] and first[0] != first[1]
+    calls: list[list[str]] = []
+    real = type(tok).__call__
+
+    def spy(self, text, *args, **kwargs):
+        calls.append(list(text))
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tok), "__call__", spy)
+    assert encode_texts(tok, texts, 16, "head") == first and calls == []  # the next fold
+    mixed = encode_texts(tok, [["fun story", "bad film"]], 16, "head")
+    assert calls == [["fun story"]] and mixed[1] == first[1]  # only the new row
+    calls.clear()
+    assert encode_texts(tok, texts, 3, "head") != first and calls  # other settings: anew
+
+
 def test_two_text_columns_are_a_pair_and_more_are_joined(tmp_path) -> None:
     from transformers import AutoTokenizer
 

@@ -120,7 +120,7 @@ def _kill_when(proc: subprocess.Popen[bytes], path: Path, timeout: float = 120) 
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_oof(competition_factory, tmp_path):
     data = competition_factory("tabular", "multiclass", n_train=200)
-    data["train"].update(epochs=3, batch_size=8)
+    data["train"].update(epochs=3, batch_size=8, resume_every=0)
     data["model"]["encoders"][0]["params"] = {"hidden": [64, 32], "dropout": 0.3}
     reference = build_config({**data, "output_dir": str(tmp_path / "reference")})
     train.run(reference)
@@ -212,13 +212,13 @@ def test_a_first_nan_score_is_kept_only_until_a_finite_one(make_toy, scripted_fi
     assert fit.history.best_epoch == 1 and math.isnan(fit.history.best_score)
     assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == 1
     trainer = fit.trainer
-    assert trainer._improved(-1e9, greater_is_better=True)
-    assert trainer._improved(1e9, greater_is_better=False)
-    assert not trainer._improved(math.nan, greater_is_better=True)
+    assert trainer.history.improves(-1e9, greater_is_better=True)
+    assert trainer.history.improves(1e9, greater_is_better=False)
+    assert not trainer.history.improves(math.nan, greater_is_better=True)
     trainer.history.best_score = 0.5
-    assert not trainer._improved(math.nan, greater_is_better=True)
-    assert not trainer._improved(-math.inf, greater_is_better=False)
-    assert trainer._improved(0.6, greater_is_better=True)
+    assert not trainer.history.improves(math.nan, greater_is_better=True)
+    assert not trainer.history.improves(-math.inf, greater_is_better=False)
+    assert trainer.history.improves(0.6, greater_is_better=True)
 
 
 def _strict_json(path: Path) -> Any:

@@ -1,0 +1,214 @@
+"""A fold's rows held as tensors on the training device, batches sliced there.
+
+Streaming rows through a DataLoader decodes and augments every image, one by one, in the
+main process each epoch, while the GPU waits. A :class:`MemoryLoader` decodes (or tokenises)
+once, moves every row to the device, and per batch only indexes: images stay uint8 there
+until the batch is augmented (in batches, :mod:`pipeline.data.device_augment`) and
+normalised; token ids are cut to the batch's longest row; rows are visited longest first
+when predicting, so short rows are not padded to long ones. :func:`build_fold_loader` picks
+it or the streaming DataLoader (``train.loader``: auto, memory, stream).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from pipeline.data.augment import AugmentConfig
+from pipeline.data.datasets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Batch,
+    CompetitionDataset,
+    build_loader,
+    collate,
+)
+from pipeline.data.device_augment import DeviceImageAugment
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LOADER_MODES = ("auto", "memory", "stream")
+_said: set[str] = set()  # reasons already logged: once per process, not once per fold
+
+
+def memory_unsupported(augment: AugmentConfig | None) -> str | None:
+    """Why rows under ``augment`` cannot be held on the device, or None when they can."""
+    if augment is None:
+        return None
+    if augment.text is not None:
+        return "text noise ('train.augment.text') is drawn per row"
+    if augment.tabular is not None:
+        return "table noise ('train.augment.tabular') is drawn per row"
+    built = DeviceImageAugment.build(augment.image)
+    return built if isinstance(built, str) else None
+
+
+def _competition_parts(dataset: Dataset[Any]) -> list[CompetitionDataset] | None:
+    if isinstance(dataset, CompetitionDataset):
+        return [dataset]
+    if isinstance(dataset, ConcatDataset):
+        parts = [_competition_parts(d) for d in dataset.datasets]
+        if all(p is not None for p in parts):
+            return [x for p in parts if p is not None for x in p]
+    return None
+
+
+def _concat(tables: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Row-wise concatenation of several parts' tensors (token ids padded to one width)."""
+    if len(tables) == 1:
+        return tables[0]
+    out = {}
+    for key in tables[0]:
+        values = [t[key] for t in tables]
+        if key in ("input_ids", "attention_mask"):
+            width = max(v.shape[1] for v in values)
+            values = [torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in values]
+        out[key] = torch.cat(values)
+    return out
+
+
+def _bytes(dataset: CompetitionDataset) -> int:
+    """About what the dataset's tensors will take (before building them)."""
+    n, inputs = len(dataset), dataset.inputs
+    size = n * 3 * inputs.image_size**2 if dataset.images else 0
+    size += n * inputs.max_length * 16 if dataset.ids else 0
+    if dataset.tabular is not None:
+        size += dataset.tabular["num"].nbytes + dataset.tabular["cat"].nbytes
+    return size
+
+
+def _room(device: torch.device) -> int:
+    """Bytes the held rows may take on ``device``: half of what is free there."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError):
+        return 2**31
+
+
+class MemoryLoader:
+    """Batches of a dataset's rows, held as tensors on ``device``.
+
+    Iterates like a DataLoader (``len``, ``batch_size``, ``dataset``, ``collate_fn`` for
+    code that streams the same rows). Shuffled orders come from ``generator``, augmentation
+    draws from the dataset's epoch seed, so a resumed epoch sees the same batches.
+    """
+
+    def __init__(self, dataset: Dataset[Any], parts: list[CompetitionDataset],
+                 batch_size: int, shuffle: bool, generator: torch.Generator | None,
+                 device: torch.device, augment: DeviceImageAugment | None) -> None:
+        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.generator, self.device, self.augment = generator, device, augment
+        self._parts = parts
+        tok = parts[0].inputs.tokenizer
+        pad_id = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0
+        self.collate_fn = functools.partial(collate, pad_id=pad_id)
+        tensors = _concat([p.tensors() for p in parts])
+        self._lengths = tensors.pop("length", None)  # on the host: cuts each batch's ids
+        self._tensors = {k: v.to(device) for k, v in tensors.items()}
+        self._rows = len(next(iter(self._tensors.values())))
+        # ImageNet normalisation as one multiply-add on the device: x * scale + shift
+        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self._scale, self._shift = 1 / (255 * std), -mean / std
+        # predicting: longest rows first, so a batch pads only to rows of its own length
+        self.row_order = (torch.argsort(self._lengths, descending=True, stable=True)
+                          if self._lengths is not None and not shuffle else None)
+
+    @property
+    def nbytes(self) -> int:
+        """What the held rows take on the device."""
+        return sum(t.numel() * t.element_size() for t in self._tensors.values())
+
+    def __len__(self) -> int:
+        return math.ceil(self._rows / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        # A DataLoader draws its workers' base seed (from its generator, else the global
+        # one) before its order: the same draw keeps a streamed run's orders and dropout
+        # draws, whichever loader runs
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        if self.shuffle:
+            order = torch.randperm(self._rows, generator=self.generator)
+        else:
+            order = self.row_order if self.row_order is not None else torch.arange(self._rows)
+        yield from self.batches_of(order, self._parts[0].epoch_seed)
+
+    def batches_of(self, rows: torch.Tensor, seed: int) -> Iterator[Batch]:
+        """Batches of the given rows, in that order, augmented with draws seeded by ``seed``."""
+        draws = torch.Generator().manual_seed(seed) if self.augment is not None else None
+        on_device = rows.to(self.device)  # one copy per epoch, then sliced there
+        for start in range(0, len(rows), self.batch_size):
+            stop = start + self.batch_size
+            yield self._batch(on_device[start:stop], rows[start:stop], draws)
+
+    def _batch(self, index: torch.Tensor, host_index: torch.Tensor,
+               draws: torch.Generator | None) -> Batch:
+        batch: Batch = {}
+        for key, values in self._tensors.items():
+            picked = values.index_select(0, index)
+            if key == "image":
+                pixels = picked.float()
+                if self.augment is not None and draws is not None:
+                    pixels = self.augment(pixels, draws)
+                picked = torch.addcmul(self._shift, pixels, self._scale)
+            elif key in ("input_ids", "attention_mask") and self._lengths is not None:
+                picked = picked[:, : int(self._lengths[host_index].max())]
+            batch[key] = picked
+        return batch
+
+
+def build_fold_loader(
+    dataset: Dataset[Any], batch_size: int, shuffle: bool, num_workers: int,
+    generator: torch.Generator | None = None, mode: str = "stream",
+    device: torch.device | None = None,
+) -> MemoryLoader | DataLoader[Batch]:
+    """A :class:`MemoryLoader` when ``mode`` allows it and the rows fit, else a DataLoader.
+
+    ``auto`` holds the rows when every augmentation has a device version and they take at
+    most half the device's free memory, and says once why it streams otherwise; ``memory``
+    insists (a ConfigError where it cannot); ``stream`` always streams.
+    """
+    if mode not in LOADER_MODES:
+        raise ConfigError(f"'train.loader' must be one of {list(LOADER_MODES)}. Got {mode!r}.")
+    if mode == "stream":
+        return build_loader(dataset, batch_size, shuffle, num_workers, generator)
+    device = device or torch.device("cpu")
+    parts = _competition_parts(dataset)
+    reason = None
+    if parts is None:
+        reason = "each row is read as several augmented views"
+    else:
+        augment = parts[0].augment
+        reason = memory_unsupported(augment)
+        need, room = sum(_bytes(p) for p in parts), _room(device)
+        if reason is None and need > room:
+            reason = (f"the rows take ~{need / 2**30:.1f} GB and {device} has room for "
+                      f"{room / 2**30:.1f} GB")
+    if reason is not None:
+        if mode == "memory":
+            raise ConfigError(f"'train.loader: memory' cannot hold these rows: {reason}; use "
+                              "'auto' (streams instead) or 'stream'")
+        if reason not in _said:
+            _said.add(reason)
+            log.info("rows are streamed from disk each epoch (%s)", reason)
+        return build_loader(dataset, batch_size, shuffle, num_workers, generator)
+    assert parts is not None
+    built = DeviceImageAugment.build(augment.image) if augment is not None else None
+    device_augment = built if isinstance(built, DeviceImageAugment) else None
+    loader = MemoryLoader(dataset, parts, batch_size, shuffle, generator, device,
+                          device_augment)
+    note = f"{len(dataset)} rows held on {device} ({loader.nbytes / 2**20:.0f} MB)"  # type: ignore[arg-type]
+    if note.split(" ", 1)[1] not in _said:
+        _said.add(note.split(" ", 1)[1])
+        log.debug(note)
+    return loader

@@ -1,0 +1,61 @@
+"""When a fit's chosen weights (``best.pt``) and its resume point (``last.pt``) reach the disk.
+
+Writing both after every epoch costs a GPU run dearly (a copy of the weights and optimizer
+state, then a file write, every few seconds), so a resume point is written at most every
+``every`` seconds and always after the last epoch; the best weights wait in memory (a device
+copy) until the next resume point and are written just before it, so the two files on disk
+always describe the same moment. A run killed between resume points replays the epochs since
+the last one and, being deterministic, ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.engine.state import CheckpointWriter
+
+
+class ResumePoints:
+    """The pending best weights and the resume-point clock of one fit."""
+
+    def __init__(self, every: float = 0.0) -> None:
+        self.every = every
+        self._writer = CheckpointWriter()
+        self._last = time.monotonic()
+        self._best: tuple[dict[str, Any], int, float] | None = None
+
+    def restart_clock(self) -> None:
+        """Count the interval from now (the start of a fit, after any resume)."""
+        self._last = time.monotonic()
+
+    def keep_best(self, weights: dict[str, Any], epoch: int, score: float) -> None:
+        """Copy ``weights`` (a state dict) as the best so far; written with the next point."""
+        copy = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v
+                for k, v in weights.items()}
+        self._best = (copy, epoch, score)
+
+    def save(self, directory: Path, state: Callable[[], dict[str, Any]], force: bool) -> bool:
+        """Hand ``best.pt`` (when it changed) and ``last.pt`` (``state()``) to the writer
+        thread when a point is due or ``force``; returns whether one was."""
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return False
+        files: list[tuple[Path, dict[str, Any]]] = []
+        if self._best is not None:
+            weights, epoch, score = self._best
+            files.append((directory / "best.pt",
+                          {"model": weights, "epoch": epoch, "score": score}))
+            self._best = None
+        files.append((directory / "last.pt", state()))
+        self._writer.submit(files)  # best.pt first: a resume point never outruns its best
+        self._last = now
+        return True
+
+    def wait(self) -> None:
+        """Block until every handed-over file is on disk (re-raising a failed write)."""
+        self._writer.wait()

@@ -1,0 +1,74 @@
+"""Resume points at most every ``resume_every`` seconds, written off the training thread:
+``best.pt`` and ``last.pt`` always describe the same moment, and the last epoch's is always
+written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.engine.resume import ResumePoints
+from pipeline.engine.state import CheckpointWriter
+
+
+def _count_submits(monkeypatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+    real = CheckpointWriter.submit
+
+    def spy(self, files):
+        calls.append([path.name for path, _ in files])
+        real(self, files)
+
+    monkeypatch.setattr(CheckpointWriter, "submit", spy)
+    return calls
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_long_interval_writes_one_resume_point_after_the_last_epoch(
+        make_toy, scripted_fit, tmp_path, monkeypatch):
+    calls = _count_submits(monkeypatch)
+    torch.manual_seed(0)
+    fit = scripted_fit(make_toy(), [0.5, 0.9, 0.7], tmp_path, resume_every=3600)
+    assert calls == [["best.pt", "last.pt"]]
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["epoch"] == 2 and best["score"] == 0.9
+    # the best epoch's weights, not the last one's
+    for key, value in fit.recorder.weights[1].items():
+        torch.testing.assert_close(best["model"][key], value)
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert last["epoch"] == 3 and last["history"].best_epoch == 2
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_no_interval_writes_a_resume_point_every_epoch(make_toy, scripted_fit, tmp_path,
+                                                       monkeypatch):
+    calls = _count_submits(monkeypatch)
+    torch.manual_seed(0)
+    scripted_fit(make_toy(), [0.5, 0.9, 0.7], tmp_path, resume_every=0)
+    # best.pt only when the score improved
+    assert calls == [["best.pt", "last.pt"], ["best.pt", "last.pt"], ["last.pt"]]
+
+
+def test_a_forced_point_writes_the_best_then_the_resume_state(tmp_path):
+    points = ResumePoints(every=3600)
+    weights = {"w": torch.zeros(3)}
+    points.keep_best(weights, epoch=4, score=0.25)
+    weights["w"].add_(1)
+    assert points.save(tmp_path, lambda: {"epoch": 5}, force=True)
+    points.wait()
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["epoch"] == 4 and torch.equal(best["model"]["w"], torch.zeros(3))
+    assert torch.load(tmp_path / "last.pt", weights_only=False) == {"epoch": 5}
+    assert points.save(tmp_path, lambda: {"epoch": 6}, force=True)  # no new best: last only
+    points.wait()
+    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == 4
+
+
+def test_a_failed_background_write_is_raised_on_the_training_thread(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    writer = CheckpointWriter()
+    writer.submit([(blocker / "last.pt", {"epoch": 1})])
+    with pytest.raises(OSError):
+        writer.wait()
+    writer.wait()  # raised once, then clear
