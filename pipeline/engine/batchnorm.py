@@ -10,12 +10,26 @@ fine. Recomputing them with the weights being evaluated removes the lag.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from pipeline.data.datasets import Batch
 from pipeline.engine.state import rng_state, set_rng_state
+
+
+def sample_batches(loader: Any, n_batches: int, epoch: int) -> Iterable[Batch]:
+    """``n_batches`` batches of training rows drawn from ``loader``'s dataset: the same rows
+    for the same epoch (a resumed run agrees); from the device when the loader holds them."""
+    dataset, size = loader.dataset, loader.batch_size or 1
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch))
+    rows = order[: n_batches * size]
+    if hasattr(loader, "batches_of"):  # a MemoryLoader: sliced (and augmented) on the device
+        return loader.batches_of(rows, epoch)  # type: ignore[no-any-return]
+    return DataLoader(Subset(dataset, rows.tolist()), batch_size=size, shuffle=False,
+                      collate_fn=loader.collate_fn)
 
 
 def has_batch_norm(model: nn.Module) -> bool:

@@ -113,4 +113,5 @@ def with_aux_losses(
             total = total + weight * fn(features, labels, **params)
         return total
 
+    loss.main = loss_fn  # type: ignore[attr-defined]  # validation scores the main loss alone
     return loss

@@ -22,11 +22,16 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pipeline.data.datasets import Batch
-from pipeline.engine.batchnorm import has_batch_norm, module_names, recompute_batch_norm
+from pipeline.engine.batchnorm import (
+    has_batch_norm,
+    module_names,
+    recompute_batch_norm,
+    sample_batches,
+)
 from pipeline.engine.losses import LossFn
 from pipeline.engine.plan import FitHistory, StagePlan, apply_freeze, show_progress
 from pipeline.engine.resume import ResumePoints
@@ -145,6 +150,7 @@ class Trainer:
         self.valid_loader: DataLoader[Batch] | None = None
         self.checkpoint_dir = Path(".")
         self.score_fn: Callable[[np.ndarray], float] | None = None
+        self.valid_loss: float | None = None  # the last predict's mean loss, when asked
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -230,29 +236,29 @@ class Trainer:
     @torch.no_grad()
     def predict(
         self, loader: DataLoader[Batch], transform: Callable[[Batch], Batch] | None = None,
-        model: nn.Module | None = None,
+        model: nn.Module | None = None, loss_fn: LossFn | None = None,
     ) -> np.ndarray:
         """Raw outputs of ``model`` (default: :meth:`eval_model`) for every row, as float64,
         in the rows' order (a loader that visits them in another order, e.g. by length, says
-        which in ``row_order``)."""
+        which in ``row_order``). With ``loss_fn``, their mean loss goes to ``valid_loss``."""
         model = model if model is not None else self.eval_model()
         model.eval()
-        outputs = []
+        outputs, loss = [], torch.zeros((), device=self.accelerator.device)
         for batch in loader:
             batch = self._to_device(batch)
             if transform is not None:
                 batch = transform(batch)
             with self.accelerator.autocast():
                 out = model(batch)
+                if loss_fn is not None:
+                    loss += loss_fn(out, batch).float() * len(out)
             outputs.append(out.float())  # stays on the device: one copy back at the end
         if not outputs:
             raise ValueError("no rows to predict")
         result = torch.cat(outputs).cpu().numpy().astype(np.float64)
-        order = getattr(loader, "row_order", None)
-        if order is not None:
-            restored = np.empty_like(result)
-            restored[np.asarray(order)] = result
-            result = restored
+        self.valid_loss = loss.item() / len(result) if loss_fn is not None else None
+        if (order := getattr(loader, "row_order", None)) is not None:
+            result[np.asarray(order)] = result.copy()
         return result
 
     def _start_stage(self, plan: StagePlan) -> None:
@@ -359,7 +365,9 @@ class Trainer:
         train_loss = self.train_epoch(plan.loader, self.optimizer, self.schedule,
                                       plan.loss_fn, plan.grad_accum_steps)
         self._recompute_batch_norm(plan)
-        outputs = self.predict(self.valid_loader)
+        # the main loss alone: auxiliary terms are a training device, not the objective
+        outputs = self.predict(self.valid_loader, loss_fn=getattr(plan.loss_fn, "main",
+                                                                  plan.loss_fn))
         score = float(self.score_fn(outputs))
         self.history.last_outputs = outputs
         if not math.isfinite(score):
@@ -375,7 +383,7 @@ class Trainer:
             "epoch": self.epoch, "stage": self.stage, "label": plan.label,
             "optimizer": type(self.optimizer.optimizer).__name__,
             "batch_size": plan.loader.batch_size, "updates": self.stage_updates,
-            "train_loss": train_loss, "score": score,
+            "train_loss": train_loss, "valid_loss": self.valid_loss, "score": score,
             "lr": float(self.optimizer.param_groups[-1]["lr"]),
             "seconds": time.perf_counter() - start,
         })
@@ -384,8 +392,9 @@ class Trainer:
         if improved or self.checkpoint == "last":
             weights = self.accelerator.unwrap_model(self.eval_model()).state_dict()
             self.resume_points.keep_best(weights, self.epoch, score)
-        log.info("%s epoch %d/%d: train_loss %.4f, valid %s %.5f%s (%.1fs)", self.desc,
-                 self.epoch, self.total_epochs, train_loss, self.metric_name, score,
+        log.info("%s epoch %d/%d: train_loss %.4f, valid_loss %.4f, valid %s %.5f%s (%.1fs)",
+                 self.desc, self.epoch, self.total_epochs, train_loss, self.valid_loss,
+                 self.metric_name, score,
                  " (best so far)" if improved else "", self.history.epochs[-1]["seconds"])
         self._call("on_epoch_end")
         self.resume_points.save(self.checkpoint_dir, self._resume_state,
@@ -398,16 +407,7 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.eval_model())
         if not self.precise_bn or not has_batch_norm(model):
             return
-        dataset, size = plan.loader.dataset, plan.loader.batch_size or 1
-        order = torch.randperm(len(dataset),  # type: ignore[arg-type]
-                               generator=torch.Generator().manual_seed(self.epoch))
-        rows = order[: self.precise_bn * size]
-        batches_of = getattr(plan.loader, "batches_of", None)  # a loader holding the rows
-        if batches_of is not None:
-            batches = batches_of(rows, self.epoch)
-        else:
-            batches = DataLoader(Subset(dataset, rows.tolist()), batch_size=size,
-                                 shuffle=False, collate_fn=plan.loader.collate_fn)
+        batches = sample_batches(plan.loader, self.precise_bn, self.epoch)
         frozen = module_names(self.unwrapped, self.frozen)
         saved = rng_state()  # a loader's iterator draws its seed from the global stream
         recompute_batch_norm((self._to_device(b) for b in batches), model, frozen)

@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from accelerate import Accelerator
+from torch import nn
 
 from pipeline import train
 from pipeline.config import build_config
@@ -318,3 +319,26 @@ def test_checkpoint_last_writes_the_last_epoch_and_keeps_the_best_in_the_history
     assert fit.history.last_outputs is not None
     np.testing.assert_array_equal(fit.history.last_outputs, fit.outputs[-1])
     assert not np.array_equal(fit.outputs[1], fit.outputs[2])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_each_epoch_records_the_validation_loss_of_the_scored_outputs(make_toy, scripted_fit,
+                                                                      tmp_path, caplog):
+    """issue 15 item 8: the epoch line and history carry the validation loss (the main loss
+    on the outputs that were scored), not only the training loss."""
+    torch.manual_seed(0)
+    with caplog.at_level(logging.INFO, logger="pipeline.engine.trainer"):
+        fit = scripted_fit(make_toy(), [0.5, 0.6], tmp_path)
+    x = torch.randn(24, 8, generator=torch.Generator().manual_seed(0))[:8]
+    for epoch, outputs in zip(fit.history.epochs, fit.outputs, strict=True):
+        expected = float(((torch.from_numpy(outputs).float() - x[:, :1] * 2) ** 2).mean())
+        assert epoch["valid_loss"] == pytest.approx(expected, rel=1e-5)
+    assert f"valid_loss {fit.history.epochs[-1]['valid_loss']:.4f}" in caplog.text
+
+
+def test_validation_scores_the_main_loss_without_auxiliary_terms():
+    from pipeline.engine.contrastive import with_aux_losses
+
+    main = build_loss("cross_entropy", "multiclass")
+    wrapped = with_aux_losses(main, nn.Linear(2, 2), [("supcon", 0.5, {})])
+    assert wrapped is not main and wrapped.main is main
