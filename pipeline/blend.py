@@ -9,9 +9,13 @@ later stages read like a run::
     oof.parquet       id, fold, blended OOF predictions
     test.parquet      id, blended test predictions
     weights.json      member -> weight, and the members with weight zero
-    cv.json           in-sample and nested-CV scores, each member's own score
+    blend.json        members, method and parameters: a later blend of other members under
+                      this name is refused (see :mod:`pipeline.blend_folder`)
+    cv.json           in-sample and nested-CV scores, each member's own score, and for
+                      label-based metrics the post-processing's nested score and decision
     diversity.json    each member's score and the correlation matrix of their OOF
-    postprocess.json  thresholds / class weights, for label-based metrics only
+    postprocess.json  thresholds / class weights, for label-based metrics, written only where
+                      they improve the nested CV score (``postprocess="auto"``)
     study.journal     the Optuna study (method ``optuna`` with default storage): Optuna's
                       journal file, resumed by a later run of the same name and settings
                       (more trials continue it); an older blend's ``study.db`` (SQLite) is
@@ -36,6 +40,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from pipeline import submit
 from pipeline.artifacts import (
     RunMeta,
     load_predictions,
@@ -44,6 +49,7 @@ from pipeline.artifacts import (
     write_meta,
     write_parquet,
 )
+from pipeline.blend_folder import claim_name, clear, pop_own_submission, write_identity
 from pipeline.competition import targets_for_meta
 from pipeline.ensemble import (
     BLENDERS,
@@ -58,6 +64,7 @@ from pipeline.ensemble import (
     format_report,
     nested_cv,
 )
+from pipeline.ensemble._postprocess import check_postprocess_mode, postprocess_report
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import METRICS, Metric, get_metric
 
@@ -195,17 +202,6 @@ def _weights_report(blender: Blender, names: list[str], method: str) -> dict[str
     return report
 
 
-def _postprocess_report(pp: PostProcess, nested: NestedCV) -> dict[str, Any]:
-    """Scores of the tuned rule: in-sample, and nested (each fold's rule tuned, with its
-    blender, without that fold's labels)."""
-    per_fold = nested.postprocessed or {}
-    return {
-        "default_score": pp.default_score,
-        "in_sample": pp.score,
-        "nested": {"per_fold": per_fold, "mean": float(np.mean(list(per_fold.values())))},
-    }
-
-
 def run(
     runs: Sequence[str | Path],
     method: str = "optuna",
@@ -216,6 +212,10 @@ def run(
     seed: int = 0,
     params: dict[str, Any] | None = None,
     targets: np.ndarray | None = None,
+    postprocess: str = "auto",
+    overwrite: bool = False,
+    new_version: bool = False,
+    submissions_dir: str | Path = "submissions",
 ) -> Path:
     """Blend the runs' predictions with ``method`` into ``<blends_dir>/<name>/``; return it.
 
@@ -232,8 +232,17 @@ def run(
         seed: Seed of the blender's randomness.
         params: More blender hyperparameters (e.g. ``{"per_class": True}``).
         targets: Encoded OOF targets; default read from the members' competition.
+        postprocess: Label metrics: ``auto`` applies the tuned thresholds / class weights
+            only where the nested CV score with them beats the one without; ``on``/``off``.
+        overwrite: Replace a blend of other members or another method under ``name``.
+        new_version: Write such a blend as ``<name>-v2`` (the first free, or the one that
+            already holds this blend).
+        submissions_dir: Where ``submit`` wrote ``<name>.csv``: a file there that holds the
+            replaced blend's submission is written again from the new one.
 
     Raises:
+        ConfigError: ``name`` holds a blend of other members or another method (neither
+            ``overwrite`` nor ``new_version``), or ``postprocess`` is not a mode.
         DataError: The runs do not share ids, folds or target layout.
         KeyError: ``method`` is not a registered blender.
     """
@@ -241,13 +250,19 @@ def run(
     meta, params = members.meta, dict(params or {})
     _check_blender_fits_metric(method, meta.metric)
     settings = {"n_trials": n_trials, "seed": seed}
-    config_hash = blend_hash(members, method, {**settings, **params})
-    name = name or f"{method}-{config_hash[:8]}"
+    tuning = {**settings, **params}
+    hashed = {**tuning, "postprocess": check_postprocess_mode(postprocess)}
+    config_hash = blend_hash(members, method, hashed)
+    name, replace = claim_name(Path(blends_dir), name or f"{method}-{config_hash[:8]}",
+                               members.names, method, overwrite, new_version)
     folder = Path(blends_dir) / name
     if _is_complete(folder, config_hash):
         logger.info("blend %s is up to date (hash %s); skipping", folder, config_hash)
         return folder
-    budget_free = {k: v for k, v in {**settings, **params}.items() if k != "n_trials"}
+    stale = pop_own_submission(folder, submissions_dir)  # before the old blend is touched
+    if replace:
+        clear(folder)
+    budget_free = {k: v for k, v in tuning.items() if k != "n_trials"}
     study_name = f"blend-{blend_hash(members, method, budget_free)}"
     default = storage is None and "storage" in BLENDERS.get(method)._get_param_names()
     settings["storage"] = str((folder / STUDY_FILE).resolve()) if default else storage
@@ -255,7 +270,8 @@ def run(
     blender = build_blender(method, **_blender_params(method, meta, settings, params))
     folder.mkdir(parents=True, exist_ok=True)  # before the study opens its file
     if default:
-        _import_legacy_study(folder, study_name, legacy_name=f"blend-{config_hash}")
+        legacy_name = f"blend-{blend_hash(members, method, tuning)}"  # its hash had no mode
+        _import_legacy_study(folder, study_name, legacy_name)
     y = np.asarray(targets) if targets is not None else targets_for_meta(meta)
     if len(y) != members.oof.shape[1]:
         raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}")
@@ -263,15 +279,21 @@ def run(
     cv, oof, test, nested = _fit_and_score(blender, members, y, method)
     pp = fit_postprocess(meta.task, meta.metric, y, oof)
     if pp is not None:
-        cv["postprocess"] = _postprocess_report(pp, nested)
+        cv["postprocess"] = postprocess_report(pp, nested.postprocessed or {}, nested.mean,
+                                               postprocess)
+        pp = pp if cv["postprocess"]["applied"] else None  # no postprocess.json: 0.5 / argmax
     weights = _weights_report(blender, members.names, method)
     diversity = diversity_report(members.names, members.oof, y, get_metric(meta.metric))
     _write_blend(folder, members, oof, test, cv, weights, diversity, pp)
+    write_identity(folder, members.names, runs, method, hashed)
     leaky = any(read_meta(Path(r)).leaky for r in runs)  # a leaky member's CV is optimistic
     write_meta(folder, dataclasses.replace(meta, name=name, config_hash=config_hash,
                                            leaky=leaky))
     _log_report(folder, cv, weights)
     logger.info("%s", format_report(diversity))
+    if stale is not None:
+        submit.run(folder, name, submissions_dir)
+        logger.info("%s: written again from the new blend", stale)
     return folder
 
 
@@ -386,9 +408,7 @@ def _log_report(folder: Path, cv: dict[str, Any], weights: dict[str, Any]) -> No
     )
     if "postprocess" in cv:
         pp = cv["postprocess"]
-        logger.info(
-            "  post-processing: default %.6f -> in-sample %.6f, nested %.6f",
-            pp["default_score"],
-            pp["in_sample"],
-            pp["nested"]["mean"],
-        )
+        logger.info("  post-processing: nested CV %.6f with, %.6f without (in-sample %.6f from "
+                    "%.6f) -> %s (%s)", pp["nested"]["mean"], pp["nested_without"],
+                    pp["in_sample"], pp["default_score"],
+                    "applied" if pp["applied"] else "not applied", pp["decision"])

@@ -130,7 +130,9 @@ def cmd_blend(args: argparse.Namespace) -> int:
         params[key] = yaml.safe_load(value)
     folder = blend.run(args.runs, method=args.method, name=args.name, blends_dir=args.blends_dir,
                        n_trials=args.trials, storage=args.storage, seed=args.seed,
-                       params=params)
+                       params=params, postprocess=args.postprocess, overwrite=args.overwrite,
+                       new_version=args.new_version,
+                       submissions_dir=args.submissions_dir or "submissions")
     print(folder)
     if args.submit:
         print(submit.run(folder, None, args.submissions_dir or "submissions"))
@@ -256,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--submit", action="store_true", help="also write the submission")
     p.add_argument("--submissions-dir", default=None)
+    p.add_argument("--postprocess", choices=["auto", "on", "off"], default="auto",
+                   help="label metrics: tuned thresholds / class weights only where they "
+                   "improve the nested CV score (auto), always (on) or never (off)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a blend of other members or another method under --name")
+    p.add_argument("--new-version", action="store_true",
+                   help="write such a blend as <name>-v2, -v3, ... (the next free one)")
     p.set_defaults(fn=cmd_blend)
     p = sub.add_parser("diversity", help="member scores and OOF correlation of runs")
     p.add_argument("--runs", nargs="+", required=True, help="run or blend folders")
@@ -269,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", default=None, choices=["image", "text", "tabular"],
                    help="run only these demos")
     p.set_defaults(fn=cmd_demo)
+    from pipeline.leaderboard import register as register_leaderboard
+
+    register_leaderboard(sub)
     return parser
 
 

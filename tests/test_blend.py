@@ -261,10 +261,12 @@ def test_multiclass_accuracy_blend_gets_postprocessing(tmp_path) -> None:
         n_trials=20,
         targets=y,
         params={"per_class": True},
+        postprocess="on",  # unbiased classes: by nested CV alone the weights would not pay
     )
     pp = load_postprocess(folder)
     assert pp is not None and len(pp.class_weights) == 3
     cv = read_json(folder / "cv.json")
+    assert cv["postprocess"]["applied"] and cv["postprocess"]["decision"] == "forced on"
     assert cv["postprocess"]["in_sample"] >= cv["postprocess"]["default_score"]
     assert cv["postprocess"]["default_score"] == pytest.approx(cv["in_sample"]["score"])
     assert "nested" in cv["postprocess"]
@@ -507,3 +509,177 @@ def test_every_blender_meets_the_metric_rule_of_the_stage(tmp_path) -> None:
                     / "cv.json").is_file()
         assert (blend.run(auc_runs, blends_dir=tmp_path / "auc_blends", **kw)
                 / "cv.json").is_file()
+
+
+# --- issue 15 item 2: post-processing only where the nested CV says it helps ---------------
+
+
+def _binary_runs(tmp_path: Path, preds: np.ndarray, metric: str) -> list[Path]:
+    """One binary run folder per member of ``preds`` ``(m, n, 1)``, 4 folds, 8 test rows."""
+    n = preds.shape[1]
+    runs = []
+    for i, oof in enumerate(preds):
+        meta = _meta(tmp_path, f"m{i}", "binary", metric)
+        folder = tmp_path / "runs" / meta.name
+        write_meta(folder, meta)
+        write_parquet(folder / "oof.parquet",
+                      pd.DataFrame({"id": np.arange(n), "fold": np.arange(n) % 4,
+                                    "label": oof[:, 0]}))
+        write_parquet(folder / "test.parquet",
+                      pd.DataFrame({"id": np.arange(8) + 1000, "label": np.linspace(0, 1, 8)}))
+        runs.append(folder)
+    return runs
+
+
+def test_postprocessing_that_hurts_the_nested_score_is_not_applied(tmp_path, caplog) -> None:
+    """issue 15 item 2: 40 noisy rows: a threshold tuned on 30 of them fits their noise. In
+    sample it looks better than 0.5, but each fold's threshold, tuned without the fold, scores
+    the fold worse than 0.5 does: the blend keeps 0.5 and says so in the log and cv.json."""
+    rng = np.random.default_rng(7)
+    y = (rng.random(40) < 0.5).astype(np.float64)[:, None]
+    preds = np.stack([1 / (1 + np.exp(-(0.8 * (2 * y - 1) + 1.5 * rng.normal(size=(40, 1)))))
+                      for _ in range(2)])
+    runs = _binary_runs(tmp_path, preds, "accuracy")
+    kw = {"method": "mean", "blends_dir": tmp_path / "blends", "targets": y}
+    with caplog.at_level(logging.INFO, logger="pipeline.blend"):
+        folder = blend.run(runs, name="noisy", **kw)
+    cv = read_json(folder / "cv.json")
+    pp = cv["postprocess"]
+    assert pp["in_sample"] > pp["default_score"]  # in sample the threshold looks like a gain
+    assert pp["nested_without"] == pytest.approx(cv["nested"]["mean"]) == pytest.approx(0.75)
+    assert pp["nested"]["mean"] == pytest.approx(0.65)  # ... that does not hold out of sample
+    assert pp["mode"] == "auto" and pp["applied"] is False
+    assert pp["decision"] == "auto: it does not improve the nested CV score"
+    assert load_postprocess(folder) is None  # submit labels with 0.5
+    (line,) = [r.getMessage() for r in caplog.records if "post-processing" in r.getMessage()]
+    assert "nested CV 0.650000 with, 0.750000 without" in line and "-> not applied" in line
+
+    forced = blend.run(runs, name="forced", postprocess="on", **kw)
+    assert read_json(forced / "cv.json")["postprocess"]["applied"] is True
+    assert load_postprocess(forced) is not None
+
+
+def test_postprocessing_that_helps_the_nested_score_is_applied(tmp_path) -> None:
+    """issue 15 item 2: rare positives with under-confident probabilities: under F1 a
+    threshold below 0.5 wins in every nested fold, so the blend gets it; ``off`` (a changed
+    mode redoes the blend) removes it again."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(200) < 0.15).astype(np.float64)[:, None]
+    preds = np.stack([1 / (1 + np.exp(-(2.5 * y - 3.0 + rng.normal(size=(200, 1)))))
+                      for _ in range(2)])
+    runs = _binary_runs(tmp_path, preds, "f1")
+    kw = {"method": "mean", "name": "skewed", "blends_dir": tmp_path / "blends", "targets": y}
+    folder = blend.run(runs, **kw)
+    pp = read_json(folder / "cv.json")["postprocess"]
+    assert pp["nested"]["mean"] > pp["nested_without"] + 0.1
+    assert pp["applied"] is True and pp["decision"] == "auto: it improves the nested CV score"
+    rule = load_postprocess(folder)
+    assert rule is not None and rule.thresholds[0] < 0.5
+
+    blend.run(runs, postprocess="off", **kw)
+    pp = read_json(folder / "cv.json")["postprocess"]
+    assert pp["applied"] is False and pp["decision"] == "forced off"
+    assert load_postprocess(folder) is None
+    with pytest.raises(ConfigError, match=r"'postprocess'.*\['auto', 'on', 'off'\]. Got 'yes'"):
+        blend.run(runs, postprocess="yes", **kw)
+
+
+# --- issue 15 item 7: a blend name reused with other members --------------------------------
+
+
+def test_a_name_reused_with_other_members_is_refused(tmp_path, binary_runs, capsys) -> None:
+    """issue 15 item 7: one line naming both member lists and the ways out; the old blend is
+    left as it was. Another method under the name is refused too."""
+    from pipeline import cli
+
+    runs, y = binary_runs
+    blends = tmp_path / "blends"
+    kw = {"method": "mean", "name": "ab", "blends_dir": blends, "targets": y}
+    folder = blend.run(runs[:3], **kw)
+    stamp = (folder / "cv.json").stat().st_mtime_ns
+    with pytest.raises(ConfigError) as err:
+        blend.run([runs[0], runs[1], runs[3]], **kw)
+    message = str(err.value)
+    assert "['m0', 'm1', 'm2']" in message and "['m0', 'm1', 'm3']" in message
+    assert "--overwrite" in message and "'ab-v2'" in message
+    with pytest.raises(ConfigError, match=r"\(mean\); this one is of .* \(hill_climb\)"):
+        blend.run(runs[:3], **{**kw, "method": "hill_climb"})
+    code = cli.main(["blend", "--runs", *map(str, runs[1:]), "--method", "mean",
+                     "--name", "ab", "--blends-dir", str(blends)])
+    assert code == 2
+    err_text = capsys.readouterr().err
+    assert err_text.count("\n") == 1 and "['m1', 'm2', 'm3']" in err_text
+    assert (folder / "cv.json").stat().st_mtime_ns == stamp
+    assert read_json(folder / "blend.json")["members"] == ["m0", "m1", "m2"]
+    code = cli.main(["blend", "--runs", *map(str, runs[1:]), "--method", "mean",
+                     "--name", "ab", "--blends-dir", str(blends), "--new-version"])
+    assert code == 0 and read_json(blends / "ab-v2" / "blend.json")["members"] == [
+        "m1", "m2", "m3"]
+    # the same members, in another order and with other settings: the same blend, redone
+    blend.run(runs[2::-1], params={}, seed=1, **kw)
+    assert read_json(folder / "blend.json")["params"]["seed"] == 1
+
+
+def test_new_version_writes_the_next_free_name_and_resumes_it(tmp_path, binary_runs) -> None:
+    runs, y = binary_runs
+    blends = tmp_path / "blends"
+    kw = {"method": "mean", "name": "ab", "blends_dir": blends, "targets": y}
+    first = blend.run(runs[:2], **kw)
+    second = blend.run(runs[2:], new_version=True, **kw)
+    assert second == blends / "ab-v2"
+    assert read_json(second / "blend.json")["members"] == ["m2", "m3"]
+    assert read_json(first / "blend.json")["members"] == ["m0", "m1"]
+    stamp = (second / "cv.json").stat().st_mtime_ns
+    assert blend.run(runs[2:], new_version=True, **kw) == second  # this blend's version
+    assert (second / "cv.json").stat().st_mtime_ns == stamp  # up to date: skipped
+    assert blend.run(runs[2:], new_version=True, **{**kw, "name": "ab-v2"}) == second
+    assert blend.run(runs[1:3], new_version=True, **kw) == blends / "ab-v3"
+    assert blend.run(runs[:2], new_version=True, **kw) == first
+
+
+def _sample_submission(runs: list[Path]) -> None:
+    meta = read_meta(runs[0])
+    test_ids = load_predictions(runs[0]).test["id"]
+    pd.DataFrame({"id": test_ids, "label": "no"}).to_csv(
+        Path(meta.competition_dir) / meta.sample_submission_file, index=False)
+
+
+def test_overwrite_replaces_the_blend_and_its_stale_submission(tmp_path, binary_runs,
+                                                               caplog) -> None:
+    """issue 15 item 7: ``overwrite`` replaces a blend of other members; the submission the
+    old blend left under its name is written again from the new one, not left claiming to
+    be current. A submission under that name that the old blend did not make is left alone."""
+    from pipeline import submit
+
+    runs, y = binary_runs
+    _sample_submission(runs)
+    subs, blends = tmp_path / "submissions", tmp_path / "blends"
+    kw = {"name": "ab", "blends_dir": blends, "targets": y, "submissions_dir": subs,
+          "method": "hill_climb", "params": {"n_iter": 4}}
+    folder = blend.run(runs[:2], **kw)
+    path = submit.run(folder, None, subs)
+    first = path.read_text()
+    # the same members with other settings: redone, and its submission follows it
+    blend.run(runs[:2], **{**kw, "params": {"n_iter": 1}})
+    old = path.read_text()
+    assert old != first
+    assert old == submit.format_submission(
+        read_meta(folder), load_predictions(folder).test,
+        pd.read_csv(tmp_path / "comp" / "sample_submission.csv"), folder).to_csv(index=False)
+    with caplog.at_level(logging.INFO, logger="pipeline.blend"):
+        assert blend.run(runs[1:], overwrite=True, **kw) == folder
+    assert read_json(folder / "blend.json")["members"] == ["m1", "m2", "m3"]
+    assert set(read_json(folder / "cv.json")["members"]) == {"m1", "m2", "m3"}
+    assert "replacing the blend of ['m0', 'm1']" in caplog.text
+    new = path.read_text()
+    assert new != old
+    expected = submit.format_submission(read_meta(folder), load_predictions(folder).test,
+                                        pd.read_csv(tmp_path / "comp" / "sample_submission.csv"),
+                                        folder)
+    assert new == expected.to_csv(index=False)
+    assert "written again from the new blend" in caplog.text
+
+    path.write_text(old)  # a file this blend did not make (an old copy put back by hand)
+    blend.run(runs[:2], overwrite=True, **kw)
+    assert path.read_text() == old
+    assert read_json(folder / "blend.json")["members"] == ["m0", "m1"]

@@ -7,6 +7,10 @@ argmax. Both are tuned by coordinate search on the OOF predictions, starting fro
 default rule and accepting only improvements, so the OOF score is never worse than the
 default. The tuned rule is saved as ``postprocess.json`` next to the predictions and applied
 to the test predictions by the submit stage.
+
+Never worse in-sample is not never worse on unseen rows: on few rows a tuned threshold fits
+noise. :func:`choose_postprocess` therefore keeps a rule only where the nested CV (each fold's
+rule tuned without that fold, scored on it) beats the default rule on the same folds.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts import read_json
+from pipeline.errors import ConfigError
 from pipeline.metrics import Metric, get_metric
 
 POSTPROCESS_FILE = "postprocess.json"
 _N_THRESHOLDS = 99  # candidate thresholds per column: quantiles of its predictions
 _CLASS_WEIGHTS = np.geomspace(0.25, 4.0, 21)  # candidate multipliers per class
 _PASSES = 3
+POSTPROCESS_MODES = ("auto", "on", "off")  # auto: only where the nested CV score improves
 
 
 @dataclass(frozen=True)
@@ -125,3 +131,54 @@ def load_postprocess(folder: str | Path) -> PostProcess | None:
     if not path.is_file():
         return None
     return PostProcess.from_json(read_json(path))
+
+
+def check_postprocess_mode(mode: str) -> str:
+    """``mode`` itself; raise ConfigError unless it is one of :data:`POSTPROCESS_MODES`."""
+    if mode not in POSTPROCESS_MODES:
+        raise ConfigError(
+            f"The 'postprocess' parameter of the blend stage must be one of "
+            f"{list(POSTPROCESS_MODES)}. Got {mode!r} instead."
+        )
+    return mode
+
+
+def choose_postprocess(
+    mode: str, metric: Metric, nested_with: float, nested_without: float
+) -> tuple[bool, str]:
+    """Whether the final blend gets its tuned rule, and why (for the log and ``cv.json``).
+
+    Args:
+        mode: ``auto`` applies the rule only when ``nested_with`` beats ``nested_without``
+            in the metric's direction (a tie keeps the default rule: no evidence it helps);
+            ``on`` and ``off`` force it.
+        metric: The metric both scores are in.
+        nested_with: Nested CV score with each fold's rule tuned without that fold.
+        nested_without: Nested CV score of the same held-out predictions, 0.5 / argmax.
+
+    Raises:
+        ConfigError: ``mode`` is not one of :data:`POSTPROCESS_MODES`.
+    """
+    if check_postprocess_mode(mode) != "auto":
+        return mode == "on", f"forced {mode}"
+    if metric.is_better(nested_with, nested_without):
+        return True, "auto: it improves the nested CV score"
+    return False, "auto: it does not improve the nested CV score"
+
+
+def postprocess_report(pp: PostProcess, nested_with: dict[str, float], nested_without: float,
+                       mode: str) -> dict[str, Any]:
+    """The rule's scores and the decision, for ``cv.json``: in-sample (from 0.5 / argmax),
+    nested with the rule (fold -> score of a rule tuned without that fold) and nested
+    without it on the same folds, and whether the final predictions get it (``applied``)."""
+    with_rule = float(np.mean(list(nested_with.values())))
+    applied, reason = choose_postprocess(mode, get_metric(pp.metric), with_rule, nested_without)
+    return {
+        "default_score": pp.default_score,
+        "in_sample": pp.score,
+        "nested": {"per_fold": dict(nested_with), "mean": with_rule},
+        "nested_without": float(nested_without),
+        "mode": mode,
+        "applied": applied,
+        "decision": reason,
+    }

@@ -154,3 +154,40 @@ def test_nested_postprocessing_only_for_label_metrics_with_a_task() -> None:
     assert auc.postprocessed is None
     acc = nested_cv(MeanBlender(), preds, y, folds, get_metric("accuracy"), task="binary")
     assert acc.postprocessed is not None and len(acc.postprocessed) == 4
+
+
+# --- issue 15 item 2: a rule is kept only where the nested CV score improves ---------------
+
+
+@pytest.mark.parametrize(
+    ("metric", "with_rule", "without", "applied"),
+    [("accuracy", 0.97, 0.955, True), ("accuracy", 0.955, 0.97, False),
+     ("accuracy", 0.9, 0.9, False), ("rmse", 0.4, 0.5, True), ("rmse", 0.5, 0.4, False)],
+)
+def test_auto_applies_the_rule_only_when_the_nested_score_improves(
+        metric: str, with_rule: float, without: float, applied: bool) -> None:
+    from pipeline.ensemble._postprocess import choose_postprocess
+
+    chosen, reason = choose_postprocess("auto", get_metric(metric), with_rule, without)
+    assert chosen is applied
+    assert reason == ("auto: it improves the nested CV score" if applied
+                      else "auto: it does not improve the nested CV score")
+    assert choose_postprocess("on", get_metric(metric), with_rule, without) == (True, "forced on")
+    assert choose_postprocess("off", get_metric(metric), with_rule, without) == (False,
+                                                                                "forced off")
+
+
+def test_the_report_records_both_nested_scores_and_the_decision() -> None:
+    from pipeline.ensemble._postprocess import postprocess_report
+    from pipeline.errors import ConfigError
+
+    y, p = _imbalanced_binary(400)
+    pp = fit_postprocess("binary", "f1", y, p)
+    assert pp is not None
+    report = postprocess_report(pp, {"0": 0.5, "1": 0.7}, 0.65, "auto")
+    assert report == {"default_score": pp.default_score, "in_sample": pp.score,
+                      "nested": {"per_fold": {"0": 0.5, "1": 0.7}, "mean": pytest.approx(0.6)},
+                      "nested_without": 0.65, "mode": "auto", "applied": False,
+                      "decision": "auto: it does not improve the nested CV score"}
+    with pytest.raises(ConfigError, match=r"\['auto', 'on', 'off'\]. Got 'always'"):
+        postprocess_report(pp, {"0": 0.5}, 0.4, "always")
