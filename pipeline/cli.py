@@ -278,8 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", default=None, choices=["image", "text", "tabular"],
                    help="run only these demos")
     p.set_defaults(fn=cmd_demo)
+    from pipeline.adversarial_validation import register as register_adversarial
     from pipeline.leaderboard import register as register_leaderboard
 
+    register_adversarial(sub)
     register_leaderboard(sub)
     return parser
 

@@ -41,7 +41,18 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_subcommands() -> None:
-    assert set(_subcommands()) >= {*CONFIG_COMMANDS, "blend", "diversity", "pairs", "demo"}
+    assert set(_subcommands()) >= {*CONFIG_COMMANDS, "blend", "diversity", "pairs", "demo",
+                                   "adversarial", "leaderboard", "lb"}
+
+
+def test_adversarial_through_the_command_line(competition_factory, tmp_path, capsys) -> None:
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(competition_factory("tabular", "binary")))
+    assert main(["adversarial", str(config)]) == 0
+    assert "AUC" in capsys.readouterr().out
+    code = main(["adversarial", str(config), "--valid-share", "1.5", "--valid-fold", "x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "valid-share" in err
 
 
 @pytest.mark.parametrize("command", _subcommands())
