@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline import submit, train
 from pipeline.competition import load_competition
@@ -277,3 +278,17 @@ def test_a_damaged_scikit_learn_fold_is_fitted_again(competition_factory):
     train.run(cfg)
     pd.testing.assert_frame_equal(pd.read_parquet(cfg.run_dir / "oof.parquet"), before)
     assert pd.read_parquet(test).shape[0] > 0
+
+
+def test_compile_compiles_the_model_in_place_for_training_and_prediction(
+        competition_factory, monkeypatch):
+    """``train.compile``: nn.Module.compile (in place, so state-dict names and checkpoints
+    stay as without it) on the model each fold trains and on the one that predicts."""
+    compiled: list[str] = []
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, *a, **k: compiled.append(type(self).__name__))
+    data = competition_factory("tabular", "binary")
+    data["train"].update(compile=True, epochs=1)
+    cfg = build_config(data)
+    train.run(cfg)
+    assert compiled == ["CompetitionModel"] * 4  # 2 folds x (train, predict)
