@@ -6,8 +6,10 @@ A batch is a dict of tensors; each encoder reads its own keys (``image``; ``inpu
 
 from __future__ import annotations
 
+import bisect
 import copy
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, get_worker_info
 
 from pipeline.competition import IMAGE_PATH
 from pipeline.data.augment import AugmentConfig, build_image_augment, noisy_row, noisy_tokens
@@ -25,6 +27,13 @@ from pipeline.data.decoded import decode_rgb
 from pipeline.data.tabular import TabularEncoder
 
 Batch = dict[str, torch.Tensor]  # what a loader yields and every encoder reads
+# a row, or (epoch seed, row) from an EpochSampler: persistent workers learn the epoch's
+# seed with the rows they fetch
+Key = int | tuple[int, int]
+
+
+def _split_key(key: Key) -> tuple[int | None, int]:
+    return key if isinstance(key, tuple) else (None, key)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -175,7 +184,13 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
             out["weight"] = torch.as_tensor(np.asarray(self.weights), dtype=torch.float32)
         return out
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
+        seed, i = _split_key(key)
+        if seed is not None and seed != self.epoch_seed:  # a persistent worker, new epoch
+            self.epoch_seed = seed
+            if self.images:  # as a worker started for this epoch would be (_seed_worker)
+                info = get_worker_info()
+                self.transform.set_random_seed(seed * 1000 + info.id if info else seed)
         item: dict[str, torch.Tensor] = {}
         rng = np.random.default_rng([self.epoch_seed, i]) if self.augment is not None else None
         if self.images:
@@ -203,15 +218,29 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
 class CombinedDataset(ConcatDataset):  # type: ignore[type-arg]
     """Training rows followed by pseudo-labelled rows, each part with its own draws."""
 
+    epoch_seed = 0
+
     def set_epoch(self, seed: int) -> None:
         """Seed every part's augmentation draws of the coming epoch."""
+        self.epoch_seed = seed
         _seed_each(list(self.datasets), seed)
+
+    def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
+        seed, i = _split_key(key)
+        if seed is None:
+            return super().__getitem__(i)  # type: ignore[no-any-return]
+        part = bisect.bisect_right(self.cumulative_sizes, i)
+        start = self.cumulative_sizes[part - 1] if part else 0
+        return self.datasets[part][(seed + _PART_STRIDE * part, i - start)]  # as _seed_each
+
+
+_PART_STRIDE = 1_000_003  # seed offset between the parts of a combined or multi-view dataset
 
 
 def _seed_each(parts: list[Any], seed: int) -> None:
     """Give each of several datasets its own augmentation draws for the coming epoch."""
     for k, part in enumerate(parts):
-        part.set_epoch(seed + 1_000_003 * k)
+        part.set_epoch(seed + _PART_STRIDE * k)
 
 
 class ViewsDataset(Dataset[dict[str, torch.Tensor]]):
@@ -222,16 +251,21 @@ class ViewsDataset(Dataset[dict[str, torch.Tensor]]):
         self.views = views
         self.inputs = next(iter(views.values())).inputs
 
+    epoch_seed = 0
+
     def set_epoch(self, seed: int) -> None:
         """Seed every view's augmentation draws of the coming epoch."""
+        self.epoch_seed = seed
         _seed_each(list(self.views.values()), seed)
 
     def __len__(self) -> int:
         return len(next(iter(self.views.values())))
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {f"{name}/{key}": value for name, view in self.views.items()
-                for key, value in view[i].items()}
+    def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
+        seed, i = _split_key(key)
+        return {f"{name}/{k}": value for part, (name, view) in enumerate(self.views.items())
+                for k, value in view[i if seed is None else (seed + _PART_STRIDE * part, i)]
+                .items()}
 
 
 def view_of(batch: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
@@ -284,21 +318,55 @@ def build_loader(
     num_workers: int,
     generator: torch.Generator | None = None,
 ) -> DataLoader[dict[str, torch.Tensor]]:
-    """A DataLoader with the padding collate; shuffled loaders draw order from ``generator``."""
+    """A DataLoader with the padding collate; shuffled loaders draw order from ``generator``.
+
+    Workers persist across epochs (starting them again every epoch cost more than they
+    saved); each epoch's augmentation seed reaches them with the rows (:class:`EpochSampler`),
+    so a batch is the same as a freshly started worker would make.
+    """
     tok = _parts(dataset)[0].inputs.tokenizer
     pad_id = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0
+    sampler = EpochSampler(dataset, shuffle, generator) if num_workers else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle if sampler is None else None,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=functools.partial(collate, pad_id=pad_id),
         generator=generator,
         drop_last=False,
-        persistent_workers=False,
+        persistent_workers=bool(num_workers),
         worker_init_fn=_seed_worker if num_workers else None,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Every row of ``dataset``, tagged with its epoch seed as it is when the epoch starts
+    (the trainer seeds the dataset first), shuffled or in order.
+
+    The order comes from the seed ``generator`` was last given (the trainer gives one per
+    epoch), not from its current state: a DataLoader draws from it when it starts workers,
+    which persistent workers do once, so a drawn order would differ between the first epoch
+    and the others.
+    """
+
+    def __init__(self, dataset: Any, shuffle: bool,
+                 generator: torch.Generator | None = None) -> None:
+        self.dataset, self.shuffle = dataset, shuffle
+        self.generator = generator or torch.Generator()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        seed = int(getattr(self.dataset, "epoch_seed", 0))
+        rows = range(len(self.dataset))
+        if self.shuffle:
+            draws = torch.Generator().manual_seed(self.generator.initial_seed())
+            rows = torch.randperm(len(self.dataset), generator=draws).tolist()
+        return ((seed, i) for i in rows)
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -126,3 +126,61 @@ def test_loader_batches_every_row_once() -> None:
     targets = torch.cat([b["target"] for b in loader]).ravel()
     assert sorted(targets.tolist()) == list(range(8))
     assert [len(b["target"]) for b in loader] == [3, 3, 2]
+
+
+def _epoch(loader, seed: int) -> list[torch.Tensor]:
+    """One epoch's images, seeded as the trainer seeds an epoch."""
+    loader.generator.manual_seed(seed)
+    loader.dataset.set_epoch(seed)
+    return [b["image"] for b in loader]
+
+
+def test_persistent_workers_make_the_batches_of_workers_started_each_epoch(tmp_path) -> None:
+    """issue 11: workers stay up across epochs; each epoch's seed reaches them with the rows,
+    so the augmented batches are those of workers started afresh for that epoch."""
+    from pipeline.competition import IMAGE_PATH
+    from tests.conftest import make_competition
+
+    data = make_competition(tmp_path, "image", "binary", n_train=12, n_test=2)
+    frame = pd.read_csv(f"{data['competition']['dir']}/train.csv")
+    frame[IMAGE_PATH] = frame["image"]
+    # Sharpen has no device version: these rows are always streamed through workers
+    augment = AugmentConfig(image=[{"name": "Sharpen", "p": 0.5},
+                                   {"name": "HorizontalFlip", "p": 0.5}])
+    dataset = CompetitionDataset(frame, ModelInputs(image_root=tmp_path / "image_binary",
+                                                    image_size=16),
+                                 np.zeros(len(frame), np.float32), augment)
+    persistent = build_loader(dataset, 4, True, 2, torch.Generator())
+    epochs = {}
+    for seed in (1, 2, 1):
+        kept = _epoch(persistent, seed)
+        fresh = _epoch(build_loader(dataset, 4, True, 2, torch.Generator()), seed)
+        assert all(torch.equal(a, b) for a, b in zip(kept, fresh, strict=True))
+        epochs.setdefault(seed, kept)
+        assert all(torch.equal(a, b) for a, b in zip(kept, epochs[seed], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(epochs[1], epochs[2], strict=True))
+    workers = persistent._iterator._workers  # the same processes served all three epochs
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+
+
+def test_a_seed_tagged_row_is_the_row_of_a_dataset_seeded_for_that_epoch() -> None:
+    """What a persistent worker gets, (seed, row), equals set_epoch(seed) then row, for a
+    combined (pseudo-labelled) and a multi-view dataset: each part keeps its own draws."""
+    from pipeline.data import CombinedDataset
+
+    noisy = AugmentConfig(tabular=TabularNoiseConfig(gaussian=0.5, swap=0.3))
+
+    def pair(make):
+        tagged, seeded = make(), make()
+        seeded.set_epoch(5)
+        return tagged, seeded
+
+    for make in (lambda: CombinedDataset([_tabular_dataset(noisy), _tabular_dataset(noisy)]),
+                 lambda: ViewsDataset({"a": _tabular_dataset(noisy),
+                                       "b": _tabular_dataset(noisy)})):
+        tagged, seeded = pair(make)
+        for i in (0, 3, len(seeded) - 1):
+            for key, value in seeded[i].items():
+                torch.testing.assert_close(tagged[(5, i)][key], value)
+        key = next(k for k in seeded[3] if k.endswith("num"))
+        assert not torch.equal(tagged[(5, 3)][key], tagged[(6, 3)][key])
