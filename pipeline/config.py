@@ -109,7 +109,8 @@ def _encoders_read_modality(cfg: ExperimentConfig) -> str | None:
         names = " or ".join(f"'{k}:'" for k in kinds)
         return f"'model.encoders' needs a {names} encoder for modality {modality!r}"
     if modality != "tabular" and model.is_sklearn:
-        return f"a 'sklearn:' model needs 'competition.modality' tabular. Got {modality!r}."
+        return (f"a {model.encoders[0].name!r} model needs 'competition.modality' tabular. "
+                f"Got {modality!r}.")
     return None
 
 
@@ -117,12 +118,14 @@ def _network_only(cfg: ExperimentConfig) -> str | None:
     """Parts that need a network's weights or outputs refuse a scikit-learn model."""
     if not cfg.model.is_sklearn:
         return None
-    needs = {"train.aux_losses": bool(cfg.train.aux_losses), "pseudo": cfg.pseudo is not None,
+    # gradient-boosted members (pipeline.models.gbdt) fit pseudo-labelled rows; 'sklearn:' not
+    pseudo = cfg.pseudo is not None and cfg.model.encoders[0].kind == "sklearn"
+    needs = {"train.aux_losses": bool(cfg.train.aux_losses), "pseudo": pseudo,
              "train.consistency": cfg.train.consistency is not None,
              "predict.tta": bool(cfg.predict.tta)}
     used = [key for key, on in needs.items() if on]
     if used:
-        return f"'{used[0]}' needs a network, not a 'sklearn:' model"
+        return f"'{used[0]}' needs a network, not a {cfg.model.encoders[0].kind!r} model"
     return None
 
 
@@ -161,9 +164,9 @@ def _consistency_fits(cfg: ExperimentConfig) -> str | None:
 def _estimator_fits_task(cfg: ExperimentConfig) -> str | None:
     """A scikit-learn regressor for a classification task (or the reverse) would fail after
     the first fold's fit; refuse it at load."""
-    if not cfg.model.is_sklearn:
-        return None
     encoder = cfg.model.encoders[0]
+    if encoder.kind != "sklearn":  # gradient-boosted members pick their estimator per task
+        return None
     kind = estimator_kind(encoder.target)
     task = cfg.competition.task
     wanted = "regressor" if task == "regression" else "classifier"

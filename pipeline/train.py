@@ -20,6 +20,8 @@ from pipeline.engine.accelerator import build_accelerator
 from pipeline.engine.recipe import recipe_warnings
 from pipeline.errors import ConfigError, DataError
 from pipeline.jobs import predict_fold, train_network_fold, train_sklearn_fold
+from pipeline.jobs.gbdt import train_gbdt_fold
+from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
 from pipeline.models.network import build_tokenizer
 from pipeline.runs import (
     FOLD_FORMAT,
@@ -61,7 +63,9 @@ def _run_fold(
     if fold_complete(cfg, seed, fold):
         log.info("%s: complete, skipped", fold_label(cfg, seed, fold))
     else:
-        if cfg.model.is_sklearn:
+        if cfg.model.encoders[0].kind in GBDT_LIBRARIES:
+            result = train_gbdt_fold(cfg, comp, folds, seed, fold)
+        elif cfg.model.is_sklearn:
             result = train_sklearn_fold(cfg, comp, folds, seed, fold)
         else:
             assert accelerator is not None

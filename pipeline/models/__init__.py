@@ -1,5 +1,6 @@
-"""Models: encoders by kind (timm, transformers, MLP, scikit-learn), the network that
-concatenates them under one head, and each one's config."""
+"""Models: encoders by kind (timm, transformers, MLP; scikit-learn, LightGBM, XGBoost and
+CatBoost as whole models), the network that concatenates them under one head, and each
+one's config."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pipeline.models.encoders import (
     MLPEncoder,
     TimmEncoder,
 )
+from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
+from pipeline.models.gbdt import GBDTModel, GBDTSettings, TreeFeatures, gbdt_settings
 from pipeline.models.network import (
     CompetitionModel,
     HeadConfig,
@@ -23,16 +26,21 @@ from pipeline.models.network import (
 
 __all__ = [
     "ENCODERS",
+    "GBDT_LIBRARIES",
     "CompetitionModel",
     "EncoderConfig",
     "EncoderKind",
+    "GBDTModel",
+    "GBDTSettings",
     "HFEncoder",
     "HeadConfig",
     "MLPEncoder",
     "ModelConfig",
     "TimmEncoder",
+    "TreeFeatures",
     "build_model",
     "build_tokenizer",
     "embedding_noise",
+    "gbdt_settings",
     "model_inputs",
 ]

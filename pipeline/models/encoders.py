@@ -24,6 +24,8 @@ from torch import nn
 from pipeline.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Batch
 from pipeline.data.tabular import TabularEncoder
 from pipeline.errors import ConfigError
+from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
+from pipeline.models.gbdt import gbdt_settings
 from pipeline.models.sklearn import import_estimator
 from pipeline.registry import Registry
 from pipeline.schema import Section
@@ -31,7 +33,8 @@ from pipeline.schema import Section
 
 class EncoderConfig(Section):
     """One encoder: ``timm:<arch>``, ``hf:<local dir>``, ``hf`` (from ``hf_config``), ``mlp``,
-    or a whole scikit-learn model ``sklearn:<import.path.Estimator>``."""
+    or a whole model: scikit-learn's ``sklearn:<import.path.Estimator>``, or ``lightgbm``,
+    ``xgboost``, ``catboost`` (:mod:`pipeline.models.gbdt`)."""
 
     name: str
     # timm: a local weights file (never a hub download); hf:<dir> loads the dir's weights
@@ -72,6 +75,8 @@ class EncoderConfig(Section):
             raise ValueError(f"encoder {self.name!r} takes no 'pretrained' weights")
         if self.kind == "sklearn":
             import_estimator(self.target)
+        if self.kind in GBDT_LIBRARIES:
+            gbdt_settings(self.kind, self.params)  # unknown params refused at load
         return self
 
     @property
@@ -81,7 +86,7 @@ class EncoderConfig(Section):
 
     @property
     def kind(self) -> str:
-        """timm, hf, mlp or sklearn."""
+        """timm, hf, mlp, sklearn, lightgbm, xgboost or catboost."""
         return self.name.split(":", 1)[0]
 
     @property
@@ -226,6 +231,11 @@ for _kind, _info in {
                        takes_pretrained=False, names_target=False),
     "sklearn": EncoderKind("a scikit-learn estimator as a whole model (tabular)", "tabular",
                            ("num", "cat"), None, takes_pretrained=False),
+    # gradient-boosted trees as whole models: {name: lightgbm, params: {...}}
+    **{library: EncoderKind(f"{library} gradient-boosted trees as a whole model (tabular)",
+                            "tabular", ("num", "cat"), None, takes_pretrained=False,
+                            names_target=False)
+       for library in GBDT_LIBRARIES},
 }.items():
     ENCODERS.add(_kind, _info, _info.description)
 

@@ -40,9 +40,10 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        kinds = [e.kind for e in self.encoders]
-        if "sklearn" in kinds and len(kinds) > 1:
-            raise ValueError("a 'sklearn:' model stands alone: it cannot share 'encoders'")
+        whole = [e.name for e in self.encoders if e.info.build is None]
+        if whole and len(self.encoders) > 1:
+            raise ValueError(f"a whole model ({whole[0]!r}) stands alone: it cannot share "
+                             "'encoders'")
         return self
 
     @property
@@ -52,8 +53,9 @@ class ModelConfig(Section):
 
     @property
     def is_sklearn(self) -> bool:
-        """Whether the model is a scikit-learn estimator rather than a torch network."""
-        return self.encoders[0].kind == "sklearn"
+        """Whether the model is a whole scikit-learn(-API) estimator ('sklearn:', lightgbm,
+        xgboost, catboost) rather than a torch network."""
+        return self.encoders[0].info.build is None
 
 
 class CompetitionModel(nn.Module):

@@ -48,7 +48,8 @@ TINY: dict[str, Callable[[Path], tuple[EncoderConfig, TabularEncoder | None, int
     "timm": _timm, "hf": _hf, "mlp": _mlp}
 # a valid name per kind, for the config checks
 NAMES = {"timm": "timm:resnet18", "hf": "hf:/models/bert", "mlp": "mlp",
-         "sklearn": "sklearn:sklearn.linear_model.Ridge"}
+         "sklearn": "sklearn:sklearn.linear_model.Ridge", "lightgbm": "lightgbm",
+         "xgboost": "xgboost", "catboost": "catboost"}
 
 
 def _batch(keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -155,7 +156,8 @@ def test_unknown_encoder_kind(competition_factory, tmp_path: Path,
     cfg = cli_config(competition_factory, "tabular", "binary")
     cfg["model"]["encoders"][0]["name"] = "sklarn:sklearn.linear_model.LogisticRegression"
     expect_failure(cfg, tmp_path, capsys, "{config}", "'model.encoders.0.name'",
-                   "Did you mean 'sklearn'?", "Known: hf, mlp, sklearn, timm")
+                   "Did you mean 'sklearn'?",
+                   "Known: catboost, hf, lightgbm, mlp, sklearn, timm, xgboost")
 
 
 

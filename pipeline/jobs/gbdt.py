@@ -1,0 +1,136 @@
+"""Fit a LightGBM, XGBoost or CatBoost member on the rows outside one fold, early-stopped on
+the fold's rows, and predict those rows and the test set with the trees it kept."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from pipeline.artifacts import atomic_path, write_csv, write_parquet
+from pipeline.competition import Competition
+from pipeline.config import ExperimentConfig
+from pipeline.metrics import get_metric
+from pipeline.models.gbdt import (
+    LIBRARY,
+    TREE_KEYS,
+    GBDTModel,
+    TreeFeatures,
+    build_estimator,
+    fit_estimator,
+    gbdt_settings,
+    resolve_device,
+)
+from pipeline.runs import fold_dir, fold_label, pseudo_path
+
+log = logging.getLogger(__name__)
+IMPORTANCE_FILE = "feature_importance.csv"  # beside the predictions; not checksummed
+
+
+def _output_labels(task: str, labels: np.ndarray, j: int) -> np.ndarray:
+    """Output ``j``'s column(s) of a labels matrix in the prediction layout."""
+    return labels if task == "multiclass" else labels[:, j]
+
+
+def _pseudo_rows(task: str, labels: np.ndarray, weight: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pseudo-labelled rows as (row index, label, weight) for one output.
+
+    Trees fit hard labels, so a row whose label is a probability becomes one row per class
+    weighted by that class's probability (times the row's weight): the weighted log loss of
+    the copies is the soft-label cross-entropy, and a hard (one-hot, 0/1) label stays one row.
+    """
+    if task == "regression":
+        return np.arange(len(labels)), labels.astype(np.float64), weight
+    probs = labels if labels.ndim == 2 else np.stack([1 - labels, labels], axis=1)
+    rows, classes = np.nonzero(probs > 0)
+    return rows, classes, weight[rows] * probs[rows, classes]
+
+
+def _read_pseudo(cfg: ExperimentConfig, comp: Competition, fold: int
+                 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The fold's pseudo-labelled test rows, their labels (prediction layout) and weights."""
+    pseudo = pd.read_parquet(pseudo_path(cfg, fold))
+    id_col = cfg.competition.id_column
+    by_id = comp.test.set_index(comp.test[id_col].astype(str))
+    rows = by_id.loc[pseudo[id_col].astype(str)].reset_index(drop=True)
+    labels = pseudo[comp.pred_columns].to_numpy(dtype=np.float64)
+    return rows, labels, pseudo["weight"].to_numpy(dtype=np.float64)
+
+
+def _n_outputs(task: str, comp: Competition) -> int:
+    """Estimators per fold: one per label (multilabel) or target (regression), else one."""
+    return len(comp.cfg.target_columns) if task in ("multilabel", "regression") else 1
+
+
+def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
+                    fold: int) -> dict[str, Any]:
+    """Fit on the rows outside ``fold`` (plus its pseudo-labelled rows), early-stopped on the
+    fold's rows; write ``model.joblib``, the OOF/test predictions and the feature importance.
+
+    Seeded with ``seed * 1000 + fold`` like every job. Returns what ``metrics.json`` records:
+    the trees kept per estimator (``best_iteration``, 1-based), the eval metric and device.
+    """
+    out = fold_dir(cfg, seed, fold)
+    encoder = cfg.model.encoders[0]
+    settings = gbdt_settings(encoder.kind, encoder.params)
+    device = resolve_device(settings)
+    task, lib = cfg.competition.task, settings.library
+    train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    features = TreeFeatures(comp.numeric_columns, comp.categorical_columns)
+    features.fit(comp.train.iloc[train_rows])
+    x_train = features.transform(comp.train.iloc[train_rows], lib)
+    x_valid = features.transform(comp.train.iloc[valid_rows], lib)
+    targets = comp.targets.reshape(len(comp.train), -1)  # multiclass: one column of indices
+    pseudo = _read_pseudo(cfg, comp, fold) if cfg.pseudo is not None else None
+    x_pseudo = features.transform(pseudo[0], lib) if pseudo is not None else None
+    model = GBDTModel(lib, task, len(comp.classes), features)
+    metric_names = []
+    for j in range(_n_outputs(task, comp)):
+        y_train = targets[train_rows, 0 if task == "multiclass" else j]
+        y_valid = targets[valid_rows, 0 if task == "multiclass" else j]
+        x_fit, y_fit, w_fit = x_train, y_train, np.ones(len(train_rows))
+        if pseudo is not None and x_pseudo is not None:
+            rows, y_extra, w_extra = _pseudo_rows(task, _output_labels(task, pseudo[1], j),
+                                                  pseudo[2])
+            x_fit = pd.concat([x_train, x_pseudo.iloc[rows]], ignore_index=True)
+            y_fit = np.concatenate([y_train, y_extra])
+            w_fit = np.concatenate([w_fit, w_extra])
+        keep = np.ones(len(valid_rows), dtype=bool)
+        classes = np.zeros(0, dtype=np.int64)
+        if task != "regression":  # labels 0..k-1 over the classes this fold trains on
+            classes = np.unique(y_fit.astype(np.int64))
+            keep = np.isin(y_valid.astype(np.int64), classes)
+            y_fit = np.searchsorted(classes, y_fit.astype(np.int64))
+            y_valid = np.searchsorted(classes, y_valid.astype(np.int64))
+        est = build_estimator(settings, task, cfg.competition.metric, device,
+                              seed * 1000 + fold, features.categorical_names())
+        trees = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],
+                              y_valid[keep])
+        model.estimators.append(est)
+        model.trees.append(trees)
+        model.classes.append(classes)
+        metric_names.append(str(est.get_params().get(LIBRARY[lib].metric_key) or "default"))
+    with atomic_path(out / "model.joblib") as tmp:
+        joblib.dump(model, tmp)
+    id_col, cols = cfg.competition.id_column, comp.pred_columns
+    predictions = {}
+    for name, frame in (("oof", comp.train.iloc[valid_rows]), ("test", comp.test)):
+        predictions[name] = model.predict(frame)
+        result = pd.DataFrame(predictions[name], columns=cols)
+        result.insert(0, id_col, frame[id_col].to_numpy())
+        write_parquet(out / f"{name}.parquet", result)
+    write_csv(out / IMPORTANCE_FILE, model.importance_frame())
+    cap = next((v for k, v in settings.params.items() if k in TREE_KEYS), None)
+    log.info("%s: %s kept %s of %s trees (early stopping on %s, %s)",
+             fold_label(cfg, seed, fold), lib, "/".join(map(str, model.trees)), cap,
+             metric_names[0], device)
+    return {"model": encoder.name,
+            "best_iteration": model.trees[0] if len(model.trees) == 1 else model.trees,
+            "n_estimators": cap, "eval_metric": metric_names[0], "device": device,
+            "early_stopping_rounds": settings.early_stopping_rounds,
+            "best_score": get_metric(cfg.competition.metric)(comp.targets[valid_rows],
+                                                             predictions["oof"])}

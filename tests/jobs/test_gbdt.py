@@ -1,0 +1,207 @@
+"""Gradient-boosted members trained by the train stage (pipeline/jobs/gbdt.py): every library
+and task, early stopping and the trees kept, categories, one model per label or target,
+pseudo-labelled rows, feature importance, resume and errors at fit time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import predict, pseudo, train
+from pipeline.competition import load_competition
+from pipeline.config import ExperimentConfig, build_config
+from pipeline.errors import ConfigError
+from pipeline.jobs import gbdt as job
+from pipeline.models.gbdt import LIBRARIES, LIBRARY, GBDTModel
+
+TREES = 400  # a cap early stopping always ends before on these small, quickly-fitted sets
+
+
+def _data(factory, library: str, task: str, **params: Any) -> dict[str, Any]:
+    data = factory("tabular", task, n_train=120, n_test=20)
+    params = {"n_estimators" if library != "catboost" else "iterations": TREES,
+              "learning_rate": 0.3, "early_stopping_rounds": 5, **params}
+    if library == "lightgbm":
+        params.setdefault("min_child_samples", 5)
+    data["model"] = {"encoders": [{"name": library, "params": params}]}
+    return data
+
+
+def _metrics(cfg: ExperimentConfig, fold: int = 0) -> dict[str, Any]:
+    return json.loads((cfg.run_dir / "seed0" / f"fold{fold}" / "metrics.json").read_text())
+
+
+def _model(cfg: ExperimentConfig, fold: int = 0) -> GBDTModel:
+    return joblib.load(cfg.run_dir / "seed0" / f"fold{fold}" / "model.joblib")
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_every_library_trains_every_task_early_stopped(competition_factory, library: str,
+                                                       task: str) -> None:
+    cfg = build_config(_data(competition_factory, library, task))
+    score = train.run(cfg)
+    comp = load_competition(cfg.competition)
+    # the signal is learnt: x1 carries it, and is the most important feature
+    bound = {"binary": 0.85, "multiclass": 0.6, "regression": 0.6}[task]  # auc, acc, rmse
+    assert score > bound if task != "regression" else score < bound
+    oof, test = pd.read_parquet(cfg.run_dir / "oof.parquet"), pd.read_parquet(
+        cfg.run_dir / "test.parquet")
+    assert list(oof.columns) == ["id", "fold", *comp.pred_columns]
+    assert list(test.columns) == ["id", *comp.pred_columns] and len(test) == 20
+    values = test[comp.pred_columns].to_numpy()
+    assert np.isfinite(values).all()
+    if task == "multiclass":
+        np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-6)
+    if task != "regression":
+        assert ((values >= 0) & (values <= 1)).all()
+    for fold in (0, 1):
+        metrics = _metrics(cfg, fold)
+        assert 1 <= metrics["best_iteration"] < TREES  # early stopping ended training
+        group = "binary" if task == "binary" else task
+        assert metrics["eval_metric"] == LIBRARY[library].metrics[comp.cfg.metric].get(
+            group, "default")
+        assert {"model.joblib", "oof.parquet", "test.parquet"} <= set(metrics["files"])
+        importance = pd.read_csv(cfg.run_dir / "seed0" / f"fold{fold}" / job.IMPORTANCE_FILE)
+        assert sorted(importance["feature"]) == ["color", "x1", "x2"]
+        assert importance["feature"].iloc[0] in ("x1", "color")  # both carry the signal
+        assert (importance["importance"] >= 0).all()
+        # the fold's predictions come from the trees kept, not from every tree fitted
+        model = _model(cfg, fold)
+        assert model.trees == [metrics["best_iteration"]]
+        fold_test = pd.read_parquet(cfg.run_dir / "seed0" / f"fold{fold}" / "test.parquet")
+        np.testing.assert_allclose(fold_test[comp.pred_columns].to_numpy(),
+                                   model.predict(comp.test), rtol=1e-6)
+
+
+def test_predictions_use_the_best_iteration_not_the_last(competition_factory) -> None:
+    """XGBoost keeps the patience rounds' trees after the best one (LightGBM and CatBoost
+    drop them); the predictions come from the best trees only."""
+    cfg = build_config(_data(competition_factory, "xgboost", "regression"))
+    train.run(cfg)
+    model = _model(cfg)
+    est, kept = model.estimators[0], model.trees[0]
+    total = est.get_booster().num_boosted_rounds()
+    assert total == kept + 5  # the 5 patience rounds after the best
+    comp = load_competition(cfg.competition)
+    x = model.features.transform(comp.test, "xgboost")
+    written = pd.read_parquet(cfg.run_dir / "seed0" / "fold0" / "test.parquet")["y"]
+    np.testing.assert_allclose(written, est.predict(x, iteration_range=(0, kept)), rtol=1e-6)
+    assert not np.allclose(written, est.predict(x, iteration_range=(0, total)))
+
+
+@pytest.mark.parametrize("library", ["xgboost", "catboost"])
+def test_one_model_per_label_and_per_target(competition_factory, library: str) -> None:
+    cfg = build_config(_data(competition_factory, library, "multilabel"))
+    train.run(cfg)
+    model = _model(cfg)
+    assert len(model.estimators) == 2 and len(_metrics(cfg)["best_iteration"]) == 2
+    assert list(pd.read_parquet(cfg.run_dir / "test.parquet").columns) == ["id", "a", "b"]
+    data = _data(competition_factory, library, "regression")
+    path = Path(data["competition"]["dir"]) / "train.csv"
+    frame = pd.read_csv(path)
+    frame["y2"] = -2 * frame["y"] + 1  # a second target the same features predict
+    frame.to_csv(path, index=False)
+    data["competition"]["target_columns"] = ["y", "y2"]
+    data["name"] = "two-targets"
+    cfg = build_config(data)
+    train.run(cfg)
+    assert len(_model(cfg).estimators) == 2
+    test = pd.read_parquet(cfg.run_dir / "test.parquet")
+    assert list(test.columns) == ["id", "y", "y2"]
+    assert np.corrcoef(test["y"], test["y2"])[0, 1] < -0.8
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_unseen_and_missing_test_categories_are_predicted(competition_factory,
+                                                          library: str) -> None:
+    data = _data(competition_factory, library, "regression")  # red and blue rows
+    path = Path(data["competition"]["dir"]) / "test.csv"
+    frame = pd.read_csv(path)
+    frame.loc[:4, "color"] = "green"  # never in train
+    frame.loc[5:7, "color"] = np.nan
+    frame.to_csv(path, index=False)
+    cfg = build_config(data)
+    train.run(cfg)
+    test = pd.read_parquet(cfg.run_dir / "test.parquet")
+    assert np.isfinite(test["y"]).all() and len(test) == 20
+    assert _model(cfg).features.categories == {"color": ["blue", "red"]}
+
+
+def test_pseudo_rows_are_fitted_with_their_weights(competition_factory, monkeypatch) -> None:
+    data = _data(competition_factory, "lightgbm", "binary")
+    source = build_config(data)
+    train.run(source)
+    cfg = build_config({**data, "name": "with-pseudo", "pseudo": {
+        "source": str(source.run_dir), "labels": "soft", "weight": 0.5}})
+    fitted: list[tuple[int, float]] = []
+    fit = job.fit_estimator
+
+    def spy(model, settings, x, y, weight, x_valid, y_valid):
+        fitted.append((len(x), float(weight.sum())))
+        return fit(model, settings, x, y, weight, x_valid, y_valid)
+
+    monkeypatch.setattr(job, "fit_estimator", spy)
+    train.run(cfg)
+    for fold, (rows, weight) in enumerate(fitted):
+        labels = pd.read_parquet(pseudo.pseudo_path(cfg, fold))["target"].to_numpy()
+        n_train = 60  # two folds of 120 rows
+        # a soft label is two rows (one per class) whose weights sum to the row's weight
+        assert rows == n_train + (labels > 0).sum() + (labels < 1).sum()
+        assert weight == pytest.approx(n_train + 0.5 * len(labels))
+
+
+def test_soft_multiclass_pseudo_labels_become_weighted_rows() -> None:
+    labels = np.array([[0.0, 1.0, 0.0], [0.2, 0.0, 0.8]])
+    rows, classes, weights = job._pseudo_rows("multiclass", labels, np.array([0.5, 1.0]))
+    assert rows.tolist() == [0, 1, 1] and classes.tolist() == [1, 0, 2]
+    np.testing.assert_allclose(weights, [0.5, 0.2, 0.8])
+    rows, values, weights = job._pseudo_rows("regression", np.array([1.5, -2.0]),
+                                             np.array([0.3, 0.3]))
+    assert values.tolist() == [1.5, -2.0] and weights.tolist() == [0.3, 0.3]
+
+
+def test_finished_folds_are_skipped_and_predict_gathers_them(competition_factory,
+                                                            monkeypatch) -> None:
+    cfg = build_config(_data(competition_factory, "xgboost", "binary"))
+    score = train.run(cfg)
+    before = (cfg.run_dir / "seed0" / "fold0" / "model.joblib").read_bytes()
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a complete fold was trained again")
+
+    monkeypatch.setattr(job, "train_gbdt_fold", refuse)
+    monkeypatch.setattr(train, "train_gbdt_fold", refuse)
+    assert train.run(cfg) == pytest.approx(score)
+    assert predict.run(cfg) == pytest.approx(score)  # no TTA: predictions come from training
+    assert (cfg.run_dir / "seed0" / "fold0" / "model.joblib").read_bytes() == before
+
+
+def test_the_same_seed_and_fold_fit_the_same_trees(competition_factory) -> None:
+    data = _data(competition_factory, "lightgbm", "binary", subsample=0.7, subsample_freq=1,
+                 colsample_bytree=0.7)
+    data["train"]["seeds"] = [0, 1]
+    cfg = build_config(data)
+    train.run(cfg)
+    again = build_config({**data, "name": "again"})
+    train.run(again)
+    for seed in (0, 1):
+        a = pd.read_parquet(cfg.run_dir / f"seed{seed}" / "fold0" / "test.parquet")
+        b = pd.read_parquet(again.run_dir / f"seed{seed}" / "fold0" / "test.parquet")
+        pd.testing.assert_frame_equal(a, b)
+    seeds = [pd.read_parquet(cfg.run_dir / f"seed{s}" / "fold0" / "test.parquet")["target"]
+             for s in (0, 1)]
+    assert not np.allclose(seeds[0], seeds[1])  # another seed draws other rows and columns
+
+
+def test_a_value_the_library_refuses_is_a_one_line_error_at_fit(competition_factory) -> None:
+    cfg = build_config(_data(competition_factory, "lightgbm", "binary", num_leaves=-3))
+    with pytest.raises(ConfigError, match="encoder 'lightgbm': fit failed: ") as info:
+        train.run(cfg)
+    assert "num_leaves" in str(info.value) and "\n" not in str(info.value)
