@@ -86,9 +86,10 @@ def _bytes(dataset: CompetitionDataset) -> int:
 
 
 def _room(device: torch.device) -> int:
-    """Bytes the held rows may take on ``device``: half of what is free there."""
+    """Bytes the held rows may take on ``device``: a third of what is free there (the
+    validation rows come next, and the model, its gradients and activations need the rest)."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0] // 2
+        return torch.cuda.mem_get_info(device)[0] // 3
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     except (ValueError, OSError):
@@ -175,7 +176,7 @@ def build_fold_loader(
     """A :class:`MemoryLoader` when ``mode`` allows it and the rows fit, else a DataLoader.
 
     ``auto`` holds the rows when every augmentation has a device version and they take at
-    most half the device's free memory, and says once why it streams otherwise; ``memory``
+    most a third of the device's free memory, and says once why it streams otherwise; ``memory``
     insists (a ConfigError where it cannot); ``stream`` always streams.
     """
     if mode not in LOADER_MODES:

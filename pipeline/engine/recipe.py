@@ -88,7 +88,7 @@ class TrainConfig(Section):
     # tokenises once and holds every row as tensors on the training device, batches sliced
     # and augmented there; 'stream' reads rows through a DataLoader each epoch (any
     # albumentations transform; text and table noise); 'auto' holds them when they fit in
-    # half the free device memory and every augmentation has a device version
+    # a third of the free device memory and every augmentation has a device version
     loader: Literal["auto", "memory", "stream"] = "auto"
     # seconds between resume points (last.pt, with best.pt); 0: after every epoch. The last
     # epoch's is always written; a kill replays at most this much training
