@@ -280,9 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_demo)
     from pipeline.adversarial_validation import register as register_adversarial
     from pipeline.leaderboard import register as register_leaderboard
+    from pipeline.report import register as register_report
 
     register_adversarial(sub)
     register_leaderboard(sub)
+    register_report(sub)
     return parser
 
 

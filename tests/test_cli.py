@@ -42,7 +42,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_subcommands() -> None:
     assert set(_subcommands()) >= {*CONFIG_COMMANDS, "blend", "diversity", "pairs", "demo",
-                                   "adversarial", "leaderboard", "lb"}
+                                   "adversarial", "leaderboard", "lb", "report"}
 
 
 def test_adversarial_through_the_command_line(competition_factory, tmp_path, capsys) -> None:
