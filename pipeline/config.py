@@ -27,7 +27,8 @@ from pipeline.engine.recipe import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.models.encoders import ENCODERS
 from pipeline.models.network import ModelConfig
-from pipeline.models.sklearn import estimator_kind
+from pipeline.models.sklearn import PIPELINE as SKLEARN_PIPELINE
+from pipeline.models.sklearn import estimator_kind, pipeline_problem
 from pipeline.schema import Section
 from pipeline.tta import PredictConfig
 
@@ -176,8 +177,38 @@ def _estimator_fits_task(cfg: ExperimentConfig) -> str | None:
     return None
 
 
+def _pipeline_steps_fit(cfg: ExperimentConfig) -> str | None:
+    """'sklearn:pipeline' steps that cannot be built, or end in the wrong kind of estimator."""
+    encoder = cfg.model.encoders[0]
+    if encoder.name != f"sklearn:{SKLEARN_PIPELINE}":
+        return None
+    return pipeline_problem(encoder.params, cfg.competition.task)
+
+
+def _target_transform_fits(cfg: ExperimentConfig) -> str | None:
+    task, kind = cfg.competition.task, cfg.model.target_transform
+    if kind != "none" and task != "regression":
+        return (f"'model.target_transform' {kind!r} transforms regression targets; task "
+                f"{task!r} ('competition.task') has none")
+    return None
+
+
+def _encodings_fit_model(cfg: ExperimentConfig) -> str | None:
+    """Category encodings are columns of a whole tabular model: an 'mlp' network embeds its
+    categories, and its training rows would see their own labels in a target encoding."""
+    kind = cfg.model.encoders[0].kind
+    if cfg.model.tabular.encodings and not cfg.model.is_sklearn:
+        return ("'model.tabular.encodings' apply to 'sklearn:' and lightgbm/xgboost/catboost "
+                f"models, not a {kind!r} network")
+    if cfg.model.tabular.categories == "onehot" and kind != "sklearn":
+        return (f"'model.tabular.categories: onehot' applies to 'sklearn:' models; a {kind!r} "
+                "model " + ("embeds" if not cfg.model.is_sklearn else "splits on") +
+                " its categories itself")
+    return None
+
+
 CROSS_SECTION_RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
-    _estimator_fits_task,
+    _estimator_fits_task, _pipeline_steps_fit, _target_transform_fits, _encodings_fit_model,
     _network_only, _aux_losses_fit_task, _pseudo_fits_task, _folds_fit_task, _losses_fit_task,
     _encoders_read_modality, _tta_fits_model, _adversarial_fits_model, _consistency_fits,
 )

@@ -5,12 +5,13 @@ Numbers: coerced to floats, median fill, standardisation (for networks) and a mi
 indicator per column with NaN in training. Categories: values normalised to one string per
 value first (an integer-coded column read as floats in one file, ``3.0``, and as integers in
 the other, ``3``, is one category), then ordinal codes; unseen and missing values share the
-code 0 (-1 for scikit-learn models, whose trees take it as its own branch).
+code 0 (-1 for scikit-learn models, whose trees take it as its own branch). Scikit-learn
+models may take one-hot columns instead, and target/count/frequency encodings beside them
+(:mod:`pipeline.data.encodings`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,28 +20,16 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    OneHotEncoder,
+    OrdinalEncoder,
+    StandardScaler,
+)
+
+from pipeline.data.encodings import CategoryEncodings, normalise_categories
 
 UNSEEN_WARN_SHARE = 0.05  # more unseen test categories than this is worth a warning
-
-
-def _category(value: Any) -> Any:
-    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
-        return np.nan
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    return str(value)
-
-
-def normalise_categories(frame: pd.DataFrame) -> pd.DataFrame:
-    """Category values as strings that do not depend on how pandas typed the column
-    (``3``, ``3.0`` and ``"3"`` are all ``"3"``); missing values stay NaN."""
-    return pd.DataFrame({c: frame[c].map(_category).astype(object) for c in frame.columns},
-                        index=frame.index)
 
 
 def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
@@ -48,9 +37,12 @@ def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def column_encoder(numeric: list[str], categorical: list[str], *, scale: bool, impute: bool,
-                   indicators: bool) -> ColumnTransformer:
+                   indicators: bool, encodings: CategoryEncodings | None = None,
+                   onehot: bool = False) -> ColumnTransformer:
     """The column encoding every model shares: numbers (filled, scaled and flagged as asked)
-    then ordinal category codes (-1: unseen or missing)."""
+    then ordinal category codes (-1: unseen or missing; ``onehot``: one-hot columns), then
+    the ``encodings`` of the categorical columns when given (target encoding cross-fitted:
+    a ``ColumnTransformer`` hands its ``fit_transform`` the training targets)."""
     steps: list[tuple[str, Any]] = [("numbers", FunctionTransformer(_numbers))]
     if impute:
         steps.append(("fill", SimpleImputer(strategy="median", keep_empty_features=True)))
@@ -62,11 +54,16 @@ def column_encoder(numeric: list[str], categorical: list[str], *, scale: bool, i
             ("numbers", FunctionTransformer(_numbers)),
             ("flag", MissingIndicator(features="missing-only", error_on_new=False)),
         ]), numeric))
+    codes: Any = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                                encoded_missing_value=-1, dtype=np.float64)
+    if onehot:  # unseen values: all zeros; missing: a column of its own
+        codes = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float64)
     parts.append(("cat", Pipeline([
         ("normalise", FunctionTransformer(normalise_categories)),
-        ("codes", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                 encoded_missing_value=-1, dtype=np.float64)),
+        ("codes", codes),
     ]), categorical))
+    if encodings is not None and encodings.encodings:
+        parts.append(("encoded", encodings, categorical))
     return ColumnTransformer([p for p in parts if p[2]], sparse_threshold=0.0)
 
 

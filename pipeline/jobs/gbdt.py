@@ -1,5 +1,7 @@
 """Fit a LightGBM, XGBoost or CatBoost member on the rows outside one fold, early-stopped on
-the fold's rows, and predict those rows and the test set with the trees it kept."""
+the fold's rows, and predict those rows and the test set with the trees it kept. The
+category encodings and the regression target transform are fitted on the training rows
+only; predictions are inverted back to the targets' units."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import pandas as pd
 from pipeline.artifacts import atomic_path, write_csv, write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
+from pipeline.data.encodings import CategoryEncodings
+from pipeline.data.target_transform import TargetTransform
 from pipeline.metrics import get_metric
 from pipeline.models.gbdt import (
     LIBRARY,
@@ -80,14 +84,24 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     device = resolve_device(settings)
     task, lib = cfg.competition.task, settings.library
     train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    features = TreeFeatures(comp.numeric_columns, comp.categorical_columns)
-    features.fit(comp.train.iloc[train_rows])
-    x_train = features.transform(comp.train.iloc[train_rows], lib)
-    x_valid = features.transform(comp.train.iloc[valid_rows], lib)
     targets = comp.targets.reshape(len(comp.train), -1)  # multiclass: one column of indices
+    target = None
+    if task == "regression" and cfg.model.target_transform != "none":
+        target = TargetTransform(cfg.model.target_transform, tuple(comp.cfg.target_columns))
+        target.check(targets)  # the whole column, so every fold agrees
+        targets = target.fit(targets[train_rows]).transform(targets)
+    tab = cfg.model.tabular
+    features = TreeFeatures(comp.numeric_columns, comp.categorical_columns, encodings=(
+        CategoryEncodings(tuple(tab.encodings), task, tab.target_cv, tab.target_smooth,
+                          seed * 1000 + fold) if tab.encodings else None))
+    y_enc = targets[train_rows, 0] if task == "multiclass" else targets[train_rows]
+    x_train = features.fit_transform(comp.train.iloc[train_rows], y_enc, lib)
+    x_valid = features.transform(comp.train.iloc[valid_rows], lib)
     pseudo = _read_pseudo(cfg, comp, fold) if cfg.pseudo is not None else None
     x_pseudo = features.transform(pseudo[0], lib) if pseudo is not None else None
-    model = GBDTModel(lib, task, len(comp.classes), features)
+    if pseudo is not None and target is not None:  # pseudo-labels are in the targets' units
+        pseudo = (pseudo[0], target.transform(pseudo[1]), pseudo[2])
+    model = GBDTModel(lib, task, len(comp.classes), features, target=target)
     metric_names = []
     for j in range(_n_outputs(task, comp)):
         y_train = targets[train_rows, 0 if task == "multiclass" else j]

@@ -1,11 +1,11 @@
 """What a fold fits on its own training rows before training (the tabular encoder, the
-regression target scale), kept in ``preprocess.json`` and ``tabular.joblib`` so that
+regression target transform and scale), kept in ``preprocess.json`` and ``tabular.joblib`` so that
 prediction rebuilds the same inputs, and the fold's training datasets (with pseudo-labelled
 rows when configured)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
@@ -17,6 +17,7 @@ from pipeline.competition import Competition, to_predictions
 from pipeline.data.augment import AugmentConfig
 from pipeline.data.datasets import CombinedDataset, CompetitionDataset, ModelInputs
 from pipeline.data.tabular import TabularEncoder
+from pipeline.data.target_transform import TargetTransform
 from pipeline.runs import FOLD_FORMAT
 
 PREP_FILE = "preprocess.json"
@@ -30,50 +31,67 @@ class FoldPrep:
     tabular: TabularEncoder
     target_mean: list[float]  # regression targets are standardised per fold (identity else)
     target_std: list[float]
+    # regression: 'model.target_transform', applied before the standardisation
+    target: TargetTransform = field(default_factory=TargetTransform)
 
     def standardise(self, task: str, y: np.ndarray) -> np.ndarray:
-        """Encoded targets as the network trains on them (regression: standardised)."""
+        """Encoded targets as the network trains on them (regression: transformed, then
+        standardised)."""
         if task == "regression":
+            y = self.target.transform(y)
             y = (y - np.array(self.target_mean)) / np.array(self.target_std)
         return y.astype(np.int64 if task == "multiclass" else np.float32)
 
     def predictions(self, task: str, outputs: np.ndarray) -> np.ndarray:
-        """Network outputs -> artifact predictions (probabilities or regression values)."""
-        return to_predictions(task, outputs, self.target_mean, self.target_std)
+        """Network outputs -> artifact predictions (probabilities or regression values, in
+        the targets' units)."""
+        pred = to_predictions(task, outputs, self.target_mean, self.target_std)
+        return self.target.inverse_transform(pred) if task == "regression" else pred
 
 
-def _fit_prep(comp: Competition, rows: np.ndarray) -> FoldPrep:
+def _fit_prep(comp: Competition, rows: np.ndarray, target_transform: str) -> FoldPrep:
     tab = TabularEncoder(comp.numeric_columns, comp.categorical_columns)
     tab.fit(comp.train.iloc[rows])
     k = comp.n_outputs
     if comp.cfg.task != "regression":
         return FoldPrep(tab, [0.0] * k, [1.0] * k)
-    y = comp.targets[rows]
-    return FoldPrep(tab, y.mean(axis=0).tolist(), (y.std(axis=0) + 1e-12).tolist())
+    target = TargetTransform(target_transform, tuple(comp.cfg.target_columns))
+    target.check(comp.targets)  # the whole column, so every fold agrees
+    y = target.fit(comp.targets[rows]).transform(comp.targets[rows])
+    return FoldPrep(tab, y.mean(axis=0).tolist(), (y.std(axis=0) + 1e-12).tolist(), target)
 
 
 def fold_prep(fold_dir: Path, comp: Competition | None = None,
-              rows: np.ndarray | None = None) -> FoldPrep:
+              rows: np.ndarray | None = None, target_transform: str = "none") -> FoldPrep:
     """The fold's preprocessing: read from ``preprocess.json`` and ``tabular.joblib``, or
-    fitted on ``rows`` of ``comp`` and written there first. Always read back from the files,
-    so a fresh fold and a resumed one see the same (JSON round-tripped) values.
+    fitted on ``rows`` of ``comp`` (regression targets through ``target_transform``) and
+    written there first. Always read back from the files, so a fresh fold, a resumed one and
+    the predict stage see the same (JSON round-tripped) values.
 
     A fold prepared by an older release (another format) is prepared again, and its resume
     point, trained on the old inputs, is dropped.
     """
     path, tab_path = fold_dir / PREP_FILE, fold_dir / TABULAR_FILE
-    current = path.is_file() and read_json(path).get("format") == FOLD_FORMAT
+    stored = read_json(path) if path.is_file() else {}
+    current = (stored.get("format") == FOLD_FORMAT and (
+        comp is None or stored.get("target_transform", {}).get("kind", "none")
+        == (target_transform if comp.cfg.task == "regression" else "none")))
     if not current or not tab_path.is_file():
         if comp is None or rows is None:
             raise FileNotFoundError(f"{path} (format {FOLD_FORMAT}) not found: train the fold")
         (fold_dir / "last.pt").unlink(missing_ok=True)
-        prep = _fit_prep(comp, rows)
+        prep = _fit_prep(comp, rows, target_transform)
         with atomic_path(tab_path) as tmp:
             joblib.dump(prep.tabular, tmp)
-        write_json(path, {"format": FOLD_FORMAT, "target_mean": prep.target_mean,
-                          "target_std": prep.target_std})
+        data = {"format": FOLD_FORMAT, "target_mean": prep.target_mean,
+                "target_std": prep.target_std}
+        if prep.target.kind != "none":  # absent: none (as a fold from before transforms)
+            data["target_transform"] = prep.target.state()
+        write_json(path, data)
     data = read_json(path)
-    return FoldPrep(joblib.load(tab_path), data["target_mean"], data["target_std"])
+    # a fold prepared before target transforms: 'none'
+    target = TargetTransform.from_state(data.get("target_transform", {"kind": "none"}))
+    return FoldPrep(joblib.load(tab_path), data["target_mean"], data["target_std"], target)
 
 
 def with_pseudo_rows(
@@ -89,8 +107,8 @@ def with_pseudo_rows(
     by_id = comp.test.set_index(comp.test[id_col].astype(str))
     rows = by_id.loc[pseudo[id_col].astype(str)].reset_index(drop=True)
     labels = pseudo[cols].to_numpy(dtype=np.float32)
-    if ccfg.task == "regression":
-        labels = ((labels - np.array(prep.target_mean)) / np.array(prep.target_std))
+    if ccfg.task == "regression":  # in the targets' units: transformed, then standardised
+        labels = prep.standardise(ccfg.task, labels)
     if ccfg.task == "multiclass":
         y_train = np.eye(len(comp.classes), dtype=np.float32)[y_train]
     real = CompetitionDataset(comp.train.iloc[train_rows], inputs, y_train, augment,

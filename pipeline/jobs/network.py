@@ -39,7 +39,7 @@ def train_network_fold(
     seed_everything(run_seed)
     task = cfg.competition.task
     train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    prep = fold_prep(out, comp, train_rows)
+    prep = fold_prep(out, comp, train_rows, cfg.model.target_transform)
     inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
     y = prep.standardise(task, comp.targets)
     aug = cfg.train.augment

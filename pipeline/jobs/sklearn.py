@@ -1,4 +1,5 @@
-"""Fit a scikit-learn model on the rows outside one fold and predict the rest."""
+"""Fit a scikit-learn model on the rows outside one fold and predict the rest. Everything it
+fits (column encodings, target encoding, target transform) sees the training rows only."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 from pipeline.artifacts import atomic_path, write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
+from pipeline.data.target_transform import TargetTransform
 from pipeline.models.sklearn import build_estimator, predict_matrix
 from pipeline.runs import fold_dir
 
@@ -30,7 +32,11 @@ def train_sklearn_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarr
     encoder = cfg.model.encoders[0]
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    model = build_estimator(encoder.target, encoder.params, comp, seed)
+    if cfg.competition.task == "regression":  # the whole column, so every fold agrees
+        TargetTransform(cfg.model.target_transform, tuple(comp.cfg.target_columns)).check(
+            comp.targets)
+    model = build_estimator(encoder.target, encoder.params, comp, seed, cfg.model.tabular,
+                            cfg.model.target_transform)
     x, y = _fit_frame(comp, train_rows)
     model.fit(x, y)
     with atomic_path(out / "model.joblib") as tmp:

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.data.encodings import CategoryEncodings
 from pipeline.data.tabular import normalise_categories
+from pipeline.data.target_transform import TargetTransform
 from pipeline.errors import ConfigError
 
 LIBRARIES = ("lightgbm", "xgboost", "catboost")
@@ -205,26 +207,47 @@ class TreeFeatures:
     """The feature frame every library reads, fitted on a fold's training rows: numbers as
     floats (NaN kept: the trees route it), categories with the training rows' vocabulary
     (as the MLP's: values normalised to strings; unseen and missing values are one
-    'unknown'). Columns are renamed ``f0..`` since the libraries refuse some characters."""
+    'unknown'), then the ``model.tabular`` encodings of the categories as numbers (target
+    encoding cross-fitted on the training rows, :mod:`pipeline.data.encodings`). Columns
+    are renamed ``f0..`` since the libraries refuse some characters."""
 
     numeric: list[str]
     categorical: list[str]
     categories: dict[str, list[str]] = field(default_factory=dict)
+    encodings: CategoryEncodings | None = None
+    encoded: list[str] = field(default_factory=list)  # names of the encodings' columns
 
     @property
     def columns(self) -> list[str]:
-        """The original names, in the frame's column order."""
-        return [*self.numeric, *self.categorical]
+        """The original names (encodings: ``column:kind``), in the frame's column order."""
+        return [*self.numeric, *self.categorical, *self.encoded]
 
-    def fit(self, frame: pd.DataFrame) -> TreeFeatures:
-        """Learn each categorical column's vocabulary from ``frame``."""
+    def fit(self, frame: pd.DataFrame, y: np.ndarray | None = None) -> TreeFeatures:
+        """Learn each categorical column's vocabulary (and the encodings) from ``frame``."""
+        self.fit_transform(frame, y, "lightgbm")
+        return self
+
+    def fit_transform(self, frame: pd.DataFrame, y: np.ndarray | None,
+                      library: str) -> pd.DataFrame:
+        """Fit on the training rows ``frame`` (targets ``y``, for a target encoding) and
+        return their input frame, target-encoded out of fold within these rows."""
         cats = normalise_categories(frame[self.categorical])
         self.categories = {c: sorted(cats[c].dropna().unique().tolist()) for c in cats}
-        return self
+        extra = None
+        if self.encodings is not None and self.categorical:
+            extra = self.encodings.fit_transform(frame[self.categorical], y)
+            self.encoded = self.encodings.names_out(self.categorical)
+        return self._frame(frame, library, extra)
 
     def transform(self, frame: pd.DataFrame, library: str) -> pd.DataFrame:
         """The library's input frame: category dtype (LightGBM, XGBoost; unknown = NaN) or
         strings (CatBoost; unknown = :data:`UNKNOWN`)."""
+        extra = (self.encodings.transform(frame[self.categorical]) if self.encoded
+                 and self.encodings is not None else None)
+        return self._frame(frame, library, extra)
+
+    def _frame(self, frame: pd.DataFrame, library: str,
+               extra: np.ndarray | None) -> pd.DataFrame:
         num = frame[self.numeric].apply(pd.to_numeric, errors="coerce").astype(np.float64)
         cats = normalise_categories(frame[self.categorical])
         parts = {c: num[c].to_numpy() for c in self.numeric}
@@ -236,13 +259,16 @@ class TreeFeatures:
                 parts[c] = values
             else:
                 parts[c] = coded
+        for j, name in enumerate(self.encoded):
+            parts[name] = extra[:, j] if extra is not None else np.nan
         out = pd.DataFrame(parts, index=frame.index)
         out.columns = [f"f{i}" for i in range(len(out.columns))]
         return out
 
     def categorical_names(self) -> list[str]:
         """The renamed categorical columns (CatBoost's ``cat_features``)."""
-        return [f"f{i}" for i in range(len(self.numeric), len(self.columns))]
+        return [f"f{i}" for i in range(len(self.numeric),
+                                         len(self.numeric) + len(self.categorical))]
 
 
 def build_estimator(settings: GBDTSettings, task: str, metric: str, device: str, seed: int,
@@ -357,6 +383,7 @@ class GBDTModel:
     estimators: list[Any] = field(default_factory=list)
     trees: list[int] = field(default_factory=list)
     classes: list[np.ndarray] = field(default_factory=list)
+    target: TargetTransform | None = None  # regression: fitted on the training targets
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predictions in the artifact layout: the positive class's probability per
@@ -374,7 +401,8 @@ class GBDTModel:
             full = np.zeros((len(x), width))
             full[:, classes] = pred
             columns.append(full if self.task == "multiclass" else full[:, 1:2])
-        return np.concatenate(columns, axis=1)
+        out = np.concatenate(columns, axis=1)
+        return self.target.inverse_transform(out) if self.target is not None else out
 
     def importance_frame(self) -> pd.DataFrame:
         """Feature importance, the mean over the estimators, largest first."""

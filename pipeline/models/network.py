@@ -14,6 +14,7 @@ from torch import nn
 
 from pipeline.competition import Competition
 from pipeline.data.datasets import Batch, ModelInputs
+from pipeline.data.encodings import TabularConfig
 from pipeline.data.tabular import TabularEncoder
 from pipeline.errors import ConfigError
 from pipeline.models.encoders import EncoderConfig, HFEncoder, MLPEncoder, build_encoder
@@ -37,6 +38,10 @@ class ModelConfig(Section):
     max_length: int = Field(256, ge=8)
     # which tokens a long text keeps: the first, the last, or a quarter head + the tail
     truncation: Literal["head", "tail", "head_tail"] = "head"
+    # category encodings added as columns (scikit-learn and GBDT members), fitted per fold
+    tabular: TabularConfig = TabularConfig()
+    # regression only: fitted on the fold's training targets, inverted on the predictions
+    target_transform: Literal["none", "log1p", "standardize", "box-cox", "yeo-johnson"] = "none"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

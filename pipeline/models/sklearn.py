@@ -1,4 +1,16 @@
-"""A scikit-learn estimator named by import path, trained as a model of its own per fold."""
+"""A scikit-learn estimator named by import path, trained as a model of its own per fold:
+``sklearn:<import.path.Estimator>``, or ``sklearn:pipeline`` with ``params.steps``, a
+scikit-learn ``Pipeline`` of steps by import path (transformers, then the estimator)::
+
+    name: sklearn:pipeline
+    params:
+      steps:
+        - {name: sklearn.feature_selection.SelectKBest, params: {k: 20}}
+        - {name: sklearn.linear_model.LogisticRegression, params: {C: 0.5}}
+
+The shared column encoding (and the ``model.tabular`` encodings) goes first; a regression
+``model.target_transform`` wraps the whole in a ``TransformedTargetRegressor``.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +21,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 
 from pipeline.competition import Competition
+from pipeline.data.encodings import CategoryEncodings, TabularConfig
 from pipeline.data.tabular import column_encoder
+from pipeline.data.target_transform import TargetTransform
 from pipeline.errors import ConfigError
+
+PIPELINE = "pipeline"  # 'sklearn:pipeline': a Pipeline of params.steps
 
 
 def import_estimator(path: str) -> type[BaseEstimator]:
-    """The estimator class at ``package.module.Class``."""
+    """The estimator class at ``package.module.Class`` (``pipeline``: ``Pipeline``)."""
+    if path == PIPELINE:
+        return Pipeline
     module_name, _, cls_name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
@@ -41,30 +60,123 @@ def estimator_kind(path: str) -> str | None:
     return kind if kind in ("classifier", "regressor") else None
 
 
-def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: int) -> Pipeline:
-    """The shared column encoding (ordinal categories, median fill where the estimator does
-    not take NaN) + the estimator at import ``path`` with ``params``."""
-    cls = import_estimator(path)
+def _step_class(path: Any, where: str) -> type[BaseEstimator]:
+    if not isinstance(path, str):
+        raise ConfigError(f"{where}.name' must be an import path. Got {path!r}.")
+    try:
+        return import_estimator(path)
+    except ConfigError:
+        raise ConfigError(f"{where}.name': no class {path!r} can be imported") from None
+
+
+def pipeline_problem(params: dict[str, Any], task: str) -> str | None:
+    """What is wrong with ``sklearn:pipeline``'s ``params`` for ``task``, or None: steps must
+    be ``{name, params}`` mappings, importable, transformers before the last, and the last an
+    estimator of the task's kind."""
+    steps, where = params.get("steps"), "'model.encoders.0.params.steps"
+    if set(params) - {"steps"}:
+        return f"{where[:-6]}' of 'sklearn:pipeline' takes only 'steps'. Got {sorted(params)}."
+    if not isinstance(steps, list) or not steps:
+        return f"{where}' must be a non-empty list of {{name, params}}. Got {steps!r}."
+    try:
+        for i, step in enumerate(steps):
+            here = f"{where}.{i}"
+            if not isinstance(step, dict) or "name" not in step or set(step) - {"name", "params"}:
+                return f"{here}' must be a mapping {{name, params}}. Got {step!r}."
+            if not isinstance(step.get("params", {}), dict):
+                return f"{here}.params' must be a mapping. Got {step['params']!r}."
+            cls = _step_class(step["name"], here)
+            last = i == len(steps) - 1
+            if not last and not hasattr(cls, "transform"):
+                return (f"{here}.name' {step['name']!r} is not a transformer; only the last "
+                        "step is the estimator")
+            if last:
+                if not hasattr(cls, "predict"):
+                    return f"{here}.name' {step['name']!r} (the last step) is not an estimator"
+                kind = estimator_kind(step["name"])
+                wanted = "regressor" if task == "regression" else "classifier"
+                if kind is not None and kind != wanted:
+                    return (f"{here}.name' {step['name']!r} is a {kind}; task {task!r} "
+                            f"('competition.task') needs a {wanted}")
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def _instance(cls: type[BaseEstimator], params: dict[str, Any], seed: int,
+              where: str) -> BaseEstimator:
     params = dict(params)
     if "random_state" in inspect.signature(cls).parameters and "random_state" not in params:
         params["random_state"] = seed
     try:
-        estimator = cls(**params)
+        return cls(**params)
     except TypeError as err:
-        raise ConfigError(f"encoder 'sklearn:{path}': bad 'params': {err}") from None
+        raise ConfigError(f"{where}: bad 'params': {err}") from None
+
+
+def _multi_output(estimator: BaseEstimator, comp: Competition) -> BaseEstimator:
     task, k = comp.cfg.task, len(comp.cfg.target_columns)
     if task == "multilabel":
-        estimator = MultiOutputClassifier(estimator)
-    elif task == "regression" and k > 1:
-        estimator = MultiOutputRegressor(estimator)
-    allow_nan = get_tags(clone(cls(**params))).input_tags.allow_nan
+        return MultiOutputClassifier(estimator)
+    if task == "regression" and k > 1:
+        return MultiOutputRegressor(estimator)
+    return estimator
+
+
+def _takes_nan(steps: list[BaseEstimator]) -> bool:
+    """Whether the chain copes with NaN: every step up to the first imputer takes it (a
+    scaler passes NaN on, so the estimator after it must take it too)."""
+    for step in steps:
+        if not get_tags(clone(step)).input_tags.allow_nan:
+            return False
+        if type(step).__module__.startswith("sklearn.impute") or type(step).__name__.endswith(
+                "Imputer"):
+            return True
+    return True
+
+
+def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: int,
+                    tabular: TabularConfig | None = None,
+                    target_transform: str = "none") -> BaseEstimator:
+    """The shared column encoding (ordinal categories, median fill where the first step does
+    not take NaN, the ``tabular`` encodings) + the estimator at import ``path`` with
+    ``params`` (or the steps of ``sklearn:pipeline``), in a ``Pipeline``; wrapped in a
+    ``TransformedTargetRegressor`` for a ``target_transform``."""
+    where = f"encoder 'sklearn:{path}'"
+    if path == PIPELINE:
+        problem = pipeline_problem(params, comp.cfg.task)
+        if problem is not None:
+            raise ConfigError(problem)
+        classes = [import_estimator(step["name"]) for step in params["steps"]]
+        parts = [_instance(cls, step.get("params", {}), seed, f"{where} step {i}")
+                 for i, (cls, step) in enumerate(zip(classes, params["steps"], strict=True))]
+        steps = [(f"step{i}", part) for i, part in enumerate(parts[:-1])]
+        steps.append(("model", parts[-1]))
+        wrapped = _multi_output(Pipeline(steps), comp)
+        if not isinstance(wrapped, Pipeline):
+            # several labels or targets: the whole chain per output, since a supervised
+            # step (SelectKBest's scores) takes one target at a time
+            steps = [("model", wrapped)]
+    else:
+        parts = [_instance(import_estimator(path), params, seed, where)]
+        steps = [("model", _multi_output(parts[0], comp))]
+    allow_nan = _takes_nan(parts)
+    tab = tabular or TabularConfig()
+    encodings = CategoryEncodings(tuple(tab.encodings), comp.cfg.task, tab.target_cv,
+                                  tab.target_smooth, seed)
     # the encoding every model shares; trees need no scaling, and keep NaN where they can
     columns = column_encoder(comp.numeric_columns, comp.categorical_columns, scale=False,
-                             impute=not allow_nan, indicators=False)
-    return Pipeline([("columns", columns), ("model", estimator)])
+                             impute=not allow_nan, indicators=False, encodings=encodings,
+                             onehot=tab.categories == "onehot")
+    model = Pipeline([("columns", columns), *steps])
+    if comp.cfg.task != "regression" or target_transform == "none":
+        return model
+    transform = TargetTransform(target_transform, tuple(comp.cfg.target_columns))
+    return TransformedTargetRegressor(regressor=model, transformer=transform,
+                                      check_inverse=False)
 
 
-def predict_matrix(model: Pipeline, frame: pd.DataFrame, comp: Competition) -> np.ndarray:
+def predict_matrix(model: BaseEstimator, frame: pd.DataFrame, comp: Competition) -> np.ndarray:
     """Predictions in the artifact layout: probabilities per class/label, values otherwise."""
     task = comp.cfg.task
     if task == "regression":

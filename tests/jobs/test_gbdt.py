@@ -205,3 +205,36 @@ def test_a_value_the_library_refuses_is_a_one_line_error_at_fit(competition_fact
     with pytest.raises(ConfigError, match="encoder 'lightgbm': fit failed: ") as info:
         train.run(cfg)
     assert "num_leaves" in str(info.value) and "\n" not in str(info.value)
+
+
+# --- issue 13 items 2-3: category encodings and target transforms around a GBDT member ----------
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_encodings_and_target_transform_around_every_library(competition_factory,
+                                                             library: str) -> None:
+    """Target/count encodings add numeric columns beside the native categories; the
+    Yeo-Johnson transform is fitted on the training targets, the trees fit (and early-stop)
+    in its space and the predictions come back in the targets' units."""
+    threads = {"thread_count": 1} if library == "catboost" else {"n_jobs": 1}
+    data = _data(competition_factory, library, "multiclass" if library == "catboost"
+                 else "regression", **threads)
+    data["model"]["tabular"] = {"encodings": ["target", "count"]}
+    if library != "catboost":  # regression: shift and scale the targets far from N(0, 1)
+        data["model"]["target_transform"] = "yeo-johnson"
+        root = Path(data["competition"]["dir"])
+        frame = pd.read_csv(root / "train.csv")
+        frame["y"] = 1000 + 50 * frame["y"]
+        frame.to_csv(root / "train.csv", index=False)
+    cfg = build_config(data)
+    score = train.run(cfg)
+    model = _model(cfg)
+    encoded = (["color:target_0", "color:target_1", "color:target_2"] if library == "catboost"
+               else ["color:target"])
+    assert model.features.columns == ["x1", "x2", "color", *encoded, "color:count"]
+    if library == "catboost":
+        assert model.target is None and score > 0.6
+        return
+    assert model.target is not None and model.target.kind == "yeo-johnson"
+    oof = pd.read_parquet(cfg.run_dir / "oof.parquet")
+    assert 900 < oof["y"].mean() < 1100 and score < 0.6 * 50  # rmse in the targets' units

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -190,3 +191,111 @@ def test_integer_category_typed_differently_in_test_keeps_train_codes(
     for frame in (comp.train, comp.test):
         np.testing.assert_array_equal(_category_codes(model, frame, comp) + 1,
                                       tabular.transform(frame)["cat"][:, 1])
+
+
+# --- issue 13 item 2: a scikit-learn Pipeline as a member ----------------------------------------
+
+STEPS = [{"name": "sklearn.impute.SimpleImputer", "params": {"strategy": "mean"}},
+         {"name": "sklearn.preprocessing.StandardScaler"},
+         {"name": "sklearn.feature_selection.SelectKBest", "params": {"k": 2}},
+         {"name": "sklearn.linear_model.LogisticRegression", "params": {"C": 0.5}}]
+
+
+def test_pipeline_member_trains_through_the_train_stage(competition_factory) -> None:
+    from sklearn.feature_selection import SelectKBest
+
+    from pipeline import train
+    from pipeline.config import build_config
+
+    data = competition_factory("tabular", "binary", n_train=80, n_test=12)
+    data["model"] = {"encoders": [{"name": "sklearn:pipeline", "params": {"steps": STEPS}}],
+                     "tabular": {"encodings": ["target"]}}
+    cfg = build_config(data)
+    assert train.run(cfg) > 0.85  # x1 carries the label
+    oof = pd.read_parquet(cfg.run_dir / "oof.parquet")
+    test = pd.read_parquet(cfg.run_dir / "test.parquet")
+    assert list(oof.columns) == ["id", "fold", "target"] and len(oof) == 80
+    assert list(test.columns) == ["id", "target"] and len(test) == 12
+    assert ((test["target"] > 0) & (test["target"] < 1)).all()
+    fitted = joblib.load(cfg.run_dir / "seed0" / "fold0" / "model.joblib")
+    assert list(fitted.named_steps) == ["columns", "step0", "step1", "step2", "model"]
+    assert isinstance(fitted.named_steps["step2"], SelectKBest)
+    assert fitted.named_steps["model"].C == 0.5 and fitted.named_steps["model"].random_state == 0
+    # the columns step: x1, x2, the color code and its target encoding; the imputer fills (the
+    # columns step does not: SimpleImputer takes NaN)
+    assert fitted.named_steps["columns"].transform(
+        pd.read_csv(Path(cfg.competition.dir) / "test.csv")[["x1", "x2", "color"]]).shape[1] == 4
+    assert "fill" not in _numeric_step(fitted).named_steps
+
+
+def test_pipeline_member_for_multilabel_and_regression(competition_factory) -> None:
+    comp = _competition(competition_factory, "multilabel")
+    model = build_estimator("pipeline", {"steps": STEPS}, comp, seed=0)
+    # the chain per label: SelectKBest scores one label at a time
+    assert list(model.named_steps) == ["columns", "model"]
+    assert isinstance(model.named_steps["model"], MultiOutputClassifier)
+    model.fit(comp.train[comp.feature_columns], comp.targets)
+    assert predict_matrix(model, comp.test[comp.feature_columns], comp).shape == (
+        len(comp.test), 2)
+    reg = _competition(competition_factory, "regression")
+    steps = [*STEPS[:3], {"name": "sklearn.linear_model.Ridge"}]
+    fitted = build_estimator("pipeline", {"steps": steps}, reg, 0, target_transform="yeo-johnson")
+    fitted.fit(reg.train[reg.feature_columns], reg.targets.ravel())
+    pred = predict_matrix(fitted, reg.test[reg.feature_columns], reg)
+    assert pred.shape == (len(reg.test), 1) and fitted.transformer_.kind == "yeo-johnson"
+    # the columns step fills NaN unless the chain copes: a scaler passes NaN on to Ridge
+    scaled = [{"name": "sklearn.preprocessing.StandardScaler"}, steps[-1]]
+    assert "fill" in _numeric_step(build_estimator("pipeline", {"steps": scaled}, reg, 0)
+                                   ).named_steps
+    trees = [{"name": "sklearn.ensemble.HistGradientBoostingRegressor"}]
+    assert "fill" not in _numeric_step(build_estimator("pipeline", {"steps": trees}, reg, 0)
+                                       ).named_steps
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({}, "'model.encoders.0.params.steps' must be a non-empty list of {name, params}"),
+    ({"steps": STEPS, "k": 1}, "'model.encoders.0.params' of 'sklearn:pipeline' takes only"),
+    ({"steps": ["sklearn.linear_model.Ridge"]}, "'model.encoders.0.params.steps.0' must be a "
+                                                "mapping {name, params}"),
+    ({"steps": [{"name": "sklearn.impute.SimpleImputr"}, STEPS[-1]]},
+     "'model.encoders.0.params.steps.0.name': no class 'sklearn.impute.SimpleImputr'"),
+    ({"steps": [{"name": "sklearn.svm.SVC"}, STEPS[-1]]},
+     "'model.encoders.0.params.steps.0.name' 'sklearn.svm.SVC' is not a transformer"),
+    ({"steps": STEPS[:1]}, "'sklearn.impute.SimpleImputer' \\(the last step\\) is not an "
+                           "estimator"),
+    ({"steps": [*STEPS[:1], {"name": "sklearn.linear_model.Ridge"}]},
+     "'sklearn.linear_model.Ridge' is a regressor; task 'binary'"),
+    ({"steps": [{"name": "sklearn.linear_model.LogisticRegression", "params": [1]}]},
+     "'model.encoders.0.params.steps.0.params' must be a mapping"),
+])
+def test_pipeline_steps_refused_at_load(competition_factory, params: dict, message: str) -> None:
+    from pipeline.config import build_config
+
+    data = competition_factory("tabular", "binary")
+    data["model"] = {"encoders": [{"name": "sklearn:pipeline", "params": params}]}
+    with pytest.raises(ConfigError, match=message) as info:
+        build_config(data)
+    assert len(str(info.value).splitlines()) == 2  # the header and the one problem
+
+
+def test_onehot_categories_for_sklearn_members_only(competition_factory) -> None:
+    from pipeline.config import build_config
+    from pipeline.data.encodings import TabularConfig
+
+    comp = _competition(competition_factory, "multiclass")  # color: blue, red
+    onehot = TabularConfig(categories="onehot")
+    model = build_estimator(ESTIMATOR["multiclass"], {}, comp, 0, onehot)
+    frame = comp.train[comp.feature_columns]
+    columns = _fit(comp, ESTIMATOR["multiclass"]).named_steps["columns"]  # control: ordinal
+    assert columns.transform(frame).shape[1] == 3
+    encoded = model.fit(frame, comp.targets).named_steps["columns"].transform(
+        frame.assign(color=["green", *frame["color"].tolist()[1:]]))
+    assert encoded.shape[1] == 4  # x1, x2, blue, red
+    np.testing.assert_array_equal(encoded[0, 2:], [0, 0])  # unseen: no column set
+    assert (encoded[1:, 2:].sum(axis=1) == 1).all()
+    for name in ("mlp", "lightgbm"):
+        data = competition_factory("tabular", "binary")
+        data["model"] = {"encoders": [{"name": name}], "tabular": {"categories": "onehot"}}
+        with pytest.raises(ConfigError, match="'model.tabular.categories: onehot' applies to "
+                                              f"'sklearn:' models; a '{name}' model"):
+            build_config(data)

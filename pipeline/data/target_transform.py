@@ -1,0 +1,121 @@
+"""Regression target transforms a competitor wraps around any member: ``log1p`` (the RMSLE
+trick), ``standardize``, and scikit-learn's power transforms ``box-cox`` and
+``yeo-johnson``. Fitted on a fold's training targets, applied before the member fits, and
+inverted on its predictions, so OOF and test files stay in the targets' own units.
+
+:class:`TargetTransform` is a scikit-learn transformer over a ``(rows, targets)`` matrix, so
+it also serves as ``TransformedTargetRegressor``'s ``transformer``, and its fitted state is
+plain numbers (:meth:`TargetTransform.state`) that a fold folder keeps as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.preprocessing import PowerTransformer
+
+from pipeline.errors import DataError
+
+TARGET_TRANSFORMS = ("none", "log1p", "standardize", "box-cox", "yeo-johnson")
+_LOWER = {"log1p": (0.0, "negative", ">= 0"), "box-cox": (None, "non-positive", "> 0")}
+
+
+class TargetTransform(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """One transform of regression targets (``kind`` in :data:`TARGET_TRANSFORMS`).
+
+    Args:
+        kind: the transform.
+        columns: the target columns' names, for error messages.
+    """
+
+    def __init__(self, kind: str = "none", columns: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self.columns = columns
+
+    def _matrix(self, y: Any) -> np.ndarray:
+        y = np.asarray(y, dtype=np.float64)
+        return y.reshape(len(y), -1)
+
+    def check(self, y: Any) -> None:
+        """Refuse targets outside the transform's domain.
+
+        Raises:
+            DataError: log1p with a negative target, Box-Cox with one <= 0 (naming the
+                column and its minimum).
+        """
+        if self.kind not in _LOWER:
+            return
+        y = self._matrix(y)
+        bound, what, need = _LOWER[self.kind]
+        for j in range(y.shape[1]):
+            low = float(np.nanmin(y[:, j]))
+            if low < 0 or (bound is None and low <= 0):
+                name = self.columns[j] if j < len(self.columns) else str(j)
+                raise DataError(f"'model.target_transform: {self.kind}' needs targets {need}; "
+                                f"column {name!r} has {what} values (min {low:g})")
+
+    def fit(self, y: Any, _: Any = None) -> TargetTransform:
+        """Learn the transform from the training targets ``y`` (rows, targets)."""
+        if self.kind not in TARGET_TRANSFORMS:
+            raise ValueError(f"'kind' of TargetTransform must be one of "
+                             f"{', '.join(TARGET_TRANSFORMS)}. Got {self.kind!r}.")
+        y = self._matrix(y)
+        self.check(y)
+        self.mean_ = np.zeros(y.shape[1])
+        self.std_ = np.ones(y.shape[1])
+        self.lambdas_ = np.zeros(y.shape[1])
+        if self.kind == "standardize":
+            self.mean_, self.std_ = y.mean(axis=0), y.std(axis=0) + 1e-12
+        elif self.kind in ("box-cox", "yeo-johnson"):
+            # no standardisation inside: networks standardise after, trees need none
+            self.lambdas_ = PowerTransformer(self.kind, standardize=False).fit(y).lambdas_
+        return self
+
+    def _power(self) -> PowerTransformer:
+        power = PowerTransformer(self.kind, standardize=False)
+        power.lambdas_ = np.asarray(self.lambdas_, dtype=np.float64)
+        power.n_features_in_ = len(power.lambdas_)
+        return power
+
+    def transform(self, y: Any) -> np.ndarray:
+        """Targets in the space the member fits (same shape as ``y``)."""
+        shape, y = np.shape(y), self._matrix(y)
+        if self.kind == "log1p":
+            out = np.log1p(y)
+        elif self.kind == "standardize":
+            out = (y - self.mean_) / self.std_
+        elif self.kind in ("box-cox", "yeo-johnson"):
+            self.check(y)
+            out = self._power().transform(y)
+        else:
+            out = y
+        return out.reshape(shape)
+
+    def inverse_transform(self, y: Any) -> np.ndarray:
+        """Member outputs back in the targets' units (same shape as ``y``)."""
+        shape, y = np.shape(y), self._matrix(y)
+        if self.kind == "log1p":
+            out = np.expm1(y)
+        elif self.kind == "standardize":
+            out = y * self.std_ + self.mean_
+        elif self.kind in ("box-cox", "yeo-johnson"):
+            out = self._power().inverse_transform(y)
+        else:
+            out = y
+        return out.reshape(shape)
+
+    def state(self) -> dict[str, Any]:
+        """The fitted transform as JSON-ready data (:meth:`from_state` rebuilds it)."""
+        fitted = {key: [float(v) for v in getattr(self, f"{key}_", [])]
+                  for key in ("mean", "std", "lambdas")}  # 'none' needs no fit
+        return {"kind": self.kind, "columns": list(self.columns), **fitted}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TargetTransform:
+        """The transform :meth:`state` described, fitted as it was."""
+        out = cls(state["kind"], tuple(state.get("columns", ())))
+        out.mean_, out.std_ = np.array(state.get("mean", [])), np.array(state.get("std", []))
+        out.lambdas_ = np.array(state.get("lambdas", []))
+        return out

@@ -1,0 +1,168 @@
+"""Regression target transforms (pipeline/data/target_transform.py): each round-trips, refuses
+targets outside its domain, is fitted on the fold's training targets, and wraps every kind of
+member (scikit-learn, GBDT, network) so OOF and test files stay in the targets' units."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import TransformedTargetRegressor
+
+from pipeline import train
+from pipeline.competition import CompetitionConfig, load_competition
+from pipeline.config import build_config
+from pipeline.data.target_transform import TARGET_TRANSFORMS, TargetTransform
+from pipeline.errors import ConfigError, DataError
+from pipeline.jobs.inputs import PREP_FILE, fold_prep
+
+SKEWED = np.random.default_rng(0).lognormal(1.0, 1.0, size=(80, 2))
+
+
+@pytest.mark.parametrize("kind", TARGET_TRANSFORMS)
+def test_each_transform_round_trips(kind: str) -> None:
+    t = TargetTransform(kind, ("a", "b")).fit(SKEWED[:60])
+    z = t.transform(SKEWED)
+    rebuilt = TargetTransform.from_state(json.loads(json.dumps(t.state())))
+    np.testing.assert_allclose(rebuilt.inverse_transform(z), SKEWED, rtol=1e-9)
+    np.testing.assert_allclose(rebuilt.transform(SKEWED), z)
+    one = TargetTransform(kind).fit(SKEWED[:60, 0])
+    assert one.transform(SKEWED[:, 0]).shape == (80,)  # one target: the shape kept
+    if kind != "none":
+        assert not np.allclose(z, SKEWED)
+    if kind == "standardize":  # fitted on the 60 training rows only
+        np.testing.assert_allclose(z[:60].mean(axis=0), 0, atol=1e-9)
+        assert abs(z[60:].mean()) > 1e-3
+    if kind in ("log1p", "box-cox", "yeo-johnson"):  # the skew is (mostly) gone
+        skew = pd.DataFrame(z).skew().abs().max()
+        assert skew < pd.DataFrame(SKEWED).skew().abs().min() / 2
+
+
+@pytest.mark.parametrize(("kind", "value", "message"), [
+    ("log1p", -0.5, "needs targets >= 0; column 'b' has negative values (min -0.5)"),
+    ("box-cox", 0.0, "needs targets > 0; column 'b' has non-positive values (min 0)"),
+])
+def test_domain_refusals_name_column_and_minimum(kind: str, value: float, message: str) -> None:
+    y = SKEWED.copy()
+    y[3, 1] = value
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        TargetTransform(kind, ("a", "b")).fit(y)
+    assert "\n" not in str(info.value)
+    TargetTransform("yeo-johnson", ("a", "b")).fit(y)  # any sign
+    with pytest.raises(ValueError, match="'kind' of TargetTransform must be one of"):
+        TargetTransform("log").fit(y)
+
+
+def test_works_as_transformed_target_regressor_transformer() -> None:
+    from sklearn.linear_model import LinearRegression
+
+    x = np.linspace(0, 2, 50)[:, None]
+    y = np.exp(1.5 * x[:, 0])
+    model = TransformedTargetRegressor(LinearRegression(), transformer=TargetTransform("log1p"),
+                                       check_inverse=False).fit(x, y)
+    assert model.predict(x).shape == (50,) and np.corrcoef(model.predict(x), y)[0, 1] > 0.99
+
+
+def _skewed(factory, model: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    """A regression competition whose target is lognormal in x1 (RMSLE-style)."""
+    data = factory("tabular", "regression", n_train=160, n_test=20)
+    root = Path(data["competition"]["dir"])
+    frame = pd.read_csv(root / "train.csv")
+    rng = np.random.default_rng(3)
+    frame["x1"] = rng.uniform(0, 3, size=len(frame))
+    noise = rng.normal(scale=0.15, size=len(frame))
+    frame["y"] = np.expm1(np.clip(0.5 + 1.2 * frame["x1"] + noise, 0, None))
+    frame.to_csv(root / "train.csv", index=False)
+    data["competition"]["metric"] = "rmsle"
+    data["model"] = {"encoders": [model], "target_transform": kind}
+    data["name"] = name
+    return data
+
+
+def _oof(cfg) -> pd.DataFrame:
+    return pd.read_parquet(cfg.run_dir / "oof.parquet")
+
+
+@pytest.mark.parametrize("model", [
+    {"name": "sklearn:sklearn.linear_model.Ridge"},
+    {"name": "lightgbm", "params": {"n_estimators": 200, "learning_rate": 0.2,
+                                    "early_stopping_rounds": 10, "min_child_samples": 5,
+                                    "n_jobs": 1}},  # OpenMP threads crawl on a busy machine
+], ids=["sklearn", "lightgbm"])
+def test_log1p_run_writes_original_units_and_scores_better(competition_factory,
+                                                           model: dict[str, Any]) -> None:
+    plain_cfg = build_config(_skewed(competition_factory, model, "none", "plain"))
+    plain = train.run(plain_cfg)
+    cfg = build_config(_skewed(competition_factory, model, "log1p", "log1p"))
+    score = train.run(cfg)
+    assert score < 0.9 * plain  # rmsle, lower is better: fitted where the metric measures
+    y = pd.read_csv(Path(cfg.competition.dir) / "train.csv")["y"]
+    oof = _oof(cfg)
+    # the targets' units: the OOF median is near the targets' (log space would be ~log1p)
+    assert 0.5 < oof["y"].median() / y.median() < 2 and oof["y"].max() > np.log1p(y.max())
+    test = pd.read_parquet(cfg.run_dir / "test.parquet")
+    assert np.isfinite(test["y"]).all() and (test["y"] > -1).all()
+    fitted = joblib.load(cfg.run_dir / "seed0" / "fold0" / "model.joblib")
+    target = fitted.transformer_ if model["name"].startswith("sklearn") else fitted.target
+    assert target.kind == "log1p"
+
+
+def test_network_prep_composes_transform_then_standardisation(competition_factory,
+                                                              tmp_path: Path) -> None:
+    data = _skewed(competition_factory, {"name": "mlp"}, "box-cox", "net")
+    comp = load_competition(CompetitionConfig(**data["competition"]))
+    rows = np.arange(100)
+    fold = tmp_path / "fold0"
+    fold.mkdir()
+    prep = fold_prep(fold, comp, rows, "box-cox")
+    z = prep.standardise("regression", comp.targets)
+    np.testing.assert_allclose(z[rows].mean(axis=0), 0, atol=1e-4)  # training rows only
+    np.testing.assert_allclose(z[rows].std(axis=0), 1, atol=1e-4)
+    np.testing.assert_allclose(prep.predictions("regression", z), comp.targets, rtol=1e-4)
+    stored = json.loads((fold / PREP_FILE).read_text())["target_transform"]
+    assert stored["kind"] == "box-cox" and len(stored["lambdas"]) == 1
+    # the predict stage (no competition handed in) re-applies the same fitted transform
+    again = fold_prep(fold)
+    np.testing.assert_allclose(again.predictions("regression", z), comp.targets, rtol=1e-4)
+    # a fold asked for another transform is prepared again (no resume on other targets)
+    (fold / "last.pt").write_bytes(b"resume point")
+    plain = fold_prep(fold, comp, rows, "none")
+    assert plain.target.kind == "none" and not (fold / "last.pt").exists()
+    assert "target_transform" not in json.loads((fold / PREP_FILE).read_text())
+    np.testing.assert_allclose(plain.target_mean, comp.targets[rows].mean(axis=0))
+
+
+def test_network_run_predicts_in_original_units(competition_factory) -> None:
+    data = _skewed(competition_factory, {"name": "mlp", "params": {"hidden": [16]}}, "log1p",
+                   "net-log1p")
+    data["train"]["epochs"] = 3
+    cfg = build_config(data)
+    train.run(cfg)
+    y = pd.read_csv(Path(cfg.competition.dir) / "train.csv")["y"]
+    assert 0.3 < _oof(cfg)["y"].median() / y.median() < 3
+
+
+def test_target_transform_refused_for_classification(competition_factory) -> None:
+    data = competition_factory("tabular", "binary")
+    data["model"]["target_transform"] = "log1p"
+    with pytest.raises(ConfigError, match=re.escape(
+            "'model.target_transform' 'log1p' transforms regression targets; task 'binary'")):
+        build_config(data)
+
+
+def test_negative_targets_refused_before_any_fold(competition_factory) -> None:
+    data = _skewed(competition_factory, {"name": "sklearn:sklearn.linear_model.Ridge"},
+                   "log1p", "neg")
+    root = Path(data["competition"]["dir"])
+    frame = pd.read_csv(root / "train.csv")
+    frame.loc[5, "y"] = -2.0
+    frame.to_csv(root / "train.csv", index=False)
+    data["competition"]["metric"] = "rmse"
+    with pytest.raises(DataError, match=r"column 'y' has negative values \(min -2\)"):
+        train.run(build_config(data))
