@@ -50,14 +50,14 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from pipeline import blend
 from pipeline.artifacts import RunMeta, load_predictions, read_json, write_meta, write_parquet
-from pipeline.ensemble import BLENDERS, OptunaBlender, WeightedBlender, nested_cv
+from pipeline.ensemble import BLENDERS, OptunaBlender, nested_cv
 from pipeline.ensemble._base import blend_weighted, member_scores, resolve_metric, simplex
 from pipeline.ensemble._prune import drop_small_weights
 from pipeline.metrics import get_metric
@@ -72,20 +72,9 @@ N_FOLDS, N_CLASSES = 3, 5
 # --- the blender as it was before ----------------------------------------------------------
 
 
-class BeforeOptunaBlender(WeightedBlender):
-    """The previous ``OptunaBlender._fit`` and ``_tune``, unchanged (for the baseline)."""
-
-    def __init__(self, metric: str | None = None, n_trials: int = 300, per_class: bool = False,
-                 zero_below: float = 0.05, storage: str | BaseStorage | None = None,
-                 study_name: str = "blend", sampler: Any = None, seed: int = 0) -> None:
-        self.metric = metric
-        self.n_trials = n_trials
-        self.per_class = per_class
-        self.zero_below = zero_below
-        self.storage = storage
-        self.study_name = study_name
-        self.sampler = sampler
-        self.seed = seed
+class BeforeOptunaBlender(OptunaBlender):
+    """The previous ``OptunaBlender._fit`` and ``_tune``, unchanged (for the baseline); the
+    settings are today's (``__init__`` is inherited)."""
 
     def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
         metric = resolve_metric(self.metric, type(self).__name__)

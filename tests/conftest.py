@@ -129,6 +129,18 @@ def make_competition(
 
 
 @pytest.fixture
+def one_thread():
+    """Run torch on one intra-op thread for the test. On tiny tensors extra threads only add
+    synchronisation, and on a busy machine their spin-waits cost many times the work."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def competition_factory(tmp_path: Path):
     """``factory(modality, task, **kw) -> config dict`` writing under tmp_path."""
 

@@ -104,16 +104,6 @@ def clean_round(tmp_path_factory) -> tuple[dict[str, Any], ExperimentConfig]:
     return data, cfg
 
 
-@pytest.fixture
-def one_thread():
-    """Torch on one thread: on tiny tensors extra threads only cost synchronisation."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _round(data: dict[str, Any], name: str, source: Path, **pseudo_kw: Any) -> ExperimentConfig:
     return build_config({**data, "name": name,

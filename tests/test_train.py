@@ -114,16 +114,6 @@ def test_seeds_average_into_the_oof(competition_factory):
 # --- issue 12 item 14: the last epoch's OOF beside the best epoch's -------------------------
 
 
-@pytest.fixture
-def one_thread():
-    """Torch on one thread: on tiny tensors extra threads only cost synchronisation."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _last_epoch_run(competition_factory, **train_overrides: Any) -> tuple[Any, Any]:
     data = competition_factory("tabular", "multiclass")

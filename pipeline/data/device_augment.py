@@ -11,6 +11,7 @@ same batch on CPU and GPU, and one transform's draws never shift the next one's.
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,7 +52,7 @@ def _fill_tensor(fill: Any) -> Tensor:
     return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
 
-class _Op:
+class _Op(ABC):
     """One transform: decides per row whether it applies (``p``), then transforms the batch."""
 
     def __init__(self, p: float) -> None:
@@ -63,9 +64,9 @@ class _Op:
         passed = torch.rand(images.shape[0], generator=gen, dtype=_F64) < self.p
         return self.apply(images, active & (passed | force), gen)
 
+    @abstractmethod
     def apply(self, images: Tensor, chosen: Tensor, gen: Generator) -> Tensor:
         """The batch with the ``chosen`` rows transformed; draws the same count either way."""
-        raise NotImplementedError
 
 
 class _Flip(_Op):

@@ -1,6 +1,6 @@
 """Shared by the engine tests: a toy tabular model, a two-encoder image model, a tiny tabular
-run with its per-fold history, a Trainer fit with scripted validation scores, and one-thread
-torch for loops over tiny tensors."""
+run with its per-fold history, and a Trainer fit with scripted validation scores (one-thread
+torch: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -35,15 +35,6 @@ class Toy(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(batch["num"])
 
-
-@pytest.fixture
-def one_thread():
-    """Run torch on one intra-op thread for the test. On tiny tensors extra threads only add
-    synchronisation, and on a busy machine their spin-waits cost many times the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

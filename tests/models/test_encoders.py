@@ -164,14 +164,6 @@ def test_unknown_encoder_kind(competition_factory, tmp_path: Path,
 # --- issue 12 items 11 and 12: timm models of other families and other input statistics --------
 
 
-@pytest.fixture
-def one_thread():
-    """Torch on one intra-op thread: on tiny tensors extra threads only add synchronisation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _pixels() -> torch.Tensor:
     return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -144,14 +144,6 @@ def test_embedding_noise_changes_mlp_features_only_inside_the_block() -> None:
     torch.testing.assert_close(after, clean)  # the noise is gone after the block
 
 
-@pytest.fixture
-def one_thread():
-    """Torch on one intra-op thread: on tiny tensors extra threads only add synchronisation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("names", [("resnet18", "mobilenetv3_small_100"),
