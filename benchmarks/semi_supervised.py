@@ -16,6 +16,13 @@ Parts (``--parts``, each self-contained):
   held-out is scored on the other test rows.
 - ``fgsm``: supervised vs fast FGSM training; each fold model's accuracy on the held-out rows,
   clean and under an FGSM attack of the same epsilon.
+- ``defaults``: consistency training at default settings against the same supervised recipe,
+  over ``--seeds`` training seeds, on ``--datasets``: this MNIST set (10% labels), scikit-learn's
+  8x8 digits as images and as a 64-column table (``--fraction`` 10% labelled); a small ResNet
+  from scratch (``--model``, timm) or an MLP with embedding noise. ``--arms`` picks from
+  :data:`ARMS` (supervised, FixMatch's old and new defaults, one-change ablations, UDA).
+
+    python benchmarks/semi_supervised.py --parts defaults --epochs 15 --seeds 0 1 2
 
     python benchmarks/semi_supervised.py [--parts semi pseudo fgsm] [--epochs 30] ...
 
@@ -141,17 +148,21 @@ class Runner:
         self.heldout = heldout or (lambda sub: heldout_score(config_path, sub))
         self.subs = base["submissions_dir"]
         self.done: dict[str, tuple[ExperimentConfig, float, float, float]] = {}
+        # CPU seconds of this process per run: on a machine shared with other jobs the wall
+        # time swings with their load, the CPU time (one torch thread) much less
+        self.cpu: dict[str, float] = {}
 
     def run(self, data: dict[str, Any]) -> tuple[ExperimentConfig, float, float, float]:
         """Train (once per name) and score a variant: config, OOF, held-out, seconds."""
         if data["name"] in self.done:
             return self.done[data["name"]]
         cfg = build_config(data)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         comp = load_competition(cfg.competition)
         folds.run(cfg, comp)
         oof = train.run(cfg, comp)  # writes the pseudo-labels first when the config has some
         seconds = time.perf_counter() - start
+        self.cpu[cfg.name] = time.process_time() - cpu
         held = self.heldout(submit.run(cfg.run_dir, cfg.name, self.subs))
         print(f"{cfg.name}: OOF {oof:.4f} held-out {held:.4f} ({seconds:.0f} s)", flush=True)
         self.done[cfg.name] = (cfg, oof, held, seconds)
@@ -268,11 +279,141 @@ def part_fgsm(runner: Runner, args: argparse.Namespace) -> None:
            "one model, under FGSM | wall time |", rows)
 
 
+# -- part 'defaults': supervised vs consistency at default settings, several seeds ----------
+
+def build_small_digits(folder: Path, image: bool, labelled: float) -> Path:
+    """scikit-learn's 1,797 8x8 digits as a competition: ``labelled`` of them (stratified)
+    are the train rows, the rest the test rows (answers apart), as PNG files (``image``) or
+    as 64 pixel columns (a table)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if (folder / "answers.csv").is_file():
+        return folder
+    bunch = load_digits()
+    frame = pd.DataFrame(bunch.data, columns=[f"px{i}" for i in range(64)])
+    frame.insert(0, "id", [f"d{i:04d}" for i in range(len(frame))])
+    frame["label"] = bunch.target
+    if image:
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        frame["image"] = "images/" + frame["id"] + ".png"
+        for pixels, rel in zip(bunch.images, frame["image"], strict=True):
+            Image.fromarray((pixels * 15.9).astype(np.uint8), mode="L").save(folder / rel)
+        frame = frame[["id", "image", "label"]]
+    folder.mkdir(parents=True, exist_ok=True)
+    train_rows, test_rows = train_test_split(frame, train_size=labelled,
+                                             stratify=frame["label"], random_state=42)
+    test_rows[["id", "label"]].to_csv(folder / "answers.csv", index=False)
+    test_rows[["id"]].assign(label=0).to_csv(folder / "sample_submission.csv", index=False)
+    test_rows.drop(columns="label").to_csv(folder / "test.csv", index=False)
+    train_rows.to_csv(folder / "train.csv", index=False)
+    return folder
+
+
+def defaults_base(args: argparse.Namespace, name: str, folder: Path) -> dict[str, Any]:
+    """The supervised recipe of a 'defaults' data set: a small ResNet from scratch (images)
+    or an MLP (the table), label smoothing, shifts as the weak augmentation."""
+    image = name != "digits-table"
+    data = {
+        "name": f"defaults-{name}",
+        "output_dir": str(Path(args.output_dir) / "runs"),
+        "folds_dir": str(Path(args.output_dir) / "folds"),
+        "submissions_dir": str(Path(args.output_dir) / "submissions"),
+        "competition": {"dir": str(folder), "id_column": "id", "target_columns": ["label"],
+                        "task": "multiclass", "metric": "accuracy",
+                        "modality": "image" if image else "tabular",
+                        **({"image_column": "image"} if image else {})},
+        "folds": {"scheme": "stratified", "n_splits": args.folds, "seed": 42},
+        "model": ({"encoders": [{"name": f"timm:{args.model}", "pretrained": False}],
+                   "head": {"dropout": 0.1, "hidden": 0}, "image_size": args.image_size}
+                  if image else {"encoders": [{"name": "mlp"}],
+                                 "head": {"dropout": 0.1, "hidden": 0}}),
+        "train": {
+            "seeds": [0], "epochs": args.epochs, "batch_size": args.batch_size,
+            "num_workers": args.workers, "max_grad_norm": 5.0,
+            "optimizer": {"name": "adamw", "lr": 3.0e-3, "weight_decay": 0.01},
+            "scheduler": {"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.01},
+            "loss": {"name": "cross_entropy", "params": {"smoothing": 0.05}},
+        },
+        "predict": {"tta": [], "batch_size": 256},
+    }
+    if image:
+        data["train"]["augment"] = {"image": [
+            {"name": "Affine", "translate_percent": [-0.1, 0.1], "p": 1.0}]}
+    return data
+
+
+# each arm's train.consistency (None: supervised only); 'new default' is the method's name
+# alone, 'old default' the settings every run had before the late start and target shaping
+ARMS: dict[str, dict[str, Any] | None] = {
+    "supervised": None,
+    "fixmatch, old default": {"method": "fixmatch", "threshold": 0.95, "start_epoch": 1,
+                              "alignment": False},
+    "fixmatch, new default": {"method": "fixmatch"},
+    "  from epoch 1": {"method": "fixmatch", "start_epoch": 1},
+    "  fixed 0.95 threshold": {"method": "fixmatch", "threshold": 0.95},
+    "  no alignment": {"method": "fixmatch", "alignment": False},
+    "  EMA teacher": {"method": "fixmatch", "teacher": "ema"},
+    "  warmup 0.5": {"method": "fixmatch", "warmup": 0.5},
+    "  ratio 3": {"method": "fixmatch", "ratio": 3},
+    "uda, new default": {"method": "uda"},
+}
+
+
+def part_defaults(runner: Runner, args: argparse.Namespace) -> None:
+    """Supervised vs consistency arms on each data set, over ``--seeds`` training seeds:
+    held-out accuracy mean +- std, OOF, wall time over the supervised run's."""
+    out = Path(args.output_dir)
+    sets = {"mnist": out / f"digits_{args.labelled}_labelled",
+            "digits-8px": build_small_digits(out / "sk_digits_image", True, args.fraction),
+            "digits-table": build_small_digits(out / "sk_digits_table", False, args.fraction)}
+    for name in args.datasets:
+        base = defaults_base(args, name, sets[name])
+        folder = Path(base["competition"]["dir"])
+        rows, sup_time, sup_cpu = [], None, None
+        for arm in args.arms:
+            helds, oofs, times, cpus = [], [], [], []
+            for seed in args.seeds:
+                cons = ARMS[arm]
+                changes: dict[str, Any] = {"seeds": [seed]}
+                if cons is not None:
+                    noise = {} if name != "digits-table" else {"embedding_noise": 0.1}
+                    changes["consistency"] = {**noise, **cons}
+                label = arm.strip().replace(" ", "-").replace(",", "").replace(".", "")
+                data = variant(base, f"{label}-s{seed}", **changes)
+                one = Runner(data, runner.config_path,
+                             lambda sub, f=folder: original_rows_accuracy(f, sub))
+                _, oof, held, seconds = one.run(data)
+                helds.append(held)
+                oofs.append(oof)
+                times.append(seconds)
+                cpus.append(one.cpu[data["name"]])
+            sup_time = sup_time or float(np.mean(times))
+            sup_cpu = sup_cpu or float(np.mean(cpus))
+            rows.append(f"| {arm} | {np.mean(helds):.4f} +- {np.std(helds):.4f} | "
+                        f"{np.mean(oofs):.4f} | {np.mean(times):.0f} s | "
+                        f"{np.mean(times) / sup_time:.2f}x | {np.mean(cpus) / sup_cpu:.2f}x |")
+        _table(f"{name}: {len(args.seeds)} seeds, {args.epochs} epochs",
+               "| arm | held-out accuracy (mean +- std) | OOF accuracy | wall time | "
+               "wall / supervised | CPU time / supervised |", rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", default=["semi", "pseudo", "leak", "fgsm"],
-                        choices=["semi", "pseudo", "leak", "fgsm"])
+                        choices=["semi", "pseudo", "leak", "fgsm", "defaults"])
+    parser.add_argument("--datasets", nargs="+", default=["mnist", "digits-8px", "digits-table"],
+                        choices=["mnist", "digits-8px", "digits-table"], help="part 'defaults'")
+    parser.add_argument("--arms", nargs="+", default=["supervised", "fixmatch, old default",
+                                                      "fixmatch, new default"],
+                        choices=list(ARMS), help="part 'defaults'")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                        help="part 'defaults': training seeds")
+    parser.add_argument("--fraction", type=float, default=0.1,
+                        help="part 'defaults': labelled fraction of scikit-learn's digits")
+    parser.add_argument("--model", default="test_resnet",
+                        help="part 'defaults': the timm image model (from scratch)")
     parser.add_argument("--output-dir", default="runs/semi_supervised")
     parser.add_argument("--labelled", type=int, default=500)
     parser.add_argument("--test", type=int, default=4500)
@@ -301,7 +442,8 @@ def main() -> None:
           f"{args.epochs} epochs, batch {args.batch_size}, {args.image_size} px; {device}",
           flush=True)
     runner = Runner(base, config_path)
-    parts = {"semi": part_semi, "pseudo": part_pseudo, "leak": part_leak, "fgsm": part_fgsm}
+    parts = {"semi": part_semi, "pseudo": part_pseudo, "leak": part_leak, "fgsm": part_fgsm,
+             "defaults": part_defaults}
     for name in args.parts:
         parts[name](runner, args)
 

@@ -47,12 +47,14 @@ def _config_args(parser: argparse.ArgumentParser, positional: bool = False) -> N
 
 def _load(args: argparse.Namespace):
     from pipeline.config import load_config
+    from pipeline.executor import executor_overrides
     from pipeline.runs import next_version
 
     path = getattr(args, "config", None) or args.config_opt
     if not path:
         raise PipelineError("no config given: pass CONFIG or --config CONFIG")
-    cfg = load_config(path, args.overrides)
+    cfg = load_config(path, args.overrides + executor_overrides(
+        getattr(args, "executor", None), getattr(args, "address", None)))
     if getattr(args, "new_version", False):
         name = next_version(cfg)
         if name != cfg.name:
@@ -67,6 +69,12 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
                         help="retrain a run folder that holds another config")
     parser.add_argument("--new-version", action="store_true",
                         help="run a changed config as <name>-v2, -v3, ... (the next free one)")
+    parser.add_argument("--executor", choices=["local", "ray"], default=None,
+                        help="where the (seed, fold) jobs run (default: the config's "
+                        "'executor.name', local)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster: 'auto' (the one running here) or the head's address "
+                        "(default: start one on this machine)")
 
 
 def cmd_folds(args: argparse.Namespace) -> int:
@@ -280,11 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_demo)
     from pipeline.adversarial_validation import register as register_adversarial
     from pipeline.leaderboard import register as register_leaderboard
+    from pipeline.pretraining import register as register_pretrain
     from pipeline.report import register as register_report
+    from pipeline.sweep import register as register_sweep
 
     register_adversarial(sub)
     register_leaderboard(sub)
     register_report(sub)
+    register_pretrain(sub)
+    register_sweep(sub)
     return parser
 
 

@@ -27,6 +27,15 @@ Modality = Literal["image", "text", "tabular"]
 CLASSIFICATION = ("binary", "multiclass", "multilabel")
 
 
+class AuxTargetConfig(Section):
+    """A train-only column learned beside the targets by its own head (multi-task), never
+    predicted into the artifacts (:mod:`pipeline.models.multitask`)."""
+
+    column: str
+    task: Literal["binary", "multiclass", "regression"] = "regression"
+    weight: float = Field(0.3, gt=0)  # of its loss, beside the main loss's 1
+
+
 class CompetitionConfig(Section):
     """Where the competition lives and what it asks for."""
 
@@ -52,6 +61,8 @@ class CompetitionConfig(Section):
     sample_submission_file: str = "sample_submission.csv"
     sep: str = ","  # field separator of the three files (e.g. ";" or "\t")
     encoding: str = "utf-8"  # their text encoding (e.g. latin-1)
+    # extra train columns learned as auxiliary tasks; never features (absent from test)
+    aux_targets: list[AuxTargetConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> CompetitionConfig:
@@ -77,6 +88,13 @@ class CompetitionConfig(Section):
             raise ValueError("give 'image_column' or 'image_path', not both")
         if self.modality == "text" and not self.text_columns:
             raise ValueError("'text_columns' is required when 'modality' is 'text'")
+        aux = [a.column for a in self.aux_targets]
+        taken = {"feature_columns": self.feature_columns or [], "target_columns":
+                 self.target_columns, "id_column": [self.id_column]}
+        for key, columns in taken.items():
+            if both := sorted(set(aux) & set(columns)):
+                raise ValueError(f"'aux_targets' column(s) {both} are also in {key!r}: an "
+                                 "auxiliary target is never a feature, target or id")
         return self
 
 
@@ -129,6 +147,7 @@ class Competition:
     @property
     def _candidate_features(self) -> list[str]:
         skip = {self.cfg.id_column, *self.cfg.target_columns, self.cfg.group_column}
+        skip |= {a.column for a in self.cfg.aux_targets}
         skip |= {self.cfg.image_column, IMAGE_PATH, *self.cfg.text_columns}
         return [c for c in self.train.columns if c not in skip]
 
@@ -287,6 +306,20 @@ def _classes(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> list[An
     return [c.item() if isinstance(c, np.generic) else c for c in classes]
 
 
+def _check_aux(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> None:
+    for aux in cfg.aux_targets:
+        values = frame[aux.column].dropna()
+        where = f"{path}: 'aux_targets' column {aux.column!r} (task {aux.task!r})"
+        found = sorted(map(str, values.unique()))
+        if aux.task == "regression" and not pd.api.types.is_numeric_dtype(values):
+            raise DataError(f"{where} must be numeric. Got {values.dtype} values.")
+        least = 1 if aux.task == "regression" else 2
+        if len(found) < least or (aux.task == "binary" and len(found) > 2):
+            wanted = "2" if aux.task == "binary" else f"at least {least}"
+            raise DataError(f"{where} must hold {wanted} distinct values. Got {len(found)}: "
+                            f"{found[:5]}.")
+
+
 def encode_targets(
     frame: pd.DataFrame, task: str, target_columns: list[str], classes: list[Any]
 ) -> np.ndarray:
@@ -354,6 +387,8 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
         _require_columns(frame, [cfg.id_column], path, "id_column")
         _check_ids(frame, cfg.id_column, path)
     _require_columns(train, cfg.target_columns, train_path, "target_columns")
+    _require_columns(train, [a.column for a in cfg.aux_targets], train_path, "aux_targets")
+    _check_aux(train, cfg, train_path)
     if cfg.group_column:
         _require_columns(train, [cfg.group_column], train_path, "group_column")
     test_ids, sample_ids = set(test[cfg.id_column]), set(sample[cfg.id_column])

@@ -25,7 +25,8 @@ from pipeline.data.splits import FoldsConfig
 from pipeline.engine.callbacks.adversarial import mismatch as adversarial_mismatch
 from pipeline.engine.recipe import TrainConfig
 from pipeline.errors import ConfigError
-from pipeline.models.encoders import ENCODERS
+from pipeline.executor import ExecutorConfig
+from pipeline.models.encoders import ENCODERS, pretrained_record
 from pipeline.models.network import ModelConfig
 from pipeline.models.sklearn import PIPELINE as SKLEARN_PIPELINE
 from pipeline.models.sklearn import estimator_kind, pipeline_problem
@@ -46,6 +47,7 @@ class ExperimentConfig(Section):
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
     pseudo: PseudoConfig | None = None
+    executor: ExecutorConfig = ExecutorConfig()  # where the jobs run, not what they compute
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
@@ -83,9 +85,15 @@ class ExperimentConfig(Section):
     @functools.cached_property
     def _train_hash(self) -> str:
         data = self.model_dump(mode="json", exclude_defaults=True)
-        for key in ("predict", "output_dir", "folds_dir", "submissions_dir", "name"):
+        for key in ("predict", "output_dir", "folds_dir", "submissions_dir", "name", "executor"):
             data.pop(key, None)
         data.get("train", {}).pop("num_workers", None)
+        # a pretrained encoder's weights shape the run: its identity joins the hash, so a
+        # pretraining redone under the same name (--overwrite) is a changed config
+        pretrained = {n: {k: pretrained_record(n).get(k) for k in ("config_hash", "inputs")}
+                      for n in _pretrained_names(self)}
+        if pretrained:
+            data["pretrained"] = pretrained
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -123,7 +131,8 @@ def _network_only(cfg: ExperimentConfig) -> str | None:
     pseudo = cfg.pseudo is not None and cfg.model.encoders[0].kind == "sklearn"
     needs = {"train.aux_losses": bool(cfg.train.aux_losses), "pseudo": pseudo,
              "train.consistency": cfg.train.consistency is not None,
-             "predict.tta": bool(cfg.predict.tta)}
+             "predict.tta": bool(cfg.predict.tta),
+             "train.ensemble": cfg.train.ensemble is not None}
     used = [key for key, on in needs.items() if on]
     if used:
         return f"'{used[0]}' needs a network, not a {cfg.model.encoders[0].kind!r} model"
@@ -207,10 +216,47 @@ def _encodings_fit_model(cfg: ExperimentConfig) -> str | None:
     return None
 
 
+def _multitask_fits(cfg: ExperimentConfig) -> str | None:
+    multitask = cfg.model.multitask
+    if (multitask is not None or cfg.competition.aux_targets) and cfg.model.head.hidden:
+        return ("'model.head.hidden' has no effect on a multi-task head (one tower per task): "
+                "set 'model.multitask.hidden' instead")
+    if multitask is None:
+        return None
+    params = [p for stage in cfg.train.resolved_stages
+              for p in [stage.loss.params, *(t.params for t in stage.loss.terms)]]
+    return multitask.mismatch(cfg.competition.task, cfg.competition.target_columns, params)
+
+
+def _pretrained_names(cfg: ExperimentConfig) -> list[str]:
+    """The pretrainings the model uses: 'pretrained:<name>' encoders and the values of 'mlp'
+    encoders' pretrained_embeddings."""
+    names = []
+    for enc in cfg.model.encoders:
+        if enc.name.startswith("pretrained:"):
+            names.append(enc.name.split(":", 1)[1])
+        if enc.kind == "mlp":
+            names += map(str, dict(enc.params.get("pretrained_embeddings") or {}).values())
+    return names
+
+
+def _pretrained_exist(cfg: ExperimentConfig) -> str | None:
+    """Each pretraining the model uses needs `pipeline pretrain`'s folder, checked at load
+    (its record also says which kind of encoder it is)."""
+    for name in _pretrained_names(cfg):
+        try:
+            pretrained_record(name)
+        except ConfigError as err:
+            return str(err)
+    return None
+
+
 CROSS_SECTION_RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
+    _pretrained_exist,
     _estimator_fits_task, _pipeline_steps_fit, _target_transform_fits, _encodings_fit_model,
     _network_only, _aux_losses_fit_task, _pseudo_fits_task, _folds_fit_task, _losses_fit_task,
     _encoders_read_modality, _tta_fits_model, _adversarial_fits_model, _consistency_fits,
+    _multitask_fits,
 )
 
 

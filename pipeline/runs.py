@@ -99,7 +99,9 @@ def fold_lock(cfg: ExperimentConfig, seed: int, fold: int) -> Iterator[str | Non
 # made again, instead of breaking every later stage.
 TRAINED_FILES = ("best.pt", "snapshot_*.pt", "preprocess.json", "tabular.joblib",
                  "model.joblib", LAST_EPOCH_OOF)
-PREDICTION_FILES = ("oof.parquet", "test.parquet", "tta_oof.parquet", "tta_test.parquet")
+# member*: each member of a train.ensemble (pipeline.engine.member_ensemble)
+PREDICTION_FILES = ("oof.parquet", "test.parquet", "tta_oof.parquet", "tta_test.parquet",
+                    "member*_oof.parquet", "member*_test.parquet")
 
 
 def file_digests(folder: Path, patterns: tuple[str, ...]) -> dict[str, str]:
@@ -302,6 +304,7 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
         scores[f"seed{seed}"] = metric(y, oof)
         oof_sum += oof
         _write_member(cfg, comp, folds, seed, oof, test_parts[-cfg.folds.n_splits:], meta)
+        _write_ensemble_members(cfg, comp, folds, seed, meta, scores)
     oof_mean = oof_sum / len(cfg.train.seeds)
     overall = metric(y, oof_mean)
     scores["oof"] = overall
@@ -368,6 +371,32 @@ def _write_member(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, s
         comp.train[id_col].to_numpy(), oof, cols, id_col, folds))
     write_parquet(folder / "test.parquet", test.loc[comp.test[id_col]].reset_index())
     write_meta(folder, dataclasses.replace(meta, name=f"{cfg.name}-seed{seed}"))
+
+
+def _write_ensemble_members(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
+                            seed: int, meta: RunMeta, scores: dict[str, float]) -> None:
+    """``seed<s>/member<m>/`` as a run of its own for each member of a ``train.ensemble``
+    (its fold files ``member<m>_oof.parquet`` gathered), its OOF score in ``scores``."""
+    if cfg.train.ensemble is None:
+        return
+    id_col, cols = cfg.competition.id_column, comp.pred_columns
+    metric = get_metric(cfg.competition.metric)
+    for m in range(cfg.train.ensemble.members):
+        oof, tests = np.full((len(comp.train), len(cols)), np.nan), []
+        for fold in range(cfg.folds.n_splits):
+            out = fold_dir(cfg, seed, fold)
+            if not (out / f"member{m}_oof.parquet").is_file():
+                raise DataError(f"{out} has no member{m}_oof.parquet: predict the run again")
+            part = read_parquet(out / f"member{m}_oof.parquet")
+            oof[folds == fold] = part[cols].to_numpy(dtype=np.float64)
+            tests.append(read_parquet(out / f"member{m}_test.parquet"))
+        scores[f"seed{seed}/member{m}"] = metric(comp.targets, oof)
+        folder = cfg.run_dir / f"seed{seed}" / f"member{m}"
+        test = pd.concat(tests).groupby(id_col, sort=False)[cols].mean()
+        write_parquet(folder / "oof.parquet", _predictions_frame(
+            comp.train[id_col].to_numpy(), oof, cols, id_col, folds))
+        write_parquet(folder / "test.parquet", test.loc[comp.test[id_col]].reset_index())
+        write_meta(folder, dataclasses.replace(meta, name=f"{cfg.name}-seed{seed}-member{m}"))
 
 
 def read_scores(run_dir: Path) -> dict[str, Any]:

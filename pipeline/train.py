@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.engine.recipe import recipe_warnings
 from pipeline.errors import ConfigError, DataError
+from pipeline.executor import Executor, Job, build_executor
 from pipeline.jobs import predict_fold, train_network_fold, train_sklearn_fold
 from pipeline.jobs.gbdt import train_gbdt_fold
 from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
@@ -83,10 +85,21 @@ def _run_fold(
 
 
 def run(cfg: ExperimentConfig, comp: Competition | None = None,
-        overwrite: bool = False) -> float:
+        overwrite: bool = False, executor: Executor | None = None) -> float:
     """Train every (seed, fold) not yet complete and gather the run; returns the OOF score.
-    ``overwrite``: retrain a run folder that holds another config."""
+    ``overwrite``: retrain a run folder that holds another config. ``executor``: where the
+    fold jobs run (default: the one ``cfg.executor`` names)."""
     comp = comp or load_competition(cfg.competition)
+    folds = prepare(cfg, comp, overwrite)
+    executor = executor or build_executor(cfg.executor)
+    busy = [job.tag for job, score in executor.run(fold_jobs(cfg, comp, folds, executor))
+            if score is None]
+    return finish(cfg, comp, folds, busy)
+
+
+def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -> np.ndarray:
+    """Everything before the fold jobs: input checks, folds, the run folder, pseudo-labels;
+    returns the folds. Refusals come here, before any job starts."""
     problem = None if cfg.model.is_sklearn else cfg.train.outputs_mismatch(comp.n_outputs)
     if problem is not None:  # known only once the classes are read; refused before any work
         raise ConfigError(problem)
@@ -99,16 +112,47 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None,
     prepare_run_dir(cfg, comp, leaky, overwrite)
     if cfg.pseudo is not None:
         pseudo_stage.run(cfg, comp)
+    if not cfg.model.is_sklearn:
+        rows = len(comp.train) * (cfg.folds.n_splits - 1) // cfg.folds.n_splits
+        for note in recipe_warnings(cfg.train, rows):
+            log.warning("%s: %s", cfg.name, note)
+    return folds
+
+
+def fold_jobs(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
+              executor: Executor) -> list[Job]:
+    """One job per (seed, fold). In this process the jobs share one Accelerator and
+    tokenizer; a remote job builds its own from the config (:func:`fold_job`)."""
+    pairs = [(seed, fold) for seed in cfg.train.seeds for fold in range(cfg.folds.n_splits)]
+    keys = [f"{cfg.name} seed{seed}/fold{fold}" for seed, fold in pairs]
+    if not executor.in_process:
+        gpus = 0.0 if cfg.model.is_sklearn else cfg.executor.gpus
+        return [Job(key, functools.partial(fold_job, cfg, seed, fold), cfg.executor.cpus, gpus,
+                    (seed, fold)) for key, (seed, fold) in zip(keys, pairs, strict=True)]
     tokenizer = None if cfg.model.is_sklearn else build_tokenizer(cfg.model)
     accelerator = None if cfg.model.is_sklearn else build_accelerator(cfg.train.mixed_precision)
     if accelerator is not None:
         log.info("%s: training on %s (mixed precision: %s)", cfg.name, accelerator.device,
                  accelerator.mixed_precision)
-        rows = len(comp.train) * (cfg.folds.n_splits - 1) // cfg.folds.n_splits
-        for note in recipe_warnings(cfg.train, rows):
-            log.warning("%s: %s", cfg.name, note)
-    busy = [(seed, fold) for seed in cfg.train.seeds for fold in range(cfg.folds.n_splits)
-            if run_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer) is None]
+    return [Job(key, functools.partial(run_fold, cfg, comp, folds, seed, fold, accelerator,
+                                       tokenizer), tag=(seed, fold))
+            for key, (seed, fold) in zip(keys, pairs, strict=True)]
+
+
+def fold_job(cfg: ExperimentConfig, seed: int, fold: int) -> float | None:
+    """One (seed, fold) on a remote worker: reads the competition and the folds the driver
+    wrote, builds its own Accelerator, and trains like :func:`run_fold`."""
+    comp = load_competition(cfg.competition)
+    folds = load_folds(cfg, comp)
+    tokenizer = None if cfg.model.is_sklearn else build_tokenizer(cfg.model)
+    accelerator = None if cfg.model.is_sklearn else build_accelerator(cfg.train.mixed_precision)
+    return run_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+
+
+def finish(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
+           busy: list[tuple[int, int]]) -> float:
+    """Gather the run once every fold is done; refuse while ``busy`` (seed, fold) pairs are
+    another process's."""
     if busy:
         raise FoldBusy(
             f"{len(busy)} fold(s) of {cfg.name} (seed, fold: {busy}) are being trained by "

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "pipeline"
-PARTS = ("pipeline.data", "pipeline.models", "pipeline.engine", "pipeline.ensemble")
+PARTS = ("pipeline.data", "pipeline.models", "pipeline.engine", "pipeline.ensemble",
+         "pipeline.pretrain")
 # what a part may not import: the stages, the run contract, the jobs, the composed config
 ABOVE_PARTS = ("pipeline.config", "pipeline.runs", "pipeline.jobs", "pipeline.folds",
                "pipeline.train", "pipeline.predict", "pipeline.pseudo", "pipeline.blend",
-               "pipeline.submit", "pipeline.pairs", "pipeline.cli", "pipeline.demo")
+               "pipeline.submit", "pipeline.pairs", "pipeline.cli", "pipeline.demo",
+               "pipeline.pretraining", "pipeline.sweep", "pipeline.executor")
 MAX_LINES = 420
 
 

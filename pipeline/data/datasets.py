@@ -1,7 +1,8 @@
 """Datasets and loaders for every modality: images, text, tabular features, or a mix.
 
 A batch is a dict of tensors; each encoder reads its own keys (``image``; ``input_ids`` and
-``attention_mask``; ``num`` and ``cat``) and the loss reads ``target``.
+``attention_mask``, from text columns or from rows written as text; ``num`` and ``cat``) and
+the loss reads ``target`` (and ``aux``, the auxiliary targets of a multi-task model).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import bisect
 import copy
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, get_wo
 from pipeline.competition import IMAGE_PATH
 from pipeline.data.augment import AugmentConfig, build_image_augment, noisy_row, noisy_tokens
 from pipeline.data.decoded import decode_rgb
+from pipeline.data.rows_text import row_texts
 from pipeline.data.tabular import TabularEncoder
 
 Batch = dict[str, torch.Tensor]  # what a loader yields and every encoder reads
@@ -130,12 +132,15 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         self.ids: list[list[int]] = []
         tok = inputs.tokenizer
         if tok is not None:
-            texts = [frame[c].fillna("").astype(str).tolist() for c in inputs.text_columns]
+            texts = ([row_texts(frame, inputs.row_columns)] if inputs.row_columns else
+                     [frame[c].fillna("").astype(str).tolist() for c in inputs.text_columns])
             self.ids = encode_texts(tok, texts, inputs.max_length, inputs.truncation)
             self.special = set(tok.all_special_ids)
             mask = tok.mask_token_id if tok.mask_token_id is not None else tok.unk_token_id
             self.mask_id = int(mask if mask is not None else 0)
         self.tabular = inputs.tabular.transform(frame) if inputs.tabular is not None else None
+        # auxiliary targets (multi-task) ride with labelled rows only
+        self.aux = inputs.aux(frame) if inputs.aux is not None and targets is not None else None
         self.length = len(frame)
 
     def set_epoch(self, seed: int) -> None:
@@ -182,6 +187,8 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
             out["target"] = torch.as_tensor(np.asarray(self.targets))
         if self.weights is not None:
             out["weight"] = torch.as_tensor(np.asarray(self.weights), dtype=torch.float32)
+        if self.aux is not None:
+            out["aux"] = torch.from_numpy(self.aux)
         return out
 
     def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
@@ -212,6 +219,8 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
             item["target"] = torch.as_tensor(self.targets[i])
         if self.weights is not None:
             item["weight"] = torch.as_tensor(self.weights[i], dtype=torch.float32)
+        if self.aux is not None:
+            item["aux"] = torch.from_numpy(self.aux[i])
         return item
 
 
@@ -294,6 +303,9 @@ class ModelInputs:
     max_length: int = 256
     truncation: str = "head"
     tabular: TabularEncoder | None = None
+    row_columns: list[str] = field(default_factory=list)  # rows as text: tokenised instead
+    # frame -> auxiliary targets (n_rows x n_aux, NaN where unknown), or None
+    aux: Callable[[pd.DataFrame], np.ndarray] | None = None
 
 
 def collate(items: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
+from torch import nn
 from torch.utils.data import Dataset
 
 from pipeline.data.augment import AugmentConfig
@@ -27,7 +28,15 @@ from pipeline.engine.callbacks.averaging import (
 )
 from pipeline.engine.callbacks.consistency import ConsistencyConfig
 from pipeline.engine.contrastive import AuxLossConfig, with_aux_losses
-from pipeline.engine.losses import LOSSES, LossConfig, build_loss
+from pipeline.engine.losses import LOSSES, LossConfig, LossFn, build_loss
+from pipeline.engine.member_ensemble import (
+    EnsembleConfig,
+    MemberEnsemble,
+    ensemble_loss,
+    member_groups,
+    member_paths,
+    single_member_is_plain,
+)
 from pipeline.engine.optim import (
     OptimizerConfig,
     Schedule,
@@ -109,6 +118,8 @@ class TrainConfig(Section):
     aux_losses: list[AuxLossConfig] = Field(default_factory=list)
     early_stopping: EarlyStoppingConfig | None = None
     consistency: ConsistencyConfig | None = None
+    # M members of the network trained jointly per fold, kept apart by a penalty
+    ensemble: EnsembleConfig | None = None
 
     @field_validator("seeds")
     @classmethod
@@ -116,6 +127,20 @@ class TrainConfig(Section):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct. Got {seeds}.")
         return seeds
+
+    @field_validator("ensemble")
+    @classmethod
+    def _one_member_is_plain(cls, ensemble: EnsembleConfig | None) -> EnsembleConfig | None:
+        return single_member_is_plain(ensemble)
+
+    @model_validator(mode="after")
+    def _ensemble_fits(self) -> TrainConfig:
+        # consistency methods read model(batch) as one prediction per row (and MixMatch the
+        # model's encode/classify), which an ensemble's stacked training outputs are not
+        if self.ensemble is not None and self.consistency is not None:
+            raise ValueError("'train.ensemble' cannot be combined with 'train.consistency'; "
+                             "drop one")
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -249,9 +274,9 @@ def build_callbacks(train: TrainConfig, encoder_kinds: list[str],
 
 
 def build_stage_plans(
-    train: TrainConfig, model_cfg: ModelConfig, task: str, model: CompetitionModel,
-    train_ds: Dataset[Any], generator: torch.Generator, greater_is_better: bool,
-    device: torch.device | None = None,
+    train: TrainConfig, model_cfg: ModelConfig, task: str,
+    model: CompetitionModel | MemberEnsemble, train_ds: Dataset[Any],
+    generator: torch.Generator, greater_is_better: bool, device: torch.device | None = None,
 ) -> list[StagePlan]:
     """One ready-to-run plan per stage of the recipe."""
     plans = []
@@ -259,23 +284,28 @@ def build_stage_plans(
         optim, sched, loss = stage.optimizer, stage.scheduler, stage.loss
 
         def make_optimizer(optim: OptimizerConfig = optim) -> torch.optim.Optimizer:
-            return build_optimizer(parameter_groups(model, model_cfg, optim), optim)
+            groups = member_groups(model, lambda m: parameter_groups(m, model_cfg, optim))
+            return build_optimizer(groups, optim)
 
         def make_schedule(optimizer: torch.optim.Optimizer, updates: int,
                           sched: SchedulerConfig = sched, epochs: int = stage.epochs) -> Schedule:
             return build_scheduler(optimizer, sched, epochs, updates, greater_is_better)
 
         terms = [(t.name, t.weight, t.params) for t in loss.terms]
+
+        def member_loss(net: nn.Module, loss: LossConfig = loss,
+                        terms: list[tuple[str, float, dict[str, Any]]] = terms) -> LossFn:
+            return with_aux_losses(build_loss(loss.name, task, loss.params, terms), net,
+                                   [(a.name, a.weight, a.params) for a in train.aux_losses])
+
         plans.append(StagePlan(
             epochs=stage.epochs,
             loader=build_fold_loader(train_ds, stage.batch_size, True, train.num_workers,
                                      generator, train.loader, device),
             make_optimizer=make_optimizer,
             make_schedule=make_schedule,
-            loss_fn=with_aux_losses(
-                build_loss(loss.name, task, loss.params, terms), model,
-                [(a.name, a.weight, a.params) for a in train.aux_losses]),
-            freeze=list(stage.freeze),
+            loss_fn=ensemble_loss(model, train.ensemble, member_loss),
+            freeze=member_paths(model, list(stage.freeze)),
             grad_accum_steps=stage.grad_accum_steps,
             label=f"{optim.name} lr={optim.lr:g} bs={stage.batch_size}",
         ))

@@ -170,13 +170,31 @@ def _n_complete(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=_COMPLETE))
 
 
-def _open_storage(storage: str | BaseStorage) -> BaseStorage:
-    """A storage object from a URL (``dialect://...``: RDB), a journal file path, or itself."""
+def open_storage(storage: str | BaseStorage) -> BaseStorage:
+    """A storage object from a URL (``dialect://...``: RDB), a journal file path, or itself.
+
+    Workers that start together on an empty database race to create Optuna's tables (one
+    of them fails on a duplicate type or table): the loser tries again, and then finds
+    them made.
+    """
     if isinstance(storage, BaseStorage):
         return storage
-    if "://" in storage:
-        return optuna.storages.get_storage(storage)
-    return JournalStorage(JournalFileBackend(str(storage)))
+    if "://" not in storage:
+        return JournalStorage(JournalFileBackend(str(storage)))
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    tries = 0
+    while True:
+        try:
+            return optuna.storages.get_storage(storage)
+        except (IntegrityError, ProgrammingError):
+            tries += 1
+            if tries == _SCHEMA_TRIES:
+                raise
+            time.sleep(0.2 * tries)
+
+
+_SCHEMA_TRIES = 5
 
 
 class _Mirror:
@@ -201,7 +219,7 @@ class _Mirror:
     ) -> _Mirror | None:
         if storage is None:
             return None
-        stored = _open_storage(storage)
+        stored = open_storage(storage)
         optuna.create_study(
             storage=stored, study_name=name, direction=direction, load_if_exists=True
         )

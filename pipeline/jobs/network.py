@@ -16,11 +16,13 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.datasets import CompetitionDataset
 from pipeline.data.memory_loader import build_fold_loader
 from pipeline.engine.callbacks.consistency import build_consistency
+from pipeline.engine.member_ensemble import build_members
 from pipeline.engine.recipe import build_callbacks, build_stage_plans
 from pipeline.engine.state import seed_everything
 from pipeline.engine.trainer import Trainer
 from pipeline.jobs.inputs import fold_prep, with_pseudo_rows
 from pipeline.metrics import get_metric
+from pipeline.models.multitask import task_specs, with_task_plans
 from pipeline.models.network import build_model, model_inputs
 from pipeline.runs import LAST_EPOCH_OOF, fold_dir, fold_label, pseudo_path
 
@@ -54,13 +56,16 @@ def train_network_fold(
     valid_loader = build_fold_loader(valid_ds, cfg.predict.batch_size or 2 * cfg.train.batch_size,
                                      False, cfg.train.num_workers, None, cfg.train.loader, device)
 
-    model = build_model(cfg.model, comp.n_outputs, prep.tabular)
+    tasks = task_specs(comp, cfg.model.multitask)
+    model = build_members(lambda: build_model(cfg.model, comp.n_outputs, prep.tabular, tasks),
+                          cfg.train.ensemble, task, run_seed)
     if cfg.train.compile:
         model.compile()  # in place: the state dict keeps its names, checkpoints stay portable
     metric = get_metric(cfg.competition.metric)
     generator = torch.Generator()
     plans = build_stage_plans(cfg.train, cfg.model, task, model, train_ds, generator,
                               metric.greater_is_better, device)
+    plans = with_task_plans(plans, model)  # + auxiliary tasks' losses (multi-task)
     y_valid = comp.targets[valid_rows]
 
     def score(outputs: np.ndarray) -> float:
@@ -72,7 +77,8 @@ def train_network_fold(
     if cons is not None:  # the unlabelled rows are the competition's test rows
         callbacks.append(build_consistency(
             cons, task, CompetitionDataset(comp.test, inputs), active, encoder_kinds,
-            comp.n_outputs, cfg.train.first_epoch(cons.start_epoch, cons.start_stage),
+            comp.n_outputs,
+            cfg.train.first_epoch(*cons.start(len(cfg.train.stages) + 1, cfg.train.total_epochs)),
             run_seed * 100 + 7, cfg.train.num_workers))
     trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
                       desc=fold_label(cfg, seed, fold), checkpoint=cfg.train.checkpoint,

@@ -17,9 +17,11 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.datasets import CompetitionDataset
 from pipeline.data.memory_loader import build_fold_loader
 from pipeline.engine.callbacks.averaging import snapshot_paths
+from pipeline.engine.member_ensemble import MemberEnsemble, build_members, split_members
 from pipeline.engine.trainer import Trainer
 from pipeline.errors import DataError
 from pipeline.jobs.inputs import fold_prep
+from pipeline.models.multitask import task_specs
 from pipeline.models.network import build_model, model_inputs
 from pipeline.runs import PREDICTION_FILES, file_digests, fold_dir, prediction_hash
 from pipeline.tta import reduce_predictions, tta_transforms
@@ -42,11 +44,15 @@ def predict_fold(
     if not checkpoints or not checkpoints[0].is_file():
         raise DataError(f"no checkpoint in {out}: train seed {seed} fold {fold} first")
     prep = fold_prep(out)
-    model = build_model(cfg.model, comp.n_outputs, prep.tabular)
+    tasks = task_specs(comp, cfg.model.multitask)
+    model = build_members(lambda: build_model(cfg.model, comp.n_outputs, prep.tabular, tasks),
+                          cfg.train.ensemble, task, seed)
     inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
     batch_size = cfg.predict.batch_size or 2 * cfg.train.batch_size
     if cfg.train.compile:
         model.compile()
+    if isinstance(model, MemberEnsemble):
+        model.stacked = True  # every member's outputs, each written as a member of its own
     trainer = Trainer(model, accelerator, channels_last=cfg.train.channels_last)
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     valid_rows = np.flatnonzero(folds == fold)
@@ -59,14 +65,18 @@ def predict_fold(
         for part, frame in frames.items() for name, tta in transforms
     }
     sums: dict[tuple[str, str], np.ndarray] = {}
+    member_sums: dict[tuple[str, str, int], np.ndarray] = {}
     for checkpoint in checkpoints:  # snapshot ensembles average their members' predictions
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
         trainer.unwrapped.load_state_dict(state)
         for part in frames:
             for name, tta in transforms:
                 raw = trainer.predict(loaders[part, name], tta.batch, model=trainer.model)
-                pred = prep.predictions(task, raw) / len(checkpoints)
-                sums[part, name] = sums.get((part, name), 0) + pred
+                pred, members = split_members(raw, lambda r: prep.predictions(task, r))
+                sums[part, name] = sums.get((part, name), 0) + pred / len(checkpoints)
+                for m, member in enumerate(members):
+                    key = (part, name, m)
+                    member_sums[key] = member_sums.get(key, 0) + member / len(checkpoints)
     for part, frame in frames.items():
         ids = frame[id_col].to_numpy()
         per_tta = []
@@ -78,6 +88,16 @@ def predict_fold(
         write_parquet(out / f"tta_{part}.parquet", pd.concat(per_tta, ignore_index=True))
         stack = np.stack([sums[part, name] for name, _ in transforms])
         merged = reduce_predictions(stack, cfg.predict.tta_reduce, task)
+        n_members = len({m for _, _, m in member_sums})
+        if n_members:  # each member's TTA merged alone; the fold predicts their mean
+            merged_members = [reduce_predictions(
+                np.stack([member_sums[part, name, m] for name, _ in transforms]),
+                cfg.predict.tta_reduce, task) for m in range(n_members)]
+            for m, values in enumerate(merged_members):
+                member_table = pd.DataFrame(values, columns=cols)
+                member_table.insert(0, id_col, ids)
+                write_parquet(out / f"member{m}_{part}.parquet", member_table)
+            merged = np.mean(merged_members, axis=0)
         table = pd.DataFrame(merged, columns=cols)
         table.insert(0, id_col, ids)
         write_parquet(out / f"{part}.parquet", table)

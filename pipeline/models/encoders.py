@@ -10,6 +10,8 @@ config checks ask it instead of keeping maps of their own.
 from __future__ import annotations
 
 import difflib
+import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,8 @@ from pipeline.schema import Section
 
 class EncoderConfig(Section):
     """One encoder: ``timm:<arch>``, ``hf:<local dir>``, ``hf`` (from ``hf_config``), ``mlp``,
-    or a whole model: scikit-learn's ``sklearn:<import.path.Estimator>``, or ``lightgbm``,
+    ``pretrained:<name>`` (what `pipeline pretrain` wrote in ``pretrained/<name>``), or a
+    whole model: scikit-learn's ``sklearn:<import.path.Estimator>``, or ``lightgbm``,
     ``xgboost``, ``catboost`` (:mod:`pipeline.models.gbdt`)."""
 
     name: str
@@ -64,10 +67,11 @@ class EncoderConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> EncoderConfig:
-        if self.name == "hf" and not (self.hf_config and self.tokenizer):
+        if self.name in ("hf", "rows_text") and not (self.hf_config and self.tokenizer):
             raise ValueError(
-                "encoder 'hf' without a directory needs 'hf_config' (with 'model_type') and "
-                "'tokenizer' (a local tokenizer dir); or name a local model as 'hf:<dir>'"
+                f"encoder {self.name!r} without a directory needs 'hf_config' (with "
+                "'model_type') and 'tokenizer' (a local tokenizer dir); or name a local model "
+                f"as '{self.name}:<dir>'"
             )
         if self.hf_config is not None and "model_type" not in self.hf_config:
             raise ValueError("'hf_config' needs 'model_type' (e.g. bert)")
@@ -86,13 +90,33 @@ class EncoderConfig(Section):
 
     @property
     def kind(self) -> str:
-        """timm, hf, mlp, sklearn, lightgbm, xgboost or catboost."""
-        return self.name.split(":", 1)[0]
+        """timm, hf, mlp, sklearn, lightgbm, xgboost or catboost (a ``pretrained:`` encoder:
+        the kind of what it holds, see :meth:`resolved`)."""
+        return self.resolved().name.split(":", 1)[0]
 
     @property
     def target(self) -> str:
         """What follows the kind: architecture, directory or import path."""
-        return self.name.split(":", 1)[1] if ":" in self.name else ""
+        name = self.resolved().name
+        return name.split(":", 1)[1] if ":" in name else ""
+
+    def resolved(self) -> EncoderConfig:
+        """A ``pretrained:<name>`` encoder as what `pipeline pretrain` wrote: ``hf:<folder>``
+        for a transformers model, ``timm:<arch>`` with the folder's weights for a timm one;
+        itself otherwise (a tabular DAE/VAE is the ``pretrained`` kind)."""
+        if not self.name.startswith("pretrained:"):
+            return self
+        name = self.name.split(":", 1)[1]
+        if not (pretrained_folder(name) / "record.json").is_file():
+            return self  # not made yet: the experiment config says so (config.py)
+        folder, record = pretrained_folder(name), pretrained_record(name)
+        if record.get("encoder") == "hf":
+            return self.model_copy(update={"name": f"hf:{folder}"})
+        if record.get("encoder") == "timm":
+            return self.model_copy(update={
+                "name": f"timm:{record['arch']}", "pretrained": str(folder / "model.pth"),
+                "params": {**record.get("params", {}), **self.params}})
+        return self
 
 
 
@@ -173,18 +197,25 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, cfg: EncoderConfig, tabular: TabularEncoder) -> None:
         super().__init__()
-        params = {"hidden": [256, 128], "dropout": 0.1, "embedding_noise": 0.0, **cfg.params}
-        unknown = set(params) - {"hidden", "dropout", "embedding_noise"}
+        params = {"hidden": [256, 128], "dropout": 0.1, "embedding_noise": 0.0,
+                  "pretrained_embeddings": {}, **cfg.params}
+        unknown = set(params) - {"hidden", "dropout", "embedding_noise", "pretrained_embeddings"}
         if unknown:
             raise ConfigError(
                 f"encoder 'mlp': unknown params {sorted(unknown)}. "
-                "Known: hidden, dropout, embedding_noise"
+                "Known: hidden, dropout, embedding_noise, pretrained_embeddings"
             )
         self.embedding_noise = float(params["embedding_noise"])
         self.view_noise = 0.0  # set by :func:`embedding_noise`
         self.embeddings = nn.ModuleList(
             nn.Embedding(card, min(32, (card + 1) // 2 + 1)) for card in tabular.cardinalities
         )
+        # {column: <pretraining name>}: that column's table starts from skip-gram/DeepWalk vectors
+        for column, name in dict(params["pretrained_embeddings"]).items():
+            from pipeline.pretrain.skipgram import pretrained_embedding  # pretrain imports us
+
+            table = pretrained_embedding(pretrained_folder(name), tabular, column)  # checks it
+            self.embeddings[tabular.categorical.index(column)] = table
         width = tabular.n_numeric + sum(e.embedding_dim for e in self.embeddings)
         layers: list[nn.Module] = []
         for size in params["hidden"]:
@@ -226,9 +257,19 @@ for _kind, _info in {
                         lambda cfg, tabular: TimmEncoder(cfg)),
     "hf": EncoderKind("any transformers encoder", "text", ("input_ids", "attention_mask"),
                       lambda cfg, tabular: HFEncoder(cfg)),
+    # the feature columns written "column: value; ..." and read as text
+    # (pipeline.data.rows_text): concatenates with 'mlp', 'timm:'; not with 'hf:' (one
+    # token stream per batch)
+    "rows_text": EncoderKind("a transformers encoder over each row written as text", "tabular",
+                             ("input_ids", "attention_mask"), lambda cfg, tabular: HFEncoder(cfg)),
     "mlp": EncoderKind("MLP over numeric and categorical columns", "tabular", ("num", "cat"),
                        lambda cfg, tabular: MLPEncoder(cfg, _fitted(tabular)),
                        takes_pretrained=False, names_target=False),
+    # `pipeline pretrain`'s tabular DAE/VAE, fine-tuned on the fold's num/cat inputs
+    "pretrained": EncoderKind("an encoder written by `pipeline pretrain` (pretrained/<name>)",
+                              "tabular", ("num", "cat"),
+                              lambda cfg, tabular: _pretrained_tabular(cfg, _fitted(tabular)),
+                              takes_pretrained=False),
     "sklearn": EncoderKind("a scikit-learn estimator as a whole model (tabular)", "tabular",
                            ("num", "cat"), None, takes_pretrained=False),
     # gradient-boosted trees as whole models: {name: lightgbm, params: {...}}
@@ -246,8 +287,39 @@ def _fitted(tabular: TabularEncoder | None) -> TabularEncoder:
     return tabular
 
 
+PRETRAINED_DIR = "pretrained"  # where `pipeline pretrain` writes, beside runs/
+
+
+def pretrained_folder(name: str) -> Path:
+    """``pretrained:<name>`` -> ``pretrained/<name>``; a name with a slash is a path."""
+    return Path(name) if "/" in name or "\\" in name else Path(PRETRAINED_DIR) / name
+
+
+def pretrained_record(name: str) -> dict[str, Any]:
+    """``record.json`` of the pretraining ``name``, or a ConfigError saying how to make it."""
+    path = pretrained_folder(name) / "record.json"
+    if not path.is_file():
+        raise ConfigError(f"encoder 'pretrained:{name}': {path} not found; run `pipeline "
+                          f"pretrain` with 'name: {name}' first (or give the folder's path)")
+    return _read_record(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_record(path: str, mtime_ns: int) -> dict[str, Any]:
+    return dict(json.loads(Path(path).read_text()))
+
+
+def _pretrained_tabular(cfg: EncoderConfig, tabular: TabularEncoder) -> nn.Module:
+    # imported here: pipeline.pretrain's image objective builds on this module's TimmEncoder
+    from pipeline.pretrain.tabular_encoder import PretrainedTabular
+
+    pretrained_record(cfg.target)  # a missing folder: say how to make it
+    return PretrainedTabular(pretrained_folder(cfg.target), tabular, cfg.params)
+
+
 def build_encoder(cfg: EncoderConfig, tabular: TabularEncoder | None) -> nn.Module:
     """The network module of one encoder config."""
+    cfg = cfg.resolved()
     build = ENCODERS.get(cfg.kind).build
     if build is None:
         raise ConfigError(f"encoder {cfg.name!r} is a whole model, not a network encoder")

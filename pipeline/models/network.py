@@ -18,7 +18,10 @@ from pipeline.data.encodings import TabularConfig
 from pipeline.data.tabular import TabularEncoder
 from pipeline.errors import ConfigError
 from pipeline.models.encoders import EncoderConfig, HFEncoder, MLPEncoder, build_encoder
+from pipeline.models.multitask import AuxEncoder, MultitaskConfig, MultitaskHead, TaskSpec
 from pipeline.schema import Section
+
+TOKEN_KINDS = ("hf", "rows_text")  # encoder kinds that read the batch's token ids
 
 
 class HeadConfig(Section):
@@ -42,6 +45,8 @@ class ModelConfig(Section):
     tabular: TabularConfig = TabularConfig()
     # regression only: fitted on the fold's training targets, inverted on the predictions
     target_transform: Literal["none", "log1p", "standardize", "box-cox", "yeo-johnson"] = "none"
+    # one head per task (targets, competition.aux_targets), shared hard, soft or by experts
+    multitask: MultitaskConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -49,6 +54,13 @@ class ModelConfig(Section):
         if whole and len(self.encoders) > 1:
             raise ValueError(f"a whole model ({whole[0]!r}) stands alone: it cannot share "
                              "'encoders'")
+        tokens = [e.name for e in self.encoders if e.kind in TOKEN_KINDS]
+        # one token stream per batch: text columns (several 'hf:' may share it) or rows
+        if len(tokens) > 1 and any(e.kind == "rows_text" for e in self.encoders):
+            raise ValueError(f"'encoders' {tokens} would both read the batch's token ids: "
+                             "keep one 'hf:' or 'rows_text:' encoder")
+        if whole and self.multitask is not None:
+            raise ValueError(f"'multitask' needs a network; {whole[0]!r} is a whole model")
         return self
 
     @property
@@ -78,7 +90,7 @@ class CompetitionModel(nn.Module):
             head += [nn.Linear(width, hidden), nn.SiLU(), nn.Dropout(dropout)]
             width = hidden
         head.append(nn.Linear(width, n_outputs))
-        self.head = nn.Sequential(*head)
+        self.head: nn.Module = nn.Sequential(*head)  # or a MultitaskHead (build_model)
 
     def encode(self, batch: Batch) -> torch.Tensor:
         """The concatenated pooled features of every encoder (kept in ``self.features``, which
@@ -127,18 +139,24 @@ def embedding_noise(model: nn.Module, std: float) -> Iterator[None]:
 
 
 def build_model(
-    cfg: ModelConfig, n_outputs: int, tabular: TabularEncoder | None
+    cfg: ModelConfig, n_outputs: int, tabular: TabularEncoder | None,
+    tasks: list[TaskSpec] | None = None,
 ) -> CompetitionModel:
-    """The configured network with ``n_outputs`` logits (or values)."""
+    """The configured network with ``n_outputs`` logits (or values); with ``tasks``
+    (:func:`pipeline.models.multitask.task_specs`), a head per task."""
     encoders = [build_encoder(e, tabular) for e in cfg.encoders]
-    return CompetitionModel(encoders, n_outputs, cfg.head.dropout, cfg.head.hidden,
-                            cfg.head.temperature)
+    model = CompetitionModel(encoders, n_outputs, cfg.head.dropout, cfg.head.hidden,
+                             cfg.head.temperature)
+    if tasks is not None:
+        width = sum(int(getattr(e, "out_dim")) for e in encoders)  # noqa: B009
+        model.head = MultitaskHead(width, tasks, cfg.multitask or MultitaskConfig())
+    return model
 
 
 def build_tokenizer(cfg: ModelConfig) -> Any:
     """The tokenizer of the first transformers encoder, or None."""
     for enc in cfg.encoders:
-        if enc.kind == "hf":
+        if enc.kind in TOKEN_KINDS:
             # imported here: transformers takes ~1-2 s to import, which image and table
             # runs need not pay
             from transformers import AutoTokenizer
@@ -155,12 +173,16 @@ def model_inputs(comp: Competition, cfg: ModelConfig, tokenizer: Any,
     """The inputs the configured encoders read, made from the competition's frames."""
     modalities = cfg.modalities
     ccfg = comp.cfg
+    rows_text = any(e.kind == "rows_text" for e in cfg.encoders)
     return ModelInputs(
         image_root=Path(ccfg.dir),
         image_size=cfg.image_size if "image" in modalities else 0,
         text_columns=list(ccfg.text_columns),
-        tokenizer=tokenizer if "text" in modalities else None,
+        tokenizer=tokenizer if "text" in modalities or rows_text else None,
         max_length=cfg.max_length,
         truncation=cfg.truncation,
         tabular=tabular if "tabular" in modalities and not cfg.is_sklearn else None,
+        row_columns=comp.feature_columns if rows_text else [],
+        aux=AuxEncoder(comp.train, ccfg.aux_targets)
+        if ccfg.aux_targets and not cfg.is_sklearn else None,
     )

@@ -39,17 +39,37 @@ def _hf(tmp_path: Path) -> tuple[EncoderConfig, TabularEncoder | None, int]:
     return EncoderConfig(name="hf", hf_config=TINY_BERT, tokenizer=str(tok)), None, 16
 
 
+def _rows_text(tmp_path: Path) -> tuple[EncoderConfig, TabularEncoder | None, int]:
+    tok = write_tokenizer(tmp_path / "tok")
+    return EncoderConfig(name="rows_text", hf_config=TINY_BERT, tokenizer=str(tok)), None, 16
+
+
 def _mlp(tmp_path: Path) -> tuple[EncoderConfig, TabularEncoder | None, int]:
     return EncoderConfig(name="mlp", params={"hidden": [8, 6]}), _tabular(), 6
 
 
+def _pretrained(tmp_path: Path) -> tuple[EncoderConfig, TabularEncoder | None, int]:
+    """An untrained DAE saved as `pipeline pretrain` would, over _tabular()'s columns."""
+    from pipeline.artifacts import write_json
+    from pipeline.pretrain._tabular import fit_space, save_tabular
+    from pipeline.pretrain.tabular_dae import DAEConfig, TabularDAE
+
+    frame = pd.DataFrame({"x": [0.0, 1.0, None, 3.0], "y": [1.0, 2.0, 3.0, 4.0],
+                          "c": ["a", "b", "a", "c"]})
+    space, cfg = fit_space(frame, ["x", "y"], ["c"], 10), DAEConfig(hidden=[8, 4])
+    save_tabular(tmp_path, "dae", space, cfg, TabularDAE(space, cfg))
+    write_json(tmp_path / "record.json", {"encoder": "tabular", "objective": "dae"})
+    return EncoderConfig(name=f"pretrained:{tmp_path}"), _tabular(), 12
+
+
 # kind -> (tmp_path -> a tiny config, the fitted tabular encoder it needs, expected out_dim)
 TINY: dict[str, Callable[[Path], tuple[EncoderConfig, TabularEncoder | None, int]]] = {
-    "timm": _timm, "hf": _hf, "mlp": _mlp}
+    "timm": _timm, "hf": _hf, "mlp": _mlp, "rows_text": _rows_text, "pretrained": _pretrained}
 # a valid name per kind, for the config checks
 NAMES = {"timm": "timm:resnet18", "hf": "hf:/models/bert", "mlp": "mlp",
+         "rows_text": "rows_text:/models/bert",
          "sklearn": "sklearn:sklearn.linear_model.Ridge", "lightgbm": "lightgbm",
-         "xgboost": "xgboost", "catboost": "catboost"}
+         "xgboost": "xgboost", "catboost": "catboost", "pretrained": "pretrained:not-made-yet"}
 
 
 def _batch(keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -157,7 +177,7 @@ def test_unknown_encoder_kind(competition_factory, tmp_path: Path,
     cfg["model"]["encoders"][0]["name"] = "sklarn:sklearn.linear_model.LogisticRegression"
     expect_failure(cfg, tmp_path, capsys, "{config}", "'model.encoders.0.name'",
                    "Did you mean 'sklearn'?",
-                   "Known: catboost, hf, lightgbm, mlp, sklearn, timm, xgboost")
+                   "Known: " + ", ".join(sorted(ENCODERS.list())))
 
 
 

@@ -4,11 +4,15 @@ MixMatch) on that batch and a batch of views of the unlabelled rows (the competi
 rows), its weight lambda_u ramped up linearly over ``ramp_epochs``.
 
 Each epoch reshuffles the unlabelled rows from its own seed, so a resumed run sees the same
-ones; the epoch's mean unlabelled loss and mask rate go into the fold's history.
+ones; the method's running state (thresholds, alignment, EMA teacher) is in the resume point.
+The epoch's mean unlabelled loss, mask rate, rows used and threshold go into the fold's
+history and the log, with a warning when the mask rate stays near zero (the method is doing
+nothing: a fixed threshold above what the model reaches, e.g. 0.95 under label smoothing).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -23,6 +27,10 @@ from pipeline.engine.callbacks.consistency_methods import (
 )
 from pipeline.engine.losses import LossFn
 from pipeline.engine.trainer import Callback, Trainer
+
+log = logging.getLogger(__name__)
+IDLE = 0.01  # a mask rate below this is "near zero": the unlabelled loss is ~never used
+IDLE_EPOCHS = 2  # warn when it stays there this many active epochs in a row
 
 __all__ = ["CONSISTENCY", "Consistency", "ConsistencyConfig", "StrongAugmentConfig",
            "build_consistency", "unlabelled_views"]
@@ -46,11 +54,17 @@ class Consistency(Callback):
         self._batches: Any = None
         self._loader: Any = None
         self._step = 0
-        self._sums: list[torch.Tensor] = []  # per-step (loss, trusted fraction) of the epoch
+        # per step of the epoch: loss, trusted fraction, rows trusted, rows seen, threshold
+        self._sums: list[torch.Tensor] = []
+        self.idle_epochs = 0  # active epochs in a row with a mask rate near zero
+        self.warned = False
 
     def active(self, trainer: Trainer) -> bool:
         """Whether the epoch in progress is at or after ``start_epoch``."""
         return trainer.epoch + 1 >= self.start_epoch
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.method.attach(trainer.unwrapped)
 
     def on_epoch_start(self, trainer: Trainer) -> None:
         self._step = 0
@@ -87,19 +101,62 @@ class Consistency(Callback):
                       loss_fn: LossFn) -> torch.Tensor | None:
         if not self.active(trainer):
             return None
-        loss, step = self.method.loss(trainer.model, batch, self._next(trainer), loss_fn,
+        unlabelled = self._next(trainer)
+        loss, step = self.method.loss(trainer.model, batch, unlabelled, loss_fn,
                                       self.weight(trainer))
         self._step += 1
-        self._sums.append(torch.stack([step.loss.float(), step.trusted.float()]))
+        rows = len(next(iter(unlabelled.values())))
+        threshold = step.threshold if step.threshold is not None else float("nan")
+        self._sums.append(torch.stack([
+            step.loss.float(), step.trusted.float(), step.trusted.float() * rows,
+            step.trusted.new_tensor(float(rows)), step.trusted.new_tensor(threshold)]))
         return loss
+
+    def on_after_step(self, trainer: Trainer) -> None:
+        if self.active(trainer):
+            self.method.after_step(trainer.model)
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         if self._sums:
-            mean_loss, mask_rate = torch.stack(self._sums).mean(dim=0).tolist()
-            trainer.history.epochs[-1].update(unlabelled_loss=mean_loss,
-                                              unlabelled_mask_rate=mask_rate)
+            sums = torch.stack(self._sums).cpu()
+            mean_loss, mask_rate = sums[:, :2].mean(dim=0).tolist()
+            used, seen = sums[:, 2:4].sum(dim=0).tolist()
+            record = {"unlabelled_loss": mean_loss, "unlabelled_mask_rate": mask_rate,
+                      "unlabelled_rows_used": round(used)}
+            if not torch.isnan(sums[:, 4]).all():
+                record["unlabelled_threshold"] = float(sums[:, 4].mean())
+            trainer.history.epochs[-1].update(record)
+            self._report(trainer, record, round(seen))
         self._loader = self._batches = None
         self._sums = []
+
+    def _report(self, trainer: Trainer, record: dict[str, float], seen: int) -> None:
+        """Log the epoch's use of the unlabelled rows; warn once when the mask rate has
+        stayed near zero for ``IDLE_EPOCHS`` epochs (the method is doing nothing)."""
+        threshold = record.get("unlabelled_threshold")
+        log.info("%s epoch %d: %d of %d unlabelled rows passed the threshold%s (mask rate "
+                 "%.3f), unlabelled loss %.4f", trainer.desc, trainer.epoch,
+                 record["unlabelled_rows_used"], seen,
+                 f" {threshold:.3f}" if threshold is not None else "",
+                 record["unlabelled_mask_rate"], record["unlabelled_loss"])
+        self.idle_epochs = self.idle_epochs + 1 if record["unlabelled_mask_rate"] < IDLE else 0
+        if self.idle_epochs == IDLE_EPOCHS and not self.warned:
+            self.warned = True  # once per fit: the advice does not change
+            log.warning(
+                "%s: the unlabelled mask rate has stayed below %.0f%% for %d epochs: "
+                "consistency is doing nothing (the threshold is above the model's confidence). "
+                "Try 'thresholds: adaptive', a lower 'threshold', or a later start",
+                trainer.desc, 100 * IDLE, IDLE_EPOCHS)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"method": self.method.state_dict(), "idle_epochs": self.idle_epochs,
+                "warned": self.warned}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # resume points written before the method had state hold an empty dict
+        self.method.load_state_dict(state.get("method", {}))
+        self.idle_epochs = state.get("idle_epochs", 0)
+        self.warned = state.get("warned", False)
 
 
 def unlabelled_views(dataset: CompetitionDataset, method: str, cfg: ConsistencyConfig,

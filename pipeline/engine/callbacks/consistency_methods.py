@@ -15,20 +15,22 @@ lambda_u x unlabelled loss. :mod:`pipeline.engine.callbacks.consistency` runs th
   configured loss, unlabelled ones the squared error of their probabilities.
 
 Strong views: images through :data:`pipeline.data.augment.STRONG_IMAGE` (or the configured
-transforms), text through token noise; tabular and text rows also through Gaussian noise after
-the embedding layer (:func:`pipeline.models.network.embedding_noise`), which MixMatch puts on every
-unlabelled view. Confidence and sharpening work per row for multiclass (softmax) and per cell
-for binary and multilabel (sigmoid).
+transforms), text through token noise; tabular and text rows also through noise after the
+embedding layer (:func:`pipeline.models.network.embedding_noise`; MixMatch: every view).
+Teacher passes run without gradients, in training mode (batch-norm statistics see the
+unlabelled rows, as in the reference code) unless the teacher is the student's EMA (eval).
 
-The teacher passes (weak views) run without gradients; every pass runs in training mode, so
-batch-norm statistics see the unlabelled rows as in the reference implementations.
+The default shape suits runs of a few hundred steps, not FixMatch's million: a supervised
+warm-up first; FixMatch's targets aligned to the labelled class balance and trusted above
+class thresholds that follow the model's confidence (``teacher: ema`` for a Mean Teacher; see
+:mod:`.consistency_thresholds`). ``threshold: 0.95, start_epoch: 1, alignment: false,
+teacher: student`` is FixMatch as it was.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,19 @@ from torch import nn
 from pipeline.competition import probabilities
 from pipeline.data.augment import TabularNoiseConfig, TextNoiseConfig, build_image_augment
 from pipeline.data.datasets import Batch, view_of
+from pipeline.engine.callbacks.consistency_losses import (
+    Step,
+    cell_confidence,
+    encoded_targets,
+    entropy,
+    sharpen,
+    soft_cross_entropy,
+)
+from pipeline.engine.callbacks.consistency_thresholds import (
+    AdaptiveThresholds,
+    DistributionAlignment,
+    EMATeacher,
+)
 from pipeline.engine.losses import LossFn
 from pipeline.models.network import embedding_noise
 from pipeline.registry import Registry
@@ -45,13 +60,9 @@ from pipeline.schema import Section
 
 
 class StrongAugmentConfig(Section):
-    """The strong view of an unlabelled row, per input kind (FixMatch and UDA).
-
-    ``image``: albumentations transforms (None: a RandAugment-like default, two of
-    affine/colour/contrast/sharpness/equalise/posterise/solarise ops per row, then cutout; see
-    :data:`pipeline.data.augment.STRONG_IMAGE`). ``text``: token noise. ``tabular``: swap/Gaussian
-    noise on rows.
-    """
+    """The strong view of an unlabelled row (FixMatch, UDA): ``image`` albumentations
+    transforms (None: RandAugment-like, :data:`pipeline.data.augment.STRONG_IMAGE`), ``text``
+    token noise, ``tabular`` swap/Gaussian noise on rows."""
 
     image: list[dict[str, Any]] | None = None
     text: TextNoiseConfig = TextNoiseConfig(mask=0.15, delete=0.05, swap=0.05)
@@ -80,6 +91,12 @@ class ConsistencyConfig(Section):
     embeddings and the standardised numbers) and text ('hf': word embeddings) encoders, as a
     fraction of each table's std, on the student views (fixmatch, uda: the strong view) or on
     every unlabelled view (mixmatch): the augmentation of rows that have no other.
+
+    Without ``start_epoch``/``start_stage`` the method starts after a supervised warm-up:
+    stage 2 of a recipe with stages, else after ``warmup`` (0.3) of the epochs. Multiclass
+    fixmatch/uda: ``thresholds`` 'adaptive' (FreeMatch, EMA ``momentum``) or 'fixed'
+    (``threshold``), ``alignment`` (ReMixMatch), ``teacher`` 'ema' (``teacher_decay`` per
+    step) or 'student'; defaults in :attr:`ConsistencyMethod.options`.
     """
 
     method: str  # a name in CONSISTENCY
@@ -95,6 +112,15 @@ class ConsistencyConfig(Section):
     ramp_epochs: float | None = Field(None, ge=0)
     start_epoch: int | None = Field(None, ge=1)
     start_stage: int | None = Field(None, ge=1)
+    # with neither start_epoch nor start_stage: train this fraction of the recipe's epochs
+    # supervised first (a recipe with train.stages starts at stage 2); None: the method's
+    warmup: float | None = Field(None, ge=0, lt=1)
+    # the teacher's targets (fixmatch, uda; multiclass); None: the method's default
+    thresholds: Literal["fixed", "adaptive"] | None = None  # adaptive: FreeMatch's
+    alignment: bool | None = None  # ReMixMatch's distribution alignment
+    teacher: Literal["student", "ema"] | None = None  # ema: Mean Teacher
+    teacher_decay: float = Field(0.99, gt=0, lt=1)  # per optimizer step
+    momentum: float = Field(0.99, gt=0, lt=1)  # of adaptive thresholds and alignment
     strong: StrongAugmentConfig = StrongAugmentConfig()
 
     @field_validator("method")
@@ -117,7 +143,35 @@ class ConsistencyConfig(Section):
             raise ValueError("'augmentations' and 'alpha' belong to method 'mixmatch'")
         if self.start_epoch is not None and self.start_stage is not None:
             raise ValueError("give 'start_epoch' or 'start_stage', not both")
+        if self.warmup is not None and {"start_epoch", "start_stage"} & self.model_fields_set:
+            raise ValueError("give 'warmup' or a start ('start_epoch', 'start_stage'), not both")
+        if self.method == "mixmatch":
+            given = sorted({"thresholds", "alignment", "teacher"} & self.model_fields_set)
+            if given:
+                raise ValueError(f"{given} belong to methods 'fixmatch' and 'uda'")
+        if self.thresholds == "adaptive" and self.threshold is not None:
+            raise ValueError("'threshold' is the fixed threshold; 'thresholds: adaptive' "
+                             "sets its own per class")
         return self
+
+    def option(self, key: str) -> Any:
+        """``thresholds``, ``alignment``, ``teacher`` or ``warmup``, or the method's default;
+        a ``threshold`` given alone means a fixed one (the behaviour before adaptive ones)."""
+        value = getattr(self, key)
+        if value is not None:
+            return value
+        if key == "thresholds" and self.threshold is not None:
+            return "fixed"
+        return CONSISTENCY.get(self.method).options[key]
+
+    def start(self, n_stages: int, total_epochs: int) -> tuple[int | None, int | None]:
+        """(start_epoch, start_stage) with the default late start filled in: stage 2 of a
+        recipe with stages, else the epoch after ``warmup`` of ``total_epochs``."""
+        if self.start_epoch is not None or self.start_stage is not None:
+            return self.start_epoch, self.start_stage
+        if self.warmup is None and n_stages > 1:
+            return None, 2
+        return 1 + int(self.option("warmup") * total_epochs), None
 
     def resolved(self, key: str) -> float:
         """``weight``, ``threshold`` or ``temperature``, or the method's default."""
@@ -139,68 +193,13 @@ class ConsistencyConfig(Section):
             fits = [m for m in CONSISTENCY if task in CONSISTENCY.get(m).tasks]
             return (f"'train.consistency.method' {self.method} needs class confidences; "
                     f"for {task} use {' or '.join(fits)}")
+        if task != "multiclass" and (self.thresholds == "adaptive" or self.alignment):
+            return ("'train.consistency' 'thresholds: adaptive' and 'alignment' need "
+                    f"softmax classes (multiclass); the task is {task}")
         if method.mixes_rows and aux_losses:
             return (f"'train.consistency.method' {self.method} mixes rows of different "
                     "classes, which leaves 'train.aux_losses' no class per row")
         return None
-
-
-def sharpen(task: str, probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Raise each class probability to 1/T and renormalise (per cell for sigmoid tasks)."""
-    if task == "regression":
-        return probs
-    if task == "multiclass":
-        powered = probs.pow(1.0 / temperature)
-        return powered / powered.sum(dim=1, keepdim=True)
-    up, down = probs.pow(1.0 / temperature), (1 - probs).pow(1.0 / temperature)
-    return up / (up + down).clamp_min(1e-12)
-
-
-def cell_confidence(task: str, probs: torch.Tensor) -> torch.Tensor:
-    """What a confidence threshold masks: the top class probability per row (multiclass,
-    shape (n, 1)), or each cell's max(p, 1 - p) for sigmoid tasks."""
-    if task == "multiclass":
-        return probs.max(dim=1, keepdim=True).values
-    return torch.maximum(probs, 1 - probs)
-
-
-def soft_cross_entropy(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against target probabilities: per row (n, 1) for multiclass, per cell
-    for sigmoid tasks."""
-    logits = logits.float()
-    if task == "multiclass":
-        return -(target * F.log_softmax(logits, dim=1)).sum(dim=1, keepdim=True)
-    return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-
-
-def _entropy(task: str, target: torch.Tensor) -> torch.Tensor:
-    """Entropy of target probabilities, laid out like :func:`soft_cross_entropy`."""
-    t = target.clamp_min(1e-12)
-    if task == "multiclass":
-        return -(target * t.log()).sum(dim=1, keepdim=True)
-    u = (1 - target).clamp_min(1e-12)
-    return -(target * t.log() + (1 - target) * u.log())
-
-
-def encoded_targets(task: str, target: torch.Tensor, n_outputs: int) -> torch.Tensor:
-    """Training targets as float rows like the outputs: one-hot for class indices."""
-    if task == "multiclass" and target.ndim == 1:
-        return F.one_hot(target.long(), n_outputs).float()
-    return target.float().reshape(len(target), -1)
-
-
-@dataclass
-class Step:
-    """What one unlabelled batch contributed: its loss and the fraction of it trusted, kept
-    on the device (read once an epoch, not once a step)."""
-
-    loss: torch.Tensor
-    trusted: torch.Tensor
-
-    @property
-    def mask_rate(self) -> float:
-        """The fraction of the unlabelled rows (cells) the loss used."""
-        return float(self.trusted)
 
 
 class ConsistencyMethod(ABC):
@@ -212,6 +211,10 @@ class ConsistencyMethod(ABC):
 
     # FixMatch (Sohn et al. 2020), UDA (Xie et al. 2020), MixMatch (Berthelot et al. 2019)
     defaults: ClassVar[dict[str, float | None]]  # weight, threshold, temperature
+    # thresholds, alignment, teacher, warmup (see ConsistencyConfig.option); the late start
+    # and its target shaping are measured in benchmarks/semi_supervised.py (part 'defaults')
+    options: ClassVar[dict[str, Any]] = {
+        "thresholds": "fixed", "alignment": False, "teacher": "student", "warmup": 0.3}
     tasks: ClassVar[tuple[str, ...]] = ("binary", "multiclass", "multilabel", "regression")
     mixes_rows: ClassVar[bool] = False
     # default ramp of lambda_u, as a fraction of the epochs the method is active
@@ -225,6 +228,19 @@ class ConsistencyMethod(ABC):
         self.image_only = image_only  # the model reads images alone (pixels can be mixed)
         self.views = list(self.view_kinds(cfg))
 
+    def attach(self, model: nn.Module) -> None:  # noqa: B027 (an optional hook)
+        """Before training (and before a resume point's state is loaded)."""
+
+    def after_step(self, model: nn.Module) -> None:  # noqa: B027 (an optional hook)
+        """After each optimizer update of ``model`` (an EMA teacher follows it)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's running state (thresholds, distributions, teacher weights)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 (optional)
+        """Restore :meth:`state_dict`."""
+
     @staticmethod
     @abstractmethod
     def view_kinds(cfg: ConsistencyConfig) -> dict[str, str]:
@@ -237,18 +253,64 @@ class ConsistencyMethod(ABC):
 
 
 class _TeacherStudent(ConsistencyMethod):
-    """A teacher view (no gradient) whose prediction targets a noisier student view."""
+    """A teacher view (no gradient) whose prediction targets a noisier student view.
+
+    The teacher is the student itself or its EMA (``teacher``); for multiclass its
+    probabilities can be aligned to the labelled class distribution (``alignment``) and
+    trusted above adaptive class thresholds (``thresholds``), see
+    :mod:`pipeline.engine.callbacks.consistency_thresholds`.
+    """
+
+    def __init__(self, cfg: ConsistencyConfig, task: str, n_outputs: int | None = None,
+                 image_only: bool = False) -> None:
+        super().__init__(cfg, task, n_outputs, image_only)
+        softmax = task == "multiclass" and n_outputs is not None
+        self.adaptive = (AdaptiveThresholds(n_outputs, cfg.momentum)  # type: ignore[arg-type]
+                         if softmax and cfg.option("thresholds") == "adaptive" else None)
+        self.alignment = (DistributionAlignment(n_outputs, cfg.momentum)  # type: ignore[arg-type]
+                          if softmax and cfg.option("alignment") else None)
+        self.teacher = (EMATeacher(cfg.teacher_decay) if cfg.option("teacher") == "ema"
+                        else None)
+
+    def attach(self, model: nn.Module) -> None:
+        if self.teacher is not None:
+            self.teacher.attach(getattr(model, "module", model))
+
+    def after_step(self, model: nn.Module) -> None:
+        if self.teacher is not None:
+            self.teacher.update(getattr(model, "module", model))
 
     def passes(self, model: nn.Module, batch: Batch, unlabelled: Batch,
                loss_fn: LossFn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Supervised loss, teacher probabilities, student outputs."""
-        teacher, student = self.views
+        """Supervised loss, teacher probabilities (aligned when asked), student outputs."""
+        teacher_view, student = self.views
         supervised = loss_fn(model(batch), batch)
         with torch.no_grad():
-            probs = probabilities(self.task, model(view_of(unlabelled, teacher)))
+            teacher = (self.teacher.get(getattr(model, "module", model))
+                       if self.teacher is not None else model)
+            probs = probabilities(self.task, teacher(view_of(unlabelled, teacher_view)))
+            if self.alignment is not None:
+                self.alignment.observe_labels(batch["target"])
+                probs = self.alignment(probs)
         with embedding_noise(model, self.cfg.embedding_noise):
             outputs = model(view_of(unlabelled, student))
         return supervised, probs, outputs
+
+    def trust(self, probs: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Which rows (cells) to learn from, and the (mean) threshold applied."""
+        if self.adaptive is not None:
+            self.adaptive.update(probs)
+            return self.adaptive.mask(probs), float(self.adaptive.class_thresholds().mean())
+        threshold = self.cfg.resolved("threshold")
+        return (cell_confidence(self.task, probs) >= threshold).float(), threshold
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: part.state_dict() for name in ("adaptive", "alignment", "teacher")
+                if (part := getattr(self, name)) is not None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, part_state in state.items():
+            getattr(self, name).load_state_dict(part_state)
 
 
 class FixMatch(_TeacherStudent):
@@ -256,6 +318,8 @@ class FixMatch(_TeacherStudent):
 
     defaults: ClassVar[dict[str, float | None]] = {
         "weight": 1.0, "threshold": 0.95, "temperature": None}
+    options: ClassVar[dict[str, Any]] = {
+        "thresholds": "adaptive", "alignment": True, "teacher": "student", "warmup": 0.3}
     tasks = ("binary", "multiclass", "multilabel")
 
     @staticmethod
@@ -265,11 +329,11 @@ class FixMatch(_TeacherStudent):
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
         supervised, probs, strong = self.passes(model, batch, unlabelled, loss_fn)
-        mask = (cell_confidence(self.task, probs) >= self.cfg.resolved("threshold")).float()
+        mask, threshold = self.trust(probs)
         hard = (F.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
                 if self.task == "multiclass" else (probs >= 0.5).float())
         unsup = (soft_cross_entropy(self.task, strong, hard) * mask).mean()
-        return supervised + weight * unsup, Step(unsup.detach(), mask.mean())
+        return supervised + weight * unsup, Step(unsup.detach(), mask.mean(), threshold)
 
 
 class UDA(_TeacherStudent):
@@ -289,10 +353,10 @@ class UDA(_TeacherStudent):
             unsup = F.mse_loss(strong.float(), probs)
             return supervised + weight * unsup, Step(unsup.detach(), unsup.new_ones(()))
         target = sharpen(self.task, probs, self.cfg.resolved("temperature"))
-        mask = (cell_confidence(self.task, probs) >= self.cfg.resolved("threshold")).float()
-        kl = soft_cross_entropy(self.task, strong, target) - _entropy(self.task, target)
+        mask, threshold = self.trust(probs)
+        kl = soft_cross_entropy(self.task, strong, target) - entropy(self.task, target)
         unsup = (kl * mask).sum() / mask.sum().clamp_min(1.0)
-        return supervised + weight * unsup, Step(unsup.detach(), mask.mean())
+        return supervised + weight * unsup, Step(unsup.detach(), mask.mean(), threshold)
 
 
 class MixMatch(ConsistencyMethod):

@@ -76,7 +76,7 @@ def _callback(cfg: ConsistencyConfig, start_epoch: int = 1,
 def _trainer(batch_size: int = 2, n_batches: int = 4, epochs: int = 4) -> SimpleNamespace:
     """What the callback reads of a trainer: epochs, train loader, device, model, history."""
     loader = torch.utils.data.DataLoader(range(batch_size * n_batches), batch_size=batch_size)
-    return SimpleNamespace(epoch=0, total_epochs=epochs, train_loader=loader, model=None,
+    return SimpleNamespace(epoch=0, total_epochs=epochs, train_loader=loader, model=None, desc="",
                            history=FitHistory(),
                            accelerator=SimpleNamespace(device=torch.device("cpu")))
 
@@ -289,7 +289,10 @@ def test_a_resumed_run_repeats_the_unlabelled_batches(competition_factory, monke
         data = competition_factory("tabular", "multiclass", n_train=24, n_test=20)
         data["name"] = name
         data["folds"]["n_splits"] = 2
-        data["train"].update(epochs=3, batch_size=8, consistency={"method": "mixmatch"})
+        # a resume point every epoch: else the crash comes before the first and the "resumed"
+        # run starts afresh
+        data["train"].update(epochs=3, batch_size=8, resume_every=0,
+                             consistency={"method": "mixmatch"})
         cfg = build_config(data)
         if crash_in_epoch is not None:
             original = Trainer.train_epoch

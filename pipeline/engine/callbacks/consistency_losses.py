@@ -1,0 +1,75 @@
+"""The tensor math of consistency methods, per task: sharpening, confidence, soft
+cross-entropy against target probabilities, one-hot targets, and :class:`Step` (what one
+unlabelled batch contributed). Confidence and sharpening work per row for multiclass
+(softmax) and per cell for binary and multilabel (sigmoid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Step", "cell_confidence", "encoded_targets", "entropy", "sharpen",
+           "soft_cross_entropy"]
+
+
+def sharpen(task: str, probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Raise each class probability to 1/T and renormalise (per cell for sigmoid tasks)."""
+    if task == "regression":
+        return probs
+    if task == "multiclass":
+        powered = probs.pow(1.0 / temperature)
+        return powered / powered.sum(dim=1, keepdim=True)
+    up, down = probs.pow(1.0 / temperature), (1 - probs).pow(1.0 / temperature)
+    return up / (up + down).clamp_min(1e-12)
+
+
+def cell_confidence(task: str, probs: torch.Tensor) -> torch.Tensor:
+    """What a confidence threshold masks: the top class probability per row (multiclass,
+    shape (n, 1)), or each cell's max(p, 1 - p) for sigmoid tasks."""
+    if task == "multiclass":
+        return probs.max(dim=1, keepdim=True).values
+    return torch.maximum(probs, 1 - probs)
+
+
+def soft_cross_entropy(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against target probabilities: per row (n, 1) for multiclass, per cell
+    for sigmoid tasks."""
+    logits = logits.float()
+    if task == "multiclass":
+        return -(target * F.log_softmax(logits, dim=1)).sum(dim=1, keepdim=True)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+def entropy(task: str, target: torch.Tensor) -> torch.Tensor:
+    """Entropy of target probabilities, laid out like :func:`soft_cross_entropy`."""
+    t = target.clamp_min(1e-12)
+    if task == "multiclass":
+        return -(target * t.log()).sum(dim=1, keepdim=True)
+    u = (1 - target).clamp_min(1e-12)
+    return -(target * t.log() + (1 - target) * u.log())
+
+
+def encoded_targets(task: str, target: torch.Tensor, n_outputs: int) -> torch.Tensor:
+    """Training targets as float rows like the outputs: one-hot for class indices."""
+    if task == "multiclass" and target.ndim == 1:
+        return F.one_hot(target.long(), n_outputs).float()
+    return target.float().reshape(len(target), -1)
+
+
+@dataclass
+class Step:
+    """What one unlabelled batch contributed: its loss and the fraction of it trusted, kept
+    on the device (read once an epoch, not once a step)."""
+
+    loss: torch.Tensor
+    trusted: torch.Tensor
+    # the threshold in force (mean over classes when adaptive); None: the method has none
+    threshold: float | None = None
+
+    @property
+    def mask_rate(self) -> float:
+        """The fraction of the unlabelled rows (cells) the loss used."""
+        return float(self.trusted)
