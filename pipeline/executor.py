@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pipeline.registry import Registry
 from pipeline.schema import Section
 
 log = logging.getLogger(__name__)
+HEAD_TIMEOUT_S = 5.0  # seconds to wait for a Ray head's port before refusing the address
 
 
 class ExecutorConfig(Section):
@@ -136,11 +138,16 @@ class RayExecutor(Executor):
         self.cfg = cfg or ExecutorConfig(name="ray")
         self.ray = ray
         if not ray.is_initialized():
+            _check_head(self.cfg.address)
             # no address: a new instance here ("local"), not whichever cluster ray.init()
             # would find on its own; on a local instance the workers import the package from
             # the driver's working directory
-            ray.init(address=self.cfg.address or "local", include_dashboard=False,
-                     log_to_driver=True)
+            try:
+                ray.init(address=self.cfg.address or "local", include_dashboard=False,
+                         log_to_driver=True)
+            except ConnectionError as err:  # 'auto' with no cluster running here
+                raise ConfigError(f"'executor.address' {self.cfg.address}: "
+                                  f"{str(err).splitlines()[0]}") from None
         self._remote = ray.remote(_call)
 
     def _gpus(self, job: Job, cluster_gpus: float) -> float:
@@ -191,6 +198,23 @@ class RayExecutor(Executor):
 def build_executor(cfg: ExecutorConfig) -> Executor:
     """The executor ``cfg`` names."""
     return EXECUTORS.get(cfg.name)(cfg)
+
+
+def _check_head(address: str | None) -> None:
+    """Refuse a head address nothing answers at within seconds: ray.init would retry for
+    minutes before saying so."""
+    if address in (None, "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"'executor.address' must be auto, <host>:<port> or "
+                          f"ray://<host>:<port>. Got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=HEAD_TIMEOUT_S).close()
+    except OSError as err:
+        raise ConfigError(f"'executor.address' {address}: no Ray head answers there "
+                          f"({err}); start one with `ray start --head` or fix the address"
+                          ) from None
 
 
 def executor_overrides(name: str | None, address: str | None) -> list[str]:

@@ -90,8 +90,8 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None,
     ``overwrite``: retrain a run folder that holds another config. ``executor``: where the
     fold jobs run (default: the one ``cfg.executor`` names)."""
     comp = comp or load_competition(cfg.competition)
+    executor = executor or build_executor(cfg.executor)  # a bad address: refused before writing
     folds = prepare(cfg, comp, overwrite)
-    executor = executor or build_executor(cfg.executor)
     busy = [job.tag for job, score in executor.run(fold_jobs(cfg, comp, folds, executor))
             if score is None]
     return finish(cfg, comp, folds, busy)

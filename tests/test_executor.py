@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline import cli, train
 from pipeline.competition import load_competition
@@ -184,3 +186,18 @@ def test_each_job_asks_for_the_configured_share_of_a_gpu(competition_factory):
     data["executor"] = {"name": "ray"}
     data["model"] = competition_factory("tabular", "binary")["model"]
     assert {j.gpus for j in train.fold_jobs(build_config(data), comp, folds, _Remote())} == {None}
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1", "nohost"])
+def test_a_head_address_nothing_answers_at_is_refused_at_once(address, competition_factory,
+                                                              tmp_path, capsys):
+    data = competition_factory("tabular", "binary")
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(data))
+    start = time.perf_counter()
+    code = cli.main(["train", str(config), "--executor", "ray", "--address", address])
+    assert code == 2 and time.perf_counter() - start < 30
+    err = capsys.readouterr().err
+    assert "'executor.address'" in err and address in err
+    run_dir = Path(data["output_dir"]) / data["name"]  # nothing written but the command's log
+    assert {p.name for p in run_dir.iterdir()} <= {"log.txt"}
