@@ -22,6 +22,7 @@ from pipeline.metrics import get_metric
 from pipeline.runs import (
     FOLD_FORMAT,
     LAST_EPOCH_OOF,
+    config_diff,
     fold_complete,
     fold_dir,
     fold_label,
@@ -338,3 +339,9 @@ def test_next_version_finds_the_first_free_or_matching_name(data: dict[str, Any]
     prepare_run_dir(other.model_copy(update={"name": f"{cfg.name}-v2"}), comp)
     assert next_version(other) == f"{cfg.name}-v2"  # the same config: resume it
     assert next_version(_with_lr(data, 0.1)) == f"{cfg.name}-v3"
+
+
+def test_the_config_diff_leaves_out_where_a_run_was_trained() -> None:
+    old = {"executor": {"name": "ray", "address": "head:6379"}, "train": {"epochs": 3}}
+    new = {"executor": {"name": "local"}, "train": {"epochs": 4}}
+    assert config_diff(old, new) == ["train.epochs: 3 -> 4"]
