@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 import torch
 from accelerate import Accelerator
@@ -30,9 +31,13 @@ def build_accelerator(precision: str) -> Accelerator:
     if accelerator.device.type == "cuda":
         # fixed input shapes (images of one size): let cuDNN pick its fastest kernels once
         torch.backends.cudnn.benchmark = True
-    if accelerator.num_processes > 1:
+    # A launcher's WORLD_SIZE counts too: on a CPU machine Accelerate joins the ranks only
+    # with ACCELERATE_USE_CPU set, so `torchrun --nproc_per_node 2` would otherwise start
+    # two unaware single-process runs writing one run folder.
+    processes = max(accelerator.num_processes, int(os.environ.get("WORLD_SIZE") or 1))
+    if processes > 1:
         raise PipelineError(
             "the stages run in one process (one CPU or GPU); a multi-process launch "
-            f"({accelerator.num_processes} processes) is not supported"
+            f"({processes} processes) is not supported"
         )
     return accelerator

@@ -32,6 +32,7 @@ from pipeline.engine.batchnorm import (
     recompute_batch_norm,
     sample_batches,
 )
+from pipeline.engine.evaluate import predict_rows
 from pipeline.engine.losses import LossFn
 from pipeline.engine.plan import FitHistory, StagePlan, apply_freeze, show_progress
 from pipeline.engine.resume import ResumePoints
@@ -233,32 +234,16 @@ class Trainer:
                 return loss
         return loss_fn(self.model(batch), batch)
 
-    @torch.no_grad()
     def predict(
         self, loader: DataLoader[Batch], transform: Callable[[Batch], Batch] | None = None,
         model: nn.Module | None = None, loss_fn: LossFn | None = None,
     ) -> np.ndarray:
         """Raw outputs of ``model`` (default: :meth:`eval_model`) for every row, as float64,
-        in the rows' order (a loader that visits them in another order, e.g. by length, says
-        which in ``row_order``). With ``loss_fn``, their mean loss goes to ``valid_loss``."""
+        in the rows' order (see :func:`pipeline.engine.evaluate.predict_rows`). With
+        ``loss_fn``, their mean loss goes to ``valid_loss``."""
         model = model if model is not None else self.eval_model()
-        model.eval()
-        outputs, loss = [], torch.zeros((), device=self.accelerator.device)
-        for batch in loader:
-            batch = self._to_device(batch)
-            if transform is not None:
-                batch = transform(batch)
-            with self.accelerator.autocast():
-                out = model(batch)
-                if loss_fn is not None:
-                    loss += loss_fn(out, batch).float() * len(out)
-            outputs.append(out.float())  # stays on the device: one copy back at the end
-        if not outputs:
-            raise ValueError("no rows to predict")
-        result = torch.cat(outputs).cpu().numpy().astype(np.float64)
-        self.valid_loss = loss.item() / len(result) if loss_fn is not None else None
-        if (order := getattr(loader, "row_order", None)) is not None:
-            result[np.asarray(order)] = result.copy()
+        result, self.valid_loss = predict_rows(model, loader, self.accelerator,
+                                               self._to_device, transform, loss_fn)
         return result
 
     def _start_stage(self, plan: StagePlan) -> None:
