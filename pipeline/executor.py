@@ -137,8 +137,8 @@ class RayExecutor(Executor):
                               "Got it missing.") from None
         self.cfg = cfg or ExecutorConfig(name="ray")
         self.ray = ray
+        _check_head(self.cfg.address)  # also when this process already joined a cluster
         if not ray.is_initialized():
-            _check_head(self.cfg.address)
             # no address: a new instance here ("local"), not whichever cluster ray.init()
             # would find on its own; on a local instance the workers import the package from
             # the driver's working directory

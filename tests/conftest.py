@@ -157,3 +157,26 @@ def _fresh_accelerator_state():
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture
+def train_killed_in_epoch(monkeypatch):
+    """``kill(cfg, epoch)``: run the train stage on ``cfg`` and stop it (KeyboardInterrupt)
+    as the 1-based ``epoch`` starts, as a killed process would, for resume tests."""
+    from pipeline import train
+    from pipeline.engine.trainer import Trainer
+
+    def kill(cfg: Any, epoch: int) -> None:
+        original = Trainer.train_epoch
+
+        def crash(self: Trainer, *args: Any, **kwargs: Any) -> float:
+            if self.epoch + 1 == epoch:
+                raise KeyboardInterrupt("killed")
+            return original(self, *args, **kwargs)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Trainer, "train_epoch", crash)
+            with pytest.raises(KeyboardInterrupt):
+                train.run(cfg)
+
+    return kill

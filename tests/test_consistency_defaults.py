@@ -1,7 +1,8 @@
 """The default shape of consistency training (issue 18): a supervised warm-up before the method
 starts, FreeMatch's adaptive class thresholds, ReMixMatch's distribution alignment and an EMA
-(Mean Teacher) teacher for FixMatch, each with its numbers; the old behaviour by explicit
-settings; the mask-rate log line and the near-zero warning; an exact resume."""
+(Mean Teacher) teacher for FixMatch, each with its numbers; FixMatch's 3 unlabelled rows per
+labelled row; the old behaviour by explicit settings; the mask-rate log line and the near-zero
+warning; an exact resume."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from pipeline import train
 from pipeline.artifacts import read_json
 from pipeline.config import build_config
 from pipeline.data.datasets import ViewsDataset
-from pipeline.engine import Trainer
 from pipeline.engine.callbacks.consistency import Consistency
 from pipeline.engine.callbacks.consistency_losses import Step
 from pipeline.engine.callbacks.consistency_methods import ConsistencyConfig, FixMatch
@@ -28,7 +28,7 @@ from pipeline.engine.callbacks.consistency_thresholds import (
 )
 from pipeline.engine.trainer import FitHistory
 from pipeline.errors import ConfigError
-from tests.engine.callbacks.test_consistency import _rows
+from tests.engine.callbacks.test_consistency import _callback, _rows, _run_epoch, _trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,7 +116,8 @@ def test_fixmatch_alone_gets_the_new_default_shape():
 
 
 def test_explicit_settings_keep_the_old_behaviour():
-    old = ConsistencyConfig(method="fixmatch", threshold=0.95, start_epoch=1, alignment=False)
+    old = ConsistencyConfig(method="fixmatch", threshold=0.95, start_epoch=1, alignment=False,
+                            ratio=1)
     assert old.option("thresholds") == "fixed"  # a threshold given alone is a fixed one
     assert old.start(n_stages=3, total_epochs=20) == (1, None)
     method = FixMatch(old, "multiclass", 3)
@@ -126,6 +127,20 @@ def test_explicit_settings_keep_the_old_behaviour():
     assert mask.squeeze(1).tolist() == [1.0, 0.0] and threshold == 0.95
     # the other methods keep their start too when asked
     assert ConsistencyConfig(method="uda", warmup=0.0).start(2, 10) == (1, None)
+
+
+@pytest.mark.parametrize(("settings", "sizes"), [
+    ({"method": "fixmatch"}, [6, 4, 6]),  # 3 x the labelled batch (2); 10 rows: 6 + 4, again
+    ({"method": "fixmatch", "ratio": 1}, [2, 2, 2]),  # the old default, by asking
+    ({"method": "uda"}, [2, 2, 2]),
+    ({"method": "mixmatch"}, [2, 2, 2]),  # K weak views each: already the dearest per row
+])
+def test_fixmatch_draws_three_unlabelled_rows_per_labelled_row_by_default(settings, sizes):
+    cfg = ConsistencyConfig(**settings)
+    assert cfg.option("ratio") == sizes[0] // 2
+    callback, recorder = _callback(cfg)
+    _run_epoch(callback, _trainer(batch_size=2, n_batches=3), 0)
+    assert [len(rows) for rows in recorder.rows] == sizes
 
 
 @pytest.mark.parametrize(("settings", "match"), [
@@ -205,7 +220,7 @@ def test_a_mask_rate_that_stays_near_zero_warns_once(caplog):
 # -- a full run and its resume --------------------------------------------------------------
 
 def test_the_default_starts_late_and_resumes_exactly_with_an_ema_teacher(competition_factory,
-                                                                        monkeypatch):
+                                                                        train_killed_in_epoch):
     def run(name: str, crash_in_epoch: int | None) -> tuple[np.ndarray, list]:
         data = competition_factory("tabular", "multiclass", n_train=24, n_test=20)
         data["name"] = name
@@ -214,17 +229,7 @@ def test_the_default_starts_late_and_resumes_exactly_with_an_ema_teacher(competi
                              consistency={"method": "fixmatch", "teacher": "ema"})
         cfg = build_config(data)
         if crash_in_epoch is not None:
-            original = Trainer.train_epoch
-
-            def crash(self, *args, **kwargs):
-                if self.epoch + 1 == crash_in_epoch:
-                    raise KeyboardInterrupt("killed")
-                return original(self, *args, **kwargs)
-
-            with monkeypatch.context() as patch:
-                patch.setattr(Trainer, "train_epoch", crash)
-                with pytest.raises(KeyboardInterrupt):
-                    train.run(cfg)
+            train_killed_in_epoch(cfg, crash_in_epoch)
         train.run(cfg)
         epochs = read_json(cfg.run_dir / "seed0" / "fold0" / "metrics.json")["epochs"]
         values = [(e["train_loss"], e.get("unlabelled_loss", 0.0),

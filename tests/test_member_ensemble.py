@@ -30,7 +30,6 @@ from pipeline.engine.member_ensemble import (
     weight_similarity,
 )
 from pipeline.engine.plan import apply_freeze
-from pipeline.engine.trainer import Trainer
 from pipeline.errors import ConfigError
 from pipeline.metrics import get_metric
 
@@ -246,21 +245,12 @@ def test_weight_repulsion_trains_a_regression_ensemble(competition_factory, moda
     assert mean_pairwise_correlation([o.to_numpy() for o in oofs]) < 1 - 1e-6
 
 
-def test_a_killed_ensemble_resumes_to_the_same_weights(competition_factory, monkeypatch):
+def test_a_killed_ensemble_resumes_to_the_same_weights(competition_factory,
+                                                       train_killed_in_epoch):
     def run(name: str, crash_in_epoch: int | None) -> dict[str, torch.Tensor]:
         cfg = _ensemble_run(competition_factory, name)
         if crash_in_epoch is not None:
-            original = Trainer.train_epoch
-
-            def crash(self, *args, **kwargs):
-                if self.epoch + 1 == crash_in_epoch:
-                    raise KeyboardInterrupt("killed")
-                return original(self, *args, **kwargs)
-
-            with monkeypatch.context() as patch:
-                patch.setattr(Trainer, "train_epoch", crash)
-                with pytest.raises(KeyboardInterrupt):
-                    train.run(cfg)
+            train_killed_in_epoch(cfg, crash_in_epoch)
             assert (cfg.run_dir / "seed0" / "fold0" / "last.pt").is_file()
         train.run(cfg)
         return torch.load(cfg.run_dir / "seed0" / "fold0" / "best.pt",

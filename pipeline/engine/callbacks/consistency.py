@@ -72,7 +72,7 @@ class Consistency(Callback):
         if not self.active(trainer):
             return
         assert trainer.train_loader is not None and trainer.train_loader.batch_size
-        size = min(len(self.dataset), trainer.train_loader.batch_size * self.cfg.ratio)
+        size = min(len(self.dataset), trainer.train_loader.batch_size * self.cfg.option("ratio"))
         self.generator.manual_seed(self.seed + trainer.epoch)
         self.dataset.set_epoch(self.seed + 7919 * trainer.epoch)
         self._loader = build_loader(self.dataset, size, True, self.num_workers, self.generator)

@@ -103,7 +103,7 @@ class ConsistencyConfig(Section):
     weight: float | None = Field(None, gt=0)  # None: the method's default
     threshold: float | None = Field(None, gt=0, lt=1)
     temperature: float | None = Field(None, gt=0, le=1)
-    ratio: int = Field(1, ge=1)
+    ratio: int | None = Field(None, ge=1)  # None: the method's (fixmatch 3, others 1)
     augmentations: int = Field(2, ge=1)  # mixmatch's K
     alpha: float = Field(0.75, gt=0)  # mixmatch's Beta parameter
     embedding_noise: float = Field(0.1, ge=0)
@@ -155,7 +155,7 @@ class ConsistencyConfig(Section):
         return self
 
     def option(self, key: str) -> Any:
-        """``thresholds``, ``alignment``, ``teacher`` or ``warmup``, or the method's default;
+        """``thresholds``, ``alignment``, ``teacher``, ``warmup`` or ``ratio``, or the method's;
         a ``threshold`` given alone means a fixed one (the behaviour before adaptive ones)."""
         value = getattr(self, key)
         if value is not None:
@@ -211,10 +211,10 @@ class ConsistencyMethod(ABC):
 
     # FixMatch (Sohn et al. 2020), UDA (Xie et al. 2020), MixMatch (Berthelot et al. 2019)
     defaults: ClassVar[dict[str, float | None]]  # weight, threshold, temperature
-    # thresholds, alignment, teacher, warmup (see ConsistencyConfig.option); the late start
-    # and its target shaping are measured in benchmarks/semi_supervised.py (part 'defaults')
+    # thresholds, alignment, teacher, warmup, ratio (ConsistencyConfig.option); the late start,
+    # its target shaping and fixmatch's ratio 3: benchmarks/semi_supervised.py ('defaults')
     options: ClassVar[dict[str, Any]] = {
-        "thresholds": "fixed", "alignment": False, "teacher": "student", "warmup": 0.3}
+        "thresholds": "fixed", "alignment": False, "teacher": "student", "warmup": 0.3, "ratio": 1}
     tasks: ClassVar[tuple[str, ...]] = ("binary", "multiclass", "multilabel", "regression")
     mixes_rows: ClassVar[bool] = False
     # default ramp of lambda_u, as a fraction of the epochs the method is active
@@ -319,7 +319,8 @@ class FixMatch(_TeacherStudent):
     defaults: ClassVar[dict[str, float | None]] = {
         "weight": 1.0, "threshold": 0.95, "temperature": None}
     options: ClassVar[dict[str, Any]] = {
-        "thresholds": "adaptive", "alignment": True, "teacher": "student", "warmup": 0.3}
+        "thresholds": "adaptive", "alignment": True, "teacher": "student", "warmup": 0.3,
+        "ratio": 3}
     tasks = ("binary", "multiclass", "multilabel")
 
     @staticmethod

@@ -21,7 +21,6 @@ from pipeline.config import build_config
 from pipeline.data import AugmentConfig, CompetitionDataset, TabularEncoder, collate, view_of
 from pipeline.data.augment import TabularNoiseConfig
 from pipeline.data.datasets import ModelInputs, ViewsDataset
-from pipeline.engine import Trainer
 from pipeline.engine.callbacks import ConsistencyConfig
 from pipeline.engine.callbacks.consistency import (
     CONSISTENCY,
@@ -283,7 +282,8 @@ def test_each_method_trains_every_modality(competition_factory, modality, task, 
     assert 0.0 <= history[1]["unlabelled_mask_rate"] <= 1.0
 
 
-def test_a_resumed_run_repeats_the_unlabelled_batches(competition_factory, monkeypatch):
+def test_a_resumed_run_repeats_the_unlabelled_batches(competition_factory,
+                                                       train_killed_in_epoch):
     def run(name: str, crash_in_epoch: int | None) -> np.ndarray:
         """Each epoch's training and unlabelled loss, both folds."""
         data = competition_factory("tabular", "multiclass", n_train=24, n_test=20)
@@ -295,17 +295,7 @@ def test_a_resumed_run_repeats_the_unlabelled_batches(competition_factory, monke
                              consistency={"method": "mixmatch"})
         cfg = build_config(data)
         if crash_in_epoch is not None:
-            original = Trainer.train_epoch
-
-            def crash(self, *args, **kwargs):
-                if self.epoch + 1 == crash_in_epoch:
-                    raise KeyboardInterrupt("killed")
-                return original(self, *args, **kwargs)
-
-            with monkeypatch.context() as patch:
-                patch.setattr(Trainer, "train_epoch", crash)
-                with pytest.raises(KeyboardInterrupt):
-                    train.run(cfg)
+            train_killed_in_epoch(cfg, crash_in_epoch)
         train.run(cfg)  # resumes from last.pt after the crash
         losses = []
         for fold in (0, 1):
