@@ -1,0 +1,171 @@
+"""Part 'defaults' of benchmarks/semi_supervised.py: consistency training at default settings
+against the same supervised recipe, several seeds, on MNIST, scikit-learn's 8x8 digits (as
+images and as a table) and Fashion-MNIST (issue 18)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from semi_supervised_runs import Runner, original_rows_accuracy, print_table, variant
+
+from pipeline.data.augment import STRONG_IMAGE
+
+
+def build_small_digits(folder: Path, image: bool, labelled: float) -> Path:
+    """scikit-learn's 1,797 8x8 digits as a competition: ``labelled`` of them (stratified)
+    are the train rows, the rest the test rows (answers apart), as PNG files (``image``) or
+    as 64 pixel columns (a table)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if (folder / "answers.csv").is_file():
+        return folder
+    bunch = load_digits()
+    frame = pd.DataFrame(bunch.data, columns=[f"px{i}" for i in range(64)])
+    frame.insert(0, "id", [f"d{i:04d}" for i in range(len(frame))])
+    frame["label"] = bunch.target
+    if image:
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        frame["image"] = "images/" + frame["id"] + ".png"
+        for pixels, rel in zip(bunch.images, frame["image"], strict=True):
+            Image.fromarray((pixels * 15.9).astype(np.uint8), mode="L").save(folder / rel)
+        frame = frame[["id", "image", "label"]]
+    folder.mkdir(parents=True, exist_ok=True)
+    train_rows, test_rows = train_test_split(frame, train_size=labelled,
+                                             stratify=frame["label"], random_state=42)
+    test_rows[["id", "label"]].to_csv(folder / "answers.csv", index=False)
+    test_rows[["id"]].assign(label=0).to_csv(folder / "sample_submission.csv", index=False)
+    test_rows.drop(columns="label").to_csv(folder / "test.csv", index=False)
+    train_rows.to_csv(folder / "train.csv", index=False)
+    return folder
+
+
+def build_fashion(folder: Path, source: Path, n_train: int, n_test: int) -> Path:
+    """Fashion-MNIST (28-px clothes, 10 classes; a harder set than digits) as a competition:
+    ``n_train`` labelled and ``n_test`` test rows, stratified draws from the idx files of its
+    10,000 test images in ``source`` (Debian's dataset-fashion-mnist), as PNG files."""
+    import gzip
+
+    from sklearn.model_selection import train_test_split
+
+    if (folder / "answers.csv").is_file():
+        return folder
+    with gzip.open(source / "t10k-images-idx3-ubyte.gz") as f:
+        pixels = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(source / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(int)
+    frame = pd.DataFrame({"id": [f"f{i:05d}" for i in range(len(labels))], "label": labels})
+    frame["image"] = "images/" + frame["id"] + ".png"
+    train_rows, test_rows = train_test_split(frame, train_size=n_train, test_size=n_test,
+                                             stratify=frame["label"], random_state=42)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for index in [*train_rows.index, *test_rows.index]:
+        Image.fromarray(pixels[index], mode="L").save(folder / frame.at[index, "image"])
+    test_rows[["id", "label"]].to_csv(folder / "answers.csv", index=False)
+    test_rows[["id"]].assign(label=0).to_csv(folder / "sample_submission.csv", index=False)
+    test_rows[["id", "image"]].to_csv(folder / "test.csv", index=False)
+    train_rows[["id", "image", "label"]].to_csv(folder / "train.csv", index=False)
+    return folder
+
+
+def defaults_base(args: argparse.Namespace, name: str, folder: Path) -> dict[str, Any]:
+    """The supervised recipe of a 'defaults' data set: a small ResNet from scratch (images)
+    or an MLP (the table), label smoothing, shifts as the weak augmentation."""
+    image = name != "digits-table"
+    data = {
+        "name": f"defaults-{name}",
+        "output_dir": str(Path(args.output_dir) / "runs"),
+        "folds_dir": str(Path(args.output_dir) / "folds"),
+        "submissions_dir": str(Path(args.output_dir) / "submissions"),
+        "competition": {"dir": str(folder), "id_column": "id", "target_columns": ["label"],
+                        "task": "multiclass", "metric": "accuracy",
+                        "modality": "image" if image else "tabular",
+                        **({"image_column": "image"} if image else {})},
+        "folds": {"scheme": "stratified", "n_splits": args.folds, "seed": 42},
+        "model": ({"encoders": [{"name": f"timm:{args.model}", "pretrained": False}],
+                   "head": {"dropout": 0.1, "hidden": 0}, "image_size": args.image_size}
+                  if image else {"encoders": [{"name": "mlp"}],
+                                 "head": {"dropout": 0.1, "hidden": 0}}),
+        "train": {
+            "seeds": [0], "epochs": args.epochs, "batch_size": args.batch_size,
+            "num_workers": args.workers, "max_grad_norm": 5.0,
+            "optimizer": {"name": "adamw", "lr": 3.0e-3, "weight_decay": 0.01},
+            "scheduler": {"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.01},
+            "loss": {"name": "cross_entropy", "params": {"smoothing": 0.05}},
+        },
+        "predict": {"tta": [], "batch_size": 256},
+    }
+    if image:
+        data["train"]["augment"] = {"image": [
+            {"name": "Affine", "translate_percent": [-0.1, 0.1], "p": 1.0}]}
+    return data
+
+
+# each arm's train.consistency (None: supervised only). 'old default': the settings every run
+# had before the late start and target shaping; 'new default': the late start and target
+# shaping at ratio 1 (the default before ratio 3); 'default': the method's name alone. The
+# one-change ablations are of 'new default' (ratio 1).
+R1 = {"method": "fixmatch", "ratio": 1}
+ARMS: dict[str, dict[str, Any] | None] = {
+    "supervised": None,
+    "fixmatch, old default": {**R1, "threshold": 0.95, "start_epoch": 1, "alignment": False},
+    "fixmatch, new default": R1,
+    "fixmatch, default": {"method": "fixmatch"},
+    "  from epoch 1": {**R1, "start_epoch": 1},
+    "  fixed 0.95 threshold": {**R1, "threshold": 0.95},
+    "  no alignment": {**R1, "alignment": False},
+    "  EMA teacher": {**R1, "teacher": "ema"},
+    "  warmup 0.5": {**R1, "warmup": 0.5},
+    "  ratio 3": {"method": "fixmatch", "ratio": 3},
+    "uda, new default": {"method": "uda"},
+    # the strong view as FixMatch builds it: the weak view's shift, then RandAugment + cutout
+    "  strong = weak + RandAugment": {**R1, "strong": {"image": [
+        {"name": "Affine", "translate_percent": [-0.1, 0.1], "p": 1.0}, *STRONG_IMAGE]}},
+}
+
+
+def part_defaults(runner: Runner, args: argparse.Namespace) -> None:
+    """Supervised vs consistency arms on each data set, over ``--seeds`` training seeds:
+    held-out accuracy mean +- std, OOF, wall time over the supervised run's."""
+    out = Path(args.output_dir)
+    sets = {"mnist": out / f"digits_{args.labelled}_labelled",
+            "digits-8px": build_small_digits(out / "sk_digits_image", True, args.fraction),
+            "digits-table": build_small_digits(out / "sk_digits_table", False, args.fraction)}
+    if "fashion" in args.datasets:
+        sets["fashion"] = build_fashion(out / f"fashion_{args.labelled}_labelled",
+                                        Path(args.fashion_dir), args.labelled, args.test)
+    for name in args.datasets:
+        base = defaults_base(args, name, sets[name])
+        folder = Path(base["competition"]["dir"])
+        rows, sup_time, sup_cpu = [], None, None
+        for arm in args.arms:
+            helds, oofs, times, cpus = [], [], [], []
+            for seed in args.seeds:
+                cons = ARMS[arm]
+                changes: dict[str, Any] = {"seeds": [seed]}
+                if cons is not None:
+                    noise = {} if name != "digits-table" else {"embedding_noise": 0.1}
+                    changes["consistency"] = {**noise, **cons}
+                label = re.sub(r"[^A-Za-z0-9]+", "-", arm.strip()).strip("-")
+                data = variant(base, f"{label}-s{seed}", **changes)
+                one = Runner(data, runner.config_path,
+                             lambda sub, f=folder: original_rows_accuracy(f, sub))
+                _, oof, held, seconds = one.run(data)
+                helds.append(held)
+                oofs.append(oof)
+                times.append(seconds)
+                cpus.append(one.cpu[data["name"]])
+            sup_time = sup_time or float(np.mean(times))
+            sup_cpu = sup_cpu or float(np.mean(cpus))
+            rows.append(f"| {arm} | {np.mean(helds):.4f} +- {np.std(helds):.4f} | "
+                        f"{np.mean(oofs):.4f} | {np.mean(times):.0f} s | "
+                        f"{np.mean(times) / sup_time:.2f}x | {np.mean(cpus) / sup_cpu:.2f}x |")
+        print_table(f"{name}: {len(args.seeds)} seeds, {args.epochs} epochs",
+               "| arm | held-out accuracy (mean +- std) | OOF accuracy | wall time | "
+               "wall / supervised | CPU time / supervised |", rows)
