@@ -255,13 +255,22 @@ def table(variants: list[Variant]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _cell(column: str, value: Any) -> str:
+    """A table cell: scores to 5 decimals, seconds to 1 (the CSV keeps milliseconds)."""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, float) and column.startswith("cv"):
+        return f"{value:.5f}"
+    if isinstance(value, float) and column == "seconds":
+        return f"{value:.1f}"
+    return str(value)
+
+
 def _markdown(frame: pd.DataFrame, title: str) -> str:
     cols = list(frame.columns)
     lines = [f"# {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in frame.iterrows():
-        cells = [f"{v:.5f}" if isinstance(v, float) and c.startswith("cv") and not math.isnan(v)
-                 else ("" if isinstance(v, float) and math.isnan(v) else str(v))
-                 for c, v in zip(cols, r, strict=True)]
+        cells = [_cell(c, v) for c, v in zip(cols, r, strict=True)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

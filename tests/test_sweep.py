@@ -58,6 +58,9 @@ def test_a_grid_sweep_trains_every_variant_and_tabulates_them(
     assert len(load_members(members).names) == 4
     markdown = (tmp_path / "sweeps" / "space" / "results.md").read_text()
     assert markdown.count("| tabular-binary-space-") == 4 and "train.optimizer.lr=" in markdown
+    first = frame.iloc[0]  # scores to 5 decimals, seconds to 1 (the CSV keeps milliseconds)
+    assert f"| {first['cv']:.5f} | {first['cv_last_epoch']:.5f} | 2/2 | " \
+           f"{first['seconds']:.1f} |" in markdown
     assert "tabular-binary-space-" in capsys.readouterr().out
     # a rerun trains nothing again and gives the same table
     stamps = {p: p.stat().st_mtime_ns for p in Path(data["output_dir"]).rglob("metrics.json")}
