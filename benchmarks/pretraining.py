@@ -51,17 +51,9 @@ from pipeline.pretraining import run as pretrain  # noqa: E402
 
 def _base(table: tabular.Table, comp_dir: Path, root: Path, args: argparse.Namespace
           ) -> dict[str, Any]:
-    return {
-        "output_dir": str(root / "runs"), "folds_dir": str(root / "folds"),
-        "submissions_dir": str(root / "submissions"),
-        "competition": {"dir": str(comp_dir), "id_column": "id",
-                        "target_columns": [table.target], "task": table.task,
-                        "metric": table.metric, "modality": "tabular",
-                        "categorical_columns": list(table.categorical)},
-        "folds": {"scheme": "stratified", "n_splits": args.folds, "seed": args.seed,
-                  "name": f"{table.name}_k{args.folds}"},  # every arm: the same folds
-        "train": {"seeds": [0]},
-    }
+    base = tabular.base_config(table, comp_dir, root, args.folds, args.seed)
+    base["folds"]["name"] = f"{table.name}_k{args.folds}"  # every arm: the same folds
+    return base
 
 
 def _mlp(encoders: list[dict[str, Any]], epochs: int) -> dict[str, Any]:

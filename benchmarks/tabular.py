@@ -210,11 +210,11 @@ def _rounds(run_dir: Path) -> str:
     return f"{np.mean(kept):.0f} ({min(kept):.0f}-{max(kept):.0f})"
 
 
-def bench_table(table: Table, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Train every member and both blends on one table; return the result rows."""
-    comp_dir = root / "data" / table.name
-    answers = write_competition(table, comp_dir, args.holdout, args.seed)
-    base: dict[str, Any] = {
+def base_config(table: Table, comp_dir: Path, root: Path, n_splits: int, seed: int
+                ) -> dict[str, Any]:
+    """The config every member of ``table`` shares: folders under ``root``, the competition
+    written to ``comp_dir``, its folds, one training seed."""
+    return {
         "output_dir": str(root / "runs"), "folds_dir": str(root / "folds"),
         "submissions_dir": str(root / "submissions"),
         "competition": {"dir": str(comp_dir), "id_column": "id",
@@ -222,9 +222,16 @@ def bench_table(table: Table, root: Path, args: argparse.Namespace) -> list[dict
                         "metric": table.metric, "modality": "tabular",
                         "categorical_columns": list(table.categorical)},
         "folds": {"scheme": "kfold" if table.task == "regression" else "stratified",
-                  "n_splits": args.folds, "seed": args.seed},
+                  "n_splits": n_splits, "seed": seed},
         "train": {"seeds": [0]},
     }
+
+
+def bench_table(table: Table, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train every member and both blends on one table; return the result rows."""
+    comp_dir = root / "data" / table.name
+    answers = write_competition(table, comp_dir, args.holdout, args.seed)
+    base = base_config(table, comp_dir, root, args.folds, args.seed)
     rows: list[dict[str, Any]] = []
     folders: dict[str, Path] = {}
     for label, sections in members(table, args).items():

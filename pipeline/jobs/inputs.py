@@ -11,13 +11,18 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from pipeline.artifacts import atomic_path, read_json, write_json
 from pipeline.competition import Competition, to_predictions
+from pipeline.config import ExperimentConfig
 from pipeline.data.augment import AugmentConfig
 from pipeline.data.datasets import CombinedDataset, CompetitionDataset, ModelInputs
 from pipeline.data.tabular import TabularEncoder
 from pipeline.data.target_transform import TargetTransform
+from pipeline.engine.member_ensemble import build_members
+from pipeline.models.multitask import task_specs
+from pipeline.models.network import build_model
 from pipeline.runs import FOLD_FORMAT
 
 PREP_FILE = "preprocess.json"
@@ -116,3 +121,12 @@ def with_pseudo_rows(
     extra = CompetitionDataset(rows, inputs, labels.astype(np.float32), augment,
                                pseudo["weight"].to_numpy(dtype=np.float32))
     return CombinedDataset([real, extra])
+
+
+def build_fold_network(cfg: ExperimentConfig, comp: Competition, tabular: TabularEncoder | None,
+                       seed: int) -> nn.Module:
+    """The fold's network as training and prediction both build it: the configured model with
+    its task heads, or ``train.ensemble``'s members of it (seeded from ``seed``)."""
+    tasks = task_specs(comp, cfg.model.multitask)
+    return build_members(lambda: build_model(cfg.model, comp.n_outputs, tabular, tasks),
+                         cfg.train.ensemble, cfg.competition.task, seed)

@@ -16,14 +16,13 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.datasets import CompetitionDataset
 from pipeline.data.memory_loader import build_fold_loader
 from pipeline.engine.callbacks.consistency import build_consistency
-from pipeline.engine.member_ensemble import build_members
 from pipeline.engine.recipe import build_callbacks, build_stage_plans
 from pipeline.engine.state import seed_everything
 from pipeline.engine.trainer import Trainer
-from pipeline.jobs.inputs import fold_prep, with_pseudo_rows
+from pipeline.jobs.inputs import build_fold_network, fold_prep, with_pseudo_rows
 from pipeline.metrics import get_metric
-from pipeline.models.multitask import task_specs, with_task_plans
-from pipeline.models.network import build_model, model_inputs
+from pipeline.models.multitask import with_task_plans
+from pipeline.models.network import model_inputs
 from pipeline.runs import LAST_EPOCH_OOF, fold_dir, fold_label, pseudo_path
 
 
@@ -56,9 +55,7 @@ def train_network_fold(
     valid_loader = build_fold_loader(valid_ds, cfg.predict.batch_size or 2 * cfg.train.batch_size,
                                      False, cfg.train.num_workers, None, cfg.train.loader, device)
 
-    tasks = task_specs(comp, cfg.model.multitask)
-    model = build_members(lambda: build_model(cfg.model, comp.n_outputs, prep.tabular, tasks),
-                          cfg.train.ensemble, task, run_seed)
+    model = build_fold_network(cfg, comp, prep.tabular, run_seed)
     if cfg.train.compile:
         model.compile()  # in place: the state dict keeps its names, checkpoints stay portable
     metric = get_metric(cfg.competition.metric)

@@ -17,12 +17,11 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.datasets import CompetitionDataset
 from pipeline.data.memory_loader import build_fold_loader
 from pipeline.engine.callbacks.averaging import snapshot_paths
-from pipeline.engine.member_ensemble import MemberEnsemble, build_members, split_members
+from pipeline.engine.member_ensemble import MemberEnsemble, split_members
 from pipeline.engine.trainer import Trainer
 from pipeline.errors import DataError
-from pipeline.jobs.inputs import fold_prep
-from pipeline.models.multitask import task_specs
-from pipeline.models.network import build_model, model_inputs
+from pipeline.jobs.inputs import build_fold_network, fold_prep
+from pipeline.models.network import model_inputs
 from pipeline.runs import PREDICTION_FILES, file_digests, fold_dir, prediction_hash
 from pipeline.tta import reduce_predictions, tta_transforms
 
@@ -44,9 +43,7 @@ def predict_fold(
     if not checkpoints or not checkpoints[0].is_file():
         raise DataError(f"no checkpoint in {out}: train seed {seed} fold {fold} first")
     prep = fold_prep(out)
-    tasks = task_specs(comp, cfg.model.multitask)
-    model = build_members(lambda: build_model(cfg.model, comp.n_outputs, prep.tabular, tasks),
-                          cfg.train.ensemble, task, seed)
+    model = build_fold_network(cfg, comp, prep.tabular, seed)
     inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
     batch_size = cfg.predict.batch_size or 2 * cfg.train.batch_size
     if cfg.train.compile:
