@@ -33,6 +33,7 @@ import argparse
 import bz2
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -62,8 +63,8 @@ _IMAGE = {"folds": 5, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "smoot
 FULL: dict[str, dict[str, Any]] = {
     "small_images": {**_IMAGE, "rows": 1257, "test_rows": 500, "image_size": 32,
                      "model": "resnet18", "epochs": 30},
-    "large_images": {**_IMAGE, "rows": 2000, "test_rows": 500, "image_size": 224,
-                     "model": "resnet50", "epochs": 3, "folds": 3, "batch_size": 128},
+    "large_images": {**_IMAGE, "rows": 4500, "test_rows": 500, "image_size": 224,
+                     "model": "resnet50", "epochs": 6, "folds": 3, "batch_size": 128},
     "text": {"rows": 4000, "test_rows": 1000, "max_length": 128, "folds": 3, "epochs": 2,
              "batch_size": 64, "lr": 5e-5, "weight_decay": 0.01, "smoothing": 0.0},
     "tabular": {"rows": 54000, "test_rows": 500, "folds": 5, "epochs": 10, "batch_size": 512,
@@ -333,11 +334,13 @@ def pipeline_config(variant: str, root: Path, quick: bool, run_dir: Path) -> dic
 
 class GpuSampler:
     """Mean GPU utilisation (%) over a block, sampled every ``interval`` s in a thread: NVML
-    when ``pynvml`` imports, else ``nvidia-smi``; None without a GPU."""
+    when ``pynvml`` imports, else ``nvidia-smi``; None without a GPU. Samples keep their wall
+    clock time, so a window inside the block (the training epochs) has its own mean."""
 
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
         self.samples: list[float] = []
+        self.times: list[float] = []
         self._stop = threading.Event()
         self._read = _gpu_reader()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -347,6 +350,7 @@ class GpuSampler:
             value = self._read() if self._read else None
             if value is not None:
                 self.samples.append(value)
+                self.times.append(time.time())
 
     def __enter__(self) -> GpuSampler:
         if self._read is not None:
@@ -361,6 +365,14 @@ class GpuSampler:
     @property
     def mean(self) -> float | None:
         return float(np.mean(self.samples)) if self.samples else None
+
+    def window_mean(self, window: tuple[float, float] | None) -> float | None:
+        """Mean utilisation between two wall clock times (None: no samples there)."""
+        if window is None:
+            return None
+        inside = [s for s, t in zip(self.samples, self.times, strict=True)
+                  if window[0] <= t <= window[1]]
+        return float(np.mean(inside)) if inside else None
 
 
 def _gpu_reader() -> Any:
@@ -395,8 +407,8 @@ def device_name() -> str:
     return f"cpu ({os.cpu_count()} cores)"
 
 
-def _child(cmd: list[str], log: Path) -> tuple[float, float | None]:
-    """Run ``cmd``; its wall seconds and mean GPU utilisation. Output goes to ``log``."""
+def _child(cmd: list[str], log: Path) -> tuple[float, GpuSampler]:
+    """Run ``cmd``; its wall seconds and its GPU samples. Output goes to ``log``."""
     env = {**os.environ, **CHILD_ENV}
     with log.open("w") as out, GpuSampler() as gpu:
         start = time.perf_counter()
@@ -406,7 +418,22 @@ def _child(cmd: list[str], log: Path) -> tuple[float, float | None]:
     if code != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise RuntimeError(f"{' '.join(cmd[:4])} ... exited with {code}; log {log}:\n{tail}")
-    return wall, gpu.mean
+    return wall, gpu
+
+
+_EPOCH_LINE = re.compile(r"^(\d\d):(\d\d):(\d\d) .* epoch \d+/\d+: ")
+
+
+def log_window(log: Path) -> tuple[float, float] | None:
+    """Wall clock times of the first and the last epoch line of a pipeline log (1 s
+    resolution: its lines carry HH:MM:SS of today), None without two of them."""
+    stamps = [tuple(map(int, m.groups())) for line in log.read_text().splitlines()
+              if (m := _EPOCH_LINE.match(line))]
+    if len(stamps) < 2:
+        return None
+    midnight = time.mktime((*time.localtime()[:3], 0, 0, 0, 0, 0, -1))
+    first, last = (midnight + h * 3600 + m * 60 + s for h, m, s in (stamps[0], stamps[-1]))
+    return first, last
 
 
 def warm_up(root: Path) -> None:
@@ -423,9 +450,10 @@ def warm_up(root: Path) -> None:
 def run_hand(variant: str, root: Path, quick: bool, work: Path) -> dict[str, Any]:
     out = work / "hand.json"
     cmd = [sys.executable, str(HAND), variant, str(root), "--out", str(out)]
-    wall, util = _child(cmd + (["--quick"] if quick else []), work / "hand.log")
+    wall, gpu = _child(cmd + (["--quick"] if quick else []), work / "hand.log")
     result = json.loads(out.read_text())
-    return {"wall_s": wall, "score": result["score"], "gpu_util": util}
+    return {"wall_s": wall, "score": result["score"], "gpu_util": gpu.mean,
+            "gpu_util_epochs": gpu.window_mean(tuple(result["window"]))}
 
 
 def run_pipeline(variant: str, root: Path, quick: bool, work: Path,
@@ -438,9 +466,10 @@ def run_pipeline(variant: str, root: Path, quick: bool, work: Path,
     cmd = [sys.executable, "-m", "pipeline", "run", str(path)]
     for item in overrides:
         cmd += ["--set", item]
-    wall, util = _child(cmd, work / "pipeline.log")
+    wall, gpu = _child(cmd, work / "pipeline.log")
     scores = json.loads((work / "runs" / config["name"] / "scores.json").read_text())
-    return {"wall_s": wall, "score": scores["scores"]["oof"], "gpu_util": util}
+    return {"wall_s": wall, "score": scores["scores"]["oof"], "gpu_util": gpu.mean,
+            "gpu_util_epochs": gpu.window_mean(log_window(work / "pipeline.log"))}
 
 
 def bench_variant(variant: str, root: Path, rounds: int, quick: bool,
@@ -463,9 +492,11 @@ def bench_variant(variant: str, root: Path, rounds: int, quick: bool,
     summary: dict[str, Any] = {"variant": variant, "rounds": rounds}
     for who, results in runs.items():
         utils = [x["gpu_util"] for x in results if x["gpu_util"] is not None]
+        steady = [x["gpu_util_epochs"] for x in results if x["gpu_util_epochs"] is not None]
         summary[who] = {"wall_s": statistics.median(x["wall_s"] for x in results),
                         "score": statistics.median(x["score"] for x in results),
                         "gpu_util": statistics.median(utils) if utils else None,
+                        "gpu_util_epochs": statistics.median(steady) if steady else None,
                         "runs": results}
     ratio = summary["pipeline"]["wall_s"] / summary["hand"]["wall_s"]
     limit = GPU_RATIO if gpu else CPU_RATIO
@@ -484,12 +515,14 @@ def _fmt(value: float | None, width: int) -> str:
 def report(results: list[dict[str, Any]], device: str, quick: bool) -> None:
     print(f"\ndevice: {device}{' (--quick sizes)' if quick else ''}")
     print(f"{'variant':13s} {'hand s':>8s} {'pipe s':>8s} {'ratio':>6s} {'hand score':>10s} "
-          f"{'pipe score':>10s} {'hand GPU%':>9s} {'pipe GPU%':>9s}  target")
+          f"{'pipe score':>10s} {'hand GPU%':>9s} {'pipe GPU%':>9s} {'epochs GPU%':>11s}  "
+          "target")
     for r in results:
         h, p = r["hand"], r["pipeline"]
+        steady = f"{_fmt(h['gpu_util_epochs'], 0)}/{_fmt(p['gpu_util_epochs'], 0)}"
         print(f"{r['variant']:13s} {h['wall_s']:8.1f} {p['wall_s']:8.1f} {r['ratio']:6.2f} "
               f"{h['score']:10.4f} {p['score']:10.4f} {_fmt(h['gpu_util'], 9)} "
-              f"{_fmt(p['gpu_util'], 9)}  "
+              f"{_fmt(p['gpu_util'], 9)} {steady:>11s}  "
               f"{'target met' if r['target_met'] else 'MISSED'} (<= {r['target_ratio']}x)")
 
 

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from semi_supervised_defaults import ARMS, part_defaults
+from semi_supervised_defaults import ARMS, ROUNDS, part_defaults
 from semi_supervised_runs import Runner, original_rows_accuracy, print_table, variant
 
 from pipeline.competition import load_competition
@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["supervised", "fixmatch, old default",
                                                       "fixmatch, new default",
                                                       "fixmatch, default"],
-                        choices=list(ARMS), help="part 'defaults'")
+                        choices=[*ARMS, *ROUNDS], help="part 'defaults'")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                         help="part 'defaults': training seeds")
     parser.add_argument("--fraction", type=float, default=0.1,

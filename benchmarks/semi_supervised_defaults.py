@@ -124,10 +124,72 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "  warmup 0.5": {**R1, "warmup": 0.5},
     "  ratio 3": {"method": "fixmatch", "ratio": 3},
     "uda, new default": {"method": "uda"},
+    # issue 18's untried levers, of the default (ratio 3). An epoch over the unlabelled rows
+    # (42 steps a fold at 400 / 4,000): 0.2 x 20 epochs = 4, one supervised, takes the
+    # default's steps (54 supervised, 126 with the unlabelled loss); 3 epochs, 2 with it, fewer
+    "  over unlabelled, 0.2 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
+    "  over unlabelled, 0.15 epochs": {"method": "fixmatch", "epoch_over": "unlabelled",
+                                       "warmup": 0.34},
+    # fewer epochs, so less of each epoch's fixed cost (validation, checkpoints), and more
+    # unlabelled steps: 8 epochs (2 supervised), 12 (3)
+    "  over unlabelled, 0.4 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
+    "  over unlabelled, 0.6 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
+    "  ramp 2 epochs": {"method": "fixmatch", "ramp_epochs": 2},
+    # soft targets: UDA's sharpened (T 0.4) clean-view prediction, KL, with FixMatch's shape
+    "uda, ratio 3, adaptive + alignment": {"method": "uda", "ratio": 3,
+                                           "thresholds": "adaptive", "alignment": True},
     # the strong view as FixMatch builds it: the weak view's shift, then RandAugment + cutout
     "  strong = weak + RandAugment": {**R1, "strong": {"image": [
         {"name": "Affine", "translate_percent": [-0.1, 0.1], "p": 1.0}, *STRONG_IMAGE]}},
 }
+
+
+# arms that train another number of epochs: this fraction of --epochs
+ARM_EPOCHS = {"  over unlabelled, 0.2 epochs": 0.2, "  over unlabelled, 0.15 epochs": 0.15,
+              "  over unlabelled, 0.4 epochs": 0.4, "  over unlabelled, 0.6 epochs": 0.6}
+
+# a pseudo-label round (issue 18): the supervised run of the same seed labels its most
+# confident test rows (fold k's labels from its fold-k models, pipeline/pseudo.py), then a
+# second run of ``epochs`` x --epochs trains on them too (with ``consistency`` when given).
+# Its time counts both runs. Pseudo rows lengthen every epoch (2,000 of them make a fold of
+# 267 rows 8.5x longer), so the second run is short.
+ROUNDS: dict[str, dict[str, Any]] = {
+    "pseudo 50%, 0.2 epochs": {"pseudo": {"top_fraction": 0.5}, "epochs": 0.2},
+    "pseudo 25%, 0.4 epochs": {"pseudo": {"top_fraction": 0.25}, "epochs": 0.4},
+    "pseudo 25% + fixmatch r1, 0.2 epochs": {"pseudo": {"top_fraction": 0.25},
+                                             "epochs": 0.2, "consistency": R1},
+}
+
+
+def _arm_run(runner: Runner, args: argparse.Namespace, base: dict[str, Any], name: str,
+             arm: str, seed: int, sup: dict[int, tuple[Any, float, float]],
+             ) -> tuple[float, float, float, float]:
+    """Train and score one arm for one seed: held-out, OOF, wall and CPU seconds (a pseudo
+    round's include its supervised source run's)."""
+    folder = Path(base["competition"]["dir"])
+    changes: dict[str, Any] = {"seeds": [seed]}
+    round_ = ROUNDS.get(arm)
+    cons = round_.get("consistency") if round_ is not None else ARMS[arm]
+    if cons is not None:
+        noise = {} if name != "digits-table" else {"embedding_noise": 0.1}
+        changes["consistency"] = {**noise, **cons}
+    before = (0.0, 0.0)
+    if arm in ARM_EPOCHS:
+        changes["epochs"] = max(1, round(ARM_EPOCHS[arm] * args.epochs))
+    if round_ is not None:
+        if seed not in sup:
+            _arm_run(runner, args, base, name, "supervised", seed, sup)
+        source, *before = sup[seed]  # type: ignore[assignment]
+        changes["pseudo"] = {"source": str(source.run_dir), **round_["pseudo"]}
+        changes["epochs"] = max(1, round(round_["epochs"] * args.epochs))
+    label = re.sub(r"[^A-Za-z0-9]+", "-", arm.strip()).strip("-")
+    data = variant(base, f"{label}-s{seed}", **changes)
+    one = Runner(data, runner.config_path, lambda sub, f=folder: original_rows_accuracy(f, sub))
+    cfg, oof, held, seconds = one.run(data)
+    cpu = one.cpu[data["name"]]
+    if arm == "supervised":
+        sup[seed] = (cfg, seconds, cpu)
+    return held, oof, seconds + before[0], cpu + before[1]
 
 
 def part_defaults(runner: Runner, args: argparse.Namespace) -> None:
@@ -142,25 +204,16 @@ def part_defaults(runner: Runner, args: argparse.Namespace) -> None:
                                         Path(args.fashion_dir), args.labelled, args.test)
     for name in args.datasets:
         base = defaults_base(args, name, sets[name])
-        folder = Path(base["competition"]["dir"])
         rows, sup_time, sup_cpu = [], None, None
+        sup: dict[int, tuple[Any, float, float]] = {}
         for arm in args.arms:
             helds, oofs, times, cpus = [], [], [], []
             for seed in args.seeds:
-                cons = ARMS[arm]
-                changes: dict[str, Any] = {"seeds": [seed]}
-                if cons is not None:
-                    noise = {} if name != "digits-table" else {"embedding_noise": 0.1}
-                    changes["consistency"] = {**noise, **cons}
-                label = re.sub(r"[^A-Za-z0-9]+", "-", arm.strip()).strip("-")
-                data = variant(base, f"{label}-s{seed}", **changes)
-                one = Runner(data, runner.config_path,
-                             lambda sub, f=folder: original_rows_accuracy(f, sub))
-                _, oof, held, seconds = one.run(data)
+                held, oof, seconds, cpu = _arm_run(runner, args, base, name, arm, seed, sup)
                 helds.append(held)
                 oofs.append(oof)
                 times.append(seconds)
-                cpus.append(one.cpu[data["name"]])
+                cpus.append(cpu)
             sup_time = sup_time or float(np.mean(times))
             sup_cpu = sup_cpu or float(np.mean(cpus))
             rows.append(f"| {arm} | {np.mean(helds):.4f} +- {np.std(helds):.4f} | "

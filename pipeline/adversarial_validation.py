@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ks_2samp
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
@@ -116,6 +114,8 @@ def _distance(train: pd.Series, test: pd.Series, kind: str) -> float | None:
     if kind == "numeric":
         a = pd.to_numeric(train, errors="coerce").dropna().to_numpy()
         b = pd.to_numeric(test, errors="coerce").dropna().to_numpy()
+        from scipy.stats import ks_2samp
+
         return float(ks_2samp(a, b).statistic) if len(a) and len(b) else None
     if kind == "categorical":
         p = normalise_categories(train.to_frame())[train.name].value_counts(
@@ -127,9 +127,10 @@ def _distance(train: pd.Series, test: pd.Series, kind: str) -> float | None:
     return None
 
 
-def _auc_drops(model: HistGradientBoostingClassifier, x: np.ndarray, y: np.ndarray,
+def _auc_drops(model: Any, x: np.ndarray, y: np.ndarray,
                blocks: list[Block], rng: np.random.Generator, repeats: int) -> np.ndarray:
-    """Drop in ROC AUC on (x, y) when each block's columns are shuffled across rows."""
+    """Drop in ROC AUC of ``model`` (a fitted classifier) on (x, y) when each block's
+    columns are shuffled across rows."""
     base = roc_auc_score(y, model.predict_proba(x)[:, 1])
     drops = np.zeros(len(blocks))
     for b, block in enumerate(blocks):
@@ -157,6 +158,8 @@ def adversarial_validation(comp: Competition, n_splits: int = 5, seed: int = 0,
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     for fit_rows, held in splitter.split(x, y):
         # above 10,000 rows it stops early on a 10% holdout of the fitting rows
+        from sklearn.ensemble import HistGradientBoostingClassifier  # here: ~0.3 s at import
+
         model = HistGradientBoostingClassifier(max_iter=200, early_stopping="auto",
                                                random_state=seed)
         model.fit(x[fit_rows], y[fit_rows])

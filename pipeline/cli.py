@@ -60,7 +60,12 @@ def _load(args: argparse.Namespace):
         if name != cfg.name:
             print(f"{cfg.name}: this config runs as {name}", file=sys.stderr)
             cfg = cfg.model_copy(update={"name": name})
-    _setup_logging(cfg.run_dir / "log.txt")
+    from pipeline.engine.distributed import is_main
+
+    # a multi-process launch: rank 0 alone writes the run's log (and files)
+    _setup_logging(cfg.run_dir / "log.txt" if is_main() else None)
+    if not is_main():  # its progress is rank 0's: one log per launch, warnings from each
+        logging.getLogger().setLevel(logging.WARNING)
     return cfg
 
 
@@ -86,10 +91,12 @@ def cmd_folds(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline import train
+    from pipeline.engine.distributed import is_main
 
     cfg = _load(args)
     score = train.run(cfg, overwrite=args.overwrite)
-    print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
+    if is_main():  # once per launch, not once per rank
+        print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
     return 0
 
 
@@ -171,11 +178,14 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import submit, train
     from pipeline.competition import load_competition
+    from pipeline.engine.distributed import is_main
     from pipeline.runs import read_scores
 
     cfg = _load(args)
     comp = load_competition(cfg.competition)
     score = train.run(cfg, comp, overwrite=args.overwrite)  # folds first, inputs checked
+    if not is_main():  # a multi-process launch: rank 0 writes the submission
+        return 0
     path = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir)
     print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
     last = read_scores(cfg.run_dir)["scores"].get("oof_last_epoch")

@@ -43,7 +43,7 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
         log.info("%s: a scikit-learn model has no TTA; predictions come from training", cfg.name)
         return gather(cfg, comp, folds)
     tokenizer = build_tokenizer(cfg.model)  # first: see build_accelerator's gc.freeze
-    accelerator = build_accelerator(cfg.train.mixed_precision)
+    accelerator = build_accelerator(cfg.train.mixed_precision, multiprocess="pipeline predict")
     for seed, fold in jobs:
         with fold_lock(cfg, seed, fold) as holder:
             if holder is not None:

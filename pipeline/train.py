@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,14 @@ from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
 from pipeline.engine.accelerator import build_accelerator
+from pipeline.engine.distributed import agree, held_by_main, is_main
 from pipeline.engine.recipe import recipe_warnings
 from pipeline.errors import ConfigError, DataError
 from pipeline.executor import Executor, Job, build_executor
-from pipeline.jobs import predict_fold, train_network_fold, train_sklearn_fold
+from pipeline.jobs import predict_fold, train_sklearn_fold
 from pipeline.jobs.gbdt import train_gbdt_fold
+from pipeline.jobs.multiprocess import check_multiprocess
+from pipeline.jobs.network import fit_network_fold
 from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
 from pipeline.models.network import build_tokenizer
 from pipeline.runs import (
@@ -51,7 +55,7 @@ def run_fold(
 ) -> float | None:
     """Train (or skip) one fold, make sure its predictions are current; returns its score,
     or None when another process holds the fold (it is left to that process)."""
-    with fold_lock(cfg, seed, fold) as holder:
+    with held_by_main(lambda: fold_lock(cfg, seed, fold)) as holder:  # rank 0's, shared
         if holder is not None:
             log.info("%s: held by %s; left to it", fold_label(cfg, seed, fold), holder)
             return None
@@ -62,7 +66,9 @@ def _run_fold(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
     accelerator: Accelerator | None, tokenizer: Any,
 ) -> float:
-    if fold_complete(cfg, seed, fold):
+    # in a multi-process launch rank 0 decides from the files it writes (agree), the
+    # others train alongside and never write
+    if agree(fold_complete, cfg, seed, fold):
         log.info("%s: complete, skipped", fold_label(cfg, seed, fold))
     else:
         if cfg.model.encoders[0].kind in GBDT_LIBRARIES:
@@ -71,17 +77,39 @@ def _run_fold(
             result = train_sklearn_fold(cfg, comp, folds, seed, fold)
         else:
             assert accelerator is not None
-            result = train_network_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
-            predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+            result = _train_and_predict(cfg, comp, folds, seed, fold, accelerator, tokenizer)
         # checksums of what training wrote (scikit-learn folds: their predictions too)
         vouched = TRAINED_FILES + (PREDICTION_FILES if cfg.model.is_sklearn else ())
-        write_json(fold_dir(cfg, seed, fold) / "metrics.json",
-                   {"config_hash": cfg.train_hash(), "format": FOLD_FORMAT, **result,
-                    "files": file_digests(fold_dir(cfg, seed, fold), vouched)})
-    if not cfg.model.is_sklearn and not predictions_current(cfg, seed, fold):
+        if is_main():
+            write_json(fold_dir(cfg, seed, fold) / "metrics.json",
+                       {"config_hash": cfg.train_hash(), "format": FOLD_FORMAT, **result,
+                        "files": file_digests(fold_dir(cfg, seed, fold), vouched)})
+    if not cfg.model.is_sklearn and not agree(predictions_current, cfg, seed, fold):
         assert accelerator is not None
         predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
-    return fold_score(cfg, comp, folds, seed, fold)
+    return agree(fold_score, cfg, comp, folds, seed, fold)
+
+
+def _train_and_predict(
+    cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
+    accelerator: Accelerator, tokenizer: Any,
+) -> dict[str, Any]:
+    """Train a network fold and predict with it while it is in memory; logs where the fold's
+    time went (the competitor's GPU hours: training, then predicting and writing files)."""
+    start = time.perf_counter()
+    result, trained = fit_network_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+    fitted = time.perf_counter()
+    try:
+        predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer, trained)
+    finally:
+        if trained is not None:  # the fit's last checkpoints land while it predicts
+            trained.finish()
+    done = time.perf_counter()
+    epochs = sum(e.get("seconds", 0.0) for e in result["epochs"])
+    log.info("%s: %.1f s: %.1f s in %d epoch(s), %.1f s setting up, %.1f s predicting "
+             "and writing", fold_label(cfg, seed, fold), done - start, epochs,
+             len(result["epochs"]), fitted - start - epochs, done - fitted)
+    return result
 
 
 def run(cfg: ExperimentConfig, comp: Competition | None = None,
@@ -89,12 +117,14 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None,
     """Train every (seed, fold) not yet complete and gather the run; returns the OOF score.
     ``overwrite``: retrain a run folder that holds another config. ``executor``: where the
     fold jobs run (default: the one ``cfg.executor`` names)."""
+    check_multiprocess(cfg)  # on every rank of a multi-process launch, before any write
+    cfg = agree(lambda: cfg)  # rank 0's (e.g. its --new-version name) for every rank
     comp = comp or load_competition(cfg.competition)
     executor = executor or build_executor(cfg.executor)  # a bad address: refused before writing
-    folds = prepare(cfg, comp, overwrite)
+    folds = agree(prepare, cfg, comp, overwrite)  # rank 0 writes the run folder
     busy = [job.tag for job, score in executor.run(fold_jobs(cfg, comp, folds, executor))
             if score is None]
-    return finish(cfg, comp, folds, busy)
+    return agree(finish, cfg, comp, folds, busy)
 
 
 def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -> np.ndarray:

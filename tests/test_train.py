@@ -273,7 +273,13 @@ def test_a_damaged_scikit_learn_fold_is_fitted_again(competition_factory):
 def test_compile_compiles_the_model_in_place_for_training_and_prediction(
         competition_factory, monkeypatch):
     """``train.compile``: nn.Module.compile (in place, so state-dict names and checkpoints
-    stay as without it) on the model each fold trains and on the one that predicts."""
+    stay as without it) on the model each fold trains, which then predicts in place (no
+    second compilation), and on a model rebuilt from best.pt to predict later."""
+    from pipeline.competition import load_competition
+    from pipeline.engine import build_accelerator
+    from pipeline.jobs import predict_fold
+    from pipeline.runs import load_folds
+
     compiled: list[str] = []
     monkeypatch.setattr(torch.nn.Module, "compile",
                         lambda self, *a, **k: compiled.append(type(self).__name__))
@@ -281,4 +287,7 @@ def test_compile_compiles_the_model_in_place_for_training_and_prediction(
     data["train"].update(compile=True, epochs=1)
     cfg = build_config(data)
     train.run(cfg)
-    assert compiled == ["CompetitionModel"] * 4  # 2 folds x (train, predict)
+    assert compiled == ["CompetitionModel"] * 2  # 2 folds, each trained then predicting
+    comp = load_competition(cfg.competition)
+    predict_fold(cfg, comp, load_folds(cfg, comp), 0, 1, build_accelerator("no"), None)
+    assert compiled == ["CompetitionModel"] * 3

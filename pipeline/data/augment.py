@@ -4,13 +4,15 @@ epoch and the row, so a resumed run sees the same augmented batches."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import albumentations as A
 import numpy as np
 from pydantic import Field, field_validator
 
 from pipeline.schema import Section
+
+if TYPE_CHECKING:  # imported where used: a run that never needs it skips ~1 s
+    import albumentations as A
 
 # The strong view of FixMatch/UDA for images: RandAugment-like (two random ops per row, each
 # at a random strength) followed by cutout, as in FixMatch's RandAugment + Cutout.
@@ -45,6 +47,8 @@ def build_image_augment(items: list[dict[str, Any]]) -> list[A.BasicTransform]:
     >>> [type(t).__name__ for t in build_image_augment([{"name": "HorizontalFlip", "p": 0.5}])]
     ['HorizontalFlip']
     """
+    import albumentations as A  # here: a run without image augmentation never imports it
+
     transforms = []
     for i, item in enumerate(items):
         args = dict(item)

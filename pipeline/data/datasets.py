@@ -13,20 +13,21 @@ import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-from albumentations.pytorch import ToTensorV2
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, get_worker_info
 
 from pipeline.competition import IMAGE_PATH
 from pipeline.data.augment import AugmentConfig, build_image_augment, noisy_row, noisy_tokens
-from pipeline.data.decoded import decode_rgb
+from pipeline.data.decoded import decode_many, decode_rgb
 from pipeline.data.rows_text import row_texts
 from pipeline.data.tabular import TabularEncoder
+
+if TYPE_CHECKING:  # imported where used: a run that never needs it skips ~1 s
+    import albumentations as A
 
 Batch = dict[str, torch.Tensor]  # what a loader yields and every encoder reads
 # a row, or (epoch seed, row) from an EpochSampler: persistent workers learn the epoch's
@@ -41,8 +42,21 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``pixels`` as ``size`` x ``size`` (albumentations' Resize); an image already that size
+    as it is (every fold builds its rows again: ~50 us an image saved)."""
+    if pixels.shape[0] == size and pixels.shape[1] == size:
+        return pixels
+    import albumentations as A
+
+    return A.Resize(size, size)(image=pixels)["image"]
+
+
 def image_transform(size: int, augment: list[A.BasicTransform] | None = None) -> A.Compose:
     """Optional augmentations, then resize to a square and ImageNet normalisation."""
+    import albumentations as A  # here: tables and texts never import it
+    from albumentations.pytorch import ToTensorV2
+
     steps = [*(augment or []), A.Resize(size, size), A.Normalize(IMAGENET_MEAN, IMAGENET_STD),
              ToTensorV2()]
     return A.Compose(steps, seed=0)
@@ -167,8 +181,8 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         ids right-padded to the longest row, with each row's ``length``."""
         out: dict[str, torch.Tensor] = {}
         if self.images:
-            resize = A.Resize(self.inputs.image_size, self.inputs.image_size)
-            pixels = np.stack([resize(image=decode_rgb(p))["image"] for p in self.images])
+            size = self.inputs.image_size
+            pixels = np.stack([_resized(x, size) for x in decode_many(self.images)])
             out["image"] = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
         if self.ids:
             lengths = torch.tensor([len(ids) for ids in self.ids], dtype=torch.long)

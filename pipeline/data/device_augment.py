@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import albumentations as A
 import torch
 import torch.nn.functional as F
 from torch import Generator, Tensor
 
 from pipeline.data.augment import build_image_augment
+from pipeline.data.device_draws import fill_tensor, randint, row_mask, to_device, uniform
+
+if TYPE_CHECKING:  # imported where used: a run that never needs it skips ~1 s
+    import albumentations as A
 
 _F64 = torch.float64
 _MAX_VALUE = 255.0  # images arrive as 0..255 (uint8 range), as albumentations' clip assumes
@@ -29,27 +32,6 @@ _OFFSET = 256.0  # added while warping, so that integer results come back exactl
 # about the pixel edge, which is what grid_sample's "reflection" does with align_corners=False.
 _INTERPOLATION = {0: "nearest", 1: "bilinear"}
 _BORDER = {0: "zeros", 1: "border", 2: "reflection"}
-
-
-def _uniform(gen: Generator, shape: Sequence[int], lo: float, hi: float) -> Tensor:
-    """Uniform draws on [lo, hi) in float64 on the CPU."""
-    return lo + (hi - lo) * torch.rand(*shape, generator=gen, dtype=_F64)
-
-
-def _randint(gen: Generator, shape: Sequence[int], lo: int, hi: int) -> Tensor:
-    """Integers in [lo, hi] (inclusive, like ``random.randint``) as float64 on the CPU."""
-    return lo + torch.floor(torch.rand(*shape, generator=gen, dtype=_F64) * (hi - lo + 1))
-
-
-def _rows(mask: Tensor, device: torch.device) -> Tensor:
-    """A CPU row mask as an N x 1 x 1 x 1 mask on ``device``, to broadcast over images."""
-    return mask.to(device).view(-1, 1, 1, 1)
-
-
-def _fill_tensor(fill: Any) -> Tensor:
-    """A number or per-channel tuple as a 1 x C x 1 x 1 (or 1 x 1 x 1 x 1) float tensor."""
-    values = [float(fill)] if isinstance(fill, int | float) else [float(v) for v in fill]
-    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
 
 class _Op(ABC):
@@ -79,7 +61,7 @@ class _Flip(_Op):
     def apply(self, images: Tensor, chosen: Tensor, gen: Generator) -> Tensor:
         if not chosen.any():
             return images
-        return torch.where(_rows(chosen, images.device), images.flip(self.dim), images)
+        return torch.where(row_mask(chosen, images.device), images.flip(self.dim), images)
 
 
 def _matrix(rows: list[list[Tensor | float]], n: int) -> Tensor:
@@ -111,7 +93,7 @@ class _Affine(_Op):
         self.translate_px, self.translate_percent = t.translate_px, t.translate_percent
         self.keep_ratio, self.balanced_scale = t.keep_ratio, t.balanced_scale
         self.mode, self.padding = _INTERPOLATION[t.interpolation], _BORDER[t.border_mode]
-        self.fill = _fill_tensor(t.fill)
+        self.fill = fill_tensor(t.fill)
         # whole-pixel shifts alone (a common "+-k px"): a padded gather, not a float64 warp
         self.shift_only = (
             all(tuple(self.scale[k]) == (1.0, 1.0) and tuple(self.shear[k]) == (0.0, 0.0)
@@ -144,9 +126,9 @@ class _Affine(_Op):
         """Pixel shifts as ``Affine._get_translate_params``: integers in the inclusive pixel
         range, or fractions of the side truncated to whole pixels."""
         if self.translate_px is not None:
-            return [_randint(gen, (n,), int(self.translate_px[k][0]), int(self.translate_px[k][1]))
+            return [randint(gen, (n,), int(self.translate_px[k][0]), int(self.translate_px[k][1]))
                     for k in ("x", "y")]
-        return [torch.trunc(_uniform(gen, (n,), *self.translate_percent[k]) * side)
+        return [torch.trunc(uniform(gen, (n,), *self.translate_percent[k]) * side)
                 for k, side in (("x", w), ("y", h))]
 
     def matrices(self, gen: Generator, n: int, h: int, w: int) -> Tensor:
@@ -155,8 +137,8 @@ class _Affine(_Op):
         sx, sy = self._scale(gen, n)
         tx, ty = self._translate(gen, n, h, w)
         # albumentations negates the sampled shear (its _get_shear_params)
-        shx, shy = (-_uniform(gen, (n,), *self.shear[k]) for k in ("x", "y"))
-        angle = torch.deg2rad(_uniform(gen, (n,), *self.rotate))
+        shx, shy = (-uniform(gen, (n,), *self.shear[k]) for k in ("x", "y"))
+        angle = torch.deg2rad(uniform(gen, (n,), *self.rotate))
         cos, sin = angle.cos(), angle.sin()
         cx, cy = w / 2 - 0.5, h / 2 - 0.5
         to_origin = _matrix([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]], n)
@@ -176,8 +158,9 @@ class _Affine(_Op):
             return images
         padded = F.pad(images, (m, m, m, m), value=float(self.fill.flatten()[0]))
         device = images.device
-        rows = torch.arange(h, device=device) + m - ty.to(device)[:, None]
-        cols = torch.arange(w, device=device) + m - tx.to(device)[:, None]
+        shifts = to_device(torch.stack([ty, tx]), device)  # one copy for both
+        rows = torch.arange(h, device=device) + m - shifts[0, :, None]
+        cols = torch.arange(w, device=device) + m - shifts[1, :, None]
         index = (rows[:, :, None] * (w + 2 * m) + cols[:, None, :]).view(n, 1, h * w)
         return padded.flatten(2).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
@@ -193,7 +176,7 @@ class _Affine(_Op):
         to_pixels = torch.tensor([[w / 2, 0, w / 2 - 0.5], [0, h / 2, h / 2 - 0.5], [0, 0, 1]],
                                  dtype=_F64)
         theta = torch.linalg.inv(to_pixels) @ torch.linalg.inv(matrices[chosen]) @ to_pixels
-        rows = chosen.nonzero().squeeze(1).to(images.device)
+        rows = to_device(chosen.nonzero().squeeze(1), images.device)
         src = images if bool(chosen.all()) else images.index_select(0, rows)
         # Sampled in float64: grid_sample's float32 unnormalisation puts a whole-pixel shift up
         # to 1e-4 px off (~0.02 grey off the exact shift cv2 gives). Values are offset by 256
@@ -204,13 +187,13 @@ class _Affine(_Op):
         buf = torch.empty(src.shape[0], c + extra, h, w, dtype=_F64, device=images.device)
         torch.add(src, _OFFSET, out=buf[:, :c])
         buf[:, c:].fill_(1.0)
-        grid = _grid(theta[:, :2].to(images.device), h, w)
+        grid = _grid(to_device(theta[:, :2], images.device), h, w)
         warped = F.grid_sample(buf, grid, mode=self.mode, padding_mode=self.padding,
                                align_corners=False).to(images.dtype)
         if extra:
             # cv2's BORDER_CONSTANT: the outside part of each pixel takes ``fill``; like its
             # borderValue, a per-channel fill longer than C uses its first C values
-            fill = self.fill[:, :c].to(images.device, images.dtype)
+            fill = to_device(self.fill[:, :c], images.device, images.dtype)
             out = torch.addcmul(warped[:, :c], 1 - warped[:, c:], fill + _OFFSET).sub_(_OFFSET)
         else:
             out = warped.sub_(_OFFSET)
@@ -229,8 +212,8 @@ class _BrightnessContrast(_Op):
 
     def apply(self, images: Tensor, chosen: Tensor, gen: Generator) -> Tensor:
         n, device = images.shape[0], images.device
-        alpha = (1 + _uniform(gen, (n,), *self.contrast)).to(device, images.dtype)
-        beta = _uniform(gen, (n,), *self.brightness).to(device, images.dtype)
+        alpha = to_device(1 + uniform(gen, (n,), *self.contrast), device, images.dtype)
+        beta = to_device(uniform(gen, (n,), *self.brightness), device, images.dtype)
         if not chosen.any():
             return images
         beta = beta * (_MAX_VALUE if self.by_max else images.mean(dim=(1, 2, 3)))
@@ -240,7 +223,7 @@ class _BrightnessContrast(_Op):
             alpha = torch.where(pos, torch.minimum(alpha, (_MAX_VALUE - beta) / _MAX_VALUE),
                                 torch.maximum(alpha, -beta / _MAX_VALUE))
         out = (images * alpha.view(-1, 1, 1, 1) + beta.view(-1, 1, 1, 1)).clamp(0, _MAX_VALUE)
-        return torch.where(_rows(chosen, device), out, images)
+        return torch.where(row_mask(chosen, device), out, images)
 
 
 class _CoarseDropout(_Op):
@@ -249,7 +232,7 @@ class _CoarseDropout(_Op):
 
     def __init__(self, t: A.CoarseDropout) -> None:
         super().__init__(t.p)
-        self.holes, self.fill = t.num_holes_range, _fill_tensor(t.fill)
+        self.holes, self.fill = t.num_holes_range, fill_tensor(t.fill)
         self.height, self.width = t.hole_height_range, t.hole_width_range
 
     def _sizes(self, gen: Generator, n: int, h: int, w: int) -> list[Tensor]:
@@ -257,14 +240,14 @@ class _CoarseDropout(_Op):
         range reaches 1 (both axes, as albumentations decides), otherwise truncated fractions."""
         k = self.holes[1]
         if self.height[1] >= 1:
-            return [_randint(gen, (n, k), int(lo), int(min(hi, side) + 1) - 1)
+            return [randint(gen, (n, k), int(lo), int(min(hi, side) + 1) - 1)
                     for (lo, hi), side in ((self.height, h), (self.width, w))]
-        return [torch.trunc(side * _uniform(gen, (n, k), lo, hi))
+        return [torch.trunc(side * uniform(gen, (n, k), lo, hi))
                 for (lo, hi), side in ((self.height, h), (self.width, w))]
 
     def apply(self, images: Tensor, chosen: Tensor, gen: Generator) -> Tensor:
         n, _, h, w = images.shape
-        count = _randint(gen, (n,), *self.holes)
+        count = randint(gen, (n,), *self.holes)
         hole_h, hole_w = self._sizes(gen, n, h, w)
         top = torch.floor(torch.rand(hole_h.shape, generator=gen, dtype=_F64) * (h - hole_h + 1))
         left = torch.floor(torch.rand(hole_w.shape, generator=gen, dtype=_F64) * (w - hole_w + 1))
@@ -274,12 +257,13 @@ class _CoarseDropout(_Op):
         live = (torch.arange(self.holes[1]) < count[:, None]) & chosen[:, None]
         device = images.device
         ys, xs = torch.arange(h, device=device), torch.arange(w, device=device)
-        top, left, hole_h, hole_w, live = (v.to(device) for v in (top, left, hole_h, hole_w, live))
+        top, left, hole_h, hole_w, live = (to_device(v, device)
+                                           for v in (top, left, hole_h, hole_w, live))
         in_rows = (ys >= top[..., None]) & (ys < (top + hole_h)[..., None]) & live[..., None]
         in_cols = (xs >= left[..., None]) & (xs < (left + hole_w)[..., None])
         # (N x H x K) @ (N x K x W): a pixel is dropped when any hole covers its row and column
         covered = torch.bmm(in_rows.transpose(1, 2).float(), in_cols.float()) > 0
-        fill = self.fill.to(device, images.dtype)
+        fill = to_device(self.fill, device, images.dtype)
         return torch.where(covered[:, None], fill, images)
 
 
@@ -347,7 +331,7 @@ def _composition(t: Any) -> _Op | str:
         if isinstance(op, str):
             return f"{type(t).__name__} transforms: {op}"
         children.append(op)
-    if isinstance(t, A.OneOf):
+    if type(t).__name__ == "OneOf":
         return _OneOf(t, children)
     if t.replace:
         return _unsupported(t, "replace")

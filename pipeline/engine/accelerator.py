@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import gc
-import os
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs
 
+from pipeline.engine.distributed import launched_processes, on_cpu
 from pipeline.errors import PipelineError
 
 
-def build_accelerator(precision: str) -> Accelerator:
-    """Accelerator with the given precision ('auto': bf16/fp16 on GPU, none on CPU)."""
+def build_accelerator(precision: str, multiprocess: str | None = None) -> Accelerator:
+    """Accelerator with the given precision ('auto': bf16/fp16 on GPU, none on CPU).
+
+    Under a multi-process launch (``torchrun``, ``accelerate launch``) the ranks join one
+    process group (DDP); ``multiprocess`` names the command when it cannot run that way,
+    which is then refused on every rank.
+    """
+    processes = launched_processes()
+    if processes > 1 and multiprocess is not None:
+        raise PipelineError(
+            f"'{multiprocess}' runs in one process (one CPU or GPU); a multi-process launch "
+            f"({processes} processes) is supported by 'pipeline train' only")
     if precision == "auto":
         precision = "no"
         if torch.cuda.is_available():
@@ -26,18 +37,21 @@ def build_accelerator(precision: str) -> Accelerator:
     # configs, the data) outlive the run anyway: freezing them leaves each collection only
     # the fold's own garbage to walk.
     gc.freeze()
+    # On a CPU machine Accelerate joins a launcher's ranks (gloo) only when told to (cpu=True
+    # or ACCELERATE_USE_CPU); without it each rank would train alone, unaware of the others.
+    cpu = processes > 1 and on_cpu()
+    # DDP must not wait for gradients that never come: parts frozen by a stage after the
+    # model was wrapped, a pretrained encoder's unused pooler. Finding them costs a walk of
+    # the autograd graph per step, only in a multi-process launch.
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if processes > 1 \
+        else []
     # accumulation is the engine's (per stage), so Accelerate must not scale the loss too
-    accelerator = Accelerator(mixed_precision=precision)
+    accelerator = Accelerator(mixed_precision=precision, cpu=cpu, kwargs_handlers=handlers)
+    if accelerator.num_processes != processes:
+        raise PipelineError(
+            f"the launcher started {processes} processes but Accelerate joined "
+            f"{accelerator.num_processes}; launch with torchrun or 'accelerate launch'")
     if accelerator.device.type == "cuda":
         # fixed input shapes (images of one size): let cuDNN pick its fastest kernels once
         torch.backends.cudnn.benchmark = True
-    # A launcher's WORLD_SIZE counts too: on a CPU machine Accelerate joins the ranks only
-    # with ACCELERATE_USE_CPU set, so `torchrun --nproc_per_node 2` would otherwise start
-    # two unaware single-process runs writing one run folder.
-    processes = max(accelerator.num_processes, int(os.environ.get("WORLD_SIZE") or 1))
-    if processes > 1:
-        raise PipelineError(
-            "the stages run in one process (one CPU or GPU); a multi-process launch "
-            f"({processes} processes) is not supported"
-        )
     return accelerator

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from pipeline.data.datasets import Batch
+from pipeline.engine.distributed import bare
 from pipeline.engine.state import rng_state, set_rng_state
 
 
@@ -70,3 +71,19 @@ def recompute_batch_norm(batches: Iterable[Batch], model: nn.Module,
     for m, momentum in momenta.items():
         m.momentum = momentum
     model.train(was_training)
+
+
+def precise_batch_norm(trainer: Any, loader: Any, n_batches: int) -> None:
+    """Precise BN before a validation of ``trainer`` (a :class:`~pipeline.engine.trainer.
+    Trainer`, which imports this module): the evaluated weights' batch-norm statistics,
+    recomputed on ``n_batches`` of ``loader``'s training rows (the same sample for the same
+    epoch, so a resumed run agrees). Training-mode passes never read these statistics, so
+    training is unchanged."""
+    model = bare(trainer.eval_model())
+    if not has_batch_norm(model):
+        return
+    batches = sample_batches(loader, n_batches, trainer.epoch)
+    frozen = module_names(trainer.unwrapped, trainer.frozen)
+    saved = rng_state()  # a loader's iterator draws its seed from the global stream
+    recompute_batch_norm((trainer._to_device(b) for b in batches), model, frozen)
+    set_rng_state(saved)

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
-from torchvision.ops import sigmoid_focal_loss
 
 from pipeline.competition import CLASSIFICATION
 from pipeline.data.datasets import Batch
@@ -130,6 +129,8 @@ def focal(gamma: float = 2.0, alpha: float | list[float] | None = None, smoothin
             p_t = p * target + (1 - p) * (1 - target)
             per_cell = (a * target + (1 - a) * (1 - target)) * ce * (1 - p_t).pow(gamma)
         else:
+            from torchvision.ops import sigmoid_focal_loss  # imports torch._dynamo: ~1 s
+
             per_cell = sigmoid_focal_loss(logits, target, alpha=-1 if alpha is None else alpha,
                                           gamma=gamma, reduction="none")
         return _reduce(per_cell, batch)

@@ -15,14 +15,6 @@ from typing import Any
 
 import torch
 from pydantic import Field, field_validator
-from timm.models import group_parameters
-from timm.optim import create_optimizer_v2
-from timm.scheduler import (
-    CosineLRScheduler,
-    PlateauLRScheduler,
-    PolyLRScheduler,
-    StepLRScheduler,
-)
 from torch import nn
 
 from pipeline.models.encoders import HFEncoder, TimmEncoder
@@ -48,6 +40,8 @@ class OptimizerConfig(Section):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
+        if name in _TORCH_OPTIMIZERS:
+            return name
         from timm.optim import list_optimizers
 
         known = [n for n in list_optimizers() if n not in _NEEDS_SECOND_ORDER]
@@ -67,6 +61,11 @@ class OptimizerConfig(Section):
 
 # timm optimizers the loop cannot drive: they read Hessian-vector products
 _NEEDS_SECOND_ORDER = ("adahessian",)
+# Names timm maps to torch's own classes, with the same defaults: built here directly, a run
+# that needs nothing else from timm (a table, a text) skips importing it (~1 s, torchvision
+# and torch._dynamo with it). Any other name goes through timm.
+_TORCH_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 class SchedulerConfig(Section):
@@ -107,6 +106,8 @@ def layer_ids(encoder: nn.Module) -> tuple[dict[str, int], int]:
     """
     names = [n for n, _ in encoder.named_parameters()]
     if isinstance(encoder, TimmEncoder) and hasattr(encoder.body, "group_matcher"):
+        from timm.models import group_parameters
+
         groups = group_parameters(encoder.body, encoder.body.group_matcher(coarse=False))
         ids = {f"body.{n}": i for i, (_, members) in enumerate(sorted(groups.items()))
                for n in members}
@@ -167,11 +168,16 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: OptimizerConfig) -> torch
     if (cfg.name in _FUSABLE and not {"fused", "foreach"} & params.keys() and tensors
             and all(p.is_cuda and p.is_floating_point() for p in tensors)):
         params["fused"] = True
+    if cfg.name in _TORCH_OPTIMIZERS:
+        return _TORCH_OPTIMIZERS[cfg.name](groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           **params)
+    from timm.optim import create_optimizer_v2
+
     return create_optimizer_v2(groups, opt=cfg.name, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                **params)
 
 
-_FUSABLE = ("adam", "adamw")  # timm maps these to torch.optim.Adam / AdamW
+_FUSABLE = ("adam", "adamw")  # torch.optim.Adam / AdamW
 
 
 class Schedule:
@@ -243,11 +249,15 @@ SCHEDULERS: Registry[ScheduleFactory] = Registry("scheduler")
 
 @SCHEDULERS.register("cosine", "cosine annealing to min_lr_ratio x lr")
 def _cosine(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, h: Horizon) -> Schedule:
+    from timm.scheduler import CosineLRScheduler
+
     return Schedule(CosineLRScheduler(optimizer, t_initial=h.total, lr_min=h.lr_min, **h.common))
 
 
 @SCHEDULERS.register("restarts", "cosine with warm restarts every cycle_epochs")
 def _restarts(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, h: Horizon) -> Schedule:
+    from timm.scheduler import CosineLRScheduler
+
     cycle = max(1, round(cfg.cycle_epochs * h.updates_per_epoch))
     return Schedule(CosineLRScheduler(
         optimizer, t_initial=cycle, lr_min=h.lr_min, cycle_mul=cfg.cycle_mul,
@@ -256,6 +266,8 @@ def _restarts(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, h: Horizon
 
 @SCHEDULERS.register("linear", "linear decay to min_lr_ratio x lr")
 def _linear(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, h: Horizon) -> Schedule:
+    from timm.scheduler import PolyLRScheduler
+
     return Schedule(PolyLRScheduler(optimizer, t_initial=h.total, power=1.0, lr_min=h.lr_min,
                                     **h.common))
 
@@ -270,6 +282,8 @@ def _onecycle(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, h: Horizon
 
 @SCHEDULERS.register("plateau", "lr x factor when the validation score stalls (per epoch)")
 def _plateau(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, h: Horizon) -> Schedule:
+    from timm.scheduler import PlateauLRScheduler
+
     return Schedule(PlateauLRScheduler(
         optimizer, decay_rate=cfg.factor, patience_t=cfg.patience, lr_min=h.lr_min,
         mode="max" if h.greater_is_better else "min", warmup_t=0), per_epoch=True)
@@ -277,6 +291,8 @@ def _plateau(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, h: Horizon)
 
 @SCHEDULERS.register("constant", "constant lr after the warmup")
 def _constant(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, h: Horizon) -> Schedule:
+    from timm.scheduler import StepLRScheduler
+
     return Schedule(StepLRScheduler(optimizer, decay_t=h.total + 1, decay_rate=1.0, **h.common))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from pipeline.engine.distributed import is_main
 from pipeline.engine.state import CheckpointWriter
 
 
@@ -33,17 +34,27 @@ class ResumePoints:
         """Count the interval from now (the start of a fit, after any resume)."""
         self._last = time.monotonic()
 
-    def keep_best(self, weights: dict[str, Any], epoch: int, score: float) -> None:
-        """Copy ``weights`` (a state dict) as the best so far; written with the next point."""
-        copy = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v
-                for k, v in weights.items()}
-        self._best = (copy, epoch, score)
+    def keep_best(self, weights: dict[str, Any], epoch: int, score: float,
+                  copy: bool = True) -> None:
+        """Keep ``weights`` (a state dict) as the best so far; written with the next point.
+        ``copy=False`` keeps the live tensors, for a caller that hands over newer weights
+        every epoch (checkpoint 'last'): they are written before training changes them, or
+        replaced first (no device copy of the model every epoch)."""
+        if not is_main():  # only rank 0 of a multi-process launch writes files
+            return
+        if copy:
+            weights = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v
+                       for k, v in weights.items()}
+        self._best = (weights, epoch, score)
 
-    def save(self, directory: Path, state: Callable[[], dict[str, Any]], force: bool) -> bool:
+    def save(self, directory: Path, state: Callable[[], dict[str, Any]], force: bool,
+             final: bool = False) -> bool:
         """Hand ``best.pt`` (when it changed) and ``last.pt`` (``state()``) to the writer
-        thread when a point is due or ``force``; returns whether one was."""
+        thread when a point is due or ``force``; returns whether one was. ``final``: nothing
+        will change these tensors any more (the fit is over), so the thread serialises them
+        too, while the caller goes on (e.g. predicting with the same weights)."""
         now = time.monotonic()
-        if not force and now - self._last < self.every:
+        if not is_main() or (not force and now - self._last < self.every):
             return False
         files: list[tuple[Path, dict[str, Any]]] = []
         if self._best is not None:
@@ -52,7 +63,8 @@ class ResumePoints:
                           {"model": weights, "epoch": epoch, "score": score}))
             self._best = None
         files.append((directory / "last.pt", state()))
-        self._writer.submit(files)  # best.pt first: a resume point never outruns its best
+        # best.pt first: a resume point never outruns its best
+        self._writer.submit(files, serialise_here=not final)
         self._last = now
         return True
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.artifacts import atomic_path
+from pipeline.engine.distributed import is_main
 
 
 def seed_everything(seed: int) -> None:
@@ -41,7 +42,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save through a temporary file, so a kill never leaves half a checkpoint."""
+    """torch.save through a temporary file, so a kill never leaves half a checkpoint (by
+    rank 0 alone in a multi-process launch)."""
+    if not is_main():
+        return
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -59,10 +63,15 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def submit(self, files: list[tuple[Path, dict[str, Any]]]) -> None:
-        """Serialise ``files`` now; write them, in order, after the previous batch."""
-        payloads = []
+    def submit(self, files: list[tuple[Path, dict[str, Any]]], serialise_here: bool = True,
+               ) -> None:
+        """Serialise ``files`` now (or, ``serialise_here=False``, in the thread: for states
+        nothing changes any more); write them, in order, after the previous batch."""
+        payloads: list[tuple[Path, Any]] = []
         for path, state in files:
+            if not serialise_here:
+                payloads.append((path, state))
+                continue
             buffer = io.BytesIO()
             torch.save(state, buffer)
             payloads.append((path, buffer.getbuffer()))
@@ -70,11 +79,14 @@ class CheckpointWriter:
         self._thread = threading.Thread(target=self._write, args=(payloads,), daemon=True)
         self._thread.start()
 
-    def _write(self, payloads: list[tuple[Path, memoryview]]) -> None:
+    def _write(self, payloads: list[tuple[Path, Any]]) -> None:
         try:
             for path, data in payloads:
                 with atomic_path(path) as tmp:
-                    tmp.write_bytes(data)
+                    if isinstance(data, memoryview):
+                        tmp.write_bytes(data)
+                    else:
+                        torch.save(data, tmp)
         except BaseException as err:  # re-raised on the training thread by wait()
             self._error = err
 

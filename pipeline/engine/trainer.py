@@ -26,17 +26,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pipeline.data.datasets import Batch
-from pipeline.engine.batchnorm import (
-    has_batch_norm,
-    module_names,
-    recompute_batch_norm,
-    sample_batches,
-)
+from pipeline.engine import distributed
+from pipeline.engine.batchnorm import precise_batch_norm
+from pipeline.engine.distributed import bare
 from pipeline.engine.evaluate import predict_rows
 from pipeline.engine.losses import LossFn
 from pipeline.engine.plan import FitHistory, StagePlan, apply_freeze, show_progress
 from pipeline.engine.resume import ResumePoints
 from pipeline.engine.state import rng_state, set_rng_state
+from pipeline.engine.steps import autocast, backward, update
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +130,10 @@ class Trainer:
         self.metric_name = metric_name  # how the per-epoch log line names the score
         self.checkpoint = checkpoint
         self.precise_bn = precise_bn
-        self.model = accelerator.prepare_model(model)
+        # device_placement given, Accelerate skips its probe for sharded (DTensor) weights,
+        # which imports torch.distributed.tensor (~0.5 s) for models that never have them
+        self.model = accelerator.prepare_model(model,
+                                               device_placement=accelerator.device_placement)
         self.max_grad_norm = max_grad_norm
         self.callbacks = sorted(callbacks or [], key=lambda c: c.order)
         self.desc = desc
@@ -152,6 +153,7 @@ class Trainer:
         self.checkpoint_dir = Path(".")
         self.score_fn: Callable[[np.ndarray], float] | None = None
         self.valid_loss: float | None = None  # the last predict's mean loss, when asked
+        self.defer_writes = False  # fit() returns before its last checkpoint files land
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -160,7 +162,9 @@ class Trainer:
     @property
     def unwrapped(self) -> nn.Module:
         """The trained model without Accelerate's wrapping."""
-        return self.accelerator.unwrap_model(self.model)
+        # not accelerator.unwrap_model: it asks torch._dynamo whether the model is compiled,
+        # importing it (~1 s); models here are only ever wrapped by DDP (compile is in place)
+        return bare(self.model)
 
     def eval_model(self) -> nn.Module:
         """The weights to validate and checkpoint: a callback's (EMA) or the trained ones."""
@@ -201,19 +205,23 @@ class Trainer:
             # dividing by its own size keeps its update a mean, not a shrunken one.
             window_start = step - step % grad_accum_steps
             self.grad_accum_steps = min(grad_accum_steps, n_batches - window_start)
+            # batch_size is the global batch: a multi-process launch trains this rank's share
+            batch, share = distributed.local_rows(batch)  # (DDP syncs at a window's end)
+            distributed.sync_gradients(self.model, (step + 1) % grad_accum_steps == 0
+                                       or step + 1 == n_batches)
             batch = self._to_device(batch)
             for cb in self.callbacks:
                 batch = cb.transform_batch(self, batch, loss_fn)
-            with acc.autocast():
+            with autocast(acc):
                 loss = self._training_loss(batch, loss_fn)
+            loss = loss if share is None else loss * share  # DDP's mean: the batch's loss
             self._call("on_before_backward", loss)
-            acc.backward(loss / self.grad_accum_steps if self.grad_accum_steps > 1 else loss)
+            backward(acc, loss / self.grad_accum_steps if self.grad_accum_steps > 1 else loss)
             self._call("on_after_backward", batch, loss_fn)
             if (step + 1) % grad_accum_steps == 0 or step + 1 == n_batches:
                 if self.max_grad_norm:
                     acc.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                update(optimizer)
                 self.stage_updates += 1
                 if schedule is not None:
                     schedule.after_update(self.stage_updates)
@@ -225,7 +233,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{total.item() / count:.4f}",
                                 lr=f"{optimizer.param_groups[-1]['lr']:.2e}", refresh=False)
         bar.close()
-        return total.item() / max(count, 1)
+        return distributed.reduce_mean(total).item() / max(count, 1)
 
     def _training_loss(self, batch: Batch, loss_fn: LossFn) -> torch.Tensor:
         for cb in self.callbacks:
@@ -318,8 +326,12 @@ class Trainer:
                     break
                 self._next_stage(plans)
         finally:
-            self.resume_points.wait()  # callbacks' on_fit_end may write best.pt after ours
+            # callbacks' on_fit_end may write best.pt after ours; a caller predicting with the
+            # weights in memory lets the last files land meanwhile (resume_points.wait())
+            if not self.defer_writes:
+                self.resume_points.wait()
         self._call("on_fit_end")
+        distributed.barrier()  # rank 0 wrote best.pt; the other ranks read it next
         return self.history
 
     def _start_or_resume(self, plans: list[StagePlan]) -> None:
@@ -340,6 +352,7 @@ class Trainer:
         set_epoch = getattr(plan.loader.dataset, "set_epoch", None)
         if set_epoch is not None:
             set_epoch(shuffle_seed + self.epoch)
+        distributed.seed_rank_streams(shuffle_seed + self.epoch)
 
     def _run_epoch(self, plan: StagePlan, greater_is_better: bool, last: bool = False) -> None:
         """Train one epoch, validate, record it, keep the best weights, save a resume point
@@ -349,7 +362,8 @@ class Trainer:
         self._call("on_epoch_start")
         train_loss = self.train_epoch(plan.loader, self.optimizer, self.schedule,
                                       plan.loss_fn, plan.grad_accum_steps)
-        self._recompute_batch_norm(plan)
+        if self.precise_bn:
+            precise_batch_norm(self, plan.loader, self.precise_bn)
         # the main loss alone: auxiliary terms are a training device, not the objective
         outputs = self.predict(self.valid_loader, loss_fn=getattr(plan.loss_fn, "main",
                                                                   plan.loss_fn))
@@ -375,28 +389,18 @@ class Trainer:
         if improved:
             self.history.best_score, self.history.best_epoch = score, self.epoch
         if improved or self.checkpoint == "last":
-            weights = self.accelerator.unwrap_model(self.eval_model()).state_dict()
-            self.resume_points.keep_best(weights, self.epoch, score)
+            weights = bare(self.eval_model()).state_dict()
+            # checkpoint 'last' hands over the live weights each epoch: no copy needed
+            self.resume_points.keep_best(weights, self.epoch, score,
+                                         copy=self.checkpoint != "last")
         log.info("%s epoch %d/%d: train_loss %.4f, valid_loss %.4f, valid %s %.5f%s (%.1fs)",
                  self.desc, self.epoch, self.total_epochs, train_loss, self.valid_loss,
                  self.metric_name, score,
                  " (best so far)" if improved else "", self.history.epochs[-1]["seconds"])
         self._call("on_epoch_end")
-        self.resume_points.save(self.checkpoint_dir, self._resume_state,
-                                force=last or self.should_stop)
-
-    def _recompute_batch_norm(self, plan: StagePlan) -> None:
-        """Precise BN: the evaluated weights' batch-norm statistics, recomputed on a sample of
-        the training rows (the same sample for the same epoch, so a resumed run agrees).
-        Training-mode passes never read these statistics, so training is unchanged."""
-        model = self.accelerator.unwrap_model(self.eval_model())
-        if not self.precise_bn or not has_batch_norm(model):
-            return
-        batches = sample_batches(plan.loader, self.precise_bn, self.epoch)
-        frozen = module_names(self.unwrapped, self.frozen)
-        saved = rng_state()  # a loader's iterator draws its seed from the global stream
-        recompute_batch_norm((self._to_device(b) for b in batches), model, frozen)
-        set_rng_state(saved)
+        end = last or self.should_stop
+        self.resume_points.save(self.checkpoint_dir, self._resume_state, force=end,
+                                final=end and self.defer_writes)
 
     def _next_stage(self, plans: list[StagePlan]) -> None:
         self.stage += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,24 +14,63 @@ from torch.utils.data import Dataset
 from pipeline.artifacts import write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
-from pipeline.data.datasets import CompetitionDataset
+from pipeline.data.datasets import CompetitionDataset, ModelInputs
 from pipeline.data.memory_loader import build_fold_loader
-from pipeline.engine.callbacks.consistency import build_consistency
+from pipeline.engine.callbacks.consistency import build_consistency, over_unlabelled
+from pipeline.engine.distributed import agree, is_main
 from pipeline.engine.recipe import build_callbacks, build_stage_plans
 from pipeline.engine.state import seed_everything
 from pipeline.engine.trainer import Trainer
-from pipeline.jobs.inputs import build_fold_network, fold_prep, with_pseudo_rows
+from pipeline.jobs.inputs import FoldPrep, build_fold_network, fold_prep, with_pseudo_rows
 from pipeline.metrics import get_metric
 from pipeline.models.multitask import with_task_plans
 from pipeline.models.network import model_inputs
 from pipeline.runs import LAST_EPOCH_OOF, fold_dir, fold_label, pseudo_path
 
 
+@dataclass(frozen=True)
+class TrainedFold:
+    """A fold's network as its fit left it, for predicting in the same process: no model
+    rebuilt, no ``best.pt`` read back, and no second pass over the held-out rows, whose raw
+    outputs the chosen (last) epoch's validation already computed with these weights."""
+
+    trainer: Trainer  # its eval model holds the weights written to best.pt
+    prep: FoldPrep
+    inputs: ModelInputs
+    oof_outputs: np.ndarray  # raw outputs on the fold's held-out rows, in their order
+
+    def finish(self) -> None:
+        """Block until the fit's last checkpoint files are on disk (before a record vouches
+        for them)."""
+        self.trainer.resume_points.wait()
+
+
 def train_network_fold(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
     accelerator: Accelerator, tokenizer: Any,
 ) -> dict[str, Any]:
-    """Train one network on the rows outside ``fold``; returns its fit history.
+    """Train one network on the rows outside ``fold``; returns its fit history."""
+    result, trained = fit_network_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+    if trained is not None:
+        trained.finish()
+    return result
+
+
+def _warm_capable(cfg: ExperimentConfig) -> bool:
+    """Whether the fit's final weights may predict in place: not when a callback replaces
+    them at the end (SWA), several checkpoints predict (snapshots), members predict apart.
+    In a multi-process launch every rank holds the same weights (DDP; BatchNorm statistics
+    shared before predicting), so each predicts its share in place too."""
+    return cfg.train.swa is None and not cfg.train.snapshots and cfg.train.ensemble is None
+
+
+def fit_network_fold(
+    cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
+    accelerator: Accelerator, tokenizer: Any,
+) -> tuple[dict[str, Any], TrainedFold | None]:
+    """Train one network on the rows outside ``fold``; returns its fit history and, when its
+    last epoch is the chosen one, the trained fold to predict with (its checkpoint files may
+    still be on their way to the disk: :meth:`TrainedFold.finish`).
 
     The job seeds python, numpy and torch with ``seed * 1000 + fold`` before anything draws
     from them, so the same (seed, fold) trains the same weights, resumed or not.
@@ -40,7 +80,8 @@ def train_network_fold(
     seed_everything(run_seed)
     task = cfg.competition.task
     train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    prep = fold_prep(out, comp, train_rows, cfg.model.target_transform)
+    # rank 0 fits and writes it; a multi-process launch hands its result to the other ranks
+    prep = agree(fold_prep, out, comp, train_rows, cfg.model.target_transform)
     inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
     y = prep.standardise(task, comp.targets)
     aug = cfg.train.augment
@@ -63,6 +104,7 @@ def train_network_fold(
     plans = build_stage_plans(cfg.train, cfg.model, task, model, train_ds, generator,
                               metric.greater_is_better, device)
     plans = with_task_plans(plans, model)  # + auxiliary tasks' losses (multi-task)
+    plans = over_unlabelled(plans, cfg.train.consistency, len(comp.test))  # epoch_over
     y_valid = comp.targets[valid_rows]
 
     def score(outputs: np.ndarray) -> float:
@@ -82,9 +124,18 @@ def train_network_fold(
                       precise_bn=cfg.train.precise_bn, metric_name=metric.name,
                       resume_every=cfg.train.resume_every,
                       channels_last=cfg.train.channels_last)
+    trainer.defer_writes = _warm_capable(cfg)
     history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
                           generator, run_seed * 100)
-    accelerator.free_memory()
+    trained = None
+    chosen = trainer.epoch if cfg.train.checkpoint == "last" else history.best_epoch
+    if trainer.defer_writes and chosen == trainer.epoch and history.last_outputs is not None:
+        trained = TrainedFold(trainer, prep, inputs, history.last_outputs)
+    else:
+        trainer.resume_points.wait()  # best.pt is read back to predict
+    trainer.optimizer = trainer.schedule = None  # serialised already; frees the device
+    if trained is None:  # else prediction in place frees it once done (~0.1 s a call)
+        accelerator.free_memory()
     result = {"best_epoch": history.best_epoch, "best_score": history.best_score,
               "checkpoint": cfg.train.checkpoint, "epochs": history.epochs}
     if history.last_outputs is not None:  # the last epoch's OOF: no epoch was chosen on it
@@ -92,6 +143,7 @@ def train_network_fold(
         frame = pd.DataFrame(last, columns=comp.pred_columns)
         frame.insert(0, cfg.competition.id_column,
                      comp.train[cfg.competition.id_column].to_numpy()[valid_rows])
-        write_parquet(out / LAST_EPOCH_OOF, frame)
+        if is_main():  # every rank holds these rows (gathered); rank 0 writes them
+            write_parquet(out / LAST_EPOCH_OOF, frame)
         result["last_epoch_score"] = metric(y_valid, last)
-    return result
+    return result, trained

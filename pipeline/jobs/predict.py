@@ -4,6 +4,7 @@ transform; the same transforms on both, so the blender sees on the OOF what the 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,13 +15,15 @@ from accelerate import Accelerator
 from pipeline.artifacts import write_json, write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
-from pipeline.data.datasets import CompetitionDataset
+from pipeline.data.datasets import CompetitionDataset, ModelInputs
 from pipeline.data.memory_loader import build_fold_loader
 from pipeline.engine.callbacks.averaging import snapshot_paths
+from pipeline.engine.distributed import is_main
 from pipeline.engine.member_ensemble import MemberEnsemble, split_members
 from pipeline.engine.trainer import Trainer
 from pipeline.errors import DataError
-from pipeline.jobs.inputs import build_fold_network, fold_prep
+from pipeline.jobs.inputs import FoldPrep, build_fold_network, fold_prep
+from pipeline.jobs.network import TrainedFold
 from pipeline.models.network import model_inputs
 from pipeline.runs import PREDICTION_FILES, file_digests, fold_dir, prediction_hash
 from pipeline.tta import reduce_predictions, tta_transforms
@@ -28,52 +31,55 @@ from pipeline.tta import reduce_predictions, tta_transforms
 
 def predict_fold(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
-    accelerator: Accelerator, tokenizer: Any,
+    accelerator: Accelerator, tokenizer: Any, trained: TrainedFold | None = None,
 ) -> None:
     """Predict the held-out rows and the test set with the fold's best weights and TTA.
 
     Writes ``oof.parquet`` and ``test.parquet`` (the transforms merged by the configured
     reduction) and ``tta_oof.parquet``/``tta_test.parquet`` with every transform's
     predictions. With snapshots, every prediction is the mean over the fold's snapshot
-    checkpoints.
+    checkpoints. ``trained``: the fold's network as its fit just left it in this process;
+    it predicts in place, and the held-out rows' untransformed outputs are its last
+    validation's (the same weights, rows and batches: the same numbers).
     """
     out = fold_dir(cfg, seed, fold)
     task = cfg.competition.task
-    checkpoints = snapshot_paths(out) if cfg.train.snapshots else [out / "best.pt"]
-    if not checkpoints or not checkpoints[0].is_file():
-        raise DataError(f"no checkpoint in {out}: train seed {seed} fold {fold} first")
-    prep = fold_prep(out)
-    model = build_fold_network(cfg, comp, prep.tabular, seed)
-    inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
+    if trained is None:
+        trainer, prep, inputs, checkpoints = _load_fold(cfg, comp, out, seed, fold,
+                                                        accelerator, tokenizer)
+    else:
+        trainer, prep, inputs, checkpoints = trained.trainer, trained.prep, trained.inputs, [None]
     batch_size = cfg.predict.batch_size or 2 * cfg.train.batch_size
-    if cfg.train.compile:
-        model.compile()
-    if isinstance(model, MemberEnsemble):
-        model.stacked = True  # every member's outputs, each written as a member of its own
-    trainer = Trainer(model, accelerator, channels_last=cfg.train.channels_last)
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     valid_rows = np.flatnonzero(folds == fold)
     frames = {"oof": comp.train.iloc[valid_rows], "test": comp.test}
     transforms = tta_transforms(cfg.predict.tta)
+    known = {("oof", "none"): trained.oof_outputs} if trained is not None else {}
     loaders = {
         (part, name): build_fold_loader(
             CompetitionDataset(frame, dataclasses.replace(inputs, **tta.inputs)), batch_size,
             False, cfg.train.num_workers, None, cfg.train.loader, accelerator.device)
         for part, frame in frames.items() for name, tta in transforms
+        if (part, name) not in known
     }
     sums: dict[tuple[str, str], np.ndarray] = {}
     member_sums: dict[tuple[str, str, int], np.ndarray] = {}
     for checkpoint in checkpoints:  # snapshot ensembles average their members' predictions
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
-        trainer.unwrapped.load_state_dict(state)
+        if checkpoint is not None:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+            trainer.unwrapped.load_state_dict(state)
         for part in frames:
             for name, tta in transforms:
-                raw = trainer.predict(loaders[part, name], tta.batch, model=trainer.model)
+                raw = (known[part, name] if (part, name) in known
+                       else trainer.predict(loaders[part, name], tta.batch))
                 pred, members = split_members(raw, lambda r: prep.predictions(task, r))
                 sums[part, name] = sums.get((part, name), 0) + pred / len(checkpoints)
                 for m, member in enumerate(members):
                     key = (part, name, m)
                     member_sums[key] = member_sums.get(key, 0) + member / len(checkpoints)
+    if not is_main():  # every rank holds the gathered predictions; rank 0 writes them
+        accelerator.free_memory()
+        return
     for part, frame in frames.items():
         ids = frame[id_col].to_numpy()
         per_tta = []
@@ -101,3 +107,23 @@ def predict_fold(
     write_json(out / "predictions.json", {"hash": prediction_hash(cfg), "tta": cfg.predict.tta,
                                           "files": file_digests(out, PREDICTION_FILES)})
     accelerator.free_memory()
+
+
+def _load_fold(
+    cfg: ExperimentConfig, comp: Competition, out: Path, seed: int, fold: int,
+    accelerator: Accelerator, tokenizer: Any,
+) -> tuple[Trainer, FoldPrep, ModelInputs, list[Path]]:
+    """The fold's network rebuilt (weights loaded per checkpoint), its preprocessing, its
+    inputs and its checkpoints: best.pt, or the snapshots."""
+    checkpoints = snapshot_paths(out) if cfg.train.snapshots else [out / "best.pt"]
+    if not checkpoints or not checkpoints[0].is_file():
+        raise DataError(f"no checkpoint in {out}: train seed {seed} fold {fold} first")
+    prep = fold_prep(out)
+    model = build_fold_network(cfg, comp, prep.tabular, seed)
+    inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
+    if cfg.train.compile:
+        model.compile()
+    if isinstance(model, MemberEnsemble):
+        model.stacked = True  # every member's outputs, each written as a member of its own
+    trainer = Trainer(model, accelerator, channels_last=cfg.train.channels_last)
+    return trainer, prep, inputs, checkpoints

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from pydantic import Field, field_validator, model_validator
-from timm.data import resolve_model_data_config
 from torch import nn
 
 from pipeline.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Batch
@@ -120,6 +118,14 @@ class EncoderConfig(Section):
 
 
 
+def _timm() -> Any:
+    """timm, imported on first use: with torchvision it costs ~1 s, which a run without a
+    timm encoder (tables, texts) need not pay."""
+    import timm
+
+    return timm
+
+
 class TimmEncoder(nn.Module):
     """Any timm model by name, without its classifier; weights only from a local file."""
 
@@ -137,7 +143,7 @@ class TimmEncoder(nn.Module):
         if weights is not None:
             kwargs |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
         try:
-            self.body = timm.create_model(cfg.target, **kwargs)
+            self.body = _timm().create_model(cfg.target, **kwargs)
         except RuntimeError as err:
             if "Unknown model" not in str(err):
                 raise
@@ -149,7 +155,7 @@ class TimmEncoder(nn.Module):
         # Batches arrive normalised with ImageNet statistics (shared by every encoder of a
         # concatenation); a model trained with others (ViT augreg and Inception: 0.5, CLIP)
         # gets its own, from its pretrained config: x_own = (x * std_in + mean_in - m) / s.
-        data = resolve_model_data_config(self.body)
+        data = _timm().data.resolve_model_data_config(self.body)
         mean, std = tuple(data["mean"]), tuple(data["std"])
         self.renormalise = (mean, std) != (IMAGENET_MEAN, IMAGENET_STD)
         if self.renormalise:

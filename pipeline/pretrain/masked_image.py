@@ -11,12 +11,10 @@ kept, as a timm state dict like :mod:`pipeline.pretrain.simclr` writes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import albumentations as A
 import torch
 import torch.nn.functional as F
-from albumentations.pytorch import ToTensorV2
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -31,6 +29,9 @@ from pipeline.pretrain.simclr import (
     image_paths,
 )
 from pipeline.schema import Section
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 
 class MaskedImageConfig(ImageRefineConfig):
@@ -64,6 +65,9 @@ class MaskedImageConfig(ImageRefineConfig):
 
 def mim_transform(cfg: MaskedImageConfig) -> A.Compose:
     """Mild crops and flips, then ImageNet normalisation."""
+    import albumentations as A  # here: importing the stage never imports it
+    from albumentations.pytorch import ToTensorV2
+
     return A.Compose([
         A.RandomResizedCrop((cfg.image_size, cfg.image_size), scale=cfg.crop_scale),
         A.HorizontalFlip(p=0.5),

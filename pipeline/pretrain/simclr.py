@@ -14,13 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-from albumentations.pytorch import ToTensorV2
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -35,6 +33,9 @@ from pipeline.models.encoders import EncoderConfig, TimmEncoder
 from pipeline.pretrain._base import OBJECTIVES, Objective, PretrainData, fit_epochs
 from pipeline.pretrain.masked_lm import autocast
 from pipeline.schema import Section
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 WEIGHTS_FILE = "model.pth"  # the encoder's state dict inside the output folder
 
@@ -92,6 +93,9 @@ class SimCLRConfig(ImageRefineConfig):
 def view_transform(cfg: SimCLRConfig) -> A.Compose:
     """SimCLR's augmentations (without blur: competition images are often small), then
     ImageNet normalisation as the training data gets."""
+    import albumentations as A  # here: importing the stage never imports it
+    from albumentations.pytorch import ToTensorV2
+
     s = cfg.color_jitter
     return A.Compose([
         A.RandomResizedCrop((cfg.image_size, cfg.image_size), scale=cfg.crop_scale),

@@ -146,3 +146,25 @@ def test_images_are_decoded_once_within_the_budget(tmp_path, monkeypatch, caplog
     assert len(opened) == 2 * len(dataset) - 5  # five held, the rest read twice
     assert "PIPELINE_DECODE_CACHE_GB" in caplog.text
     decoded.clear_cache()
+
+
+def test_many_images_are_decoded_by_threads_once_each(tmp_path, monkeypatch):
+    """decode_many: past 32 images not yet held, a pool decodes them; each file is opened
+    once, the arrays are decode_rgb's, in the paths' order, and the cache holds them all."""
+    from PIL import Image
+
+    paths = []
+    for i in range(40):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((4, 5, 3), i, np.uint8)).save(path)
+        paths.append(path)
+    decoded.clear_cache()
+    opened = []
+    real_open = decoded.Image.open
+    monkeypatch.setattr(decoded.Image, "open", lambda p: opened.append(p) or real_open(p))
+    arrays = decoded.decode_many(paths)
+    assert sorted(map(str, opened)) == sorted(map(str, paths))
+    assert [int(a[0, 0, 0]) for a in arrays] == list(range(40))
+    assert all(a.shape == (4, 5, 3) for a in arrays)
+    assert decoded.decode_many(paths)[7] is arrays[7] and len(opened) == 40  # held
+    decoded.clear_cache()

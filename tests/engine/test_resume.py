@@ -15,9 +15,9 @@ def _count_submits(monkeypatch) -> list[list[str]]:
     calls: list[list[str]] = []
     real = CheckpointWriter.submit
 
-    def spy(self, files):
+    def spy(self, files, **kwargs):
         calls.append([path.name for path, _ in files])
-        real(self, files)
+        real(self, files, **kwargs)
 
     monkeypatch.setattr(CheckpointWriter, "submit", spy)
     return calls
@@ -72,3 +72,30 @@ def test_a_failed_background_write_is_raised_on_the_training_thread(tmp_path):
     with pytest.raises(OSError):
         writer.wait()
     writer.wait()  # raised once, then clear
+
+
+def test_a_final_point_is_serialised_by_the_writer_thread(tmp_path, monkeypatch):
+    """After the last epoch nothing changes the tensors any more: the thread serialises them
+    too (the caller predicts meanwhile), and the files are the ones serialised at once."""
+    modes: list[bool] = []
+    real = CheckpointWriter.submit
+
+    def spy(self, files, serialise_here=True):
+        modes.append(serialise_here)
+        real(self, files, serialise_here=serialise_here)
+
+    monkeypatch.setattr(CheckpointWriter, "submit", spy)
+    weights = {"w": torch.arange(6.0).view(2, 3)}
+    for final, folder in ((False, tmp_path / "now"), (True, tmp_path / "thread")):
+        folder.mkdir()
+        points = ResumePoints(every=3600)
+        points.keep_best(weights, 3, 0.9, copy=False)  # the live tensors: written as they are
+        assert points.save(folder, lambda: {"epoch": 3, "model": weights}, force=True,
+                           final=final)
+        points.wait()
+    assert modes == [True, False]
+    for name in ("best.pt", "last.pt"):
+        now = torch.load(tmp_path / "now" / name, weights_only=False)
+        thread = torch.load(tmp_path / "thread" / name, weights_only=False)
+        torch.testing.assert_close(thread["model"]["w"], now["model"]["w"])
+        assert thread["epoch"] == now["epoch"] == 3

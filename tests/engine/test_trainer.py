@@ -342,3 +342,48 @@ def test_validation_scores_the_main_loss_without_auxiliary_terms():
     main = build_loss("cross_entropy", "multiclass")
     wrapped = with_aux_losses(main, nn.Linear(2, 2), [("supcon", 0.5, {})])
     assert wrapped is not main and wrapped.main is main
+
+
+def test_a_step_without_a_loss_scaler_skips_accelerates_wrappers(
+        make_toy, monkeypatch) -> None:
+    """Accelerate's AcceleratedOptimizer.step searches the file system for 'lomo_optim' twice
+    per call and Accelerator.backward divides the loss by 1; without a loss scaler they add
+    nothing else, so the loop calls the optimizer and the loss's backward itself: the same
+    weights as through the wrappers."""
+    import accelerate.optimizer
+
+    from pipeline.engine import build_accelerator
+
+    def run(through_wrapper: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        accelerator = build_accelerator("no")
+        trainer = Trainer(make_toy(), accelerator)
+        initial.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+        opt = accelerator.prepare_optimizer(torch.optim.AdamW(trainer.model.parameters()))
+        if not through_wrapper:  # the wrapper's step must not run at all
+            monkeypatch.setattr(accelerate.optimizer.AcceleratedOptimizer, "step",
+                                lambda self, closure=None: pytest.fail("wrapper stepped"))
+            monkeypatch.setattr(type(accelerator), "backward",
+                                lambda self, loss: pytest.fail("wrapper's backward"))
+        else:  # the old way: through the wrappers
+            monkeypatch.setattr("pipeline.engine.trainer.backward",
+                                lambda acc, loss: acc.backward(loss))
+            def through(o):
+                o.step()
+                o.zero_grad(set_to_none=True)
+
+            monkeypatch.setattr("pipeline.engine.trainer.update", through)
+        g = torch.Generator().manual_seed(1)
+        rows = [{"num": torch.randn(4, 8, generator=g), "target": torch.randn(4, 1, generator=g)}
+                for _ in range(3)]
+        trainer.train_epoch(rows, opt, None,  # type: ignore[arg-type]
+                            lambda out, b: ((out - b["target"]) ** 2).mean())
+        monkeypatch.undo()
+        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    initial: dict[str, torch.Tensor] = {}
+    direct, wrapped = run(False), run(True)
+    assert not torch.equal(direct["head.0.weight"], initial["head.0.weight"])  # it trained
+    assert direct.keys() == wrapped.keys()
+    for key in direct:
+        assert torch.equal(direct[key], wrapped[key])

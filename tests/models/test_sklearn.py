@@ -9,11 +9,10 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.impute import SimpleImputer
 from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
 
 from pipeline.competition import Competition, CompetitionConfig, load_competition
-from pipeline.data.tabular import TabularEncoder
+from pipeline.data.tabular import MedianFill, TabularEncoder
 from pipeline.errors import ConfigError
 from pipeline.models.sklearn import build_estimator, import_estimator, predict_matrix
 from tests.test_competition import cli_config, run_cli
@@ -70,7 +69,7 @@ def test_build_estimator_preprocesses_columns_and_seeds(competition_factory) -> 
     est = model.named_steps["model"]
     assert est.C == 0.5 and est.random_state == 7
     numeric = _numeric_step(model)
-    assert isinstance(numeric.named_steps["fill"], SimpleImputer)  # it refuses NaN
+    assert isinstance(numeric.named_steps["fill"], MedianFill)  # it refuses NaN
     assert "scale" not in numeric.named_steps
     nan_ok = build_estimator("sklearn.ensemble.HistGradientBoostingClassifier", {}, comp, 0)
     assert "fill" not in _numeric_step(nan_ok).named_steps

@@ -41,6 +41,7 @@ from torch import nn
 
 from pipeline.data.datasets import Batch
 from pipeline.engine.losses import LossFn
+from pipeline.engine.steps import autocast, backward
 from pipeline.engine.trainer import Callback, Trainer
 from pipeline.errors import ConfigError
 from pipeline.models.encoders import ENCODERS, HFEncoder, MLPEncoder
@@ -152,7 +153,7 @@ class PGD(_Adversary):
                     delta: torch.Tensor) -> torch.Tensor:
         """Gradient of the loss at ``image + delta`` with respect to ``delta`` alone."""
         delta = delta.detach().requires_grad_(True)
-        with trainer.accelerator.autocast():
+        with autocast(trainer.accelerator):
             loss = loss_fn(trainer.model({**batch, "image": image + delta}), batch)
         scaler = trainer.accelerator.scaler
         if scaler is not None:  # scaled like the fp16 backward, so small gradients keep a sign
@@ -192,9 +193,9 @@ def _embedding_targets(model: nn.Module) -> tuple[list[torch.Tensor], bool]:
 
 def _adversarial_backward(trainer: Trainer, batch: Batch, loss_fn: LossFn) -> None:
     """Forward and backward ``batch`` like the engine: its precision, gradients accumulate."""
-    with trainer.accelerator.autocast():
+    with autocast(trainer.accelerator):
         loss = loss_fn(trainer.model(batch), batch)
-    trainer.accelerator.backward(loss / trainer.grad_accum_steps)
+    backward(trainer.accelerator, loss / trainer.grad_accum_steps)
 
 
 class FGM(_Adversary):

@@ -6,18 +6,21 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
-from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from pipeline.engine.batchnorm import module_names, recompute_batch_norm
+from pipeline.engine.distributed import bare
 from pipeline.engine.state import save_checkpoint
 from pipeline.engine.trainer import Callback, Trainer
 from pipeline.schema import Section
+
+if TYPE_CHECKING:  # imported where used: a run that never needs it skips ~1 s
+    from timm.utils import ModelEmaV3
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ class EMA(Callback):
         self._pending: dict[str, Any] | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        from timm.utils import ModelEmaV3  # here: timm (with torchvision) costs ~1 s to import
+
         self.ema = ModelEmaV3(trainer.unwrapped, decay=self.decay, use_warmup=self.warmup)
         if self._pending is not None:
             self.ema.module.load_state_dict(self._pending)
@@ -135,6 +140,7 @@ class SWA(Callback):
                                                        model=self.averaged.module)))
         trainer.history.epochs.append({"epoch": trainer.epoch, "swa": True, "score": score})
         trainer.history.best_score, trainer.history.best_epoch = score, trainer.epoch
+        trainer.resume_points.wait()  # the fit's own best.pt lands first, then this one
         save_checkpoint(trainer.checkpoint_dir / "best.pt",
                         {"model": self.averaged.module.state_dict(), "epoch": trainer.epoch,
                          "score": score})
@@ -162,7 +168,7 @@ class Snapshots(Callback):
         if trainer.epoch in self.cycle_end_epochs:
             k = self.cycle_end_epochs.index(trainer.epoch)
             path = trainer.checkpoint_dir / f"snapshot_{k}.pt"
-            weights = trainer.accelerator.unwrap_model(trainer.eval_model()).state_dict()
+            weights = bare(trainer.eval_model()).state_dict()
             save_checkpoint(path, {"model": weights, "epoch": trainer.epoch})
             trainer.history.epochs[-1]["snapshot"] = k
 

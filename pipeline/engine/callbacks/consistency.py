@@ -19,12 +19,13 @@ import torch
 
 from pipeline.data.augment import STRONG_IMAGE, AugmentConfig
 from pipeline.data.datasets import Batch, CompetitionDataset, ViewsDataset, build_loader
+from pipeline.engine.callbacks.consistency_epochs import over_unlabelled
 from pipeline.engine.callbacks.consistency_methods import (
     CONSISTENCY,
     ConsistencyConfig,
     ConsistencyMethod,
-    StrongAugmentConfig,
 )
+from pipeline.engine.callbacks.consistency_strong import StrongAugmentConfig
 from pipeline.engine.losses import LossFn
 from pipeline.engine.trainer import Callback, Trainer
 
@@ -33,7 +34,7 @@ IDLE = 0.01  # a mask rate below this is "near zero": the unlabelled loss is ~ne
 IDLE_EPOCHS = 2  # warn when it stays there this many active epochs in a row
 
 __all__ = ["CONSISTENCY", "Consistency", "ConsistencyConfig", "StrongAugmentConfig",
-           "build_consistency", "unlabelled_views"]
+           "build_consistency", "over_unlabelled", "unlabelled_views"]
 
 
 class Consistency(Callback):

@@ -38,7 +38,6 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from pipeline.competition import probabilities
-from pipeline.data.augment import TabularNoiseConfig, TextNoiseConfig, build_image_augment
 from pipeline.data.datasets import Batch, view_of
 from pipeline.engine.callbacks.consistency_losses import (
     Step,
@@ -48,6 +47,7 @@ from pipeline.engine.callbacks.consistency_losses import (
     sharpen,
     soft_cross_entropy,
 )
+from pipeline.engine.callbacks.consistency_strong import StrongAugmentConfig
 from pipeline.engine.callbacks.consistency_thresholds import (
     AdaptiveThresholds,
     DistributionAlignment,
@@ -57,23 +57,6 @@ from pipeline.engine.losses import LossFn
 from pipeline.models.network import embedding_noise
 from pipeline.registry import Registry
 from pipeline.schema import Section
-
-
-class StrongAugmentConfig(Section):
-    """The strong view of an unlabelled row (FixMatch, UDA): ``image`` albumentations
-    transforms (None: RandAugment-like, :data:`pipeline.data.augment.STRONG_IMAGE`), ``text``
-    token noise, ``tabular`` swap/Gaussian noise on rows."""
-
-    image: list[dict[str, Any]] | None = None
-    text: TextNoiseConfig = TextNoiseConfig(mask=0.15, delete=0.05, swap=0.05)
-    tabular: TabularNoiseConfig = TabularNoiseConfig()
-
-    @field_validator("image")
-    @classmethod
-    def _albumentations(cls, items: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        if items is not None:
-            build_image_augment(items)
-        return items
 
 
 class ConsistencyConfig(Section):
@@ -87,6 +70,7 @@ class ConsistencyConfig(Section):
     of labelled and unlabelled rows (pixels for image models, pooled features otherwise).
     ``weight`` (lambda_u) multiplies the unlabelled loss, reached linearly over
     ``ramp_epochs``; an unlabelled batch holds ``ratio`` x the labelled batch size.
+    ``epoch_over: unlabelled`` makes every epoch one pass over the unlabelled rows.
     ``embedding_noise``: Gaussian noise after the embedding layer of tabular ('mlp': category
     embeddings and the standardised numbers) and text ('hf': word embeddings) encoders, as a
     fraction of each table's std, on the student views (fixmatch, uda: the strong view) or on
@@ -104,6 +88,9 @@ class ConsistencyConfig(Section):
     threshold: float | None = Field(None, gt=0, lt=1)
     temperature: float | None = Field(None, gt=0, le=1)
     ratio: int | None = Field(None, ge=1)  # None: the method's (fixmatch 3, others 1)
+    # what one epoch is: a pass over the labelled rows, or over the unlabelled ones (ceil(rows
+    # / (batch x ratio)) steps, the labelled rows cycled: .consistency_epochs)
+    epoch_over: Literal["labelled", "unlabelled"] = "labelled"
     augmentations: int = Field(2, ge=1)  # mixmatch's K
     alpha: float = Field(0.75, gt=0)  # mixmatch's Beta parameter
     embedding_noise: float = Field(0.1, ge=0)

@@ -1,0 +1,56 @@
+"""What a multi-process launch of the train stage (``torchrun --nproc_per_node N``,
+``accelerate launch --num_processes N``) can train, checked on every rank before anything is
+written: the rank logic itself is :mod:`pipeline.engine.distributed`."""
+
+from __future__ import annotations
+
+from pipeline.config import ExperimentConfig
+from pipeline.engine.distributed import launched_processes
+from pipeline.errors import ConfigError
+from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
+
+# keys whose parts see more than one rank's share of a batch at once, or train something
+# other than one network through DDP: refused until they gather across ranks
+_UNSHARDED = {
+    "train.consistency": "its unlabelled batches are drawn by one process, not split "
+                         "across ranks",
+    "train.ensemble": "the members' diversity penalty is computed over the whole batch",
+    "train.adversarial": "its extra forward and backward passes are not synchronised "
+                         "across ranks",
+    "train.aux_losses": "contrastive and triplet losses compare the rows of the whole batch",
+}
+
+
+def multiprocess_problem(cfg: ExperimentConfig, processes: int | None = None) -> str | None:
+    """Why ``cfg`` cannot train under a launch of ``processes`` processes (default: this
+    launch's), or None when it can (always with one process)."""
+    n = launched_processes() if processes is None else processes
+    if n == 1:
+        return None
+    launch = f"a multi-process launch ({n} processes)"
+    kind = cfg.model.encoders[0].kind
+    if cfg.model.is_sklearn or kind in GBDT_LIBRARIES:
+        return (f"'model.encoders' {kind!r} fits in one process: {launch} trains networks "
+                "only; run it as one process")
+    if cfg.executor.name != "local":
+        return (f"'executor.name: {cfg.executor.name}' with {launch}: each Ray job is one "
+                "process; use one or the other")
+    train = cfg.train
+    for key, why in _UNSHARDED.items():
+        value = getattr(train, key.split(".")[1])
+        if value:
+            return f"'{key}' is not supported in {launch}: {why}; remove it or run one process"
+    for i, stage in enumerate(train.resolved_stages):
+        if stage.batch_size % n:
+            key = "train.batch_size" if i == 0 else f"train.stages.{i - 1}.batch_size"
+            return (f"'{key}' must be divisible by the {n} processes of {launch} (it is the "
+                    f"global batch, split evenly across ranks). Got {stage.batch_size}.")
+    return None
+
+
+def check_multiprocess(cfg: ExperimentConfig) -> None:
+    """Raise a ConfigError (exit 2, nothing written) when :func:`multiprocess_problem`
+    finds one."""
+    problem = multiprocess_problem(cfg)
+    if problem is not None:
+        raise ConfigError(problem)

@@ -1,0 +1,129 @@
+"""``train.consistency.epoch_over: unlabelled`` (issue 18): an epoch is one pass over the
+unlabelled rows, ceil(rows / (batch x ratio)) steps, the labelled loader cycled with its own
+order and draws each pass; the default keeps an epoch over the labelled rows; a killed run
+resumes exactly."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import train
+from pipeline.artifacts import read_json
+from pipeline.config import build_config
+from pipeline.engine.callbacks.consistency import over_unlabelled
+from pipeline.engine.callbacks.consistency_epochs import CycledLoader, unlabelled_steps
+from pipeline.engine.callbacks.consistency_methods import ConsistencyConfig
+from pipeline.engine.plan import StagePlan
+from pipeline.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Rows(torch.utils.data.Dataset):
+    """Rows 0..n-1 that remember the augmentation seed they were drawn under."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.epoch_seed = n, 0
+
+    def set_epoch(self, seed: int) -> None:
+        self.epoch_seed = seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"row": torch.tensor(i), "seed": torch.tensor(self.epoch_seed)}
+
+
+def _epoch(loader: CycledLoader, seed: int) -> list[list[int]]:
+    loader.generator.manual_seed(seed)  # as the trainer seeds each epoch
+    loader.dataset.set_epoch(seed)
+    return [b["row"].tolist() for b in loader]
+
+
+def test_the_cycled_loader_fills_its_steps_with_fresh_passes_over_the_rows():
+    rows = Rows(5)
+    inner = torch.utils.data.DataLoader(rows, batch_size=2, shuffle=True,
+                                        generator=torch.Generator())
+    loader = CycledLoader(inner, steps=7)
+    assert len(loader) == 7 and loader.batch_size == 2 and loader.dataset is rows
+    batches = _epoch(loader, 11)
+    assert len(batches) == 7  # 3 batches a pass: two whole passes and the first of a third
+    first, second = batches[:3], batches[3:6]
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) == [0, 1, 2, 3, 4]
+    assert first != second  # each pass its own order
+    assert rows.epoch_seed == 11  # the epoch's draw seed is back once the epoch is done
+    assert _epoch(loader, 11) == batches  # the same epoch (a resumed run): the same batches
+    assert _epoch(loader, 12) != batches
+    # the passes after the first draw their augmentations from their own seeds
+    loader.generator.manual_seed(3)
+    rows.set_epoch(3)
+    seeds = [int(b["seed"][0]) for b in loader]
+    assert seeds[:3] == [3, 3, 3] and len(set(seeds[3:6])) == 1 and seeds[3] != 3
+
+
+def test_steps_per_epoch_are_one_pass_over_the_unlabelled_rows_at_the_ratio():
+    assert unlabelled_steps(4000, 32, 3) == 42  # issue 18's fold: 9 labelled steps otherwise
+    assert unlabelled_steps(4000, 32, 1) == 125
+    assert unlabelled_steps(10, 32, 3) == 1
+    inner = torch.utils.data.DataLoader(range(12), batch_size=4)
+    plans = [StagePlan(epochs=2, loader=inner, make_optimizer=None, make_schedule=None,
+                       loss_fn=None)]
+    fixmatch = ConsistencyConfig(method="fixmatch")
+    assert over_unlabelled(plans, fixmatch, 100) is plans  # the default: over labelled rows
+    assert over_unlabelled(plans, None, 100) is plans
+    cycled = over_unlabelled(plans, ConsistencyConfig(method="fixmatch",
+                                                      epoch_over="unlabelled"), 100)
+    assert [len(p.loader) for p in cycled] == [9]  # ceil(100 / (4 x fixmatch's ratio 3))
+    cycled = over_unlabelled(plans, ConsistencyConfig(method="uda", epoch_over="unlabelled",
+                                                      ratio=2), 100)
+    assert [len(p.loader) for p in cycled] == [13] and cycled[0].epochs == 2
+
+
+def test_an_unknown_epoch_over_is_refused(competition_factory):
+    data = competition_factory("tabular", "multiclass", n_train=24, n_test=20)
+    data["train"]["consistency"] = {"method": "fixmatch", "epoch_over": "test"}
+    with pytest.raises((ConfigError, ValueError), match="epoch_over"):
+        build_config(data)
+
+
+def _run(competition_factory, name: str, epoch_over: str | None,
+         kill=None, crash_in_epoch: int | None = None) -> tuple[np.ndarray, list]:
+    data = competition_factory("tabular", "multiclass", n_train=24, n_test=60)
+    data["name"] = name
+    data["folds"]["n_splits"] = 2
+    cons = {"method": "fixmatch", "ratio": 1, **({"epoch_over": epoch_over} if epoch_over else {})}
+    data["train"].update(epochs=3, batch_size=4, resume_every=0, consistency=cons)
+    cfg = build_config(data)
+    if crash_in_epoch is not None:
+        kill(cfg, crash_in_epoch)
+    train.run(cfg)
+    epochs = read_json(cfg.run_dir / "seed0" / "fold0" / "metrics.json")["epochs"]
+    values = [(e["train_loss"], e.get("unlabelled_loss", 0.0), e["score"]) for e in epochs]
+    return np.array(values), epochs
+
+
+def test_an_epoch_over_the_unlabelled_rows_takes_their_steps_and_sees_each_once(
+        competition_factory, caplog):
+    _, labelled = _run(competition_factory, "labelled", None)
+    # 12 training rows of a fold at batch 4: 3 updates an epoch
+    assert [e["updates"] for e in labelled] == [3, 6, 9]
+    with caplog.at_level(logging.INFO, logger="pipeline.engine.callbacks.consistency"):
+        _, unlabelled = _run(competition_factory, "unlabelled", "unlabelled")
+    # 60 unlabelled rows at 4 a step: 15 updates an epoch, the 12 labelled rows cycled
+    assert [e["updates"] for e in unlabelled] == [15, 30, 45]
+    seen = [int(m.group(1)) for r in caplog.records
+            if (m := re.search(r"of (\d+) unlabelled rows", r.getMessage()))]
+    assert seen and set(seen) == {60}  # every active epoch: each unlabelled row once
+
+
+def test_a_killed_run_over_unlabelled_epochs_resumes_exactly(competition_factory,
+                                                             train_killed_in_epoch):
+    whole, _ = _run(competition_factory, "whole", "unlabelled")
+    resumed, _ = _run(competition_factory, "resumed", "unlabelled", train_killed_in_epoch, 3)
+    np.testing.assert_array_equal(whole, resumed)
