@@ -21,7 +21,9 @@ Parts (``--parts``, each self-contained):
   8x8 digits as images and as a 64-column table (``--fraction`` 10% labelled), Fashion-MNIST
   (``--labelled`` / ``--test`` of its test images, from ``--fashion-dir``); a ResNet from
   scratch (``--model``, timm) or an MLP with embedding noise. ``--arms`` picks from
-  :data:`ARMS` (supervised, FixMatch's old, new and current defaults, one-change ablations).
+  :data:`ARMS` (supervised, FixMatch's old, new and current defaults, one-change ablations,
+  epochs over the unlabelled rows at a fraction of ``--epochs``) and :data:`ROUNDS` (a
+  pseudo-label round from the supervised run of the same seed; its time counts both runs).
 
     python benchmarks/semi_supervised.py --parts defaults --epochs 15 --seeds 0 1 2
     python benchmarks/semi_supervised.py --parts defaults --datasets fashion mnist \

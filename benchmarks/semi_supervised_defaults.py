@@ -130,10 +130,11 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "  over unlabelled, 0.2 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
     "  over unlabelled, 0.15 epochs": {"method": "fixmatch", "epoch_over": "unlabelled",
                                        "warmup": 0.34},
-    # fewer epochs, so less of each epoch's fixed cost (validation, checkpoints), and more
-    # unlabelled steps: 8 epochs (2 supervised), 12 (3)
+    # fewer epochs, so less of each epoch's fixed cost (precise BN, validation), and more
+    # unlabelled steps: 8 epochs (2 supervised), 12 (3), 6 (1)
     "  over unlabelled, 0.4 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
     "  over unlabelled, 0.6 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
+    "  over unlabelled, 0.3 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
     "  ramp 2 epochs": {"method": "fixmatch", "ramp_epochs": 2},
     # soft targets: UDA's sharpened (T 0.4) clean-view prediction, KL, with FixMatch's shape
     "uda, ratio 3, adaptive + alignment": {"method": "uda", "ratio": 3,
@@ -146,7 +147,8 @@ ARMS: dict[str, dict[str, Any] | None] = {
 
 # arms that train another number of epochs: this fraction of --epochs
 ARM_EPOCHS = {"  over unlabelled, 0.2 epochs": 0.2, "  over unlabelled, 0.15 epochs": 0.15,
-              "  over unlabelled, 0.4 epochs": 0.4, "  over unlabelled, 0.6 epochs": 0.6}
+              "  over unlabelled, 0.4 epochs": 0.4, "  over unlabelled, 0.6 epochs": 0.6,
+              "  over unlabelled, 0.3 epochs": 0.3}
 
 # a pseudo-label round (issue 18): the supervised run of the same seed labels its most
 # confident test rows (fold k's labels from its fold-k models, pipeline/pseudo.py), then a
