@@ -185,7 +185,7 @@ def _epochs(rate: float, n: int, caplog: pytest.LogCaptureFixture) -> list[dict]
     callback = Consistency(Idle(rate), dataset, cfg, 1, 5)  # type: ignore[arg-type]
     loader = torch.utils.data.DataLoader(range(4), batch_size=2)
     trainer = SimpleNamespace(epoch=0, total_epochs=n, train_loader=loader, model=None,
-                              desc="run f0", history=FitHistory(),
+                              desc="run f0", history=FitHistory(), _to_device=lambda b: b,
                               accelerator=SimpleNamespace(device=torch.device("cpu")))
     with caplog.at_level(logging.INFO, logger="pipeline.engine.callbacks.consistency"):
         for epoch in range(n):

@@ -11,7 +11,6 @@ same batch on CPU and GPU, and one transform's draws never shift the next one's.
 from __future__ import annotations
 
 import warnings
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,9 @@ import torch.nn.functional as F
 from torch import Generator, Tensor
 
 from pipeline.data.augment import build_image_augment
-from pipeline.data.device_draws import fill_tensor, randint, row_mask, to_device, uniform
+from pipeline.data.device_colour import COLOUR_CONVERTERS
+from pipeline.data.device_draws import fill_tensor, randint, to_device, uniform
+from pipeline.data.device_op import DeviceOp, on_rows, unsupported
 
 if TYPE_CHECKING:  # imported where used: a run that never needs it skips ~1 s
     import albumentations as A
@@ -34,21 +35,7 @@ _INTERPOLATION = {0: "nearest", 1: "bilinear"}
 _BORDER = {0: "zeros", 1: "border", 2: "reflection"}
 
 
-class _Op(ABC):
-    """One transform: decides per row whether it applies (``p``), then transforms the batch."""
-
-    def __init__(self, p: float) -> None:
-        self.p = p
-
-    def __call__(self, images: Tensor, active: Tensor, gen: Generator, force: bool) -> Tensor:
-        """Apply to the ``active`` rows (CPU bool mask) that pass ``p`` (all of them if
-        ``force``, as albumentations' ``force_apply`` inside ``OneOf``)."""
-        passed = torch.rand(images.shape[0], generator=gen, dtype=_F64) < self.p
-        return self.apply(images, active & (passed | force), gen)
-
-    @abstractmethod
-    def apply(self, images: Tensor, chosen: Tensor, gen: Generator) -> Tensor:
-        """The batch with the ``chosen`` rows transformed; draws the same count either way."""
+_Op = DeviceOp  # the base moved to device_op (shared with device_colour)
 
 
 class _Flip(_Op):
@@ -61,14 +48,18 @@ class _Flip(_Op):
     def apply(self, images: Tensor, chosen: Tensor, gen: Generator) -> Tensor:
         if not chosen.any():
             return images
-        return torch.where(row_mask(chosen, images.device), images.flip(self.dim), images)
+        return on_rows(images, chosen, lambda x: x.flip(self.dim))
 
 
 def _matrix(rows: list[list[Tensor | float]], n: int) -> Tensor:
-    """N x 3 x 3 float64 matrices from a 3 x 3 layout of per-row tensors or constants."""
-    return torch.stack([
-        torch.stack([torch.as_tensor(v, dtype=_F64).expand(n) for v in row], -1) for row in rows
-    ], -2)
+    """N x 3 x 3 float64 matrices from a 3 x 3 layout of per-row tensors or constants (one
+    write per non-zero entry: on the host, stacking them costs several times as many ops)."""
+    out = torch.zeros(n, 3, 3, dtype=_F64)
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            if isinstance(v, Tensor) or v != 0:
+                out[:, i, j] = v
+    return out
 
 
 def _grid(theta: Tensor, h: int, w: int) -> Tensor:
@@ -152,17 +143,21 @@ class _Affine(_Op):
     def _shift(self, images: Tensor, chosen: Tensor, gen: Generator) -> Tensor:
         """Whole-pixel shifts: output (y, x) is input (y - ty, x - tx), ``fill`` outside."""
         n, c, h, w = images.shape
-        tx, ty = (torch.where(chosen, t, 0).long() for t in self._translate(gen, n, h, w))
-        m = int(max(tx.abs().max(), ty.abs().max()))  # host tensors: no device sync
+        tx, ty = (t[chosen].long() for t in self._translate(gen, n, h, w))
+        m = int(max(tx.abs().max(), ty.abs().max())) if len(tx) else 0  # host: no sync
         if m == 0:
             return images
-        padded = F.pad(images, (m, m, m, m), value=float(self.fill.flatten()[0]))
-        device = images.device
-        shifts = to_device(torch.stack([ty, tx]), device)  # one copy for both
-        rows = torch.arange(h, device=device) + m - shifts[0, :, None]
-        cols = torch.arange(w, device=device) + m - shifts[1, :, None]
-        index = (rows[:, :, None] * (w + 2 * m) + cols[:, None, :]).view(n, 1, h * w)
-        return padded.flatten(2).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
+        shifts = to_device(torch.stack([ty, tx]), images.device)  # one copy for both
+
+        def shift(x: Tensor) -> Tensor:
+            k, device = x.shape[0], x.device
+            padded = F.pad(x, (m, m, m, m), value=float(self.fill.flatten()[0]))
+            rows = torch.arange(h, device=device) + m - shifts[0, :, None]
+            cols = torch.arange(w, device=device) + m - shifts[1, :, None]
+            index = (rows[:, :, None] * (w + 2 * m) + cols[:, None, :]).view(k, 1, h * w)
+            return padded.flatten(2).gather(2, index.expand(k, c, h * w)).view(k, c, h, w)
+
+        return on_rows(images, chosen, shift)  # only the chosen rows are padded and gathered
 
     def apply(self, images: Tensor, chosen: Tensor, gen: Generator) -> Tensor:
         if self.shift_only:
@@ -212,18 +207,21 @@ class _BrightnessContrast(_Op):
 
     def apply(self, images: Tensor, chosen: Tensor, gen: Generator) -> Tensor:
         n, device = images.shape[0], images.device
-        alpha = to_device(1 + uniform(gen, (n,), *self.contrast), device, images.dtype)
-        beta = to_device(uniform(gen, (n,), *self.brightness), device, images.dtype)
+        alpha = 1 + uniform(gen, (n,), *self.contrast)
+        beta = uniform(gen, (n,), *self.brightness)
         if not chosen.any():
             return images
-        beta = beta * (_MAX_VALUE if self.by_max else images.mean(dim=(1, 2, 3)))
+        alpha, beta = (to_device(v[chosen], device, images.dtype) for v in (alpha, beta))
+        return on_rows(images, chosen, lambda x: self._adjust(x, alpha, beta))
+
+    def _adjust(self, x: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+        beta = beta * (_MAX_VALUE if self.by_max else x.mean(dim=(1, 2, 3)))
         if self.safe:  # fpixel.get_safe_brightness_contrast_params, row-wise
             pos = alpha > 0
             beta = torch.where(pos, beta.clamp(0, _MAX_VALUE), beta.clamp(max=_MAX_VALUE))
             alpha = torch.where(pos, torch.minimum(alpha, (_MAX_VALUE - beta) / _MAX_VALUE),
                                 torch.maximum(alpha, -beta / _MAX_VALUE))
-        out = (images * alpha.view(-1, 1, 1, 1) + beta.view(-1, 1, 1, 1)).clamp(0, _MAX_VALUE)
-        return torch.where(row_mask(chosen, device), out, images)
+        return (x * alpha.view(-1, 1, 1, 1) + beta.view(-1, 1, 1, 1)).clamp(0, _MAX_VALUE)
 
 
 class _CoarseDropout(_Op):
@@ -303,9 +301,7 @@ class _SomeOf(_Op):
         return images
 
 
-def _unsupported(t: Any, argument: str) -> str:
-    value = getattr(t, argument)
-    return f"{type(t).__name__!r} argument {argument}={value!r} has no device version"
+_unsupported = unsupported
 
 
 def _affine(t: Any) -> _Op | str:
@@ -349,6 +345,7 @@ _CONVERTERS: dict[str, Callable[[Any], _Op | str]] = {
     "CoarseDropout": _coarse_dropout,
     "OneOf": _composition,
     "SomeOf": _composition,
+    **COLOUR_CONVERTERS,  # ColorJitter, Sharpen, AutoContrast, Equalize, Posterize, Solarize
 }
 
 
@@ -365,8 +362,8 @@ class DeviceImageAugment:
     >>> aug = DeviceImageAugment.build([{"name": "HorizontalFlip", "p": 1.0}])
     >>> aug(torch.arange(4.0).view(1, 1, 1, 4), torch.Generator().manual_seed(0)).flatten()
     tensor([3., 2., 1., 0.])
-    >>> DeviceImageAugment.build([{"name": "Sharpen"}])
-    "item 0: 'Sharpen' has no device version"
+    >>> DeviceImageAugment.build([{"name": "Blur"}])
+    "item 0: 'Blur' has no device version"
     """
 
     def __init__(self, ops: list[_Op]) -> None:

@@ -39,14 +39,19 @@ LOADER_MODES = ("auto", "memory", "stream")
 _said: set[str] = set()  # reasons already logged: once per process, not once per fold
 
 
-def memory_unsupported(augment: AugmentConfig | None) -> str | None:
-    """Why rows under ``augment`` cannot be held on the device, or None when they can."""
+def memory_unsupported(augment: AugmentConfig | None,
+                       dataset: CompetitionDataset | None = None) -> str | None:
+    """Why rows under ``augment`` cannot be held on the device, or None when they can; with
+    ``dataset``, only the noise of inputs it has counts (a strong view's default text noise
+    does not stop an image set)."""
     if augment is None:
         return None
-    if augment.text is not None:
+    if augment.text is not None and (dataset is None or dataset.ids):
         return "text noise ('train.augment.text') is drawn per row"
-    if augment.tabular is not None:
+    if augment.tabular is not None and (dataset is None or dataset.tabular is not None):
         return "table noise ('train.augment.tabular') is drawn per row"
+    if dataset is not None and not dataset.images:
+        return None
     built = DeviceImageAugment.build(augment.image)
     return built if isinstance(built, str) else None
 
@@ -126,6 +131,11 @@ class MemoryLoader:
                           if self._lengths is not None and not shuffle else None)
 
     @property
+    def rows(self) -> int:
+        """How many rows are held."""
+        return self._rows
+
+    @property
     def nbytes(self) -> int:
         """What the held rows take on the device."""
         return sum(t.numel() * t.element_size() for t in self._tensors.values())
@@ -150,22 +160,47 @@ class MemoryLoader:
         on_device = rows.to(self.device)  # one copy per epoch, then sliced there
         for start in range(0, len(rows), self.batch_size):
             stop = start + self.batch_size
-            yield self._batch(on_device[start:stop], rows[start:stop], draws)
+            yield self.batch(on_device[start:stop], rows[start:stop], draws, self.augment)
 
-    def _batch(self, index: torch.Tensor, host_index: torch.Tensor,
-               draws: torch.Generator | None) -> Batch:
+    def batch(self, index: torch.Tensor, host_index: torch.Tensor, draws: torch.Generator | None,
+              augment: DeviceImageAugment | None) -> Batch:
+        """The rows at ``index`` (on the device; ``host_index`` the same on the host), images
+        through ``augment`` with ``draws`` and normalised."""
         batch: Batch = {}
         for key, values in self._tensors.items():
             picked = values.index_select(0, index)
             if key == "image":
                 pixels = picked.float()
-                if self.augment is not None and draws is not None:
-                    pixels = self.augment(pixels, draws)
+                if augment is not None and draws is not None:
+                    pixels = augment(pixels, draws)
                 picked = torch.addcmul(self._shift, pixels, self._scale)
             elif key in ("input_ids", "attention_mask") and self._lengths is not None:
                 picked = picked[:, : int(self._lengths[host_index].max())]
             batch[key] = picked
         return batch
+
+
+def stream_reason(parts: list[CompetitionDataset], unsupported: str | None,
+                  device: torch.device) -> str | None:
+    """Why ``parts`` are streamed rather than held on ``device``: ``unsupported`` (an
+    augmentation with no device version), or more bytes than the device has room for."""
+    if unsupported is not None:
+        return unsupported
+    need, room = sum(_bytes(p) for p in parts), _room(device)
+    if need > room:
+        return (f"the rows take ~{need / 2**30:.1f} GB and {device} has room for "
+                f"{room / 2**30:.1f} GB")
+    return None
+
+
+def streaming(reason: str, mode: str) -> None:
+    """Refuse to stream under ``train.loader: memory``; else say why, once per process."""
+    if mode == "memory":
+        raise ConfigError(f"'train.loader: memory' cannot hold these rows: {reason}; use "
+                          "'auto' (streams instead) or 'stream'")
+    if reason not in _said:
+        _said.add(reason)
+        log.info("rows are streamed from disk each epoch (%s)", reason)
 
 
 def build_fold_loader(
@@ -185,23 +220,13 @@ def build_fold_loader(
         return build_loader(dataset, batch_size, shuffle, num_workers, generator)
     device = device or torch.device("cpu")
     parts = _competition_parts(dataset)
-    reason = None
     if parts is None:
-        reason = "each row is read as several augmented views"
+        reason: str | None = "each row is read as several augmented views"
     else:
         augment = parts[0].augment
-        reason = memory_unsupported(augment)
-        need, room = sum(_bytes(p) for p in parts), _room(device)
-        if reason is None and need > room:
-            reason = (f"the rows take ~{need / 2**30:.1f} GB and {device} has room for "
-                      f"{room / 2**30:.1f} GB")
+        reason = stream_reason(parts, memory_unsupported(augment), device)
     if reason is not None:
-        if mode == "memory":
-            raise ConfigError(f"'train.loader: memory' cannot hold these rows: {reason}; use "
-                              "'auto' (streams instead) or 'stream'")
-        if reason not in _said:
-            _said.add(reason)
-            log.info("rows are streamed from disk each epoch (%s)", reason)
+        streaming(reason, mode)
         return build_loader(dataset, batch_size, shuffle, num_workers, generator)
     assert parts is not None
     built = DeviceImageAugment.build(augment.image) if augment is not None else None

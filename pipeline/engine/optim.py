@@ -160,13 +160,17 @@ def parameter_groups(
 def build_optimizer(groups: list[dict[str, Any]], cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """Any optimizer timm knows (``lookahead_`` prefix included) over ready-made groups.
 
-    Adam and AdamW on a GPU take torch's fused kernel (one launch for every parameter's
-    update, where a small model's step is launch-bound) unless ``params`` say otherwise.
+    Adam and AdamW take torch's fused kernel unless ``params`` say otherwise: on a GPU one
+    launch for every parameter's update (a small model's step is launch-bound), on the CPU
+    one pass over each tensor instead of ten (resnet18's AdamW step: 66 -> 27 ms on one
+    thread). Same update, other rounding.
     """
     params = dict(cfg.params)
     tensors = [p for g in groups for p in g["params"]]
+    kinds = {p.device.type for p in tensors}
     if (cfg.name in _FUSABLE and not {"fused", "foreach"} & params.keys() and tensors
-            and all(p.is_cuda and p.is_floating_point() for p in tensors)):
+            and len(kinds) == 1 and kinds <= _FUSED_DEVICES
+            and all(p.is_floating_point() for p in tensors)):
         params["fused"] = True
     if cfg.name in _TORCH_OPTIMIZERS:
         return _TORCH_OPTIMIZERS[cfg.name](groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -178,6 +182,7 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: OptimizerConfig) -> torch
 
 
 _FUSABLE = ("adam", "adamw")  # torch.optim.Adam / AdamW
+_FUSED_DEVICES = {"cuda", "cpu"}  # where torch has their fused kernels
 
 
 class Schedule:

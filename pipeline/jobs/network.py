@@ -118,7 +118,7 @@ def fit_network_fold(
             cons, task, CompetitionDataset(comp.test, inputs), active, encoder_kinds,
             comp.n_outputs,
             cfg.train.first_epoch(*cons.start(len(cfg.train.stages) + 1, cfg.train.total_epochs)),
-            run_seed * 100 + 7, cfg.train.num_workers))
+            run_seed * 100 + 7, cfg.train.num_workers, cfg.train.loader))
     trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
                       desc=fold_label(cfg, seed, fold), checkpoint=cfg.train.checkpoint,
                       precise_bn=cfg.train.precise_bn, metric_name=metric.name,

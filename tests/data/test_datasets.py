@@ -144,8 +144,8 @@ def test_persistent_workers_make_the_batches_of_workers_started_each_epoch(tmp_p
     data = make_competition(tmp_path, "image", "binary", n_train=12, n_test=2)
     frame = pd.read_csv(f"{data['competition']['dir']}/train.csv")
     frame[IMAGE_PATH] = frame["image"]
-    # Sharpen has no device version: these rows are always streamed through workers
-    augment = AugmentConfig(image=[{"name": "Sharpen", "p": 0.5},
+    # ElasticTransform has no device version: these rows are always streamed through workers
+    augment = AugmentConfig(image=[{"name": "ElasticTransform", "p": 0.5},
                                    {"name": "HorizontalFlip", "p": 0.5}])
     dataset = CompetitionDataset(frame, ModelInputs(image_root=tmp_path / "image_binary",
                                                     image_size=16),

@@ -238,7 +238,7 @@ def test_draws_do_not_depend_on_whether_a_transform_applied() -> None:
 
 
 @pytest.mark.parametrize(("items", "reason"), [
-    ([{"name": "Sharpen"}], "item 0: 'Sharpen' has no device version"),
+    ([{"name": "GaussNoise"}], "item 0: 'GaussNoise' has no device version"),
     ([{"name": "HorizontalFlip"}, {"name": "Affine", "fit_output": True}],
      "item 1: 'Affine' argument fit_output=True has no device version"),
     ([{"name": "Affine", "interpolation": 2}], "'Affine' argument interpolation=2"),

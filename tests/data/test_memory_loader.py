@@ -102,22 +102,22 @@ def test_text_is_cut_per_batch_and_predicted_longest_first(tmp_path):
 
 def test_rows_stream_with_a_reason_when_an_augmentation_has_no_device_version(
         tmp_path, caplog):
-    sharpen = AugmentConfig(image=[{"name": "Sharpen", "p": 1.0}])
-    assert "Sharpen" in (memory_unsupported(sharpen) or "")
+    sharpen = AugmentConfig(image=[{"name": "ElasticTransform", "p": 1.0}])
+    assert "ElasticTransform" in (memory_unsupported(sharpen) or "")
     assert "text noise" in (memory_unsupported(AugmentConfig(text={"mask": 0.1})) or "")
     with caplog.at_level(logging.INFO):
         loader = build_fold_loader(_image_dataset(tmp_path, sharpen), 8, True, 0,
                                    torch.Generator(), "auto")
     assert isinstance(loader, DataLoader)
-    assert "Sharpen" in caplog.text and "streamed" in caplog.text
-    with pytest.raises(ConfigError, match="Sharpen"):
+    assert "ElasticTransform" in caplog.text and "streamed" in caplog.text
+    with pytest.raises(ConfigError, match="ElasticTransform"):
         build_fold_loader(_image_dataset(tmp_path, sharpen), 8, True, 0, None, "memory")
 
 
 def test_memory_with_an_augmentation_that_has_no_device_version_is_refused_at_load(tmp_path):
     data = make_competition(tmp_path, "image", "binary")
-    data["train"].update(loader="memory", augment={"image": [{"name": "Sharpen"}]})
-    with pytest.raises(ValueError, match=r"'loader: memory'.*Sharpen"):
+    data["train"].update(loader="memory", augment={"image": [{"name": "ElasticTransform"}]})
+    with pytest.raises(ValueError, match=r"'loader: memory'.*ElasticTransform"):
         build_config(data)
 
 

@@ -19,6 +19,7 @@ import torch
 
 from pipeline.data.augment import STRONG_IMAGE, AugmentConfig
 from pipeline.data.datasets import Batch, CompetitionDataset, ViewsDataset, build_loader
+from pipeline.data.memory_views import MemoryViews, memory_views
 from pipeline.engine.callbacks.consistency_epochs import over_unlabelled
 from pipeline.engine.callbacks.consistency_methods import (
     CONSISTENCY,
@@ -44,13 +45,16 @@ class Consistency(Callback):
     order = 40  # after batch transforms (an adversarial batch is the labelled batch)
 
     def __init__(self, method: ConsistencyMethod, unlabelled: ViewsDataset, cfg: ConsistencyConfig,
-                 start_epoch: int, seed: int, num_workers: int = 0) -> None:
+                 start_epoch: int, seed: int, num_workers: int = 0,
+                 loader_mode: str = "stream") -> None:
         self.method = method
         self.dataset = unlabelled
         self.cfg = cfg
         self.start_epoch = start_epoch
         self.seed = seed
         self.num_workers = num_workers
+        self.loader_mode = loader_mode  # train.loader: the views held on the device or streamed
+        self._held: MemoryViews | None = None  # built at the first active epoch of the fit
         self.generator = torch.Generator()
         self._batches: Any = None
         self._loader: Any = None
@@ -76,8 +80,21 @@ class Consistency(Callback):
         size = min(len(self.dataset), trainer.train_loader.batch_size * self.cfg.option("ratio"))
         self.generator.manual_seed(self.seed + trainer.epoch)
         self.dataset.set_epoch(self.seed + 7919 * trainer.epoch)
-        self._loader = build_loader(self.dataset, size, True, self.num_workers, self.generator)
+        self._loader = self._views_loader(trainer, size)
         self._batches = iter(self._loader)
+
+    def _views_loader(self, trainer: Trainer, size: int) -> Any:
+        """This epoch's loader of the views: held on the device (decoded and moved once per
+        fit) when ``train.loader`` and the views' augmentations allow it, else streamed."""
+        if self._held is None and self.loader_mode != "stream":
+            self._held = memory_views(self.dataset, size, self.generator, self.loader_mode,
+                                      trainer.accelerator.device)
+            if self._held is None:  # said why once; stream from now on
+                self.loader_mode = "stream"
+        if self._held is not None:
+            self._held.batch_size = size  # a stage may change the batch size
+            return self._held
+        return build_loader(self.dataset, size, True, self.num_workers, self.generator)
 
     def _next(self, trainer: Trainer) -> Batch:
         try:
@@ -85,8 +102,7 @@ class Consistency(Callback):
         except StopIteration:  # fewer unlabelled rows than the epoch needs: go round again
             self._batches = iter(self._loader)
             batch = next(self._batches)
-        device = trainer.accelerator.device
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return trainer._to_device(batch)  # channels-last images where the model is
 
     def weight(self, trainer: Trainer) -> float:
         """lambda_u at this step, ramped up over ``ramp_epochs`` from ``start_epoch``."""
@@ -176,9 +192,10 @@ def unlabelled_views(dataset: CompetitionDataset, method: str, cfg: ConsistencyC
 def build_consistency(
     cfg: ConsistencyConfig, task: str, unlabelled: CompetitionDataset,
     weak: AugmentConfig | None, encoder_kinds: list[str], n_outputs: int, start_epoch: int,
-    seed: int, num_workers: int = 0,
+    seed: int, num_workers: int = 0, loader_mode: str = "stream",
 ) -> Consistency:
-    """The callback of ``cfg.method`` over the rows of ``unlabelled``."""
+    """The callback of ``cfg.method`` over the rows of ``unlabelled``, its views held on the
+    training device or streamed as ``loader_mode`` (``train.loader``) says."""
     method = CONSISTENCY.get(cfg.method)(cfg, task, n_outputs, set(encoder_kinds) == {"timm"})
     views = unlabelled_views(unlabelled, cfg.method, cfg, weak)
-    return Consistency(method, views, cfg, start_epoch, seed, num_workers)
+    return Consistency(method, views, cfg, start_epoch, seed, num_workers, loader_mode)

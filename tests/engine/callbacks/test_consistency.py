@@ -73,10 +73,11 @@ def _callback(cfg: ConsistencyConfig, start_epoch: int = 1,
 
 
 def _trainer(batch_size: int = 2, n_batches: int = 4, epochs: int = 4) -> SimpleNamespace:
-    """What the callback reads of a trainer: epochs, train loader, device, model, history."""
+    """What the callback reads of a trainer: epochs, train loader, device (and how batches
+    reach it), model, history."""
     loader = torch.utils.data.DataLoader(range(batch_size * n_batches), batch_size=batch_size)
     return SimpleNamespace(epoch=0, total_epochs=epochs, train_loader=loader, model=None, desc="",
-                           history=FitHistory(),
+                           history=FitHistory(), _to_device=lambda batch: batch,
                            accelerator=SimpleNamespace(device=torch.device("cpu")))
 
 
