@@ -5,7 +5,7 @@ albumentations applies these to uint8 images, so each op first rounds its input 
 levels in 0..255 (the device batch may hold fractions after an earlier warp) and then follows
 albumentations 2.0.8 and OpenCV step for step: the same lookup-table formulas, float32 where
 they compute in float32, truncation where they cast to uint8 and rounding where OpenCV
-saturates. Histograms are counted for every image and channel at once (one ``bincount`` over
+saturates. Histograms are counted for every image and channel at once (one fixed-size scatter over
 offset indices), so no op loops over rows.
 """
 
@@ -59,8 +59,11 @@ def _histograms(q: Tensor) -> Tensor:
     """Per image and channel counts of each grey level, (N * C) x 256 int64."""
     n, c = q.shape[:2]
     offsets = torch.arange(n * c, device=q.device)[:, None] * _LEVELS
-    index = q.reshape(n * c, -1).long() + offsets
-    return torch.bincount(index.flatten(), minlength=n * c * _LEVELS).view(n * c, _LEVELS)
+    index = (q.reshape(n * c, -1).long() + offsets).flatten()
+    # a fixed-size scatter, not bincount: on a GPU bincount reads the largest index back to
+    # the host to size its output, a sync per op and batch
+    counts = torch.zeros(n * c * _LEVELS, dtype=torch.long, device=q.device)
+    return counts.scatter_add_(0, index, torch.ones_like(index)).view(n * c, _LEVELS)
 
 
 def _apply_lut(q: Tensor, lut: Tensor) -> Tensor:
