@@ -40,16 +40,17 @@ _said: set[str] = set()  # reasons already logged: once per process, not once pe
 
 
 def memory_unsupported(augment: AugmentConfig | None,
-                       dataset: CompetitionDataset | None = None) -> str | None:
-    """Why rows under ``augment`` cannot be held on the device, or None when they can; with
-    ``dataset``, only the noise of inputs it has counts (a strong view's default text noise
-    does not stop an image set)."""
+                       dataset: CompetitionDataset | None = None,
+                       key: str = "train.augment") -> str | None:
+    """Why rows under ``augment`` (the config's ``key``) cannot be held on the device, or None
+    when they can; with ``dataset``, only the noise of inputs it has counts (a strong view's
+    default text noise does not stop an image set)."""
     if augment is None:
         return None
     if augment.text is not None and (dataset is None or dataset.ids):
-        return "text noise ('train.augment.text') is drawn per row"
+        return f"text noise ('{key}.text') is drawn per row"
     if augment.tabular is not None and (dataset is None or dataset.tabular is not None):
-        return "table noise ('train.augment.tabular') is drawn per row"
+        return f"table noise ('{key}.tabular') is drawn per row"
     if dataset is not None and not dataset.images:
         return None
     built = DeviceImageAugment.build(augment.image)

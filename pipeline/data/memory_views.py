@@ -71,9 +71,13 @@ def memory_views(views: ViewsDataset, batch_size: int, generator: torch.Generato
     if mode == "stream":
         return None
     first = next(iter(views.views.values()))
+    # the strong view (fixmatch, uda) is configured under train.consistency.strong
+    keys = {name: "train.consistency.strong" if name == "strong" else "train.augment"
+            for name in views.views}
     unsupported = next((f"unlabelled view {name!r}: {reason}"
                         for name, view in views.views.items()
-                        if (reason := memory_unsupported(view.augment, view)) is not None), None)
+                        if (reason := memory_unsupported(view.augment, view, keys[name]))
+                        is not None), None)
     reason = stream_reason([first], unsupported, device)
     if reason is not None:
         streaming(reason, "auto")

@@ -131,3 +131,37 @@ def test_a_killed_fixmatch_image_run_with_held_views_resumes_exactly(
     assert set(held[0].augments) == {"weak", "strong"} and held[0].augments["strong"] is not None
     assert whole.shape == (6, 2) and (whole[[1, 2, 4, 5], 1] > 0).all()
     np.testing.assert_array_equal(whole, run("resumed", 3))
+
+
+@pytest.mark.parametrize(("inputs", "noise", "streams"), [
+    ({"ids": [[1, 2]], "tabular": None, "images": []}, "text", True),
+    ({"ids": [], "tabular": None, "images": ["a.png"]}, "text", False),
+    ({"ids": [], "tabular": {"num": None}, "images": []}, "tabular", True),
+    ({"ids": [[1, 2]], "tabular": None, "images": []}, "tabular", False),
+])
+def test_only_the_noise_of_inputs_a_view_has_keeps_it_off_the_device(inputs, noise, streams):
+    from types import SimpleNamespace
+
+    from pipeline.data.augment import TabularNoiseConfig
+    from pipeline.data.memory_loader import memory_unsupported
+
+    augment = AugmentConfig(**({"text": TextNoiseConfig(mask=0.1)} if noise == "text"
+                               else {"tabular": TabularNoiseConfig(gaussian=0.1)}))
+    reason = memory_unsupported(augment, SimpleNamespace(**inputs))  # type: ignore[arg-type]
+    assert (reason is not None) == streams
+    if streams:
+        assert f"'train.augment.{noise}'" in reason
+    assert memory_unsupported(augment) is not None  # without the rows: any noise streams
+
+
+def test_a_strong_view_that_streams_names_its_own_key(tmp_path, caplog):
+    from pipeline.data.augment import TabularNoiseConfig
+
+    rows = _views(tmp_path, clean=None).views["clean"]
+    rows.tabular = {"num": np.zeros((20, 1), np.float32), "cat": np.zeros((20, 0), np.int64)}
+    noisy = AugmentConfig(tabular=TabularNoiseConfig(swap=0.1))
+    views = ViewsDataset({"clean": rows, "strong": rows.with_augment(noisy)})
+    with caplog.at_level(logging.INFO, logger="pipeline.data.memory_loader"):
+        assert memory_views(views, 8, torch.Generator(), "auto", torch.device("cpu")) is None
+    assert "unlabelled view 'strong': table noise ('train.consistency.strong.tabular')" in (
+        caplog.text)
