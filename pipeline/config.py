@@ -298,8 +298,10 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
 
 
-def _section_fields(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = ExperimentConfig
+def section_fields(loc: tuple[Any, ...], root: type[BaseModel] | None = None) -> list[str]:
+    """The field names of the section (of ``root``, default :class:`ExperimentConfig`) that
+    holds the key at ``loc``; [] where the path leaves the typed sections."""
+    model: Any = root or ExperimentConfig
     for part in loc[:-1]:
         if isinstance(part, int) or model is None:
             continue
@@ -315,16 +317,21 @@ def _section_fields(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem, each naming the dotted key."""
-    lines = [f"invalid config {source}:"]
+def format_validation_error(
+    err: ValidationError, source: str, what: str = "config",
+    known_keys: Callable[[tuple[Any, ...]], list[str]] = section_fields,
+) -> str:
+    """One line per problem, each naming the dotted key; an unknown key gets the closest
+    known one and the keys ``known_keys(loc)`` lists for its section."""
+    lines = [f"invalid {what} {source}:"]
     for e in err.errors():
         path = _dotted(e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            known = _section_fields(e["loc"])
+            known = known_keys(e["loc"])
             close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            lines.append(f"  '{path}': unknown key.{hint} Known here: {', '.join(known)}")
+            listed = f" Known here: {', '.join(known)}" if known else ""
+            lines.append(f"  '{path}': unknown key.{hint}{listed}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             show = e["type"] != "missing" and "Got" not in msg and not isinstance(e["input"], dict)

@@ -19,7 +19,6 @@ scikit-learn or GBDT one included, trains on with ``competition.dir: DIR``.
 from __future__ import annotations
 
 import argparse
-import difflib
 import hashlib
 import json
 import logging
@@ -40,7 +39,7 @@ from pipeline.competition import (
     load_competition,
     read_csv,
 )
-from pipeline.config import apply_overrides, read_yaml_mapping
+from pipeline.config import apply_overrides, format_validation_error, read_yaml_mapping
 from pipeline.errors import ConfigError, DataError, MissingArtifactError
 from pipeline.pretrain import OBJECTIVES, PretrainData
 from pipeline.pretrain._base import RESUME_FILE
@@ -100,17 +99,8 @@ def build_pretrain_config(data: dict[str, Any], source: str = "<dict>") -> Pretr
     try:
         return PretrainConfig.model_validate(data)
     except ValidationError as err:
-        lines = [f"invalid pretrain config {source}:"]
-        for e in err.errors():
-            path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                known = _known_keys(data, e["loc"])
-                close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
-                msg = "unknown key." + (f" Did you mean {close[0]!r}?" if close else "") + (
-                    f" Known here: {', '.join(known)}" if known else "")
-            lines.append(f"  '{path}': {msg}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(format_validation_error(
+            err, source, "pretrain config", lambda loc: _known_keys(data, loc))) from None
 
 
 def _known_keys(data: dict[str, Any], loc: tuple[Any, ...]) -> list[str]:

@@ -29,7 +29,14 @@ import optuna
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from pipeline.config import ExperimentConfig, apply_overrides, build_config, read_yaml_mapping
+from pipeline.config import (
+    ExperimentConfig,
+    apply_overrides,
+    build_config,
+    format_validation_error,
+    read_yaml_mapping,
+    section_fields,
+)
 from pipeline.errors import ConfigError
 from pipeline.schema import Section
 
@@ -143,11 +150,8 @@ def load_space(path: str | Path) -> SweepSpace:
     try:
         return SweepSpace.model_validate(data)
     except ValidationError as err:
-        lines = [f"invalid space file {path}:"]
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            lines.append(f"  '{where}': {e['msg'].removeprefix('Value error, ')}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(format_validation_error(
+            err, str(path), "space file", lambda loc: section_fields(loc, SweepSpace))) from None
 
 
 def variant_name(base: str, sweep: str, changes: dict[str, Any]) -> str:

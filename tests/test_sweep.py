@@ -136,3 +136,15 @@ def test_the_shipped_example_space_fits_the_tabular_demo_config():
     assert {p.key for p in space.params} == {"train.optimizer.lr", "train.adversarial",
                                              "model.head.dropout", "train.epochs"}
     check_space(yaml.safe_load((configs / "demo_tabular.yaml").read_text()), space)
+
+
+def test_a_bad_space_file_names_each_key_and_the_closest_known_one(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("methd: grid\nn_trials: many\nspace: {train.epochs: [1, 2]}\n")
+    with pytest.raises(ConfigError) as err:
+        load_space(space)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"invalid space file {space}:"
+    assert any(line.startswith("  'methd': unknown key. Did you mean 'method'? Known here: ")
+               for line in lines)
+    assert any(line.startswith("  'n_trials': ") and "Got 'many'." in line for line in lines)
