@@ -35,10 +35,7 @@ _INTERPOLATION = {0: "nearest", 1: "bilinear"}
 _BORDER = {0: "zeros", 1: "border", 2: "reflection"}
 
 
-_Op = DeviceOp  # the base moved to device_op (shared with device_colour)
-
-
-class _Flip(_Op):
+class _Flip(DeviceOp):
     """``A.HorizontalFlip`` (dim -1) or ``A.VerticalFlip`` (dim -2)."""
 
     def __init__(self, p: float, dim: int) -> None:
@@ -75,7 +72,7 @@ def _grid(theta: Tensor, h: int, w: int) -> Tensor:
     return grid
 
 
-class _Affine(_Op):
+class _Affine(DeviceOp):
     """``A.Affine`` (and ``A.ShiftScaleRotate``, a special case) as one ``grid_sample``."""
 
     def __init__(self, t: A.Affine) -> None:
@@ -195,7 +192,7 @@ class _Affine(_Op):
         return out if src is images else images.index_copy(0, rows, out)
 
 
-class _BrightnessContrast(_Op):
+class _BrightnessContrast(DeviceOp):
     """``A.RandomBrightnessContrast``: ``clip(x * alpha + beta, 0, 255)`` with
     ``alpha = 1 + U(contrast_limit)`` and ``beta = U(brightness_limit)`` times 255
     (``brightness_by_max``) or times the image's mean (as albucore's ``multiply_add``)."""
@@ -224,7 +221,7 @@ class _BrightnessContrast(_Op):
         return (x * alpha.view(-1, 1, 1, 1) + beta.view(-1, 1, 1, 1)).clamp(0, _MAX_VALUE)
 
 
-class _CoarseDropout(_Op):
+class _CoarseDropout(DeviceOp):
     """``A.CoarseDropout``: up to ``num_holes_range[1]`` rectangles per image, drawn for every
     row at once and painted through one batched matrix product of row and column masks."""
 
@@ -265,11 +262,11 @@ class _CoarseDropout(_Op):
         return torch.where(covered[:, None], fill, images)
 
 
-class _OneOf(_Op):
+class _OneOf(DeviceOp):
     """``A.OneOf``: with probability ``p`` one child per row, picked with weights
     proportional to the children's ``p``, applied regardless of its own ``p``."""
 
-    def __init__(self, t: A.OneOf, children: list[_Op]) -> None:
+    def __init__(self, t: A.OneOf, children: list[DeviceOp]) -> None:
         super().__init__(t.p)
         self.children = children
         self.edges = torch.tensor(t.transforms_ps, dtype=_F64).cumsum(0)
@@ -282,11 +279,11 @@ class _OneOf(_Op):
         return images
 
 
-class _SomeOf(_Op):
+class _SomeOf(DeviceOp):
     """``A.SomeOf`` without replacement: with probability ``p`` (never forced, as in 2.0.8)
     ``n`` distinct children per row, applied in list order, each with its own ``p``."""
 
-    def __init__(self, t: A.SomeOf, children: list[_Op]) -> None:
+    def __init__(self, t: A.SomeOf, children: list[DeviceOp]) -> None:
         super().__init__(t.p)
         self.children, self.n = children, t.n
 
@@ -301,26 +298,23 @@ class _SomeOf(_Op):
         return images
 
 
-_unsupported = unsupported
-
-
-def _affine(t: Any) -> _Op | str:
+def _affine(t: Any) -> DeviceOp | str:
     if t.fit_output:  # the output size would vary per row
-        return _unsupported(t, "fit_output")
+        return unsupported(t, "fit_output")
     if t.interpolation not in _INTERPOLATION:
-        return _unsupported(t, "interpolation")
+        return unsupported(t, "interpolation")
     if t.border_mode not in _BORDER:
-        return _unsupported(t, "border_mode")
+        return unsupported(t, "border_mode")
     return _Affine(t)
 
 
-def _coarse_dropout(t: Any) -> _Op | str:
+def _coarse_dropout(t: Any) -> DeviceOp | str:
     if isinstance(t.fill, str):  # "random", "random_uniform", inpainting
-        return _unsupported(t, "fill")
+        return unsupported(t, "fill")
     return _CoarseDropout(t)
 
 
-def _composition(t: Any) -> _Op | str:
+def _composition(t: Any) -> DeviceOp | str:
     children = []
     for child in t.transforms:
         op = _from_albumentations(child)
@@ -330,13 +324,13 @@ def _composition(t: Any) -> _Op | str:
     if type(t).__name__ == "OneOf":
         return _OneOf(t, children)
     if t.replace:
-        return _unsupported(t, "replace")
+        return unsupported(t, "replace")
     return _SomeOf(t, children)
 
 
 # albumentations class name -> converter; a class missing here has no device version. Exact
 # names, not isinstance: subclasses (RandomOrder is a SomeOf) behave differently.
-_CONVERTERS: dict[str, Callable[[Any], _Op | str]] = {
+_CONVERTERS: dict[str, Callable[[Any], DeviceOp | str]] = {
     "HorizontalFlip": lambda t: _Flip(t.p, dim=-1),
     "VerticalFlip": lambda t: _Flip(t.p, dim=-2),
     "Affine": _affine,
@@ -349,7 +343,7 @@ _CONVERTERS: dict[str, Callable[[Any], _Op | str]] = {
 }
 
 
-def _from_albumentations(t: Any) -> _Op | str:
+def _from_albumentations(t: Any) -> DeviceOp | str:
     convert = _CONVERTERS.get(type(t).__name__)
     if convert is None:
         return f"{type(t).__name__!r} has no device version"
@@ -366,7 +360,7 @@ class DeviceImageAugment:
     "item 0: 'Blur' has no device version"
     """
 
-    def __init__(self, ops: list[_Op]) -> None:
+    def __init__(self, ops: list[DeviceOp]) -> None:
         self.ops = ops
 
     @classmethod

@@ -39,12 +39,12 @@ LOADER_MODES = ("auto", "memory", "stream")
 _said: set[str] = set()  # reasons already logged: once per process, not once per fold
 
 
-def memory_unsupported(augment: AugmentConfig | None,
-                       dataset: CompetitionDataset | None = None,
-                       key: str = "train.augment") -> str | None:
-    """Why rows under ``augment`` (the config's ``key``) cannot be held on the device, or None
-    when they can; with ``dataset``, only the noise of inputs it has counts (a strong view's
-    default text noise does not stop an image set)."""
+def held_augment(augment: AugmentConfig | None, dataset: CompetitionDataset | None = None,
+                 key: str = "train.augment") -> DeviceImageAugment | str | None:
+    """The device version of ``augment`` (the config's ``key``) for rows held on the device
+    (None: nothing to draw), or the one-line reason they cannot be held. With ``dataset``,
+    only the noise of inputs it has counts (a strong view's default text noise does not stop
+    an image set)."""
     if augment is None:
         return None
     if augment.text is not None and (dataset is None or dataset.ids):
@@ -53,8 +53,22 @@ def memory_unsupported(augment: AugmentConfig | None,
         return f"table noise ('{key}.tabular') is drawn per row"
     if dataset is not None and not dataset.images:
         return None
-    built = DeviceImageAugment.build(augment.image)
+    return DeviceImageAugment.build(augment.image)
+
+
+def memory_unsupported(augment: AugmentConfig | None,
+                       dataset: CompetitionDataset | None = None,
+                       key: str = "train.augment") -> str | None:
+    """Why rows under ``augment`` cannot be held on the device (:func:`held_augment`), or
+    None when they can."""
+    built = held_augment(augment, dataset, key)
     return built if isinstance(built, str) else None
+
+
+def check_loader_mode(mode: str) -> None:
+    """Refuse a ``train.loader`` value outside :data:`LOADER_MODES`."""
+    if mode not in LOADER_MODES:
+        raise ConfigError(f"'train.loader' must be one of {list(LOADER_MODES)}. Got {mode!r}.")
 
 
 def _competition_parts(dataset: Dataset[Any]) -> list[CompetitionDataset] | None:
@@ -215,25 +229,22 @@ def build_fold_loader(
     most a third of the device's free memory, and says once why it streams otherwise; ``memory``
     insists (a ConfigError where it cannot); ``stream`` always streams.
     """
-    if mode not in LOADER_MODES:
-        raise ConfigError(f"'train.loader' must be one of {list(LOADER_MODES)}. Got {mode!r}.")
+    check_loader_mode(mode)
     if mode == "stream":
         return build_loader(dataset, batch_size, shuffle, num_workers, generator)
     device = device or torch.device("cpu")
     parts = _competition_parts(dataset)
+    built: DeviceImageAugment | str | None = None
     if parts is None:
         reason: str | None = "each row is read as several augmented views"
     else:
-        augment = parts[0].augment
-        reason = stream_reason(parts, memory_unsupported(augment), device)
+        built = held_augment(parts[0].augment)
+        reason = stream_reason(parts, built if isinstance(built, str) else None, device)
     if reason is not None:
         streaming(reason, mode)
         return build_loader(dataset, batch_size, shuffle, num_workers, generator)
-    assert parts is not None
-    built = DeviceImageAugment.build(augment.image) if augment is not None else None
-    device_augment = built if isinstance(built, DeviceImageAugment) else None
-    loader = MemoryLoader(dataset, parts, batch_size, shuffle, generator, device,
-                          device_augment)
+    assert parts is not None and not isinstance(built, str)
+    loader = MemoryLoader(dataset, parts, batch_size, shuffle, generator, device, built)
     note = f"{len(dataset)} rows held on {device} ({loader.nbytes / 2**20:.0f} MB)"  # type: ignore[arg-type]
     if note.split(" ", 1)[1] not in _said:
         _said.add(note.split(" ", 1)[1])

@@ -17,13 +17,12 @@ import torch
 from pipeline.data.datasets import Batch, ViewsDataset
 from pipeline.data.device_augment import DeviceImageAugment
 from pipeline.data.memory_loader import (
-    LOADER_MODES,
     MemoryLoader,
-    memory_unsupported,
+    check_loader_mode,
+    held_augment,
     stream_reason,
     streaming,
 )
-from pipeline.errors import ConfigError
 
 __all__ = ["MemoryViews", "memory_views"]
 
@@ -66,25 +65,18 @@ def memory_views(views: ViewsDataset, batch_size: int, generator: torch.Generato
     ``memory`` insists on the fold's rows only: views that cannot be held (text or table
     noise, a custom strong view) stream, as under ``auto``, rather than stop a run whose
     supervised warm-up has already trained."""
-    if mode not in LOADER_MODES:
-        raise ConfigError(f"'train.loader' must be one of {list(LOADER_MODES)}. Got {mode!r}.")
+    check_loader_mode(mode)
     if mode == "stream":
         return None
-    first = next(iter(views.views.values()))
     # the strong view (fixmatch, uda) is configured under train.consistency.strong
-    keys = {name: "train.consistency.strong" if name == "strong" else "train.augment"
-            for name in views.views}
-    unsupported = next((f"unlabelled view {name!r}: {reason}"
-                        for name, view in views.views.items()
-                        if (reason := memory_unsupported(view.augment, view, keys[name]))
-                        is not None), None)
-    reason = stream_reason([first], unsupported, device)
+    built = {name: held_augment(view.augment, view,
+                                "train.consistency.strong" if name == "strong" else "train.augment")
+             for name, view in views.views.items()}
+    unsupported = next((f"unlabelled view {name!r}: {b}" for name, b in built.items()
+                        if isinstance(b, str)), None)
+    reason = stream_reason([next(iter(views.views.values()))], unsupported, device)
     if reason is not None:
         streaming(reason, "auto")
         return None
-    augments: dict[str, DeviceImageAugment | None] = {}
-    for name, view in views.views.items():
-        built = (DeviceImageAugment.build(view.augment.image)
-                 if view.augment is not None and view.images else None)
-        augments[name] = built if isinstance(built, DeviceImageAugment) else None
+    augments = {name: b for name, b in built.items() if not isinstance(b, str)}
     return MemoryViews(views, batch_size, generator, device, augments)
