@@ -149,7 +149,8 @@ def test_two_processes_train_the_one_process_oof_and_resume(tmp_path: Path, one_
     killed = _launch(tmp_path, ["train", str(config), "--set", "name=multi"], kill_epoch=2)
     assert killed.returncode != 0, killed.stderr[-3000:]
     multi_dir = tmp_path / "runs" / "multi"
-    assert (multi_dir / "seed0" / "fold1" / "last.pt").is_file()  # epoch 1 of fold 1 kept
+    # epoch 1 of fold 1 kept (the kill waits for the writer thread's resume point)
+    assert (multi_dir / "seed0" / "fold1" / "last.pt").is_file(), killed.stderr[-3000:]
     assert not (multi_dir / "oof.parquet").exists()
 
     resumed = _launch(tmp_path, ["train", str(config), "--set", "name=multi"])

@@ -325,11 +325,15 @@ class Trainer:
                 if self.should_stop:
                     break
                 self._next_stage(plans)
-        finally:
-            # callbacks' on_fit_end may write best.pt after ours; a caller predicting with the
-            # weights in memory lets the last files land meanwhile (resume_points.wait())
-            if not self.defer_writes:
-                self.resume_points.wait()
+        except BaseException:
+            # a killed fit (Ctrl-C, an error) keeps its last resume point: the writer thread
+            # is a daemon and dies with the process, so its file must land before we unwind
+            self.resume_points.wait()
+            raise
+        # callbacks' on_fit_end may write best.pt after ours; a caller predicting with the
+        # weights in memory lets the last files land meanwhile (resume_points.wait())
+        if not self.defer_writes:
+            self.resume_points.wait()
         self._call("on_fit_end")
         distributed.barrier()  # rank 0 wrote best.pt; the other ranks read it next
         return self.history

@@ -4,9 +4,12 @@ written."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
+from pipeline.engine import Callback
 from pipeline.engine.resume import ResumePoints
 from pipeline.engine.state import CheckpointWriter
 
@@ -99,3 +102,38 @@ def test_a_final_point_is_serialised_by_the_writer_thread(tmp_path, monkeypatch)
         thread = torch.load(tmp_path / "thread" / name, weights_only=False)
         torch.testing.assert_close(thread["model"]["w"], now["model"]["w"])
         assert thread["epoch"] == now["epoch"] == 3
+
+
+class _KilledAtEpoch(Callback):
+    """A callback that defers the fit's writes (as the train stage does before predicting)
+    and stops the fit as epoch ``epoch`` starts, as Ctrl-C would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_fit_start(self, trainer) -> None:
+        trainer.defer_writes = True
+
+    def on_epoch_start(self, trainer) -> None:
+        if trainer.epoch + 1 == self.epoch:
+            raise KeyboardInterrupt("killed")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_killed_fit_with_deferred_writes_keeps_its_last_resume_point(
+        make_toy, scripted_fit, tmp_path, monkeypatch):
+    """The writer thread dies with the process: a fit stopped by an exception waits for the
+    resume point handed over (a slow disk here), whether or not its writes were deferred."""
+    real = CheckpointWriter._write
+
+    def slow(self, payloads):
+        time.sleep(0.5)
+        real(self, payloads)
+
+    monkeypatch.setattr(CheckpointWriter, "_write", slow)
+    with pytest.raises(KeyboardInterrupt):
+        scripted_fit(make_toy(), [0.5, 0.9, 0.7], tmp_path, resume_every=0,
+                     callbacks=[_KilledAtEpoch(2)])
+    # on disk as the exception leaves fit(), before any daemon thread could be cut off
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
+    assert (tmp_path / "best.pt").is_file()
