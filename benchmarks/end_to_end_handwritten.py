@@ -4,9 +4,10 @@ folds), written the way a good competitor writes it for the device at hand.
 
 Images are decoded once into one uint8 tensor on the device and shifted there in batches;
 texts are tokenised once (each batch trimmed to its longest row); tables live on the device.
-fused AdamW (torch's one-pass kernel, on the CPU too); bf16 autocast, channels_last and
-cudnn.benchmark on CUDA, float32 on the CPU; no host sync inside an epoch. Every epoch is validated in large batches, the last epoch's weights
-predict the test rows and the folds' test probabilities are averaged. Prints (and writes to
+Fused AdamW (torch's one-pass kernel, on the CPU too); bf16 autocast, channels_last and
+cudnn.benchmark on CUDA, float32 on the CPU; no host sync inside an epoch. Every epoch is
+validated in large batches, the last epoch's weights predict the test rows and the folds'
+test probabilities are averaged. Prints (and writes to
 ``--out``, with ``submission.csv`` beside it) the OOF score and the wall time as JSON.
 
     python benchmarks/end_to_end_handwritten.py VARIANT DIR [--quick] [--out result.json]

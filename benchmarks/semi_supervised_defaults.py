@@ -135,6 +135,16 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "  over unlabelled, 0.4 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
     "  over unlabelled, 0.6 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
     "  over unlabelled, 0.3 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
+    # 6 epochs as the 0.3 arm, two of them supervised (warm-up 0.34) instead of one: the
+    # teacher starts from the better model the 0.4 arm's two epochs gave (issue 18, after the
+    # trusted-rows strong pass)
+    "  over unlabelled, 0.3 epochs, 2 supervised": {"method": "fixmatch",
+                                                    "epoch_over": "unlabelled", "warmup": 0.34},
+    # the strong view's pass over every unlabelled row, as the reference code (the default
+    # since the trusted-rows change skips the untrusted ones)
+    "  over unlabelled, 0.4 epochs, all strong rows": {"method": "fixmatch",
+                                                       "epoch_over": "unlabelled",
+                                                       "strong_rows": "all"},
     "  ramp 2 epochs": {"method": "fixmatch", "ramp_epochs": 2},
     # soft targets: UDA's sharpened (T 0.4) clean-view prediction, KL, with FixMatch's shape
     "uda, ratio 3, adaptive + alignment": {"method": "uda", "ratio": 3,
@@ -148,7 +158,9 @@ ARMS: dict[str, dict[str, Any] | None] = {
 # arms that train another number of epochs: this fraction of --epochs
 ARM_EPOCHS = {"  over unlabelled, 0.2 epochs": 0.2, "  over unlabelled, 0.15 epochs": 0.15,
               "  over unlabelled, 0.4 epochs": 0.4, "  over unlabelled, 0.6 epochs": 0.6,
-              "  over unlabelled, 0.3 epochs": 0.3}
+              "  over unlabelled, 0.3 epochs": 0.3,
+              "  over unlabelled, 0.3 epochs, 2 supervised": 0.3,
+              "  over unlabelled, 0.4 epochs, all strong rows": 0.4}
 
 # a pseudo-label round (issue 18): the supervised run of the same seed labels its most
 # confident test rows (fold k's labels from its fold-k models, pipeline/pseudo.py), then a

@@ -26,6 +26,7 @@ from pipeline.engine.callbacks.consistency_methods import (
     ConsistencyConfig,
     ConsistencyMethod,
 )
+from pipeline.engine.callbacks.consistency_mixmatch import MixMatch
 from pipeline.engine.callbacks.consistency_strong import StrongAugmentConfig
 from pipeline.engine.losses import LossFn
 from pipeline.engine.trainer import Callback, Trainer
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 IDLE = 0.01  # a mask rate below this is "near zero": the unlabelled loss is ~never used
 IDLE_EPOCHS = 2  # warn when it stays there this many active epochs in a row
 
-__all__ = ["CONSISTENCY", "Consistency", "ConsistencyConfig", "StrongAugmentConfig",
+__all__ = ["CONSISTENCY", "Consistency", "ConsistencyConfig", "MixMatch", "StrongAugmentConfig",
            "build_consistency", "over_unlabelled", "unlabelled_views"]
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["Step", "cell_confidence", "encoded_targets", "entropy", "sharpen",
-           "soft_cross_entropy"]
+           "soft_cross_entropy", "trusted_rows"]
 
 
 def sharpen(task: str, probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -50,6 +50,24 @@ def entropy(task: str, target: torch.Tensor) -> torch.Tensor:
         return -(target * t.log()).sum(dim=1, keepdim=True)
     u = (1 - target).clamp_min(1e-12)
     return -(target * t.log() + (1 - target) * u.log())
+
+
+def trusted_rows(mask: torch.Tensor, least: int = 2) -> torch.Tensor | None:
+    """The indices, in order, of the rows where ``mask`` (per row or per cell) trusts
+    something, at least ``least`` of them: batch norm in training mode needs two rows, so
+    untrusted ones (whose loss weight is zero) fill up to that. None when every row is
+    trusted (nothing to skip, no copy). Counting the rows reads the mask on the host: one
+    sync a step on a GPU, paid for by the skipped rows' forward and backward."""
+    keep = mask.reshape(len(mask), -1).amax(dim=1) > 0
+    count = int(keep.sum())
+    if count == len(keep):
+        return None
+    if count < least:
+        keep = keep.clone()
+        keep[(~keep).nonzero().squeeze(1)[: least - count]] = True
+        if bool(keep.all()):
+            return None
+    return keep.nonzero().squeeze(1)
 
 
 def encoded_targets(task: str, target: torch.Tensor, n_outputs: int) -> torch.Tensor:

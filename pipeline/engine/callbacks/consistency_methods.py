@@ -8,11 +8,13 @@ lambda_u x unlabelled loss. :mod:`pipeline.engine.callbacks.consistency` runs th
 - ``uda`` (Xie et al. 2020): the strong view's prediction follows the clean row's, sharpened
   by a temperature, by KL divergence over the rows whose confidence reaches the threshold
   (averaged over those rows). Regression: mean squared difference, no mask.
-- ``mixmatch`` (Berthelot et al. 2019): the label of an unlabelled row is the sharpened mean
-  prediction over K weak views; labelled and unlabelled rows are mixed with a partner drawn
-  from both (mixup, lambda = max(l, 1 - l), l ~ Beta(alpha, alpha)), pixels for image-only
-  models and pooled features otherwise (as MixText does for text); labelled rows take the
-  configured loss, unlabelled ones the squared error of their probabilities.
+- ``mixmatch``: :mod:`.consistency_mixmatch`.
+
+Both teacher-student methods run the strong view's forward and backward on the trusted rows
+alone (``strong_rows: trusted``): an untrusted row's loss is zero whatever its outputs, so
+only batch-norm statistics (taken over the trusted rows instead of all) tell the difference,
+and at the usual 70-75% mask rate a quarter of the strong view's work, the largest part of a
+step, is saved. ``strong_rows: all`` is the reference code's full batch.
 
 Strong views: images through :data:`pipeline.data.augment.STRONG_IMAGE` (or the configured
 transforms), text through token noise; tabular and text rows also through noise after the
@@ -42,10 +44,10 @@ from pipeline.data.datasets import Batch, view_of
 from pipeline.engine.callbacks.consistency_losses import (
     Step,
     cell_confidence,
-    encoded_targets,
     entropy,
     sharpen,
     soft_cross_entropy,
+    trusted_rows,
 )
 from pipeline.engine.callbacks.consistency_strong import StrongAugmentConfig
 from pipeline.engine.callbacks.consistency_thresholds import (
@@ -108,6 +110,8 @@ class ConsistencyConfig(Section):
     teacher: Literal["student", "ema"] | None = None  # ema: Mean Teacher
     teacher_decay: float = Field(0.99, gt=0, lt=1)  # per optimizer step
     momentum: float = Field(0.99, gt=0, lt=1)  # of adaptive thresholds and alignment
+    # fixmatch, uda: the strong view's pass over the trusted rows alone or all (module doc)
+    strong_rows: Literal["trusted", "all"] = "trusted"
     strong: StrongAugmentConfig = StrongAugmentConfig()
 
     @field_validator("method")
@@ -133,7 +137,8 @@ class ConsistencyConfig(Section):
         if self.warmup is not None and {"start_epoch", "start_stage"} & self.model_fields_set:
             raise ValueError("give 'warmup' or a start ('start_epoch', 'start_stage'), not both")
         if self.method == "mixmatch":
-            given = sorted({"thresholds", "alignment", "teacher"} & self.model_fields_set)
+            given = sorted({"thresholds", "alignment", "teacher", "strong_rows"}
+                           & self.model_fields_set)
             if given:
                 raise ValueError(f"{given} belong to methods 'fixmatch' and 'uda'")
         if self.thresholds == "adaptive" and self.threshold is not None:
@@ -267,21 +272,30 @@ class _TeacherStudent(ConsistencyMethod):
         if self.teacher is not None:
             self.teacher.update(getattr(model, "module", model))
 
-    def passes(self, model: nn.Module, batch: Batch, unlabelled: Batch,
-               loss_fn: LossFn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Supervised loss, teacher probabilities (aligned when asked), student outputs."""
-        teacher_view, student = self.views
+    def teacher_pass(self, model: nn.Module, batch: Batch, unlabelled: Batch,
+                     loss_fn: LossFn) -> tuple[torch.Tensor, torch.Tensor]:
+        """Supervised loss and the teacher's probabilities (aligned when asked)."""
         supervised = loss_fn(model(batch), batch)
         with torch.no_grad():
             teacher = (self.teacher.get(getattr(model, "module", model))
                        if self.teacher is not None else model)
-            probs = probabilities(self.task, teacher(view_of(unlabelled, teacher_view)))
+            probs = probabilities(self.task, teacher(view_of(unlabelled, self.views[0])))
             if self.alignment is not None:
                 self.alignment.observe_labels(batch["target"])
                 probs = self.alignment(probs)
+        return supervised, probs
+
+    def student_pass(self, model: nn.Module, unlabelled: Batch,
+                     mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The student's outputs on its view of the rows ``mask`` trusts (``strong_rows:
+        trusted``; None: every row), and those rows (None: all of them)."""
+        view = view_of(unlabelled, self.views[1])
+        rows = (trusted_rows(mask) if mask is not None and self.cfg.strong_rows == "trusted"
+                else None)
+        if rows is not None:
+            view = {key: value[rows] for key, value in view.items()}
         with embedding_noise(model, self.cfg.embedding_noise):
-            outputs = model(view_of(unlabelled, student))
-        return supervised, probs, outputs
+            return model(view), rows
 
     def trust(self, probs: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Which rows (cells) to learn from, and the (mean) threshold applied."""
@@ -316,11 +330,15 @@ class FixMatch(_TeacherStudent):
 
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
-        supervised, probs, strong = self.passes(model, batch, unlabelled, loss_fn)
+        supervised, probs = self.teacher_pass(model, batch, unlabelled, loss_fn)
         mask, threshold = self.trust(probs)
         hard = (F.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
                 if self.task == "multiclass" else (probs >= 0.5).float())
-        unsup = (soft_cross_entropy(self.task, strong, hard) * mask).mean()
+        strong, rows = self.student_pass(model, unlabelled, mask)
+        used = mask if rows is None else mask[rows]
+        hard = hard if rows is None else hard[rows]
+        # the mean over every row (cell): the untrusted ones, skipped or not, count as zero
+        unsup = (soft_cross_entropy(self.task, strong, hard) * used).sum() / mask.numel()
         return supervised + weight * unsup, Step(unsup.detach(), mask.mean(), threshold)
 
 
@@ -336,72 +354,21 @@ class UDA(_TeacherStudent):
 
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
-        supervised, probs, strong = self.passes(model, batch, unlabelled, loss_fn)
-        if self.task == "regression":
+        supervised, probs = self.teacher_pass(model, batch, unlabelled, loss_fn)
+        if self.task == "regression":  # no confidence, no mask: every row
+            strong, _ = self.student_pass(model, unlabelled, None)
             unsup = F.mse_loss(strong.float(), probs)
             return supervised + weight * unsup, Step(unsup.detach(), unsup.new_ones(()))
         target = sharpen(self.task, probs, self.cfg.resolved("temperature"))
         mask, threshold = self.trust(probs)
+        strong, rows = self.student_pass(model, unlabelled, mask)
+        used = mask if rows is None else mask[rows]
+        target = target if rows is None else target[rows]
         kl = soft_cross_entropy(self.task, strong, target) - entropy(self.task, target)
-        unsup = (kl * mask).sum() / mask.sum().clamp_min(1.0)
+        unsup = (kl * used).sum() / mask.sum().clamp_min(1.0)
         return supervised + weight * unsup, Step(unsup.detach(), mask.mean(), threshold)
-
-
-class MixMatch(ConsistencyMethod):
-    """Guessed labels from K weak views, sharpened, then mixup of every row (pixels for
-    image-only models, pooled features otherwise)."""
-
-    defaults: ClassVar[dict[str, float | None]] = {
-        "weight": 75.0, "threshold": None, "temperature": 0.5}
-    mixes_rows = True
-    # the paper ramps lambda_u = 75 up linearly; at full weight from the first step the
-    # guessed labels of an untrained model swamp the labelled loss
-    ramp_fraction = 0.5
-
-    def __init__(self, cfg: ConsistencyConfig, task: str, n_outputs: int | None = None,
-                 image_only: bool = False) -> None:
-        if n_outputs is None:
-            raise ValueError("MixMatch needs n_outputs: it one-hot encodes class indices")
-        super().__init__(cfg, task, n_outputs, image_only)
-        self.beta = torch.distributions.Beta(cfg.alpha, cfg.alpha)
-
-    @staticmethod
-    def view_kinds(cfg: ConsistencyConfig) -> dict[str, str]:
-        return {f"weak{k}": "weak" for k in range(cfg.augmentations)}
-
-    def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
-             weight: float) -> tuple[torch.Tensor, Step]:
-        views = [view_of(unlabelled, name) for name in self.views]
-        noisy = embedding_noise(model, self.cfg.embedding_noise)  # the views of tabular rows
-        with torch.no_grad(), noisy:
-            guess = torch.stack([probabilities(self.task, model(v)) for v in views]).mean(0)
-            guess = sharpen(self.task, guess, self.cfg.resolved("temperature"))
-        n = len(batch["target"])
-        targets = torch.cat([encoded_targets(self.task, batch["target"], self.n_outputs),
-                             guess.repeat(len(views), 1)])
-        lam = float(self.beta.sample())
-        lam = max(lam, 1 - lam)  # the mixed row stays closer to its own
-        perm = torch.randperm(len(targets), device=targets.device)
-        mixed_targets = lam * targets + (1 - lam) * targets[perm]
-        if self.image_only:
-            images = torch.cat([batch["image"], *(v["image"] for v in views)])
-            outputs = model({"image": lam * images + (1 - lam) * images[perm]})
-        else:
-            core: Any = getattr(model, "module", model)  # the model under any DDP wrapper
-            with embedding_noise(model, self.cfg.embedding_noise):
-                unlabelled_features = [core.encode(v) for v in views]
-            features = torch.cat([core.encode(batch), *unlabelled_features])
-            outputs = core.classify(lam * features + (1 - lam) * features[perm])
-        labelled: Batch = {"target": mixed_targets[:n]}
-        if "weight" in batch:
-            weights = torch.cat([batch["weight"], batch["weight"].new_ones(len(targets) - n)])
-            labelled["weight"] = lam * weights[:n] + (1 - lam) * weights[perm][:n]
-        supervised = loss_fn(outputs[:n], labelled)
-        unsup = F.mse_loss(probabilities(self.task, outputs[n:]), mixed_targets[n:])
-        return supervised + weight * unsup, Step(unsup.detach(), unsup.new_ones(()))
 
 
 CONSISTENCY: Registry[type[ConsistencyMethod]] = Registry("consistency method")
 CONSISTENCY.add("fixmatch", FixMatch)
 CONSISTENCY.add("uda", UDA)
-CONSISTENCY.add("mixmatch", MixMatch)

@@ -20,16 +20,15 @@ from pipeline.data import CompetitionDataset, TabularEncoder, collate
 from pipeline.data.datasets import ModelInputs
 from pipeline.engine.callbacks import ConsistencyConfig
 from pipeline.engine.callbacks.consistency import unlabelled_views
-from pipeline.engine.callbacks.consistency_methods import (
-    CONSISTENCY,
-    UDA,
-    FixMatch,
-    MixMatch,
+from pipeline.engine.callbacks.consistency_losses import cell_confidence as confidence
+from pipeline.engine.callbacks.consistency_losses import (
     encoded_targets,
     sharpen,
     soft_cross_entropy,
+    trusted_rows,
 )
-from pipeline.engine.callbacks.consistency_methods import cell_confidence as confidence
+from pipeline.engine.callbacks.consistency_methods import CONSISTENCY, UDA, FixMatch
+from pipeline.engine.callbacks.consistency_mixmatch import MixMatch
 from pipeline.engine.losses import build_loss
 from pipeline.errors import ConfigError
 from pipeline.metrics import TASKS
@@ -134,6 +133,55 @@ def test_uda_loss_is_kl_to_sharpened_clean_prediction_over_confident_rows():
     expected = CE(model(labelled), labelled) + (kl * mask).sum() / mask.sum()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert step.mask_rate == pytest.approx(mask.float().mean().item())
+
+
+def test_trusted_rows_skips_untrusted_rows_but_keeps_two_for_batch_norm():
+    rows = trusted_rows(torch.tensor([[1.0], [0.0], [1.0], [0.0]]))
+    assert rows is not None and rows.tolist() == [0, 2]
+    # per cell (sigmoid tasks): a row counts when any of its cells is trusted
+    cells = trusted_rows(torch.tensor([[0.0, 1.0], [0.0, 0.0], [1.0, 0.0]]))
+    assert cells is not None and cells.tolist() == [0, 2]
+    one = trusted_rows(torch.tensor([[0.0], [0.0], [1.0]]))
+    assert one is not None and one.tolist() == [0, 2]  # the first untrusted row fills in
+    none = trusted_rows(torch.zeros(5, 1))
+    assert none is not None and none.tolist() == [0, 1]
+    assert trusted_rows(torch.ones(3, 1)) is None  # nothing to skip: no copy
+    assert trusted_rows(torch.tensor([[0.0], [1.0]])) is None  # two rows are the least
+
+
+class _Spy(Linear):
+    """A :class:`Linear` that records how many rows each forward pass saw."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__(weight)
+        self.rows: list[int] = []
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.rows.append(len(batch["x"]))
+        return super().forward(batch)
+
+
+@pytest.mark.parametrize(("name", "views"), [("fixmatch", ("weak", "strong")),
+                                             ("uda", ("clean", "strong"))])
+def test_the_strong_pass_trains_the_trusted_rows_alone_with_the_same_loss(name, views):
+    """Skipping the untrusted rows' strong pass changes neither the loss nor its gradient
+    (no batch norm here); ``strong_rows: all`` still runs the whole batch."""
+    _, labelled, teacher_rows, strong_rows = _fixed_batches()
+    unlabelled = {f"{views[0]}/x": teacher_rows, f"{views[1]}/x": strong_rows}
+    threshold = 0.9 if name == "fixmatch" else 0.6  # two of the four rows trusted either way
+    results = {}
+    for rows in ("trusted", "all"):
+        model = _Spy(torch.tensor([[3.0, 0.0, -3.0], [0.0, 0.2, 0.0]]))
+        cfg = ConsistencyConfig(method=name, threshold=threshold, strong_rows=rows)
+        loss, step = CONSISTENCY.get(name)(cfg, "multiclass", 3, False).loss(
+            model, labelled, unlabelled, CE, weight=2.0)
+        loss.backward()
+        assert step.mask_rate == 0.5
+        results[rows] = (model.rows, loss.item(), model.weight.grad.clone())
+    assert results["trusted"][0] == [4, 4, 2]  # labelled, teacher, strong (2 trusted rows)
+    assert results["all"][0] == [4, 4, 4]
+    assert results["trusted"][1] == pytest.approx(results["all"][1], rel=1e-6)
+    torch.testing.assert_close(results["trusted"][2], results["all"][2])
 
 
 def test_uda_for_regression_is_mean_squared_difference():
@@ -330,6 +378,7 @@ def test_mismatch_refuses_tasks_outside_the_method_and_names_the_fitting_ones(na
     ({"method": "uda", "start_epoch": 2, "start_stage": 1}, "not both"),
     ({"method": "uda", "start_stage": 3}, r"start_stage' 3: the recipe has 2 stage"),
     ({"method": "uda", "start_epoch": 9}, r"start_epoch' 9 is after the last epoch \(3\)"),
+    ({"method": "mixmatch", "strong_rows": "all"}, "belong to methods 'fixmatch' and 'uda'"),
     ({"method": "uda", "strong": {"image": [{"name": "Blurr"}]}}, "not an albumentations"),
 ])
 def test_bad_consistency_configs_name_the_key(competition_factory, patch, message):
