@@ -127,7 +127,8 @@ class Consistency(Callback):
         threshold = step.threshold if step.threshold is not None else float("nan")
         self._sums.append(torch.stack([
             step.loss.float(), step.trusted.float(), step.trusted.float() * rows,
-            step.trusted.new_tensor(float(rows)), step.trusted.new_tensor(threshold)]))
+            step.trusted.new_tensor(float(rows)),
+            torch.as_tensor(threshold, dtype=step.trusted.dtype, device=step.trusted.device)]))
         return loss
 
     def on_after_step(self, trainer: Trainer) -> None:

@@ -84,8 +84,9 @@ class Step:
 
     loss: torch.Tensor
     trusted: torch.Tensor
-    # the threshold in force (mean over classes when adaptive); None: the method has none
-    threshold: float | None = None
+    # the threshold in force (mean over classes when adaptive, a device tensor); None: the
+    # method has none
+    threshold: torch.Tensor | float | None = None
 
     @property
     def mask_rate(self) -> float:

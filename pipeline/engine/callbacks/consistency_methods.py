@@ -297,11 +297,12 @@ class _TeacherStudent(ConsistencyMethod):
         with embedding_noise(model, self.cfg.embedding_noise):
             return model(view), rows
 
-    def trust(self, probs: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Which rows (cells) to learn from, and the (mean) threshold applied."""
+    def trust(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """Which rows (cells) to learn from, and the (mean) threshold applied (on the device
+        when adaptive: read once an epoch, not once a step)."""
         if self.adaptive is not None:
             self.adaptive.update(probs)
-            return self.adaptive.mask(probs), float(self.adaptive.class_thresholds().mean())
+            return self.adaptive.mask(probs), self.adaptive.class_thresholds().mean()
         threshold = self.cfg.resolved("threshold")
         return (cell_confidence(self.task, probs) >= threshold).float(), threshold
 
