@@ -140,6 +140,8 @@ ARMS: dict[str, dict[str, Any] | None] = {
     # trusted-rows strong pass)
     "  over unlabelled, 0.3 epochs, 2 supervised": {"method": "fixmatch",
                                                     "epoch_over": "unlabelled", "warmup": 0.34},
+    # 7 epochs, two of them supervised (the default warm-up: int(0.3 x 7) = 2)
+    "  over unlabelled, 0.35 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
     # the strong view's pass over every unlabelled row, as the reference code (the default
     # since the trusted-rows change skips the untrusted ones)
     "  over unlabelled, 0.4 epochs, all strong rows": {"method": "fixmatch",
@@ -160,6 +162,7 @@ ARM_EPOCHS = {"  over unlabelled, 0.2 epochs": 0.2, "  over unlabelled, 0.15 epo
               "  over unlabelled, 0.4 epochs": 0.4, "  over unlabelled, 0.6 epochs": 0.6,
               "  over unlabelled, 0.3 epochs": 0.3,
               "  over unlabelled, 0.3 epochs, 2 supervised": 0.3,
+              "  over unlabelled, 0.35 epochs": 0.35,
               "  over unlabelled, 0.4 epochs, all strong rows": 0.4}
 
 # a pseudo-label round (issue 18): the supervised run of the same seed labels its most
