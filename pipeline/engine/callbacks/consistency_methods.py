@@ -32,6 +32,7 @@ teacher: student`` is FixMatch as it was.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -285,17 +286,18 @@ class _TeacherStudent(ConsistencyMethod):
                 probs = self.alignment(probs)
         return supervised, probs
 
-    def student_pass(self, model: nn.Module, unlabelled: Batch,
-                     mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def student_pass(self, model: nn.Module, unlabelled: Batch, mask: torch.Tensor | None,
+                     ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """The student's outputs on its view of the rows ``mask`` trusts (``strong_rows:
-        trusted``; None: every row), and those rows (None: all of them)."""
+        trusted``; None: every row), and what picks those rows out of a per-row tensor."""
         view = view_of(unlabelled, self.views[1])
         rows = (trusted_rows(mask) if mask is not None and self.cfg.strong_rows == "trusted"
                 else None)
         if rows is not None:
             view = {key: value[rows] for key, value in view.items()}
         with embedding_noise(model, self.cfg.embedding_noise):
-            return model(view), rows
+            outputs = model(view)
+        return outputs, lambda values: values if rows is None else values[rows]
 
     def trust(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Which rows (cells) to learn from, and the (mean) threshold applied (on the device
@@ -335,11 +337,10 @@ class FixMatch(_TeacherStudent):
         mask, threshold = self.trust(probs)
         hard = (F.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
                 if self.task == "multiclass" else (probs >= 0.5).float())
-        strong, rows = self.student_pass(model, unlabelled, mask)
-        used = mask if rows is None else mask[rows]
-        hard = hard if rows is None else hard[rows]
+        strong, same_rows = self.student_pass(model, unlabelled, mask)
         # the mean over every row (cell): the untrusted ones, skipped or not, count as zero
-        unsup = (soft_cross_entropy(self.task, strong, hard) * used).sum() / mask.numel()
+        unsup = ((soft_cross_entropy(self.task, strong, same_rows(hard)) * same_rows(mask)).sum()
+                 / mask.numel())
         return supervised + weight * unsup, Step(unsup.detach(), mask.mean(), threshold)
 
 
@@ -362,11 +363,10 @@ class UDA(_TeacherStudent):
             return supervised + weight * unsup, Step(unsup.detach(), unsup.new_ones(()))
         target = sharpen(self.task, probs, self.cfg.resolved("temperature"))
         mask, threshold = self.trust(probs)
-        strong, rows = self.student_pass(model, unlabelled, mask)
-        used = mask if rows is None else mask[rows]
-        target = target if rows is None else target[rows]
+        strong, same_rows = self.student_pass(model, unlabelled, mask)
+        target = same_rows(target)
         kl = soft_cross_entropy(self.task, strong, target) - entropy(self.task, target)
-        unsup = (kl * used).sum() / mask.sum().clamp_min(1.0)
+        unsup = (kl * same_rows(mask)).sum() / mask.sum().clamp_min(1.0)
         return supervised + weight * unsup, Step(unsup.detach(), mask.mean(), threshold)
 
 
