@@ -140,6 +140,9 @@ ARMS: dict[str, dict[str, Any] | None] = {
     # trusted-rows strong pass)
     "  over unlabelled, 0.3 epochs, 2 supervised": {"method": "fixmatch",
                                                     "epoch_over": "unlabelled", "warmup": 0.34},
+    # the same with lambda_u 2: more of each unlabelled pass's signal in the fewer steps
+    "  over unlabelled, 0.3 epochs, 2 supervised, weight 2": {
+        "method": "fixmatch", "epoch_over": "unlabelled", "warmup": 0.34, "weight": 2.0},
     # 7 epochs, two of them supervised (the default warm-up: int(0.3 x 7) = 2)
     "  over unlabelled, 0.35 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
     # the strong view's pass over every unlabelled row, as the reference code (the default
@@ -163,6 +166,7 @@ ARM_EPOCHS = {"  over unlabelled, 0.2 epochs": 0.2, "  over unlabelled, 0.15 epo
               "  over unlabelled, 0.3 epochs": 0.3,
               "  over unlabelled, 0.3 epochs, 2 supervised": 0.3,
               "  over unlabelled, 0.35 epochs": 0.35,
+              "  over unlabelled, 0.3 epochs, 2 supervised, weight 2": 0.3,
               "  over unlabelled, 0.4 epochs, all strong rows": 0.4}
 
 # a pseudo-label round (issue 18): the supervised run of the same seed labels its most
