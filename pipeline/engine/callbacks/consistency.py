@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 IDLE = 0.01  # a mask rate below this is "near zero": the unlabelled loss is ~never used
 IDLE_EPOCHS = 2  # warn when it stays there this many active epochs in a row
 
+# MixMatch is imported for its registration too: the callbacks package loads this module, so
+# 'mixmatch' is a known method wherever a ConsistencyConfig is validated
 __all__ = ["CONSISTENCY", "Consistency", "ConsistencyConfig", "MixMatch", "StrongAugmentConfig",
            "build_consistency", "over_unlabelled", "unlabelled_views"]
 
