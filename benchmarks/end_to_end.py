@@ -487,8 +487,11 @@ def bench_variant(variant: str, root: Path, rounds: int, quick: bool,
             runs[who].append(res)
             for weights in work.rglob("*.pt"):  # checkpoints: up to 100 MB a fold
                 weights.unlink()
+            # each round's line carries all it measured: a run cut short keeps these lines
+            util = "" if res["gpu_util"] is None else (
+                f"  GPU {res['gpu_util']:.0f}% (epochs {_fmt(res['gpu_util_epochs'], 0)}%)")
             print(f"  {variant} round {r + 1} {who:8s} {res['wall_s']:7.1f} s  "
-                  f"score {res['score']:.4f}", flush=True)
+                  f"score {res['score']:.4f}{util}", flush=True)
     summary: dict[str, Any] = {"variant": variant, "rounds": rounds}
     for who, results in runs.items():
         utils = [x["gpu_util"] for x in results if x["gpu_util"] is not None]

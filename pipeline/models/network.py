@@ -108,6 +108,11 @@ class CompetitionModel(nn.Module):
         return self.classify(self.encode(batch))
 
 
+def takes_embedding_noise(model: nn.Module) -> bool:
+    """Whether :func:`embedding_noise` has anything to act on: an 'mlp' or 'hf' encoder."""
+    return any(isinstance(m, (MLPEncoder, HFEncoder)) for m in model.modules())
+
+
 @contextmanager
 def embedding_noise(model: nn.Module, std: float) -> Iterator[None]:
     """Within the block, add Gaussian noise after the embedding layer of every 'mlp' encoder

@@ -1,7 +1,7 @@
 """The tensor math of consistency methods, per task: sharpening, confidence, soft
-cross-entropy against target probabilities, one-hot targets, and :class:`Step` (what one
-unlabelled batch contributed). Confidence and sharpening work per row for multiclass
-(softmax) and per cell for binary and multilabel (sigmoid).
+cross-entropy against target probabilities, one-hot targets, the stacked inputs of a joint
+pass, and :class:`Step` (what one unlabelled batch contributed). Confidence and sharpening
+work per row for multiclass (softmax) and per cell for binary and multilabel (sigmoid).
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["Step", "cell_confidence", "encoded_targets", "entropy", "sharpen",
+from pipeline.data.datasets import Batch
+
+__all__ = ["Step", "cell_confidence", "encoded_targets", "entropy", "joint_inputs", "sharpen",
            "soft_cross_entropy", "trusted_rows"]
 
 
@@ -92,3 +95,19 @@ class Step:
     def mask_rate(self) -> float:
         """The fraction of the unlabelled rows (cells) the loss used."""
         return float(self.trusted)
+
+
+def joint_inputs(model: nn.Module, batch: Batch, view: Batch) -> Batch | None:
+    """The labelled batch's inputs with the view's rows after them, for one forward over
+    both; None where they do not stack (an input the labelled batch lacks, another shape or
+    type: texts padded to other lengths) or the model keeps per-row outputs besides the one
+    it returns (a multi-task head's auxiliary tasks, whose losses read the labelled rows)."""
+    if any(getattr(module, "aux_outputs", None) is not None for module in model.modules()):
+        return None
+    for key, value in view.items():
+        mine = batch.get(key)
+        if (not isinstance(mine, torch.Tensor) or mine.shape[1:] != value.shape[1:]
+                or mine.dtype != value.dtype):
+            return None
+    return {key: torch.cat([batch[key], value]) for key, value in view.items()}
+

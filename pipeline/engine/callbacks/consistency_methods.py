@@ -46,6 +46,7 @@ from pipeline.engine.callbacks.consistency_losses import (
     Step,
     cell_confidence,
     entropy,
+    joint_inputs,
     sharpen,
     soft_cross_entropy,
     trusted_rows,
@@ -57,7 +58,7 @@ from pipeline.engine.callbacks.consistency_thresholds import (
     EMATeacher,
 )
 from pipeline.engine.losses import LossFn
-from pipeline.models.network import embedding_noise
+from pipeline.models.network import embedding_noise, takes_embedding_noise
 from pipeline.registry import Registry
 from pipeline.schema import Section
 
@@ -113,6 +114,10 @@ class ConsistencyConfig(Section):
     momentum: float = Field(0.99, gt=0, lt=1)  # of adaptive thresholds and alignment
     # fixmatch, uda: the strong view's pass over the trusted rows alone or all (module doc)
     strong_rows: Literal["trusted", "all"] = "trusted"
+    # fixmatch, uda: the labelled rows and the strong view's rows through the model in one
+    # forward and backward, as FixMatch's reference code does (batch norm normalises them
+    # together), where their inputs stack; false: two passes
+    joint_pass: bool = True
     strong: StrongAugmentConfig = StrongAugmentConfig()
 
     @field_validator("method")
@@ -138,7 +143,7 @@ class ConsistencyConfig(Section):
         if self.warmup is not None and {"start_epoch", "start_stage"} & self.model_fields_set:
             raise ValueError("give 'warmup' or a start ('start_epoch', 'start_stage'), not both")
         if self.method == "mixmatch":
-            given = sorted({"thresholds", "alignment", "teacher", "strong_rows"}
+            given = sorted({"thresholds", "alignment", "teacher", "strong_rows", "joint_pass"}
                            & self.model_fields_set)
             if given:
                 raise ValueError(f"{given} belong to methods 'fixmatch' and 'uda'")
@@ -273,10 +278,8 @@ class _TeacherStudent(ConsistencyMethod):
         if self.teacher is not None:
             self.teacher.update(getattr(model, "module", model))
 
-    def teacher_pass(self, model: nn.Module, batch: Batch, unlabelled: Batch,
-                     loss_fn: LossFn) -> tuple[torch.Tensor, torch.Tensor]:
-        """Supervised loss and the teacher's probabilities (aligned when asked)."""
-        supervised = loss_fn(model(batch), batch)
+    def teacher_pass(self, model: nn.Module, batch: Batch, unlabelled: Batch) -> torch.Tensor:
+        """The teacher's probabilities on its view (aligned when asked), without gradient."""
         with torch.no_grad():
             teacher = (self.teacher.get(getattr(model, "module", model))
                        if self.teacher is not None else model)
@@ -284,20 +287,31 @@ class _TeacherStudent(ConsistencyMethod):
             if self.alignment is not None:
                 self.alignment.observe_labels(batch["target"])
                 probs = self.alignment(probs)
-        return supervised, probs
+        return probs
 
-    def student_pass(self, model: nn.Module, unlabelled: Batch, mask: torch.Tensor | None,
-                     ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        """The student's outputs on its view of the rows ``mask`` trusts (``strong_rows:
-        trusted``; None: every row), and what picks those rows out of a per-row tensor."""
+    def student_pass(self, model: nn.Module, batch: Batch, loss_fn: LossFn, unlabelled: Batch,
+                     mask: torch.Tensor | None,
+                     ) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """The supervised loss, the student's outputs on its view of the rows ``mask`` trusts
+        (``strong_rows: trusted``; None: every row), and what picks those rows out of a
+        per-row tensor. One forward over both where :func:`joint_inputs` can stack them."""
         view = view_of(unlabelled, self.views[1])
         rows = (trusted_rows(mask) if mask is not None and self.cfg.strong_rows == "trusted"
                 else None)
         if rows is not None:
             view = {key: value[rows] for key, value in view.items()}
-        with embedding_noise(model, self.cfg.embedding_noise):
-            outputs = model(view)
-        return outputs, lambda values: values if rows is None else values[rows]
+        # embedding noise belongs to the student's rows alone: then two passes
+        noise = self.cfg.embedding_noise if takes_embedding_noise(model) else 0.0
+        joint = joint_inputs(model, batch, view) if self.cfg.joint_pass and not noise else None
+        if joint is not None:
+            outputs = model(joint)
+            n = len(outputs) - len(next(iter(view.values())))
+            supervised, strong = loss_fn(outputs[:n], batch), outputs[n:]
+        else:
+            supervised = loss_fn(model(batch), batch)
+            with embedding_noise(model, noise):
+                strong = model(view)
+        return supervised, strong, lambda values: values if rows is None else values[rows]
 
     def trust(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Which rows (cells) to learn from, and the (mean) threshold applied (on the device
@@ -333,11 +347,12 @@ class FixMatch(_TeacherStudent):
 
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
-        supervised, probs = self.teacher_pass(model, batch, unlabelled, loss_fn)
+        probs = self.teacher_pass(model, batch, unlabelled)
         mask, threshold = self.trust(probs)
         hard = (F.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
                 if self.task == "multiclass" else (probs >= 0.5).float())
-        strong, same_rows = self.student_pass(model, unlabelled, mask)
+        supervised, strong, same_rows = self.student_pass(model, batch, loss_fn, unlabelled,
+                                                          mask)
         # the mean over every row (cell): the untrusted ones, skipped or not, count as zero
         unsup = ((soft_cross_entropy(self.task, strong, same_rows(hard)) * same_rows(mask)).sum()
                  / mask.numel())
@@ -356,14 +371,15 @@ class UDA(_TeacherStudent):
 
     def loss(self, model: nn.Module, batch: Batch, unlabelled: Batch, loss_fn: LossFn,
              weight: float) -> tuple[torch.Tensor, Step]:
-        supervised, probs = self.teacher_pass(model, batch, unlabelled, loss_fn)
+        probs = self.teacher_pass(model, batch, unlabelled)
         if self.task == "regression":  # no confidence, no mask: every row
-            strong, _ = self.student_pass(model, unlabelled, None)
+            supervised, strong, _ = self.student_pass(model, batch, loss_fn, unlabelled, None)
             unsup = F.mse_loss(strong.float(), probs)
             return supervised + weight * unsup, Step(unsup.detach(), unsup.new_ones(()))
         target = sharpen(self.task, probs, self.cfg.resolved("temperature"))
         mask, threshold = self.trust(probs)
-        strong, same_rows = self.student_pass(model, unlabelled, mask)
+        supervised, strong, same_rows = self.student_pass(model, batch, loss_fn, unlabelled,
+                                                          mask)
         target = same_rows(target)
         kl = soft_cross_entropy(self.task, strong, target) - entropy(self.task, target)
         unsup = (kl * same_rows(mask)).sum() / mask.sum().clamp_min(1.0)

@@ -23,6 +23,7 @@ from pipeline.engine.callbacks.consistency import unlabelled_views
 from pipeline.engine.callbacks.consistency_losses import cell_confidence as confidence
 from pipeline.engine.callbacks.consistency_losses import (
     encoded_targets,
+    joint_inputs,
     sharpen,
     soft_cross_entropy,
     trusted_rows,
@@ -161,27 +162,69 @@ class _Spy(Linear):
         return super().forward(batch)
 
 
+# rows each forward saw: the teacher's, then (joint) labelled + strong together or
+# (separate) labelled, then strong; 2 of the 4 unlabelled rows are trusted
+PASSES = {(True, "trusted"): [4, 6], (True, "all"): [4, 8],
+          (False, "trusted"): [4, 4, 2], (False, "all"): [4, 4, 4]}
+
+
 @pytest.mark.parametrize(("name", "views"), [("fixmatch", ("weak", "strong")),
                                              ("uda", ("clean", "strong"))])
 def test_the_strong_pass_trains_the_trusted_rows_alone_with_the_same_loss(name, views):
-    """Skipping the untrusted rows' strong pass changes neither the loss nor its gradient
-    (no batch norm here); ``strong_rows: all`` still runs the whole batch."""
+    """Skipping the untrusted rows' strong pass, or running the labelled and strong rows in
+    one forward, changes neither the loss nor its gradient (no batch norm here);
+    ``strong_rows: all`` still runs the whole batch, ``joint_pass: false`` two passes."""
     _, labelled, teacher_rows, strong_rows = _fixed_batches()
     unlabelled = {f"{views[0]}/x": teacher_rows, f"{views[1]}/x": strong_rows}
     threshold = 0.9 if name == "fixmatch" else 0.6  # two of the four rows trusted either way
     results = {}
-    for rows in ("trusted", "all"):
+    for joint, rows in PASSES:
         model = _Spy(torch.tensor([[3.0, 0.0, -3.0], [0.0, 0.2, 0.0]]))
-        cfg = ConsistencyConfig(method=name, threshold=threshold, strong_rows=rows)
+        cfg = ConsistencyConfig(method=name, threshold=threshold, strong_rows=rows,
+                                joint_pass=joint)
         loss, step = CONSISTENCY.get(name)(cfg, "multiclass", 3, False).loss(
             model, labelled, unlabelled, CE, weight=2.0)
         loss.backward()
         assert step.mask_rate == 0.5
-        results[rows] = (model.rows, loss.item(), model.weight.grad.clone())
-    assert results["trusted"][0] == [4, 4, 2]  # labelled, teacher, strong (2 trusted rows)
-    assert results["all"][0] == [4, 4, 4]
-    assert results["trusted"][1] == pytest.approx(results["all"][1], rel=1e-6)
-    torch.testing.assert_close(results["trusted"][2], results["all"][2])
+        assert model.rows == PASSES[joint, rows]
+        results[joint, rows] = (loss.item(), model.weight.grad.clone())
+    reference = results[False, "all"]
+    for loss, grad in results.values():
+        assert loss == pytest.approx(reference[0], rel=1e-6)
+        torch.testing.assert_close(grad, reference[1])
+
+
+def test_joint_inputs_stack_the_labelled_rows_first_or_refuse_what_does_not_stack():
+    model = Linear(torch.zeros(2, 3))
+    labelled = {"x": torch.ones(3, 2), "target": torch.zeros(3)}
+    view = {"x": torch.zeros(2, 2)}
+    joint = joint_inputs(model, labelled, view)
+    assert joint is not None and set(joint) == {"x"}  # the view's inputs, not the targets
+    assert joint["x"][:, 0].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert joint_inputs(model, labelled, {"x": torch.zeros(2, 3)}) is None  # other shape
+    assert joint_inputs(model, labelled, {"x": torch.zeros(2, 2, dtype=torch.float64)}) is None
+    assert joint_inputs(model, labelled, {"y": torch.zeros(2, 2)}) is None  # not labelled
+    model.aux_outputs = []  # a multi-task head: its auxiliary losses read the labelled rows
+    assert joint_inputs(model, labelled, view) is None
+
+
+@pytest.mark.parametrize(("noise", "passes"), [(0.1, [8, 4, 8]), (0.0, [8, 12])])
+def test_embedding_noise_keeps_the_labelled_rows_out_of_the_strong_pass(noise, passes):
+    """The noise belongs to the student's view: where the model takes it (an 'mlp' encoder)
+    the labelled rows go through a pass of their own; without noise, one joint pass."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(encoders=[EncoderConfig(name="mlp")]), 3,
+                        fitted_tabular(["x", "y"]))
+    rows = {"num": torch.randn(8, 2), "cat": torch.randint(0, 3, (8, 1))}
+    unlabelled = {f"{view}/{key}": value for view in ("weak", "strong")
+                  for key, value in rows.items()}
+    labelled = {key: value[:4] for key, value in rows.items()} | {
+        "target": torch.tensor([0, 1, 2, 0])}
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(len(args[0]["num"])))
+    cfg = ConsistencyConfig(method="fixmatch", embedding_noise=noise, strong_rows="all")
+    FixMatch(cfg, "multiclass", 3, False).loss(model, labelled, unlabelled, CE, 1.0)
+    assert seen == passes
 
 
 def test_uda_for_regression_is_mean_squared_difference():
@@ -379,6 +422,7 @@ def test_mismatch_refuses_tasks_outside_the_method_and_names_the_fitting_ones(na
     ({"method": "uda", "start_stage": 3}, r"start_stage' 3: the recipe has 2 stage"),
     ({"method": "uda", "start_epoch": 9}, r"start_epoch' 9 is after the last epoch \(3\)"),
     ({"method": "mixmatch", "strong_rows": "all"}, "belong to methods 'fixmatch' and 'uda'"),
+    ({"method": "mixmatch", "joint_pass": False}, "belong to methods 'fixmatch' and 'uda'"),
     ({"method": "uda", "strong": {"image": [{"name": "Blurr"}]}}, "not an albumentations"),
 ])
 def test_bad_consistency_configs_name_the_key(competition_factory, patch, message):
