@@ -150,10 +150,20 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "  over unlabelled, 0.4 epochs, all strong rows": {"method": "fixmatch",
                                                        "epoch_over": "unlabelled",
                                                        "strong_rows": "all"},
-    # the labelled and strong rows in two passes, as before the joint pass became the default
+    # the labelled and strong rows in two passes (the default) and in one joint pass
     "  over unlabelled, 0.4 epochs, two passes": {"method": "fixmatch",
                                                   "epoch_over": "unlabelled",
                                                   "joint_pass": False},
+    "  over unlabelled, 0.4 epochs, joint pass": {"method": "fixmatch",
+                                                  "epoch_over": "unlabelled",
+                                                  "joint_pass": True},
+    # with an EMA of the weights for validation and predictions (ARM_TRAIN), in both the
+    # supervised run and FixMatch's, as FixMatch's reference code evaluates
+    "supervised, ema": None,
+    "  over unlabelled, 0.3 epochs, 2 supervised, ema": {"method": "fixmatch",
+                                                         "epoch_over": "unlabelled",
+                                                         "warmup": 0.34},
+    "  over unlabelled, 0.4 epochs, ema": {"method": "fixmatch", "epoch_over": "unlabelled"},
     "  ramp 2 epochs": {"method": "fixmatch", "ramp_epochs": 2},
     # soft targets: UDA's sharpened (T 0.4) clean-view prediction, KL, with FixMatch's shape
     "uda, ratio 3, adaptive + alignment": {"method": "uda", "ratio": 3,
@@ -172,7 +182,16 @@ ARM_EPOCHS = {"  over unlabelled, 0.2 epochs": 0.2, "  over unlabelled, 0.15 epo
               "  over unlabelled, 0.35 epochs": 0.35,
               "  over unlabelled, 0.3 epochs, 2 supervised, weight 2": 0.3,
               "  over unlabelled, 0.4 epochs, all strong rows": 0.4,
-              "  over unlabelled, 0.4 epochs, two passes": 0.4}
+              "  over unlabelled, 0.4 epochs, two passes": 0.4,
+              "  over unlabelled, 0.4 epochs, joint pass": 0.4,
+              "  over unlabelled, 0.3 epochs, 2 supervised, ema": 0.3,
+              "  over unlabelled, 0.4 epochs, ema": 0.4}
+
+# arms that change the recipe beside the consistency block: an EMA of the weights, its decay
+# sized to the ~180 updates of a supervised fold here (timm's warm-up ramps it)
+EMA = {"ema": {"decay": 0.98}}
+ARM_TRAIN = {"supervised, ema": EMA, "  over unlabelled, 0.3 epochs, 2 supervised, ema": EMA,
+             "  over unlabelled, 0.4 epochs, ema": EMA}
 
 # a pseudo-label round (issue 18): the supervised run of the same seed labels its most
 # confident test rows (fold k's labels from its fold-k models, pipeline/pseudo.py), then a
@@ -200,6 +219,7 @@ def _arm_run(runner: Runner, args: argparse.Namespace, base: dict[str, Any], nam
         noise = {} if name != "digits-table" else {"embedding_noise": 0.1}
         changes["consistency"] = {**noise, **cons}
     before = (0.0, 0.0)
+    changes |= ARM_TRAIN.get(arm, {})
     if arm in ARM_EPOCHS:
         changes["epochs"] = max(1, round(ARM_EPOCHS[arm] * args.epochs))
     if round_ is not None:

@@ -116,8 +116,9 @@ class ConsistencyConfig(Section):
     strong_rows: Literal["trusted", "all"] = "trusted"
     # fixmatch, uda: the labelled rows and the strong view's rows through the model in one
     # forward and backward, as FixMatch's reference code does (batch norm normalises them
-    # together), where their inputs stack; false: two passes
-    joint_pass: bool = True
+    # together), where their inputs stack. Off by default: on the CPU it saved 0-5% of the
+    # time and cost 0.2-0.4 points (docs/benchmarks.md); on a GPU it launches a pass less
+    joint_pass: bool = False
     strong: StrongAugmentConfig = StrongAugmentConfig()
 
     @field_validator("method")

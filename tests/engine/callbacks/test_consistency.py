@@ -21,7 +21,7 @@ from pipeline.config import build_config
 from pipeline.data import AugmentConfig, CompetitionDataset, TabularEncoder, collate, view_of
 from pipeline.data.augment import TabularNoiseConfig
 from pipeline.data.datasets import ModelInputs, ViewsDataset
-from pipeline.engine.callbacks import ConsistencyConfig
+from pipeline.engine.callbacks import ConsistencyConfig, consistency_methods
 from pipeline.engine.callbacks.consistency import (
     CONSISTENCY,
     Consistency,
@@ -262,10 +262,24 @@ def test_start_stage_resolves_to_the_first_epoch_of_that_stage(competition_facto
     ("image", "binary", "uda"), ("text", "multiclass", "uda"), ("tabular", "regression", "uda"),
     ("image", "multiclass", "mixmatch"), ("text", "binary", "mixmatch"),
     ("tabular", "regression", "mixmatch"),
+    # one forward over the labelled and strong rows (images; text's embedding noise keeps two)
+    ("image", "multiclass", "fixmatch joint"), ("text", "multiclass", "uda joint"),
 ])
-def test_each_method_trains_every_modality(competition_factory, modality, task, method):
+def test_each_method_trains_every_modality(competition_factory, monkeypatch, modality, task,
+                                           method):
     data = competition_factory(modality, task, n_train=24, n_test=20)
-    cons = {"method": method, "start_epoch": 2, "ratio": 2}
+    method, *joint = method.split()
+    stacked: list[bool] = []  # whether each joint pass found inputs that stack
+    stack = consistency_methods.joint_inputs
+
+    def spy(*args):
+        inputs = stack(*args)
+        stacked.append(inputs is not None)
+        return inputs
+
+    monkeypatch.setattr(consistency_methods, "joint_inputs", spy)
+    cons = {"method": method, "start_epoch": 2, "ratio": 2, **({"joint_pass": True} if joint
+                                                               else {})}
     if method != "mixmatch":
         cons["threshold"] = 0.5
     data["train"].update(epochs=2, batch_size=8, consistency=cons)
@@ -281,6 +295,10 @@ def test_each_method_trains_every_modality(competition_factory, modality, task, 
     assert "unlabelled_loss" not in history[0]  # off before start_epoch
     assert math.isfinite(history[1]["unlabelled_loss"])
     assert 0.0 <= history[1]["unlabelled_mask_rate"] <= 1.0
+    if modality == "image" and joint:  # a labelled batch and its strong rows stack
+        assert stacked and all(stacked)
+    else:  # not asked for, or text under its embedding noise: two passes
+        assert not any(stacked)
 
 
 def test_a_resumed_run_repeats_the_unlabelled_batches(competition_factory,

@@ -222,7 +222,8 @@ def test_embedding_noise_keeps_the_labelled_rows_out_of_the_strong_pass(noise, p
         "target": torch.tensor([0, 1, 2, 0])}
     seen: list[int] = []
     model.register_forward_pre_hook(lambda _, args: seen.append(len(args[0]["num"])))
-    cfg = ConsistencyConfig(method="fixmatch", embedding_noise=noise, strong_rows="all")
+    cfg = ConsistencyConfig(method="fixmatch", embedding_noise=noise, strong_rows="all",
+                            joint_pass=True)
     FixMatch(cfg, "multiclass", 3, False).loss(model, labelled, unlabelled, CE, 1.0)
     assert seen == passes
 
