@@ -134,24 +134,31 @@ class ConsistencyConfig(Section):
         for key in ("threshold", "temperature"):
             if getattr(self, key) is not None and defaults[key] is None:
                 raise ValueError(f"method {self.method!r} takes no {key!r}")
-        if self.method == "mixmatch" and "strong" in self.model_fields_set:
+        if self.method == "mixmatch" and self._given("strong"):
             raise ValueError("method 'mixmatch' uses weak views only ('train.augment'); "
                              "'strong' belongs to fixmatch and uda")
-        if self.method != "mixmatch" and {"augmentations", "alpha"} & self.model_fields_set:
+        if self.method != "mixmatch" and self._given("augmentations", "alpha"):
             raise ValueError("'augmentations' and 'alpha' belong to method 'mixmatch'")
         if self.start_epoch is not None and self.start_stage is not None:
             raise ValueError("give 'start_epoch' or 'start_stage', not both")
-        if self.warmup is not None and {"start_epoch", "start_stage"} & self.model_fields_set:
+        if self.warmup is not None and self._given("start_epoch", "start_stage"):
             raise ValueError("give 'warmup' or a start ('start_epoch', 'start_stage'), not both")
         if self.method == "mixmatch":
-            given = sorted({"thresholds", "alignment", "teacher", "strong_rows", "joint_pass"}
-                           & self.model_fields_set)
+            given = self._given("thresholds", "alignment", "teacher", "strong_rows",
+                                "joint_pass")
             if given:
                 raise ValueError(f"{given} belong to methods 'fixmatch' and 'uda'")
         if self.thresholds == "adaptive" and self.threshold is not None:
             raise ValueError("'threshold' is the fixed threshold; 'thresholds: adaptive' "
                              "sets its own per class")
         return self
+
+    def _given(self, *keys: str) -> list[str]:
+        """Those of ``keys`` given a value other than their default. Written-out defaults
+        do not count, so a resolved config (a run's config.yaml) loads again as written."""
+        fields = type(self).model_fields
+        return sorted(key for key in keys
+                      if key in self.model_fields_set and getattr(self, key) != fields[key].default)
 
     def option(self, key: str) -> Any:
         """``thresholds``, ``alignment``, ``teacher``, ``warmup`` or ``ratio``, or the method's;

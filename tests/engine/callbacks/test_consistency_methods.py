@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from pipeline.competition import n_outputs
@@ -423,7 +424,7 @@ def test_mismatch_refuses_tasks_outside_the_method_and_names_the_fitting_ones(na
     ({"method": "uda", "start_stage": 3}, r"start_stage' 3: the recipe has 2 stage"),
     ({"method": "uda", "start_epoch": 9}, r"start_epoch' 9 is after the last epoch \(3\)"),
     ({"method": "mixmatch", "strong_rows": "all"}, "belong to methods 'fixmatch' and 'uda'"),
-    ({"method": "mixmatch", "joint_pass": False}, "belong to methods 'fixmatch' and 'uda'"),
+    ({"method": "mixmatch", "joint_pass": True}, "belong to methods 'fixmatch' and 'uda'"),
     ({"method": "uda", "strong": {"image": [{"name": "Blurr"}]}}, "not an albumentations"),
 ])
 def test_bad_consistency_configs_name_the_key(competition_factory, patch, message):
@@ -431,6 +432,21 @@ def test_bad_consistency_configs_name_the_key(competition_factory, patch, messag
     data["train"].update(epochs=2, stages=[{"epochs": 1}], consistency=patch)
     with pytest.raises(ConfigError, match=message):
         build_config(data)
+
+
+@pytest.mark.parametrize("patch", [
+    {"method": "fixmatch"}, {"method": "uda", "warmup": 0.34}, {"method": "mixmatch"},
+    {"method": "fixmatch", "start_epoch": 2, "joint_pass": True, "strong_rows": "all"},
+])
+def test_a_resolved_consistency_config_loads_again(competition_factory, patch):
+    """A run's config.yaml writes every default out (``alpha`` for fixmatch, ``strong`` for
+    mixmatch, ``start_epoch: null`` beside a ``warmup``): it loads again as the same config."""
+    data = competition_factory("tabular", "multiclass")
+    data["train"].update(epochs=3, consistency=patch)
+    cfg = build_config(data)
+    written = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))
+    assert written["train"]["consistency"]["alpha"] == 0.75  # the defaults are written out
+    assert build_config(written) == cfg
 
 
 def test_consistency_config_rules_by_task(competition_factory):
