@@ -157,8 +157,7 @@ class ConsistencyConfig(Section):
         """Those of ``keys`` given a value other than their default. Written-out defaults
         do not count, so a resolved config (a run's config.yaml) loads again as written."""
         fields = type(self).model_fields
-        return sorted(key for key in keys
-                      if key in self.model_fields_set and getattr(self, key) != fields[key].default)
+        return sorted(key for key in keys if getattr(self, key) != fields[key].default)
 
     def option(self, key: str) -> Any:
         """``thresholds``, ``alignment``, ``teacher``, ``warmup`` or ``ratio``, or the method's;
