@@ -175,6 +175,13 @@ ARMS: dict[str, dict[str, Any] | None] = {
     # 30 epochs) costs more (ARM_FIXED_EPOCHS)
     "  over unlabelled, 8 epochs": {"method": "fixmatch", "epoch_over": "unlabelled"},
     "  ramp 2 epochs": {"method": "fixmatch", "ramp_epochs": 2},
+    # the lecture's training stages: the whole supervised recipe as stage 1, then a FixMatch
+    # stage of n passes over the unlabelled rows from its weights (the default start: stage 2;
+    # stage 1 keeps its epochs over the labelled rows). The teacher starts as good as the
+    # supervised run ends; its cost is the supervised run plus the n passes (ARM_TRAIN)
+    **{f"supervised stage, then fixmatch {n}{lr}": {"method": "fixmatch",
+                                                   "epoch_over": "unlabelled"}
+       for n in (3, 4, 6) for lr in ("", ", lr 1e-3")},
     # soft targets: UDA's sharpened (T 0.4) clean-view prediction, KL, with FixMatch's shape
     "uda, ratio 3, adaptive + alignment": {"method": "uda", "ratio": 3,
                                            "thresholds": "adaptive", "alignment": True},
@@ -207,7 +214,12 @@ EMA = {"ema": {"decay": 0.98}}
 ARM_TRAIN = {"supervised, ema": EMA, "  over unlabelled, 0.3 epochs, 2 supervised, ema": EMA,
              "  over unlabelled, 0.4 epochs, ema": EMA,
              "  over unlabelled, 0.4 epochs, labelled batch 16": {"batch_size": 16},
-             "  over unlabelled, 0.4 epochs, labelled batch 16, joint pass": {"batch_size": 16}}
+             "  over unlabelled, 0.4 epochs, labelled batch 16, joint pass": {"batch_size": 16},
+             **{f"supervised stage, then fixmatch {n}": {"stages": [{"epochs": n}]}
+                for n in (3, 4, 6)},
+             **{f"supervised stage, then fixmatch {n}, lr 1e-3": {"stages": [{
+                 "epochs": n, "optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.01}}]}
+                for n in (3, 4, 6)}}
 
 # a pseudo-label round (issue 18): the supervised run of the same seed labels its most
 # confident test rows (fold k's labels from its fold-k models, pipeline/pseudo.py), then a

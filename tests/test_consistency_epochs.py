@@ -86,6 +86,18 @@ def test_steps_per_epoch_are_one_pass_over_the_unlabelled_rows_at_the_ratio():
     assert [len(p.loader) for p in cycled] == [13] and cycled[0].epochs == 2
 
 
+def test_a_supervised_stage_before_the_method_keeps_its_epochs_over_the_labelled_rows():
+    inner = torch.utils.data.DataLoader(range(12), batch_size=4)
+    plans = [StagePlan(epochs=n, loader=inner, make_optimizer=None, make_schedule=None,
+                       loss_fn=None) for n in (2, 3)]
+    over = ConsistencyConfig(method="fixmatch", epoch_over="unlabelled")
+    # the method starts at stage 2 (epoch 3): stage 1 is 3 labelled steps an epoch
+    staged = over_unlabelled(plans, over, 100, first_epoch=3)
+    assert staged[0].loader is inner and len(staged[1].loader) == 9
+    # a start inside stage 1 (its warm-up epochs) makes both stages' epochs unlabelled passes
+    assert [len(p.loader) for p in over_unlabelled(plans, over, 100, first_epoch=2)] == [9, 9]
+
+
 def test_an_unknown_epoch_over_is_refused(competition_factory):
     data = competition_factory("tabular", "multiclass", n_train=24, n_test=20)
     data["train"]["consistency"] = {"method": "fixmatch", "epoch_over": "test"}
@@ -94,12 +106,14 @@ def test_an_unknown_epoch_over_is_refused(competition_factory):
 
 
 def _run(competition_factory, name: str, epoch_over: str | None,
-         kill=None, crash_in_epoch: int | None = None) -> tuple[np.ndarray, list]:
+         kill=None, crash_in_epoch: int | None = None,
+         stages: list | None = None) -> tuple[np.ndarray, list]:
     data = competition_factory("tabular", "multiclass", n_train=24, n_test=60)
     data["name"] = name
     data["folds"]["n_splits"] = 2
     cons = {"method": "fixmatch", "ratio": 1, **({"epoch_over": epoch_over} if epoch_over else {})}
-    data["train"].update(epochs=3, batch_size=4, resume_every=0, consistency=cons)
+    data["train"].update(epochs=3, batch_size=4, resume_every=0, consistency=cons,
+                         stages=stages or [])
     cfg = build_config(data)
     if crash_in_epoch is not None:
         kill(cfg, crash_in_epoch)
@@ -121,6 +135,15 @@ def test_an_epoch_over_the_unlabelled_rows_takes_their_steps_and_sees_each_once(
     seen = [int(m.group(1)) for r in caplog.records
             if (m := re.search(r"of (\d+) unlabelled rows", r.getMessage()))]
     assert seen and set(seen) == {60}  # every active epoch: each unlabelled row once
+
+
+def test_after_a_supervised_stage_only_the_method_s_stage_passes_over_the_unlabelled_rows(
+        competition_factory):
+    # 3 supervised epochs (the method's default start is stage 2), then 2 epochs of 15 steps
+    _, epochs = _run(competition_factory, "staged", "unlabelled", stages=[{"epochs": 2}])
+    # (a stage counts its own updates)
+    assert [e["updates"] for e in epochs] == [3, 6, 9, 15, 30]
+    assert [e.get("unlabelled_loss", 0.0) > 0 for e in epochs] == [False] * 3 + [True] * 2
 
 
 def test_a_killed_run_over_unlabelled_epochs_resumes_exactly(competition_factory,

@@ -104,7 +104,11 @@ def fit_network_fold(
     plans = build_stage_plans(cfg.train, cfg.model, task, model, train_ds, generator,
                               metric.greater_is_better, device)
     plans = with_task_plans(plans, model)  # + auxiliary tasks' losses (multi-task)
-    plans = over_unlabelled(plans, cfg.train.consistency, len(comp.test))  # epoch_over
+    cons = cfg.train.consistency
+    first_unlabelled = (cfg.train.first_epoch(*cons.start(len(cfg.train.stages) + 1,
+                                                          cfg.train.total_epochs))
+                        if cons is not None else 1)
+    plans = over_unlabelled(plans, cons, len(comp.test), first_unlabelled)  # epoch_over
     y_valid = comp.targets[valid_rows]
 
     def score(outputs: np.ndarray) -> float:
@@ -112,13 +116,11 @@ def fit_network_fold(
 
     encoder_kinds = [e.kind for e in cfg.model.encoders]
     callbacks = build_callbacks(cfg.train, encoder_kinds, metric.greater_is_better)
-    cons = cfg.train.consistency
     if cons is not None:  # the unlabelled rows are the competition's test rows
         callbacks.append(build_consistency(
             cons, task, CompetitionDataset(comp.test, inputs), active, encoder_kinds,
-            comp.n_outputs,
-            cfg.train.first_epoch(*cons.start(len(cfg.train.stages) + 1, cfg.train.total_epochs)),
-            run_seed * 100 + 7, cfg.train.num_workers, cfg.train.loader))
+            comp.n_outputs, first_unlabelled, run_seed * 100 + 7, cfg.train.num_workers,
+            cfg.train.loader))
     trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
                       desc=fold_label(cfg, seed, fold), checkpoint=cfg.train.checkpoint,
                       precise_bn=cfg.train.precise_bn, metric_name=metric.name,

@@ -5,7 +5,10 @@ unlabelled rows go round as often as that takes: with 267 labelled and 4,000 unl
 at ratio 3, an epoch of 9 steps sees 864 of them. Under ``unlabelled`` an epoch has
 ceil(unlabelled rows / (batch x ``ratio``)) steps (42 there), every unlabelled row is seen
 once, and the labelled loader is cycled to fill the steps: the lr schedule, validation,
-checkpoints and the warm-up (supervised epochs first) count these epochs. Each further pass
+checkpoints and the warm-up (supervised epochs first) count these epochs. In a recipe with
+stages, the stages that end before the method starts keep their epochs over the labelled rows:
+a supervised stage of 30 epochs stays 30 passes over the labelled rows, and only the stages
+where the unlabelled rows are used count their passes. Each further pass
 over the labelled rows within an epoch draws its own order and augmentations from the
 epoch's seeds, so a resumed run sees the same batches.
 """
@@ -74,12 +77,19 @@ class CycledLoader:
 
 
 def over_unlabelled(plans: list[StagePlan], cfg: ConsistencyConfig | None,
-                    n_unlabelled: int) -> list[StagePlan]:
+                    n_unlabelled: int, first_epoch: int = 1) -> list[StagePlan]:
     """``plans`` with epochs of one pass over ``n_unlabelled`` rows when ``cfg`` counts
-    epochs over the unlabelled rows; else ``plans`` unchanged."""
+    epochs over the unlabelled rows, in every stage that reaches ``first_epoch`` (1-based,
+    the method's first); else ``plans`` unchanged."""
     if cfg is None or cfg.epoch_over == "labelled":
         return plans
     ratio = cfg.option("ratio")
-    return [dataclasses.replace(plan, loader=CycledLoader(  # type: ignore[arg-type]
-        plan.loader, unlabelled_steps(n_unlabelled, plan.loader.batch_size or 1, ratio)))
-        for plan in plans]
+    out, last_epoch = [], 0
+    for plan in plans:
+        last_epoch += plan.epochs
+        if last_epoch < first_epoch:  # a supervised stage: the unlabelled rows are unused
+            out.append(plan)
+            continue
+        out.append(dataclasses.replace(plan, loader=CycledLoader(  # type: ignore[arg-type]
+            plan.loader, unlabelled_steps(n_unlabelled, plan.loader.batch_size or 1, ratio))))
+    return out

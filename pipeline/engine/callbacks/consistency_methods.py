@@ -74,7 +74,8 @@ class ConsistencyConfig(Section):
     of labelled and unlabelled rows (pixels for image models, pooled features otherwise).
     ``weight`` (lambda_u) multiplies the unlabelled loss, reached linearly over
     ``ramp_epochs``; an unlabelled batch holds ``ratio`` x the labelled batch size.
-    ``epoch_over: unlabelled`` makes every epoch one pass over the unlabelled rows.
+    ``epoch_over: unlabelled`` makes every epoch one pass over the unlabelled rows (stages
+    that end before the method starts keep theirs over the labelled rows).
     ``embedding_noise``: Gaussian noise after the embedding layer of tabular ('mlp': category
     embeddings and the standardised numbers) and text ('hf': word embeddings) encoders, as a
     fraction of each table's std, on the student views (fixmatch, uda: the strong view) or on
