@@ -146,6 +146,23 @@ def test_after_a_supervised_stage_only_the_method_s_stage_passes_over_the_unlabe
     assert [e.get("unlabelled_loss", 0.0) > 0 for e in epochs] == [False] * 3 + [True] * 2
 
 
+def test_a_consistency_run_predicts_with_weights_trained_on_the_unlabelled_rows(
+        competition_factory):
+    # 'best' on a fold's 12 validation rows: the supervised stage's epochs may score higher,
+    # but the run predicts with a weight the unlabelled loss trained
+    data = competition_factory("tabular", "multiclass", n_train=24, n_test=60)
+    data["folds"]["n_splits"] = 2
+    data["train"].update(epochs=4, batch_size=4, resume_every=0, stages=[{"epochs": 2}],
+                         consistency={"method": "fixmatch", "epoch_over": "unlabelled"})
+    cfg = build_config(data)
+    train.run(cfg)
+    for fold in (0, 1):
+        history = read_json(cfg.run_dir / "seed0" / f"fold{fold}" / "metrics.json")
+        assert history["best_epoch"] in (5, 6)
+        scores = [e["score"] for e in history["epochs"]]
+        assert history["best_score"] == max(scores[4:])
+
+
 def test_a_killed_run_over_unlabelled_epochs_resumes_exactly(competition_factory,
                                                              train_killed_in_epoch):
     whole, _ = _run(competition_factory, "whole", "unlabelled")

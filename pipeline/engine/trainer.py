@@ -121,8 +121,11 @@ class Trainer:
         metric_name: str = "score",
         resume_every: float = 0.0,
         channels_last: bool = False,
+        best_from: int = 1,
     ) -> None:
         self.accelerator = accelerator
+        # the first epoch 'best' may choose: a consistency run's first with the unlabelled loss
+        self.best_from = best_from
         self.resume_points = ResumePoints(resume_every)
         self.channels_last = channels_last and accelerator.device.type == "cuda"
         if self.channels_last:
@@ -381,7 +384,8 @@ class Trainer:
         self.epoch += 1
         if self.schedule is not None:
             self.schedule.after_epoch(self.stage_epoch, score)
-        improved = self.history.improves(score, greater_is_better)
+        improved = (self.epoch >= self.best_from
+                    and self.history.improves(score, greater_is_better))
         self.history.epochs.append({
             "epoch": self.epoch, "stage": self.stage, "label": plan.label,
             "optimizer": type(self.optimizer.optimizer).__name__,

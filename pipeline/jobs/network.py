@@ -125,7 +125,10 @@ def fit_network_fold(
                       desc=fold_label(cfg, seed, fold), checkpoint=cfg.train.checkpoint,
                       precise_bn=cfg.train.precise_bn, metric_name=metric.name,
                       resume_every=cfg.train.resume_every,
-                      channels_last=cfg.train.channels_last)
+                      channels_last=cfg.train.channels_last,
+                      # the unlabelled rows are what the run is for: its supervised warm-up
+                      # epochs never predict, however a few validation rows score them
+                      best_from=first_unlabelled)
     trainer.defer_writes = _warm_capable(cfg)
     history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
                           generator, run_seed * 100)

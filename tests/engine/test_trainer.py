@@ -322,6 +322,16 @@ def test_checkpoint_last_writes_the_last_epoch_and_keeps_the_best_in_the_history
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_best_chooses_among_the_epochs_from_best_from_on(make_toy, scripted_fit, tmp_path):
+    """issue 18: a consistency run's warm-up epochs never become its best, however its few
+    validation rows score them (epoch 1 scores highest here; epoch 3 is the best allowed)."""
+    torch.manual_seed(0)
+    fit = scripted_fit(make_toy(), [0.9, 0.95, 0.6, 0.7, 0.65], tmp_path, best_from=3)
+    assert fit.history.best_epoch == 4 and fit.history.best_score == 0.7
+    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == 4
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_each_epoch_records_the_validation_loss_of_the_scored_outputs(make_toy, scripted_fit,
                                                                       tmp_path, caplog):
     """issue 15 item 8: the epoch line and history carry the validation loss (the main loss
