@@ -152,13 +152,16 @@ def test_a_consistency_run_predicts_with_weights_trained_on_the_unlabelled_rows(
     # but the run predicts with a weight the unlabelled loss trained
     data = competition_factory("tabular", "multiclass", n_train=24, n_test=60)
     data["folds"]["n_splits"] = 2
+    # early stopping (patience 1) waits for those epochs too: stopped in the warm-up, the
+    # fold would have no checkpoint to predict with
     data["train"].update(epochs=4, batch_size=4, resume_every=0, stages=[{"epochs": 2}],
-                         consistency={"method": "fixmatch", "epoch_over": "unlabelled"})
+                         consistency={"method": "fixmatch", "epoch_over": "unlabelled"},
+                         early_stopping={"patience": 1})
     cfg = build_config(data)
     train.run(cfg)
     for fold in (0, 1):
         history = read_json(cfg.run_dir / "seed0" / f"fold{fold}" / "metrics.json")
-        assert history["best_epoch"] in (5, 6)
+        assert history["best_epoch"] in (5, 6) and len(history["epochs"]) == 6
         scores = [e["score"] for e in history["epochs"]]
         assert history["best_score"] == max(scores[4:])
 

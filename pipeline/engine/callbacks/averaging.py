@@ -191,7 +191,10 @@ class EarlyStopping(Callback):
         self.waited = 0
 
     def on_epoch_end(self, trainer: Trainer) -> None:
-        score = self.sign * trainer.history.epochs[-1]["score"]
+        epoch = trainer.history.epochs[-1]
+        if epoch["epoch"] < trainer.best_from:  # a warm-up, which no checkpoint comes from
+            return
+        score = self.sign * epoch["score"]
         # a non-finite score is no improvement, and never becomes the one to beat
         if math.isfinite(score) and (self.best is None or score > self.best + self.min_delta):
             self.best, self.waited = score, 0

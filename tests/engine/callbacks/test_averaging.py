@@ -125,6 +125,16 @@ def test_early_stopping_resumes_from_its_state_dict(greater_is_better):
     assert _early_stopping_run(restored, trainer, scores[3:]) == 2  # epoch 5, as unbroken
 
 
+def test_early_stopping_waits_for_the_epochs_best_may_choose():
+    # a consistency run's warm-up (best_from 4) neither sets the score to beat nor stops it
+    stopper = EarlyStopping(patience=2, min_delta=0.0, greater_is_better=True)
+    trainer = _trainer()
+    trainer.best_from = 4
+    scores = [0.9, 0.5, 0.4, 0.3, 0.6, 0.5, 0.4, 0.3]
+    assert _early_stopping_run(stopper, trainer, scores) == 7 and trainer.should_stop
+    assert stopper.state_dict() == {"best": 0.6, "waited": 2}
+
+
 def test_early_stopping_ends_the_fold(tabular_run, fold_history):
     cfg = tabular_run(epochs=30, optimizer={"name": "adamw", "lr": 1e-6},
                       early_stopping={"patience": 2})
