@@ -181,7 +181,7 @@ ARMS: dict[str, dict[str, Any] | None] = {
     # supervised run ends; its cost is the supervised run plus the n passes (ARM_TRAIN)
     **{f"supervised stage, then fixmatch {n}{lr}": {"method": "fixmatch",
                                                    "epoch_over": "unlabelled"}
-       for n in (3, 4, 6) for lr in ("", ", lr 1e-3", ", lr 1e-3, last")},
+       for n in (3, 4, 5, 6) for lr in ("", ", lr 1e-3", ", lr 1e-3, last")},
     # soft targets: UDA's sharpened (T 0.4) clean-view prediction, KL, with FixMatch's shape
     "uda, ratio 3, adaptive + alignment": {"method": "uda", "ratio": 3,
                                            "thresholds": "adaptive", "alignment": True},
@@ -216,17 +216,17 @@ ARM_TRAIN = {"supervised, ema": EMA, "  over unlabelled, 0.3 epochs, 2 supervise
              "  over unlabelled, 0.4 epochs, labelled batch 16": {"batch_size": 16},
              "  over unlabelled, 0.4 epochs, labelled batch 16, joint pass": {"batch_size": 16},
              **{f"supervised stage, then fixmatch {n}": {"stages": [{"epochs": n}]}
-                for n in (3, 4, 6)},
+                for n in (3, 4, 5, 6)},
              **{f"supervised stage, then fixmatch {n}, lr 1e-3": {"stages": [{
                  "epochs": n, "optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.01}}]}
-                for n in (3, 4, 6)},
+                for n in (3, 4, 5, 6)},
              # the last epoch's weights predict: 'best' on a fold's 80 validation rows picked
              # a supervised-stage epoch in two folds of five, dropping the FixMatch stage
              **{f"supervised stage, then fixmatch {n}, lr 1e-3, last": {
                  "checkpoint": "last", "stages": [{
                      "epochs": n, "optimizer": {"name": "adamw", "lr": 1.0e-3,
                                                 "weight_decay": 0.01}}]}
-                for n in (3, 4, 6)}}
+                for n in (3, 4, 5, 6)}}
 
 # a pseudo-label round (issue 18): the supervised run of the same seed labels its most
 # confident test rows (fold k's labels from its fold-k models, pipeline/pseudo.py), then a
