@@ -211,6 +211,8 @@ ARM_FIXED_EPOCHS = {"  over unlabelled, 8 epochs": 8}
 # arms that change the recipe beside the consistency block: an EMA of the weights, its decay
 # sized to the ~180 updates of a supervised fold here (timm's warm-up ramps it)
 EMA = {"ema": {"decay": 0.98}}
+# a FixMatch stage's optimizer: a third of the supervised recipe's lr
+ADAMW_1E3 = {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.01}
 ARM_TRAIN = {"supervised, ema": EMA, "  over unlabelled, 0.3 epochs, 2 supervised, ema": EMA,
              "  over unlabelled, 0.4 epochs, ema": EMA,
              "  over unlabelled, 0.4 epochs, labelled batch 16": {"batch_size": 16},
@@ -218,14 +220,12 @@ ARM_TRAIN = {"supervised, ema": EMA, "  over unlabelled, 0.3 epochs, 2 supervise
              **{f"supervised stage, then fixmatch {n}": {"stages": [{"epochs": n}]}
                 for n in (3, 4, 5, 6)},
              **{f"supervised stage, then fixmatch {n}, lr 1e-3": {"stages": [{
-                 "epochs": n, "optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.01}}]}
-                for n in (3, 4, 5, 6)},
-             # the last epoch's weights predict: 'best' on a fold's 80 validation rows picked
-             # a supervised-stage epoch in two folds of five, dropping the FixMatch stage
+                 "epochs": n, "optimizer": ADAMW_1E3}]} for n in (3, 4, 5, 6)},
+             # the last epoch's weights predict (measured before a consistency run's 'best'
+             # was chosen among its FixMatch epochs: on a fold's 30-80 validation rows it had
+             # picked a supervised-stage epoch in 2-4 folds of five, dropping the stage)
              **{f"supervised stage, then fixmatch {n}, lr 1e-3, last": {
-                 "checkpoint": "last", "stages": [{
-                     "epochs": n, "optimizer": {"name": "adamw", "lr": 1.0e-3,
-                                                "weight_decay": 0.01}}]}
+                 "checkpoint": "last", "stages": [{"epochs": n, "optimizer": ADAMW_1E3}]}
                 for n in (3, 4, 5, 6)}}
 
 # a pseudo-label round (issue 18): the supervised run of the same seed labels its most
