@@ -207,6 +207,15 @@ class TrainConfig(Section):
         return 1 + sum(s.epochs for s in stages[:start_stage - 1])
 
 
+    @property
+    def unlabelled_from(self) -> int:
+        """The 1-based epoch where ``consistency`` starts (its default late start filled in);
+        1 without it."""
+        cons = self.consistency
+        if cons is None:
+            return 1
+        return self.first_epoch(*cons.start(len(self.resolved_stages), self.total_epochs))
+
     def check_start(self, where: str, start_epoch: int | None,
                     start_stage: int | None) -> str | None:
         """Why a trick starting at ``start_epoch`` or ``start_stage`` (the config key

@@ -104,10 +104,7 @@ def fit_network_fold(
     plans = build_stage_plans(cfg.train, cfg.model, task, model, train_ds, generator,
                               metric.greater_is_better, device)
     plans = with_task_plans(plans, model)  # + auxiliary tasks' losses (multi-task)
-    cons = cfg.train.consistency
-    first_unlabelled = (cfg.train.first_epoch(*cons.start(len(cfg.train.stages) + 1,
-                                                          cfg.train.total_epochs))
-                        if cons is not None else 1)
+    cons, first_unlabelled = cfg.train.consistency, cfg.train.unlabelled_from
     plans = over_unlabelled(plans, cons, len(comp.test), first_unlabelled)  # epoch_over
     y_valid = comp.targets[valid_rows]
 

@@ -16,6 +16,7 @@ epoch's seeds, so a resumed run sees the same batches.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -84,12 +85,9 @@ def over_unlabelled(plans: list[StagePlan], cfg: ConsistencyConfig | None,
     if cfg is None or cfg.epoch_over == "labelled":
         return plans
     ratio = cfg.option("ratio")
-    out, last_epoch = [], 0
-    for plan in plans:
-        last_epoch += plan.epochs
-        if last_epoch < first_epoch:  # a supervised stage: the unlabelled rows are unused
-            out.append(plan)
-            continue
-        out.append(dataclasses.replace(plan, loader=CycledLoader(  # type: ignore[arg-type]
-            plan.loader, unlabelled_steps(n_unlabelled, plan.loader.batch_size or 1, ratio))))
-    return out
+    # a stage ending before first_epoch is supervised: the unlabelled rows are unused there
+    ends = itertools.accumulate(plan.epochs for plan in plans)
+    return [plan if end < first_epoch else dataclasses.replace(
+        plan, loader=CycledLoader(  # type: ignore[arg-type]
+            plan.loader, unlabelled_steps(n_unlabelled, plan.loader.batch_size or 1, ratio)))
+        for plan, end in zip(plans, ends, strict=True)]
