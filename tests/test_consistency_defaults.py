@@ -101,10 +101,10 @@ def test_the_ema_teacher_starts_from_the_student_then_follows_it_by_its_decay():
 
 def test_fixmatch_alone_gets_the_new_default_shape():
     cfg = ConsistencyConfig(method="fixmatch")
-    assert [cfg.option(k) for k in ("thresholds", "alignment", "teacher", "warmup")] == [
-        "adaptive", True, "student", 0.3]
-    assert cfg.start(n_stages=1, total_epochs=20) == (7, None)  # 6 supervised epochs first
-    assert cfg.start(n_stages=2, total_epochs=20) == (None, 2)  # after the warm-up stage
+    assert [cfg.option(k) for k in ("thresholds", "alignment", "teacher", "ratio")] == [
+        "adaptive", True, "student", 3]
+    assert cfg.start(total_epochs=20) == (None, 2)  # the appended stage, or the recipe's 2nd
+    assert cfg.model_copy(update={"warmup": 0.3}).start(total_epochs=20) == (7, None)
     method = FixMatch(cfg, "multiclass", 10)
     assert method.adaptive is not None and method.alignment is not None
     assert method.teacher is None  # the EMA teacher is there to ask for ('teacher: ema')
@@ -119,14 +119,14 @@ def test_explicit_settings_keep_the_old_behaviour():
     old = ConsistencyConfig(method="fixmatch", threshold=0.95, start_epoch=1, alignment=False,
                             ratio=1)
     assert old.option("thresholds") == "fixed"  # a threshold given alone is a fixed one
-    assert old.start(n_stages=3, total_epochs=20) == (1, None)
+    assert old.start(total_epochs=20) == (1, None)
     method = FixMatch(old, "multiclass", 3)
     assert method.adaptive is None and method.alignment is None and method.teacher is None
     probs = torch.tensor([[0.96, 0.02, 0.02], [0.9, 0.05, 0.05]])
     mask, threshold = method.trust(probs)
     assert mask.squeeze(1).tolist() == [1.0, 0.0] and threshold == 0.95
     # the other methods keep their start too when asked
-    assert ConsistencyConfig(method="uda", warmup=0.0).start(2, 10) == (1, None)
+    assert ConsistencyConfig(method="uda", warmup=0.0).start(10) == (1, None)
 
 
 @pytest.mark.parametrize(("settings", "sizes"), [
@@ -225,8 +225,9 @@ def test_the_default_starts_late_and_resumes_exactly_with_an_ema_teacher(competi
         data = competition_factory("tabular", "multiclass", n_train=24, n_test=20)
         data["name"] = name
         data["folds"]["n_splits"] = 2
-        data["train"].update(epochs=4, batch_size=8, resume_every=0,  # a point every epoch
-                             consistency={"method": "fixmatch", "teacher": "ema"})
+        data["train"].update(epochs=3, batch_size=8, resume_every=0,  # a point every epoch
+                             consistency={"method": "fixmatch", "teacher": "ema",
+                                          "stage": {"passes": 2}})
         cfg = build_config(data)
         if crash_in_epoch is not None:
             train_killed_in_epoch(cfg, crash_in_epoch)
@@ -237,9 +238,10 @@ def test_the_default_starts_late_and_resumes_exactly_with_an_ema_teacher(competi
         return np.array(values), epochs
 
     whole, epochs = run("whole", None)
-    # warm-up 0.3 of 4 epochs: epoch 1 is supervised, the method runs from epoch 2
-    assert "unlabelled_loss" not in epochs[0]
-    assert all("unlabelled_rows_used" in e for e in epochs[1:])
-    assert 0.0 < epochs[1]["unlabelled_threshold"] < 1.0  # adaptive: the model's confidence
-    resumed, _ = run("resumed", 4)  # killed with the teacher and thresholds under way
+    # the recipe's 3 epochs supervised, then the appended stage's 2 with the method
+    assert len(epochs) == 5
+    assert not any("unlabelled_loss" in e for e in epochs[:3])
+    assert all("unlabelled_rows_used" in e for e in epochs[3:])
+    assert 0.0 < epochs[3]["unlabelled_threshold"] < 1.0  # adaptive: the model's confidence
+    resumed, _ = run("resumed", 5)  # killed with the teacher and thresholds under way
     np.testing.assert_array_equal(whole, resumed)

@@ -19,6 +19,7 @@ from pipeline.engine.callbacks.consistency import over_unlabelled
 from pipeline.engine.callbacks.consistency_epochs import CycledLoader, unlabelled_steps
 from pipeline.engine.callbacks.consistency_methods import ConsistencyConfig
 from pipeline.engine.plan import StagePlan
+from pipeline.engine.recipe import TrainConfig, recipe_warnings
 from pipeline.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,6 +99,85 @@ def test_a_supervised_stage_before_the_method_keeps_its_epochs_over_the_labelled
     assert [len(p.loader) for p in over_unlabelled(plans, over, 100, first_epoch=2)] == [9, 9]
 
 
+# -- the default shape: the recipe, then an appended stage of passes ----------------------
+
+def test_the_method_alone_appends_a_stage_of_passes_at_a_third_of_the_lr():
+    recipe = {"epochs": 30, "optimizer": {"lr": 3e-3}, "scheduler": {"warmup_epochs": 1}}
+    train_cfg = TrainConfig(**recipe, consistency={"method": "fixmatch"})
+    first, stage = train_cfg.resolved_stages
+    assert first.epochs == 30 and stage.epochs == 5 and train_cfg.total_epochs == 35
+    assert stage.optimizer.lr == pytest.approx(0.99e-3) and first.optimizer.lr == 3e-3
+    assert stage.scheduler == first.scheduler and stage.loss == first.loss
+    assert train_cfg.appends_consistency_stage and train_cfg.unlabelled_from == 31
+    assert train_cfg.stage_key(1) == "train.consistency.stage"
+    # a start of its own, or the recipe's own stages: no stage is appended
+    for cons, stages in (({"method": "fixmatch", "warmup": 0.3}, []),
+                         ({"method": "uda", "start_epoch": 4}, []),
+                         ({"method": "mixmatch"}, [{"epochs": 2}])):
+        other = TrainConfig(**recipe, consistency=cons, stages=stages)
+        assert not other.appends_consistency_stage
+        assert len(other.resolved_stages) == 1 + len(stages)
+    assert TrainConfig(**recipe, consistency={"method": "fixmatch", "warmup": 0.3}
+                       ).unlabelled_from == 10
+    assert len(TrainConfig(**recipe).resolved_stages) == 1  # no consistency, nothing appended
+
+
+def test_the_appended_stage_passes_over_the_unlabelled_rows_within_its_budget():
+    inner = torch.utils.data.DataLoader(range(320), batch_size=32)  # 10 labelled steps
+    plans = [StagePlan(epochs=n, loader=inner, make_optimizer=None, make_schedule=None,
+                       loss_fn=None) for n in (30, 5)]
+    fixmatch = ConsistencyConfig(method="fixmatch")  # epoch_over: labelled, budget 0.7
+    # issue 18's fold: 4,000 unlabelled rows are 42 steps a pass; 5 x 42 = 210 = 0.7 x 300
+    staged = over_unlabelled(plans, fixmatch, 4000, first_epoch=31, appended=True)
+    assert staged[0].loader is inner and len(staged[1].loader) == 42
+    # 40,000 rows would be 417 steps a pass: the stage stops at 0.7 x the 300 supervised
+    assert len(over_unlabelled(plans, fixmatch, 40_000, 31, appended=True)[1].loader) == 42
+    tight = fixmatch.model_copy(update={"stage": fixmatch.stage.model_copy(
+        update={"budget": 0.1})})
+    assert len(over_unlabelled(plans, tight, 4000, 31, appended=True)[1].loader) == 6
+    assert len(over_unlabelled(plans, fixmatch, 100, 31, appended=True)[1].loader) == 2
+
+
+def test_a_stage_setting_with_a_start_or_the_recipe_s_stages_is_refused(competition_factory):
+    with pytest.raises(ValueError, match="drop it"):
+        ConsistencyConfig(method="fixmatch", warmup=0.3, stage={"passes": 3})
+    data = competition_factory("tabular", "multiclass", n_train=24, n_test=20)
+    data["train"].update(stages=[{"epochs": 1}],
+                         consistency={"method": "fixmatch", "stage": {"passes": 3}})
+    with pytest.raises(ConfigError, match=r"'train\.consistency\.stage' is appended to a "
+                                          r"recipe without 'train\.stages'"):
+        build_config(data)
+    data["train"].update(stages=[], consistency={"method": "fixmatch", "stage": {"passes": 0}})
+    with pytest.raises(ConfigError, match="passes"):
+        build_config(data)
+
+
+def test_a_warning_about_the_appended_stage_names_its_key():
+    train_cfg = TrainConfig(epochs=10, scheduler={"warmup_epochs": 2},
+                            consistency={"method": "uda", "stage": {"passes": 2}})
+    notes = recipe_warnings(train_cfg, 100)
+    assert notes == ["'train.consistency.stage.scheduler.warmup_epochs' 2.0 covers the whole "
+                     "stage (2 epochs): the lr never peaks"]
+
+
+def test_the_default_trains_the_recipe_then_its_passes_and_predicts_from_them(
+        competition_factory):
+    data = competition_factory("tabular", "multiclass", n_train=24, n_test=60)
+    data["folds"]["n_splits"] = 2
+    data["train"].update(epochs=3, batch_size=4, resume_every=0,
+                         consistency={"method": "fixmatch", "ratio": 1, "stage": {"passes": 2}})
+    cfg = build_config(data)
+    train.run(cfg)
+    for fold in (0, 1):
+        history = read_json(cfg.run_dir / "seed0" / f"fold{fold}" / "metrics.json")
+        epochs = history["epochs"]
+        # 3 epochs of 3 labelled steps; then 2 passes over 60 rows at 4 a step (15 steps)
+        # cut to 0.7 x the 9 supervised steps / 2 passes = 3 steps each
+        assert [e["updates"] for e in epochs] == [3, 6, 9, 3, 6]
+        assert [e.get("unlabelled_loss", 0.0) > 0 for e in epochs] == [False] * 3 + [True] * 2
+        assert history["best_epoch"] in (4, 5)
+
+
 def test_an_unknown_epoch_over_is_refused(competition_factory):
     data = competition_factory("tabular", "multiclass", n_train=24, n_test=20)
     data["train"]["consistency"] = {"method": "fixmatch", "epoch_over": "test"}
@@ -111,7 +191,9 @@ def _run(competition_factory, name: str, epoch_over: str | None,
     data = competition_factory("tabular", "multiclass", n_train=24, n_test=60)
     data["name"] = name
     data["folds"]["n_splits"] = 2
-    cons = {"method": "fixmatch", "ratio": 1, **({"epoch_over": epoch_over} if epoch_over else {})}
+    cons = {"method": "fixmatch", "ratio": 1, **({"epoch_over": epoch_over} if epoch_over else {}),
+            # the method within the recipe's epochs (from the first: int(0.3 x 3) = 0)
+            **({} if stages else {"warmup": 0.3})}
     data["train"].update(epochs=3, batch_size=4, resume_every=0, consistency=cons,
                          stages=stages or [])
     cfg = build_config(data)

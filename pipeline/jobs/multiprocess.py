@@ -42,7 +42,7 @@ def multiprocess_problem(cfg: ExperimentConfig, processes: int | None = None) ->
             return f"'{key}' is not supported in {launch}: {why}; remove it or run one process"
     for i, stage in enumerate(train.resolved_stages):
         if stage.batch_size % n:
-            key = "train.batch_size" if i == 0 else f"train.stages.{i - 1}.batch_size"
+            key = f"{train.stage_key(i)}.batch_size"
             return (f"'{key}' must be divisible by the {n} processes of {launch} (it is the "
                     f"global batch, split evenly across ranks). Got {stage.batch_size}.")
     return None

@@ -105,7 +105,8 @@ def fit_network_fold(
                               metric.greater_is_better, device)
     plans = with_task_plans(plans, model)  # + auxiliary tasks' losses (multi-task)
     cons, first_unlabelled = cfg.train.consistency, cfg.train.unlabelled_from
-    plans = over_unlabelled(plans, cons, len(comp.test), first_unlabelled)  # epoch_over
+    plans = over_unlabelled(plans, cons, len(comp.test), first_unlabelled,  # epoch_over
+                            appended=cfg.train.appends_consistency_stage)
     y_valid = comp.targets[valid_rows]
 
     def score(outputs: np.ndarray) -> float:

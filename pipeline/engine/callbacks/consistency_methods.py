@@ -22,11 +22,13 @@ embedding layer (:func:`pipeline.models.network.embedding_noise`; MixMatch: ever
 Teacher passes run without gradients, in training mode (batch-norm statistics see the
 unlabelled rows, as in the reference code) unless the teacher is the student's EMA (eval).
 
-The default shape suits runs of a few hundred steps, not FixMatch's million: a supervised
-warm-up first; FixMatch's targets aligned to the labelled class balance and trusted above
-class thresholds that follow the model's confidence (``teacher: ema`` for a Mean Teacher; see
-:mod:`.consistency_thresholds`). ``threshold: 0.95, start_epoch: 1, alignment: false,
-teacher: student`` is FixMatch as it was.
+The default shape suits runs of a few hundred steps, not FixMatch's million: the supervised
+recipe first, then a stage of passes over the unlabelled rows from its weights
+(:mod:`.consistency_epochs`); FixMatch's targets aligned to the labelled class balance and
+trusted above class thresholds that follow the model's confidence (``teacher: ema`` for a
+Mean Teacher; see :mod:`.consistency_thresholds`). ``threshold: 0.95, start_epoch: 1,
+alignment: false, teacher: student`` is FixMatch as it was (``warmup: 0.3``: the previous
+default's start, within the recipe's epochs).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from torch import nn
 
 from pipeline.competition import probabilities
 from pipeline.data.datasets import Batch, view_of
+from pipeline.engine.callbacks.consistency_epochs import ConsistencyStageConfig
 from pipeline.engine.callbacks.consistency_losses import (
     Step,
     cell_confidence,
@@ -81,8 +84,10 @@ class ConsistencyConfig(Section):
     fraction of each table's std, on the student views (fixmatch, uda: the strong view) or on
     every unlabelled view (mixmatch): the augmentation of rows that have no other.
 
-    Without ``start_epoch``/``start_stage`` the method starts after a supervised warm-up:
-    stage 2 of a recipe with stages, else after ``warmup`` (0.3) of the epochs. Multiclass
+    Without ``start_epoch``/``start_stage``/``warmup`` the method starts after the supervised
+    recipe: at stage 2 of a recipe with stages, else in the ``stage`` appended after it
+    (:class:`.consistency_epochs.ConsistencyStageConfig`); ``warmup`` f trains the method
+    within the recipe's epochs after the first f of them (the shape before). Multiclass
     fixmatch/uda: ``thresholds`` 'adaptive' (FreeMatch, EMA ``momentum``) or 'fixed'
     (``threshold``), ``alignment`` (ReMixMatch), ``teacher`` 'ema' (``teacher_decay`` per
     step) or 'student'; defaults in :attr:`ConsistencyMethod.options`.
@@ -104,9 +109,11 @@ class ConsistencyConfig(Section):
     ramp_epochs: float | None = Field(None, ge=0)
     start_epoch: int | None = Field(None, ge=1)
     start_stage: int | None = Field(None, ge=1)
-    # with neither start_epoch nor start_stage: train this fraction of the recipe's epochs
-    # supervised first (a recipe with train.stages starts at stage 2); None: the method's
+    # instead of a start: train this fraction of the recipe's epochs supervised, the rest
+    # with the method (None: after the recipe, below)
     warmup: float | None = Field(None, ge=0, lt=1)
+    # the stage appended after a recipe without train.stages when no start is given
+    stage: ConsistencyStageConfig = ConsistencyStageConfig()
     # the teacher's targets (fixmatch, uda; multiclass); None: the method's default
     thresholds: Literal["fixed", "adaptive"] | None = None  # adaptive: FreeMatch's
     alignment: bool | None = None  # ReMixMatch's distribution alignment
@@ -135,17 +142,20 @@ class ConsistencyConfig(Section):
         for key in ("threshold", "temperature"):
             if getattr(self, key) is not None and defaults[key] is None:
                 raise ValueError(f"method {self.method!r} takes no {key!r}")
-        if self.method == "mixmatch" and self._given("strong"):
+        if self.method == "mixmatch" and self.given("strong"):
             raise ValueError("method 'mixmatch' uses weak views only ('train.augment'); "
                              "'strong' belongs to fixmatch and uda")
-        if self.method != "mixmatch" and self._given("augmentations", "alpha"):
+        if self.method != "mixmatch" and self.given("augmentations", "alpha"):
             raise ValueError("'augmentations' and 'alpha' belong to method 'mixmatch'")
         if self.start_epoch is not None and self.start_stage is not None:
             raise ValueError("give 'start_epoch' or 'start_stage', not both")
-        if self.warmup is not None and self._given("start_epoch", "start_stage"):
+        if self.warmup is not None and self.given("start_epoch", "start_stage"):
             raise ValueError("give 'warmup' or a start ('start_epoch', 'start_stage'), not both")
+        if self.given("stage") and self.given("warmup", "start_epoch", "start_stage"):
+            raise ValueError("'stage' is appended after the recipe when the method has no "
+                             "start; with 'warmup', 'start_epoch' or 'start_stage' drop it")
         if self.method == "mixmatch":
-            given = self._given("thresholds", "alignment", "teacher", "strong_rows",
+            given = self.given("thresholds", "alignment", "teacher", "strong_rows",
                                 "joint_pass")
             if given:
                 raise ValueError(f"{given} belong to methods 'fixmatch' and 'uda'")
@@ -154,14 +164,14 @@ class ConsistencyConfig(Section):
                              "sets its own per class")
         return self
 
-    def _given(self, *keys: str) -> list[str]:
+    def given(self, *keys: str) -> list[str]:
         """Those of ``keys`` given a value other than their default. Written-out defaults
         do not count, so a resolved config (a run's config.yaml) loads again as written."""
         fields = type(self).model_fields
         return sorted(key for key in keys if getattr(self, key) != fields[key].default)
 
     def option(self, key: str) -> Any:
-        """``thresholds``, ``alignment``, ``teacher``, ``warmup`` or ``ratio``, or the method's;
+        """``thresholds``, ``alignment``, ``teacher`` or ``ratio``, or the method's;
         a ``threshold`` given alone means a fixed one (the behaviour before adaptive ones)."""
         value = getattr(self, key)
         if value is not None:
@@ -170,14 +180,20 @@ class ConsistencyConfig(Section):
             return "fixed"
         return CONSISTENCY.get(self.method).options[key]
 
-    def start(self, n_stages: int, total_epochs: int) -> tuple[int | None, int | None]:
-        """(start_epoch, start_stage) with the default late start filled in: stage 2 of a
-        recipe with stages, else the epoch after ``warmup`` of ``total_epochs``."""
+    @property
+    def appends_stage(self) -> bool:
+        """Whether a recipe without ``train.stages`` gets :attr:`stage` appended: the
+        method has no start of its own."""
+        return self.warmup is None and self.start_epoch is None and self.start_stage is None
+
+    def start(self, total_epochs: int) -> tuple[int | None, int | None]:
+        """(start_epoch, start_stage) with the default late start filled in: the epoch after
+        ``warmup`` of ``total_epochs``, else stage 2 (the recipe's own or the appended)."""
         if self.start_epoch is not None or self.start_stage is not None:
             return self.start_epoch, self.start_stage
-        if self.warmup is None and n_stages > 1:
-            return None, 2
-        return 1 + int(self.option("warmup") * total_epochs), None
+        if self.warmup is not None:
+            return 1 + int(self.warmup * total_epochs), None
+        return None, 2
 
     def resolved(self, key: str) -> float:
         """``weight``, ``threshold`` or ``temperature``, or the method's default."""
@@ -217,10 +233,10 @@ class ConsistencyMethod(ABC):
 
     # FixMatch (Sohn et al. 2020), UDA (Xie et al. 2020), MixMatch (Berthelot et al. 2019)
     defaults: ClassVar[dict[str, float | None]]  # weight, threshold, temperature
-    # thresholds, alignment, teacher, warmup, ratio (ConsistencyConfig.option); the late start,
+    # thresholds, alignment, teacher, ratio (ConsistencyConfig.option); the late start,
     # its target shaping and fixmatch's ratio 3: benchmarks/semi_supervised.py ('defaults')
     options: ClassVar[dict[str, Any]] = {
-        "thresholds": "fixed", "alignment": False, "teacher": "student", "warmup": 0.3, "ratio": 1}
+        "thresholds": "fixed", "alignment": False, "teacher": "student", "ratio": 1}
     tasks: ClassVar[tuple[str, ...]] = ("binary", "multiclass", "multilabel", "regression")
     mixes_rows: ClassVar[bool] = False
     # default ramp of lambda_u, as a fraction of the epochs the method is active
@@ -347,8 +363,7 @@ class FixMatch(_TeacherStudent):
     defaults: ClassVar[dict[str, float | None]] = {
         "weight": 1.0, "threshold": 0.95, "temperature": None}
     options: ClassVar[dict[str, Any]] = {
-        "thresholds": "adaptive", "alignment": True, "teacher": "student", "warmup": 0.3,
-        "ratio": 3}
+        "thresholds": "adaptive", "alignment": True, "teacher": "student", "ratio": 3}
     tasks = ("binary", "multiclass", "multilabel")
 
     @staticmethod
