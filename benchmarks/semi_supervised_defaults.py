@@ -234,7 +234,8 @@ ARM_FIXED_EPOCHS = {"  over unlabelled, 8 epochs": 8}
 EMA = {"ema": {"decay": 0.98}}
 # a FixMatch stage's optimizer: a third of the supervised recipe's lr
 ADAMW_1E3 = {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.01}
-ARM_TRAIN = {"supervised, ema": EMA, "fixmatch, default, last": {"checkpoint": "last"}, "  over unlabelled, 0.3 epochs, 2 supervised, ema": EMA,
+ARM_TRAIN = {"supervised, ema": EMA, "fixmatch, default, last": {"checkpoint": "last"},
+             "  over unlabelled, 0.3 epochs, 2 supervised, ema": EMA,
              "  over unlabelled, 0.4 epochs, ema": EMA,
              "  over unlabelled, 0.4 epochs, labelled batch 16": {"batch_size": 16},
              "  over unlabelled, 0.4 epochs, labelled batch 16, joint pass": {"batch_size": 16},

@@ -45,16 +45,18 @@ class FitHistory:
     # has seen (the best epoch's score is chosen on the same rows, so it is optimistic)
     last_outputs: np.ndarray | None = None
 
-    def improves(self, score: float, greater_is_better: bool) -> bool:
-        """Whether ``score`` beats the best so far. A non-finite score (Pearson of a constant
-        prediction) is the worst there is: it improves only on nothing at all, and any finite
-        score improves on it."""
+    def improves(self, score: float, greater_is_better: bool, ties: bool = False) -> bool:
+        """Whether ``score`` beats the best so far (or equals it, with ``ties``). A non-finite
+        score (Pearson of a constant prediction) is the worst there is: it improves only on
+        nothing at all, and any finite score improves on it."""
         best = self.best_score
         if best is None:
             return True
         if not math.isfinite(score):
             return False
         if not math.isfinite(best):
+            return True
+        if ties and score == best:
             return True
         return score > best if greater_is_better else score < best
 

@@ -107,6 +107,9 @@ class Trainer:
             epoch's is always written.
         channels_last: on a GPU, keep the model's weights and 4-D image batches in the
             channels-last layout (faster convolutions in mixed precision).
+        best_from, later_ties: the first epoch ``best`` may choose (a consistency run's
+            first with the unlabelled loss); whether a tie goes to the later epoch (there:
+            more unlabelled passes, which a few dozen validation rows cannot tell apart).
     """
 
     def __init__(
@@ -122,10 +125,10 @@ class Trainer:
         resume_every: float = 0.0,
         channels_last: bool = False,
         best_from: int = 1,
+        later_ties: bool = False,
     ) -> None:
         self.accelerator = accelerator
-        # the first epoch 'best' may choose: a consistency run's first with the unlabelled loss
-        self.best_from = best_from
+        self.best_from, self.later_ties = best_from, later_ties
         self.resume_points = ResumePoints(resume_every)
         self.channels_last = channels_last and accelerator.device.type == "cuda"
         if self.channels_last:
@@ -384,8 +387,8 @@ class Trainer:
         self.epoch += 1
         if self.schedule is not None:
             self.schedule.after_epoch(self.stage_epoch, score)
-        improved = (self.epoch >= self.best_from
-                    and self.history.improves(score, greater_is_better))
+        improved = (self.epoch >= self.best_from and self.history.improves(
+            score, greater_is_better, ties=self.later_ties))
         self.history.epochs.append({
             "epoch": self.epoch, "stage": self.stage, "label": plan.label,
             "optimizer": type(self.optimizer.optimizer).__name__,

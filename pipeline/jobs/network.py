@@ -126,7 +126,7 @@ def fit_network_fold(
                       channels_last=cfg.train.channels_last,
                       # the unlabelled rows are what the run is for: its supervised warm-up
                       # epochs never predict, however a few validation rows score them
-                      best_from=first_unlabelled)
+                      best_from=first_unlabelled, later_ties=cons is not None)
     trainer.defer_writes = _warm_capable(cfg)
     history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
                           generator, run_seed * 100)

@@ -331,6 +331,21 @@ def test_best_chooses_among_the_epochs_from_best_from_on(make_toy, scripted_fit,
     assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == 4
 
 
+def test_a_tie_goes_to_the_later_epoch_when_asked(make_toy, scripted_fit, tmp_path):
+    """issue 18: on 30 validation rows a consistency stage's epochs tie often; the earlier of
+    two tied epochs had been chosen, after one pass over the unlabelled rows of five (MNIST:
+    every fold of a seed). A consistency run (later_ties) takes the later; others keep the
+    earlier, as Keras and Lightning do."""
+    scores = [0.9, 0.967, 0.933, 0.967, 0.967, 0.9]
+    torch.manual_seed(0)
+    kept = scripted_fit(make_toy(), scores, tmp_path / "a")
+    assert kept.history.best_epoch == 2
+    torch.manual_seed(0)
+    later = scripted_fit(make_toy(), scores, tmp_path / "b", best_from=2, later_ties=True)
+    assert later.history.best_epoch == 5 and later.history.best_score == 0.967
+    assert torch.load(tmp_path / "b" / "best.pt", weights_only=False)["epoch"] == 5
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_each_epoch_records_the_validation_loss_of_the_scored_outputs(make_toy, scripted_fit,
                                                                       tmp_path, caplog):

@@ -12,10 +12,8 @@ where the unlabelled rows are used count their passes. Each further pass
 over the labelled rows within an epoch draws its own order and augmentations from the
 epoch's seeds, so a resumed run sees the same batches.
 
-The default shape (:class:`ConsistencyStageConfig`): a recipe without stages trains as written,
-supervised, and a stage of ``passes`` epochs over the unlabelled rows is appended, so the
-teacher starts as good as the supervised run ends; its length is capped at ``budget`` x the
-supervised steps, which bounds its cost where the unlabelled rows far outnumber the labelled.
+The stage the default shape appends (:mod:`.consistency_stage`) counts its epochs this way
+whatever ``epoch_over`` says, each cut to its share of the stage's budget.
 """
 
 from __future__ import annotations
@@ -26,39 +24,15 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
 from pipeline.data.datasets import Batch
 from pipeline.engine.plan import StagePlan
-from pipeline.schema import Section
 
 if TYPE_CHECKING:
     from pipeline.engine.callbacks.consistency_methods import ConsistencyConfig
 
-__all__ = ["ConsistencyStageConfig", "CycledLoader", "over_unlabelled", "unlabelled_steps"]
+__all__ = ["CycledLoader", "over_unlabelled", "unlabelled_steps"]
 
 CYCLE_STRIDE = 1_000_003  # seed offset between the passes over the labelled rows of an epoch
-
-
-class ConsistencyStageConfig(Section):
-    """The stage appended after a recipe without ``train.stages`` when the consistency method
-    has no start of its own: ``passes`` epochs, each one pass over the unlabelled rows, at
-    ``lr`` x the recipe's learning rate (its other keys carried over). A pass is cut short
-    where the stage would take more than ``budget`` x the supervised recipe's steps.
-
-    Measured in issue 18's shape (resnet18 from scratch, 10% labels, 5 folds x 30 epochs):
-    the supervised recipe then 5 passes at a third of its lr gained +2.2 (MNIST) and +2.0
-    (Fashion-MNIST) points at 2.3-2.7x the supervised time, where FixMatch over 70% of the
-    recipe's own epochs (the previous default) gained +0.75 and +0.9 at ~2.1x
-    (docs/benchmarks.md).
-    """
-
-    passes: int = Field(5, ge=1)
-    lr: float = Field(0.33, gt=0)  # x the recipe's optimizer lr: it starts from trained weights
-    # at 5 passes of 42 steps after 30 epochs of 10 (the measured shape) the stage's 210
-    # steps are 0.7 x the supervised 300: the cap leaves it whole and holds a 100x larger
-    # unlabelled set to the same cost
-    budget: float = Field(0.7, gt=0)
 
 
 def unlabelled_steps(n_unlabelled: int, batch_size: int, ratio: int) -> int:
@@ -112,7 +86,7 @@ def over_unlabelled(plans: list[StagePlan], cfg: ConsistencyConfig | None,
     """``plans`` with epochs of one pass over ``n_unlabelled`` rows when ``cfg`` counts
     epochs over the unlabelled rows, in every stage that reaches ``first_epoch`` (1-based,
     the method's first); else ``plans`` unchanged. ``appended``: the last plan is the stage
-    :class:`ConsistencyStageConfig` appends, whose epochs are passes (within its budget)
+    :mod:`.consistency_stage` appends, whose epochs are passes (within its budget)
     whatever ``epoch_over`` says."""
     if cfg is None or (cfg.epoch_over == "labelled" and not appended):
         return plans

@@ -24,7 +24,7 @@ unlabelled rows, as in the reference code) unless the teacher is the student's E
 
 The default shape suits runs of a few hundred steps, not FixMatch's million: the supervised
 recipe first, then a stage of passes over the unlabelled rows from its weights
-(:mod:`.consistency_epochs`); FixMatch's targets aligned to the labelled class balance and
+(:mod:`.consistency_stage`); FixMatch's targets aligned to the labelled class balance and
 trusted above class thresholds that follow the model's confidence (``teacher: ema`` for a
 Mean Teacher; see :mod:`.consistency_thresholds`). ``threshold: 0.95, start_epoch: 1,
 alignment: false, teacher: student`` is FixMatch as it was (``warmup: 0.3``: the previous
@@ -44,7 +44,6 @@ from torch import nn
 
 from pipeline.competition import probabilities
 from pipeline.data.datasets import Batch, view_of
-from pipeline.engine.callbacks.consistency_epochs import ConsistencyStageConfig
 from pipeline.engine.callbacks.consistency_losses import (
     Step,
     cell_confidence,
@@ -54,6 +53,7 @@ from pipeline.engine.callbacks.consistency_losses import (
     soft_cross_entropy,
     trusted_rows,
 )
+from pipeline.engine.callbacks.consistency_stage import ConsistencyStageConfig
 from pipeline.engine.callbacks.consistency_strong import StrongAugmentConfig
 from pipeline.engine.callbacks.consistency_thresholds import (
     AdaptiveThresholds,
@@ -86,7 +86,7 @@ class ConsistencyConfig(Section):
 
     Without ``start_epoch``/``start_stage``/``warmup`` the method starts after the supervised
     recipe: at stage 2 of a recipe with stages, else in the ``stage`` appended after it
-    (:class:`.consistency_epochs.ConsistencyStageConfig`); ``warmup`` f trains the method
+    (:class:`.consistency_stage.ConsistencyStageConfig`); ``warmup`` f trains the method
     within the recipe's epochs after the first f of them (the shape before). Multiclass
     fixmatch/uda: ``thresholds`` 'adaptive' (FreeMatch, EMA ``momentum``) or 'fixed'
     (``threshold``), ``alignment`` (ReMixMatch), ``teacher`` 'ema' (``teacher_decay`` per

@@ -311,7 +311,7 @@ def test_a_resumed_run_repeats_the_unlabelled_batches(competition_factory,
         # a resume point every epoch: else the crash comes before the first and the "resumed"
         # run starts afresh
         data["train"].update(epochs=3, batch_size=8, resume_every=0,
-                             consistency={"method": "mixmatch"})
+                             consistency={"method": "mixmatch", "start_epoch": 1})
         cfg = build_config(data)
         if crash_in_epoch is not None:
             train_killed_in_epoch(cfg, crash_in_epoch)
