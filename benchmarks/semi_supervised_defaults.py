@@ -130,6 +130,7 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "fixmatch, default, last": {"method": "fixmatch"},  # the last epoch predicts (ARM_TRAIN)
     # the default before it: the method within the recipe's epochs after 30% of them
     "fixmatch, warm-up 0.3": {"method": "fixmatch", "warmup": 0.3},
+    "mixmatch, warm-up 0.3": {"method": "mixmatch", "warmup": 0.3},
     "  from epoch 1": {**R1, "start_epoch": 1},
     "  fixed 0.95 threshold": {**R1, "threshold": 0.95},
     "  no alignment": {**R1, "alignment": False},
