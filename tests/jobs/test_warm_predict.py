@@ -82,7 +82,8 @@ def test_an_earlier_best_epoch_is_read_back_from_best_pt(
     cfg = build_config(data)
     warm = _count_warm(monkeypatch)
     # every fold's best epoch is its first (the history is asked before it records one)
-    monkeypatch.setattr(FitHistory, "improves", lambda self, score, greater: not self.epochs)
+    monkeypatch.setattr(FitHistory, "improves",
+                        lambda self, score, greater, ties=False: not self.epochs)
     train.run(cfg)
     assert warm == [False, False]
     for fold in (0, 1):
