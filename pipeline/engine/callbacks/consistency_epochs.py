@@ -93,17 +93,13 @@ def over_unlabelled(plans: list[StagePlan], cfg: ConsistencyConfig | None,
     ratio = cfg.option("ratio")
     # a stage ending before first_epoch is supervised: the unlabelled rows are unused there
     ends = list(itertools.accumulate(plan.epochs for plan in plans))
-    supervised_steps = sum(len(plan.loader) * plan.epochs
-                           for plan, end in zip(plans, ends, strict=True) if end < first_epoch)
-
-    def steps(plan: StagePlan, last: bool) -> int:
-        per_pass = unlabelled_steps(n_unlabelled, plan.loader.batch_size or 1, ratio)
-        if not (appended and last):
-            return per_pass
+    steps = [unlabelled_steps(n_unlabelled, plan.loader.batch_size or 1, ratio) for plan in plans]
+    if appended:  # the stage's steps at most its budget x the supervised stages'
+        supervised = sum(len(plan.loader) * plan.epochs
+                         for plan, end in zip(plans, ends, strict=True) if end < first_epoch)
         # the 1e-9 keeps a product like 0.7 x 300 / 5 = 42.000000000000004 at 42
-        cap = int(cfg.stage.budget * supervised_steps / plan.epochs + 1e-9)
-        return max(1, min(per_pass, cap))
-
+        cap = int(cfg.stage.budget * supervised / plans[-1].epochs + 1e-9)
+        steps[-1] = max(1, min(steps[-1], cap))
     return [plan if end < first_epoch else dataclasses.replace(
-        plan, loader=CycledLoader(plan.loader, steps(plan, i == len(plans) - 1)))  # type: ignore[arg-type]
-        for i, (plan, end) in enumerate(zip(plans, ends, strict=True))]
+        plan, loader=CycledLoader(plan.loader, n))  # type: ignore[arg-type]
+        for plan, end, n in zip(plans, ends, steps, strict=True)]
