@@ -36,6 +36,20 @@ def original_rows_accuracy(folder: Path, submission: Path) -> float:
     return float((merged["label"] == merged["label_pred"]).mean())
 
 
+def fold_models_accuracy(folder: Path, run_dir: Path) -> float:
+    """Mean over the run's fold models of each one's accuracy on the test rows that are not
+    train duplicates: set against the fold ensemble's (the submission's), it shows how much of
+    a score the ensemble adds, which consistency training can take away by making the fold
+    models agree."""
+    answers = pd.read_csv(folder / "answers.csv")
+    answers = answers[~answers["id"].astype(str).str.startswith("dup_")]
+    folds_ = pd.read_parquet(run_dir / "test_folds.parquet").merge(answers, on="id")
+    classes = [c for c in folds_.columns if c not in ("seed", "fold", "id", "label")]
+    predicted = folds_[classes].to_numpy().argmax(axis=1)
+    right = pd.Series(pd.Index(classes)[predicted].astype(str) == folds_["label"].astype(str))
+    return float(right.groupby([folds_["seed"], folds_["fold"]]).mean().mean())
+
+
 class Runner:
     """Trains variants and scores them: OOF accuracy, held-out accuracy, wall time."""
 
