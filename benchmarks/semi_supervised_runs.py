@@ -28,11 +28,16 @@ def variant(base: dict[str, Any], name: str, **train_changes: Any) -> dict[str, 
     return data
 
 
+def original_answers(folder: Path) -> pd.DataFrame:
+    """The test rows' answers (id, label), less the near-duplicates of train rows."""
+    answers = pd.read_csv(folder / "answers.csv")
+    return answers[~answers["id"].astype(str).str.startswith("dup_")]
+
+
 def original_rows_accuracy(folder: Path, submission: Path) -> float:
     """Accuracy of a submission on the test rows that are not train duplicates."""
-    answers = pd.read_csv(folder / "answers.csv")
-    merged = answers.merge(pd.read_csv(submission), on="id", suffixes=("", "_pred"))
-    merged = merged[~merged["id"].astype(str).str.startswith("dup_")]
+    merged = original_answers(folder).merge(pd.read_csv(submission), on="id",
+                                            suffixes=("", "_pred"))
     return float((merged["label"] == merged["label_pred"]).mean())
 
 
@@ -41,9 +46,8 @@ def fold_models_accuracy(folder: Path, run_dir: Path) -> float:
     train duplicates: set against the fold ensemble's (the submission's), it shows how much of
     a score the ensemble adds, which consistency training can take away by making the fold
     models agree."""
-    answers = pd.read_csv(folder / "answers.csv")
-    answers = answers[~answers["id"].astype(str).str.startswith("dup_")]
-    folds_ = pd.read_parquet(run_dir / "test_folds.parquet").merge(answers, on="id")
+    folds_ = pd.read_parquet(run_dir / "test_folds.parquet").merge(original_answers(folder),
+                                                                    on="id")
     classes = [c for c in folds_.columns if c not in ("seed", "fold", "id", "label")]
     predicted = folds_[classes].to_numpy().argmax(axis=1)
     right = pd.Series(pd.Index(classes)[predicted].astype(str) == folds_["label"].astype(str))
