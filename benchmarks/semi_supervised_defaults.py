@@ -134,6 +134,9 @@ ARMS: dict[str, dict[str, Any] | None] = {
     **{f"fixmatch, default, {n} passes": {"method": "fixmatch", "stage": {"passes": n}}
        for n in (4, 6)},
     "fixmatch, default, last": {"method": "fixmatch"},  # the last epoch predicts (ARM_TRAIN)
+    # the stage's lr, x the recipe's (default 0.33)
+    **{f"fixmatch, default, lr {x}": {"method": "fixmatch", "stage": {"lr": x}}
+       for x in (0.1, 1.0)},
     # more unlabelled rows a step (FixMatch's paper: 7): fewer, larger steps a pass, so a pass
     # costs less where the labelled rows' share of a step is large
     **{f"fixmatch, default, ratio 7, {n} passes": {
