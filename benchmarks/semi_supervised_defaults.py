@@ -331,15 +331,9 @@ def part_defaults(runner: Runner, args: argparse.Namespace) -> None:
         rows, sup_time, sup_cpu = [], None, None
         sup: dict[int, tuple[Any, float, float]] = {}
         for arm in args.arms:
-            helds, oofs, times, cpus, singles = [], [], [], [], []
-            for seed in args.seeds:
-                held, oof, seconds, cpu, single = _arm_run(runner, args, base, name, arm,
-                                                           seed, sup)
-                singles.append(single)
-                helds.append(held)
-                oofs.append(oof)
-                times.append(seconds)
-                cpus.append(cpu)
+            # one row of (held-out, OOF, wall, CPU, one fold model) per seed, as columns
+            helds, oofs, times, cpus, singles = np.array(
+                [_arm_run(runner, args, base, name, arm, seed, sup) for seed in args.seeds]).T
             sup_time = sup_time or float(np.mean(times))
             sup_cpu = sup_cpu or float(np.mean(cpus))
             rows.append(f"| {arm} | {np.mean(helds):.4f} +- {np.std(helds):.4f} | "
