@@ -18,6 +18,15 @@ from pipeline.data.memory_views import MemoryViews, memory_views
 from pipeline.errors import ConfigError
 from tests.conftest import make_competition
 
+
+@pytest.fixture(autouse=True)
+def _fresh_streaming_notes(monkeypatch):
+    """The loader says each reason to stream once per process: a test that reads the note
+    must not depend on whether an earlier test in the session already triggered it."""
+    from pipeline.data import memory_loader
+
+    monkeypatch.setattr(memory_loader, "_said", set())
+
 FLIP = AugmentConfig(image=[{"name": "HorizontalFlip", "p": 1.0}])
 SHIFT = AugmentConfig(image=[{"name": "Affine", "translate_px": [-3, 3], "p": 1.0}])
 
