@@ -118,29 +118,35 @@ def defaults_base(args: argparse.Namespace, name: str, folder: Path) -> dict[str
 # shaping at ratio 1 (the default before ratio 3); 'default': the method's name alone. The
 # one-change ablations are of 'new default' (ratio 1).
 R1 = {"method": "fixmatch", "ratio": 1}
+OLD_STAGE_LR = 0.33  # the appended stage's lr (x the recipe's) before it became the recipe's
 ARMS: dict[str, dict[str, Any] | None] = {
     "supervised": None,
     "fixmatch, old default": {**R1, "threshold": 0.95, "start_epoch": 1, "alignment": False},
     "fixmatch, new default": R1,
     # the method's name alone: since issue 18's last change the supervised recipe, then a
-    # stage of 5 passes over the unlabelled rows at a third of the lr (APPENDED)
+    # stage of 5 passes over the unlabelled rows at the recipe's lr (APPENDED; at a third of
+    # it before: the 'lr 0.33' arms rerun what docs/benchmarks.md measured as 'default' then)
     "fixmatch, default": {"method": "fixmatch"},
     "uda, default": {"method": "uda"},
     "mixmatch, default": {"method": "mixmatch"},
     # the appended stage's settings: its budget (the steps cap, x the supervised recipe's),
-    # its passes
-    **{f"fixmatch, default, budget {b}": {"method": "fixmatch", "stage": {"budget": b}}
+    # its passes; at the stage lr they were measured at (OLD_STAGE_LR, the default then)
+    **{f"fixmatch, default, budget {b}": {"method": "fixmatch",
+                                          "stage": {"budget": b, "lr": OLD_STAGE_LR}}
        for b in (1.0, 2.0)},
-    **{f"fixmatch, default, {n} passes": {"method": "fixmatch", "stage": {"passes": n}}
+    **{f"fixmatch, default, {n} passes": {"method": "fixmatch",
+                                          "stage": {"passes": n, "lr": OLD_STAGE_LR}}
        for n in (4, 6)},
-    "fixmatch, default, last": {"method": "fixmatch"},  # the last epoch predicts (ARM_TRAIN)
-    # the stage's lr, x the recipe's (default 0.33)
-    **{f"fixmatch, default, lr {x}": {"method": "fixmatch", "stage": {"lr": x}}
-       for x in (0.1, 1.0)},
+    # the last epoch predicts (ARM_TRAIN)
+    "fixmatch, default, last": {"method": "fixmatch", "stage": {"lr": OLD_STAGE_LR}},
+    # the stage's lr, x the recipe's (default 1.0; OLD_STAGE_LR before)
+    **{f"{method}, default, lr {x}": {"method": method, "stage": {"lr": x}}
+       for method in ("fixmatch", "uda", "mixmatch") for x in (0.1, 0.33, 1.0)},
     # more unlabelled rows a step (FixMatch's paper: 7): fewer, larger steps a pass, so a pass
     # costs less where the labelled rows' share of a step is large
     **{f"fixmatch, default, ratio 7, {n} passes": {
-        "method": "fixmatch", "ratio": 7, "stage": {"passes": n, "budget": 1.0}}
+        "method": "fixmatch", "ratio": 7,
+        "stage": {"passes": n, "budget": 1.0, "lr": OLD_STAGE_LR}}
        for n in (5, 7)},
     # the default before it: the method within the recipe's epochs after 30% of them
     "fixmatch, warm-up 0.3": {"method": "fixmatch", "warmup": 0.3},
@@ -222,8 +228,9 @@ ARMS: dict[str, dict[str, Any] | None] = {
 # the arms that run the default shape of their method. Every other arm without a start of
 # its own or train.stages was measured when the default was a warm-up of 30% of the recipe's
 # epochs, the method in the rest: it keeps that shape (warmup 0.3) so it reruns what it measured
-APPENDED = {"fixmatch, default", "uda, default", "mixmatch, default",
-            *(arm for arm in ARMS if arm.startswith("fixmatch, default, "))}
+APPENDED = {arm for arm in ARMS
+            if arm.split(", ")[0] in ("fixmatch", "uda", "mixmatch")
+            and arm.split(", ")[1:2] == ["default"]}
 STARTS = ("start_epoch", "start_stage", "warmup")
 
 

@@ -101,12 +101,15 @@ def test_a_supervised_stage_before_the_method_keeps_its_epochs_over_the_labelled
 
 # -- the default shape: the recipe, then an appended stage of passes ----------------------
 
-def test_the_method_alone_appends_a_stage_of_passes_at_a_third_of_the_lr():
+def test_the_method_alone_appends_a_stage_of_passes_at_the_recipes_lr():
     recipe = {"epochs": 30, "optimizer": {"lr": 3e-3}, "scheduler": {"warmup_epochs": 1}}
     train_cfg = TrainConfig(**recipe, consistency={"method": "fixmatch"})
     first, stage = train_cfg.resolved_stages
     assert first.epochs == 30 and stage.epochs == 5 and train_cfg.total_epochs == 35
-    assert stage.optimizer.lr == pytest.approx(0.99e-3) and first.optimizer.lr == 3e-3
+    assert stage.optimizer.lr == pytest.approx(3e-3) and first.optimizer.lr == 3e-3
+    assert stage.optimizer == first.optimizer  # the recipe's lr and every other key
+    slower = TrainConfig(**recipe, consistency={"method": "fixmatch", "stage": {"lr": 0.33}})
+    assert slower.resolved_stages[1].optimizer.lr == pytest.approx(0.99e-3)
     assert stage.scheduler == first.scheduler and stage.loss == first.loss
     assert train_cfg.appends_consistency_stage and train_cfg.unlabelled_from == 31
     assert train_cfg.stage_key(1) == "train.consistency.stage"
