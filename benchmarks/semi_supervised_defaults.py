@@ -141,7 +141,7 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "fixmatch, default, last": {"method": "fixmatch", "stage": {"lr": OLD_STAGE_LR}},
     # the stage's lr, x the recipe's (default 1.0; OLD_STAGE_LR before)
     **{f"{method}, default, lr {x}": {"method": method, "stage": {"lr": x}}
-       for method in ("fixmatch", "uda", "mixmatch") for x in (0.1, 0.33, 1.0)},
+       for method in ("fixmatch", "uda", "mixmatch") for x in (0.1, 0.33, 1.0, 2.0)},
     # more unlabelled rows a step (FixMatch's paper: 7): fewer, larger steps a pass, so a pass
     # costs less where the labelled rows' share of a step is large
     **{f"fixmatch, default, ratio 7, {n} passes": {
