@@ -25,10 +25,10 @@ class ConsistencyStageConfig(Section):
     Measured in issue 18's shape (resnet18 from scratch, 10% labels, 5 folds x 30 epochs,
     held-out accuracy of the fold ensemble): the supervised recipe then 5 passes at its own lr
     gained +2.7 points on MNIST (3 seeds) and +2.75 on Fashion-MNIST (2 seeds) where a third of
-    it gained +1.9 and +1.8; the larger steps leave the fold models further apart, so their ensemble
-    keeps more of its own gain. On the 8x8 digits as images and as a table: +2.4 / +2.6 against
-    +1.45 / +2.25, at the same cost (docs/benchmarks.md, "The appended stage at the recipe's
-    lr").
+    it gained +1.9 and +1.8; the larger steps leave the fold models further apart, so their
+    ensemble keeps more of its own gain. On the 8x8 digits as images and as a table: +2.4 /
+    +2.6 against +1.45 / +2.25, at the same cost (docs/benchmarks.md, "The appended stage at
+    the recipe's lr").
     """
 
     passes: int = Field(5, ge=1)
