@@ -118,6 +118,7 @@ def defaults_base(args: argparse.Namespace, name: str, folder: Path) -> dict[str
 # shaping at ratio 1 (the default before ratio 3); 'default': the method's name alone. The
 # one-change ablations are of 'new default' (ratio 1).
 R1 = {"method": "fixmatch", "ratio": 1}
+METHODS = ("fixmatch", "uda", "mixmatch")  # the consistency methods with a default shape
 OLD_STAGE_LR = 0.33  # the appended stage's lr (x the recipe's) before it became the recipe's
 ARMS: dict[str, dict[str, Any] | None] = {
     "supervised": None,
@@ -141,7 +142,7 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "fixmatch, default, last": {"method": "fixmatch", "stage": {"lr": OLD_STAGE_LR}},
     # the stage's lr, x the recipe's (default 1.0; OLD_STAGE_LR before)
     **{f"{method}, default, lr {x}": {"method": method, "stage": {"lr": x}}
-       for method in ("fixmatch", "uda", "mixmatch") for x in (0.1, 0.33, 1.0, 2.0)},
+       for method in METHODS for x in (0.1, 0.33, 1.0, 2.0)},
     # more unlabelled rows a step (FixMatch's paper: 7): fewer, larger steps a pass, so a pass
     # costs less where the labelled rows' share of a step is large
     **{f"fixmatch, default, ratio 7, {n} passes": {
@@ -228,9 +229,8 @@ ARMS: dict[str, dict[str, Any] | None] = {
 # the arms that run the default shape of their method. Every other arm without a start of
 # its own or train.stages was measured when the default was a warm-up of 30% of the recipe's
 # epochs, the method in the rest: it keeps that shape (warmup 0.3) so it reruns what it measured
-APPENDED = {arm for arm in ARMS
-            if arm.split(", ")[0] in ("fixmatch", "uda", "mixmatch")
-            and arm.split(", ")[1:2] == ["default"]}
+APPENDED = {arm for arm in ARMS for method in METHODS
+            if arm == f"{method}, default" or arm.startswith(f"{method}, default, ")}
 STARTS = ("start_epoch", "start_stage", "warmup")
 
 
