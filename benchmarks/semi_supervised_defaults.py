@@ -140,9 +140,23 @@ ARMS: dict[str, dict[str, Any] | None] = {
        for n in (4, 6)},
     # the last epoch predicts (ARM_TRAIN)
     "fixmatch, default, last": {"method": "fixmatch", "stage": {"lr": OLD_STAGE_LR}},
+    "fixmatch, default, lr 1.0, last": {"method": "fixmatch"},
     # the stage's lr, x the recipe's (default 1.0; OLD_STAGE_LR before)
     **{f"{method}, default, lr {x}": {"method": method, "stage": {"lr": x}}
        for method in METHODS for x in (0.1, 0.33, 1.0, 2.0)},
+    # SWA over the appended stage's passes, from its first or its second (ARM_SWA)
+    **{f"fixmatch, default, swa from pass {k}": {"method": "fixmatch"} for k in (1, 2)},
+    **{f"fixmatch, default, lr 2.0, swa from pass {k}": {"method": "fixmatch",
+                                                          "stage": {"lr": 2.0}}
+       for k in (1, 2)},
+    # the method's own knobs in the appended stage (at its default lr)
+    "fixmatch, default, weight 2": {"method": "fixmatch", "weight": 2.0},
+    "fixmatch, default, ema teacher": {"method": "fixmatch", "teacher": "ema"},
+    "fixmatch, default, fixed threshold": {"method": "fixmatch", "thresholds": "fixed"},
+    "fixmatch, default, threshold 0.8": {"method": "fixmatch", "thresholds": "fixed",
+                                         "threshold": 0.8},
+    "fixmatch, default, all strong rows": {"method": "fixmatch", "strong_rows": "all"},
+    "fixmatch, default, no alignment": {"method": "fixmatch", "alignment": False},
     # more unlabelled rows a step (FixMatch's paper: 7): fewer, larger steps a pass, so a pass
     # costs less where the labelled rows' share of a step is large
     **{f"fixmatch, default, ratio 7, {n} passes": {
@@ -251,12 +265,18 @@ ARM_EPOCHS = {"  over unlabelled, 0.2 epochs": 0.2, "  over unlabelled, 0.15 epo
 
 ARM_FIXED_EPOCHS = {"  over unlabelled, 8 epochs": 8}
 
+# arms that average the weights of the appended stage's passes (train.swa), from this pass
+# of the stage on: the recipe's --epochs come first, so the start epoch depends on them
+ARM_SWA = {f"fixmatch, default{lr}, swa from pass {k}": k
+           for lr in ("", ", lr 2.0") for k in (1, 2)}
+
 # arms that change the recipe beside the consistency block: an EMA of the weights, its decay
 # sized to the ~180 updates of a supervised fold here (timm's warm-up ramps it)
 EMA = {"ema": {"decay": 0.98}}
 # a FixMatch stage's optimizer: a third of the supervised recipe's lr
 ADAMW_1E3 = {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.01}
 ARM_TRAIN = {"supervised, ema": EMA, "fixmatch, default, last": {"checkpoint": "last"},
+             "fixmatch, default, lr 1.0, last": {"checkpoint": "last"},
              "  over unlabelled, 0.3 epochs, 2 supervised, ema": EMA,
              "  over unlabelled, 0.4 epochs, ema": EMA,
              "  over unlabelled, 0.4 epochs, labelled batch 16": {"batch_size": 16},
@@ -305,6 +325,8 @@ def _arm_run(runner: Runner, args: argparse.Namespace, base: dict[str, Any], nam
         changes["epochs"] = max(1, round(ARM_EPOCHS[arm] * args.epochs))
     if arm in ARM_FIXED_EPOCHS:
         changes["epochs"] = ARM_FIXED_EPOCHS[arm]
+    if arm in ARM_SWA:
+        changes["swa"] = {"start_epoch": args.epochs + ARM_SWA[arm]}
     if round_ is not None:
         if seed not in sup:
             _arm_run(runner, args, base, name, "supervised", seed, sup)
