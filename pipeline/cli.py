@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir)
     print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
     last = read_scores(cfg.run_dir)["scores"].get("oof_last_epoch")
-    if last is not None and cfg.train.checkpoint == "best":
+    if last is not None and cfg.train.predicting_epoch == "best":
         print(f"{cfg.name}: CV of the last epochs = {last:.5f} (the best-epoch CV above was "
               "chosen on the same rows: optimistic)")
     print(f"submission: {path}")

@@ -326,7 +326,7 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     log.info("%s: OOF %s %.5f; folds %.5f +- %.5f (%d seed(s) x %d folds) -> %s", cfg.name,
              metric.name, overall, float(np.mean(per_fold)), float(np.std(per_fold)),
              len(cfg.train.seeds), cfg.folds.n_splits, run_dir)
-    if last is not None and cfg.train.checkpoint == "best":
+    if last is not None and cfg.train.predicting_epoch == "best":
         log.info("%s: OOF %s of the last epochs %.5f; the best epochs' score above was chosen "
                  "on the same rows, so it is the optimistic one", cfg.name, metric.name,
                  scores["oof_last_epoch"])

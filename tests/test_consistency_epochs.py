@@ -9,6 +9,7 @@ import logging
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -163,7 +164,7 @@ def test_a_warning_about_the_appended_stage_names_its_key():
                      "stage (2 epochs): the lr never peaks"]
 
 
-def test_the_default_trains_the_recipe_then_its_passes_and_predicts_from_them(
+def test_the_default_trains_the_recipe_then_its_passes_and_predicts_from_the_last(
         competition_factory):
     data = competition_factory("tabular", "multiclass", n_train=24, n_test=60)
     data["folds"]["n_splits"] = 2
@@ -172,13 +173,31 @@ def test_the_default_trains_the_recipe_then_its_passes_and_predicts_from_them(
     cfg = build_config(data)
     train.run(cfg)
     for fold in (0, 1):
-        history = read_json(cfg.run_dir / "seed0" / f"fold{fold}" / "metrics.json")
+        out = cfg.run_dir / "seed0" / f"fold{fold}"
+        history = read_json(out / "metrics.json")
         epochs = history["epochs"]
         # 3 epochs of 3 labelled steps; then 2 passes over 60 rows at 4 a step (15 steps)
         # cut to 0.7 x the 9 supervised steps / 2 passes = 3 steps each
         assert [e["updates"] for e in epochs] == [3, 6, 9, 3, 6]
         assert [e.get("unlabelled_loss", 0.0) > 0 for e in epochs] == [False] * 3 + [True] * 2
         assert history["best_epoch"] in (4, 5)
+        # checkpoint 'auto': the stage's last pass predicts, whichever scored best
+        assert history["checkpoint"] == "last"
+        assert torch.load(out / "best.pt", map_location="cpu", weights_only=False)["epoch"] == 5
+        oof, last = pd.read_parquet(out / "oof.parquet"), pd.read_parquet(
+            out / "oof_last_epoch.parquet")
+        cols = [c for c in last.columns if c != "id"]
+        np.testing.assert_allclose(oof[cols].to_numpy(), last[cols].to_numpy(), atol=1e-6)
+
+
+def test_checkpoint_auto_is_the_last_epoch_in_a_consistency_run_only():
+    plain = TrainConfig()
+    method = TrainConfig(consistency={"method": "uda"})
+    assert (plain.checkpoint, method.checkpoint) == ("auto", "auto")
+    assert (plain.predicting_epoch, method.predicting_epoch) == ("best", "last")
+    # a choice written out holds either way
+    assert TrainConfig(checkpoint="best", consistency={"method": "uda"}).predicting_epoch == "best"
+    assert TrainConfig(checkpoint="last").predicting_epoch == "last"
 
 
 def test_an_unknown_epoch_over_is_refused(competition_factory):
@@ -241,7 +260,7 @@ def test_a_consistency_run_predicts_with_weights_trained_on_the_unlabelled_rows(
     # fold would have no checkpoint to predict with
     data["train"].update(epochs=4, batch_size=4, resume_every=0, stages=[{"epochs": 2}],
                          consistency={"method": "fixmatch", "epoch_over": "unlabelled"},
-                         early_stopping={"patience": 1})
+                         early_stopping={"patience": 1}, checkpoint="best")
     cfg = build_config(data)
     train.run(cfg)
     for fold in (0, 1):
@@ -249,6 +268,7 @@ def test_a_consistency_run_predicts_with_weights_trained_on_the_unlabelled_rows(
         assert history["best_epoch"] in (5, 6) and len(history["epochs"]) == 6
         scores = [e["score"] for e in history["epochs"]]
         assert history["best_score"] == max(scores[4:])
+        assert history["checkpoint"] == "best"
 
 
 def test_a_killed_run_over_unlabelled_epochs_resumes_exactly(competition_factory,
