@@ -124,9 +124,10 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "supervised": None,
     "fixmatch, old default": {**R1, "threshold": 0.95, "start_epoch": 1, "alignment": False},
     "fixmatch, new default": R1,
-    # the method's name alone: since issue 18's last change the supervised recipe, then a
+    # the method's name alone: since issue 18's last changes the supervised recipe, then a
     # stage of 5 passes over the unlabelled rows at the recipe's lr (APPENDED; at a third of
-    # it before: the 'lr 0.33' arms rerun what docs/benchmarks.md measured as 'default' then)
+    # it before: the 'lr 0.33' arms rerun what docs/benchmarks.md measured as 'default' then),
+    # its last pass predicting (the best pass before: 'lr 1.0' reruns that default)
     "fixmatch, default": {"method": "fixmatch"},
     "uda, default": {"method": "uda"},
     "mixmatch, default": {"method": "mixmatch"},
@@ -140,7 +141,7 @@ ARMS: dict[str, dict[str, Any] | None] = {
        for n in (4, 6)},
     # the last epoch predicts (ARM_TRAIN)
     "fixmatch, default, last": {"method": "fixmatch", "stage": {"lr": OLD_STAGE_LR}},
-    "fixmatch, default, lr 1.0, last": {"method": "fixmatch"},
+    "fixmatch, default, lr 1.0, last": {"method": "fixmatch"},  # = "fixmatch, default" now
     # the stage's lr, x the recipe's (default 1.0; OLD_STAGE_LR before)
     **{f"{method}, default, lr {x}": {"method": method, "stage": {"lr": x}}
        for method in METHODS for x in (0.1, 0.33, 1.0, 2.0)},
@@ -245,6 +246,10 @@ ARMS: dict[str, dict[str, Any] | None] = {
 # epochs, the method in the rest: it keeps that shape (warmup 0.3) so it reruns what it measured
 APPENDED = {arm for arm in ARMS for method in METHODS
             if arm == f"{method}, default" or arm.startswith(f"{method}, default, ")}
+# the arms that predict as a consistency run does by default (its last epoch, since issue
+# 18's last change); every other consistency arm was measured when the best epoch predicted
+# and keeps 'checkpoint: best' unless it sets its own (ARM_TRAIN)
+DEFAULT_CHECKPOINT = {f"{method}, default" for method in METHODS}
 STARTS = ("start_epoch", "start_stage", "warmup")
 
 
@@ -320,6 +325,8 @@ def _arm_run(runner: Runner, args: argparse.Namespace, base: dict[str, Any], nam
         within = (arm not in APPENDED and "stages" not in changes
                   and not any(key in cons for key in STARTS))
         changes["consistency"] = {**noise, **cons, **({"warmup": 0.3} if within else {})}
+        if arm not in DEFAULT_CHECKPOINT:
+            changes.setdefault("checkpoint", "best")
     before = (0.0, 0.0)
     if arm in ARM_EPOCHS:
         changes["epochs"] = max(1, round(ARM_EPOCHS[arm] * args.epochs))

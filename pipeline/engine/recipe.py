@@ -206,8 +206,9 @@ class TrainConfig(Section):
         """``checkpoint`` with 'auto' resolved. A consistency run predicts with its last
         epoch: the method's passes are what the run is for, the last at the schedule's
         lowest lr, and a best among a handful of them scored on a few dozen validation rows
-        is a draw (MNIST at 150 labels: two folds of five chose the stage's first pass, one
-        fold model 0.933 against 0.946 for the last; docs/benchmarks.md, issue 18)."""
+        is a draw (MNIST at 150 labels, seed 1: two folds of five chose the stage's first
+        pass; the fold models' mean 0.933 against 0.946 for the last passes;
+        docs/benchmarks.md, issue 18)."""
         if self.checkpoint != "auto":
             return self.checkpoint
         return "last" if self.consistency is not None else "best"
