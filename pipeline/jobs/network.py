@@ -119,8 +119,9 @@ def fit_network_fold(
             cons, task, CompetitionDataset(comp.test, inputs), active, encoder_kinds,
             comp.n_outputs, first_unlabelled, run_seed * 100 + 7, cfg.train.num_workers,
             cfg.train.loader))
+    predicting = cfg.train.predicting_epoch  # 'best' or 'last', the config's 'auto' resolved
     trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
-                      desc=fold_label(cfg, seed, fold), checkpoint=cfg.train.predicting_epoch,
+                      desc=fold_label(cfg, seed, fold), checkpoint=predicting,
                       precise_bn=cfg.train.precise_bn, metric_name=metric.name,
                       resume_every=cfg.train.resume_every,
                       channels_last=cfg.train.channels_last,
@@ -131,7 +132,7 @@ def fit_network_fold(
     history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
                           generator, run_seed * 100)
     trained = None
-    chosen = trainer.epoch if cfg.train.predicting_epoch == "last" else history.best_epoch
+    chosen = trainer.epoch if predicting == "last" else history.best_epoch
     if trainer.defer_writes and chosen == trainer.epoch and history.last_outputs is not None:
         trained = TrainedFold(trainer, prep, inputs, history.last_outputs)
     else:
@@ -140,7 +141,7 @@ def fit_network_fold(
     if trained is None:  # else prediction in place frees it once done (~0.1 s a call)
         accelerator.free_memory()
     result = {"best_epoch": history.best_epoch, "best_score": history.best_score,
-              "checkpoint": cfg.train.predicting_epoch, "epochs": history.epochs}
+              "checkpoint": predicting, "epochs": history.epochs}
     if history.last_outputs is not None:  # the last epoch's OOF: no epoch was chosen on it
         last = prep.predictions(task, history.last_outputs)
         frame = pd.DataFrame(last, columns=comp.pred_columns)
