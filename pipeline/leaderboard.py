@@ -4,10 +4,11 @@ leaderboard score in the ledger (:mod:`pipeline.ledger`).
 
 What a row shows, and where it comes from:
 
-- run (``<runs_dir>/<name>/scores.json``): CV = the OOF score (the best epochs' predictions
-  under ``train.checkpoint: best``), folds = mean +- std of the per-(seed, fold) scores,
-  last CV = the OOF score of the last epochs and last folds = mean +- std of the folds'
-  ``last_epoch_score`` (``metrics.json``; networks only).
+- run (``<runs_dir>/<name>/scores.json``): CV = the OOF score (the predicting epochs': the
+  best ones under ``train.checkpoint: best``, the default's choice outside consistency runs),
+  folds = mean +- std of the per-(seed, fold) scores, last CV = the OOF score of the last
+  epochs and last folds = mean +- std of the folds' ``last_epoch_score`` (``metrics.json``;
+  networks only).
 - blend (``<blends_dir>/<name>/cv.json``): CV and folds are in-sample (the weights were tuned
   on those rows), nested = the nested-CV score (the blender re-tuned without each fold,
   pooled over the held-out folds), the honest one: blends are ranked by it. A blend
