@@ -231,7 +231,8 @@ ARMS: dict[str, dict[str, Any] | None] = {
     # supervised run ends; its cost is the supervised run plus the n passes (ARM_TRAIN)
     **{f"supervised stage, then fixmatch {n}{lr}": {"method": "fixmatch",
                                                    "epoch_over": "unlabelled"}
-       for n in (3, 4, 5, 6) for lr in ("", ", lr 1e-3", ", lr 1e-3, last")},
+       for n in (3, 4, 5, 6)
+       for lr in ("", ", lr 1e-3", ", lr 1e-3, last", ", last", ", snapshots")},
     # soft targets: UDA's sharpened (T 0.4) clean-view prediction, KL, with FixMatch's shape
     "uda, ratio 3, adaptive + alignment": {"method": "uda", "ratio": 3,
                                            "thresholds": "adaptive", "alignment": True},
@@ -295,6 +296,16 @@ ARM_TRAIN = {"supervised, ema": EMA, "fixmatch, default, last": {"checkpoint": "
              # picked a supervised-stage epoch in 2-4 folds of five, dropping the stage)
              **{f"supervised stage, then fixmatch {n}, lr 1e-3, last": {
                  "checkpoint": "last", "stages": [{"epochs": n, "optimizer": ADAMW_1E3}]}
+                for n in (3, 4, 5, 6)},
+             # the appended default's shape by hand at the recipe's lr, whole passes (no
+             # budget), the last pass predicting; and as a snapshot ensemble (Huang et al.
+             # 2017): each pass one cosine cycle, the fold predicting with the mean of the
+             # passes' predictions, to keep apart what the fold ensemble averages
+             **{f"supervised stage, then fixmatch {n}, last": {
+                 "checkpoint": "last", "stages": [{"epochs": n}]} for n in (3, 4, 5, 6)},
+             **{f"supervised stage, then fixmatch {n}, snapshots": {
+                 "checkpoint": "last", "snapshots": True, "stages": [{
+                     "epochs": n, "scheduler": {"name": "restarts", "cycle_epochs": 1}}]}
                 for n in (3, 4, 5, 6)}}
 
 # a pseudo-label round (issue 18): the supervised run of the same seed labels its most
