@@ -2,7 +2,7 @@
 
 import sys
 
-from pipeline.cli import main
+from pipeline.cli import console_main
 
 if __name__ == "__main__":
-    sys.exit(main(["blend", *sys.argv[1:]]))
+    sys.exit(console_main(["blend", *sys.argv[1:]]))
