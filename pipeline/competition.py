@@ -391,7 +391,8 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     _check_aux(train, cfg, train_path)
     if cfg.group_column:
         _require_columns(train, [cfg.group_column], train_path, "group_column")
-    test_ids, sample_ids = set(test[cfg.id_column]), set(sample[cfg.id_column])
+    # through object arrays: iterating a pandas text column yields its values one call each
+    test_ids, sample_ids = (set(f[cfg.id_column].to_numpy(dtype=object)) for f in (test, sample))
     if test_ids != sample_ids:
         only_test = sorted(map(str, test_ids - sample_ids))[:3]
         only_sample = sorted(map(str, sample_ids - test_ids))[:3]

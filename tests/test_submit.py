@@ -181,6 +181,8 @@ REFUSALS: dict[str, tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...]]] = {
                    ("sample_submission.csv", "1 missing", "s04")),
     "extra id": (_regression_test(ids=[*sorted(IDS), "s99"]), _sample("target"),
                  ("sample_submission.csv", "0 missing", "1 extra")),
+    "duplicate test id": (_regression_test(ids=[*sorted(IDS), sorted(IDS)[0]]), _sample("target"),
+                          ("test.parquet", "duplicate ids", sorted(IDS)[0])),
     "wrong sample columns": (_regression_test(), _sample("prediction"),
                              ("sample_submission.csv", "['prediction']", "['target']")),
     "extra sample column": (_regression_test(), _sample("target", "other"),

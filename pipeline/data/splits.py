@@ -205,16 +205,20 @@ def read_folds(path: Path, comp: Competition, n_splits: int | None = None) -> np
             f"folds file {path}: column 'fold' must hold the integers 0..{(n_splits or 0) - 1}"
             f" ('folds.n_splits'={n_splits}). Got {sorted(map(str, fold.unique()))[:10]}."
         )
-    by_id = dict(zip(frame[id_col].astype(str), frame["fold"], strict=True))
-    train_ids = comp.train[id_col].astype(str)
-    missing = [i for i in train_ids if i not in by_id]
-    extra = len(by_id) - (len(train_ids) - len(missing))
+    # ids compared as text (an id column read as numbers in one file matches its text in
+    # the other), by one hash lookup for all rows: a row-by-row dict took 0.35 s on 54,000
+    # rows, paid by every stage that reads the folds
+    train_ids = comp.train[id_col].astype(str).to_numpy(dtype=object)
+    where = pd.Index(frame[id_col].astype(str).to_numpy(dtype=object), dtype=object).get_indexer(
+        train_ids)
+    missing = train_ids[where < 0].tolist()
+    extra = len(frame) - (len(train_ids) - len(missing))
     if missing or extra:
         raise DataError(
             f"folds file {path} was built for other ids: {len(missing)} train id(s) missing "
             f"(e.g. {missing[:3]}), {extra} id(s) not in train. Delete it to rebuild, or set "
             "'folds.name' to a new file."
         )
-    folds = np.array([by_id[i] for i in train_ids], dtype=np.int64)
+    folds = frame["fold"].to_numpy(dtype=np.int64)[where]
     check_groups(path, comp, folds)
     return folds

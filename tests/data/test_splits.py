@@ -326,6 +326,20 @@ def test_read_folds_refuses_other_ids(tmp_path: Path) -> None:
         read_folds(path, comp)
 
 
+def test_read_folds_names_the_missing_ids_and_counts_the_extra_ones(tmp_path: Path) -> None:
+    """The ids are matched in one hash lookup: a train id replaced by one train does not have
+    is one missing (named) and one extra; the file's rows in another order still match."""
+    comp = _competition(tmp_path / "comp", "multiclass")
+    path = tmp_path / "folds.csv"
+    frame = _write_folds(comp, path)
+    lost = str(frame["id"].iloc[4])
+    frame.assign(id=frame["id"].astype(str).replace(lost, "no-such-id")).to_csv(path, index=False)
+    with pytest.raises(DataError, match=rf"1 train id\(s\) missing \(e.g. \['{lost}'\]\), 1 id"):
+        read_folds(path, comp)
+    frame.assign(id=frame["id"].astype(str)).iloc[::-1].to_csv(path, index=False)
+    np.testing.assert_array_equal(read_folds(path, comp), frame["fold"].to_numpy())
+
+
 def test_read_folds_refuses_duplicate_ids(tmp_path: Path) -> None:
     comp = _competition(tmp_path / "comp", "multiclass")
     path = tmp_path / "folds.csv"
