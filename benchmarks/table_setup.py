@@ -10,10 +10,11 @@ checked; the folds made, written and read back; the unseen-category check; per f
 encoder fitted on the training rows and written (``fold_prep``) and the train, validation and
 test rows encoded (the network's datasets); the submission laid out from test predictions
 (``format_submission``) and written. Hand arm: ``read_csv`` of the three files, scikit-learn's
-``StratifiedKFold``; per fold a median fill and standardisation of the numbers and
-``factorize`` codes of the categories, fitted on the training rows and applied to the three
-parts; predictions aligned to the sample's ids and written. Arms alternate, ``--rounds``
-times; printed: the median wall time of each phase and the ratio pipeline / hand.
+``StratifiedKFold``; the categories' ``factorize`` codes over train and test at once; per
+fold a median fill and standardisation of the numbers fitted on the training rows, and the
+codes of values the training rows lack set to 0 (unknown), applied to the three parts;
+predictions aligned to the sample's ids and written. Arms alternate, ``--rounds`` times;
+printed: the median wall time of each phase and the ratio pipeline / hand.
 
 Run: ``python benchmarks/table_setup.py [--rows 600000] [--test-rows 200000] [--folds 5]
 [--rounds 3] [--work runs/table_setup]``
@@ -124,19 +125,24 @@ def hand_arm(data: Path, work: Path, folds: int) -> dict[str, float]:
     times["folds"] = time.perf_counter() - start
     start = time.perf_counter()
     numbers = [f[NUMERIC].to_numpy(np.float32) for f in (train, test)]
+    # category codes over train and test at once; per fold, values its training rows lack
+    # become 0 (unknown)
+    both = pd.concat([train[list(CATEGORIES)], test[list(CATEGORIES)]])
+    codes = np.stack([pd.factorize(both[c])[0] for c in CATEGORIES], axis=1)
+    train_codes, test_codes = codes[:len(train)], codes[len(train):]
     for train_rows, valid_rows in splits:
         fit = numbers[0][train_rows]
         median = np.nanmedian(fit, axis=0)
         filled = np.where(np.isnan(fit), median, fit)
         mean, std = filled.mean(0), filled.std(0) + 1e-12
-        uniques = {c: pd.factorize(train[c].to_numpy()[train_rows])[1] for c in CATEGORIES}
-        for part, values in ((train_rows, numbers[0]), (valid_rows, numbers[0]),
-                             (slice(None), numbers[1])):
-            frame = train if values is numbers[0] else test
-            x = values[part]
+        seen = [np.zeros(codes[:, j].max() + 2, bool) for j in range(len(CATEGORIES))]
+        for j, known in enumerate(seen):
+            known[train_codes[train_rows, j]] = True
+        for x, c in ((fit, train_codes[train_rows]), (numbers[0][valid_rows],
+                     train_codes[valid_rows]), (numbers[1], test_codes)):
             _ = (np.where(np.isnan(x), median, x) - mean) / std
-            _ = np.stack([pd.Index(uniques[c]).get_indexer(frame[c].to_numpy()[part]) + 1
-                          for c in CATEGORIES], axis=1)
+            _ = np.stack([np.where(known[c[:, j]], c[:, j] + 1, 0)
+                          for j, known in enumerate(seen)], axis=1)
     times["per fold"] = time.perf_counter() - start
     start = time.perf_counter()
     where = pd.Index(test["id"]).get_indexer(sample["id"])

@@ -51,7 +51,8 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         raise DataError(f"{folder / 'test.parquet'}: duplicate ids, e.g. "
                         f"{test_ids[test_ids.duplicated()][:3].tolist()}")
     ids = sample[id_col].astype(str).to_numpy(dtype=object)
-    where = test_ids.get_indexer(ids)
+    same_order = np.array_equal(test_ids.to_numpy(), ids)  # the usual case: no lookup
+    where = np.arange(len(ids)) if same_order else test_ids.get_indexer(ids)
     missing = ids[where < 0]
     extra = len(test_ids) - (len(ids) - len(missing))
     if len(missing) or extra:

@@ -96,12 +96,19 @@ def _strata(comp: Competition) -> np.ndarray:
     if cfg.task == "regression":
         values = comp.train[cfg.target_columns[0]]
         return pd.qcut(values, q=REGRESSION_BINS, labels=False, duplicates="drop").to_numpy()
-    return comp.train[cfg.target_columns[0]].astype(str).to_numpy()
+    # the classes as text (3 and "3" are one class), coded in their sorted order: the
+    # splitters order classes by np.unique, so the folds are those of the text labels, and
+    # np.unique sorts integers fast where it sorts 600,000 strings in 0.4 s
+    return pd.factorize(_class_labels(comp), sort=True)[0]
 
 
-def _check_class_counts(strata: np.ndarray, n_splits: int, column: str, path: Path) -> None:
-    values, counts = np.unique(strata, return_counts=True)
-    small = [(v, c) for v, c in zip(values, counts, strict=True) if c < n_splits]
+def _class_labels(comp: Competition) -> pd.Series:
+    return comp.train[comp.cfg.target_columns[0]].astype(str)
+
+
+def _check_class_counts(labels: pd.Series, n_splits: int, column: str, path: Path) -> None:
+    counts = labels.value_counts(sort=False).sort_index()
+    small = [(v, c) for v, c in counts.items() if c < n_splits]
     if small:
         shown = ", ".join(f"{v!r} ({c} rows)" for v, c in small[:5])
         raise DataError(
@@ -121,7 +128,8 @@ def make_folds(comp: Competition, cfg: FoldsConfig) -> np.ndarray:
     strata = _strata(comp)
     splitter_info = SPLITTERS.get(cfg.scheme)
     if splitter_info.stratified and ccfg.task in ("binary", "multiclass"):
-        _check_class_counts(strata, cfg.n_splits, ccfg.target_columns[0], train_path)
+        _check_class_counts(_class_labels(comp), cfg.n_splits, ccfg.target_columns[0],
+                            train_path)
     if groups is not None and splitter_info.uses_groups:
         n_groups = len(pd.unique(groups))
         if n_groups < cfg.n_splits:
@@ -209,8 +217,9 @@ def read_folds(path: Path, comp: Competition, n_splits: int | None = None) -> np
     # the other), by one hash lookup for all rows: a row-by-row dict took 0.35 s on 54,000
     # rows, paid by every stage that reads the folds
     train_ids = comp.train[id_col].astype(str).to_numpy(dtype=object)
-    where = pd.Index(frame[id_col].astype(str).to_numpy(dtype=object), dtype=object).get_indexer(
-        train_ids)
+    file_ids = frame[id_col].astype(str).to_numpy(dtype=object)
+    where = (np.arange(len(train_ids)) if np.array_equal(file_ids, train_ids)  # as written
+             else pd.Index(file_ids, dtype=object).get_indexer(train_ids))
     missing = train_ids[where < 0].tolist()
     extra = len(frame) - (len(train_ids) - len(missing))
     if missing or extra:

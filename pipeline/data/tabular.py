@@ -183,7 +183,7 @@ def unseen_shares(train: pd.DataFrame, test: pd.DataFrame,
     train: those rows all get the 'unknown' code, which CV does not see."""
     shares = {}
     for col in columns:
-        seen = set(normalise_categories(train[[col]])[col].dropna())
+        seen = normalise_categories(train[[col]])[col].dropna().unique()  # no per-row set
         values = normalise_categories(test[[col]])[col].dropna()
         if len(values):
             shares[col] = float((~values.isin(seen)).mean())
