@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.encodings import CategoryEncodings
-from pipeline.data.tabular import normalise_categories
+from pipeline.data.tabular import category_codes, normalise_categories, numbers_as_floats
 from pipeline.data.target_transform import TargetTransform
 from pipeline.errors import ConfigError
 
@@ -248,11 +248,13 @@ class TreeFeatures:
 
     def _frame(self, frame: pd.DataFrame, library: str,
                extra: np.ndarray | None) -> pd.DataFrame:
-        num = frame[self.numeric].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+        num = numbers_as_floats(frame[self.numeric])
         cats = normalise_categories(frame[self.categorical])
         parts = {c: num[c].to_numpy() for c in self.numeric}
         for c in self.categorical:
-            coded = pd.Categorical(cats[c], categories=self.categories[c])
+            known = self.categories[c]
+            coded = pd.Categorical.from_codes(
+                category_codes(cats[c].to_numpy(dtype=object), known), categories=known)
             if library == "catboost":  # strings; an unknown value is a category of its own
                 values = np.asarray(coded.astype(object), dtype=object)
                 values[pd.isna(values)] = UNKNOWN

@@ -231,7 +231,7 @@ def test_median_fill_matches_scikit_learns_median_imputer(rows: int) -> None:
 
 
 def test_numbers_parse_text_and_pass_numeric_columns_through() -> None:
-    from pipeline.data.tabular import _numbers
+    from pipeline.data.tabular import numbers_as_floats as _numbers
 
     numeric = pd.DataFrame({"a": [1, 2], "b": [0.5, np.nan], "c": [True, False],
                             "d": pd.array([3, None], dtype="Int64")})
@@ -314,3 +314,16 @@ def test_category_codes_give_scikit_learns_ordinal_codes() -> None:
                                       reference.transform(frame))
     assert (codes.transform(test)[:, 2] == -1).sum() == (test["c"] == "new").sum() > 0
     assert codes.transform(train.iloc[:0]).shape == (0, 3)
+
+
+
+def test_folds_pickled_before_the_rename_still_find_their_number_coercion() -> None:
+    """A fold's tabular.joblib pickles its FunctionTransformer's function by module and name:
+    an encoder written before ``numbers_as_floats`` had that name refers to ``_numbers``,
+    and still loads and transforms the same."""
+    enc = TabularEncoder(["a", "b"], ["c", "d"]).fit(TRAIN)
+    new = pickle.dumps(enc, protocol=0)  # protocol 0 names globals as plain text lines
+    assert b"\nnumbers_as_floats\n" in new
+    old = pickle.loads(new.replace(b"\nnumbers_as_floats\n", b"\n_numbers\n"))
+    for key, value in enc.transform(TRAIN).items():
+        np.testing.assert_array_equal(old.transform(TRAIN)[key], value)
