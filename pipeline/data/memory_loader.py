@@ -183,7 +183,9 @@ class MemoryLoader:
         through ``augment`` with ``draws`` and normalised."""
         batch: Batch = {}
         for key, values in self._tensors.items():
-            picked = values.index_select(0, index)
+            # a table without category columns holds a zero-width 'cat': nothing to gather
+            picked = (values.index_select(0, index) if values.numel()
+                      else values.new_empty((len(index), *values.shape[1:])))
             if key == "image":
                 pixels = picked.float()
                 if augment is not None and draws is not None:

@@ -166,6 +166,7 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: OptimizerConfig) -> torch
     thread). Same update, other rounding.
     """
     params = dict(cfg.params)
+    groups = merged_groups(groups)
     tensors = [p for g in groups for p in g["params"]]
     kinds = {p.device.type for p in tensors}
     if (cfg.name in _FUSABLE and not {"fused", "foreach"} & params.keys() and tensors
@@ -179,6 +180,23 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: OptimizerConfig) -> torch
 
     return create_optimizer_v2(groups, opt=cfg.name, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                **params)
+
+
+def merged_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Groups whose settings are all the same made one, in the order each first appears.
+
+    An optimizer updates every parameter on its own; a group only carries settings. But it
+    launches its kernels once per group: an encoder and a head at the same rate make four
+    groups (with and without weight decay), where two do the same update with half the
+    launches (a small model's step on a GPU waits on them)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        settings = repr(sorted((k, v) for k, v in group.items() if k != "params"))
+        if settings in merged:
+            merged[settings]["params"] = [*merged[settings]["params"], *group["params"]]
+        else:
+            merged[settings] = {**group, "params": list(group["params"])}
+    return list(merged.values())
 
 
 _FUSABLE = ("adam", "adamw")  # torch.optim.Adam / AdamW

@@ -19,6 +19,7 @@ import torch
 
 from pipeline.engine.distributed import is_main
 from pipeline.engine.state import CheckpointWriter
+from pipeline.errors import DataError
 
 
 class ResumePoints:
@@ -71,3 +72,15 @@ class ResumePoints:
     def wait(self) -> None:
         """Block until every handed-over file is on disk (re-raising a failed write)."""
         self._writer.wait()
+
+
+def load_optimizer_state(optimizer: Any, state: dict[str, Any], directory: Path) -> None:
+    """Restore a resume point's optimizer state; one written with other parameter groups (by
+    a version that kept an encoder's and a head's at one rate apart) is a one-line error."""
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError as err:
+        raise DataError(
+            f"{directory / 'last.pt'} cannot resume this fold: its optimizer state does not "
+            f"fit the model's ({str(err).splitlines()[0]}); it was written by an older "
+            "version or another config: delete it to train the fold from the start") from None

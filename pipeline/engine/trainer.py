@@ -32,7 +32,7 @@ from pipeline.engine.distributed import bare
 from pipeline.engine.evaluate import predict_rows
 from pipeline.engine.losses import LossFn
 from pipeline.engine.plan import FitHistory, StagePlan, apply_freeze, show_progress
-from pipeline.engine.resume import ResumePoints
+from pipeline.engine.resume import ResumePoints, load_optimizer_state
 from pipeline.engine.state import rng_state, set_rng_state
 from pipeline.engine.steps import autocast, backward, update
 
@@ -291,7 +291,7 @@ class Trainer:
             cb.load_state_dict(cb_state)
         if self.stage < len(plans):
             self._start_stage(plans[self.stage])
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"], self.checkpoint_dir)
             if self.schedule is not None:
                 self.schedule.load_state_dict(state["schedule"])
         set_rng_state(state["rng"])

@@ -240,7 +240,8 @@ class MLPEncoder(nn.Module):
             num = num + self.view_noise * torch.randn_like(num)
             embedded = [e + self.view_noise * emb.weight.detach().std() * torch.randn_like(e)
                         for e, emb in zip(embedded, self.embeddings, strict=True)]
-        return self.mlp(torch.cat([num, *embedded], dim=1))
+        # numbers alone go in as they are: a one-tensor cat would copy them every step
+        return self.mlp(torch.cat([num, *embedded], dim=1) if embedded else num)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,12 @@ class ModelConfig(Section):
         return self.encoders[0].info.build is None
 
 
+def _dropout(p: float) -> nn.Module:
+    """Dropout, or a stand-in that passes its input on where ``p`` is 0 (same place in the
+    head, so checkpoints keep their keys; a zero-rate Dropout still costs a call a step)."""
+    return nn.Dropout(p) if p else nn.Identity()
+
+
 class CompetitionModel(nn.Module):
     """Encoders whose pooled features are concatenated into one head."""
 
@@ -85,9 +91,9 @@ class CompetitionModel(nn.Module):
         self.features: torch.Tensor | None = None
         self.encoders = nn.ModuleList(encoders)
         width = sum(int(e.out_dim) for e in encoders)
-        head: list[nn.Module] = [nn.Dropout(dropout)]
+        head: list[nn.Module] = [_dropout(dropout)]
         if hidden:
-            head += [nn.Linear(width, hidden), nn.SiLU(), nn.Dropout(dropout)]
+            head += [nn.Linear(width, hidden), nn.SiLU(), _dropout(dropout)]
             width = hidden
         head.append(nn.Linear(width, n_outputs))
         self.head: nn.Module = nn.Sequential(*head)  # or a MultitaskHead (build_model)
@@ -102,7 +108,9 @@ class CompetitionModel(nn.Module):
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """The head's outputs for pooled features, divided by the temperature."""
-        return self.head(pooled) / self.temperature
+        outputs = self.head(pooled)
+        # a division by 1 changes nothing but costs a kernel and an autograd node a step
+        return outputs if self.temperature == 1 else outputs / self.temperature
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.classify(self.encode(batch))

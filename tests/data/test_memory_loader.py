@@ -63,6 +63,27 @@ def test_a_held_batch_equals_the_streamed_items(tmp_path):
     torch.testing.assert_close(batch["target"], streamed["target"])
 
 
+def test_a_table_of_numbers_alone_gives_the_streamed_batches():
+    """A table without category columns holds a zero-width 'cat': its batches keep that
+    shape and type without gathering from it (issue 11: one launch less a step)."""
+    from pipeline.data.tabular import TabularEncoder
+
+    frame = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) ** 2})
+    inputs = ModelInputs(tabular=TabularEncoder(["a", "b"], []).fit(frame))
+    dataset = CompetitionDataset(frame, inputs, np.arange(20, dtype=np.float32), None)
+    loader = build_fold_loader(dataset, 8, True, 0, torch.Generator().manual_seed(3), "memory")
+    assert isinstance(loader, MemoryLoader)
+    streamed = DataLoader(dataset, batch_size=8, shuffle=True,
+                          generator=torch.Generator().manual_seed(3))
+    held = list(loader)
+    assert len(held) == 3
+    for batch, expected in zip(held, streamed, strict=True):
+        assert batch["cat"].shape == (len(batch["target"]), 0)
+        assert batch["cat"].dtype == expected["cat"].dtype == torch.int64
+        for key in ("num", "target"):
+            torch.testing.assert_close(batch[key], expected[key], rtol=0, atol=0)
+
+
 def test_held_images_are_augmented_on_the_device_per_epoch_seed(tmp_path):
     flip = AugmentConfig(image=[{"name": "HorizontalFlip", "p": 1.0}])
     plain = next(iter(build_fold_loader(_image_dataset(tmp_path), 8, False, 0, None, "memory")))

@@ -72,6 +72,29 @@ def test_a_row_of_weight_zero_does_not_change_the_loss(name, task):
     assert ones.item() == pytest.approx(plain.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize(("name", "task", "params", "soft"), [
+    ("cross_entropy", "multiclass", {}, False),
+    ("cross_entropy", "multiclass", {"smoothing": 0.1}, False),
+    ("cross_entropy", "multiclass", {"smoothing": 0.1}, True),  # probabilities as targets
+    ("bce", "binary", {}, False), ("bce", "multilabel", {"smoothing": 0.2}, False)])
+def test_an_unweighted_batch_takes_the_mean_inside_with_the_weighted_value_and_gradient(
+        name, task, params, soft):
+    """Without row or class weights the loss asks torch for its mean (fewer kernels a step,
+    issue 11); its value and gradient are those of the weighted path at unit weights."""
+    outputs, target = _outputs_and_target(task)
+    if soft:
+        target = torch.softmax(torch.randn(6, 4, generator=torch.Generator().manual_seed(1)), 1)
+    loss_fn = build_loss(name, task, params)
+    grads = []
+    for batch in ({"target": target}, {"target": target, "weight": torch.ones(6)}):
+        leaf = outputs.clone().requires_grad_(True)
+        loss = loss_fn(leaf, batch)
+        loss.backward()
+        grads.append((loss.detach(), leaf.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-8)
+
+
 @pytest.mark.parametrize("name", LOSSES.list())
 def test_every_loss_config_refuses_unknown_params_and_takes_its_own(name):
     with pytest.raises(ValidationError, match=rf"loss '{name}' has no parameter\(s\) \['gamme'\]"):

@@ -363,3 +363,37 @@ def test_adam_and_adamw_take_the_fused_kernel_on_the_cpu(name, params, fused):
                 o.step()
         assert (weight.detach() - start).abs().min() > 0.1  # 3 steps of lr 0.1 moved each
         torch.testing.assert_close(weight.detach(), loop.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_groups_with_the_same_settings_are_one_and_update_as_before(make_two_encoder_model):
+    """issue 11: each optimizer group launches its own kernels; groups whose settings match
+    (an encoder and a head at one rate) are merged, and the update is the same."""
+    model, cfg = make_two_encoder_model()
+    optim = OptimizerConfig(name="adamw", lr=1e-3, weight_decay=0.05)
+    groups = parameter_groups(model, cfg, optim)
+    assert len(groups) == 24  # per encoder block (its depth) and head, with and without decay
+    merged = build_optimizer(groups, optim)
+    # the first encoder at its own rate; the second and the head at the optimizer's share
+    assert [(g["lr"], g["weight_decay"]) for g in merged.param_groups] == [
+        (1e-4, 0.05), (1e-4, 0.0), (1e-3, 0.05), (1e-3, 0.0)]
+    assert sum(len(g["params"]) for g in merged.param_groups) == len(list(model.parameters()))
+    apart = torch.optim.AdamW(groups, lr=1e-3, fused=True)  # one group per source group
+    copy = {k: v.clone() for k, v in model.state_dict().items()}
+    for opt in (merged, apart):
+        model.load_state_dict(copy)
+        model.zero_grad()
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        opt.step()
+        after = [p.detach().clone() for p in model.parameters()]
+        if opt is merged:
+            first = after
+    for a, b in zip(first, after, strict=True):
+        assert torch.equal(a, b)
+    # distinct rates (layer decay down an encoder) keep their own groups
+    decayed = OptimizerConfig(name="adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.5)
+    sources = parameter_groups(model, cfg, decayed)
+    kept = [(g["lr"], g["weight_decay"])
+            for g in build_optimizer(sources, decayed).param_groups]
+    assert len(kept) == len(set(kept)) == len({(g["lr"], g["weight_decay"]) for g in sources})
+    assert len(kept) > 4

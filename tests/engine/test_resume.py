@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from pipeline.engine import Callback
-from pipeline.engine.resume import ResumePoints
+from pipeline.engine.resume import ResumePoints, load_optimizer_state
 from pipeline.engine.state import CheckpointWriter
+from pipeline.errors import DataError
 
 
 def _count_submits(monkeypatch) -> list[list[str]]:
@@ -137,3 +138,21 @@ def test_a_killed_fit_with_deferred_writes_keeps_its_last_resume_point(
     # on disk as the exception leaves fit(), before any daemon thread could be cut off
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
     assert (tmp_path / "best.pt").is_file()
+
+
+def test_a_resume_point_with_other_optimizer_groups_is_a_one_line_error(tmp_path):
+    """An older version kept an encoder's and a head's groups apart at the same rate (four
+    groups where two are built now): its last.pt is refused, naming the file and the fix."""
+    layers = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    old = torch.optim.AdamW([{"params": [p]} for p in layers.parameters()])
+    layers(torch.randn(2, 3)).sum().backward()
+    old.step()
+    now = torch.optim.AdamW(layers.parameters())
+    with pytest.raises(DataError) as err:
+        load_optimizer_state(now, old.state_dict(), tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "last.pt") in message
+    assert "delete it to train the fold from the start" in message
+    same = torch.optim.AdamW([{"params": [p]} for p in layers.parameters()])
+    load_optimizer_state(same, old.state_dict(), tmp_path)  # the same layout loads
+    assert same.state_dict()["state"][0]["step"] == 1

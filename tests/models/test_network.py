@@ -100,6 +100,21 @@ def test_model_concatenates_features_in_encoder_order_under_one_head() -> None:
     assert hidden.head[1].out_features == 7 and hidden(batch).shape == (5, 3)
 
 
+def test_a_head_without_dropout_keeps_its_checkpoint_keys_and_divides_by_no_temperature():
+    """Dropout 0 is a pass-through in the same place (a checkpoint written with a Dropout
+    there still loads) and temperature 1 divides nothing: neither costs a call a step."""
+    torch.manual_seed(0)
+    bare = CompetitionModel([_Constant([1.0, 2.0])], 3, dropout=0.0, hidden=7)
+    dropped = CompetitionModel([_Constant([1.0, 2.0])], 3, dropout=0.2, hidden=7)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in bare.head)
+    assert list(bare.state_dict()) == list(dropped.state_dict())
+    bare.load_state_dict(dropped.state_dict())
+    batch = {"num": torch.zeros(5, 1)}
+    bare.train()
+    pooled = bare.encode(batch)
+    torch.testing.assert_close(bare(batch), bare.head(pooled), rtol=0, atol=0)
+
+
 def test_model_config_modalities_and_the_lone_sklearn_rule() -> None:
     cfg = ModelConfig(encoders=[{"name": "timm:resnet18"}, {"name": "mlp"}])
     assert cfg.modalities == {"image", "tabular"} and not cfg.is_sklearn
