@@ -20,6 +20,11 @@ utilisation >= 80% in ``large_images``; on the CPU <= 1.05x; the scores within n
     python benchmarks/end_to_end.py prepare /tmp/e2e_data
     python benchmarks/end_to_end.py run /tmp/e2e_data [--variants small_images,text]
         [--rounds 1] [--quick] [--out e2e.json] [--pipeline-set train.num_workers=4]
+        [--profile DIR]
+
+``--profile DIR`` runs both programs in cProfile and keeps each run's stats and log in DIR
+(times then include the profiler's cost: read where the time goes, not the ratio), printing
+each program's most expensive functions: on a device, where the gap is, in one call.
 
 ``--quick`` shrinks every variant (rows, epochs, 2 folds, a tiny timm model in place of
 resnet50, 32 tokens) so all four run on a 2-core CPU in a few minutes; the full sizes are
@@ -407,9 +412,15 @@ def device_name() -> str:
     return f"cpu ({os.cpu_count()} cores)"
 
 
+PROFILE: dict[str, Path] = {}  # "dir": where --profile keeps each child's profile and log
+
+
 def _child(cmd: list[str], log: Path) -> tuple[float, GpuSampler]:
-    """Run ``cmd``; its wall seconds and its GPU samples. Output goes to ``log``."""
+    """Run ``cmd``; its wall seconds and its GPU samples. Output goes to ``log``; under
+    ``--profile`` the child runs in cProfile, its stats beside the log."""
     env = {**os.environ, **CHILD_ENV}
+    if PROFILE:
+        cmd = [cmd[0], "-m", "cProfile", "-o", str(log.with_suffix(".prof")), *cmd[1:]]
     with log.open("w") as out, GpuSampler() as gpu:
         start = time.perf_counter()
         code = subprocess.run(cmd, cwd=REPO, env=env, stdout=out,
@@ -487,6 +498,8 @@ def bench_variant(variant: str, root: Path, rounds: int, quick: bool,
             runs[who].append(res)
             for weights in work.rglob("*.pt"):  # checkpoints: up to 100 MB a fold
                 weights.unlink()
+            if PROFILE:
+                keep_profile(work, PROFILE["dir"] / f"{variant}_{who}_r{r + 1}", who)
             # each round's line carries all it measured: a run cut short keeps these lines
             util = "" if res["gpu_util"] is None else (
                 f"  GPU {res['gpu_util']:.0f}% (epochs {_fmt(res['gpu_util_epochs'], 0)}%)")
@@ -509,6 +522,22 @@ def bench_variant(variant: str, root: Path, rounds: int, quick: bool,
         met = met and util is not None and util >= GPU_UTIL
     summary |= {"ratio": ratio, "target_ratio": limit, "target_met": met}
     return summary
+
+
+def keep_profile(work: Path, stem: Path, who: str) -> None:
+    """Copy a profiled child's stats and log to ``stem``.prof / .log and print where its
+    time went: the 25 functions of most cumulative time, its own code first."""
+    import pstats
+    import shutil
+
+    log = work / ("hand.log" if who == "hand" else "pipeline.log")
+    shutil.copy(log.with_suffix(".prof"), stem.with_suffix(".prof"))
+    shutil.copy(log, stem.with_suffix(".log"))
+    own = "end_to_end_handwritten" if who == "hand" else "pipeline/"
+    stats = pstats.Stats(str(stem.with_suffix(".prof")), stream=sys.stdout)
+    print(f"\n  {stem.name}: its own functions, then all, by cumulative time", flush=True)
+    stats.sort_stats("cumulative").print_stats(own, 25)
+    stats.print_stats(25)
 
 
 def _fmt(value: float | None, width: int) -> str:
@@ -542,6 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, help="also write the results as JSON")
     run.add_argument("--pipeline-set", action="append", default=[], metavar="KEY=VALUE",
                      help="extra --set for every pipeline run (e.g. train.num_workers=4)")
+    run.add_argument("--profile", type=Path, metavar="DIR",
+                     help="run both programs in cProfile (their times then include its cost: "
+                     "not a ratio to report); keep each run's .prof and .log in DIR and print "
+                     "where their time went")
     args = parser.parse_args(argv)
     root = args.dir.resolve()
     if args.command == "prepare":
@@ -551,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE["dir"] = args.profile.resolve()
     import torch
 
     gpu = torch.cuda.is_available()
