@@ -182,8 +182,12 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         out: dict[str, torch.Tensor] = {}
         if self.images:
             size = self.inputs.image_size
-            pixels = np.stack([_resized(x, size) for x in decode_many(self.images)])
-            out["image"] = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+            # each image written once, channels first (a stack then a permuted copy moved
+            # every byte twice: ~0.1 s more a fold at 3,000 images of 224 px)
+            held = np.empty((len(self.images), 3, size, size), dtype=np.uint8)
+            for row, pixels in enumerate(decode_many(self.images)):
+                held[row] = _resized(pixels, size).transpose(2, 0, 1)
+            out["image"] = torch.from_numpy(held)
         if self.ids:
             lengths = torch.tensor([len(ids) for ids in self.ids], dtype=torch.long)
             tok = self.inputs.tokenizer
