@@ -378,18 +378,18 @@ def test_groups_with_the_same_settings_are_one_and_update_as_before(make_two_enc
         (1e-4, 0.05), (1e-4, 0.0), (1e-3, 0.05), (1e-3, 0.0)]
     assert sum(len(g["params"]) for g in merged.param_groups) == len(list(model.parameters()))
     apart = torch.optim.AdamW(groups, lr=1e-3, fused=True)  # one group per source group
-    copy = {k: v.clone() for k, v in model.state_dict().items()}
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    updated = []
     for opt in (merged, apart):
-        model.load_state_dict(copy)
-        model.zero_grad()
+        model.load_state_dict(start)
+        draws = torch.Generator().manual_seed(0)
         for p in model.parameters():
-            p.grad = torch.ones_like(p)
+            p.grad = torch.randn(p.shape, generator=draws)
         opt.step()
-        after = [p.detach().clone() for p in model.parameters()]
-        if opt is merged:
-            first = after
-    for a, b in zip(first, after, strict=True):
-        assert torch.equal(a, b)
+        updated.append([p.detach().clone() for p in model.parameters()])
+    for once, apart_ in zip(*updated, strict=True):
+        assert torch.equal(once, apart_)
+    assert not torch.equal(updated[0][0], start["encoders.0.body.conv1.0.weight"])  # it moved
     # distinct rates (layer decay down an encoder) keep their own groups
     decayed = OptimizerConfig(name="adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.5)
     sources = parameter_groups(model, cfg, decayed)
