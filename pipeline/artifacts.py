@@ -112,6 +112,19 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
                         "off or damaged: rerun the stage that wrote it") from None
 
 
+def id_positions(ids: pd.Series, wanted: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``wanted`` is in ``ids`` (-1: not there), both compared as text (an id
+    column read as numbers in one file matches its text in the other), and ``wanted`` as
+    text. One hash lookup for all rows, none when both are in the same order (the usual
+    case): a row-by-row dict or pandas' ``isin`` on text goes value by value (seconds on
+    200,000 ids). ``ids`` must be unique."""
+    known = ids.astype(str).to_numpy(dtype=object)
+    text = wanted.astype(str).to_numpy(dtype=object)
+    if np.array_equal(known, text):
+        return np.arange(len(text)), text
+    return pd.Index(known, dtype=object).get_indexer(text), text
+
+
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
     """Write a CSV file atomically."""
     with atomic_path(path) as tmp:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import RunMeta, load_predictions, write_csv
+from pipeline.artifacts import RunMeta, id_positions, load_predictions, write_csv
 from pipeline.competition import read_csv
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
@@ -44,17 +44,13 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
             f"{folder / 'test.parquet'}: column(s) {absent} named by {folder / 'run.json'} "
             f"not found. Columns: {list(test.columns)}"
         )
-    # ids matched as text in one hash lookup (pandas' isin on text columns goes value by
-    # value: 3 s for 200,000 test rows)
-    test_ids = pd.Index(test[id_col].astype(str).to_numpy(dtype=object), dtype=object)
-    if not test_ids.is_unique:
+    duplicated = test[id_col].astype(str).duplicated()
+    if duplicated.any():
         raise DataError(f"{folder / 'test.parquet'}: duplicate ids, e.g. "
-                        f"{test_ids[test_ids.duplicated()][:3].tolist()}")
-    ids = sample[id_col].astype(str).to_numpy(dtype=object)
-    same_order = np.array_equal(test_ids.to_numpy(), ids)  # the usual case: no lookup
-    where = np.arange(len(ids)) if same_order else test_ids.get_indexer(ids)
+                        f"{test[id_col][duplicated].astype(str)[:3].tolist()}")
+    where, ids = id_positions(test[id_col], sample[id_col])
     missing = ids[where < 0]
-    extra = len(test_ids) - (len(ids) - len(missing))
+    extra = len(test) - (len(ids) - len(missing))
     if len(missing) or extra:
         raise DataError(
             f"test predictions in {folder} do not cover the ids of {sample_path}: "
