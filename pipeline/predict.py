@@ -10,6 +10,7 @@ import logging
 
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
+from pipeline.data.held_images import competition_images, holding_images
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.errors import DataError
 from pipeline.jobs import predict_fold
@@ -44,12 +45,13 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
         return gather(cfg, comp, folds)
     tokenizer = build_tokenizer(cfg.model)  # first: see build_accelerator's gc.freeze
     accelerator = build_accelerator(cfg.train.mixed_precision, multiprocess="pipeline predict")
-    for seed, fold in jobs:
-        with fold_lock(cfg, seed, fold) as holder:
-            if holder is not None:
-                raise FoldBusy(f"{fold_dir(cfg, seed, fold)} is held by {holder}; run "
-                               "predict again once it finishes")
-            if not predictions_current(cfg, seed, fold):
-                predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
-        fold_score(cfg, comp, folds, seed, fold)
+    with holding_images(competition_images(comp)):  # the test images once for every fold
+        for seed, fold in jobs:
+            with fold_lock(cfg, seed, fold) as holder:
+                if holder is not None:
+                    raise FoldBusy(f"{fold_dir(cfg, seed, fold)} is held by {holder}; run "
+                                   "predict again once it finishes")
+                if not predictions_current(cfg, seed, fold):
+                    predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+            fold_score(cfg, comp, folds, seed, fold)
     return gather(cfg, comp, folds)

@@ -17,6 +17,7 @@ from pipeline import pseudo as pseudo_stage
 from pipeline.artifacts import write_json
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
+from pipeline.data.held_images import competition_images, holding_images
 from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.engine.distributed import agree, held_by_main, is_main
@@ -122,8 +123,9 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None,
     comp = comp or load_competition(cfg.competition)
     executor = executor or build_executor(cfg.executor)  # a bad address: refused before writing
     folds = agree(prepare, cfg, comp, overwrite)  # rank 0 writes the run folder
-    busy = [job.tag for job, score in executor.run(fold_jobs(cfg, comp, folds, executor))
-            if score is None]
+    with holding_images(competition_images(comp)):  # decoded, resized, moved once a run
+        busy = [job.tag for job, score in executor.run(fold_jobs(cfg, comp, folds, executor))
+                if score is None]
     return agree(finish, cfg, comp, folds, busy)
 
 
@@ -176,7 +178,8 @@ def fold_job(cfg: ExperimentConfig, seed: int, fold: int) -> float | None:
     folds = load_folds(cfg, comp)
     tokenizer = None if cfg.model.is_sklearn else build_tokenizer(cfg.model)
     accelerator = None if cfg.model.is_sklearn else build_accelerator(cfg.train.mixed_precision)
-    return run_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+    with holding_images(competition_images(comp)):  # its training and its predictions
+        return run_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
 
 
 def finish(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,

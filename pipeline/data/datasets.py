@@ -52,6 +52,23 @@ def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
     return A.Resize(size, size)(image=pixels)["image"]
 
 
+def image_files(frame: pd.DataFrame, root: Path) -> list[Path]:
+    """The image file of each row of ``frame`` (its resolved path column under ``root``): the
+    paths a dataset reads and the run's held images are keyed by."""
+    return [root / str(p) for p in frame[IMAGE_PATH]] if IMAGE_PATH in frame.columns else []
+
+
+def resized_pixels(paths: list[Path], size: int) -> np.ndarray:
+    """The images at ``paths`` decoded and resized, as one uint8 N x 3 x ``size`` x ``size``
+    array."""
+    # each image written once, channels first (a stack then a permuted copy moved every byte
+    # twice: ~0.1 s more a fold at 3,000 images of 224 px)
+    held = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    for row, pixels in enumerate(decode_many(paths)):
+        held[row] = _resized(pixels, size).transpose(2, 0, 1)
+    return held
+
+
 def image_transform(size: int, augment: list[A.BasicTransform] | None = None) -> A.Compose:
     """Optional augmentations, then resize to a square and ImageNet normalisation."""
     import albumentations as A  # here: tables and texts never import it
@@ -139,8 +156,7 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         self.epoch_seed = 0
         self.images: list[Path] = []
         if inputs.image_size:
-            root = inputs.image_root
-            self.images = [root / str(p) for p in frame[IMAGE_PATH]]
+            self.images = image_files(frame, inputs.image_root)
             extra = build_image_augment(augment.image) if augment is not None else []
             self.transform = image_transform(inputs.image_size, extra)
         self.ids: list[list[int]] = []
@@ -175,19 +191,14 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
     def __len__(self) -> int:
         return self.length
 
-    def tensors(self) -> dict[str, torch.Tensor]:
+    def tensors(self, images: bool = True) -> dict[str, torch.Tensor]:
         """Every row at once, for a loader that holds them (no augmentation): images decoded
         and resized once, as uint8 N x 3 x S x S (normalised per batch, on the device); token
-        ids right-padded to the longest row, with each row's ``length``."""
+        ids right-padded to the longest row, with each row's ``length``. ``images=False``:
+        without the images (a loader that reads them from the run's held images)."""
         out: dict[str, torch.Tensor] = {}
-        if self.images:
-            size = self.inputs.image_size
-            # each image written once, channels first (a stack then a permuted copy moved
-            # every byte twice: ~0.1 s more a fold at 3,000 images of 224 px)
-            held = np.empty((len(self.images), 3, size, size), dtype=np.uint8)
-            for row, pixels in enumerate(decode_many(self.images)):
-                held[row] = _resized(pixels, size).transpose(2, 0, 1)
-            out["image"] = torch.from_numpy(held)
+        if self.images and images:
+            out["image"] = torch.from_numpy(resized_pixels(self.images, self.inputs.image_size))
         if self.ids:
             lengths = torch.tensor([len(ids) for ids in self.ids], dtype=torch.long)
             tok = self.inputs.tokenizer

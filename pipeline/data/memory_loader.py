@@ -14,13 +14,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from pipeline.data import held_images
 from pipeline.data.augment import AugmentConfig
 from pipeline.data.datasets import (
     IMAGENET_MEAN,
@@ -31,6 +31,7 @@ from pipeline.data.datasets import (
     collate,
 )
 from pipeline.data.device_augment import DeviceImageAugment
+from pipeline.data.held_images import HeldRows
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -95,25 +96,24 @@ def _concat(tables: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _bytes(dataset: CompetitionDataset) -> int:
-    """About what the dataset's tensors will take (before building them)."""
+def _bytes(dataset: CompetitionDataset, images: bool = True) -> int:
+    """About what the dataset's tensors will take (before building them); ``images=False``:
+    without its images (the run holds them)."""
     n, inputs = len(dataset), dataset.inputs
-    size = n * 3 * inputs.image_size**2 if dataset.images else 0
+    size = n * 3 * inputs.image_size**2 if dataset.images and images else 0
     size += n * inputs.max_length * 16 if dataset.ids else 0
     if dataset.tabular is not None:
         size += dataset.tabular["num"].nbytes + dataset.tabular["cat"].nbytes
     return size
 
 
-def _room(device: torch.device) -> int:
-    """Bytes the held rows may take on ``device``: a third of what is free there (the
-    validation rows come next, and the model, its gradients and activations need the rest)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0] // 3
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    except (ValueError, OSError):
-        return 2**31
+def run_images(parts: list[CompetitionDataset], device: torch.device) -> HeldRows | None:
+    """The parts' images as rows of the run's held images (:mod:`pipeline.data.held_images`),
+    or None (no images, outside a run, not the run's, or too many to hold at once)."""
+    sizes = {p.inputs.image_size for p in parts}
+    if not all(p.images for p in parts) or len(sizes) != 1:
+        return None
+    return held_images.held_rows([path for p in parts for path in p.images], sizes.pop(), device)
 
 
 class MemoryLoader:
@@ -121,22 +121,26 @@ class MemoryLoader:
 
     Iterates like a DataLoader (``len``, ``batch_size``, ``dataset``, ``collate_fn`` for
     code that streams the same rows). Shuffled orders come from ``generator``, augmentation
-    draws from the dataset's epoch seed, so a resumed epoch sees the same batches.
+    draws from the dataset's epoch seed, so a resumed epoch sees the same batches. With
+    ``images`` (the run's held images), the images are read from there, not copied.
     """
 
     def __init__(self, dataset: Dataset[Any], parts: list[CompetitionDataset],
                  batch_size: int, shuffle: bool, generator: torch.Generator | None,
-                 device: torch.device, augment: DeviceImageAugment | None) -> None:
+                 device: torch.device, augment: DeviceImageAugment | None,
+                 images: HeldRows | None = None) -> None:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.generator, self.device, self.augment = generator, device, augment
         self._parts = parts
         tok = parts[0].inputs.tokenizer
         pad_id = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0
         self.collate_fn = functools.partial(collate, pad_id=pad_id)
-        tensors = _concat([p.tensors() for p in parts])
+        tensors = _concat([p.tensors(images=images is None) for p in parts])
         self._lengths = tensors.pop("length", None)  # on the host: cuts each batch's ids
         self._tensors = {k: v.to(device) for k, v in tensors.items()}
-        self._rows = len(next(iter(self._tensors.values())))
+        self._images = images
+        self._rows = len(images.positions) if images is not None else len(
+            next(iter(self._tensors.values())))
         # ImageNet normalisation as one multiply-add on the device: x * scale + shift
         std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
@@ -152,7 +156,7 @@ class MemoryLoader:
 
     @property
     def nbytes(self) -> int:
-        """What the held rows take on the device."""
+        """What the held rows take on the device (the run's held images apart)."""
         return sum(t.numel() * t.element_size() for t in self._tensors.values())
 
     def __len__(self) -> int:
@@ -182,28 +186,39 @@ class MemoryLoader:
         """The rows at ``index`` (on the device; ``host_index`` the same on the host), images
         through ``augment`` with ``draws`` and normalised."""
         batch: Batch = {}
+        if self._images is not None:  # rows of the run's images: a gather of their positions
+            positions = self._images.positions.index_select(0, index)
+            batch["image"] = self._pixels(self._images.pixels.index_select(0, positions),
+                                          draws, augment)
         for key, values in self._tensors.items():
             # a table without category columns holds a zero-width 'cat': nothing to gather
             picked = (values.index_select(0, index) if values.numel()
                       else values.new_empty((len(index), *values.shape[1:])))
             if key == "image":
-                pixels = picked.float()
-                if augment is not None and draws is not None:
-                    pixels = augment(pixels, draws)
-                picked = torch.addcmul(self._shift, pixels, self._scale)
+                picked = self._pixels(picked, draws, augment)
             elif key in ("input_ids", "attention_mask") and self._lengths is not None:
                 picked = picked[:, : int(self._lengths[host_index].max())]
             batch[key] = picked
         return batch
 
+    def _pixels(self, picked: torch.Tensor, draws: torch.Generator | None,
+                augment: DeviceImageAugment | None) -> torch.Tensor:
+        """uint8 images augmented (with ``draws``) and normalised, as float."""
+        pixels = picked.float()
+        if augment is not None and draws is not None:
+            pixels = augment(pixels, draws)
+        return torch.addcmul(self._shift, pixels, self._scale)
+
 
 def stream_reason(parts: list[CompetitionDataset], unsupported: str | None,
-                  device: torch.device) -> str | None:
+                  device: torch.device, images_held: bool = False) -> str | None:
     """Why ``parts`` are streamed rather than held on ``device``: ``unsupported`` (an
-    augmentation with no device version), or more bytes than the device has room for."""
+    augmentation with no device version), or more bytes than the device has room for
+    (``images_held``: their images are the run's, held already)."""
     if unsupported is not None:
         return unsupported
-    need, room = sum(_bytes(p) for p in parts), _room(device)
+    need = sum(_bytes(p, images=not images_held) for p in parts)
+    room = held_images.device_room(device)
     if need > room:
         return (f"the rows take ~{need / 2**30:.1f} GB and {device} has room for "
                 f"{room / 2**30:.1f} GB")
@@ -237,16 +252,20 @@ def build_fold_loader(
     device = device or torch.device("cpu")
     parts = _competition_parts(dataset)
     built: DeviceImageAugment | str | None = None
+    images: HeldRows | None = None
     if parts is None:
         reason: str | None = "each row is read as several augmented views"
     else:
         built = held_augment(parts[0].augment)
-        reason = stream_reason(parts, built if isinstance(built, str) else None, device)
+        if not isinstance(built, str):
+            images = run_images(parts, device)
+        reason = stream_reason(parts, built if isinstance(built, str) else None, device,
+                               images is not None)
     if reason is not None:
         streaming(reason, mode)
         return build_loader(dataset, batch_size, shuffle, num_workers, generator)
     assert parts is not None and not isinstance(built, str)
-    loader = MemoryLoader(dataset, parts, batch_size, shuffle, generator, device, built)
+    loader = MemoryLoader(dataset, parts, batch_size, shuffle, generator, device, built, images)
     note = f"{len(dataset)} rows held on {device} ({loader.nbytes / 2**20:.0f} MB)"  # type: ignore[arg-type]
     if note.split(" ", 1)[1] not in _said:
         _said.add(note.split(" ", 1)[1])

@@ -16,10 +16,12 @@ import torch
 
 from pipeline.data.datasets import Batch, ViewsDataset
 from pipeline.data.device_augment import DeviceImageAugment
+from pipeline.data.held_images import HeldRows
 from pipeline.data.memory_loader import (
     MemoryLoader,
     check_loader_mode,
     held_augment,
+    run_images,
     stream_reason,
     streaming,
 )
@@ -33,11 +35,14 @@ class MemoryViews:
     seed (:meth:`ViewsDataset.set_epoch`), so a resumed epoch sees the same batches."""
 
     def __init__(self, views: ViewsDataset, batch_size: int, generator: torch.Generator,
-                 device: torch.device, augments: dict[str, DeviceImageAugment | None]) -> None:
+                 device: torch.device, augments: dict[str, DeviceImageAugment | None],
+                 images: HeldRows | None = None) -> None:
         self.dataset, self.batch_size, self.generator = views, batch_size, generator
         first = next(iter(views.views.values()))
-        # one copy of the rows for every view; MemoryLoader holds and normalises them
-        self.rows = MemoryLoader(first, [first], batch_size, True, generator, device, None)
+        # one copy of the rows for every view (or the run's held images); MemoryLoader holds
+        # and normalises them
+        self.rows = MemoryLoader(first, [first], batch_size, True, generator, device, None,
+                                 images)
         self.augments = augments
 
     def __len__(self) -> int:
@@ -74,9 +79,11 @@ def memory_views(views: ViewsDataset, batch_size: int, generator: torch.Generato
              for name, view in views.views.items()}
     unsupported = next((f"unlabelled view {name!r}: {b}" for name, b in built.items()
                         if isinstance(b, str)), None)
-    reason = stream_reason([next(iter(views.views.values()))], unsupported, device)
+    first = next(iter(views.views.values()))
+    images = run_images([first], device) if unsupported is None else None
+    reason = stream_reason([first], unsupported, device, images is not None)
     if reason is not None:
         streaming(reason, "auto")
         return None
     augments = {name: b for name, b in built.items() if not isinstance(b, str)}
-    return MemoryViews(views, batch_size, generator, device, augments)
+    return MemoryViews(views, batch_size, generator, device, augments, images)

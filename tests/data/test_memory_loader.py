@@ -143,7 +143,7 @@ def test_memory_with_an_augmentation_that_has_no_device_version_is_refused_at_lo
 
 
 def test_rows_that_do_not_fit_are_streamed(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr("pipeline.data.memory_loader._room", lambda device: 1000)
+    monkeypatch.setattr("pipeline.data.held_images.device_room", lambda device: 1000)
     with caplog.at_level(logging.INFO):
         loader = build_fold_loader(_image_dataset(tmp_path), 8, False, 0, None, "auto")
     assert isinstance(loader, DataLoader) and "has room for" in caplog.text
