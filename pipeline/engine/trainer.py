@@ -134,8 +134,7 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.metric_name = metric_name  # how the per-epoch log line names the score
-        self.checkpoint = checkpoint
-        self.precise_bn = precise_bn
+        self.checkpoint, self.precise_bn = checkpoint, precise_bn
         # device_placement given, Accelerate skips its probe for sharded (DTensor) weights,
         # which imports torch.distributed.tensor (~0.5 s) for models that never have them
         self.model = accelerator.prepare_model(model,
@@ -144,14 +143,12 @@ class Trainer:
         self.callbacks = sorted(callbacks or [], key=lambda c: c.order)
         self.desc = desc
         self.epoch = 0  # completed epochs over all stages
-        self.stage = 0
+        self.stage, self.stage_updates = 0, 0
         self.stage_epoch = 0  # completed epochs of the current stage
-        self.stage_updates = 0
         self.total_epochs = 0
         self.frozen: list[nn.Module] = []
         self.history = FitHistory()
-        self.should_stop = False
-        self.grad_accum_steps = 1
+        self.should_stop, self.grad_accum_steps = False, 1
         self.optimizer: Any = None
         self.schedule: Any = None
         self.train_loader: DataLoader[Batch] | None = None
@@ -266,15 +263,16 @@ class Trainer:
         updates = math.ceil(len(plan.loader) / plan.grad_accum_steps)
         self.schedule = plan.make_schedule(self.optimizer.optimizer, updates)
 
-    def _resume_state(self) -> dict[str, Any]:
+    def _resume_state(self, finished: bool = False) -> dict[str, Any]:
+        # a finished fit's point resumes only its end: no optimizer state (AdamW's is twice
+        # the weights), so the file a fold's end waits for is a third of the size
+        live = not finished
         return {
-            "model": self.unwrapped.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+            "model": self.unwrapped.state_dict(), "finished": finished,
+            "optimizer": self.optimizer.state_dict() if live else None,
+            "schedule": self.schedule.state_dict() if live and self.schedule is not None else None,
             "epoch": self.epoch, "stage": self.stage, "stage_epoch": self.stage_epoch,
-            "stage_updates": self.stage_updates,
-            "history": self.history,
-            "rng": rng_state(),
+            "stage_updates": self.stage_updates, "history": self.history, "rng": rng_state(),
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             # fp16 (T4, P100) keeps a dynamic loss scale; without it a resumed run would
             # restart at 65536 and part from an uninterrupted one
@@ -284,12 +282,14 @@ class Trainer:
 
     def _load_resume_state(self, state: dict[str, Any], plans: list[StagePlan]) -> None:
         self.unwrapped.load_state_dict(state["model"])
-        self.epoch, self.stage = state["epoch"], state["stage"]
+        self.epoch, self.stage, self.history = state["epoch"], state["stage"], state["history"]
         self.stage_epoch, self.stage_updates = state["stage_epoch"], state["stage_updates"]
-        self.history = state["history"]
         for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=True):
             cb.load_state_dict(cb_state)
-        if self.stage < len(plans):
+        if state.get("finished"):  # the fit is over (its last loader for SWA's end)
+            self.train_loader = plans[min(self.stage, len(plans) - 1)].loader
+            self.stage = len(plans)
+        elif self.stage < len(plans):
             self._start_stage(plans[self.stage])
             load_optimizer_state(self.optimizer, state["optimizer"], self.checkpoint_dir)
             if self.schedule is not None:
@@ -410,8 +410,8 @@ class Trainer:
                  " (best so far)" if improved else "", self.history.epochs[-1]["seconds"])
         self._call("on_epoch_end")
         end = last or self.should_stop
-        self.resume_points.save(self.checkpoint_dir, self._resume_state, force=end,
-                                final=end and self.defer_writes)
+        self.resume_points.save(self.checkpoint_dir, lambda: self._resume_state(finished=end),
+                                force=end, final=end and self.defer_writes)
 
     def _next_stage(self, plans: list[StagePlan]) -> None:
         self.stage += 1

@@ -156,3 +156,37 @@ def test_a_resume_point_with_other_optimizer_groups_is_a_one_line_error(tmp_path
     same = torch.optim.AdamW([{"params": [p]} for p in layers.parameters()])
     load_optimizer_state(same, old.state_dict(), tmp_path)  # the same layout loads
     assert same.state_dict()["state"][0]["step"] == 1
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("plain", {"epochs": 3}),
+    ("swa", {"epochs": 3, "swa": {"start_epoch": 2}}),  # its end reads the last loader
+])
+def test_a_finished_fits_point_holds_no_optimizer_and_resumes_to_its_end(
+        tabular_run, monkeypatch, name, overrides):
+    """The last epoch's resume point describes a fit with nothing left to train: it leaves
+    out the optimizer and schedule state (AdamW's moments: twice the weights) and a fold
+    cut off after it (before its metrics.json) resumes to the end without an epoch and
+    predicts the same numbers."""
+    import pandas as pd
+
+    from pipeline import train
+    from pipeline.engine.trainer import Trainer
+
+    cfg = tabular_run(name, **overrides)
+    fold = cfg.run_dir / "seed0" / "fold0"
+    last = torch.load(fold / "last.pt", weights_only=False)
+    assert last["finished"] is True and last["epoch"] == 3
+    assert last["optimizer"] is None and last["schedule"] is None
+    before = {part: pd.read_parquet(fold / f"{part}.parquet") for part in ("oof", "test")}
+    for done in ("metrics.json", "predictions.json", "oof.parquet", "test.parquet"):
+        (fold / done).unlink()
+    epochs: list[int] = []
+    real = Trainer.train_epoch
+    monkeypatch.setattr(Trainer, "train_epoch",
+                        lambda self, *a, **k: epochs.append(self.epoch) or real(self, *a, **k))
+    train.run(cfg)
+    assert epochs == []  # resumed after its last epoch: nothing trained again
+    for part, frame in before.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(fold / f"{part}.parquet"), frame,
+                                      check_exact=True)
