@@ -82,7 +82,10 @@ class HeldImages:
 
     def pixels(self, size: int, device: torch.device) -> torch.Tensor | None:
         """Every image at ``size`` on ``device`` (filled once), or None when they do not fit."""
-        key = (str(device), size)
+        # 'cuda' and 'cuda:0' are one device: one fill
+        index = device.index if device.index is not None or device.type != "cuda" else (
+            torch.cuda.current_device())
+        key = (f"{device.type}:{index}", size)
         if key not in self._pixels:
             need, room = len(self._paths) * 3 * size * size, device_room(device)
             if need > room:

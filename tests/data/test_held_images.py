@@ -165,3 +165,36 @@ def test_a_run_fills_its_images_once_gives_them_back_and_the_same_oof(tmp_path, 
     assert fills == [32] and held_images._active == []
     pd.testing.assert_frame_equal(pd.read_parquet(cfg.run_dir / "test.parquet"), held_test,
                                   check_exact=True)
+
+
+def test_pseudo_labelled_rows_read_the_runs_images_too(tmp_path, fills, monkeypatch):
+    """A round on pseudo-labelled test rows: each fold's training rows are the fold's train
+    rows and test rows (a CombinedDataset); they index the run's images, with the OOF of
+    loaders that hold their own."""
+    data = make_competition(tmp_path, "image", "binary", n_train=24, n_test=8)
+    data["train"].update(loader="memory", precise_bn=0, epochs=1)
+    data["folds"] = {**data.get("folds", {}), "n_splits": 2}
+    source = build_config({**data, "name": "source"})
+    train.run(source)
+
+    def round_(name: str):
+        cfg = build_config({**data, "name": name,
+                            "pseudo": {"source": str(source.run_dir), "labels": "soft"}})
+        train.run(cfg)
+        return pd.read_parquet(cfg.run_dir / "oof.parquet")
+
+    loaders: list[MemoryLoader] = []
+    real_init = MemoryLoader.__init__
+
+    def spy(self, dataset, parts, *args, **kwargs):
+        real_init(self, dataset, parts, *args, **kwargs)
+        loaders.append(self)
+
+    monkeypatch.setattr(MemoryLoader, "__init__", spy)
+    fills.clear()
+    held = round_("held")
+    combined = [x for x in loaders if len(x._parts) == 2]  # train rows + pseudo rows
+    assert fills == [32] and combined and all(x._images is not None for x in combined)
+    assert combined[0].rows == 12 + 8  # a fold's 12 train rows and the 8 test rows
+    monkeypatch.setattr(train, "competition_images", lambda comp: [])
+    pd.testing.assert_frame_equal(round_("alone"), held, check_exact=True)
