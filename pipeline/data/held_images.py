@@ -2,7 +2,8 @@
 
 Without it each fold's :class:`~pipeline.data.memory_loader.MemoryLoader` builds its own copy
 of its rows' images (resized and written channels first on the host, then moved to the
-device): on an H200, 1.0-1.2 s of each resnet50 fold's change at 224 px, while the GPU waits.
+device): most of the 1.0-1.2 s a resnet50 fold at 224 px spent setting up on an H200 that was
+not building the model, while the GPU waited.
 A hand-written script decodes once into one device tensor and indexes it per fold; inside
 :func:`holding_images` (a train or predict run) the pipeline does the same: the first loader
 that asks fills one tensor with every image of the competition at its size and device, and
