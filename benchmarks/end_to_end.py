@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import itertools
 import json
 import os
 import re
@@ -447,6 +448,19 @@ def log_window(log: Path) -> tuple[float, float] | None:
     return first, last
 
 
+_FOLD_LINE = re.compile(r"\(of \d+\): [\d.]+ s: [\d.]+ s in \d+ epoch\(s\), ([\d.]+) s setting up, "
+                        r"([\d.]+) s predicting and writing")
+
+
+def fold_change(log: Path) -> float | None:
+    """Mean seconds between two folds' epochs in a pipeline log (a fold's predicting and
+    writing, then the next fold's setting up: where the GPU waits), None with one fold."""
+    folds = [(float(m.group(1)), float(m.group(2))) for line in log.read_text().splitlines()
+             if (m := _FOLD_LINE.search(line))]
+    gaps = [done[1] + start[0] for done, start in itertools.pairwise(folds)]
+    return statistics.mean(gaps) if gaps else None
+
+
 def warm_up(root: Path) -> None:
     """Import both programs' libraries and read the data folder once, untimed, so the first
     timed child does not alone pay for a cold file cache."""
@@ -480,7 +494,8 @@ def run_pipeline(variant: str, root: Path, quick: bool, work: Path,
     wall, gpu = _child(cmd, work / "pipeline.log")
     scores = json.loads((work / "runs" / config["name"] / "scores.json").read_text())
     return {"wall_s": wall, "score": scores["scores"]["oof"], "gpu_util": gpu.mean,
-            "gpu_util_epochs": gpu.window_mean(log_window(work / "pipeline.log"))}
+            "gpu_util_epochs": gpu.window_mean(log_window(work / "pipeline.log")),
+            "fold_change_s": fold_change(work / "pipeline.log")}
 
 
 def bench_variant(variant: str, root: Path, rounds: int, quick: bool,
@@ -503,6 +518,8 @@ def bench_variant(variant: str, root: Path, rounds: int, quick: bool,
             # each round's line carries all it measured: a run cut short keeps these lines
             util = "" if res["gpu_util"] is None else (
                 f"  GPU {res['gpu_util']:.0f}% (epochs {_fmt(res['gpu_util_epochs'], 0)}%)")
+            if res.get("fold_change_s") is not None:
+                util += f"  fold change {res['fold_change_s']:.2f} s"
             print(f"  {variant} round {r + 1} {who:8s} {res['wall_s']:7.1f} s  "
                   f"score {res['score']:.4f}{util}", flush=True)
     summary: dict[str, Any] = {"variant": variant, "rounds": rounds}
