@@ -198,3 +198,19 @@ def test_pseudo_labelled_rows_read_the_runs_images_too(tmp_path, fills, monkeypa
     assert combined[0].rows == 12 + 8  # a fold's 12 train rows and the 8 test rows
     monkeypatch.setattr(train, "competition_images", lambda comp: [])
     pd.testing.assert_frame_equal(round_("alone"), held, check_exact=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_runs_images_are_filled_once_there(tmp_path, fills):
+    """'cuda' and 'cuda:0' name one device: one fill, kept on the GPU; the batches are those
+    of a loader holding its own rows there."""
+    train_frame, test_frame, inputs = _frames(tmp_path)
+    ds = CompetitionDataset(train_frame, inputs, np.zeros(len(train_frame), np.float32), SHIFT)
+    gpu = torch.device("cuda")
+    alone = build_fold_loader(ds, 4, True, 0, torch.Generator().manual_seed(1), "memory", gpu)
+    with holding_images(_paths(train_frame, test_frame, inputs=inputs)):
+        held = build_fold_loader(ds, 4, True, 0, torch.Generator().manual_seed(1), "memory", gpu)
+        again = build_fold_loader(ds, 4, True, 0, None, "memory", torch.device("cuda:0"))
+    assert fills == [26] and held._images.pixels is again._images.pixels
+    assert held._images.pixels.device.type == "cuda"
+    _assert_same(_batches(held, 2), _batches(alone, 2))
