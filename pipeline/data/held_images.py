@@ -96,8 +96,8 @@ class HeldImages:
                 self._pixels[key] = None
             else:
                 self._pixels[key] = torch.from_numpy(resized_pixels(self._paths, size)).to(device)
-                log.debug("%d images held on %s at %d px (%.0f MB) for every fold",
-                          len(self._paths), device, size, need / 2**20)
+                log.info("%d images held on %s at %d px (%.0f MB) for every fold",
+                         len(self._paths), device, size, need / 2**20)
         return self._pixels[key]
 
 

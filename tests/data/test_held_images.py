@@ -64,7 +64,8 @@ def _assert_same(ours: list[dict], theirs: list[dict]) -> None:
             assert torch.equal(a[key], b[key]), key
 
 
-def test_loaders_in_a_run_share_one_copy_and_give_their_own_batches(tmp_path, fills):
+def test_loaders_in_a_run_share_one_copy_and_give_their_own_batches(tmp_path, fills,
+                                                                     caplog):
     train_frame, test_frame, inputs = _frames(tmp_path)
     y = np.arange(len(train_frame), dtype=np.float32)
     parts = {"fit": (train_frame.iloc[:14], y[:14], SHIFT, True),
@@ -81,10 +82,12 @@ def test_loaders_in_a_run_share_one_copy_and_give_their_own_batches(tmp_path, fi
 
     alone = loaders()
     assert not fills and all(loader._images is None for loader in alone.values())
-    with holding_images(_paths(train_frame, test_frame, inputs=inputs)):
+    with caplog.at_level(logging.INFO), holding_images(_paths(train_frame, test_frame,
+                                                              inputs=inputs)):
         shared = loaders()
         again = loaders()  # the next fold: nothing filled again
     assert fills == [26]  # every train and test image, once
+    assert caplog.text.count("26 images held on cpu at 24 px") == 1
     pixels = {id(loader._images.pixels) for loader in [*shared.values(), *again.values()]}
     assert len(pixels) == 1
     assert shared["fit"].nbytes < alone["fit"].nbytes  # the images are not the loader's
@@ -118,6 +121,7 @@ def test_images_that_do_not_fit_at_once_stay_each_loaders_own(tmp_path, fills, m
         build_fold_loader(ds, 4, False, 0, None, "memory", CPU)
     assert isinstance(loader, MemoryLoader) and loader._images is None and not fills
     assert caplog.text.count("each fold holds its own rows") == 1  # asked once per size
+    assert "held on" not in caplog.text
 
 
 def test_images_outside_the_run_stay_the_loaders_own(tmp_path, fills):
