@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pipeline.data.datasets import image_files, resized_pixels
+from pipeline.data.datasets import CompetitionDataset, image_files, resized_pixels
 
 if TYPE_CHECKING:
     from pipeline.competition import Competition
@@ -83,10 +83,9 @@ class HeldImages:
 
     def pixels(self, size: int, device: torch.device) -> torch.Tensor | None:
         """Every image at ``size`` on ``device`` (filled once), or None when they do not fit."""
-        # 'cuda' and 'cuda:0' are one device: one fill
-        index = device.index if device.index is not None or device.type != "cuda" else (
-            torch.cuda.current_device())
-        key = (f"{device.type}:{index}", size)
+        if device.type == "cuda" and device.index is None:  # 'cuda' is 'cuda:0': one fill
+            device = torch.device("cuda", torch.cuda.current_device())
+        key = (str(device), size)
         if key not in self._pixels:
             need, room = len(self._paths) * 3 * size * size, device_room(device)
             if need > room:
@@ -116,12 +115,14 @@ def holding_images(paths: Sequence[Path]) -> Iterator[HeldImages]:
         _active.remove(held)
 
 
-def held_rows(images: Sequence[Path], size: int, device: torch.device) -> HeldRows | None:
-    """``images`` in the running run's held images (:meth:`HeldImages.rows`), or None
-    outside a run, for images that are not the run's, or when they do not fit."""
-    if not _active or not images:
+def held_rows(parts: list[CompetitionDataset], device: torch.device) -> HeldRows | None:
+    """The images of a loader's ``parts`` as rows of the running run's held images
+    (:meth:`HeldImages.rows`), or None: outside a run, parts without images or at two sizes,
+    images that are not the run's, or too many to hold at once."""
+    sizes = {p.inputs.image_size for p in parts}
+    if not _active or not all(p.images for p in parts) or len(sizes) != 1:
         return None
-    return _active[-1].rows(images, size, device)
+    return _active[-1].rows([path for p in parts for path in p.images], sizes.pop(), device)
 
 
 def competition_images(comp: Competition) -> list[Path]:

@@ -107,15 +107,6 @@ def _bytes(dataset: CompetitionDataset, images: bool = True) -> int:
     return size
 
 
-def run_images(parts: list[CompetitionDataset], device: torch.device) -> HeldRows | None:
-    """The parts' images as rows of the run's held images (:mod:`pipeline.data.held_images`),
-    or None (no images, outside a run, not the run's, or too many to hold at once)."""
-    sizes = {p.inputs.image_size for p in parts}
-    if not all(p.images for p in parts) or len(sizes) != 1:
-        return None
-    return held_images.held_rows([path for p in parts for path in p.images], sizes.pop(), device)
-
-
 class MemoryLoader:
     """Batches of a dataset's rows, held as tensors on ``device``.
 
@@ -258,7 +249,7 @@ def build_fold_loader(
     else:
         built = held_augment(parts[0].augment)
         if not isinstance(built, str):
-            images = run_images(parts, device)
+            images = held_images.held_rows(parts, device)
         reason = stream_reason(parts, built if isinstance(built, str) else None, device,
                                images is not None)
     if reason is not None:

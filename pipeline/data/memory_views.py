@@ -16,12 +16,11 @@ import torch
 
 from pipeline.data.datasets import Batch, ViewsDataset
 from pipeline.data.device_augment import DeviceImageAugment
-from pipeline.data.held_images import HeldRows
+from pipeline.data.held_images import HeldRows, held_rows
 from pipeline.data.memory_loader import (
     MemoryLoader,
     check_loader_mode,
     held_augment,
-    run_images,
     stream_reason,
     streaming,
 )
@@ -80,7 +79,7 @@ def memory_views(views: ViewsDataset, batch_size: int, generator: torch.Generato
     unsupported = next((f"unlabelled view {name!r}: {b}" for name, b in built.items()
                         if isinstance(b, str)), None)
     first = next(iter(views.views.values()))
-    images = run_images([first], device) if unsupported is None else None
+    images = held_rows([first], device) if unsupported is None else None
     reason = stream_reason([first], unsupported, device, images is not None)
     if reason is not None:
         streaming(reason, "auto")
