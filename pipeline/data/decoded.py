@@ -43,11 +43,21 @@ def decode_rgb(path: Path) -> np.ndarray:
     if pixels is not None:
         return pixels
     with Image.open(path) as img:
-        pixels = np.asarray(img.convert("RGB"))
+        pixels = _rgb(img)
     pixels.setflags(write=False)  # shared by every reader: augmentations must copy
     with _lock:
         _keep(key, pixels)
     return pixels
+
+
+def _rgb(img: Image.Image) -> np.ndarray:
+    """``img`` as H x W x 3 uint8. Integer grayscale deeper than 8 bits (16-bit PNGs open as
+    'I;16' or 'I') is scaled down from the 16-bit range: PIL's own conversion clips every
+    value above 255, which turns such an image white."""
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        gray = ((np.asarray(img, dtype=np.int64) + 128) // 257).clip(0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
 
 
 def decode_many(paths: Sequence[Path | str]) -> list[np.ndarray]:
