@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.errors import DataError
+
 log = logging.getLogger(__name__)
 
 _cache: dict[str, np.ndarray] = {}
@@ -42,8 +44,11 @@ def decode_rgb(path: Path) -> np.ndarray:
     pixels = _cache.get(key)
     if pixels is not None:
         return pixels
-    with Image.open(path) as img:
-        pixels = _rgb(img)
+    try:
+        with Image.open(path) as img:
+            pixels = _rgb(img)
+    except OSError as err:  # not an image, truncated, or a format PIL cannot decode
+        raise DataError(f"{path}: could not be read as an image ({err})") from None
     pixels.setflags(write=False)  # shared by every reader: augmentations must copy
     with _lock:
         _keep(key, pixels)

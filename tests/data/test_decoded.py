@@ -1,4 +1,5 @@
-"""Decoding image files to 8-bit RGB: every PIL mode a competition may ship."""
+"""Decoding image files to 8-bit RGB: every PIL mode a competition may ship, and files PIL
+cannot read."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from PIL import Image
 
 from pipeline.data import decoded
+from pipeline.errors import DataError
 
 
 @pytest.fixture(autouse=True)
@@ -30,3 +32,16 @@ def test_high_bit_depth_grayscale_keeps_its_contrast(tmp_path, mode, scale, suff
     assert pixels.dtype == np.uint8 and pixels.shape == (16, 16, 3)
     np.testing.assert_array_equal(pixels[..., 0], gray)  # not clipped to 255
     np.testing.assert_array_equal(pixels[..., 2], gray)
+
+
+def test_an_unreadable_image_is_a_data_error_naming_the_file(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"<html>not an image</html>")
+    with pytest.raises(DataError, match=r"broken\.png.*could not be read as an image") as err:
+        decoded.decode_many([path])
+    assert "\n" not in str(err.value)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
+    good.write_bytes(good.read_bytes()[:40])  # truncated: the header reads, the pixels do not
+    with pytest.raises(DataError, match=r"good\.png"):
+        decoded.decode_rgb(good)
