@@ -10,8 +10,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
@@ -138,13 +136,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_blend(args: argparse.Namespace) -> int:
     from pipeline import blend, submit
+    from pipeline.config import parse_value
 
     params = {}
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep:
             raise PipelineError(f"--param {item!r} must look like key=value")
-        params[key] = yaml.safe_load(value)
+        params[key] = parse_value(value)
     folder = blend.run(args.runs, method=args.method, name=args.name, blends_dir=args.blends_dir,
                        n_trials=args.trials, storage=args.storage, seed=args.seed,
                        params=params, postprocess=args.postprocess, overwrite=args.overwrite,

@@ -260,8 +260,13 @@ CROSS_SECTION_RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
 )
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
+def parse_value(text: str) -> Any:
+    """A ``--set``/``--param`` value parsed as YAML; text YAML cannot parse is the text itself
+    (an image path template such as ``{split}/{image_id}.png`` is not a YAML value)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -288,7 +293,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             else:
                 raise ConfigError(f"override {item!r}: {parts[i - 1]!r} is not a section")
             if last:
-                node[index] = _parse_value(raw)
+                node[index] = parse_value(raw)
             else:
                 node = node[index]
     return data

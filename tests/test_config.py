@@ -169,6 +169,13 @@ def test_override_values_are_parsed_as_yaml() -> None:
     assert data == {"a": {"b": 3, "c": 0.5, "d": True, "e": "text", "f": [1, 2], "g": "x=y"}}
 
 
+def test_override_values_yaml_cannot_parse_are_text(base: dict[str, Any]) -> None:
+    # an image path template is not a YAML value: it was a yaml.ParserError traceback
+    template = "{split}_images/{image_id}.jpg"
+    data = apply_overrides(copy.deepcopy(base), [f"competition.image_path={template}"])
+    assert data["competition"]["image_path"] == template
+
+
 def test_override_results_are_validated(base: dict[str, Any]) -> None:
     data = apply_overrides(copy.deepcopy(base), ["train.epochs=0"])
     assert "'train.epochs'" in _error(data)
