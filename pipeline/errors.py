@@ -18,3 +18,13 @@ class DataError(PipelineError, ValueError):
 class MissingArtifactError(DataError, FileNotFoundError):
     """A file an earlier stage should have written is not there (a run that never finished,
     a misspelt folder); still a FileNotFoundError for callers that test for that."""
+
+
+def error_line(err: PipelineError) -> str:
+    """The message the CLI prints for ``err``. One raised in a DataLoader worker (an image
+    file that cannot be read) comes back from torch with the worker's traceback as its
+    message; its last line holds the original message."""
+    text = str(err)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        return text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return text

@@ -251,3 +251,18 @@ def test_version_and_examples_in_help(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "example: pipeline train" in capsys.readouterr().out
+
+
+def test_an_unreadable_image_in_a_loader_worker_is_one_error_line(
+    competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # torch re-raises a worker's error with the worker's traceback as its message
+    data = competition_factory("image", "binary")
+    data["train"].update(epochs=1, loader="stream", num_workers=1)
+    broken = Path(data["competition"]["dir"]) / "images" / "0003.png"
+    broken.write_bytes(b"not a png")
+    path = _write_yaml(tmp_path / "exp.yaml", data)
+    assert main(["train", str(path)]) == 2
+    line = _one_error_line(capsys)
+    assert line == f"error: {broken}: could not be read as an image (cannot identify image " \
+                   f"file '{broken}')"
