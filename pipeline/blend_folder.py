@@ -118,7 +118,7 @@ def pop_own_submission(folder: Path, submissions_dir: str | Path) -> Path | None
         preds = load_predictions(folder)
         meta = preds.meta
         sample = read_csv(Path(meta.competition_dir) / meta.sample_submission_file,
-                          "sample submission", meta.csv_sep, meta.csv_encoding)
+                          "sample submission", meta.csv_sep, meta.csv_encoding, meta.id_column)
         made = format_submission(meta, preds.test, sample, folder).to_csv(index=False)
     except (OSError, PipelineError) as err:
         logger.warning("%s may hold the predictions of the blend being replaced in %s, but "

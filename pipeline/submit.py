@@ -100,7 +100,8 @@ def run(source: str | Path, name: str | None = None,
     sample_path = Path(meta.competition_dir) / meta.sample_submission_file
     if not sample_path.is_file():
         raise DataError(f"sample submission file {sample_path} not found")
-    sample = read_csv(sample_path, "sample submission", meta.csv_sep, meta.csv_encoding)
+    sample = read_csv(sample_path, "sample submission", meta.csv_sep, meta.csv_encoding,
+                      meta.id_column)
     submission = format_submission(meta, preds.test, sample, folder)
     path = Path(submissions_dir) / f"{name or meta.name}.csv"
     write_csv(path, submission)

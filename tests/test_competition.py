@@ -18,9 +18,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline import folds as folds_stage
 from pipeline.cli import main
 from pipeline.competition import load_competition
 from pipeline.config import build_config
+from pipeline.data.splits import read_folds
 from pipeline.errors import DataError
 
 SKLEARN = {
@@ -360,6 +362,32 @@ def test_image_path_template_resolves_files_per_split(competition_factory) -> No
     data["competition"]["image_path"] = "{split}_images/{image_id}.png"
     with pytest.raises(DataError, match="image_id"):
         load_competition(build_config(data).competition)
+
+
+def test_zero_padded_ids_stay_text_and_plain_integer_ids_numbers(competition_factory) -> None:
+    # '00012' read as the number 12 named no image file and wrote 12 into the submission
+    data = competition_factory("image", "binary")
+    root = Path(data["competition"]["dir"])
+    offsets = {"train": 0, "test": 100, "sample_submission": 100}
+    for split, at in offsets.items():
+        edit_csv(root / f"{split}.csv", lambda f, at=at: f.assign(id=[f"{k + at:05d}"
+                                                                        for k in f.index]))
+    for split in ("train", "test"):
+        frame = pd.read_csv(root / f"{split}.csv", dtype={"id": str})
+        for rid, rel in zip(frame["id"], frame["image"], strict=True):
+            (root / rel).rename(root / "images" / f"{rid}.png")
+    data["competition"].pop("image_column")
+    data["competition"]["image_path"] = "images/{id}.png"
+    cfg = build_config(data)
+    comp = load_competition(cfg.competition)
+    assert comp.train["id"].iloc[3] == "00003" and comp.sample_submission["id"].iloc[0] == "00100"
+    folds = read_folds(folds_stage.run(cfg, comp), comp, cfg.folds.n_splits)  # read back
+    assert len(folds) == len(comp.train)
+    data["competition"]["image_path"] = "images/{id:05d}.png"  # needs integer ids
+    for split, at in offsets.items():
+        edit_csv(root / f"{split}.csv", lambda f, at=at: f.assign(id=f.index + at))
+    comp = load_competition(build_config(data).competition)
+    assert comp.train["id"].dtype == np.int64 and comp.test["id"].iloc[0] == 100
 
 
 # --- feature columns the test file lacks (issue 15 item 1) ----------------------------------

@@ -162,6 +162,15 @@ def test_integer_ids_kept(tmp_path: Path) -> None:
     assert sub["id"].tolist() == ids and sub["target"].tolist() == [3.0, 1.0, 2.0]
 
 
+def test_zero_padded_ids_kept(tmp_path: Path) -> None:
+    ids = ["0030", "0010", "0020"]
+    test = pd.DataFrame({"id": ["0010", "0020", "0030"], "target": [1.0, 2.0, 3.0]})
+    sample = pd.DataFrame({"id": ids, "target": 0.0})
+    run = _run_folder(tmp_path, "regression", "rmse", [], ["target"], test, sample)
+    sub = pd.read_csv(submit.run(run, "sub", tmp_path / "submissions"), dtype=str)
+    assert sub["id"].tolist() == ids  # not 30, 10, 20
+
+
 # --- refusals ------------------------------------------------------------------------------
 
 

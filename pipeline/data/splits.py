@@ -196,7 +196,7 @@ def read_folds(path: Path, comp: Competition, n_splits: int | None = None) -> np
     """Fold ids aligned with train.csv rows; errors if the file was built for other ids or
     splits a group of ``competition.group_column`` across folds."""
     id_col = comp.cfg.id_column
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path, dtype={id_col: str})  # compared as text: '00120' stays
     if list(frame.columns) != [id_col, "fold"]:
         raise DataError(
             f"folds file {path} must have columns [{id_col!r}, 'fold']. Got {list(frame.columns)}."

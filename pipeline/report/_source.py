@@ -87,7 +87,7 @@ def _targets(meta: RunMeta, oof: pd.DataFrame) -> np.ndarray:
     from pipeline.competition import encode_targets, read_csv
 
     path = Path(meta.competition_dir) / meta.train_file
-    train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding)
+    train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column)
     ids = train[meta.id_column].astype(str)
     rows = ids.reset_index(drop=True).reset_index().set_index(meta.id_column)["index"]
     wanted = oof[meta.id_column].astype(str)
