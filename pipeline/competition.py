@@ -365,6 +365,9 @@ def _image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,
             f"{path}: 'competition.image_path' {cfg.image_path!r} names column {err} that is "
             f"not in the file. Columns: {list(frame.columns)}"
         ) from None
+    except (ValueError, IndexError, AttributeError) as err:  # '{id:05d}' on text ids, '{}'
+        raise DataError(f"{path}: 'competition.image_path' {cfg.image_path!r} cannot be "
+                        f"filled from this file's rows: {err}") from None
 
 
 def _check_inputs(comp: Competition) -> None:

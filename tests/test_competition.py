@@ -362,6 +362,11 @@ def test_image_path_template_resolves_files_per_split(competition_factory) -> No
     data["competition"]["image_path"] = "{split}_images/{image_id}.png"
     with pytest.raises(DataError, match="image_id"):
         load_competition(build_config(data).competition)
+    for template in ("{split}_images/{id:05d}.png", "{split}_images/{}.png",
+                     "{split}_images/{id.stem}.png", "{split}_images/{id"):  # ids are text
+        data["competition"]["image_path"] = template
+        with pytest.raises(DataError, match=r"'competition.image_path' .* cannot be filled"):
+            load_competition(build_config(data).competition)
 
 
 def test_zero_padded_ids_stay_text_and_plain_integer_ids_numbers(competition_factory) -> None:
