@@ -79,6 +79,10 @@ class EncoderConfig(Section):
             import_estimator(self.target)
         if self.kind in GBDT_LIBRARIES:
             gbdt_settings(self.kind, self.params)  # unknown params refused at load
+        if self.kind == "mlp":
+            problem = mlp_params_problem(self.params)
+            if problem:
+                raise ValueError(problem)
         return self
 
     @property
@@ -198,6 +202,34 @@ class HFEncoder(nn.Module):
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+_MLP_PARAMS = ("hidden", "dropout", "embedding_noise", "pretrained_embeddings")
+
+
+def mlp_params_problem(params: dict[str, Any]) -> str | None:
+    """Why ``params`` cannot build an 'mlp' encoder (checked at load, not halfway through a
+    fold), or None."""
+    unknown = sorted(set(params) - set(_MLP_PARAMS))
+    if unknown:
+        return f"encoder 'mlp': unknown params {unknown}. Known: {', '.join(_MLP_PARAMS)}"
+    hidden = params.get("hidden", [])
+    if not isinstance(hidden, list) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden
+    ):
+        return (f"encoder 'mlp': 'hidden' must be a list of layer widths, each an int >= 1 "
+                f"(e.g. [256, 128]; [] for none). Got {hidden!r}.")
+    for key in ("dropout", "embedding_noise"):
+        value = params.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 <= value < 1 if key == "dropout" else value >= 0
+        ):
+            allowed = "a float in [0, 1)" if key == "dropout" else "a float >= 0"
+            return f"encoder 'mlp': {key!r} must be {allowed}. Got {value!r}."
+    if not isinstance(params.get("pretrained_embeddings", {}), dict):
+        return ("encoder 'mlp': 'pretrained_embeddings' must map columns to pretraining "
+                f"names. Got {params['pretrained_embeddings']!r}.")
+    return None
+
+
 class MLPEncoder(nn.Module):
     """Numeric features plus one embedding per categorical column, through an MLP."""
 
@@ -205,12 +237,9 @@ class MLPEncoder(nn.Module):
         super().__init__()
         params = {"hidden": [256, 128], "dropout": 0.1, "embedding_noise": 0.0,
                   "pretrained_embeddings": {}, **cfg.params}
-        unknown = set(params) - {"hidden", "dropout", "embedding_noise", "pretrained_embeddings"}
-        if unknown:
-            raise ConfigError(
-                f"encoder 'mlp': unknown params {sorted(unknown)}. "
-                "Known: hidden, dropout, embedding_noise, pretrained_embeddings"
-            )
+        problem = mlp_params_problem(params)  # (EncoderConfig refuses them at load)
+        if problem:
+            raise ConfigError(problem)
         self.embedding_noise = float(params["embedding_noise"])
         self.view_noise = 0.0  # set by :func:`embedding_noise`
         self.embeddings = nn.ModuleList(

@@ -166,9 +166,24 @@ def test_builders_refuse_what_they_cannot_build(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"directory .* not found"):
         build_encoder(EncoderConfig(name=f"hf:{tmp_path / 'none'}"), None)
     with pytest.raises(ConfigError, match=r"unknown params \['width'\]"):
-        build_encoder(EncoderConfig(name="mlp", params={"width": 3}), _tabular())
+        build_encoder(EncoderConfig.model_construct(name="mlp", params={"width": 3}),
+                      _tabular())
     with pytest.raises(ValueError, match="fitted tabular encoder"):
         build_encoder(EncoderConfig(name="mlp"), None)
+
+
+@pytest.mark.parametrize(("params", "says"), [
+    ({"width": 3}, r"unknown params \['width'\]"),
+    ({"hidden": [0]}, r"'hidden' must be a list of layer widths.*Got \[0\]"),
+    ({"hidden": 64}, r"'hidden' must be a list .*Got 64"),
+    ({"dropout": 1.5}, r"'dropout' must be a float in \[0, 1\)\. Got 1\.5"),
+    ({"embedding_noise": -1}, r"'embedding_noise' must be a float >= 0"),
+])
+def test_mlp_params_are_refused_at_load(params: dict, says: str) -> None:
+    # a bad width or dropout used to pass the config and crash with a traceback in fold 0
+    with pytest.raises(pydantic.ValidationError, match=says):
+        EncoderConfig(name="mlp", params=params)
+    EncoderConfig(name="mlp", params={"hidden": [], "dropout": 0, "embedding_noise": 0.1})
 
 
 def test_unknown_encoder_kind(competition_factory, tmp_path: Path,
