@@ -1,10 +1,10 @@
 """Submit stage: a run's or blend's test predictions -> ``submissions/<name>.csv``.
 
 The file has exactly the ids, columns and row order of ``sample_submission.csv``. The format
-follows the sample: one column per class gets probabilities; a single label column of a
-classification task gets the predicted class in the train set's own label values when the
-metric scores labels (accuracy, F1, ...), the k best classes separated by spaces under a
-ranking metric (MAP@k), else the probability; regression gets the values.
+follows the sample: one column per class gets probabilities (binary tasks too); a single label
+column of a classification task gets the predicted class in the train set's own label values
+when the metric scores labels (accuracy, F1, ...), the k best classes separated by spaces under
+a ranking metric (MAP@k), else the probability; regression gets the values.
 """
 
 from __future__ import annotations
@@ -63,9 +63,11 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
     out = pd.DataFrame({id_col: sample[id_col].to_numpy()})
     metric = get_metric(meta.metric)
     class_columns = [str(c) for c in meta.classes]
-    if meta.task == "multiclass" and sorted(columns) == sorted(class_columns):
+    if meta.task in ("binary", "multiclass") and sorted(columns) == sorted(class_columns):
+        # one probability column per class (a binary run predicts its positive class alone)
+        per_class = np.column_stack([1.0 - p[:, 0], p[:, 0]]) if meta.task == "binary" else p
         for c in columns:
-            out[c] = p[:, class_columns.index(c)]
+            out[c] = per_class[:, class_columns.index(c)]
     elif columns == list(meta.target_columns):
         if meta.task == "regression":
             out[columns] = p
@@ -83,10 +85,10 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         else:
             out[columns] = p
     else:
-        expected = class_columns if meta.task == "multiclass" else list(meta.target_columns)
+        classes = f" nor the classes {class_columns}" if class_columns else ""
         raise DataError(
             f"{sample_path}: columns {columns} match neither the target columns "
-            f"{list(meta.target_columns)} nor the classes {expected}"
+            f"{list(meta.target_columns)}{classes}"
         )
     return out
 

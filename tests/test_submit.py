@@ -112,10 +112,11 @@ def test_multiclass_one_column_per_class_in_sample_order(tmp_path: Path) -> None
     np.testing.assert_allclose(sub[["dog", "bird", "cat"]].sum(axis=1), 1.0)
 
 
-def _binary(tmp_path: Path, metric: str) -> tuple[Path, np.ndarray]:
+def _binary(tmp_path: Path, metric: str,
+            sample: pd.DataFrame | None = None) -> tuple[Path, np.ndarray]:
     p = np.array([0.2, 0.7, 0.5, 0.9, 0.1])
     run = _run_folder(tmp_path, "binary", metric, ["no", "yes"], ["target"],
-                      _test_frame({"target": p}), _sample("target"))
+                      _test_frame({"target": p}), _sample("target") if sample is None else sample)
     return run, p
 
 
@@ -139,6 +140,15 @@ def test_binary_probability_metric_writes_probabilities(tmp_path: Path) -> None:
     run, p = _binary(tmp_path, "roc_auc")
     sub = _submit(run, tmp_path)
     np.testing.assert_allclose(sub["target"], _by_sample(p))
+
+
+def test_binary_one_column_per_class_gets_both_probabilities(tmp_path: Path) -> None:
+    # a sample laid out as [id, yes, no] used to be refused after training
+    run, p = _binary(tmp_path, "log_loss", sample=_sample("yes", "no"))
+    sub = _submit(run, tmp_path)
+    assert list(sub.columns) == ["id", "yes", "no"]
+    np.testing.assert_allclose(sub["yes"], _by_sample(p))
+    np.testing.assert_allclose(sub["no"], 1 - _by_sample(p))
 
 
 def test_multilabel_probabilities_and_labels(tmp_path: Path) -> None:
