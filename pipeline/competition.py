@@ -324,6 +324,21 @@ def _classes(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> list[An
     return [c.item() if isinstance(c, np.generic) else c for c in classes]
 
 
+def sample_columns_problem(columns: list[str], task: str, target_columns: list[str],
+                           classes: list[Any], path: Path) -> str | None:
+    """Why a sample submission with these prediction columns (its id left out) cannot be
+    filled: they must be the target columns, or one column per class of a binary or
+    multiclass task (:func:`pipeline.submit.format_submission`). None when they fit."""
+    class_columns = [str(c) for c in classes]
+    if columns == list(target_columns) or (
+        task in ("binary", "multiclass") and sorted(columns) == sorted(class_columns)
+    ):
+        return None
+    named = f" nor the classes {class_columns}" if class_columns else ""
+    return (f"{path}: columns {columns} match neither the target columns "
+            f"{list(target_columns)}{named}")
+
+
 def _check_aux(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> None:
     for aux in cfg.aux_targets:
         values = frame[aux.column].dropna()
@@ -423,6 +438,11 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
             f"submission (e.g. {only_sample})"
         )
     classes = _classes(train, cfg, train_path)
+    # checked before any fold trains, not when the submission is written at the end
+    problem = sample_columns_problem([c for c in sample.columns if c != cfg.id_column],
+                                     cfg.task, cfg.target_columns, classes, sub_path)
+    if problem:
+        raise DataError(problem)
     for split, frame, path in (("train", train, train_path), ("test", test, test_path)):
         if cfg.image_column or cfg.image_path:
             frame[IMAGE_PATH] = _image_paths(frame, cfg, split, path)

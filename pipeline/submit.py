@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.artifacts import RunMeta, id_positions, load_predictions, write_csv
-from pipeline.competition import read_csv
+from pipeline.competition import read_csv, sample_columns_problem
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
 from pipeline.metrics import get_metric, hard_labels, top_classes
@@ -85,11 +85,8 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         else:
             out[columns] = p
     else:
-        classes = f" nor the classes {class_columns}" if class_columns else ""
-        raise DataError(
-            f"{sample_path}: columns {columns} match neither the target columns "
-            f"{list(meta.target_columns)}{classes}"
-        )
+        raise DataError(str(sample_columns_problem(columns, meta.task, meta.target_columns,
+                                                   meta.classes, sample_path)))
     return out
 
 

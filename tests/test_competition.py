@@ -442,3 +442,32 @@ def test_semicolon_latin1_files_are_read_with_sep_and_encoding(
     cfg["competition"]["encoding"] = "no-such-codec"
     cfg["name"] = "bad-encoding"
     expect_failure(cfg, tmp_path, capsys, "unknown encoding 'no-such-codec'")
+
+
+def test_ids_with_leading_zeros_reach_the_submission_as_written(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ids such as 000123 were read as the number 123 and written back as 123: a submission
+    whose ids a scorer comparing text finds none of. They are read as text in every file."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    folder = Path(cfg["competition"]["dir"])
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        edit_csv(folder / name, lambda f: f.assign(id=f["id"].str.replace("r", "00")))
+    sample_ids = (folder / "sample_submission.csv").read_text().splitlines()[1].split(",")[0]
+    assert sample_ids.startswith("00")
+    for _ in range(2):  # the second run reads the folds file and the finished folds back
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+        assert code == 0, err
+        lines = (Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv").read_text().splitlines()
+        expected = (folder / "sample_submission.csv").read_text().splitlines()
+        assert [r.split(",")[0] for r in lines] == [r.split(",")[0] for r in expected]
+
+
+def test_sample_submission_columns_are_checked_before_training(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sample whose columns are neither the targets nor the classes was refused by submit,
+    after every fold had trained; now at load, with nothing written."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    sample = Path(cfg["competition"]["dir"]) / "sample_submission.csv"
+    edit_csv(sample, lambda f: f.rename(columns={"target": "prediction"}))
+    expect_failure(cfg, tmp_path, capsys, str(sample), "['prediction']", "['target']",
+                   "nor the classes ['no', 'yes']")
