@@ -298,6 +298,14 @@ def _classes(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> list[An
                 f"Got {len(bad)} value(s) that are not numbers, e.g. {bad.iloc[0]!r} (line "
                 f"{_lines(bad.index[:1])[0]})."
             )
+        bound = METRICS.get(cfg.metric).lower_bound
+        if task == "regression" and bound is not None and values.min() < bound:
+            low = values[values < bound]
+            raise DataError(
+                f"{path}: target column {col!r} has {len(low)} value(s) below {bound:g}, "
+                f"which metric {cfg.metric!r} cannot score (minimum "
+                f"{_plain([values.min()])[0]!r}, line {_lines(low.index[:1])[0]})"
+            )
         if task == "multilabel" and not set(np.unique(values)) <= {0, 1}:
             raise DataError(
                 f"{path}: target column {col!r} must hold 0/1 for task 'multilabel'. "

@@ -36,6 +36,9 @@ class Metric:
     # the score depends only on the order of the predictions (ROC AUC, Spearman, MAP@k), so
     # blends that output an order rather than probabilities or values (rank averaging) fit it
     order_only: bool = False
+    # the lowest value the metric scores (RMSLE: 0): a lower target is refused at load, lower
+    # predictions are clipped to it, by the metric and in the submission alike
+    lower_bound: float | None = None
 
     def __call__(self, y: np.ndarray, p: np.ndarray) -> float:
         return float(self.fn(np.asarray(y), np.asarray(p)))
@@ -55,12 +58,12 @@ METRICS: Registry[Metric] = Registry("metric")
 
 def _register(
     name: str, greater_is_better: bool, tasks: tuple[str, ...], needs_labels: bool = False,
-    order_only: bool = False,
+    order_only: bool = False, lower_bound: float | None = None,
 ) -> Callable[[MetricFn], MetricFn]:
     def decorator(fn: MetricFn) -> MetricFn:
         doc = (fn.__doc__ or name).strip().splitlines()[0]
         METRICS.add(name, Metric(name, fn, greater_is_better, tasks, needs_labels,
-                                 order_only=order_only), doc)
+                                 order_only=order_only, lower_bound=lower_bound), doc)
         return fn
 
     return decorator
@@ -229,7 +232,7 @@ def mae(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean(np.abs(y - p)))
 
 
-@_register("rmsle", False, ("regression",))
+@_register("rmsle", False, ("regression",), lower_bound=0.0)
 def rmsle(y: np.ndarray, p: np.ndarray) -> float:
     """RMSE of log1p values; negative predictions are clipped to 0."""
     return float(np.sqrt(np.mean((np.log1p(np.clip(p, 0, None)) - np.log1p(y)) ** 2)))

@@ -70,7 +70,8 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
             out[c] = per_class[:, class_columns.index(c)]
     elif columns == list(meta.target_columns):
         if meta.task == "regression":
-            out[columns] = p
+            # what the metric scores: RMSLE clips predictions below 0, and its scorers refuse them
+            out[columns] = p if metric.lower_bound is None else np.maximum(p, metric.lower_bound)
         elif meta.task == "multiclass" and metric.top_k:
             # a ranking metric (MAP@k) scores the k best classes, space-separated, best first
             out[columns[0]] = [" ".join(str(meta.classes[int(j)]) for j in row)

@@ -279,6 +279,12 @@ WRONG_TARGETS: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
         "regression", _set_column("y", lambda n: [1.5] * (n - 1) + ["unknown"]),
         ("'y'", "1 value(s) that are not numbers, e.g. 'unknown'"),
     ),
+    "negative target under rmsle": (  # used to score nan, silently
+        "regression", lambda comp_dir, cfg: (
+            cfg["competition"].update(metric="rmsle"),
+            _set_column("y", lambda n: [2.0, 0.5, -3.0] * (n // 3))(comp_dir, cfg)),
+        ("'y'", "16 value(s) below 0", "metric 'rmsle' cannot score", "minimum -3.0", "line 4"),
+    ),
     "header only": (
         "binary", lambda comp_dir, cfg: edit_csv(comp_dir / "train.csv", lambda f: f.iloc[:0]),
         ("no rows under the header",),

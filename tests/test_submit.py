@@ -163,6 +163,13 @@ def test_multilabel_probabilities_and_labels(tmp_path: Path) -> None:
         np.testing.assert_allclose(sub[["a", "b"]].to_numpy(), _by_sample(expected))
 
 
+def test_rmsle_submission_clips_negative_predictions_as_the_metric_does(tmp_path: Path) -> None:
+    test = _test_frame({"target": np.array([-0.5, 2.0, -3.0, 0.0, 1.5])})
+    run = _run_folder(tmp_path, "regression", "rmsle", [], ["target"], test, _sample("target"))
+    sub = _submit(run, tmp_path)
+    np.testing.assert_allclose(sub["target"], _by_sample(np.array([0.0, 2.0, 0.0, 0.0, 1.5])))
+
+
 def test_integer_ids_kept(tmp_path: Path) -> None:
     ids = [30, 10, 20]
     test = pd.DataFrame({"id": [10, 20, 30], "target": [1.0, 2.0, 3.0]})
