@@ -447,10 +447,19 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
         )
     classes = _classes(train, cfg, train_path)
     # checked before any fold trains, not when the submission is written at the end
-    problem = sample_columns_problem([c for c in sample.columns if c != cfg.id_column],
-                                     cfg.task, cfg.target_columns, classes, sub_path)
+    columns = [c for c in sample.columns if c != cfg.id_column]
+    problem = sample_columns_problem(columns, cfg.task, cfg.target_columns, classes, sub_path)
     if problem:
         raise DataError(problem)
+    top_k = METRICS.get(cfg.metric).top_k
+    spaced = [c for c in classes if len(str(c).split()) != 1]
+    if top_k and columns == cfg.target_columns and spaced:
+        raise DataError(
+            f"{train_path}: metric {cfg.metric!r} is submitted as the {top_k} best labels "
+            f"separated by spaces, but {len(spaced)} label(s) of column "
+            f"{cfg.target_columns[0]!r} hold spaces (e.g. {_plain(spaced[:3])}): the "
+            "submission could not be read back"
+        )
     for split, frame, path in (("train", train, train_path), ("test", test, test_path)):
         if cfg.image_column or cfg.image_path:
             frame[IMAGE_PATH] = _image_paths(frame, cfg, split, path)

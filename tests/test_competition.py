@@ -285,6 +285,13 @@ WRONG_TARGETS: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
             _set_column("y", lambda n: [2.0, 0.5, -3.0] * (n // 3))(comp_dir, cfg)),
         ("'y'", "16 value(s) below 0", "metric 'rmsle' cannot score", "minimum -3.0", "line 4"),
     ),
+    "labels with spaces under map@3": (  # were written "big cat dog bird": unreadable
+        "multiclass", lambda comp_dir, cfg: (
+            cfg["competition"].update(metric="map@3"),
+            _set_column("target", lambda n: ["big cat", "dog", "sea bird"] * (n // 3))(
+                comp_dir, cfg)),
+        ("'map@3'", "2 label(s) of column 'target' hold spaces", "['big cat', 'sea bird']"),
+    ),
     "header only": (
         "binary", lambda comp_dir, cfg: edit_csv(comp_dir / "train.csv", lambda f: f.iloc[:0]),
         ("no rows under the header",),
