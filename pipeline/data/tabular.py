@@ -34,15 +34,20 @@ UNSEEN_WARN_SHARE = 0.05  # more unseen test categories than this is worth a war
 
 
 def numbers_as_floats(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every column as float64; text that is no number becomes NaN."""
+    """Every column as float64; text that is no number, and +-inf (``inf`` in a CSV, which
+    scikit-learn models refuse and a scaler turns into NaN), become NaN: missing values."""
     # Columns read as numbers need no parsing: a column-by-column to_numeric costs ~20 ms
     # per call on a 43,000 x 36 table, and every fold calls it several times. One array
     # copy, not astype: read_csv leaves each column a block of its own, which astype
     # converts one by one (10 ms more a call there)
     if all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
-        return pd.DataFrame(frame.to_numpy(dtype=np.float64, na_value=np.nan),
-                            index=frame.index, columns=frame.columns)
-    return frame.apply(pd.to_numeric, errors="coerce").astype(np.float64)
+        values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    infinite = np.isinf(values)
+    if infinite.any():  # (values may be a read-only view of the frame's block)
+        values = np.where(infinite, np.nan, values)
+    return pd.DataFrame(values, index=frame.index, columns=frame.columns)
 
 
 _numbers = numbers_as_floats  # folds' tabular.joblib written before the rename name it so

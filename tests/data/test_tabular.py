@@ -241,6 +241,23 @@ def test_numbers_parse_text_and_pass_numeric_columns_through() -> None:
     assert np.isnan(_numbers(mixed).iloc[1, 0])
 
 
+def test_infinite_numbers_are_missing_values() -> None:
+    # an 'inf' cell in a CSV crashed scikit-learn models and XGBoost ("Input X contains
+    # infinity") and became NaN after the network's scaler, for every row of the column
+    from pipeline.data.tabular import numbers_as_floats as _numbers
+
+    for frame in (pd.DataFrame({"a": [1.0, np.inf, -np.inf, 4.0], "b": [0.5, 1.0, 2.0, 3.0]}),
+                  pd.DataFrame({"a": ["1", "inf", "-inf", "4"], "b": [0.5, 1.0, 2.0, 3.0]})):
+        out = _numbers(frame)
+        assert out["a"].isna().tolist() == [False, True, True, False]
+        assert out["b"].tolist() == [0.5, 1.0, 2.0, 3.0]
+    train = pd.DataFrame({"a": [1.0, np.inf, 3.0, 5.0], "c": ["x", "y", "x", "y"]})
+    encoded = TabularEncoder(["a"], ["c"]).fit(train).transform(train)["num"]
+    assert np.isfinite(encoded).all() and encoded[:, 1].tolist() == [0, 1, 0, 0]  # flagged
+    codes = column_encoder(["a"], [], scale=False, impute=True, indicators=False)
+    assert codes.fit_transform(train[["a"]])[:, 0].tolist() == [1.0, 3.0, 3.0, 5.0]
+
+
 def _one_by_one(column: pd.Series) -> list:
     """The normalisation as it was written first: every cell through ``_category``."""
     from pipeline.data.encodings import _category
