@@ -132,10 +132,23 @@ class Competition:
 
     @property
     def feature_columns(self) -> list[str]:
-        """Tabular input columns: the configured ones, or every non-id, non-target column."""
+        """Tabular input columns: the configured ones, or every non-id, non-target column
+        of both files that holds a value in train."""
         if self.cfg.feature_columns is not None:
             return list(self.cfg.feature_columns)
-        return [c for c in self._candidate_features if c in self.test.columns]
+        empty = set(self.empty_columns)
+        return [c for c in self._candidate_features if c in self.test.columns and c not in empty]
+
+    @functools.cached_property
+    def empty_columns(self) -> list[str]:
+        """Would-be features without a single value in train: nothing to learn from, and
+        scikit-learn's histogram trees cannot bin them (left out unless listed in
+        'competition.feature_columns')."""
+        if self.cfg.feature_columns is not None:
+            return []
+        candidates = self._candidate_features
+        present = self.train[candidates].notna().any()
+        return [c for c in candidates if not present[c]]
 
     @property
     def train_only_columns(self) -> list[str]:

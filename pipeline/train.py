@@ -218,6 +218,9 @@ def _check_features(cfg: ExperimentConfig, comp: Competition) -> None:
     if missing:
         log.warning("%s: dropped train-only column(s) %s (not in the test file)", cfg.name,
                     missing)
+    if comp.empty_columns:
+        log.warning("%s: left out column(s) %s: empty in every train row", cfg.name,
+                    comp.empty_columns)
     log.info("%s: %d feature column(s): %d numeric %s, %d categorical %s", cfg.name,
              len(comp.feature_columns), len(comp.numeric_columns), comp.numeric_columns,
              len(comp.categorical_columns), comp.categorical_columns)

@@ -436,6 +436,24 @@ def test_train_only_columns_can_be_dropped_on_request(competition_factory, tmp_p
     assert "numeric ['x1']" in caplog.text and "categorical ['color']" in caplog.text
 
 
+def test_a_column_empty_in_every_train_row_is_left_out(competition_factory, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """HistGradientBoosting, which keeps NaN, crashed binning such a column (a traceback:
+    'window shape cannot be larger than input array shape'); no model can learn from it."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    cfg["model"]["encoders"] = [{"name": "sklearn:sklearn.ensemble.HistGradientBoostingClassifier",
+                                 "params": {"max_iter": 5}}]
+    folder = Path(cfg["competition"]["dir"])
+    edit_csv(folder / "train.csv", lambda f: f.assign(empty=np.nan))
+    edit_csv(folder / "test.csv", lambda f: f.assign(empty=1.0))
+    with caplog.at_level(logging.INFO):
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "left out column(s) ['empty']: empty in every train row" in caplog.text
+    assert "numeric ['x1', 'x2']" in caplog.text
+
+
 def test_semicolon_latin1_files_are_read_with_sep_and_encoding(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 15 item 9: competition files that are not comma-separated UTF-8 need
