@@ -108,6 +108,8 @@ def test_one_model_per_label_and_per_target(competition_factory, library: str) -
     frame = pd.read_csv(path)
     frame["y2"] = -2 * frame["y"] + 1  # a second target the same features predict
     frame.to_csv(path, index=False)
+    sample = path.parent / "sample_submission.csv"
+    pd.read_csv(sample).assign(y2=0.0).to_csv(sample, index=False)
     data["competition"]["target_columns"] = ["y", "y2"]
     data["name"] = "two-targets"
     cfg = build_config(data)
