@@ -130,6 +130,15 @@ def _timm() -> Any:
     return timm
 
 
+def _unloadable(cfg: EncoderConfig, weights: str, err: Exception) -> ConfigError:
+    """A weights file timm cannot load (another architecture's, not weights at all), in one
+    line: a state dict's mismatches are one line each, so the first two and a count."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+    return ConfigError(f"encoder {cfg.name!r}: weights file {weights} could not be loaded into "
+                       f"{cfg.target!r}: {' '.join(lines[:2])}{more}")
+
+
 class TimmEncoder(nn.Module):
     """Any timm model by name, without its classifier; weights only from a local file."""
 
@@ -148,10 +157,12 @@ class TimmEncoder(nn.Module):
             kwargs |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
         try:
             self.body = _timm().create_model(cfg.target, **kwargs)
-        except RuntimeError as err:
-            if "Unknown model" not in str(err):
+        except Exception as err:  # torch's, safetensors' and pickle's errors on a bad file
+            if isinstance(err, RuntimeError) and "Unknown model" in str(err):
+                raise ConfigError(f"encoder {cfg.name!r}: {err}") from None
+            if weights is None:
                 raise
-            raise ConfigError(f"encoder {cfg.name!r}: {err}") from None
+            raise _unloadable(cfg, weights, err) from None
         # the width of the pooled pre-logits: larger than num_features for models with a
         # conv head after pooling (MobileNetV3, GhostNet, HGNetV2)
         self.out_dim = int(getattr(self.body, "head_hidden_size", None)

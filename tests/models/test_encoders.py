@@ -149,6 +149,23 @@ def test_encoder_config_refusals(data: dict, message: str) -> None:
         EncoderConfig(**data)
 
 
+def test_weights_that_do_not_load_are_one_config_error_line(tmp_path: Path) -> None:
+    import timm
+    import torch
+
+    other = tmp_path / "resnet18.pth"  # another architecture's weights
+    torch.save(timm.create_model("resnet18").state_dict(), other)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not weights")
+    pickled = tmp_path / "garbage.pth"
+    pickled.write_bytes(b"not weights")
+    for path in (other, garbage, pickled):
+        with pytest.raises(ConfigError, match=r"weights file .* could not be loaded into "
+                                              r"'test_resnet'") as err:
+            build_encoder(EncoderConfig(name="timm:test_resnet", pretrained=str(path)), None)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
 def test_encoder_config_parts() -> None:
     cfg = EncoderConfig(name="hf:/models/bert-base")
     assert (cfg.kind, cfg.target) == ("hf", "/models/bert-base")
