@@ -391,6 +391,11 @@ def _image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,
     """Each row's image path relative to the competition folder."""
     if cfg.image_column:
         _require_columns(frame, [cfg.image_column], path, "image_column")
+        empty = frame[cfg.image_column].isna()
+        if empty.any():
+            raise DataError(f"{path}: column {cfg.image_column!r} ('competition.image_column') "
+                            f"has {int(empty.sum())} empty value(s) (lines "
+                            f"{_lines(frame.index[empty][:3])})")
         return frame[cfg.image_column].astype(str).tolist()
     assert cfg.image_path is not None
     try:

@@ -206,6 +206,16 @@ def test_missing_image_file(competition_factory, tmp_path: Path,
                    "images/gone.png")
 
 
+def test_empty_image_path(competition_factory, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    # an empty cell was a float NaN joined to the folder: a TypeError traceback
+    cfg = competition_factory("image", "binary")
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    edit_csv(test, lambda f: f.assign(image=f["image"].mask(f.index.isin([2, 4]))))
+    expect_failure(cfg, tmp_path, capsys, str(test), "column 'image'", "2 empty value(s)",
+                   "lines [4, 6]")
+
+
 # --- ids -------------------------------------------------------------------------------------
 
 
