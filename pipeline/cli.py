@@ -180,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import submit, train
     from pipeline.competition import load_competition
     from pipeline.engine.distributed import is_main
-    from pipeline.runs import read_scores
+    from pipeline.runs import last_epoch_note, read_scores
 
     cfg = _load(args)
     comp = load_competition(cfg.competition)
@@ -191,8 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
     last = read_scores(cfg.run_dir)["scores"].get("oof_last_epoch")
     if last is not None and cfg.train.predicting_epoch == "best":
-        print(f"{cfg.name}: CV of the last epochs = {last:.5f} (the best-epoch CV above was "
-              "chosen on the same rows: optimistic)")
+        print(f"{cfg.name}: CV of the last epochs = {last:.5f} ({last_epoch_note(cfg)})")
     print(f"submission: {path}")
     return 0
 

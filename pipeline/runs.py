@@ -327,10 +327,19 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
              metric.name, overall, float(np.mean(per_fold)), float(np.std(per_fold)),
              len(cfg.train.seeds), cfg.folds.n_splits, run_dir)
     if last is not None and cfg.train.predicting_epoch == "best":
-        log.info("%s: OOF %s of the last epochs %.5f; the best epochs' score above was chosen "
-                 "on the same rows, so it is the optimistic one", cfg.name, metric.name,
-                 scores["oof_last_epoch"])
+        log.info("%s: OOF %s of the last epochs %.5f; %s", cfg.name, metric.name,
+                 scores["oof_last_epoch"], last_epoch_note(cfg))
     return overall
+
+
+def last_epoch_note(cfg: ExperimentConfig) -> str:
+    """What the last epochs' OOF score says beside the run's. It is the last validation's,
+    without TTA: beside a TTA score it does not measure the best epoch's selection bias
+    alone (a TTA that hurts made a lower best-epoch score look 'optimistic')."""
+    if cfg.predict.tta:
+        return ("without TTA, which the score above has: the two differ by TTA as well as "
+                "by the epoch chosen")
+    return "the best epochs' score above was chosen on the same rows, so it is the optimistic one"
 
 
 def _last_epoch_oof(cfg: ExperimentConfig, comp: Competition,

@@ -28,6 +28,7 @@ from pipeline.runs import (
     fold_label,
     fold_score,
     gather,
+    last_epoch_note,
     load_folds,
     next_version,
     prediction_hash,
@@ -345,3 +346,13 @@ def test_the_config_diff_leaves_out_where_a_run_was_trained() -> None:
     old = {"executor": {"name": "ray", "address": "head:6379"}, "train": {"epochs": 3}}
     new = {"executor": {"name": "local"}, "train": {"epochs": 4}}
     assert config_diff(old, new) == ["train.epochs: 3 -> 4"]
+
+
+def test_last_epoch_note_says_when_tta_separates_the_two_scores(competition_factory) -> None:
+    # the last epochs' OOF is the last validation's, without TTA: beside a TTA'd run score
+    # a lower best-epoch score was called 'the optimistic one'
+    data = competition_factory("image", "binary")
+    assert "optimistic" in last_epoch_note(build_config(data))
+    data["predict"] = {"tta": ["hflip"]}
+    note = last_epoch_note(build_config(data))
+    assert "without TTA" in note and "optimistic" not in note
