@@ -99,6 +99,9 @@ def _grouped(factory: Any, **changes: Any) -> Any:
     for key, value in changes.items():
         section, field = key.split("__")
         data[section][field] = value
+    sample = root / "sample_submission.csv"  # the submission of the chosen target
+    pd.read_csv(sample)[["id"]].assign(
+        **dict.fromkeys(data["competition"]["target_columns"], 0)).to_csv(sample, index=False)
     return build_config(data)
 
 
