@@ -21,6 +21,7 @@ from pipeline.artifacts import RunMeta
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS
 from pipeline.schema import Section
+from pipeline.targets import check_sample_columns, file_lines, plain, target_classes
 
 Task = Literal["binary", "multiclass", "multilabel", "regression"]
 Modality = Literal["image", "text", "tabular"]
@@ -278,86 +279,8 @@ def _check_ids(frame: pd.DataFrame, id_column: str, path: Path) -> None:
     if len(dup):
         raise DataError(
             f"{path}: column {id_column!r} has {len(dup)} duplicate id(s), "
-            f"e.g. {_plain(dup.iloc[:3].tolist())} (lines {_lines(dup.index[:3])})"
+            f"e.g. {plain(dup.iloc[:3].tolist())} (lines {file_lines(dup.index[:3])})"
         )
-
-
-def _lines(index: pd.Index) -> list[int]:
-    """File line numbers of frame rows (the header is line 1, the first row line 2)."""
-    return [int(i) + 2 for i in index]
-
-
-def _plain(values: list[Any]) -> list[Any]:
-    """NumPy scalars as Python ones, so messages show 3, not np.int64(3)."""
-    return [v.item() if isinstance(v, np.generic) else v for v in values]
-
-
-def _classes(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> list[Any]:
-    task = cfg.task
-    if frame.empty:
-        raise DataError(f"{path}: no rows under the header")
-    for col in cfg.target_columns:
-        values = frame[col]
-        n_nan = int(values.isna().sum())
-        if n_nan:
-            lines = _lines(values.index[values.isna()][:3])
-            raise DataError(f"{path}: target column {col!r} has {n_nan} NaN value(s) (lines "
-                            f"{lines})")
-        numeric = pd.api.types.is_numeric_dtype(values)
-        if task == "regression" and not numeric:
-            bad = values[pd.to_numeric(values, errors="coerce").isna()]
-            raise DataError(
-                f"{path}: target column {col!r} must be numeric for task 'regression'. "
-                f"Got {len(bad)} value(s) that are not numbers, e.g. {bad.iloc[0]!r} (line "
-                f"{_lines(bad.index[:1])[0]})."
-            )
-        bound = METRICS.get(cfg.metric).lower_bound
-        if task == "regression" and bound is not None and values.min() < bound:
-            low = values[values < bound]
-            raise DataError(
-                f"{path}: target column {col!r} has {len(low)} value(s) below {bound:g}, "
-                f"which metric {cfg.metric!r} cannot score (minimum "
-                f"{_plain([values.min()])[0]!r}, line {_lines(low.index[:1])[0]})"
-            )
-        if task == "multilabel" and not set(np.unique(values)) <= {0, 1}:
-            raise DataError(
-                f"{path}: target column {col!r} must hold 0/1 for task 'multilabel'. "
-                f"Got values {sorted(map(str, np.unique(values)))[:5]}."
-            )
-    if task not in ("binary", "multiclass"):
-        return []
-    col = cfg.target_columns[0]
-    values = frame[col]
-    classes = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
-    if pd.api.types.is_float_dtype(values) and not np.all(np.mod(values, 1) == 0):
-        raise DataError(
-            f"{path}: target column {col!r} holds non-integer floats, which is a regression "
-            f"target, not {task!r} labels (e.g. {values.iloc[0]!r})"
-        )
-    if task == "binary" and len(classes) != 2:
-        raise DataError(
-            f"{path}: target column {col!r} must hold exactly 2 classes for task 'binary'. "
-            f"Got {len(classes)}: {_plain(classes[:10])}."
-        )
-    if task == "multiclass" and len(classes) < 2:
-        raise DataError(f"{path}: target column {col!r} holds a single class "
-                        f"{_plain(classes)}")
-    return [c.item() if isinstance(c, np.generic) else c for c in classes]
-
-
-def sample_columns_problem(columns: list[str], task: str, target_columns: list[str],
-                           classes: list[Any], path: Path) -> str | None:
-    """Why a sample submission with these prediction columns (its id left out) cannot be
-    filled: they must be the target columns, or one column per class of a binary or
-    multiclass task (:func:`pipeline.submit.format_submission`). None when they fit."""
-    class_columns = [str(c) for c in classes]
-    if columns == list(target_columns) or (
-        task in ("binary", "multiclass") and sorted(columns) == sorted(class_columns)
-    ):
-        return None
-    named = f" nor the classes {class_columns}" if class_columns else ""
-    return (f"{path}: columns {columns} match neither the target columns "
-            f"{list(target_columns)}{named}")
 
 
 def _check_aux(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> None:
@@ -463,21 +386,10 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
             f"test (e.g. {only_test}), {len(sample_ids - test_ids)} only in the sample "
             f"submission (e.g. {only_sample})"
         )
-    classes = _classes(train, cfg, train_path)
+    classes = target_classes(train, cfg.task, cfg.metric, cfg.target_columns, train_path)
     # checked before any fold trains, not when the submission is written at the end
-    columns = [c for c in sample.columns if c != cfg.id_column]
-    problem = sample_columns_problem(columns, cfg.task, cfg.target_columns, classes, sub_path)
-    if problem:
-        raise DataError(problem)
-    top_k = METRICS.get(cfg.metric).top_k
-    spaced = [c for c in classes if len(str(c).split()) != 1]
-    if top_k and columns == cfg.target_columns and spaced:
-        raise DataError(
-            f"{train_path}: metric {cfg.metric!r} is submitted as the {top_k} best labels "
-            f"separated by spaces, but {len(spaced)} label(s) of column "
-            f"{cfg.target_columns[0]!r} hold spaces (e.g. {_plain(spaced[:3])}): the "
-            "submission could not be read back"
-        )
+    check_sample_columns([c for c in sample.columns if c != cfg.id_column], cfg.task,
+                         cfg.metric, cfg.target_columns, classes, sub_path, train_path)
     for split, frame, path in (("train", train, train_path), ("test", test, test_path)):
         if cfg.image_column or cfg.image_path:
             frame[IMAGE_PATH] = _image_paths(frame, cfg, split, path)

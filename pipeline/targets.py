@@ -1,0 +1,111 @@
+"""Checks of a competition's train targets and of its sample submission's layout, with
+errors that name the file, column and line (:func:`pipeline.competition.load_competition`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import DataError
+from pipeline.metrics import METRICS
+
+
+def file_lines(index: pd.Index) -> list[int]:
+    """File line numbers of frame rows (the header is line 1, the first row line 2)."""
+    return [int(i) + 2 for i in index]
+
+
+def plain(values: list[Any]) -> list[Any]:
+    """NumPy scalars as Python ones, so messages show 3, not np.int64(3)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: list[str],
+                   path: Path) -> list[Any]:
+    """Check the train file's target columns for ``task`` (and ``metric``'s domain); return
+    the classes of a binary or multiclass target, sorted (binary: [negative, positive])."""
+    if frame.empty:
+        raise DataError(f"{path}: no rows under the header")
+    for col in target_columns:
+        values = frame[col]
+        n_nan = int(values.isna().sum())
+        if n_nan:
+            lines = file_lines(values.index[values.isna()][:3])
+            raise DataError(f"{path}: target column {col!r} has {n_nan} NaN value(s) (lines "
+                            f"{lines})")
+        numeric = pd.api.types.is_numeric_dtype(values)
+        if task == "regression" and not numeric:
+            bad = values[pd.to_numeric(values, errors="coerce").isna()]
+            raise DataError(
+                f"{path}: target column {col!r} must be numeric for task 'regression'. "
+                f"Got {len(bad)} value(s) that are not numbers, e.g. {bad.iloc[0]!r} (line "
+                f"{file_lines(bad.index[:1])[0]})."
+            )
+        bound = METRICS.get(metric).lower_bound
+        if task == "regression" and bound is not None and values.min() < bound:
+            low = values[values < bound]
+            raise DataError(
+                f"{path}: target column {col!r} has {len(low)} value(s) below {bound:g}, "
+                f"which metric {metric!r} cannot score (minimum "
+                f"{plain([values.min()])[0]!r}, line {file_lines(low.index[:1])[0]})"
+            )
+        if task == "multilabel" and not set(np.unique(values)) <= {0, 1}:
+            raise DataError(
+                f"{path}: target column {col!r} must hold 0/1 for task 'multilabel'. "
+                f"Got values {sorted(map(str, np.unique(values)))[:5]}."
+            )
+    if task not in ("binary", "multiclass"):
+        return []
+    col = target_columns[0]
+    values = frame[col]
+    classes = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
+    if pd.api.types.is_float_dtype(values) and not np.all(np.mod(values, 1) == 0):
+        raise DataError(
+            f"{path}: target column {col!r} holds non-integer floats, which is a regression "
+            f"target, not {task!r} labels (e.g. {values.iloc[0]!r})"
+        )
+    if task == "binary" and len(classes) != 2:
+        raise DataError(
+            f"{path}: target column {col!r} must hold exactly 2 classes for task 'binary'. "
+            f"Got {len(classes)}: {plain(classes[:10])}."
+        )
+    if task == "multiclass" and len(classes) < 2:
+        raise DataError(f"{path}: target column {col!r} holds a single class "
+                        f"{plain(classes)}")
+    return [c.item() if isinstance(c, np.generic) else c for c in classes]
+
+
+def sample_columns_problem(columns: list[str], task: str, target_columns: list[str],
+                           classes: list[Any], path: Path) -> str | None:
+    """Why a sample submission with these prediction columns (its id left out) cannot be
+    filled: they must be the target columns, or one column per class of a binary or
+    multiclass task (:func:`pipeline.submit.format_submission`). None when they fit."""
+    class_columns = [str(c) for c in classes]
+    if columns == list(target_columns) or (
+        task in ("binary", "multiclass") and sorted(columns) == sorted(class_columns)
+    ):
+        return None
+    named = f" nor the classes {class_columns}" if class_columns else ""
+    return (f"{path}: columns {columns} match neither the target columns "
+            f"{list(target_columns)}{named}")
+
+
+def check_sample_columns(columns: list[str], task: str, metric: str, target_columns: list[str],
+                         classes: list[Any], path: Path, train_path: Path) -> None:
+    """Refuse a sample submission (its prediction ``columns``) the submit stage cannot fill,
+    or could fill only with text no scorer reads back (MAP@k labels holding spaces)."""
+    problem = sample_columns_problem(columns, task, target_columns, classes, path)
+    if problem:
+        raise DataError(problem)
+    top_k = METRICS.get(metric).top_k
+    spaced = [c for c in classes if len(str(c).split()) != 1]
+    if top_k and columns == list(target_columns) and spaced:
+        raise DataError(
+            f"{train_path}: metric {metric!r} is submitted as the {top_k} best labels "
+            f"separated by spaces, but {len(spaced)} label(s) of column "
+            f"{target_columns[0]!r} hold spaces (e.g. {plain(spaced[:3])}): the "
+            "submission could not be read back"
+        )
