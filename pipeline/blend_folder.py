@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import load_predictions, read_json, write_json
-from pipeline.competition import read_csv
+from pipeline.competition_files import read_csv
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.submit import format_submission
 

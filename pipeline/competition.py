@@ -18,6 +18,7 @@ import torch
 from pydantic import Field, model_validator
 
 from pipeline.artifacts import RunMeta
+from pipeline.competition_files import class_labels, read_csv
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS
 from pipeline.schema import Section
@@ -231,37 +232,6 @@ def prediction_columns(task: str, target_columns: list[str], classes: list[Any])
     return list(target_columns)
 
 
-def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
-             id_column: str | None = None) -> pd.DataFrame:
-    """Read a competition CSV, with one-line errors naming the file. ``id_column`` is read as
-    text, and as integers only when every id is one written plainly: ids such as '00120'
-    stay as written (as numbers they named no image file and lost their zeros in the
-    submission)."""
-    if not path.is_file():
-        raise DataError(f"{what} file {path} not found")
-    try:
-        frame = pd.read_csv(path, sep=sep, encoding=encoding,
-                            dtype={id_column: str} if id_column else None)
-        if id_column in frame.columns:
-            frame[id_column] = _plain_integers(frame[id_column])
-        return frame
-    except LookupError:
-        raise DataError(f"{path}: unknown encoding {encoding!r} "
-                        "('competition.encoding')") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{what} file {path} could not be read as CSV: {err}") from None
-
-
-def _plain_integers(ids: pd.Series) -> pd.Series:
-    """``ids`` (text) as int64 when each is an integer written plainly ('12', '-3'), else as
-    they are."""
-    try:
-        numbers = ids.astype(np.int64)
-    except (ValueError, TypeError, OverflowError):  # text, or a missing id (refused later)
-        return ids
-    return numbers if (numbers.astype(str) == ids).all() else ids
-
-
 def _require_columns(frame: pd.DataFrame, columns: list[str], path: Path, key: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -318,7 +288,7 @@ def _image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,
         if empty.any():
             raise DataError(f"{path}: column {cfg.image_column!r} ('competition.image_column') "
                             f"has {int(empty.sum())} empty value(s) (lines "
-                            f"{_lines(frame.index[empty][:3])})")
+                            f"{file_lines(frame.index[empty][:3])})")
         return frame[cfg.image_column].astype(str).tolist()
     assert cfg.image_path is not None
     try:
@@ -365,7 +335,7 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     test_path = root / cfg.test_file
     sub_path = root / cfg.sample_submission_file
     csv = {"sep": cfg.sep, "encoding": cfg.encoding, "id_column": cfg.id_column}
-    train = read_csv(train_path, "train", **csv)
+    train = read_csv(train_path, "train", **csv, labels=class_labels(cfg.task, cfg.target_columns))
     test = read_csv(test_path, "test", **csv)
     sample = read_csv(sub_path, "sample submission", **csv)
     for frame, path in ((train, train_path), (test, test_path), (sample, sub_path)):
@@ -402,6 +372,7 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
 def targets_for_meta(meta: RunMeta) -> np.ndarray:
     """Encoded targets of a run's OOF rows (train.csv order), read from its competition."""
     path = Path(meta.competition_dir) / meta.train_file
-    train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column)
+    train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column,
+                     class_labels(meta.task, meta.target_columns))
     _require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
     return encode_targets(train, meta.task, meta.target_columns, meta.classes)

@@ -37,8 +37,8 @@ from pipeline.competition import (
     Competition,
     CompetitionConfig,
     load_competition,
-    read_csv,
 )
+from pipeline.competition_files import read_csv
 from pipeline.config import apply_overrides, format_validation_error, read_yaml_mapping
 from pipeline.errors import ConfigError, DataError, MissingArtifactError
 from pipeline.pretrain import OBJECTIVES, PretrainData

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.artifacts import RunMeta, id_positions, load_predictions, write_csv
-from pipeline.competition import read_csv
+from pipeline.competition_files import read_csv
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
 from pipeline.metrics import get_metric, hard_labels, top_classes

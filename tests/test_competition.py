@@ -503,6 +503,23 @@ def test_ids_with_leading_zeros_reach_the_submission_as_written(
         assert [r.split(",")[0] for r in lines] == [r.split(",")[0] for r in expected]
 
 
+def test_class_labels_with_leading_zeros_reach_the_submission_as_written(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Class labels such as '01' were read as the number 1, and a submission of labels wrote
+    1: a class no scorer knows. They are read as text, as integers only when plain."""
+    cfg = cli_config(competition_factory, "tabular", "multiclass")
+    folder = Path(cfg["competition"]["dir"])
+    edit_csv(folder / "train.csv", lambda f: f.assign(target=f["target"].map("{:02d}".format)))
+    edit_csv(folder / "sample_submission.csv", lambda f: f.assign(target="00"))
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    submission = Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv"
+    written = set(pd.read_csv(submission, dtype=str)["target"])
+    assert written and written <= {"00", "01", "02"}, written
+    comp = load_competition(build_config(cfg).competition)
+    assert comp.classes == ["00", "01", "02"]
+
+
 def test_sample_submission_columns_are_checked_before_training(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A sample whose columns are neither the targets nor the classes was refused by submit,

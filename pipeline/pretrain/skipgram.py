@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from pipeline.artifacts import atomic_path, write_parquet
-from pipeline.competition import read_csv
+from pipeline.competition_files import read_csv
 from pipeline.data.encodings import normalise_categories
 from pipeline.data.tabular import TabularEncoder
 from pipeline.errors import ConfigError, DataError

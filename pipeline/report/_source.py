@@ -84,10 +84,12 @@ def load_source(folder: Path, slug: str) -> Source:
 
 def _targets(meta: RunMeta, oof: pd.DataFrame) -> np.ndarray:
     """Encoded targets of the OOF rows, matched by id in the competition's train file."""
-    from pipeline.competition import encode_targets, read_csv
+    from pipeline.competition import encode_targets
+    from pipeline.competition_files import class_labels, read_csv
 
     path = Path(meta.competition_dir) / meta.train_file
-    train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column)
+    train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column,
+                     class_labels(meta.task, meta.target_columns))
     ids = train[meta.id_column].astype(str)
     rows = ids.reset_index(drop=True).reset_index().set_index(meta.id_column)["index"]
     wanted = oof[meta.id_column].astype(str)

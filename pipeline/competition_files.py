@@ -1,0 +1,70 @@
+"""Reading a competition's CSV files: one-line errors naming the file, and the id and class
+label columns read as written (text), so '00120' stays '00120' from train.csv to the
+submission."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import DataError
+
+
+def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
+             id_column: str | None = None, labels: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a competition CSV, with one-line errors naming the file. ``id_column`` and the
+    class ``labels`` columns are read as text, and as integers only when every value is one
+    written plainly: ids and labels such as '00120' stay as written (as numbers they named
+    no image file and lost their zeros in the submission)."""
+    if not path.is_file():
+        raise DataError(f"{what} file {path} not found")
+    as_written = [c for c in (id_column, *labels) if c]
+    try:
+        frame = pd.read_csv(path, sep=sep, encoding=encoding,
+                            dtype=dict.fromkeys(as_written, str) or None)
+        if id_column in frame.columns:
+            frame[id_column] = _plain_integers(frame[id_column])
+        for column in labels:
+            if column in frame.columns:
+                frame[column] = _labels(frame[column])
+        return frame
+    except LookupError:
+        raise DataError(f"{path}: unknown encoding {encoding!r} "
+                        "('competition.encoding')") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{what} file {path} could not be read as CSV: {err}") from None
+
+
+def class_labels(task: str, target_columns: Sequence[str]) -> list[str]:
+    """The target columns that hold class labels, read as written (:func:`read_csv`): a
+    binary or multiclass task's (a multilabel task's hold 0/1, a regression's numbers)."""
+    return list(target_columns) if task in ("binary", "multiclass") else []
+
+
+def _labels(values: pd.Series) -> pd.Series:
+    """Class labels read as text: kept as text when one is an integer written with leading
+    zeros ('01'), else typed as pandas would have read them (integers, floats, booleans)."""
+    numbers = _plain_integers(values)
+    if numbers is not values or values.str.fullmatch(r"[+-]?0\d+").any():
+        return numbers
+    booleans = {"True": True, "TRUE": True, "true": True,
+                "False": False, "FALSE": False, "false": False}
+    if values.isin(list(booleans)).all():
+        return values.map(booleans).astype(bool)
+    try:
+        return pd.to_numeric(values)  # floats (refused for classes later, with a reason)
+    except (ValueError, TypeError):
+        return values
+
+
+def _plain_integers(values: pd.Series) -> pd.Series:
+    """``values`` (text) as int64 when each is an integer written plainly ('12', '-3'), else
+    as they are."""
+    try:
+        numbers = values.astype(np.int64)
+    except (ValueError, TypeError, OverflowError):  # text, or a missing value (refused later)
+        return values
+    return numbers if (numbers.astype(str) == values).all() else values
