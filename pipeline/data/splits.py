@@ -4,6 +4,8 @@ and the checks of a folds file against the competition."""
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from pipeline.competition import Competition
 from pipeline.errors import DataError
 from pipeline.registry import Registry
 from pipeline.schema import Section
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,14 +112,22 @@ def _class_labels(comp: Competition) -> pd.Series:
 
 
 def _check_class_counts(labels: pd.Series, n_splits: int, column: str, path: Path) -> None:
+    """A class with fewer rows than folds is left out of some folds' validation rows: said,
+    not refused (the fold scores and the OOF score cope; a rare class is common in an unseen
+    competition). Refused only when no class fills every fold, which no stratified split
+    can make."""
     counts = labels.value_counts(sort=False).sort_index()
     small = [(v, c) for v, c in counts.items() if c < n_splits]
-    if small:
-        shown = ", ".join(f"{v!r} ({c} rows)" for v, c in small[:5])
+    if not small:
+        return
+    shown = ", ".join(f"{v!r} ({c} rows)" for v, c in small[:5])
+    if len(small) == len(counts):
         raise DataError(
-            f"{path}: column {column!r} has {len(small)} class(es) with fewer rows than "
+            f"{path}: every class of column {column!r} has fewer rows than "
             f"'folds.n_splits'={n_splits}: {shown}. Lower n_splits or use scheme 'kfold'."
         )
+    log.warning("%s: column %r has %d class(es) with fewer rows than 'folds.n_splits'=%d: %s; "
+                "some folds validate without them", path, column, len(small), n_splits, shown)
 
 
 def make_folds(comp: Competition, cfg: FoldsConfig) -> np.ndarray:
@@ -141,8 +153,10 @@ def make_folds(comp: Competition, cfg: FoldsConfig) -> np.ndarray:
     splitter = splitter_info.cls(n_splits=cfg.n_splits, shuffle=True, random_state=cfg.seed)
     folds = np.full(n, -1, dtype=np.int64)
     x = np.zeros((n, 1))
-    for k, (_, valid) in enumerate(splitter.split(x, strata, groups)):
-        folds[valid] = k
+    with warnings.catch_warnings():  # scikit-learn's warning of a rare class: said above
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        for k, (_, valid) in enumerate(splitter.split(x, strata, groups)):
+            folds[valid] = k
     assert (folds >= 0).all(), "splitter left rows without a fold"
     return folds
 
