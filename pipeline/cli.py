@@ -191,7 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
     last = read_scores(cfg.run_dir)["scores"].get("oof_last_epoch")
     if last is not None and cfg.train.predicting_epoch == "best":
-        print(f"{cfg.name}: CV of the last epochs = {last:.5f} ({last_epoch_note(cfg)})")
+        note = last_epoch_note(cfg, score, last)
+        print(f"{cfg.name}: CV of the last epochs = {last:.5f} ({note})")
     print(f"submission: {path}")
     return 0
 

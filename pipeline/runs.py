@@ -328,17 +328,19 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
              len(cfg.train.seeds), cfg.folds.n_splits, run_dir)
     if last is not None and cfg.train.predicting_epoch == "best":
         log.info("%s: OOF %s of the last epochs %.5f; %s", cfg.name, metric.name,
-                 scores["oof_last_epoch"], last_epoch_note(cfg))
+                 scores["oof_last_epoch"], last_epoch_note(cfg, overall, scores["oof_last_epoch"]))
     return overall
 
 
-def last_epoch_note(cfg: ExperimentConfig) -> str:
-    """What the last epochs' OOF score says beside the run's. It is the last validation's,
-    without TTA: beside a TTA score it does not measure the best epoch's selection bias
-    alone (a TTA that hurts made a lower best-epoch score look 'optimistic')."""
+def last_epoch_note(cfg: ExperimentConfig, best: float, last: float) -> str:
+    """What the last epochs' OOF score ``last`` says beside the run's ``best``. It is the
+    last validation's, without TTA: beside a TTA score it does not measure the best epoch's
+    selection bias alone (a TTA that hurts made a lower best-epoch score look 'optimistic')."""
     if cfg.predict.tta:
         return ("without TTA, which the score above has: the two differ by TTA as well as "
                 "by the epoch chosen")
+    if f"{best:.5f}" == f"{last:.5f}":
+        return "the same: the best epochs were the last ones"
     return "the best epochs' score above was chosen on the same rows, so it is the optimistic one"
 
 

@@ -352,7 +352,10 @@ def test_last_epoch_note_says_when_tta_separates_the_two_scores(competition_fact
     # the last epochs' OOF is the last validation's, without TTA: beside a TTA'd run score
     # a lower best-epoch score was called 'the optimistic one'
     data = competition_factory("image", "binary")
-    assert "optimistic" in last_epoch_note(build_config(data))
+    assert "optimistic" in last_epoch_note(build_config(data), 0.9, 0.8)
+    # the same score: the best epochs were the last, nothing was optimistic
+    note = last_epoch_note(build_config(data), 0.81234, 0.812341)
+    assert "optimistic" not in note and "the same" in note
     data["predict"] = {"tta": ["hflip"]}
-    note = last_epoch_note(build_config(data))
+    note = last_epoch_note(build_config(data), 0.9, 0.8)
     assert "without TTA" in note and "optimistic" not in note
