@@ -200,15 +200,29 @@ def test_refusals_are_one_line_before_any_work(tmp_path: Path) -> None:
         _run([])
 
 
-def test_a_fold_split_it_cannot_make_writes_nothing(tmp_path: Path) -> None:
+def test_a_fold_split_it_cannot_make_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _competition(tmp_path, shift=1.5)
+
+    def cannot(*_args: object) -> None:  # what make_folds says of a split it cannot make
+        raise DataError("train.csv: column 'target' has 3 groups, fewer than 'folds.n_splits'")
+
+    monkeypatch.setattr("pipeline.adversarial_validation.make_folds", cannot)
+    with pytest.raises(DataError, match=r"rows outside fold 0 make folds 1..2, and .*fewer"):
+        _run([str(config), "--valid-fold", "tl", "--weights", str(tmp_path / "w.csv")])
+    assert not (tmp_path / "w.csv").exists() and not (tmp_path / "folds").exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_rare_class_outside_fold_0_is_said_and_split(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = _competition(tmp_path, shift=1.5)
     train = pd.read_csv(tmp_path / "comp" / "train.csv")
     train["target"] = ["yes"] * 2 + ["no"] * (len(train) - 2)  # 1 'yes' row left for 2 folds
     train.to_csv(tmp_path / "comp" / "train.csv", index=False)
-    with pytest.raises(DataError, match=r"rows outside fold 0 make folds 1..2, and .*fewer rows"):
-        _run([str(config), "--valid-fold", "tl", "--weights", str(tmp_path / "w.csv")])
-    assert not (tmp_path / "w.csv").exists() and not (tmp_path / "folds").exists()
-    assert not (tmp_path / "runs").exists()
+    assert _run([str(config), "--valid-fold", "tl", "--weights", str(tmp_path / "w.csv")]) == 0
+    assert "fewer rows than 'folds.n_splits'=2" in caplog.text
+    assert pd.read_csv(tmp_path / "folds" / "tl.csv")["fold"].nunique() == 3
 
 
 def test_overwrite_replaces_and_separable_sets_warn(tmp_path: Path,
