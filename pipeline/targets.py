@@ -75,7 +75,7 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
     if task == "multiclass" and len(classes) < 2:
         raise DataError(f"{path}: target column {col!r} holds a single class "
                         f"{plain(classes)}")
-    return [c.item() if isinstance(c, np.generic) else c for c in classes]
+    return plain(classes)  # Python scalars: the classes go to JSON and messages
 
 
 def sample_columns_problem(columns: list[str], task: str, target_columns: list[str],
