@@ -478,7 +478,8 @@ def run_hand(variant: str, root: Path, quick: bool, work: Path) -> dict[str, Any
     wall, gpu = _child(cmd + (["--quick"] if quick else []), work / "hand.log")
     result = json.loads(out.read_text())
     return {"wall_s": wall, "score": result["score"], "gpu_util": gpu.mean,
-            "gpu_util_epochs": gpu.window_mean(tuple(result["window"]))}
+            "gpu_util_epochs": gpu.window_mean(tuple(result["window"])),
+            "epoch_s": result["epoch_s"], "fold_gaps_s": result["fold_gaps_s"]}
 
 
 def run_pipeline(variant: str, root: Path, quick: bool, work: Path,
@@ -495,7 +496,16 @@ def run_pipeline(variant: str, root: Path, quick: bool, work: Path,
     scores = json.loads((work / "runs" / config["name"] / "scores.json").read_text())
     return {"wall_s": wall, "score": scores["scores"]["oof"], "gpu_util": gpu.mean,
             "gpu_util_epochs": gpu.window_mean(log_window(work / "pipeline.log")),
-            "fold_change_s": fold_change(work / "pipeline.log")}
+            "fold_change_s": fold_change(work / "pipeline.log"),
+            "epoch_s": epoch_seconds(work / "runs" / config["name"])}
+
+
+def epoch_seconds(run: Path) -> float | None:
+    """Median seconds of the run's epochs (training and validating), from its folds'
+    metrics.json: the same span as the hand-written script's ``epoch_s``."""
+    seconds = [e["seconds"] for path in run.glob("seed*/fold*/metrics.json")
+               for e in json.loads(path.read_text())["epochs"] if "seconds" in e]
+    return statistics.median(seconds) if seconds else None
 
 
 def bench_variant(variant: str, root: Path, rounds: int, quick: bool,
@@ -518,8 +528,12 @@ def bench_variant(variant: str, root: Path, rounds: int, quick: bool,
             # each round's line carries all it measured: a run cut short keeps these lines
             util = "" if res["gpu_util"] is None else (
                 f"  GPU {res['gpu_util']:.0f}% (epochs {_fmt(res['gpu_util_epochs'], 0)}%)")
+            if res.get("epoch_s") is not None:  # an epoch's own time: the two steps compared
+                util += f"  epoch {res['epoch_s']:.3f} s"
             if res.get("fold_change_s") is not None:
                 util += f"  fold change {res['fold_change_s']:.2f} s"
+            if res.get("fold_gaps_s"):
+                util += "  fold gaps " + "/".join(f"{g:.2f}" for g in res["fold_gaps_s"]) + " s"
             print(f"  {variant} round {r + 1} {who:8s} {res['wall_s']:7.1f} s  "
                   f"score {res['score']:.4f}{util}", flush=True)
     summary: dict[str, Any] = {"variant": variant, "rounds": rounds}

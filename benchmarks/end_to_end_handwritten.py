@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -175,7 +176,9 @@ def main() -> None:
         splits = StratifiedKFold(s["folds"], shuffle=True, random_state=SEED).split(labels, labels)
     oof = torch.zeros((len(train),) if binary else (len(train), 10), device=DEV)
     test_pred = torch.zeros((len(test), *oof.shape[1:]), device=DEV)
-    losses, epoch_ends = [], []  # wall clock at each epoch's end: the benchmark's GPU window
+    # wall clock at each epoch's start and end: the benchmark's GPU window, the epochs' own
+    # seconds and the gaps between folds' epochs (model built, test rows predicted)
+    losses, epoch_starts, epoch_ends = [], [], []
     for fold, (tr, va) in enumerate(splits):
         torch.manual_seed(fold)
         model = build_model(args.variant, s, root, data[torch.from_numpy(tr).to(DEV)]
@@ -189,6 +192,7 @@ def main() -> None:
             opt, max_lr=s["lr"], total_steps=s["epochs"] * -(-len(tr) // s["batch_size"]),
             pct_start=0.3, cycle_momentum=False)
         for _ in range(s["epochs"]):
+            epoch_starts.append(time.time())
             model.train()
             total = torch.zeros((), device=DEV)  # summed on the device: no sync per step
             order = torch.from_numpy(tr)[torch.randperm(len(tr))]
@@ -214,6 +218,10 @@ def main() -> None:
     result = {"variant": args.variant, "metric": metric, "score": float(score),
               "wall_s": time.perf_counter() - start, "device": str(DEV),
               "window": [epoch_ends[0], epoch_ends[-1]],
+              "epoch_s": statistics.median(
+                  b - a for a, b in zip(epoch_starts, epoch_ends, strict=True)),
+              "fold_gaps_s": [epoch_starts[k] - epoch_ends[k - 1]
+                              for k in range(s["epochs"], len(epoch_starts), s["epochs"])],
               "epoch_loss_sums": torch.stack(losses).tolist()}
     if args.out:
         pred = test_pred.cpu().numpy()
