@@ -13,7 +13,9 @@ from pathlib import Path
 from pipeline.errors import PipelineError, error_line
 
 log = logging.getLogger("pipeline")
-_run_log: logging.Handler | None = None  # the current run's log.txt handler
+_run_log: logging.FileHandler | None = None  # the current run's log.txt handler
+_made_for_log: list[Path] = []  # the folders made to hold it, outermost first
+_log_is_new = False  # this command made the log file (an earlier one's is kept)
 _collector_paused = False  # console_main paused the cyclic collector for the imports
 
 
@@ -27,14 +29,37 @@ def _setup_logging(log_file: Path | None = None) -> None:
         for noisy in ("optuna", "httpx", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if log_file is not None:
-        global _run_log
+        global _run_log, _log_is_new
         if _run_log is not None:  # one run log at a time: main() may be called repeatedly
             root.removeHandler(_run_log)
             _run_log.close()
+        _made_for_log[:] = [d for d in reversed(log_file.parents) if not d.exists()]
+        _log_is_new = not log_file.exists()
         log_file.parent.mkdir(parents=True, exist_ok=True)
         _run_log = logging.FileHandler(log_file)
         _run_log.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
         root.addHandler(_run_log)
+
+
+def _close_refused_run_log(line: str) -> None:
+    """A refused command's end for its run's log: where this command made the log and the
+    run folder holds nothing else, the log goes and with it the folders made for it (a
+    refusal writes nothing); else the refusal is the log's last line."""
+    global _run_log
+    if _run_log is None:
+        return
+    path = Path(_run_log.baseFilename)
+    if not _log_is_new or any(p.is_file() and p != path for p in path.parent.rglob("*")):
+        _run_log.handle(logging.LogRecord("pipeline", logging.ERROR, "", 0, "error: %s",
+                                          (line,), None))
+        return
+    logging.getLogger().removeHandler(_run_log)
+    _run_log.close()
+    _run_log = None
+    path.unlink(missing_ok=True)
+    for folder in [path.parent, *reversed(_made_for_log)]:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _config_args(parser: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -352,7 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except PipelineError as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
+        line = error_line(err)
+        print(f"error: {line}", file=sys.stderr)
+        _close_refused_run_log(line)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -90,6 +90,36 @@ def test_cli_reports_config_errors_with_exit_2(competition_factory, tmp_path: Pa
     assert str(missing) in capsys.readouterr().err
 
 
+def test_a_refused_command_leaves_no_run_folder_and_a_run_keeps_its_log(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A refusal wrote an empty run folder holding an empty log.txt (the log is opened when
+    the config loads). Now the log and the folders made for it go with the refusal; a run
+    folder that holds a run, or a log of an earlier command, keeps it, the refusal its last
+    line."""
+    data = competition_factory("tabular", "binary")
+    data["output_dir"] = str(tmp_path / "fresh" / "runs")
+    path = _write_yaml(tmp_path / "exp.yaml", data)
+    missing = ["--set", f"competition.dir={tmp_path / 'nowhere'}"]
+    assert main(["train", str(path), *missing]) == 2
+    assert "not found" in _one_error_line(capsys)
+    assert not (tmp_path / "fresh").exists()  # nor the output folder it would have made
+
+    run_dir = tmp_path / "fresh" / "runs" / data["name"]
+    run_dir.mkdir(parents=True)
+    (run_dir / "log.txt").write_text("an earlier command\n")
+    assert main(["train", str(path), *missing]) == 2
+    assert "not found" in _one_error_line(capsys)  # the terminal's one line, as before
+    lines = (run_dir / "log.txt").read_text().splitlines()
+    assert lines[0] == "an earlier command" and "error: competition folder" in lines[-1]
+
+    (run_dir / "log.txt").unlink()
+    (run_dir / "config.yaml").write_text("a run's file\n")
+    assert main(["train", str(path), *missing]) == 2
+    assert "not found" in _one_error_line(capsys)  # the terminal's one line, as before
+    assert "error: competition folder" in (run_dir / "log.txt").read_text()
+    assert (run_dir / "config.yaml").read_text() == "a run's file\n"
+
+
 def test_pairs_writes_one_config_per_pair(competition_factory, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     data = competition_factory("image", "multiclass")
