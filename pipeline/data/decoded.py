@@ -1,9 +1,9 @@
 """Images decoded once per process: every fold, epoch and prediction of a run reads the same
 files, and decoding a PNG or JPEG costs more than training on it at small sizes.
 
-Decoded pixels (uint8, RGB, as stored) are kept until they would take more than
-``PIPELINE_DECODE_CACHE_GB`` (default: a quarter of the machine's memory); past that, images
-are decoded from disk each time they are read, and the log says so once.
+Decoded pixels (uint8, RGB, turned as their EXIF orientation says) are kept until they would
+take more than ``PIPELINE_DECODE_CACHE_GB`` (default: a quarter of the machine's memory); past
+that, images are decoded from disk each time they are read, and the log says so once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.errors import DataError
 
@@ -46,6 +46,10 @@ def decode_rgb(path: Path) -> np.ndarray:
         return pixels
     try:
         with Image.open(path) as img:
+            # as every viewer shows it: a phone photo stores its sensor's rows and an EXIF
+            # tag saying how to turn them (a test set shot another way round than the train
+            # set would be read on its side or upside down)
+            ImageOps.exif_transpose(img, in_place=True)
             pixels = _rgb(img)
     except OSError as err:  # not an image, truncated, or a format PIL cannot decode
         raise DataError(f"{path}: could not be read as an image ({err})") from None

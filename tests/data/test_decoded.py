@@ -45,3 +45,25 @@ def test_an_unreadable_image_is_a_data_error_naming_the_file(tmp_path):
     good.write_bytes(good.read_bytes()[:40])  # truncated: the header reads, the pixels do not
     with pytest.raises(DataError, match=r"good\.png"):
         decoded.decode_rgb(good)
+
+
+@pytest.mark.parametrize(("orientation", "turn"), [
+    (3, lambda a: np.rot90(a, 2)),  # upside down
+    (6, lambda a: np.rot90(a, -1)),  # the camera held on its side: turn 90 degrees clockwise
+    (8, lambda a: np.rot90(a, 1)),
+    (2, lambda a: a[:, ::-1]),  # mirrored (a front camera)
+])
+def test_a_photo_is_turned_as_its_exif_orientation_says(tmp_path, orientation, turn):
+    stored = np.arange(6 * 10 * 3, dtype=np.uint8).reshape(6, 10, 3)  # as the sensor wrote it
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orientation  # Orientation
+    path = tmp_path / "photo.png"  # lossless, so the pixels compare exactly
+    image.save(path, exif=exif)
+    np.testing.assert_array_equal(decoded.decode_rgb(path), turn(stored))
+
+
+def test_a_jpeg_without_orientation_is_read_as_stored(tmp_path):
+    path = tmp_path / "plain.jpg"
+    Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(path)
+    assert decoded.decode_rgb(path).shape == (6, 10, 3)
