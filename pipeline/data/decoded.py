@@ -62,11 +62,31 @@ def decode_rgb(path: Path) -> np.ndarray:
 def _rgb(img: Image.Image) -> np.ndarray:
     """``img`` as H x W x 3 uint8. Integer grayscale deeper than 8 bits (16-bit PNGs open as
     'I;16' or 'I') is scaled down from the 16-bit range: PIL's own conversion clips every
-    value above 255, which turns such an image white."""
+    value above 255, which turns such an image white. Float grayscale ('F') is scaled by
+    :func:`_float_gray`."""
     if img.mode == "I" or img.mode.startswith("I;16"):
         gray = ((np.asarray(img, dtype=np.int64) + 128) // 257).clip(0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        return np.repeat(_float_gray(np.asarray(img))[:, :, None], 3, axis=2)
     return np.asarray(img.convert("RGB"))
+
+
+def _float_gray(values: np.ndarray) -> np.ndarray:
+    """A float image (a 32-bit TIFF of measurements or of normalised pixels) as uint8. PIL's
+    conversion clips to [0, 255]: an image of values in [0, 1], the usual range of float
+    pixels, turned black. Values within [0, 1] are scaled by 255, values within [0, 255]
+    kept, any other range stretched from the image's own minimum to its maximum (nothing
+    else says what it spans); NaN and infinities are 0."""
+    finite = np.isfinite(values)
+    low, high = (values[finite].min(), values[finite].max()) if finite.any() else (0.0, 0.0)
+    values = values.astype(np.float64)
+    if low >= 0.0 and high <= 1.0:
+        values *= 255.0
+    elif low < 0.0 or high > 255.0:
+        values = (values - low) * (255.0 / ((high - low) or 1.0))  # a constant image: 0
+    values[~finite] = 0.0
+    return np.rint(values).clip(0, 255).astype(np.uint8)
 
 
 def decode_many(paths: Sequence[Path | str]) -> list[np.ndarray]:

@@ -67,3 +67,30 @@ def test_a_jpeg_without_orientation_is_read_as_stored(tmp_path):
     path = tmp_path / "plain.jpg"
     Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(path)
     assert decoded.decode_rgb(path).shape == (6, 10, 3)
+
+
+@pytest.mark.parametrize(("low", "high", "expected"), [
+    (0.0, 1.0, (0, 255)),  # normalised pixels: scaled by 255 (PIL's conversion: all black)
+    (0.0, 255.0, (0, 255)),  # 8-bit values stored as floats: kept
+    (-1.0, 1.0, (0, 255)),  # any other range: the image's own minimum to maximum
+    (0.0, 4000.0, (0, 255)),  # measurements (PIL's conversion: white above 255)
+])
+def test_a_float_tiff_is_scaled_to_8_bits_not_clipped(tmp_path, low, high, expected):
+    ramp = np.linspace(low, high, 64, dtype=np.float32).reshape(8, 8)
+    path = tmp_path / "float.tiff"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode == "F"
+    pixels = decoded.decode_rgb(path)
+    assert pixels.dtype == np.uint8 and pixels.shape == (8, 8, 3)
+    assert (pixels.min(), pixels.max()) == expected
+    assert (np.diff(pixels[..., 0].ravel().astype(int)) >= 0).all()  # the ramp's order kept
+    assert len(np.unique(pixels)) > 50  # its contrast too
+
+
+def test_a_float_tiff_reads_nan_as_zero(tmp_path):
+    values = np.full((4, 4), 0.5, np.float32)
+    values[0, 0], values[0, 1] = np.nan, np.inf
+    path = tmp_path / "nan.tiff"
+    Image.fromarray(values).save(path)
+    pixels = decoded.decode_rgb(path)[..., 0]
+    assert pixels[0, 0] == pixels[0, 1] == 0 and pixels[1, 1] == 128
