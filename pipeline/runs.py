@@ -252,6 +252,12 @@ def _replace_or_refuse(cfg: ExperimentConfig, overwrite: bool) -> None:
     )
 
 
+def holds_config(cfg: ExperimentConfig) -> bool:
+    """Whether the run folder was made by this training config (an earlier start of it)."""
+    meta = cfg.run_dir / "run.json"
+    return meta.is_file() and read_json(meta).get("config_hash") == cfg.train_hash()
+
+
 def next_version(cfg: ExperimentConfig) -> str:
     """The first name ``<name>-v2``, ``-v3``, ... whose run folder is free or holds this very
     config (so a rerun with --new-version resumes it instead of starting a v4)."""

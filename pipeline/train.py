@@ -17,6 +17,7 @@ from pipeline import pseudo as pseudo_stage
 from pipeline.artifacts import write_json
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
+from pipeline.data.decoded import check_images
 from pipeline.data.held_images import competition_images, holding_images
 from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
 from pipeline.engine.accelerator import build_accelerator
@@ -42,6 +43,7 @@ from pipeline.runs import (
     fold_lock,
     fold_score,
     gather,
+    holds_config,
     load_folds,
     predictions_current,
     prepare_run_dir,
@@ -140,6 +142,12 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
     if "tabular" in cfg.model.modalities:
         _check_features(cfg, comp)
         _warn_unseen_categories(cfg, comp)
+    if "image" in cfg.model.modalities and not holds_config(cfg):
+        # a first start: a corrupt image refused before the folds and the run folder are
+        # written (a rerun of this config finds its run folder made, and need not decode
+        # every image when every fold is done); decoded here once for the folds in this
+        # process, only opened when other processes train them
+        check_images(competition_images(comp), decode=cfg.executor.name == "local")
     folds = load_folds(cfg, comp)
     prepare_run_dir(cfg, comp, leaky, overwrite)
     if cfg.pseudo is not None:

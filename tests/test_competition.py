@@ -206,6 +206,23 @@ def test_missing_image_file(competition_factory, tmp_path: Path,
                    "images/gone.png")
 
 
+@pytest.mark.parametrize(("filename", "row", "damage"), [
+    ("test.csv", 3, lambda data: b"<html>404 not found</html>"),  # no image at all
+    ("train.csv", 5, lambda data: data[: len(data) // 2]),  # its pixels cut short
+])
+def test_unreadable_image_file_is_refused_before_anything_is_written(
+    competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str], filename: str,
+    row: int, damage: Callable[[bytes], bytes],
+) -> None:
+    # found at the first fold's read, after the folds file and the run folder were written
+    cfg = competition_factory("image", "binary")
+    comp_dir = Path(cfg["competition"]["dir"])
+    image = comp_dir / pd.read_csv(comp_dir / filename)["image"][row]
+    image.write_bytes(damage(image.read_bytes()))
+    expect_failure(cfg, tmp_path, capsys, str(image), "could not be read as an image")
+    assert not (Path(cfg["output_dir"]) / cfg["name"] / "config.yaml").exists()
+
+
 def test_empty_image_path(competition_factory, tmp_path: Path,
                           capsys: pytest.CaptureFixture[str]) -> None:
     # an empty cell was a float NaN joined to the folder: a TypeError traceback

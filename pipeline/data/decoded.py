@@ -52,11 +52,15 @@ def decode_rgb(path: Path) -> np.ndarray:
             ImageOps.exif_transpose(img, in_place=True)
             pixels = _rgb(img)
     except OSError as err:  # not an image, truncated, or a format PIL cannot decode
-        raise DataError(f"{path}: could not be read as an image ({err})") from None
+        raise _unreadable(path, err) from None
     pixels.setflags(write=False)  # shared by every reader: augmentations must copy
     with _lock:
         _keep(key, pixels)
     return pixels
+
+
+def _unreadable(path: Path, err: Exception) -> DataError:
+    return DataError(f"{path}: could not be read as an image ({err})")
 
 
 def _rgb(img: Image.Image) -> np.ndarray:
@@ -97,6 +101,33 @@ def decode_many(paths: Sequence[Path | str]) -> list[np.ndarray]:
         return [decode_rgb(Path(p)) for p in paths]
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         return list(pool.map(decode_rgb, map(Path, paths)))
+
+
+def check_images(paths: Sequence[Path | str], decode: bool = True) -> None:
+    """Refuse an unreadable image before a run writes anything (its folds file, its run
+    folder), not at its first fold's read. Each image is decoded into the cache while the
+    cache has room, where the run's first read then finds it (decoded once, as before); past
+    that, or with ``decode=False`` (the run reads its images in other processes), only its
+    header is read: a file that is no image at all is found here, one whose pixels are cut
+    short at its first read."""
+    todo = [Path(p) for p in dict.fromkeys(map(str, paths)) if p not in _cache]
+    if len(todo) <= 32:
+        for path in todo:
+            _check(path, decode)
+        return
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(_check, todo, [decode] * len(todo)))
+
+
+def _check(path: Path, decode: bool) -> None:
+    if decode and not _state["full"]:
+        decode_rgb(path)
+        return
+    try:
+        with Image.open(path):  # the header alone
+            pass
+    except OSError as err:
+        raise _unreadable(path, err) from None
 
 
 def _keep(key: str, pixels: np.ndarray) -> None:

@@ -94,3 +94,54 @@ def test_a_float_tiff_reads_nan_as_zero(tmp_path):
     Image.fromarray(values).save(path)
     pixels = decoded.decode_rgb(path)[..., 0]
     assert pixels[0, 0] == pixels[0, 1] == 0 and pixels[1, 1] == 128
+
+
+def _images(folder, n: int) -> list:
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"{i}.png")
+        pixels = np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        pixels[0, 0] = i
+        Image.fromarray(pixels).save(paths[-1])
+    return paths
+
+
+def _cut(path) -> None:
+    """Cut ``path``'s pixel data short: its header still reads."""
+    path.write_bytes(path.read_bytes()[:400])
+    with Image.open(path) as img:
+        assert img.size == (16, 16)
+
+
+@pytest.mark.parametrize("n", [3, 40])  # one by one, and by the pool
+def test_checked_images_are_decoded_once_for_the_run(tmp_path, monkeypatch, n):
+    paths = _images(tmp_path, n)
+    opened = []
+    real_open = decoded.Image.open
+    monkeypatch.setattr(decoded.Image, "open", lambda p: opened.append(p) or real_open(p))
+    decoded.check_images(paths + paths[:2])
+    assert sorted(map(str, opened)) == sorted(map(str, paths))  # each once
+    pixels = decoded.decode_many(paths)  # the run's first read: from the cache
+    assert len(opened) == n and [int(p[0, 0, 0]) for p in pixels] == list(range(n))
+
+
+def test_checking_images_finds_the_unreadable_one(tmp_path):
+    paths = _images(tmp_path, 40)
+    _cut(paths[17])
+    with pytest.raises(DataError, match=r"17\.png: could not be read as an image") as err:
+        decoded.check_images(paths)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_checking_without_decoding_opens_headers_only(tmp_path, monkeypatch, full):
+    # the images read by other processes (decode=False), or more than the cache holds
+    if full:
+        monkeypatch.setenv("PIPELINE_DECODE_CACHE_GB", "0")
+    paths = _images(tmp_path, 3)
+    _cut(paths[1])  # found at its first read instead
+    decoded.check_images(paths, decode=full)
+    assert decoded._state["bytes"] == 0  # nothing decoded was kept
+    paths[2].write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"2\.png: could not be read as an image"):
+        decoded.check_images(paths, decode=full)
