@@ -51,12 +51,18 @@ def decode_rgb(path: Path) -> np.ndarray:
             # set would be read on its side or upside down)
             ImageOps.exif_transpose(img, in_place=True)
             pixels = _rgb(img)
-    except OSError as err:  # not an image, truncated, or a format PIL cannot decode
+    except _UNREADABLE as err:
         raise _unreadable(path, err) from None
     pixels.setflags(write=False)  # shared by every reader: augmentations must copy
     with _lock:
         _keep(key, pixels)
     return pixels
+
+
+# not an image, truncated, a format PIL cannot decode; or more pixels than PIL decodes
+# (Image.MAX_IMAGE_PIXELS: a whole-slide or satellite image, to be tiled or downscaled first),
+# which PIL raises as an error of its own, not an OSError
+_UNREADABLE = (OSError, Image.DecompressionBombError)
 
 
 def _unreadable(path: Path, err: Exception) -> DataError:
@@ -126,7 +132,7 @@ def _check(path: Path, decode: bool) -> None:
     try:
         with Image.open(path):  # the header alone
             pass
-    except OSError as err:
+    except _UNREADABLE as err:
         raise _unreadable(path, err) from None
 
 

@@ -145,3 +145,16 @@ def test_checking_without_decoding_opens_headers_only(tmp_path, monkeypatch, ful
     paths[2].write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"2\.png: could not be read as an image"):
         decoded.check_images(paths, decode=full)
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_an_image_past_pils_pixel_limit_is_a_data_error(tmp_path, monkeypatch, decode):
+    # PIL refuses more than 2 x Image.MAX_IMAGE_PIXELS with an error that is no OSError: it
+    # ended the run in a traceback
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    path = tmp_path / "slide.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(path)
+    with pytest.raises(DataError, match=r"slide\.png: could not be read as an image \(Image "
+                       r"size \(256 pixels\) exceeds limit") as err:
+        decoded.check_images([path], decode=decode)
+    assert "\n" not in str(err.value)
