@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 from pipeline.errors import DataError
 
@@ -46,11 +46,7 @@ def decode_rgb(path: Path) -> np.ndarray:
         return pixels
     try:
         with Image.open(path) as img:
-            # as every viewer shows it: a phone photo stores its sensor's rows and an EXIF
-            # tag saying how to turn them (a test set shot another way round than the train
-            # set would be read on its side or upside down)
-            ImageOps.exif_transpose(img, in_place=True)
-            pixels = _rgb(img)
+            pixels = _rgb(_upright(img))
     except _UNREADABLE as err:
         raise _unreadable(path, err) from None
     pixels.setflags(write=False)  # shared by every reader: augmentations must copy
@@ -63,6 +59,23 @@ def decode_rgb(path: Path) -> np.ndarray:
 # (Image.MAX_IMAGE_PIXELS: a whole-slide or satellite image, to be tiled or downscaled first),
 # which PIL raises as an error of its own, not an OSError
 _UNREADABLE = (OSError, Image.DecompressionBombError)
+
+
+# EXIF orientation -> the turn that shows the image as viewers do (ImageOps.exif_transpose's
+# table; that function also writes the tag out of the image's metadata, which raised
+# struct.error on a damaged EXIF block that reads without error)
+_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+          4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+          6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_90}
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` as every viewer shows it: a phone photo stores its sensor's rows and an EXIF
+    tag saying how to turn them (a test set shot another way round than the train set would
+    be read on its side or upside down)."""
+    turn = _TURNS.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+    return img if turn is None else img.transpose(turn)
 
 
 def _unreadable(path: Path, err: Exception) -> DataError:

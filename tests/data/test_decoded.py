@@ -63,6 +63,18 @@ def test_a_photo_is_turned_as_its_exif_orientation_says(tmp_path, orientation, t
     np.testing.assert_array_equal(decoded.decode_rgb(path), turn(stored))
 
 
+def test_a_damaged_exif_block_still_turns_the_photo(tmp_path):
+    # a tag of the wrong type reads, but ImageOps.exif_transpose writes the metadata back
+    # after turning, and that raised struct.error: a traceback on one phone photo
+    exif = (b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x02"  # big-endian TIFF, 2 tags
+            b"\x01D\x00\x02\x00\x00\x00\x06\x00\x00\x00&"  # TileOffsets as text, at 38
+            b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"  # Orientation 6
+            b"\x00\x00\x00\x00Phone\x00")
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(path, exif=exif)
+    assert decoded.decode_rgb(path).shape == (10, 6, 3)
+
+
 def test_a_jpeg_without_orientation_is_read_as_stored(tmp_path):
     path = tmp_path / "plain.jpg"
     Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(path)
