@@ -55,10 +55,11 @@ def decode_rgb(path: Path) -> np.ndarray:
     return pixels
 
 
-# not an image, truncated, a format PIL cannot decode; or more pixels than PIL decodes
-# (Image.MAX_IMAGE_PIXELS: a whole-slide or satellite image, to be tiled or downscaled first),
-# which PIL raises as an error of its own, not an OSError
-_UNREADABLE = (OSError, Image.DecompressionBombError)
+# not an image, truncated, a format PIL cannot decode; a damaged header PIL reads into values
+# it then refuses (ValueError: a BMP or TIFF with a flipped byte); or more pixels than PIL
+# decodes (Image.MAX_IMAGE_PIXELS: a whole-slide or satellite image, to be tiled or downscaled
+# first), which PIL raises as an error of its own
+_UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)
 
 
 # EXIF orientation -> the turn that shows the image as viewers do (ImageOps.exif_transpose's

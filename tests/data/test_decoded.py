@@ -47,6 +47,19 @@ def test_an_unreadable_image_is_a_data_error_naming_the_file(tmp_path):
         decoded.decode_rgb(good)
 
 
+def test_a_damaged_header_pil_refuses_with_a_value_error_is_a_data_error(tmp_path):
+    # a BMP whose compression field says RLE for 24-bit pixels (one flipped byte): PIL
+    # raises ValueError, not OSError, and the run ended in a traceback
+    path = tmp_path / "damaged.bmp"
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[30] = 1  # BI_RLE8
+    path.write_bytes(bytes(data))
+    for read in (decoded.decode_rgb, lambda p: decoded.check_images([p])):
+        with pytest.raises(DataError, match=r"damaged\.bmp: could not be read as an image"):
+            read(path)
+
+
 @pytest.mark.parametrize(("orientation", "turn"), [
     (3, lambda a: np.rot90(a, 2)),  # upside down
     (6, lambda a: np.rot90(a, -1)),  # the camera held on its side: turn 90 degrees clockwise
