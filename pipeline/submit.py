@@ -69,10 +69,14 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         per_class = np.column_stack([1.0 - p[:, 0], p[:, 0]]) if meta.task == "binary" else p
         for c in columns:
             out[c] = per_class[:, class_columns.index(c)]
-    elif columns == list(meta.target_columns):
+    elif sorted(columns) == sorted(meta.target_columns):
+        # the sample may list the target columns in another order than the config (scorers
+        # read them by name): each is filled from its own target's predictions
+        order = [meta.target_columns.index(c) for c in columns]
         if meta.task == "regression":
             # what the metric scores: RMSLE clips predictions below 0, and its scorers refuse them
-            out[columns] = p if metric.lower_bound is None else np.maximum(p, metric.lower_bound)
+            values = p if metric.lower_bound is None else np.maximum(p, metric.lower_bound)
+            out[columns] = values[:, order]
         elif meta.task == "multiclass" and metric.top_k:
             # a ranking metric (MAP@k) scores the k best classes, space-separated, best first
             out[columns[0]] = [" ".join(str(meta.classes[int(j)]) for j in row)
@@ -83,9 +87,9 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
             labels = _labels(meta, p, folder).reshape(len(p), -1)[:, 0]
             out[columns[0]] = [meta.classes[int(i)] for i in labels]
         elif meta.task == "multilabel" and metric.needs_labels:
-            out[columns] = _labels(meta, p, folder)
+            out[columns] = _labels(meta, p, folder)[:, order]  # thresholds in target order
         else:
-            out[columns] = p
+            out[columns] = p[:, order]
     else:
         raise DataError(str(sample_columns_problem(columns, meta.task, meta.target_columns,
                                                    meta.classes, sample_path)))

@@ -82,15 +82,17 @@ def sample_columns_problem(columns: list[str], task: str, target_columns: list[s
                            classes: list[Any], path: Path) -> str | None:
     """Why a sample submission with these prediction columns (its id left out) cannot be
     filled: they must be the target columns, or one column per class of a binary or
-    multiclass task (:func:`pipeline.submit.format_submission`). None when they fit."""
+    multiclass task, in any order (:func:`pipeline.submit.format_submission`). None when
+    they fit."""
     class_columns = [str(c) for c in classes]
-    if columns == list(target_columns) or (
+    if sorted(columns) == sorted(target_columns) or (
         task in ("binary", "multiclass") and sorted(columns) == sorted(class_columns)
     ):
         return None
-    named = f" nor the classes {class_columns}" if class_columns else ""
+    if not class_columns:
+        return f"{path}: columns {columns} are not the target columns {list(target_columns)}"
     return (f"{path}: columns {columns} match neither the target columns "
-            f"{list(target_columns)}{named}")
+            f"{list(target_columns)} nor the classes {class_columns}")
 
 
 def check_sample_columns(columns: list[str], task: str, metric: str, target_columns: list[str],

@@ -163,6 +163,37 @@ def test_multilabel_probabilities_and_labels(tmp_path: Path) -> None:
         np.testing.assert_allclose(sub[["a", "b"]].to_numpy(), _by_sample(expected))
 
 
+@pytest.mark.parametrize(("task", "metric"), [
+    ("regression", "rmse"), ("multilabel", "roc_auc"), ("multilabel", "f1_macro")])
+def test_target_columns_in_another_order_are_filled_by_name(tmp_path: Path, task: str,
+                                                           metric: str) -> None:
+    # a sample listing the targets in another order than the config was refused, at load and
+    # at submit, though scorers read the columns by name
+    p = np.array([[0.9, 0.2, 0.6], [0.4, 0.6, 0.1], [0.5, 0.3, 0.7], [0.1, 0.3, 0.2],
+                  [0.7, 0.8, 0.9]])
+    run = _run_folder(tmp_path, task, metric, [], ["a", "b", "c"],
+                      _test_frame({c: p[:, i] for i, c in enumerate("abc")}),
+                      _sample("c", "a", "b"), target_columns=["a", "b", "c"])
+    if metric == "f1_macro":  # tuned thresholds, one per target in the config's order
+        write_json(run / "postprocess.json", {"task": task, "metric": metric,
+                                              "thresholds": [0.85, 0.25, 0.65],
+                                              "class_weights": []})
+        p = (p >= [0.85, 0.25, 0.65]).astype(int)
+    sub = _submit(run, tmp_path)
+    assert list(sub.columns) == ["id", "c", "a", "b"] and sub["id"].tolist() == IDS
+    for i, c in enumerate("abc"):
+        np.testing.assert_allclose(sub[c], _by_sample(p[:, i]))
+
+
+def test_sample_columns_that_are_not_the_targets_are_named(tmp_path: Path) -> None:
+    run = _run_folder(tmp_path, "regression", "rmse", [], ["a", "b"],
+                      _test_frame({"a": np.zeros(5), "b": np.zeros(5)}), _sample("a", "z"),
+                      target_columns=["a", "b"])
+    with pytest.raises(DataError, match=r"columns \['a', 'z'\] are not the target columns "
+                       r"\['a', 'b'\]$"):
+        submit.run(run, "sub", tmp_path / "submissions")
+
+
 def test_rmsle_submission_clips_negative_predictions_as_the_metric_does(tmp_path: Path) -> None:
     test = _test_frame({"target": np.array([-0.5, 2.0, -3.0, 0.0, 1.5])})
     run = _run_folder(tmp_path, "regression", "rmsle", [], ["target"], test, _sample("target"))
