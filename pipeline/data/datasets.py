@@ -25,6 +25,7 @@ from pipeline.data.augment import AugmentConfig, build_image_augment, noisy_row,
 from pipeline.data.decoded import decode_many, decode_rgb
 from pipeline.data.rows_text import row_texts
 from pipeline.data.tabular import TabularEncoder
+from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:  # imported where used: a run that never needs it skips ~1 s
     import albumentations as A
@@ -220,6 +221,22 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
             out["aux"] = torch.from_numpy(self.aux)
         return out
 
+    def _image(self, i: int) -> torch.Tensor:
+        """Row ``i``'s image, augmented, resized and normalised. An augmentation that cannot
+        apply to it (a crop larger than a small image of a set of mixed sizes) is a config
+        error naming the image, not an albumentations traceback mid-fold."""
+        pixels = decode_rgb(self.images[i])
+        try:
+            return self.transform(image=pixels)["image"]
+        except Exception as err:  # albumentations' own: CropSizeError is no ValueError
+            if self.augment is None or not self.augment.image:
+                raise
+            height, width = pixels.shape[:2]
+            raise ConfigError(
+                f"'train.augment.image' cannot be applied to {self.images[i]} ({width} x "
+                f"{height} pixels; augmentations see each image at its own size, before the "
+                f"resize to 'model.image_size'): {type(err).__name__}: {err}") from None
+
     def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
         seed, i = _split_key(key)
         if seed is not None and seed != self.epoch_seed:  # a persistent worker, new epoch
@@ -230,7 +247,7 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         item: dict[str, torch.Tensor] = {}
         rng = np.random.default_rng([self.epoch_seed, i]) if self.augment is not None else None
         if self.images:
-            item["image"] = self.transform(image=decode_rgb(self.images[i]))["image"]
+            item["image"] = self._image(i)
         if self.ids:
             ids = self.ids[i]
             if rng is not None and self.augment is not None and self.augment.text is not None:

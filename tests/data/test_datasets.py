@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from pipeline.data import (
@@ -184,3 +185,27 @@ def test_a_seed_tagged_row_is_the_row_of_a_dataset_seeded_for_that_epoch() -> No
                 torch.testing.assert_close(tagged[(5, i)][key], value)
         key = next(k for k in seeded[3] if k.endswith("num"))
         assert not torch.equal(tagged[(5, 3)][key], tagged[(6, 3)][key])
+
+
+def test_an_augmentation_that_cannot_apply_to_an_image_is_a_config_error(tmp_path) -> None:
+    """A crop larger than one small image of a set of mixed sizes ended the fold in
+    albumentations' CropSizeError traceback (no ValueError); it is one line naming the key,
+    the image and its size."""
+    from PIL import Image
+
+    from pipeline.competition import IMAGE_PATH
+    from pipeline.errors import ConfigError
+
+    for name, size in (("big.png", (40, 30)), ("small.png", (8, 8))):
+        Image.fromarray(np.zeros((*size, 3), np.uint8)).save(tmp_path / name)
+    frame = pd.DataFrame({IMAGE_PATH: ["big.png", "small.png"]})
+    inputs = ModelInputs(image_root=tmp_path, image_size=16)
+    crop = AugmentConfig(image=[{"name": "RandomCrop", "height": 24, "width": 24}])
+    dataset = CompetitionDataset(frame, inputs, np.zeros(2, np.float32), crop)
+    assert dataset[0]["image"].shape == (3, 16, 16)
+    with pytest.raises(ConfigError, match=r"'train.augment.image' cannot be applied to "
+                       r".*small\.png \(8 x 8 pixels; .*CropSizeError") as err:
+        dataset[1]
+    assert "\n" not in str(err.value)
+    plain = CompetitionDataset(frame, inputs, np.zeros(2, np.float32))
+    assert plain[1]["image"].shape == (3, 16, 16)  # no augmentation: nothing to refuse
