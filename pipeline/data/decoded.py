@@ -87,13 +87,25 @@ def _rgb(img: Image.Image) -> np.ndarray:
     """``img`` as H x W x 3 uint8. Integer grayscale deeper than 8 bits (16-bit PNGs open as
     'I;16' or 'I') is scaled down from the 16-bit range: PIL's own conversion clips every
     value above 255, which turns such an image white. Float grayscale ('F') is scaled by
-    :func:`_float_gray`."""
+    :func:`_float_gray`; an image with transparency is laid over white (:func:`_on_white`)."""
     if img.mode == "I" or img.mode.startswith("I;16"):
         gray = ((np.asarray(img, dtype=np.int64) + 128) // 257).clip(0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if img.mode == "F":
         return np.repeat(_float_gray(np.asarray(img))[:, :, None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        return np.asarray(_on_white(img))
     return np.asarray(img.convert("RGB"))
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """An image with transparency as viewers and web pages show it: over white. Dropping the
+    alpha channel (PIL's conversion) kept the colour stored under transparent pixels, often
+    black: a black glyph or icon drawn in its alpha channel alone read as an all-black image
+    (a circle-vs-square set of them scored chance)."""
+    rgba = img.convert("RGBA")  # palette transparency too (without PIL's warning about it)
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
 
 
 def _float_gray(values: np.ndarray) -> np.ndarray:

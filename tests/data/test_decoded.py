@@ -183,3 +183,36 @@ def test_an_image_past_pils_pixel_limit_is_a_data_error(tmp_path, monkeypatch, d
                        r"size \(256 pixels\) exceeds limit") as err:
         decoded.check_images([path], decode=decode)
     assert "\n" not in str(err.value)
+
+
+def test_an_image_with_transparency_is_laid_over_white(tmp_path):
+    # dropping the alpha channel kept the colour under transparent pixels: a black glyph
+    # drawn in its alpha channel alone (icons, characters) read as an all-black image
+    alpha = np.zeros((4, 4), np.uint8)
+    alpha[1:3, 1:3] = 255  # the glyph
+    alpha[0, 0] = 128  # a half-transparent edge
+    black = np.zeros((4, 4), np.uint8)
+    rgba = np.dstack([black + 200, black, black, alpha])  # a red glyph on transparency
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    Image.fromarray(np.dstack([black, alpha])).convert("LA").save(tmp_path / "la.png")
+    pixels = decoded.decode_rgb(tmp_path / "rgba.png")
+    assert pixels[1, 1].tolist() == [200, 0, 0] and pixels[3, 3].tolist() == [255, 255, 255]
+    assert pixels[0, 0].tolist() == [227, 127, 127]  # blended half-way
+    gray = decoded.decode_rgb(tmp_path / "la.png")
+    assert gray[1, 1].tolist() == [0, 0, 0] and gray[3, 3].tolist() == [255, 255, 255]
+
+
+def test_a_palette_image_with_a_transparent_colour_is_laid_over_white(tmp_path):
+    index = np.zeros((4, 4), np.uint8)
+    index[1:3, 1:3] = 1
+    image = Image.fromarray(index, "P")
+    image.putpalette([0, 0, 0, 0, 0, 255])  # 0: black (transparent), 1: blue
+    image.save(tmp_path / "p.png", transparency=0)
+    pixels = decoded.decode_rgb(tmp_path / "p.png")
+    assert pixels[0, 0].tolist() == [255, 255, 255] and pixels[1, 1].tolist() == [0, 0, 255]
+
+
+def test_an_opaque_image_with_an_alpha_channel_keeps_its_colours(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    Image.fromarray(np.dstack([rgb, np.full((6, 6), 255, np.uint8)])).save(tmp_path / "o.png")
+    np.testing.assert_array_equal(decoded.decode_rgb(tmp_path / "o.png"), rgb)
