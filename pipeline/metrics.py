@@ -11,6 +11,7 @@ Every metric takes the encoded targets and the prediction matrix of the artifact
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -188,12 +189,19 @@ def qwk(y: np.ndarray, p: np.ndarray) -> float:
 
 @_register("roc_auc", True, CLASSIFICATION, order_only=True)
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC; one-vs-rest macro for multiclass, macro over labels for multilabel."""
-    if _is_multiclass(y):
-        return skm.roc_auc_score(y, p, multi_class="ovr", labels=np.arange(p.shape[1]))
-    if y.shape[1] == 1:
+    """ROC AUC; one-vs-rest macro for multiclass, macro over labels for multilabel, over the
+    classes (labels) that have both positive and negative rows."""
+    if not _is_multiclass(y) and y.shape[1] == 1:
         return skm.roc_auc_score(y.ravel(), p.ravel())
-    return skm.roc_auc_score(y, p, average="macro")
+    # one-vs-rest is the AUC of each class's column (scikit-learn's "ovr"). A class absent
+    # from a fold's rows (a class rarer than n_splits, which stratified folds allow) has no
+    # AUC: averaging it in made the fold's score NaN, and every epoch's NaN score kept a
+    # network's first epoch as its best
+    y = np.eye(p.shape[1])[y] if _is_multiclass(y) else y
+    defined = y.min(axis=0) < y.max(axis=0)
+    if not defined.any():
+        return math.nan
+    return skm.roc_auc_score(y[:, defined], p[:, defined], average="macro")
 
 
 @_register("average_precision", True, ("binary", "multilabel"), order_only=True)
