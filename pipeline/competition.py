@@ -138,7 +138,7 @@ class Competition:
         of both files that holds a value in train."""
         if self.cfg.feature_columns is not None:
             return list(self.cfg.feature_columns)
-        empty = set(self.empty_columns)
+        empty = {*self.empty_columns, *self.test_empty_columns}
         return [c for c in self._candidate_features if c in self.test.columns and c not in empty]
 
     @functools.cached_property
@@ -151,6 +151,19 @@ class Competition:
         candidates = self._candidate_features
         present = self.train[candidates].notna().any()
         return [c for c in candidates if not present[c]]
+
+    @functools.cached_property
+    def test_empty_columns(self) -> list[str]:
+        """Would-be features with values in train but none in test (left out unless listed
+        in 'competition.feature_columns'): a model fitted on them predicts every test row
+        from the missing-value branch or fill it never learned from, and CV, on train rows
+        that hold them, cannot show what that costs."""
+        if self.cfg.feature_columns is not None:
+            return []
+        candidates = [c for c in self._candidate_features if c in self.test.columns]
+        present = self.test[candidates].notna().any()
+        empty = set(self.empty_columns)
+        return [c for c in candidates if not present[c] and c not in empty]
 
     @property
     def train_only_columns(self) -> list[str]:

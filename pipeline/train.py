@@ -229,6 +229,9 @@ def _check_features(cfg: ExperimentConfig, comp: Competition) -> None:
     if comp.empty_columns:
         log.warning("%s: left out column(s) %s: empty in every train row", cfg.name,
                     comp.empty_columns)
+    if comp.test_empty_columns:
+        log.warning("%s: left out column(s) %s: empty in every test row (the test "
+                    "predictions could not use them)", cfg.name, comp.test_empty_columns)
     log.info("%s: %d feature column(s): %d numeric %s, %d categorical %s", cfg.name,
              len(comp.feature_columns), len(comp.numeric_columns), comp.numeric_columns,
              len(comp.categorical_columns), comp.categorical_columns)

@@ -481,6 +481,21 @@ def test_a_column_empty_in_every_train_row_is_left_out(competition_factory, tmp_
     assert "numeric ['x1', 'x2']" in caplog.text
 
 
+def test_a_column_empty_in_every_test_row_is_left_out(competition_factory, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A column with values in train and none in test was a feature, silently: the model
+    leaned on it in CV and predicted every test row from its missing-value fill."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    folder = Path(cfg["competition"]["dir"])
+    edit_csv(folder / "test.csv", lambda f: f.assign(x1=np.nan))
+    with caplog.at_level(logging.INFO):
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "left out column(s) ['x1']: empty in every test row" in caplog.text
+    assert "numeric ['x2']" in caplog.text
+
+
 def test_semicolon_latin1_files_are_read_with_sep_and_encoding(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 15 item 9: competition files that are not comma-separated UTF-8 need
