@@ -7,6 +7,7 @@ for the task, test ids that differ from the sample submission's, missing image f
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from pydantic import Field, model_validator
 
 from pipeline.artifacts import RunMeta
-from pipeline.competition_files import class_labels, read_csv
+from pipeline.competition_files import class_labels, parse_written_numbers, read_csv
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS
 from pipeline.schema import Section
@@ -111,6 +112,8 @@ class Competition:
     test: pd.DataFrame
     sample_submission: pd.DataFrame
     classes: list[Any]  # label values in prediction-column order (binary: [neg, pos])
+    # feature columns read as numbers from text such as '12.5%' or '1,234.5'
+    written_numbers: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def dir(self) -> Path:
@@ -377,6 +380,12 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
         if cfg.image_column or cfg.image_path:
             frame[IMAGE_PATH] = _image_paths(frame, cfg, split, path)
     comp = Competition(cfg, train, test, sample, classes)
+    # after the candidates are known, before any encoder sees the columns; a column the
+    # config names as categorical stays as written
+    written = parse_written_numbers(
+        (train, test), [c for c in comp._candidate_features if c not in cfg.categorical_columns
+                        and (cfg.feature_columns is None or c in cfg.feature_columns)], cfg.sep)
+    comp = dataclasses.replace(comp, written_numbers=written) if written else comp
     if check_files:
         _check_inputs(comp)
     return comp

@@ -4,6 +4,7 @@ submission."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,3 +69,40 @@ def _plain_integers(values: pd.Series) -> pd.Series:
     except (ValueError, TypeError, OverflowError):  # text, or a missing value (refused later)
         return values
     return numbers if (numbers.astype(str) == values).all() else values
+
+
+# numbers as spreadsheets export them: '12.5%', and '1,234.5' with thousands separators
+_PERCENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)%")
+_THOUSANDS = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)(\.\d*)?")
+
+
+def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str],
+                          sep: str = ",") -> list[str]:
+    """Turn text columns whose every value, in every one of ``frames``, is a number written
+    with a percent sign or thousands separators into floats ('12.5%' -> 0.125, '1,234.5' ->
+    1234.5), in place; return their names. Read as text they were categories whose test
+    values train never shows, so the model lost the feature. A ';'-separated file writes the
+    decimal mark as ',' ('1,500' may be 1.5 there): its commas are left alone."""
+    parsed = []
+    for column in columns:
+        cells = [f[column] for f in frames if column in f.columns]
+        if not cells or all(pd.api.types.is_numeric_dtype(c) for c in cells):
+            continue
+        values = pd.concat(cells).dropna().astype(str).str.strip()
+        if values.empty:
+            continue
+        if values.str.fullmatch(_PERCENT).all():
+            def number(text: pd.Series) -> pd.Series:
+                return pd.to_numeric(text.str.rstrip("%")) / 100
+        elif (sep != ";" and values.str.fullmatch(_THOUSANDS).all()
+              and values.str.contains(",", regex=False).any()):
+            def number(text: pd.Series) -> pd.Series:
+                return pd.to_numeric(text.str.replace(",", "", regex=False))
+        else:
+            continue
+        for frame in frames:
+            if column in frame.columns:
+                text = frame[column].astype("string").str.strip()
+                frame[column] = number(text).astype(np.float64)
+        parsed.append(column)
+    return parsed
