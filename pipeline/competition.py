@@ -351,8 +351,10 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     test_path = root / cfg.test_file
     sub_path = root / cfg.sample_submission_file
     csv = {"sep": cfg.sep, "encoding": cfg.encoding, "id_column": cfg.id_column}
-    train = read_csv(train_path, "train", **csv, labels=class_labels(cfg.task, cfg.target_columns))
-    test = read_csv(test_path, "test", **csv)
+    texts = cfg.text_columns
+    train = read_csv(train_path, "train", **csv, labels=class_labels(cfg.task, cfg.target_columns),
+                     texts=texts)
+    test = read_csv(test_path, "test", **csv, texts=texts)
     sample = read_csv(sub_path, "sample submission", **csv)
     for frame, path in ((train, train_path), (test, test_path), (sample, sub_path)):
         _require_columns(frame, [cfg.id_column], path, "id_column")

@@ -524,6 +524,21 @@ def test_numbers_written_with_percent_signs_or_thousands_separators_are_numbers(
     assert comp.written_numbers == ["share"] and "count" in comp.categorical_columns
 
 
+def test_text_columns_are_read_as_written(competition_factory) -> None:
+    """A text column of numbers with an empty cell was read as floats: the tokenizer read
+    '12.0' for '12' and '7.0' for '007' (and pandas warns that filling a float column with
+    '' will raise)."""
+    data = competition_factory("text", "binary")
+    folder = Path(data["competition"]["dir"])
+    written = ["12", "007", "1e3", ""]
+    for name in ("train.csv", "test.csv"):
+        edit_csv(folder / name, lambda f: f.assign(
+            text=[written[i % 4] for i in range(len(f))]))
+    comp = load_competition(build_config(data).competition)
+    for frame in (comp.train, comp.test):
+        assert frame["text"].fillna("").tolist() == [written[i % 4] for i in range(len(frame))]
+
+
 def test_semicolon_latin1_files_are_read_with_sep_and_encoding(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 15 item 9: competition files that are not comma-separated UTF-8 need
