@@ -269,6 +269,16 @@ def _check_ids(frame: pd.DataFrame, id_column: str, path: Path) -> None:
         )
 
 
+def _check_groups(frame: pd.DataFrame, column: str, path: Path) -> None:
+    # a row without a group cannot be kept with its group; scikit-learn's group splitters
+    # stopped the folds stage with a traceback ('Input groups contains NaN')
+    empty = frame[column].isna()
+    if empty.any():
+        raise DataError(f"{path}: column {column!r} ('competition.group_column') has "
+                        f"{int(empty.sum())} empty value(s) (lines "
+                        f"{file_lines(frame.index[empty][:3])})")
+
+
 def _check_aux(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> None:
     for aux in cfg.aux_targets:
         values = frame[aux.column].dropna()
@@ -364,6 +374,7 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     _check_aux(train, cfg, train_path)
     if cfg.group_column:
         _require_columns(train, [cfg.group_column], train_path, "group_column")
+        _check_groups(train, cfg.group_column, train_path)
     # through object arrays: iterating a pandas text column yields its values one call each
     test_ids, sample_ids = (set(f[cfg.id_column].to_numpy(dtype=object)) for f in (test, sample))
     if test_ids != sample_ids:

@@ -177,6 +177,19 @@ def test_missing_group_column(competition_factory, tmp_path: Path,
                    "'competition.group_column'")
 
 
+def test_empty_group_values_are_refused(competition_factory, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A row without a group stopped the folds stage with scikit-learn's traceback ('Input
+    groups contains NaN')."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    cfg["competition"]["group_column"] = "patient"
+    cfg["folds"]["scheme"] = "group"
+    edit_csv(Path(cfg["competition"]["dir"]) / "train.csv", lambda f: f.assign(
+        patient=[None if i in (3, 7) else i % 6 for i in range(len(f))]))
+    expect_failure(cfg, tmp_path, capsys, "train.csv", "'patient'", "2 empty value(s)",
+                   "lines [5, 9]")
+
+
 def test_missing_text_column(competition_factory, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     cfg = competition_factory("text", "binary")
