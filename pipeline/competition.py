@@ -64,6 +64,9 @@ class CompetitionConfig(Section):
     sample_submission_file: str = "sample_submission.csv"
     sep: str = ","  # field separator of the three files (e.g. ";" or "\t")
     encoding: str = "utf-8"  # their text encoding (e.g. latin-1)
+    # cell values that mean 'missing' besides pandas' own ('', 'NA', 'NaN', 'null', ...),
+    # e.g. ["?", "-"]: else a numeric column holding them is read as text, so as categories
+    na_values: list[str] = Field(default_factory=list)
     # extra train columns learned as auxiliary tasks; never features (absent from test)
     aux_targets: list[AuxTargetConfig] = Field(default_factory=list)
 
@@ -361,10 +364,10 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     test_path = root / cfg.test_file
     sub_path = root / cfg.sample_submission_file
     csv = {"sep": cfg.sep, "encoding": cfg.encoding, "id_column": cfg.id_column}
-    texts = cfg.text_columns
+    cells = {"texts": cfg.text_columns, "na_values": cfg.na_values}
     train = read_csv(train_path, "train", **csv, labels=class_labels(cfg.task, cfg.target_columns),
-                     texts=texts)
-    test = read_csv(test_path, "test", **csv, texts=texts)
+                     **cells)
+    test = read_csv(test_path, "test", **csv, **cells)
     sample = read_csv(sub_path, "sample submission", **csv)
     for frame, path in ((train, train_path), (test, test_path), (sample, sub_path)):
         _require_columns(frame, [cfg.id_column], path, "id_column")

@@ -16,19 +16,21 @@ from pipeline.errors import DataError
 
 def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
              id_column: str | None = None, labels: Sequence[str] = (),
-             texts: Sequence[str] = ()) -> pd.DataFrame:
+             texts: Sequence[str] = (), na_values: Sequence[str] = ()) -> pd.DataFrame:
     """Read a competition CSV, with one-line errors naming the file. ``id_column`` and the
     class ``labels`` columns are read as text, and as integers only when every value is one
     written plainly: ids and labels such as '00120' stay as written (as numbers they named
     no image file and lost their zeros in the submission). The ``texts`` columns (a
     tokenizer's input) are read as text alone: a column of numbers with an empty cell,
-    read as floats, gave the tokenizer '12.0' for '12' and '7.0' for '007'."""
+    read as floats, gave the tokenizer '12.0' for '12' and '7.0' for '007'. ``na_values``
+    are read as missing values, besides pandas' own."""
     if not path.is_file():
         raise DataError(f"{what} file {path} not found")
     as_written = [c for c in (id_column, *labels, *texts) if c]
     try:
         frame = pd.read_csv(path, sep=sep, encoding=encoding,
-                            dtype=dict.fromkeys(as_written, str) or None)
+                            dtype=dict.fromkeys(as_written, str) or None,
+                            na_values=list(na_values) or None)
         if id_column in frame.columns:
             frame[id_column] = _plain_integers(frame[id_column])
         for column in labels:

@@ -552,6 +552,21 @@ def test_text_columns_are_read_as_written(competition_factory) -> None:
         assert frame["text"].fillna("").tolist() == [written[i % 4] for i in range(len(frame))]
 
 
+def test_na_values_mark_missing_cells_of_numeric_columns(competition_factory) -> None:
+    """A numeric column with '?' for its missing cells (UCI's way) was read as text, so as
+    categories no test value of which train shows; 'competition.na_values' names them."""
+    data = cli_config(competition_factory, "tabular", "binary")
+    folder = Path(data["competition"]["dir"])
+    for name in ("train.csv", "test.csv"):
+        edit_csv(folder / name, lambda f: f.assign(
+            x2=[v if i % 5 else "?" for i, v in enumerate(f["x2"].astype(str))]))
+    assert "x2" in load_competition(build_config(data).competition).categorical_columns
+    data["competition"]["na_values"] = ["?"]
+    comp = load_competition(build_config(data).competition)
+    assert comp.numeric_columns == ["x1", "x2"]
+    assert comp.train["x2"].isna().sum() >= len(comp.train) // 5
+
+
 def test_semicolon_latin1_files_are_read_with_sep_and_encoding(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 15 item 9: competition files that are not comma-separated UTF-8 need
