@@ -152,6 +152,8 @@ class RunMeta:
     leaky: bool = False
     csv_sep: str = ","  # how the competition's CSV files are read (competition.sep/encoding)
     csv_encoding: str = "utf-8"
+    csv_decimal: str = "."  # competition.decimal/thousands: the train file's targets
+    csv_thousands: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""

@@ -64,6 +64,10 @@ class CompetitionConfig(Section):
     sample_submission_file: str = "sample_submission.csv"
     sep: str = ","  # field separator of the three files (e.g. ";" or "\t")
     encoding: str = "utf-8"  # their text encoding (e.g. latin-1)
+    # how their numbers are written: a ';'-separated file often writes 1.234,5
+    # (decimal: ",", thousands: "."); else such a column is read as text, so as categories
+    decimal: str = Field(".", min_length=1, max_length=1)
+    thousands: str | None = Field(None, min_length=1, max_length=1)
     # cell values that mean 'missing' besides pandas' own ('', 'NA', 'NaN', 'null', ...),
     # e.g. ["?", "-"]: else a numeric column holding them is read as text, so as categories
     na_values: list[str] = Field(default_factory=list)
@@ -72,6 +76,8 @@ class CompetitionConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> CompetitionConfig:
+        if self.thousands == self.decimal:
+            raise ValueError(f"'thousands' and 'decimal' are both {self.decimal!r}")
         if self.metric not in METRICS:
             raise ValueError(f"'metric': {METRICS.unknown_message(self.metric)}")
         metric = METRICS.get(self.metric)
@@ -363,7 +369,8 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     train_path = root / cfg.train_file
     test_path = root / cfg.test_file
     sub_path = root / cfg.sample_submission_file
-    csv = {"sep": cfg.sep, "encoding": cfg.encoding, "id_column": cfg.id_column}
+    csv = {"sep": cfg.sep, "encoding": cfg.encoding, "id_column": cfg.id_column,
+           "decimal": cfg.decimal, "thousands": cfg.thousands}
     cells = {"texts": cfg.text_columns, "na_values": cfg.na_values}
     train = read_csv(train_path, "train", **csv, labels=class_labels(cfg.task, cfg.target_columns),
                      **cells)
@@ -400,7 +407,8 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     # config names as categorical stays as written
     written = parse_written_numbers(
         (train, test), [c for c in comp._candidate_features if c not in cfg.categorical_columns
-                        and (cfg.feature_columns is None or c in cfg.feature_columns)], cfg.sep)
+                        and (cfg.feature_columns is None or c in cfg.feature_columns)],
+        cfg.sep, cfg.decimal)
     comp = dataclasses.replace(comp, written_numbers=written) if written else comp
     if check_files:
         _check_inputs(comp)
@@ -411,6 +419,7 @@ def targets_for_meta(meta: RunMeta) -> np.ndarray:
     """Encoded targets of a run's OOF rows (train.csv order), read from its competition."""
     path = Path(meta.competition_dir) / meta.train_file
     train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column,
-                     class_labels(meta.task, meta.target_columns))
+                     class_labels(meta.task, meta.target_columns), decimal=meta.csv_decimal,
+                     thousands=meta.csv_thousands)
     _require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
     return encode_targets(train, meta.task, meta.target_columns, meta.classes)

@@ -16,21 +16,24 @@ from pipeline.errors import DataError
 
 def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
              id_column: str | None = None, labels: Sequence[str] = (),
-             texts: Sequence[str] = (), na_values: Sequence[str] = ()) -> pd.DataFrame:
+             texts: Sequence[str] = (), na_values: Sequence[str] = (), decimal: str = ".",
+             thousands: str | None = None) -> pd.DataFrame:
     """Read a competition CSV, with one-line errors naming the file. ``id_column`` and the
     class ``labels`` columns are read as text, and as integers only when every value is one
     written plainly: ids and labels such as '00120' stay as written (as numbers they named
     no image file and lost their zeros in the submission). The ``texts`` columns (a
     tokenizer's input) are read as text alone: a column of numbers with an empty cell,
     read as floats, gave the tokenizer '12.0' for '12' and '7.0' for '007'. ``na_values``
-    are read as missing values, besides pandas' own."""
+    are read as missing values, besides pandas' own; ``decimal`` and ``thousands`` are the
+    numbers' decimal mark and thousands separator (pandas' own keys)."""
     if not path.is_file():
         raise DataError(f"{what} file {path} not found")
     as_written = [c for c in (id_column, *labels, *texts) if c]
     try:
         frame = pd.read_csv(path, sep=sep, encoding=encoding,
                             dtype=dict.fromkeys(as_written, str) or None,
-                            na_values=list(na_values) or None)
+                            na_values=list(na_values) or None, decimal=decimal,
+                            thousands=thousands)
         if id_column in frame.columns:
             frame[id_column] = _plain_integers(frame[id_column])
         for column in labels:
@@ -82,12 +85,13 @@ _THOUSANDS = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)(\.\d*)?")
 
 
 def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str],
-                          sep: str = ",") -> list[str]:
+                          sep: str = ",", decimal: str = ".") -> list[str]:
     """Turn text columns whose every value, in every one of ``frames``, is a number written
     with a percent sign or thousands separators into floats ('12.5%' -> 0.125, '1,234.5' ->
     1234.5), in place; return their names. Read as text they were categories whose test
-    values train never shows, so the model lost the feature. A ';'-separated file writes the
-    decimal mark as ',' ('1,500' may be 1.5 there): its commas are left alone."""
+    values train never shows, so the model lost the feature. A ';'-separated file often
+    writes the decimal mark as ',' ('1,500' may be 1.5 there): its commas, and those of
+    files read with another ``decimal`` mark, are left alone."""
     parsed = []
     for column in columns:
         cells = [f[column] for f in frames if column in f.columns]
@@ -99,7 +103,7 @@ def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str]
         if values.str.fullmatch(_PERCENT).all():
             def number(text: pd.Series) -> pd.Series:
                 return pd.to_numeric(text.str.rstrip("%")) / 100
-        elif (sep != ";" and values.str.fullmatch(_THOUSANDS).all()
+        elif (sep != ";" and decimal == "." and values.str.fullmatch(_THOUSANDS).all()
               and values.str.contains(",", regex=False).any()):
             def number(text: pd.Series) -> pd.Series:
                 return pd.to_numeric(text.str.replace(",", "", regex=False))

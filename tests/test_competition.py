@@ -588,6 +588,33 @@ def test_semicolon_latin1_files_are_read_with_sep_and_encoding(
     expect_failure(cfg, tmp_path, capsys, "unknown encoding 'no-such-codec'")
 
 
+def test_decimal_commas_are_read_with_decimal_and_thousands(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ';'-separated file writing 1.234,5 had its number columns read as text (features
+    as categories, a regression target refused as 'not numbers'), with no key to say how
+    numbers are written; 'competition.decimal' and 'thousands' say it, for the target a
+    later stage reads back too."""
+    from pipeline.artifacts import load_predictions
+    from pipeline.competition import targets_for_meta
+
+    cfg = cli_config(competition_factory, "tabular", "regression")
+    folder = Path(cfg["competition"]["dir"])
+    european = str.maketrans(",.", ".,")  # 12,345.6 -> 12.345,6
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        frame = pd.read_csv(folder / name)
+        if "x1" in frame.columns:
+            frame["x1"] = [f"{v:,.2f}".translate(european) for v in 1e4 * frame["x1"]]
+        frame.to_csv(folder / name, sep=";", decimal=",", index=False)
+    assert "." in pd.read_csv(folder / "train.csv", sep=";")["x1"].iloc[0]
+    cfg["competition"].update(sep=";", decimal=",", thousands=".")
+    comp = load_competition(build_config(cfg).competition)
+    assert comp.numeric_columns == ["x1", "x2"] and comp.categorical_columns == ["color"]
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    meta = load_predictions(Path(cfg["output_dir"]) / cfg["name"]).meta
+    np.testing.assert_allclose(targets_for_meta(meta), comp.targets)
+
+
 def test_ids_with_leading_zeros_reach_the_submission_as_written(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Ids such as 000123 were read as the number 123 and written back as 123: a submission
