@@ -121,7 +121,7 @@ class Competition:
     test: pd.DataFrame
     sample_submission: pd.DataFrame
     classes: list[Any]  # label values in prediction-column order (binary: [neg, pos])
-    # feature columns read as numbers from text such as '12.5%' or '1,234.5'
+    # feature columns read as numbers from text such as '12.5%', '1,234.5' or '2021-03-04'
     written_numbers: list[str] = dataclasses.field(default_factory=list)
 
     @property

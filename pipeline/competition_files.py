@@ -5,7 +5,7 @@ submission."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -79,17 +79,21 @@ def _plain_integers(values: pd.Series) -> pd.Series:
     return numbers if (numbers.astype(str) == values).all() else values
 
 
-# numbers as spreadsheets export them: '12.5%', and '1,234.5' with thousands separators
+# numbers as spreadsheets export them: '12.5%', and '1,234.5' with thousands separators;
+# ISO dates and times, '2021-03-04' or '2021-03-04 17:30:00' (no time zone)
 _PERCENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)%")
 _THOUSANDS = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)(\.\d*)?")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?")
+Reader = Callable[[pd.Series], pd.Series]
 
 
 def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str],
                           sep: str = ",", decimal: str = ".") -> list[str]:
     """Turn text columns whose every value, in every one of ``frames``, is a number written
-    with a percent sign or thousands separators into floats ('12.5%' -> 0.125, '1,234.5' ->
-    1234.5), in place; return their names. Read as text they were categories whose test
-    values train never shows, so the model lost the feature. A ';'-separated file often
+    with a percent sign or thousands separators, or an ISO date, into floats ('12.5%' ->
+    0.125, '1,234.5' -> 1234.5, '1970-01-02 12:00' -> 1.5 days since 1970-01-01), in place;
+    return their names. Read as text they were categories whose test values train never
+    shows (every later date), so the model lost the feature. A ';'-separated file often
     writes the decimal mark as ',' ('1,500' may be 1.5 there): its commas, and those of
     files read with another ``decimal`` mark, are left alone."""
     parsed = []
@@ -98,20 +102,29 @@ def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str]
         if not cells or all(pd.api.types.is_numeric_dtype(c) for c in cells):
             continue
         values = pd.concat(cells).dropna().astype(str).str.strip()
-        if values.empty:
-            continue
-        if values.str.fullmatch(_PERCENT).all():
-            def number(text: pd.Series) -> pd.Series:
-                return pd.to_numeric(text.str.rstrip("%")) / 100
-        elif (sep != ";" and decimal == "." and values.str.fullmatch(_THOUSANDS).all()
-              and values.str.contains(",", regex=False).any()):
-            def number(text: pd.Series) -> pd.Series:
-                return pd.to_numeric(text.str.replace(",", "", regex=False))
-        else:
+        reader = _number_reader(values, sep, decimal) if len(values) else None
+        if reader is None:
             continue
         for frame in frames:
             if column in frame.columns:
-                text = frame[column].astype("string").str.strip()
-                frame[column] = number(text).astype(np.float64)
+                frame[column] = reader(frame[column].astype("string").str.strip())
         parsed.append(column)
     return parsed
+
+
+def _number_reader(values: pd.Series, sep: str, decimal: str) -> Reader | None:
+    """How to read ``values`` (text, none missing) as numbers, or None when some are not."""
+    if values.str.fullmatch(_PERCENT).all():
+        return lambda text: pd.to_numeric(text.str.rstrip("%")).astype(np.float64) / 100
+    if (sep != ";" and decimal == "." and values.str.fullmatch(_THOUSANDS).all()
+            and values.str.contains(",", regex=False).any()):
+        return lambda text: pd.to_numeric(text.str.replace(",", "", regex=False)).astype(
+            np.float64)
+    if values.str.fullmatch(_ISO_DATE).all():
+        try:
+            pd.to_datetime(values, format="ISO8601")
+        except ValueError:  # '2021-13-45': a code shaped like a date
+            return None
+        return lambda text: ((pd.to_datetime(text, format="ISO8601") - pd.Timestamp(0))
+                             / pd.Timedelta(days=1)).astype(np.float64)
+    return None

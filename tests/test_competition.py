@@ -511,30 +511,35 @@ def test_a_column_empty_in_every_test_row_is_left_out(competition_factory, tmp_p
 
 def test_numbers_written_with_percent_signs_or_thousands_separators_are_numbers(
         competition_factory) -> None:
-    """'12.5%' and '1,234.5' were read as text, so as categories whose test values train
-    never shows: the model lost the feature (one 'unknown' code for 95% of the test rows)."""
+    """'12.5%', '1,234.5' and '2021-03-04 13:00:00' were read as text, so as categories whose
+    test values train never shows: the model lost the feature (one 'unknown' code for 95% of
+    the test rows, every row for test dates later than train's)."""
     data = cli_config(competition_factory, "tabular", "binary")
     folder = Path(data["competition"]["dir"])
     for name in ("train.csv", "test.csv"):
         edit_csv(folder / name, lambda f: f.assign(
             share=[f"{v:.1f}%" for v in 100 * f["x1"]], x2=f["x2"] * 1e4,
             count=[f"{v:,}" if i % 2 else str(v) for i, v in enumerate(1000 + f.index)],
-            code=[f"{i},500" for i in range(len(f))]))  # a category: '1,500' parsed below
+            code=[f"{i},500" for i in range(len(f))],  # a category: '1,500' parsed below
+            day=[str(pd.Timestamp(2021, 3, 1) + pd.Timedelta(hours=13 * i + 100 * len(f)))
+                 for i in range(len(f))]))  # test days: later than any train day
     data["competition"]["categorical_columns"] = ["code"]
     comp = load_competition(build_config(data).competition)
-    assert comp.written_numbers == ["share", "count"]
+    assert comp.written_numbers == ["share", "count", "day"]
     assert comp.categorical_columns == ["color", "code"]
     raw = pd.read_csv(folder / "test.csv")
     assert comp.test["share"].to_numpy() == pytest.approx(
         [float(v.rstrip("%")) / 100 for v in raw["share"]])
     assert comp.test["count"].tolist() == (1000 + raw.index).tolist()
+    days = pd.to_datetime(raw["day"]) - pd.Timestamp(0)
+    assert comp.test["day"].to_numpy() == pytest.approx(days / pd.Timedelta(days=1))
     assert comp.train["code"].iloc[1] == "1,500"
     # in a ';'-separated file ',' is the decimal mark: '1,500' may be 1.5, so it stays text
     for name in ("train.csv", "test.csv", "sample_submission.csv"):
         pd.read_csv(folder / name).to_csv(folder / name, sep=";", index=False)
     data["competition"]["sep"] = ";"
     comp = load_competition(build_config(data).competition)
-    assert comp.written_numbers == ["share"] and "count" in comp.categorical_columns
+    assert comp.written_numbers == ["share", "day"] and "count" in comp.categorical_columns
 
 
 def test_text_columns_are_read_as_written(competition_factory) -> None:
