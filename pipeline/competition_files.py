@@ -43,7 +43,10 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
     except LookupError:
         raise DataError(f"{path}: unknown encoding {encoding!r} "
                         "('competition.encoding')") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise DataError(f"{what} file {path} could not be read as {encoding} text: {err}. "
+                        "Set 'competition.encoding' to the file's (e.g. latin-1)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{what} file {path} could not be read as CSV: {err}") from None
 
 

@@ -583,6 +583,9 @@ def test_semicolon_latin1_files_are_read_with_sep_and_encoding(
         if "color" in frame.columns:
             frame["color"] = frame["color"].map({"red": "rouge", "blue": "bleu é"})
         frame.to_csv(folder / name, sep=";", encoding="latin-1", index=False)
+    cfg["competition"].update(sep=";")
+    expect_failure(cfg, tmp_path, capsys, "train.csv", "could not be read as utf-8 text",
+                   "'competition.encoding'")  # the key to set was not named
     cfg["competition"].update(sep=";", encoding="latin-1")
     code, err, _ = run_cli(cfg, tmp_path, capsys)
     assert code == 0, err
