@@ -19,11 +19,12 @@ import torch
 from pydantic import Field, model_validator
 
 from pipeline.artifacts import RunMeta
+from pipeline.competition_checks import check_aux, check_groups, check_ids, require_columns
 from pipeline.competition_files import class_labels, parse_written_numbers, read_csv
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS
 from pipeline.schema import Section
-from pipeline.targets import check_sample_columns, file_lines, plain, target_classes
+from pipeline.targets import check_sample_columns, file_lines, target_classes
 
 Task = Literal["binary", "multiclass", "multilabel", "regression"]
 Modality = Literal["image", "text", "tabular"]
@@ -257,51 +258,6 @@ def prediction_columns(task: str, target_columns: list[str], classes: list[Any])
     return list(target_columns)
 
 
-def _require_columns(frame: pd.DataFrame, columns: list[str], path: Path, key: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{path}: column(s) {missing} named by 'competition.{key}' not found. "
-            f"Columns: {list(frame.columns)}"
-        )
-
-
-def _check_ids(frame: pd.DataFrame, id_column: str, path: Path) -> None:
-    ids = frame[id_column]
-    if ids.isna().any():
-        raise DataError(f"{path}: column {id_column!r} has {int(ids.isna().sum())} empty id(s)")
-    dup = ids[ids.duplicated()]
-    if len(dup):
-        raise DataError(
-            f"{path}: column {id_column!r} has {len(dup)} duplicate id(s), "
-            f"e.g. {plain(dup.iloc[:3].tolist())} (lines {file_lines(dup.index[:3])})"
-        )
-
-
-def _check_groups(frame: pd.DataFrame, column: str, path: Path) -> None:
-    # a row without a group cannot be kept with its group; scikit-learn's group splitters
-    # stopped the folds stage with a traceback ('Input groups contains NaN')
-    empty = frame[column].isna()
-    if empty.any():
-        raise DataError(f"{path}: column {column!r} ('competition.group_column') has "
-                        f"{int(empty.sum())} empty value(s) (lines "
-                        f"{file_lines(frame.index[empty][:3])})")
-
-
-def _check_aux(frame: pd.DataFrame, cfg: CompetitionConfig, path: Path) -> None:
-    for aux in cfg.aux_targets:
-        values = frame[aux.column].dropna()
-        where = f"{path}: 'aux_targets' column {aux.column!r} (task {aux.task!r})"
-        found = sorted(map(str, values.unique()))
-        if aux.task == "regression" and not pd.api.types.is_numeric_dtype(values):
-            raise DataError(f"{where} must be numeric. Got {values.dtype} values.")
-        least = 1 if aux.task == "regression" else 2
-        if len(found) < least or (aux.task == "binary" and len(found) > 2):
-            wanted = "2" if aux.task == "binary" else f"at least {least}"
-            raise DataError(f"{where} must hold {wanted} distinct values. Got {len(found)}: "
-                            f"{found[:5]}.")
-
-
 def encode_targets(
     frame: pd.DataFrame, task: str, target_columns: list[str], classes: list[Any]
 ) -> np.ndarray:
@@ -318,7 +274,7 @@ def _image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,
                  path: Path) -> list[str]:
     """Each row's image path relative to the competition folder."""
     if cfg.image_column:
-        _require_columns(frame, [cfg.image_column], path, "image_column")
+        require_columns(frame, [cfg.image_column], path, "image_column")
         empty = frame[cfg.image_column].isna()
         if empty.any():
             raise DataError(f"{path}: column {cfg.image_column!r} ('competition.image_column') "
@@ -354,9 +310,9 @@ def _check_inputs(comp: Competition) -> None:
                     f"under {comp.dir}, e.g. {missing[:3]}"
                 )
         if cfg.text_columns:
-            _require_columns(frame, cfg.text_columns, paths[part], "text_columns")
+            require_columns(frame, cfg.text_columns, paths[part], "text_columns")
         if cfg.feature_columns is not None:
-            _require_columns(frame, cfg.feature_columns, paths[part], "feature_columns")
+            require_columns(frame, cfg.feature_columns, paths[part], "feature_columns")
     if cfg.modality == "tabular" and not comp.feature_columns:
         raise DataError(f"{paths['train']}: no feature columns left besides id and targets")
 
@@ -377,14 +333,14 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     test = read_csv(test_path, "test", **csv, **cells)
     sample = read_csv(sub_path, "sample submission", **csv)
     for frame, path in ((train, train_path), (test, test_path), (sample, sub_path)):
-        _require_columns(frame, [cfg.id_column], path, "id_column")
-        _check_ids(frame, cfg.id_column, path)
-    _require_columns(train, cfg.target_columns, train_path, "target_columns")
-    _require_columns(train, [a.column for a in cfg.aux_targets], train_path, "aux_targets")
-    _check_aux(train, cfg, train_path)
+        require_columns(frame, [cfg.id_column], path, "id_column")
+        check_ids(frame, cfg.id_column, path)
+    require_columns(train, cfg.target_columns, train_path, "target_columns")
+    require_columns(train, [a.column for a in cfg.aux_targets], train_path, "aux_targets")
+    check_aux(train, cfg.aux_targets, train_path)
     if cfg.group_column:
-        _require_columns(train, [cfg.group_column], train_path, "group_column")
-        _check_groups(train, cfg.group_column, train_path)
+        require_columns(train, [cfg.group_column], train_path, "group_column")
+        check_groups(train, cfg.group_column, train_path)
     # through object arrays: iterating a pandas text column yields its values one call each
     test_ids, sample_ids = (set(f[cfg.id_column].to_numpy(dtype=object)) for f in (test, sample))
     if test_ids != sample_ids:
@@ -421,5 +377,5 @@ def targets_for_meta(meta: RunMeta) -> np.ndarray:
     train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column,
                      class_labels(meta.task, meta.target_columns), decimal=meta.csv_decimal,
                      thousands=meta.csv_thousands)
-    _require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
+    require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
     return encode_targets(train, meta.task, meta.target_columns, meta.classes)

@@ -13,13 +13,12 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.held_images import competition_images, holding_images
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.errors import DataError
+from pipeline.fold_lock import FoldBusy, fold_lock
 from pipeline.jobs import predict_fold
 from pipeline.models.network import build_tokenizer
 from pipeline.runs import (
-    FoldBusy,
     fold_complete,
     fold_dir,
-    fold_lock,
     fold_score,
     gather,
     load_folds,

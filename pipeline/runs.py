@@ -5,18 +5,13 @@ gathered into the run's ``oof.parquet`` / ``test.parquet`` (layout: :mod:`pipeli
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-import os
 import platform
 import re
 import shutil
-import socket
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +19,6 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from filelock import FileLock, Timeout
 
 from pipeline import folds as folds_stage
 from pipeline.artifacts import (
@@ -40,7 +34,7 @@ from pipeline.artifacts import (
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.splits import read_folds
-from pipeline.errors import ConfigError, DataError, PipelineError
+from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric
 
 log = logging.getLogger(__name__)
@@ -64,34 +58,6 @@ def fold_label(cfg: ExperimentConfig, seed: int, fold: int) -> str:
 def pseudo_path(cfg: ExperimentConfig, fold: int) -> Path:
     """``<run>/pseudo/fold<k>.parquet``: the pseudo-labelled rows fold ``k`` trains on."""
     return cfg.run_dir / "pseudo" / f"fold{fold}.parquet"
-
-
-class FoldBusy(PipelineError):
-    """Another process holds a fold this stage needs."""
-
-
-@contextlib.contextmanager
-def fold_lock(cfg: ExperimentConfig, seed: int, fold: int) -> Iterator[str | None]:
-    """Hold the (seed, fold) job's lock while it trains or predicts. Yields None when this
-    process holds it, or who does ("pid 123 on host h since 10:02:03") when another does: two
-    ``pipeline train`` processes on one config then share the folds instead of both doing all
-    of them. An operating-system lock: it is gone when its holder dies, even by SIGKILL."""
-    folder = fold_dir(cfg, seed, fold)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / ".lock", timeout=0)
-    owner = folder / ".lock.owner"
-    try:
-        lock.acquire()
-    except Timeout:
-        yield owner.read_text().strip() if owner.is_file() else "another process"
-        return
-    try:
-        owner.write_text(f"pid {os.getpid()} on host {socket.gethostname()} since "
-                         f"{time.strftime('%H:%M:%S')}\n")
-        yield None
-    finally:
-        owner.unlink(missing_ok=True)
-        lock.release()
 
 
 # What a finished fold's metrics.json vouches for (with a checksum of each), and what its

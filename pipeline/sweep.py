@@ -42,9 +42,9 @@ from pipeline.config import ExperimentConfig, apply_overrides, build_config
 from pipeline.ensemble._optuna import open_storage
 from pipeline.errors import ConfigError
 from pipeline.executor import Executor, Job, build_executor, executor_overrides
+from pipeline.fold_lock import FoldBusy
 from pipeline.leaderboard import read_run
 from pipeline.metrics import get_metric
-from pipeline.runs import FoldBusy
 from pipeline.sweep_space import SweepSpace, build_variant, check_space, describe, load_space
 
 log = logging.getLogger(__name__)

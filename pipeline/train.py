@@ -25,6 +25,7 @@ from pipeline.engine.distributed import agree, held_by_main, is_main
 from pipeline.engine.recipe import recipe_warnings
 from pipeline.errors import ConfigError, DataError
 from pipeline.executor import Executor, Job, build_executor
+from pipeline.fold_lock import FoldBusy, fold_lock
 from pipeline.jobs import predict_fold, train_sklearn_fold
 from pipeline.jobs.gbdt import train_gbdt_fold
 from pipeline.jobs.multiprocess import check_multiprocess
@@ -35,12 +36,10 @@ from pipeline.runs import (
     FOLD_FORMAT,
     PREDICTION_FILES,
     TRAINED_FILES,
-    FoldBusy,
     file_digests,
     fold_complete,
     fold_dir,
     fold_label,
-    fold_lock,
     fold_score,
     gather,
     holds_config,

@@ -202,7 +202,8 @@ def test_two_processes_share_the_folds_instead_of_both_training_all(competition_
     import sys
     import time
 
-    from pipeline.runs import FoldBusy, fold_complete, fold_dir
+    from pipeline.fold_lock import FoldBusy
+    from pipeline.runs import fold_complete, fold_dir
 
     data = competition_factory("tabular", "binary")
     data["train"].update(epochs=1)

@@ -8,7 +8,8 @@ import pydantic
 import pytest
 import torch
 
-from pipeline.data.datasets import IMAGENET_MEAN, IMAGENET_STD, ModelInputs, encode_texts
+from pipeline.data.datasets import IMAGENET_MEAN, IMAGENET_STD, ModelInputs
+from pipeline.data.text_tokens import encode_texts
 from pipeline.models.encoders import ENCODERS
 from pipeline.tta import (
     TTA,

@@ -26,7 +26,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from pipeline.data.datasets import encode_texts
+from pipeline.data.text_tokens import encode_texts
 from pipeline.errors import ConfigError
 from pipeline.pretrain._base import OBJECTIVES, Objective, PretrainData, fit_epochs
 from pipeline.schema import Section

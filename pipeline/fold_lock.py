@@ -1,0 +1,44 @@
+"""One (seed, fold) job at a time: the operating-system lock two processes training one
+config share their folds by."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Iterator
+
+from filelock import FileLock, Timeout
+
+from pipeline.config import ExperimentConfig
+from pipeline.errors import PipelineError
+from pipeline.runs import fold_dir
+
+
+class FoldBusy(PipelineError):
+    """Another process holds a fold this stage needs."""
+
+
+@contextlib.contextmanager
+def fold_lock(cfg: ExperimentConfig, seed: int, fold: int) -> Iterator[str | None]:
+    """Hold the (seed, fold) job's lock while it trains or predicts. Yields None when this
+    process holds it, or who does ("pid 123 on host h since 10:02:03") when another does: two
+    ``pipeline train`` processes on one config then share the folds instead of both doing all
+    of them. An operating-system lock: it is gone when its holder dies, even by SIGKILL."""
+    folder = fold_dir(cfg, seed, fold)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / ".lock", timeout=0)
+    owner = folder / ".lock.owner"
+    try:
+        lock.acquire()
+    except Timeout:
+        yield owner.read_text().strip() if owner.is_file() else "another process"
+        return
+    try:
+        owner.write_text(f"pid {os.getpid()} on host {socket.gethostname()} since "
+                         f"{time.strftime('%H:%M:%S')}\n")
+        yield None
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
