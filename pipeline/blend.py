@@ -249,6 +249,7 @@ def run(
     members = load_members(runs)
     meta, params = members.meta, dict(params or {})
     _check_blender_fits_metric(method, meta.metric)
+    _check_blender_fits_folds(method, members.folds, runs[0])
     settings = {"n_trials": n_trials, "seed": seed}
     tuning = {**settings, **params}
     hashed = {**tuning, "postprocess": check_postprocess_mode(postprocess)}
@@ -340,6 +341,19 @@ def _check_blender_fits_metric(method: str, metric_name: str) -> None:
             f"{metric_name!r} scores the predictions themselves. Use {', '.join(fits)}, or "
             f"{method!r} under an order-based metric ("
             f"{', '.join(m for m in METRICS if METRICS.get(m).order_only)})")
+
+
+def _check_blender_fits_folds(method: str, folds: np.ndarray, source: str | Path) -> None:
+    """Refuse a blender whose nested CV cannot run on the members' folds, before the blend
+    folder is made: it is re-tuned without each fold, and stacking then trains its
+    second-level model on inner folds of the rest, so it needs 3 folds where weights need 2."""
+    needed = 2 + int(BLENDERS.get(method).needs_folds)
+    found = len(np.unique(folds))
+    if found < needed:
+        raise ConfigError(
+            f"blend method {method!r} needs members trained on at least {needed} folds (its "
+            f"nested CV re-fits it on inner folds without each fold); {source} has {found}. "
+            f"Use another method, or members trained with folds.n_splits >= {needed}")
 
 
 def _fit_and_score(

@@ -511,6 +511,28 @@ def test_every_blender_meets_the_metric_rule_of_the_stage(tmp_path) -> None:
                 / "cv.json").is_file()
 
 
+def test_stacking_on_two_fold_members_is_refused_in_one_line(tmp_path, capsys) -> None:
+    """Stacking's nested CV fits its second-level model on inner folds of the other folds, so
+    members of 2 folds (a quick run) cannot give it one: refused in one line, exit 2, no blend
+    folder, where it was a ValueError traceback after the folder was made. A weight blender
+    takes the same members."""
+    from pipeline import cli
+
+    runs, y = make_competition(tmp_path, "binary", "roc_auc", [1.0, 0.5])
+    for run in runs:
+        _rewrite(run, "oof", lambda d: d.assign(fold=d["fold"] % 2))
+    blends = tmp_path / "blends"
+    code = cli.main(["blend", "--runs", *map(str, runs), "--method", "stacking",
+                     "--blends-dir", str(blends)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "'stacking' needs members trained on at least 3 folds" in err and "has 2" in err
+    assert not blends.exists()
+    folder = blend.run(runs, method="mean", name="m", blends_dir=blends, targets=y)
+    assert sorted(read_json(folder / "cv.json")["nested"]["per_fold"]) == ["0", "1"]
+
+
 # --- issue 15 item 2: post-processing only where the nested CV says it helps ---------------
 
 
