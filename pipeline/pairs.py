@@ -20,6 +20,14 @@ def _short(encoder: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(target).name or encoder)
 
 
+def _labels(encoders: list[dict]) -> list[str]:
+    """Each encoder's label in the pair names; labels shared by several encoders (two
+    ``mlp``s of other widths, one architecture with two weights files) get the encoder's
+    position, so no two pairs share a name (and a config file and run folder)."""
+    short = [_short(e["name"]) for e in encoders]
+    return [f"{s}-{i}" if short.count(s) > 1 else s for i, s in enumerate(short)]
+
+
 def expand_pairs(config_path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write one config per pair of the config's encoders (concatenated into one model).
 
@@ -35,8 +43,9 @@ def expand_pairs(config_path: str | Path, out_dir: str | Path | None = None) -> 
         raise ConfigError(f"{path}: 'model.encoders' needs 3 or more encoders to pair up")
     out = Path(out_dir) if out_dir is not None else path.parent
     pairs = []
-    for a, b in itertools.combinations(encoders, 2):
-        pair = {**data, "name": f"{data['name']}--{_short(a['name'])}--{_short(b['name'])}",
+    labelled = zip(_labels(encoders), encoders, strict=True)
+    for (label_a, a), (label_b, b) in itertools.combinations(labelled, 2):
+        pair = {**data, "name": f"{data['name']}--{label_a}--{label_b}",
                 "model": {**data["model"], "encoders": [a, b]}}
         build_config(pair, str(path))  # every pair is checked before any file is written
         pairs.append(pair)

@@ -43,6 +43,25 @@ def test_pairs_keep_the_rest_of_the_config_and_write_beside_it(competition_facto
         assert {e["lr"] for e in pair["model"]["encoders"]} < {1e-3, 2e-3, 3e-3, 4e-3}
 
 
+def test_pairs_of_encoders_of_one_kind_get_names_of_their_own(competition_factory,
+                                                              tmp_path) -> None:
+    """Three ``mlp`` encoders of other widths made three pairs all named ``<name>--mlp--mlp``:
+    each file overwrote the last and one config was left. Shared labels get the encoder's
+    position; unique ones keep their plain label."""
+    data = competition_factory("tabular", "binary")
+    data["model"]["encoders"] = [{"name": "mlp", "params": {"hidden": [h]}}
+                                 for h in (8, 16, 32)]
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    written = expand_pairs(path, tmp_path / "pairs")
+    assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == sorted(
+        f"tabular-binary--{a}--{b}.yaml" for a, b in (("mlp-0", "mlp-1"), ("mlp-0", "mlp-2"),
+                                                      ("mlp-1", "mlp-2")))
+    widths = {tuple(e["params"]["hidden"][0] for e in yaml.safe_load(p.read_text())["model"]
+                    ["encoders"]) for p in written}
+    assert widths == {(8, 16), (8, 32), (16, 32)}
+
+
 def test_pairs_refuse_missing_files_and_too_few_encoders(competition_factory,
                                                         tmp_path) -> None:
     with pytest.raises(ConfigError, match="not found"):
