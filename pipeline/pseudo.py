@@ -88,6 +88,14 @@ def _source_predictions(cfg: ExperimentConfig, comp: Competition) -> dict[int, n
     return dict.fromkeys(range(cfg.folds.n_splits), p)
 
 
+def _selection(cfg: ExperimentConfig) -> str:
+    """The pseudo settings that choose the rows, as the config spells them."""
+    assert cfg.pseudo is not None
+    keys = ("threshold", "top_fraction", "balance")
+    return ", ".join(f"{k}: {getattr(cfg.pseudo, k)}" for k in keys
+                     if getattr(cfg.pseudo, k, None) not in (None, False))
+
+
 def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     """Write every fold's pseudo-labelled rows; returns the folder."""
     if cfg.pseudo is None:
@@ -104,6 +112,9 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
         frame["source_fold"] = -1 if leaky else fold
         write_parquet(pseudo_path(cfg, fold), frame)
         summary[f"fold{fold}"] = len(frame)
+        if frame.empty:  # said here: the run's CV would otherwise hide that nothing was added
+            log.warning("pseudo: no test row passed the selection for fold %d (%s); its model "
+                        "trains on its own rows alone", fold, _selection(cfg))
     folder = cfg.run_dir / "pseudo"
     write_json(folder / "summary.json", {"source": cfg.pseudo.source, "leaky": leaky,
                                          "rows": summary})

@@ -183,3 +183,19 @@ def test_a_source_without_per_fold_test_predictions_is_refused_before_any_write(
         assert pseudo.source_leaky(_round(data, "from-copy", copy, allow_leak=True)) is True
     assert "LEAKY" in caplog.text
     assert pseudo.source_leaky(_round(data, "from-run", clean.run_dir)) is False
+
+
+def test_a_fold_without_pseudo_rows_trains_on_its_own_rows(clean_round, caplog):
+    """A threshold no test row reaches leaves a fold with no pseudo rows: the network fold
+    crashed in the column encoders (a ValueError about 0 samples). It trains on its own
+    rows, and the pseudo stage says why nothing was added."""
+    data, clean = clean_round
+    cfg = build_config({**data, "name": "none-passed",
+                        "pseudo": {"source": str(clean.run_dir), "threshold": 1.0}})
+    with caplog.at_level(logging.WARNING, logger="pipeline.pseudo"):
+        assert np.isfinite(train.run(cfg))
+    assert "no test row passed the selection for fold 0 (threshold: 1.0)" in caplog.text
+    assert len(pd.read_parquet(pseudo.pseudo_path(cfg, 0))) == 0
+    epochs = json.loads((cfg.run_dir / "seed0" / "fold0" / "metrics.json").read_text())
+    plain = json.loads((clean.run_dir / "seed0" / "fold0" / "metrics.json").read_text())
+    assert epochs["epochs"][0]["updates"] == plain["epochs"][0]["updates"]

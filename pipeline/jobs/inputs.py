@@ -105,19 +105,23 @@ def with_pseudo_rows(
 ) -> CombinedDataset:
     """The fold's training rows plus its pseudo-labelled test rows (with their weight).
 
-    Multiclass labels become one-hot rows so hard and soft pseudo-labels share a layout.
+    Multiclass labels become one-hot rows so hard and soft pseudo-labels share a layout. A
+    fold none of whose test rows passed the selection trains on its own rows alone (an empty
+    part would reach the column encoders with no rows, which refuse it).
     """
     ccfg = comp.cfg
+    if ccfg.task == "multiclass":
+        y_train = np.eye(len(comp.classes), dtype=np.float32)[y_train]
+    real = CompetitionDataset(comp.train.iloc[train_rows], inputs, y_train, augment,
+                              np.ones(len(train_rows), dtype=np.float32))
+    if pseudo.empty:
+        return CombinedDataset([real])
     id_col, cols = ccfg.id_column, comp.pred_columns
     by_id = comp.test.set_index(comp.test[id_col].astype(str))
     rows = by_id.loc[pseudo[id_col].astype(str)].reset_index(drop=True)
     labels = pseudo[cols].to_numpy(dtype=np.float32)
     if ccfg.task == "regression":  # in the targets' units: transformed, then standardised
         labels = prep.standardise(ccfg.task, labels)
-    if ccfg.task == "multiclass":
-        y_train = np.eye(len(comp.classes), dtype=np.float32)[y_train]
-    real = CompetitionDataset(comp.train.iloc[train_rows], inputs, y_train, augment,
-                              np.ones(len(train_rows), dtype=np.float32))
     extra = CompetitionDataset(rows, inputs, labels.astype(np.float32), augment,
                                pseudo["weight"].to_numpy(dtype=np.float32))
     return CombinedDataset([real, extra])
