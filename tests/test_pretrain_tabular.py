@@ -189,6 +189,29 @@ def test_network_encoder_matches_the_exported_features(tabular_data: PretrainDat
     assert not any(p.requires_grad for p in encoder.parameters())
 
 
+def test_a_frozen_encoder_stays_frozen_in_every_stage(tabular_data: PretrainData,
+                                                     tmp_path: Path) -> None:
+    """``params: {freeze: true}`` froze the DAE when it was built, but each training stage's
+    freezing (``train.freeze``, empty by default) unfroze every parameter first, so the
+    "frozen" encoder trained on. It now stays frozen (and in eval mode) in every stage; an
+    encoder without the param follows ``train.freeze`` as before."""
+    from pipeline.engine import apply_freeze
+
+    OBJECTIVES.get("dae").fit(DAEConfig(epochs=1, hidden=[8]), tabular_data, tmp_path,
+                              torch.device("cpu"), 0)
+    comp = tabular_data.comp
+    fold = TabularEncoder(comp.numeric_columns, comp.categorical_columns).fit(comp.train)
+    model = nn.ModuleDict({"encoders": nn.ModuleList([
+        PretrainedTabular(tmp_path, fold, {"freeze": True}),
+        PretrainedTabular(tmp_path, fold, {})]), "head": nn.Linear(8, 1)})
+    for paths in ([], ["head"]):
+        frozen = apply_freeze(model, paths)
+        assert not any(p.requires_grad for p in model["encoders"][0].parameters()), paths
+        assert model["encoders"][0].model in frozen
+        assert all(p.requires_grad for p in model["encoders"][1].parameters()), paths
+    assert apply_freeze(model, ["encoders.1"])[1] is model["encoders"][1]
+
+
 def test_fold_adapter_refuses_missing_columns(tabular_data: PretrainData) -> None:
     space = fit_space(tabular_data.frame, ["x1", "x2"], ["color"], 10)
     fold = TabularEncoder(["x1"], ["color"]).fit(tabular_data.frame)

@@ -67,13 +67,20 @@ def show_progress() -> bool:
     return os.environ.get("PIPELINE_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
+# set on a module that its encoder's own config froze (``params: {freeze: true}`` of a
+# pretrained tabular encoder): frozen in every stage, whatever ``train.freeze`` lists
+ALWAYS_FROZEN = "always_frozen"
+
+
 def apply_freeze(model: nn.Module, paths: list[str]) -> list[nn.Module]:
-    """Freeze the modules at ``paths`` (dotted, e.g. ``encoders.0``), unfreeze the rest;
-    returns the frozen modules, which the loop keeps in eval mode (batch-norm statistics
-    untouched)."""
+    """Freeze the modules at ``paths`` (dotted, e.g. ``encoders.0``) and those marked
+    :data:`ALWAYS_FROZEN`, unfreeze the rest; returns the frozen modules, which the loop keeps
+    in eval mode (batch-norm statistics untouched)."""
     for param in model.parameters():
         param.requires_grad_(True)
-    frozen = []
+    frozen = [m for m in model.modules() if getattr(m, ALWAYS_FROZEN, False)]
+    for module in frozen:
+        module.requires_grad_(False)
     for path in paths:
         try:
             module = model.get_submodule(path)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.data.tabular import TabularEncoder
+from pipeline.engine.plan import ALWAYS_FROZEN
 from pipeline.errors import ConfigError
 from pipeline.pretrain._tabular import ENCODER_FILE, FoldAdapter, load_tabular
 
@@ -40,8 +41,9 @@ class PretrainedTabular(nn.Module):
                 delattr(self.model, unused)
         self.adapter = FoldAdapter(space, fold)
         self.out_dim = int(self.model.out_dim)
-        if params.get("freeze", False):
+        if params.get("freeze", False):  # every stage's freezing keeps it (train.freeze too)
             self.model.requires_grad_(False)
+            setattr(self.model, ALWAYS_FROZEN, True)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raw, codes = self.adapter(batch["num"], batch["cat"])
