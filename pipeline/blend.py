@@ -49,6 +49,7 @@ from pipeline.artifacts import (
     write_meta,
     write_parquet,
 )
+from pipeline.blend_checks import check_fits_folds, check_fits_metric
 from pipeline.blend_folder import claim_name, clear, pop_own_submission, write_identity
 from pipeline.competition import targets_for_meta
 from pipeline.ensemble import (
@@ -65,8 +66,8 @@ from pipeline.ensemble import (
     nested_cv,
 )
 from pipeline.ensemble._postprocess import check_postprocess_mode, postprocess_report
-from pipeline.errors import ConfigError, DataError
-from pipeline.metrics import METRICS, Metric, get_metric
+from pipeline.errors import DataError
+from pipeline.metrics import Metric, get_metric
 
 logger = logging.getLogger("pipeline.blend")
 
@@ -248,8 +249,8 @@ def run(
     """
     members = load_members(runs)
     meta, params = members.meta, dict(params or {})
-    _check_blender_fits_metric(method, meta.metric)
-    _check_blender_fits_folds(method, members.folds, runs[0])
+    check_fits_metric(method, meta.metric)
+    check_fits_folds(method, members.folds, runs[0])
     settings = {"n_trials": n_trials, "seed": seed}
     tuning = {**settings, **params}
     hashed = {**tuning, "postprocess": check_postprocess_mode(postprocess)}
@@ -328,32 +329,6 @@ def _import_legacy_study(folder: Path, study_name: str, legacy_name: str) -> Non
     logger.info("imported the %d completed trials of %s (SQLite, from an older blend) into %s; "
                 "the study continues there and %s is no longer written", len(trials), legacy,
                 STUDY_FILE, legacy.name)
-
-
-def _check_blender_fits_metric(method: str, metric_name: str) -> None:
-    """Refuse an order-only blender (rank, power) under a metric that reads probabilities,
-    labels or values: its output would be submitted as if calibrated."""
-    metric = get_metric(metric_name)
-    if BLENDERS.get(method).order_only and not metric.order_only:
-        fits = [m for m in BLENDERS if not BLENDERS.get(m).order_only]
-        raise ConfigError(
-            f"blend method {method!r} outputs an order, not calibrated predictions; metric "
-            f"{metric_name!r} scores the predictions themselves. Use {', '.join(fits)}, or "
-            f"{method!r} under an order-based metric ("
-            f"{', '.join(m for m in METRICS if METRICS.get(m).order_only)})")
-
-
-def _check_blender_fits_folds(method: str, folds: np.ndarray, source: str | Path) -> None:
-    """Refuse a blender whose nested CV cannot run on the members' folds, before the blend
-    folder is made: it is re-tuned without each fold, and stacking then trains its
-    second-level model on inner folds of the rest, so it needs 3 folds where weights need 2."""
-    needed = 2 + int(BLENDERS.get(method).needs_folds)
-    found = len(np.unique(folds))
-    if found < needed:
-        raise ConfigError(
-            f"blend method {method!r} needs members trained on at least {needed} folds (its "
-            f"nested CV re-fits it on inner folds without each fold); {source} has {found}. "
-            f"Use another method, or members trained with folds.n_splits >= {needed}")
 
 
 def _fit_and_score(
