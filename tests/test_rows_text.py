@@ -14,7 +14,7 @@ import torch
 from pipeline import train
 from pipeline.competition import load_competition
 from pipeline.config import build_config
-from pipeline.data import datasets
+from pipeline.data import text_tokens
 from pipeline.data.datasets import CompetitionDataset
 from pipeline.data.memory_loader import build_fold_loader
 from pipeline.data.rows_text import MISSING, format_value, row_texts
@@ -91,12 +91,12 @@ def test_the_dataset_tokenises_each_row_written_as_text(competition_factory, tmp
     assert {"input_ids", "attention_mask", "num", "cat", "target"} <= set(ds[0])
     # the encode_texts cache: a second dataset of the same rows tokenises nothing again
     calls = []
-    real = datasets._encode
-    datasets._encode = lambda *a: calls.append(1) or real(*a)  # type: ignore[assignment]
+    real = text_tokens._encode
+    text_tokens._encode = lambda *a: calls.append(1) or real(*a)  # type: ignore[assignment]
     try:
         again = CompetitionDataset(comp.train, inputs, comp.targets.astype(np.float32))
     finally:
-        datasets._encode = real
+        text_tokens._encode = real
     assert not calls and again.ids == ds.ids
     # held rows batch the same as streamed ones (the loader cuts ids to the longest row)
     streamed = next(iter(build_fold_loader(ds, len(ds), False, 0, None, "stream")))
