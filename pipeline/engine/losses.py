@@ -78,7 +78,9 @@ def cross_entropy(smoothing: float = 0.0, class_weights: list[float] | None = No
         target = _class_target(batch["target"])
         if not class_weights and "weight" not in batch:  # the mean inside: fewer kernels
             return F.cross_entropy(outputs.float(), target, label_smoothing=smoothing)
-        weight = torch.tensor(class_weights, device=outputs.device) if class_weights else None
+        # float32 as the logits: YAML's [1, 2] reads as integers, which cross_entropy refuses
+        weight = (torch.tensor(class_weights, dtype=torch.float32, device=outputs.device)
+                  if class_weights else None)
         per_row = F.cross_entropy(outputs.float(), target, weight=weight,
                                   label_smoothing=smoothing, reduction="none")
         return _reduce(per_row, batch)

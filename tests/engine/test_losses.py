@@ -228,3 +228,13 @@ def test_focal_sigmoid_alpha_list_gives_each_label_its_alpha():
         torch.tensor(logits), batch)
     assert same.item() == pytest.approx(scalar.item(), rel=1e-6)
     assert same.item() != pytest.approx(got.item(), rel=1e-3)
+
+
+def test_class_weights_written_as_integers_weigh_like_floats():
+    """``class_weights: [1, 2]`` (YAML integers) made a Long weight tensor, and every step
+    stopped with "expected scalar type Float but found Long"; they now weigh as [1.0, 2.0]."""
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.0]])
+    batch = {"target": torch.tensor([0, 1, 1])}
+    as_ints = build_loss("cross_entropy", "multiclass", {"class_weights": [1, 2]})
+    as_floats = build_loss("cross_entropy", "multiclass", {"class_weights": [1.0, 2.0]})
+    torch.testing.assert_close(as_ints(logits, batch), as_floats(logits, batch))
