@@ -107,10 +107,12 @@ def _train_and_predict(
         if trained is not None:  # the fit's last checkpoints land while it predicts
             trained.finish()
     done = time.perf_counter()
-    epochs = sum(e.get("seconds", 0.0) for e in result["epochs"])
+    # the history's trained epochs: SWA appends a scored entry of its averaged weights
+    trained_epochs = [e for e in result["epochs"] if not e.get("swa")]
+    epochs = sum(e.get("seconds", 0.0) for e in trained_epochs)
     log.info("%s: %.1f s: %.1f s in %d epoch(s), %.1f s setting up, %.1f s predicting "
              "and writing", fold_label(cfg, seed, fold), done - start, epochs,
-             len(result["epochs"]), fitted - start - epochs, done - fitted)
+             len(trained_epochs), fitted - start - epochs, done - fitted)
     return result
 
 

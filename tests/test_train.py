@@ -292,3 +292,19 @@ def test_compile_compiles_the_model_in_place_for_training_and_prediction(
     comp = load_competition(cfg.competition)
     predict_fold(cfg, comp, load_folds(cfg, comp), 0, 1, build_accelerator("no"), None)
     assert compiled == ["CompetitionModel"] * 3
+
+
+def test_the_fold_time_line_counts_the_trained_epochs_not_the_swa_entry(competition_factory,
+                                                                        caplog):
+    """With SWA the history holds one more entry (the averaged weights' score), and the fold's
+    time line said "in 3 epoch(s)" for 2 trained epochs."""
+    import logging
+
+    data = competition_factory("tabular", "binary", n_train=32, n_test=8)
+    data["train"]["swa"] = {"start_epoch": 1}
+    cfg = build_config(data)
+    with caplog.at_level(logging.INFO, logger="pipeline.train"):
+        train.run(cfg)
+    history = json.loads((cfg.run_dir / "seed0" / "fold0" / "metrics.json").read_text())
+    assert [e.get("swa", False) for e in history["epochs"]] == [False, False, True]
+    assert "in 2 epoch(s)" in caplog.text and "in 3 epoch(s)" not in caplog.text
