@@ -161,9 +161,7 @@ class Competition:
         'competition.feature_columns')."""
         if self.cfg.feature_columns is not None:
             return []
-        candidates = self._candidate_features
-        present = self.train[candidates].notna().any()
-        return [c for c in candidates if not present[c]]
+        return _without_values(self.train, self._candidate_features)
 
     @functools.cached_property
     def test_empty_columns(self) -> list[str]:
@@ -173,10 +171,9 @@ class Competition:
         that hold them, cannot show what that costs."""
         if self.cfg.feature_columns is not None:
             return []
-        candidates = [c for c in self._candidate_features if c in self.test.columns]
-        present = self.test[candidates].notna().any()
         empty = set(self.empty_columns)
-        return [c for c in candidates if not present[c] and c not in empty]
+        return _without_values(self.test, [c for c in self._candidate_features
+                                           if c in self.test.columns and c not in empty])
 
     @property
     def train_only_columns(self) -> list[str]:
@@ -206,6 +203,12 @@ class Competition:
         """Feature columns treated as numbers."""
         cats = set(self.categorical_columns)
         return [c for c in self.feature_columns if c not in cats]
+
+
+def _without_values(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Those of ``columns`` empty in every row of ``frame``."""
+    present = frame[columns].notna().any()
+    return [c for c in columns if not present[c]]
 
 
 IMAGE_PATH = "_image_path"  # resolved image path column added to train and test at load
