@@ -359,6 +359,9 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     check_sample_columns([c for c in sample.columns if c != cfg.id_column], cfg.task,
                          cfg.metric, cfg.target_columns, classes, sub_path, train_path)
     for split, frame, path in (("train", train, train_path), ("test", test, test_path)):
+        # the column is the loader's own: one a file brings (a feature export written before
+        # exports left it out) would otherwise be checked and read as this run's images
+        frame.drop(columns=[IMAGE_PATH], errors="ignore", inplace=True)
         if cfg.image_column or cfg.image_path:
             frame[IMAGE_PATH] = _image_paths(frame, cfg, split, path)
     comp = Competition(cfg, train, test, sample, classes)

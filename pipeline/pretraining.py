@@ -257,9 +257,14 @@ def export_features(cfg: PretrainConfig, out: str | Path, keep_raw: bool = True)
     for split, frame in (("train", comp.train), ("test", comp.test)):
         values = objective.features(cfg.folder, frame, _device(cfg))
         feats = pd.DataFrame(values, columns=[f"{cfg.name}_f{i}" for i in range(values.shape[1])])
-        keep = list(frame.columns) if keep_raw else [
+        keep = [c for c in frame.columns if c != IMAGE_PATH] if keep_raw else [
             ccfg.id_column, *(labels if split == "train" else [])]
-        tables[split] = pd.concat([frame[keep].reset_index(drop=True), feats], axis=1)
+        raw = frame[keep].reset_index(drop=True)
+        if keep_raw and ccfg.image_column:
+            # relative to the old folder they would name no file from DIR: absolute paths
+            # keep the export an image competition too (DIR / an absolute path is that path)
+            raw[ccfg.image_column] = [str((comp.dir / p).resolve()) for p in frame[IMAGE_PATH]]
+        tables[split] = pd.concat([raw, feats], axis=1)
     write_csv(out / "train.csv", tables["train"])
     write_csv(out / "test.csv", tables["test"])
     write_csv(out / "sample_submission.csv", comp.sample_submission)

@@ -256,3 +256,36 @@ def test_stage_output_is_an_encoder_the_train_stage_loads(tmp_path, modality, on
     spec["train"]["epochs"] = 1
     score = train.run(build_config(spec))
     assert 0.0 <= score <= 1.0
+
+
+def test_image_features_export_with_raw_columns_reads_back_as_a_competition(tmp_path,
+                                                                           one_thread):
+    """The exported folder used to carry the loader's own ``_image_path`` column, relative to
+    the old folder: loaded as a table it was checked as images and refused (image files not
+    found), and the image column named no file from the new folder."""
+    from pipeline import pretraining
+    from pipeline.competition import IMAGE_PATH, CompetitionConfig, load_competition
+
+    spec = make_competition(tmp_path, "image", "binary", n_train=24, n_test=8)
+    cfg = pretraining.build_pretrain_config({
+        "name": "enc", "pretrained_dir": str(tmp_path / "pretrained"), "device": "cpu",
+        "competition": spec["competition"],
+        "objective": {"kind": "simclr", "arch": "test_resnet", "image_size": 16, "epochs": 1,
+                      "batch_size": 16}})
+    pretraining.run(cfg)
+    out = pretraining.export_features(cfg, tmp_path / "feats", keep_raw=True)
+    written = pd.read_csv(out / "train.csv")
+    assert IMAGE_PATH not in written.columns
+    tabular = {**spec["competition"], "dir": str(out), "modality": "tabular"}
+    tabular.pop("image_column")
+    comp = load_competition(CompetitionConfig(**tabular))
+    assert IMAGE_PATH not in comp.train.columns
+    assert {f"enc_f{i}" for i in range(4)} <= set(comp.feature_columns)
+    # a folder exported before: the loader's own column is dropped, not read as images
+    written.assign(**{IMAGE_PATH: "images/0000.png"}).to_csv(out / "train.csv", index=False)
+    assert IMAGE_PATH not in load_competition(CompetitionConfig(**tabular)).train.columns
+    # the same folder as an image competition: its image column names the original files
+    images = load_competition(CompetitionConfig(**{**spec["competition"], "dir": str(out)}))
+    assert all(Path(p).is_file() for p in images.train[IMAGE_PATH])
+    original = pd.read_csv(Path(spec["competition"]["dir"]) / "train.csv")
+    assert [Path(p).name for p in written["image"]] == [Path(p).name for p in original["image"]]
