@@ -23,6 +23,7 @@ from pipeline.competition_checks import check_aux, check_groups, check_ids, requ
 from pipeline.competition_files import class_labels, parse_written_numbers, read_csv
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS
+from pipeline.pixel_images import PixelsConfig, pixel_columns, write_pixel_images
 from pipeline.schema import Section
 from pipeline.targets import check_sample_columns, file_lines, target_classes
 
@@ -53,6 +54,8 @@ class CompetitionConfig(Section):
     # or a template of the path, with {split} (train/test) and any column, e.g.
     # "{split}_images/{image_id}.jpg"
     image_path: str | None = None
+    # or the pixels themselves, in the CSV files (MNIST's pixel0..pixel783 columns)
+    pixels: PixelsConfig | None = None
     text_columns: list[str] = Field(default_factory=list)
     feature_columns: list[str] | None = None  # tabular inputs; None: every other column
     # with feature_columns None, a train column missing from test is refused (a model cannot
@@ -93,12 +96,12 @@ class CompetitionConfig(Section):
                 f"'target_columns' must hold one column for task {self.task!r}. "
                 f"Got {self.target_columns}."
             )
-        if self.modality == "image" and not (self.image_column or self.image_path):
-            raise ValueError(
-                "'image_column' or 'image_path' is required when 'modality' is 'image'"
-            )
-        if self.image_column and self.image_path:
-            raise ValueError("give 'image_column' or 'image_path', not both")
+        given = [k for k in ("image_column", "image_path", "pixels") if getattr(self, k)]
+        if self.modality == "image" and not given:
+            raise ValueError("'image_column', 'image_path' or 'pixels' is required when "
+                             "'modality' is 'image'")
+        if len(given) > 1:
+            raise ValueError(f"give one of {given}, not {len(given)}")
         if self.modality == "text" and not self.text_columns:
             raise ValueError("'text_columns' is required when 'modality' is 'text'")
         aux = [a.column for a in self.aux_targets]
@@ -364,6 +367,14 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
         frame.drop(columns=[IMAGE_PATH], errors="ignore", inplace=True)
         if cfg.image_column or cfg.image_path:
             frame[IMAGE_PATH] = _image_paths(frame, cfg, split, path)
+    if cfg.pixels:
+        columns = pixel_columns(train, cfg.pixels, train_path)
+        written = write_pixel_images({"train": (train, train_path), "test": (test, test_path)},
+                                     columns, cfg.pixels)
+        # the images replace their values: 784 columns are no features beside them
+        train.drop(columns=columns, inplace=True)
+        test.drop(columns=columns, inplace=True)
+        train[IMAGE_PATH], test[IMAGE_PATH] = written["train"], written["test"]
     comp = Competition(cfg, train, test, sample, classes)
     # after the candidates are known, before any encoder sees the columns; a column the
     # config names as categorical stays as written

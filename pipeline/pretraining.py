@@ -41,6 +41,7 @@ from pipeline.competition import (
 from pipeline.competition_files import read_csv
 from pipeline.config import apply_overrides, format_validation_error, read_yaml_mapping
 from pipeline.errors import ConfigError, DataError, MissingArtifactError
+from pipeline.pixel_images import pixel_columns, write_pixel_images
 from pipeline.pretrain import OBJECTIVES, PretrainData
 from pipeline.pretrain._base import RESUME_FILE
 from pipeline.schema import Section
@@ -159,6 +160,12 @@ def unlabelled_rows(cfg: PretrainConfig, comp: Competition) -> PretrainData:
                 raise DataError(f"extra unlabelled file {cfg.extra_unlabelled}: "
                                 f"'competition.image_path' names column {err}, which it "
                                 "lacks") from None
+        if ccfg.pixels:  # written as load writes train's and test's (on their own range)
+            source = Path(cfg.extra_unlabelled)
+            columns = pixel_columns(extra, ccfg.pixels, source)
+            extra[IMAGE_PATH] = write_pixel_images({"extra": (extra, source)}, columns,
+                                                   ccfg.pixels)["extra"]
+            extra = extra.drop(columns=columns)
         parts["extra"] = extra.drop(columns=[c for c in labels if c in extra.columns])
     frame = pd.concat(list(parts.values()), ignore_index=True)
     return PretrainData(frame, comp, {k: len(v) for k, v in parts.items()})

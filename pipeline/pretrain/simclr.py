@@ -156,7 +156,8 @@ def image_paths(data: PretrainData, kind: str) -> list[Path]:
     """The image file of every row that has one."""
     if IMAGE_PATH not in data.frame.columns:
         raise ConfigError(f"pretrain objective {kind!r} needs images: set "
-                          "'competition.image_column' or 'competition.image_path'")
+                          "'competition.image_column', 'competition.image_path' or "
+                          "'competition.pixels'")
     paths = [data.comp.dir / str(p) for p in data.frame[IMAGE_PATH].dropna()]
     if len(paths) < 2:
         raise ConfigError(f"pretrain objective {kind!r} needs at least 2 images; found "
