@@ -19,8 +19,18 @@ import torch
 from pydantic import Field, model_validator
 
 from pipeline.artifacts import RunMeta
-from pipeline.competition_checks import check_aux, check_groups, check_ids, require_columns
-from pipeline.competition_files import class_labels, parse_written_numbers, read_csv
+from pipeline.competition_checks import (
+    check_aux,
+    check_groups,
+    check_ids,
+    give_ids,
+    require_columns,
+)
+from pipeline.competition_files import (
+    class_labels,
+    parse_written_numbers,
+    read_csv,
+)
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS
 from pipeline.pixel_images import PixelsConfig, pixel_columns, write_pixel_images
@@ -127,6 +137,9 @@ class Competition:
     classes: list[Any]  # label values in prediction-column order (binary: [neg, pos])
     # feature columns read as numbers from text such as '12.5%', '1,234.5' or '2021-03-04'
     written_numbers: list[str] = dataclasses.field(default_factory=list)
+    # the files without an id column: 'train' rows numbered from 1, 'test' rows given the
+    # sample submission's ids in order
+    numbered_ids: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def dir(self) -> Path:
@@ -334,10 +347,12 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     csv = {"sep": cfg.sep, "encoding": cfg.encoding, "id_column": cfg.id_column,
            "decimal": cfg.decimal, "thousands": cfg.thousands}
     cells = {"texts": cfg.text_columns, "na_values": cfg.na_values}
+    sample = read_csv(sub_path, "sample submission", **csv)
+    require_columns(sample, [cfg.id_column], sub_path, "id_column")  # it names the id
     train = read_csv(train_path, "train", **csv, labels=class_labels(cfg.task, cfg.target_columns),
                      **cells)
     test = read_csv(test_path, "test", **csv, **cells)
-    sample = read_csv(sub_path, "sample submission", **csv)
+    numbered = give_ids(train, test, sample, cfg.id_column, (train_path, test_path, sub_path))
     for frame, path in ((train, train_path), (test, test_path), (sample, sub_path)):
         require_columns(frame, [cfg.id_column], path, "id_column")
         check_ids(frame, cfg.id_column, path)
@@ -375,7 +390,7 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
         train.drop(columns=columns, inplace=True)
         test.drop(columns=columns, inplace=True)
         train[IMAGE_PATH], test[IMAGE_PATH] = written["train"], written["test"]
-    comp = Competition(cfg, train, test, sample, classes)
+    comp = Competition(cfg, train, test, sample, classes, numbered_ids=numbered)
     # after the candidates are known, before any encoder sees the columns; a column the
     # config names as categorical stays as written
     written = parse_written_numbers(
@@ -393,6 +408,6 @@ def targets_for_meta(meta: RunMeta) -> np.ndarray:
     path = Path(meta.competition_dir) / meta.train_file
     train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column,
                      class_labels(meta.task, meta.target_columns), decimal=meta.csv_decimal,
-                     thousands=meta.csv_thousands)
+                     thousands=meta.csv_thousands, number_rows=True)
     require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
     return encode_targets(train, meta.task, meta.target_columns, meta.classes)

@@ -9,6 +9,7 @@ from typing import Protocol
 
 import pandas as pd
 
+from pipeline.competition_files import add_row_numbers
 from pipeline.errors import DataError
 from pipeline.targets import file_lines, plain
 
@@ -63,3 +64,48 @@ def check_aux(frame: pd.DataFrame, aux_targets: Sequence[AuxTarget], path: Path)
             wanted = "2" if aux.task == "binary" else f"at least {least}"
             raise DataError(f"{where} must hold {wanted} distinct values. Got {len(found)}: "
                             f"{found[:5]}.")
+
+
+def ids_from_sample(test: pd.DataFrame, sample: pd.DataFrame, id_column: str, test_path: Path,
+                    sample_path: Path) -> bool:
+    """Give a test file without ``id_column`` the sample submission's ids, row for row (the
+    layout of a competition whose submission numbers the test rows, e.g. ImageId 1..28000);
+    True when it had none. Refused when the row counts differ: no order could match them."""
+    if id_column in test.columns:
+        return False
+    ids = set(sample[id_column].astype(str))
+    for column in test.columns:
+        if len(test[column]) == len(ids) and set(test[column].astype(str)) == ids:
+            raise DataError(f"{test_path}: column(s) [{id_column!r}] named by "
+                            f"'competition.id_column' not found, but column {column!r} holds "
+                            f"the ids of {sample_path}: name the id column alike in every file")
+    if len(test) != len(sample):
+        raise DataError(f"{test_path}: no column {id_column!r} ('competition.id_column'), and "
+                        f"its {len(test)} rows cannot take the ids of the {len(sample)} rows "
+                        f"of {sample_path} in order")
+    test.insert(0, id_column, sample[id_column].to_numpy())
+    return True
+
+
+def check_id_lookalike(frame: pd.DataFrame, id_column: str, path: Path) -> None:
+    """Refuse a file whose id column is spelt otherwise ('ID' for 'id'): numbered or given
+    the sample's ids instead, its own ids would be a feature and its rows matched by order."""
+    if id_column in frame.columns:
+        return
+    alike = [c for c in frame.columns if str(c).lower() == id_column.lower()]
+    if alike:
+        raise DataError(f"{path}: column(s) [{id_column!r}] named by 'competition.id_column' "
+                        f"not found, but {alike[0]!r} is: name the id column alike in every "
+                        "file")
+
+
+def give_ids(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame, id_column: str,
+             paths: tuple[Path, Path, Path]) -> list[str]:
+    """Ids for files that name no row (Kaggle's Digit Recognizer): train's rows are numbered
+    from 1 (its ids only match OOF rows to targets), test's take the sample submission's ids
+    in order. Returns the files so given ids ('train', 'test')."""
+    train_path, test_path, sample_path = paths
+    check_id_lookalike(train, id_column, train_path)
+    check_id_lookalike(test, id_column, test_path)
+    return (["train"] if add_row_numbers(train, id_column) else []) + (
+        ["test"] if ids_from_sample(test, sample, id_column, test_path, sample_path) else [])

@@ -17,7 +17,7 @@ from pipeline.errors import DataError
 def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
              id_column: str | None = None, labels: Sequence[str] = (),
              texts: Sequence[str] = (), na_values: Sequence[str] = (), decimal: str = ".",
-             thousands: str | None = None) -> pd.DataFrame:
+             thousands: str | None = None, number_rows: bool = False) -> pd.DataFrame:
     """Read a competition CSV, with one-line errors naming the file. ``id_column`` and the
     class ``labels`` columns are read as text, and as integers only when every value is one
     written plainly: ids and labels such as '00120' stay as written (as numbers they named
@@ -25,7 +25,9 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
     tokenizer's input) are read as text alone: a column of numbers with an empty cell,
     read as floats, gave the tokenizer '12.0' for '12' and '7.0' for '007'. ``na_values``
     are read as missing values, besides pandas' own; ``decimal`` and ``thousands`` are the
-    numbers' decimal mark and thousands separator (pandas' own keys)."""
+    numbers' decimal mark and thousands separator (pandas' own keys). ``number_rows``: a
+    file without ``id_column`` gets one, its rows numbered from 1 in file order (a train
+    file names its rows only for the OOF predictions: Kaggle's Digit Recognizer names none)."""
     if not path.is_file():
         raise DataError(f"{what} file {path} not found")
     as_written = [c for c in (id_column, *labels, *texts) if c]
@@ -36,6 +38,8 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
                             thousands=thousands)
         if id_column in frame.columns:
             frame[id_column] = _plain_integers(frame[id_column])
+        elif id_column and number_rows:
+            add_row_numbers(frame, id_column)
         for column in labels:
             if column in frame.columns:
                 frame[column] = _labels(frame[column])
@@ -48,6 +52,15 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
                         "Set 'competition.encoding' to the file's (e.g. latin-1)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{what} file {path} could not be read as CSV: {err}") from None
+
+
+def add_row_numbers(frame: pd.DataFrame, id_column: str) -> bool:
+    """Give ``frame`` an ``id_column`` numbering its rows from 1 in file order, unless it has
+    one; True when it had none."""
+    if id_column in frame.columns:
+        return False
+    frame.insert(0, id_column, range(1, len(frame) + 1))
+    return True
 
 
 def class_labels(task: str, target_columns: Sequence[str]) -> list[str]:

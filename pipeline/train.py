@@ -140,6 +140,11 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         raise ConfigError(problem)
     # a refused pseudo source stops the run before anything is written
     leaky = pseudo_stage.source_leaky(cfg) if cfg.pseudo is not None else False
+    numbered = {"train": "its rows are numbered from 1 as ids",
+                "test": "its rows take the sample submission's ids, in order"}
+    for split in comp.numbered_ids:
+        log.warning("%s: the %s file has no id column %r: %s", cfg.name, split,
+                    comp.cfg.id_column, numbered[split])
     if "tabular" in cfg.model.modalities:
         _check_features(cfg, comp)
         _warn_unseen_categories(cfg, comp)
