@@ -351,6 +351,10 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     require_columns(sample, [cfg.id_column], sub_path, "id_column")  # it names the id
     train = read_csv(train_path, "train", **csv, labels=class_labels(cfg.task, cfg.target_columns),
                      **cells)
+    if not test_path.is_file():  # image competitions often list their test rows only there
+        raise DataError(f"test file {test_path} not found; where the sample submission lists "
+                        "the test rows, set 'competition.test_file: "
+                        f"{cfg.sample_submission_file}'")
     test = read_csv(test_path, "test", **csv, **cells)
     numbered = give_ids(train, test, sample, cfg.id_column, (train_path, test_path, sub_path))
     for frame, path in ((train, train_path), (test, test_path), (sample, sub_path)):

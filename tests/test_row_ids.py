@@ -94,3 +94,26 @@ def test_a_test_column_holding_the_sample_ids_is_refused(tmp_path: Path) -> None
     frame.to_csv(test, index=False)
     with pytest.raises(DataError, match="column 'key' holds the ids of"):
         load_competition(_config(cfg))
+
+
+def test_test_rows_listed_only_by_the_sample_submission(tmp_path: Path) -> None:
+    """Image competitions often ship no test.csv (Aerial Cactus: train.csv, train/, test/ and
+    sample_submission.csv): the error says how to read the test rows from the sample."""
+    from PIL import Image
+
+    comp = tmp_path / "comp"
+    for split, names in (("train", ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]), ("test", ["e.jpg"])):
+        (comp / split).mkdir(parents=True)
+        for name in names:
+            Image.new("RGB", (8, 8)).save(comp / split / name)
+    pd.DataFrame({"id": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "has_cactus": [0, 1, 0, 1]}).to_csv(
+        comp / "train.csv", index=False)
+    pd.DataFrame({"id": ["e.jpg"], "has_cactus": 0.5}).to_csv(comp / "sample_submission.csv",
+                                                              index=False)
+    settings = {"dir": str(comp), "target_columns": ["has_cactus"], "task": "binary",
+                "metric": "roc_auc", "modality": "image", "image_path": "{split}/{id}"}
+    with pytest.raises(DataError, match="set 'competition.test_file: sample_submission.csv'"):
+        load_competition(CompetitionConfig(**settings))
+    loaded = load_competition(CompetitionConfig(**settings, test_file="sample_submission.csv"))
+    assert loaded.test["id"].tolist() == ["e.jpg"]
+    assert loaded.test["_image_path"].tolist() == ["test/e.jpg"]
