@@ -112,7 +112,7 @@ def test_test_rows_listed_only_by_the_sample_submission(tmp_path: Path) -> None:
                                                               index=False)
     settings = {"dir": str(comp), "target_columns": ["has_cactus"], "task": "binary",
                 "metric": "roc_auc", "modality": "image", "image_path": "{split}/{id}"}
-    with pytest.raises(DataError, match="set 'competition.test_file: sample_submission.csv'"):
+    with pytest.raises(DataError, match=r"set 'competition\.test_file: sample_submission\.csv'"):
         load_competition(CompetitionConfig(**settings))
     loaded = load_competition(CompetitionConfig(**settings, test_file="sample_submission.csv"))
     assert loaded.test["id"].tolist() == ["e.jpg"]
