@@ -15,6 +15,7 @@ import hashlib
 import math
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -62,6 +63,8 @@ def gray_levels(values: np.ndarray) -> np.ndarray:
     black, and standardised values (negative) map from their lowest to their highest. One map
     for every row and split keeps a value the same grey everywhere."""
     low, high = min(float(values.min()), 0.0), float(values.max())
+    if np.issubdtype(values.dtype, np.integer) and low == 0.0 and high == 255.0:
+        return values.astype(np.uint8)  # 8-bit already: no float copy of the whole set
     scaled = (values - low) * (255.0 / ((high - low) or 1.0))  # all zeros: black
     return np.rint(scaled).clip(0, 255).astype(np.uint8)
 
@@ -132,8 +135,10 @@ def _values(frame: pd.DataFrame, columns: list[str], cfg: PixelsConfig,
     text = [c for c in columns if not pd.api.types.is_numeric_dtype(block[c])]
     if text:
         raise DataError(f"{path}: pixel column(s) {text[:3]} hold values that are not numbers")
-    array = block.to_numpy(dtype=np.float64)
-    empty = ~np.isfinite(array).all(axis=1)
+    array = block.to_numpy()  # integers stay integers (pandas reads 0..255 as int64)
+    if array.dtype.kind not in "iu":
+        array = array.astype(np.float64)
+    empty = ~np.isfinite(array).all(axis=1) if array.dtype.kind == "f" else np.zeros(0, bool)
     if empty.any():
         raise DataError(f"{path}: {int(empty.sum())} row(s) have empty or infinite pixel "
                         f"values (lines {file_lines(frame.index[empty][:3])})")
@@ -173,11 +178,15 @@ def _write(images: np.ndarray, root: Path) -> list[str]:
         return names
     work = folder.with_name(f".{folder.name}.{os.getpid()}")
     work.mkdir(parents=True, exist_ok=True)
+    def save(i: int) -> None:
+        image = images[i, :, :, 0] if images.shape[3] == 1 else images[i]
+        Image.fromarray(np.ascontiguousarray(image)).save(work / f"{i:07d}.png",
+                                                          compress_level=1)
+
     try:
-        for i, image in enumerate(images):
-            gray = image[:, :, 0] if image.shape[2] == 1 else image
-            Image.fromarray(np.ascontiguousarray(gray)).save(work / f"{i:07d}.png",
-                                                             compress_level=1)
+        # PIL's encoder and the file writes leave the GIL: threads write several at once
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(save, range(len(images)), chunksize=256))
         try:
             work.rename(folder)
         except OSError:  # another process wrote the same folder first: theirs is the same
