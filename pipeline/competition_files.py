@@ -13,6 +13,13 @@ import pandas as pd
 
 from pipeline.errors import DataError
 
+try:  # the cells pandas reads as missing by default ('', 'NA', 'NaN', 'null', 'None', ...)
+    from pandas._libs.parsers import STR_NA_VALUES as _PANDAS_NA
+except ImportError:  # pragma: no cover - a pandas that moved it
+    _PANDAS_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+                  "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
+                  "nan", "null"}
+
 
 def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
              id_column: str | None = None, labels: Sequence[str] = (),
@@ -32,10 +39,12 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
         raise DataError(f"{what} file {path} not found")
     as_written = [c for c in (id_column, *labels, *texts) if c]
     try:
+        header = pd.read_csv(path, sep=sep, encoding=encoding, nrows=0).columns
         frame = pd.read_csv(path, sep=sep, encoding=encoding,
                             dtype=dict.fromkeys(as_written, str) or None,
-                            na_values=list(na_values) or None, decimal=decimal,
-                            thousands=thousands)
+                            keep_default_na=False,
+                            na_values=_missing_cells(header, id_column, labels, na_values),
+                            decimal=decimal, thousands=thousands)
         if id_column in frame.columns:
             frame[id_column] = _plain_integers(frame[id_column])
         elif id_column and number_rows:
@@ -63,6 +72,22 @@ def add_row_numbers(frame: pd.DataFrame, id_column: str) -> bool:
     return True
 
 
+def _missing_cells(header: pd.Index, id_column: str | None, labels: Sequence[str],
+                   na_values: Sequence[str]) -> dict[str, list[str]]:
+    """The cells read as missing, per column: an empty cell anywhere; in an id column nothing
+    else, and in a class label column ``na_values`` too, but not pandas' own words for
+    missing ('NA', 'None', 'null', 'nan', 'N/A', ...), which are real ids and labels there
+    (North America's 'NA', a class 'None'): read as missing, they were refused as empty ids
+    or NaN targets. Every other column keeps pandas' words and ``na_values``."""
+    words = [*_PANDAS_NA, *na_values]
+    cells = {str(c): words for c in header}
+    for column in labels:
+        cells[column] = ["", *na_values]
+    if id_column:
+        cells[id_column] = [""]
+    return cells
+
+
 def class_labels(task: str, target_columns: Sequence[str]) -> list[str]:
     """The target columns that hold class labels, read as written (:func:`read_csv`): a
     binary or multiclass task's (a multilabel task's hold 0/1, a regression's numbers)."""
@@ -71,14 +96,21 @@ def class_labels(task: str, target_columns: Sequence[str]) -> list[str]:
 
 def _labels(values: pd.Series) -> pd.Series:
     """Class labels read as text: kept as text when one is an integer written with leading
-    zeros ('01'), else typed as pandas would have read them (integers, floats, booleans)."""
+    zeros ('01'), else typed as pandas would have read them (integers, floats, booleans written
+    True/False; other spellings of booleans stay as written)."""
     numbers = _plain_integers(values)
     if numbers is not values or values.str.fullmatch(r"[+-]?0\d+").any():
         return numbers
     booleans = {"True": True, "TRUE": True, "true": True,
                 "False": False, "FALSE": False, "false": False}
     if values.isin(list(booleans)).all():
-        return values.map(booleans).astype(bool)
+        spellings = set(values.unique())
+        # booleans write back as True/False: other spellings ('true', 'FALSE') stay text, so
+        # a submission of labels holds the train file's own words (a scorer comparing text
+        # finds no 'True' among 'true'); one column mixing spellings is read as booleans
+        if spellings <= {"True", "False"} or len(spellings) > values.map(booleans).nunique():
+            return values.map(booleans).astype(bool)
+        return values
     try:
         return pd.to_numeric(values)  # floats (refused for classes later, with a reason)
     except (ValueError, TypeError):

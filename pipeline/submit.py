@@ -1,7 +1,8 @@
 """Submit stage: a run's or blend's test predictions -> ``submissions/<name>.csv``.
 
-The file has exactly the ids, columns and row order of ``sample_submission.csv``. The format
-follows the sample: one column per class gets probabilities (binary tasks too); a single label
+The file has exactly the ids, columns, column order and row order of
+``sample_submission.csv``. The format follows the sample: one column per class (named by the
+class, or ``<target>_<class>``) gets probabilities (binary tasks too); a single label
 column of a classification task gets the predicted class in the train set's own label values
 when the metric scores labels (accuracy, F1, ...), the k best classes separated by spaces under
 a ranking metric (MAP@k), else the probability; regression gets the values.
@@ -20,7 +21,7 @@ from pipeline.competition_files import read_csv
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
 from pipeline.metrics import get_metric, hard_labels, top_classes
-from pipeline.targets import sample_columns_problem
+from pipeline.targets import per_class_columns, sample_columns_problem
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,12 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         raise DataError(f"test predictions in {folder} hold NaN/inf (ids {bad})")
     out = pd.DataFrame({id_col: sample[id_col].to_numpy()})
     metric = get_metric(meta.metric)
-    class_columns = [str(c) for c in meta.classes]
-    if meta.task in ("binary", "multiclass") and sorted(columns) == sorted(class_columns):
+    class_of = per_class_columns(columns, meta.task, meta.target_columns, meta.classes)
+    if class_of is not None:
         # one probability column per class (a binary run predicts its positive class alone)
         per_class = np.column_stack([1.0 - p[:, 0], p[:, 0]]) if meta.task == "binary" else p
-        for c in columns:
-            out[c] = per_class[:, class_columns.index(c)]
+        for c, k in zip(columns, class_of, strict=True):
+            out[c] = per_class[:, k]
     elif sorted(columns) == sorted(meta.target_columns):
         # the sample may list the target columns in another order than the config (scorers
         # read them by name): each is filled from its own target's predictions
@@ -93,7 +94,7 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
     else:
         raise DataError(str(sample_columns_problem(columns, meta.task, meta.target_columns,
                                                    meta.classes, sample_path)))
-    return out
+    return out[list(sample.columns)]  # the sample's column order, its id column included
 
 
 def run(source: str | Path, name: str | None = None,

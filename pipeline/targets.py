@@ -63,9 +63,11 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
     values = frame[col]
     classes = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
     if pd.api.types.is_float_dtype(values) and not np.all(np.mod(values, 1) == 0):
+        fractions = values[np.mod(values, 1) != 0]
         raise DataError(
             f"{path}: target column {col!r} holds non-integer floats, which is a regression "
-            f"target, not {task!r} labels (e.g. {values.iloc[0]!r})"
+            f"target, not {task!r} labels (e.g. {plain([fractions.iloc[0]])[0]!r}, line "
+            f"{file_lines(fractions.index[:1])[0]})"
         )
     if task == "binary" and len(classes) != 2:
         raise DataError(
@@ -78,21 +80,38 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
     return plain(classes)  # Python scalars: the classes go to JSON and messages
 
 
+def per_class_columns(columns: list[str], task: str, target_columns: list[str],
+                      classes: list[Any]) -> list[int] | None:
+    """The class (its index in ``classes``) of each of a sample submission's prediction
+    ``columns`` when they are one column per class of a binary or multiclass task, in any
+    order, named by the class ('cat', 'dog') or by the target and the class joined by '_'
+    ('Status_C', 'Status_CL', 'Status_D' for target 'Status', as many Kaggle samples name
+    them); None when they are not."""
+    if task not in ("binary", "multiclass"):
+        return None
+    for prefix in ("", f"{target_columns[0]}_"):
+        named = [f"{prefix}{c}" for c in classes]
+        if sorted(columns) == sorted(named):
+            return [named.index(c) for c in columns]
+    return None
+
+
 def sample_columns_problem(columns: list[str], task: str, target_columns: list[str],
                            classes: list[Any], path: Path) -> str | None:
     """Why a sample submission with these prediction columns (its id left out) cannot be
     filled: they must be the target columns, or one column per class of a binary or
-    multiclass task, in any order (:func:`pipeline.submit.format_submission`). None when
-    they fit."""
+    multiclass task (:func:`per_class_columns`), in any order
+    (:func:`pipeline.submit.format_submission`). None when they fit."""
     class_columns = [str(c) for c in classes]
-    if sorted(columns) == sorted(target_columns) or (
-        task in ("binary", "multiclass") and sorted(columns) == sorted(class_columns)
-    ):
+    if sorted(columns) == sorted(target_columns) or per_class_columns(
+        columns, task, target_columns, classes
+    ) is not None:
         return None
     if not class_columns:
         return f"{path}: columns {columns} are not the target columns {list(target_columns)}"
     return (f"{path}: columns {columns} match neither the target columns "
-            f"{list(target_columns)} nor the classes {class_columns}")
+            f"{list(target_columns)} nor the classes {class_columns} (as such or as "
+            f"{target_columns[0]}_<class>)")
 
 
 def check_sample_columns(columns: list[str], task: str, metric: str, target_columns: list[str],

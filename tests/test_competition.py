@@ -344,9 +344,9 @@ WRONG_TARGETS: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
         "multiclass", _set_column("target", lambda n: list(np.linspace(0, 2, n))),
         ("'target'", "non-integer floats", "'multiclass'"),
     ),
-    "non-integer floats for binary": (
+    "non-integer floats for binary": (  # names the first fraction, not the first value
         "binary", _set_column("target", lambda n: [0.0, 0.5] * (n // 2)),
-        ("'target'", "non-integer floats", "'binary'"),
+        ("'target'", "non-integer floats", "'binary'", "(e.g. 0.5, line 3)"),
     ),
     "2 for multilabel": (
         "multilabel", _set_column("b", lambda n: [0, 1, 2] * (n // 3)),
@@ -667,3 +667,71 @@ def test_sample_submission_columns_are_checked_before_training(
     edit_csv(sample, lambda f: f.rename(columns={"target": "prediction"}))
     expect_failure(cfg, tmp_path, capsys, str(sample), "['prediction']", "['target']",
                    "nor the classes ['no', 'yes']")
+
+
+def _rewrite(path: Path, fn: Callable[[str], str]) -> None:
+    path.write_text(fn(path.read_text()))
+
+
+def test_ids_and_labels_spelled_like_missing_values_are_read_as_written(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ids and class labels such as 'NA' (North America), 'None' or 'null' are pandas' words
+    for a missing cell: the ids were refused as empty and the labels as NaN targets. They are
+    read as written, through the folds file too, and reach the submission so."""
+    cfg = cli_config(competition_factory, "tabular", "multiclass")
+    cfg["competition"]["metric"] = "accuracy"
+    folder = Path(cfg["competition"]["dir"])
+    names = {"r0000": "NA", "r0001": "None", "r0050": "null", "r0051": "nan", "r0052": "N/A"}
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        _rewrite(folder / name, lambda text: "\n".join(
+            names.get(line.split(",")[0], line.split(",")[0]) + line[line.index(","):]
+            for line in text.splitlines()) + "\n")
+    train = pd.read_csv(folder / "train.csv", keep_default_na=False, dtype=str)
+    label = {"0": "NA", "1": "EU", "2": "AS"}
+    train["target"] = train["target"].map(label)
+    train.to_csv(folder / "train.csv", index=False)
+    comp = load_competition(build_config(cfg).competition)
+    assert comp.classes == ["AS", "EU", "NA"]
+    assert {"NA", "None"} <= set(comp.train["id"]) and {"null", "nan"} <= set(comp.test["id"])
+    for _ in range(2):  # the second run reads the folds file and the finished folds back
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+        assert code == 0, err
+        path = Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv"
+        lines = path.read_text().splitlines()
+        expected = (folder / "sample_submission.csv").read_text().splitlines()
+        assert [r.split(",")[0] for r in lines] == [r.split(",")[0] for r in expected]
+        written = set(pd.read_csv(path, keep_default_na=False, dtype=str)["target"])
+        assert written and written <= {"NA", "EU", "AS"}, written
+
+
+@pytest.mark.parametrize("spelling", [("true", "false"), ("TRUE", "FALSE"), ("True", "False")])
+def test_boolean_labels_reach_the_submission_as_the_train_file_spells_them(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        spelling: tuple[str, str]) -> None:
+    """Labels 'true'/'false' (or 'TRUE'/'FALSE') were read as booleans and written back as
+    'True'/'False', words a scorer comparing text does not know."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    cfg["competition"]["metric"] = "accuracy"
+    train = Path(cfg["competition"]["dir"]) / "train.csv"
+    edit_csv(train, lambda f: f.assign(target=f["target"].map(
+        {"yes": spelling[0], "no": spelling[1]})))
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    path = Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv"
+    written = set(pd.read_csv(path, dtype=str)["target"])
+    assert written and written <= set(spelling), written
+    comp = load_competition(build_config(cfg).competition)
+    assert [str(c) for c in comp.classes] == [spelling[1], spelling[0]]  # positive: true
+
+
+def test_sample_columns_named_target_underscore_class_are_accepted(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    cfg["competition"]["metric"] = "log_loss"
+    sample = Path(cfg["competition"]["dir"]) / "sample_submission.csv"
+    edit_csv(sample, lambda f: f.drop(columns="target").assign(target_yes=0.5, target_no=0.5))
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    sub = pd.read_csv(Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv")
+    assert list(sub.columns) == ["id", "target_yes", "target_no"]
+    np.testing.assert_allclose(sub["target_yes"] + sub["target_no"], 1.0)

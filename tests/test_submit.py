@@ -339,3 +339,39 @@ def test_map_at_k_label_column_lists_k_integer_labels(tmp_path: Path, metric: st
     expected = np.array([" ".join(str(classes[j]) for j in row) for row in order])
     assert sub["target"].tolist() == _by_sample(expected).tolist()
     assert all(len(row.split(" ")) == k for row in sub["target"])
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_one_column_per_class_named_target_underscore_class(tmp_path: Path, task: str) -> None:
+    """Kaggle samples often name their class columns '<target>_<class>' ('Status_C',
+    'Status_CL', 'Status_D' for target 'Status'): they were refused as matching neither the
+    target nor the classes. Each is filled with its class's probability."""
+    if task == "binary":
+        classes, p = ["no", "yes"], np.array([[0.2], [0.7], [0.5], [0.9], [0.1]])
+        per_class = np.column_stack([1 - p[:, 0], p[:, 0]])
+    else:
+        classes = ["C", "CL", "D"]
+        per_class = np.random.default_rng(1).dirichlet(np.ones(3), size=5)
+        p = per_class
+    pred_columns = ["target"] if task == "binary" else classes
+    test = _test_frame({c: p[:, i] for i, c in enumerate(pred_columns)})
+    columns = [f"target_{c}" for c in classes][::-1]
+    run = _run_folder(tmp_path, task, "log_loss", classes, pred_columns, test,
+                      _sample(*columns))
+    sub = _submit(run, tmp_path)
+    assert list(sub.columns) == ["id", *columns] and sub["id"].tolist() == IDS
+    for i, c in enumerate(classes):
+        np.testing.assert_allclose(sub[f"target_{c}"], _by_sample(per_class[:, i]))
+
+
+def test_columns_keep_the_sample_order_when_the_id_is_not_first(tmp_path: Path) -> None:
+    """A sample laid out as [target, id] got [id, target]: its columns come in its order."""
+    p = np.array([0.2, 0.7, 0.5, 0.9, 0.1])
+    sample = _sample("target")[["target", "id"]]
+    run = _run_folder(tmp_path, "binary", "roc_auc", ["no", "yes"], ["target"],
+                      _test_frame({"target": p}), sample)
+    path = submit.run(run, "sub", tmp_path / "submissions")
+    assert path.read_text().splitlines()[0] == "target,id"
+    sub = pd.read_csv(path)
+    assert sub["id"].tolist() == IDS
+    np.testing.assert_allclose(sub["target"], _by_sample(p))

@@ -210,7 +210,8 @@ def read_folds(path: Path, comp: Competition, n_splits: int | None = None) -> np
     """Fold ids aligned with train.csv rows; errors if the file was built for other ids or
     splits a group of ``competition.group_column`` across folds."""
     id_col = comp.cfg.id_column
-    frame = pd.read_csv(path, dtype={id_col: str})  # compared as text: '00120' stays
+    # compared as text: '00120' stays, and so do ids such as 'NA' or 'None'
+    frame = pd.read_csv(path, dtype={id_col: str}, keep_default_na=False)
     if list(frame.columns) != [id_col, "fold"]:
         raise DataError(
             f"folds file {path} must have columns [{id_col!r}, 'fold']. Got {list(frame.columns)}."
