@@ -154,6 +154,10 @@ class RunMeta:
     csv_encoding: str = "utf-8"
     csv_decimal: str = "."  # competition.decimal/thousands: the train file's targets
     csv_thousands: str | None = None
+    # the test file its test predictions were made from, and its SHA-256 ('': not recorded,
+    # a run from before it was): a submission of predictions of another test file is refused
+    test_file: str = "test.csv"
+    test_digest: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""

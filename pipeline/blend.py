@@ -52,6 +52,7 @@ from pipeline.artifacts import (
 from pipeline.blend_checks import check_fits_folds, check_fits_metric
 from pipeline.blend_folder import claim_name, clear, pop_own_submission, write_identity
 from pipeline.competition import targets_for_meta
+from pipeline.data_files import check_test_file
 from pipeline.ensemble import (
     BLENDERS,
     POSTPROCESS_FILE,
@@ -107,6 +108,7 @@ def load_members(runs: Sequence[str | Path]) -> Members:
     first, ref = folders[0], preds[0]
     meta = ref.meta
     for folder, pred in zip(folders, preds, strict=True):
+        check_test_file(pred.meta, folder)  # a member predicted from an older test file
         for key in _SHARED_META:
             mine, theirs = getattr(pred.meta, key), getattr(meta, key)
             if mine != theirs:

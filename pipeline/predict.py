@@ -36,8 +36,8 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     for seed, fold in jobs:
         if not fold_complete(cfg, seed, fold):
             raise DataError(
-                f"{fold_dir(cfg, seed, fold)} is not trained under this config: "
-                "run the train stage first"
+                f"{fold_dir(cfg, seed, fold)} is not trained under this config and these "
+                "train/test files: run the train stage first"
             )
     if cfg.model.is_sklearn:
         log.info("%s: a scikit-learn model has no TTA; predictions come from training", cfg.name)

@@ -34,6 +34,7 @@ from pipeline.artifacts import (
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.splits import read_folds
+from pipeline.data_files import changed_files, data_digests
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric
 
@@ -103,10 +104,16 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
         return False
     if done.get("config_hash") != cfg.train_hash() or done.get("format") != FOLD_FORMAT:
         return False
-    damaged = _damaged(folder, done.get("files", {}), TRAINED_FILES + PREDICTION_FILES)
-    if damaged:
-        log.warning("%s: %s damaged or missing; the fold is trained again",
-                    fold_label(cfg, seed, fold), damaged)
+    # a scikit-learn fold predicts the test rows as it trains, a consistency run trains on them
+    trained_on = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency else (
+        "train",)
+    changed = changed_files(done.get("data"), cfg, trained_on)
+    damaged = [] if changed else _damaged(folder, done.get("files", {}),
+                                          TRAINED_FILES + PREDICTION_FILES)
+    if changed or damaged:
+        log.warning("%s: %s; the fold is trained again", fold_label(cfg, seed, fold),
+                    f"the {' and '.join(changed)} file changed since it trained" if changed
+                    else f"{damaged} damaged or missing")
         for name in ("metrics.json", "last.pt", "best.pt", "predictions.json"):
             (folder / name).unlink(missing_ok=True)
         for snapshot in folder.glob("snapshot_*.pt"):
@@ -131,6 +138,8 @@ def predictions_current(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
         return False
     if made is None or made.get("hash") != prediction_hash(cfg):
         return False
+    if changed_files(made.get("data"), cfg, ("train", "test")):
+        return False  # predicted from other rows (a new test file): predicted again
     damaged = _damaged(folder, made.get("files", {}), PREDICTION_FILES)
     if damaged:
         log.warning("%s: %s damaged or missing; predicted again", fold_label(cfg, seed, fold),
@@ -160,6 +169,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
         sample_submission_file=cfg.competition.sample_submission_file, leaky=leaky,
         csv_sep=cfg.competition.sep, csv_encoding=cfg.competition.encoding,
         csv_decimal=cfg.competition.decimal, csv_thousands=cfg.competition.thousands,
+        test_file=cfg.competition.test_file,
     )
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
@@ -255,9 +265,12 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     metric = get_metric(cfg.competition.metric)
     y = comp.targets
     n_train = len(comp.train)
-    meta = read_meta(cfg.run_dir)
+    # the test file the folds predicted (checked by fold_complete / predictions_current)
+    meta = dataclasses.replace(read_meta(cfg.run_dir),
+                               test_digest=data_digests(cfg).get("test", ""))
     oof_sum = np.zeros((n_train, len(cols)))
     test_parts, scores = [], {}
+    test_ids = comp.test[id_col].astype(str).to_numpy()
     for seed in cfg.train.seeds:
         oof = np.full((n_train, len(cols)), np.nan)
         for fold in range(cfg.folds.n_splits):
@@ -269,6 +282,10 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
                 raise DataError(f"{out / 'oof.parquet'} holds other ids than fold {fold}")
             oof[rows] = part[cols].to_numpy(dtype=np.float64)
             test = read_parquet(out / "test.parquet")
+            if not np.array_equal(test[id_col].astype(str).to_numpy(), test_ids):
+                raise DataError(f"{out / 'test.parquet'} predicts other ids than "
+                                f"{cfg.competition.test_file}: the test file changed since "
+                                "the fold predicted; train the run again (--overwrite)")
             test.insert(0, "fold", fold)
             test.insert(0, "seed", seed)
             test_parts.append(test)
@@ -293,6 +310,7 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     write_parquet(run_dir / "oof.parquet", oof_frame)
     write_parquet(run_dir / "test_folds.parquet", test_folds)
     write_parquet(run_dir / "test.parquet", test_frame)
+    write_meta(run_dir, meta)
     write_json(run_dir / "scores.json", {"metric": metric.name, "direction": metric.direction,
                                          "scores": scores})
     per_fold = [v for k, v in scores.items() if "/fold" in k]

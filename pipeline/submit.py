@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.artifacts import RunMeta, id_positions, load_predictions, write_csv
 from pipeline.competition_files import read_csv
+from pipeline.data_files import check_test_file
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
 from pipeline.metrics import get_metric, hard_labels, top_classes
@@ -103,6 +104,7 @@ def run(source: str | Path, name: str | None = None,
     folder = Path(source)
     preds = load_predictions(folder)
     meta = preds.meta
+    check_test_file(meta, folder)
     sample_path = Path(meta.competition_dir) / meta.sample_submission_file
     if not sample_path.is_file():
         raise DataError(f"sample submission file {sample_path} not found")

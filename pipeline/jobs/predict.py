@@ -17,6 +17,7 @@ from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.datasets import CompetitionDataset, ModelInputs
 from pipeline.data.memory_loader import build_fold_loader
+from pipeline.data_files import data_digests
 from pipeline.engine.callbacks.averaging import snapshot_paths
 from pipeline.engine.distributed import is_main
 from pipeline.engine.member_ensemble import MemberEnsemble, split_members
@@ -105,6 +106,7 @@ def predict_fold(
         table.insert(0, id_col, ids)
         write_parquet(out / f"{part}.parquet", table)
     write_json(out / "predictions.json", {"hash": prediction_hash(cfg), "tta": cfg.predict.tta,
+                                          "data": data_digests(cfg),
                                           "files": file_digests(out, PREDICTION_FILES)})
     accelerator.free_memory()
 

@@ -1,0 +1,139 @@
+"""Which train and test files a fold was made from (pipeline/data_files.py): a fold, run or
+blend predicted from another test file, or trained on another train file, is made again or
+refused, never submitted as it is."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from tests.test_competition import cli_config, edit_csv, run_cli
+
+
+def _submission(cfg: dict[str, Any]) -> pd.DataFrame:
+    return pd.read_csv(Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv")
+
+
+def _metrics(cfg: dict[str, Any]) -> Path:
+    return Path(cfg["output_dir"]) / cfg["name"] / "seed0" / "fold0" / "metrics.json"
+
+
+def _regression(competition_factory) -> dict[str, Any]:
+    cfg = cli_config(competition_factory, "tabular", "regression")
+    cfg["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.LinearRegression"}]}
+    cfg["folds"]["scheme"] = "kfold"
+    return cfg
+
+
+def test_a_changed_test_file_is_predicted_again_under_the_same_ids(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A test file corrected under the same config (same ids, other values) left the folds'
+    old test predictions in the submission: a scikit-learn fold predicts the test rows as it
+    trains, and its record named the config alone."""
+    cfg = _regression(competition_factory)
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    before = _submission(cfg)
+    edit_csv(test, lambda f: f.assign(x1=f["x1"] + 10.0))
+    # the stale run's predictions are refused by submit before any stage runs again
+    code = main(["submit", "--run", str(Path(cfg["output_dir"]) / cfg["name"]),
+                 "--submissions-dir", cfg["submissions_dir"]])
+    err = capsys.readouterr().err
+    assert code == 2 and str(test) in err and "changed since" in err, err
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "the test file changed since it trained" in caplog.text
+    after = _submission(cfg)
+    assert after["id"].tolist() == before["id"].tolist()
+    assert not np.allclose(after["y"], before["y"])
+    # the same as a run that never saw the old test file
+    fresh = {**cfg, "output_dir": str(tmp_path / "fresh"), "submissions_dir":
+             str(tmp_path / "fresh_subs")}
+    code, err, _ = run_cli(fresh, tmp_path, capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(after["y"], _submission(fresh)["y"])
+
+
+def test_a_changed_train_file_trains_the_folds_again(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    cfg = _regression(competition_factory)
+    train = Path(cfg["competition"]["dir"]) / "train.csv"
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    before = _submission(cfg)
+    edit_csv(train, lambda f: f.assign(y=f["y"] * 3.0))
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "the train file changed since it trained" in caplog.text
+    assert not np.allclose(_submission(cfg)["y"], before["y"])
+
+
+def test_a_fold_recorded_before_digests_is_not_trained_again(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A finished run from an earlier release (no digests) is not orphaned."""
+    cfg = _regression(competition_factory)
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    metrics = json.loads(_metrics(cfg).read_text())
+    assert set(metrics["data"]) == {"train", "test"}
+    del metrics["data"]
+    _metrics(cfg).write_text(json.dumps(metrics))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "seed0/fold0 (of 2): complete, skipped" in caplog.text
+    assert "changed since" not in caplog.text
+
+
+def test_a_network_predicts_a_new_test_set_with_its_trained_weights(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A code competition swaps in its hidden test set (new ids) under the same config: the
+    predict stage kept the folds' old predictions and stopped in a traceback (KeyError)."""
+    cfg = cli_config(competition_factory, "tabular", "regression")
+    cfg["model"] = {"encoders": [{"name": "mlp", "params": {"hidden": [8]}}]}
+    cfg["folds"]["scheme"] = "kfold"
+    folder = Path(cfg["competition"]["dir"])
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    trained = _metrics(cfg).read_bytes()
+    for name in ("test.csv", "sample_submission.csv"):
+        edit_csv(folder / name, lambda f: f.assign(id=f["id"].str.replace("r", "hidden")))
+    code = main(["predict", "--config", str(path)])
+    assert code == 0, capsys.readouterr().err
+    assert _metrics(cfg).read_bytes() == trained  # not trained again
+    code = main(["submit", "--config", str(path)])
+    assert code == 0, capsys.readouterr().err
+    sub = _submission(cfg)
+    expected = pd.read_csv(folder / "sample_submission.csv")["id"]
+    assert sub["id"].tolist() == expected.tolist()
+    assert sub["id"].str.startswith("hidden").all()
+
+
+def test_blend_refuses_a_member_predicted_from_an_older_test_file(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _regression(competition_factory)
+    ridge = {**cfg, "name": "ridge",
+             "model": {"encoders": [{"name": "sklearn:sklearn.linear_model.Ridge"}]}}
+    for run in (cfg, ridge):
+        code, err, _ = run_cli(run, tmp_path, capsys)
+        assert code == 0, err
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    edit_csv(test, lambda f: f.assign(x1=f["x1"] * 2.0))
+    runs = [str(Path(cfg["output_dir"]) / name) for name in (cfg["name"], "ridge")]
+    code = main(["blend", "--runs", *runs, "--method", "mean", "--name", "mix",
+                 "--blends-dir", str(tmp_path / "blends")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(test) in err and "changed since" in err, err
+    assert not (tmp_path / "blends" / "mix").exists()
