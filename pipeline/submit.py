@@ -22,7 +22,7 @@ from pipeline.data_files import check_test_file
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
 from pipeline.metrics import get_metric, hard_labels, top_classes
-from pipeline.targets import per_class_columns, sample_columns_problem
+from pipeline.targets import per_class_columns, sample_columns_problem, sample_targets
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,10 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         per_class = np.column_stack([1.0 - p[:, 0], p[:, 0]]) if meta.task == "binary" else p
         for c, k in zip(columns, class_of, strict=True):
             out[c] = per_class[:, k]
-    elif sorted(columns) == sorted(meta.target_columns):
+    elif (targets := sample_targets(columns, meta.target_columns)) is not None:
         # the sample may list the target columns in another order than the config (scorers
-        # read them by name): each is filled from its own target's predictions
-        order = [meta.target_columns.index(c) for c in columns]
+        # read them by name), or spell them otherwise: each is filled from its own target's
+        order = [meta.target_columns.index(t) for t in targets]
         if meta.task == "regression":
             # what the metric scores: RMSLE clips predictions below 0, and its scorers refuse them
             values = p if metric.lower_bound is None else np.maximum(p, metric.lower_bound)

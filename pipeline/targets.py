@@ -96,14 +96,29 @@ def per_class_columns(columns: list[str], task: str, target_columns: list[str],
     return None
 
 
+def sample_targets(columns: list[str], target_columns: list[str]) -> list[str] | None:
+    """The target each of a sample submission's prediction ``columns`` is filled from: its
+    own name; the same names in other letter case ('Label' for train's 'label', as Kaggle's
+    Digit Recognizer has them); or, with one target and one column, whatever the column is
+    called (it can mean nothing else). None when they are none of these."""
+    if sorted(columns) == sorted(target_columns):
+        return list(columns)
+    lower = {t.lower(): t for t in target_columns}
+    if len(lower) == len(target_columns) and sorted(c.lower() for c in columns) == sorted(lower):
+        return [lower[c.lower()] for c in columns]
+    if len(columns) == 1 and len(target_columns) == 1:
+        return list(target_columns)
+    return None
+
+
 def sample_columns_problem(columns: list[str], task: str, target_columns: list[str],
                            classes: list[Any], path: Path) -> str | None:
     """Why a sample submission with these prediction columns (its id left out) cannot be
-    filled: they must be the target columns, or one column per class of a binary or
-    multiclass task (:func:`per_class_columns`), in any order
+    filled: they must be the target columns (:func:`sample_targets`), or one column per
+    class of a binary or multiclass task (:func:`per_class_columns`), in any order
     (:func:`pipeline.submit.format_submission`). None when they fit."""
     class_columns = [str(c) for c in classes]
-    if sorted(columns) == sorted(target_columns) or per_class_columns(
+    if sample_targets(columns, target_columns) is not None or per_class_columns(
         columns, task, target_columns, classes
     ) is not None:
         return None
@@ -123,7 +138,7 @@ def check_sample_columns(columns: list[str], task: str, metric: str, target_colu
         raise DataError(problem)
     top_k = METRICS.get(metric).top_k
     spaced = [c for c in classes if len(str(c).split()) != 1]
-    if top_k and columns == list(target_columns) and spaced:
+    if top_k and per_class_columns(columns, task, target_columns, classes) is None and spaced:
         raise DataError(
             f"{train_path}: metric {metric!r} is submitted as the {top_k} best labels "
             f"separated by spaces, but {len(spaced)} label(s) of column "

@@ -664,8 +664,9 @@ def test_sample_submission_columns_are_checked_before_training(
     after every fold had trained; now at load, with nothing written."""
     cfg = cli_config(competition_factory, "tabular", "binary")
     sample = Path(cfg["competition"]["dir"]) / "sample_submission.csv"
-    edit_csv(sample, lambda f: f.rename(columns={"target": "prediction"}))
-    expect_failure(cfg, tmp_path, capsys, str(sample), "['prediction']", "['target']",
+    # two columns for one target (one of another name is filled from the target)
+    edit_csv(sample, lambda f: f.rename(columns={"target": "prediction"}).assign(score=0))
+    expect_failure(cfg, tmp_path, capsys, str(sample), "['prediction', 'score']", "['target']",
                    "nor the classes ['no', 'yes']")
 
 

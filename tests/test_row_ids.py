@@ -27,7 +27,7 @@ def _digit_recognizer(root: Path, n_train: int = 60, n_test: int = 30) -> dict[s
     frame = pd.DataFrame({"label": labels, "x0": x[:, 0], "x1": x[:, 1]})
     frame.iloc[:n_train].to_csv(comp / "train.csv", index=False)
     frame.iloc[n_train:].drop(columns="label").to_csv(comp / "test.csv", index=False)
-    pd.DataFrame({"ImageId": range(1, n_test + 1), "label": 0}).to_csv(
+    pd.DataFrame({"ImageId": range(1, n_test + 1), "Label": 0}).to_csv(
         comp / "sample_submission.csv", index=False)
     pd.Series(labels[n_train:]).to_csv(root / "answers.csv", index=False)
     return {"name": "dr", "output_dir": str(root / "runs"), "folds_dir": str(root / "folds"),
@@ -53,7 +53,9 @@ def test_files_without_ids_run_and_submit_in_the_sample_order(
     assert submission["ImageId"].tolist() == list(range(1, 31))
     answers = pd.read_csv(tmp_path / "answers.csv").iloc[:, 0]
     # each id gets its own row's prediction: the classes are well apart
-    assert (submission["label"].to_numpy() == answers.to_numpy()).mean() >= 0.9
+    # the sample spells the target "Label" (train: "label"): filled from it
+    assert list(submission.columns) == ["ImageId", "Label"]
+    assert (submission["Label"].to_numpy() == answers.to_numpy()).mean() >= 0.9
     oof = pd.read_parquet(tmp_path / "runs" / "dr" / "oof.parquet")
     assert sorted(oof["ImageId"].astype(int)) == list(range(1, 61))
     # a second run reads the folds file (numbered ids) and the finished folds back

@@ -240,8 +240,9 @@ REFUSALS: dict[str, tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...]]] = {
                  ("sample_submission.csv", "0 missing", "1 extra")),
     "duplicate test id": (_regression_test(ids=[*sorted(IDS), sorted(IDS)[0]]), _sample("target"),
                           ("test.parquet", "duplicate ids", sorted(IDS)[0])),
-    "wrong sample columns": (_regression_test(), _sample("prediction"),
-                             ("sample_submission.csv", "['prediction']", "['target']")),
+    # (one column of another name is the one target's: see the test above)
+    "wrong sample columns": (_regression_test(), _sample("prediction", "score"),
+                             ("sample_submission.csv", "['prediction', 'score']", "['target']")),
     "extra sample column": (_regression_test(), _sample("target", "other"),
                             ("sample_submission.csv", "['target', 'other']")),
     "sample without id column": (_regression_test(), _sample("target").rename(
@@ -375,3 +376,20 @@ def test_columns_keep_the_sample_order_when_the_id_is_not_first(tmp_path: Path) 
     sub = pd.read_csv(path)
     assert sub["id"].tolist() == IDS
     np.testing.assert_allclose(sub["target"], _by_sample(p))
+
+
+@pytest.mark.parametrize("targets, sample_columns", [
+    (["y"], ["prediction"]),  # one target, one column: whatever it is called
+    (["a", "b"], ["B", "A"]),  # the targets in other letter case and order
+])
+def test_sample_columns_spelt_otherwise_are_filled_from_their_targets(
+        tmp_path: Path, targets: list[str], sample_columns: list[str]) -> None:
+    p = np.arange(5 * len(targets), dtype=float).reshape(5, len(targets))
+    run = _run_folder(tmp_path, "regression", "rmse", [], targets,
+                      _test_frame({t: p[:, i] for i, t in enumerate(targets)}),
+                      _sample(*sample_columns), target_columns=targets)
+    sub = _submit(run, tmp_path)
+    assert list(sub.columns) == ["id", *sample_columns]
+    for column in sample_columns:
+        target = next(i for i, t in enumerate(targets) if t.lower() in (column.lower(), "y"))
+        np.testing.assert_allclose(sub[column], _by_sample(p[:, target]))
