@@ -186,24 +186,51 @@ class TimmEncoder(nn.Module):
         return self.body(image)
 
 
+def _hf_folder(cfg: EncoderConfig) -> str:
+    if not Path(cfg.target).is_dir():
+        raise ConfigError(f"encoder {cfg.name!r}: directory {cfg.target} not found")
+    return cfg.target
+
+
+def hf_model_config(cfg: EncoderConfig) -> Any:
+    """The transformers config of an 'hf' or 'rows_text' encoder: its folder's, or one
+    built from ``hf_config``."""
+    from transformers import AutoConfig
+
+    if cfg.target:
+        return AutoConfig.from_pretrained(_hf_folder(cfg), **cfg.params)
+    hf = dict(cfg.hf_config or {})
+    return AutoConfig.for_model(hf.pop("model_type"), **hf)
+
+
+def token_positions(cfg: EncoderConfig) -> int | None:
+    """How many tokens an 'hf' or 'rows_text' encoder can read at once, or None when no
+    absolute position table bounds it (DeBERTa's relative positions). Read from the
+    model's own position-embedding table, built on the meta device (no memory, no
+    weights): a RoBERTa-style table starts counting after its padding index, so it holds
+    two rows fewer than ``max_position_embeddings`` says (514 -> 512)."""
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        body = AutoModel.from_config(hf_model_config(cfg))
+    limits = [m.num_embeddings - (m.padding_idx + 1 if m.padding_idx is not None else 0)
+              for name, m in body.named_modules()
+              if isinstance(m, nn.Embedding) and name.endswith("position_embeddings")]
+    return min(limits) if limits else None
+
+
 class HFEncoder(nn.Module):
     """A transformers encoder from a local directory or a config, mean-pooled over tokens."""
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
 
-        if cfg.target:
-            if not Path(cfg.target).is_dir():
-                raise ConfigError(f"encoder {cfg.name!r}: directory {cfg.target} not found")
-            if cfg.pretrained is False:
-                config = AutoConfig.from_pretrained(cfg.target, **cfg.params)
-                self.body = AutoModel.from_config(config)
-            else:
-                self.body = AutoModel.from_pretrained(cfg.target, **cfg.params)
+        if cfg.target and cfg.pretrained is not False:
+            _hf_folder(cfg)
+            self.body = AutoModel.from_pretrained(cfg.target, **cfg.params)
         else:
-            hf = dict(cfg.hf_config or {})
-            self.body = AutoModel.from_config(AutoConfig.for_model(hf.pop("model_type"), **hf))
+            self.body = AutoModel.from_config(hf_model_config(cfg))
         self.out_dim = int(self.body.config.hidden_size)
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -17,7 +17,13 @@ from pipeline.data.datasets import Batch, ModelInputs
 from pipeline.data.encodings import TabularConfig
 from pipeline.data.tabular import TabularEncoder
 from pipeline.errors import ConfigError
-from pipeline.models.encoders import EncoderConfig, HFEncoder, MLPEncoder, build_encoder
+from pipeline.models.encoders import (
+    EncoderConfig,
+    HFEncoder,
+    MLPEncoder,
+    build_encoder,
+    token_positions,
+)
 from pipeline.models.multitask import AuxEncoder, MultitaskConfig, MultitaskHead, TaskSpec
 from pipeline.schema import Section
 
@@ -179,6 +185,22 @@ def build_tokenizer(cfg: ModelConfig) -> Any:
                 raise ConfigError(f"encoder {enc.name!r}: tokenizer directory {source} not found")
             return AutoTokenizer.from_pretrained(source)
     return None
+
+
+def check_max_length(cfg: ModelConfig, key: str = "model.max_length") -> None:
+    """Refuse a ``max_length`` longer than a token encoder's position table: the first
+    batch of long texts would stop training with a tensor-shape error deep in transformers
+    (refused before the run folder is written, naming both numbers)."""
+    for i, enc in enumerate(cfg.encoders):
+        if enc.kind not in TOKEN_KINDS:
+            continue
+        limit = token_positions(enc)
+        if limit is not None and cfg.max_length > limit:
+            raise ConfigError(
+                f"'{key}' is {cfg.max_length}, but encoder {enc.name!r} "
+                f"(model.encoders.{i}) reads at most {limit} tokens (its position "
+                f"embeddings). Set '{key}' to {limit} or less; 'model.truncation' chooses "
+                "which tokens a longer text keeps")
 
 
 def model_inputs(comp: Competition, cfg: ModelConfig, tokenizer: Any,

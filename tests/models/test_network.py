@@ -189,3 +189,36 @@ def test_timm_encoders_of_different_families_concatenate_under_one_head(names) -
         grads = [p.grad for p in enc.parameters() if p.requires_grad]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), names[i]
     assert linear.weight.grad is not None and linear.weight.grad.shape == (3, sum(widths))
+
+
+@pytest.mark.parametrize(("model_type", "extra", "limit"), [
+    ("bert", {"max_position_embeddings": 64}, 64),
+    # RoBERTa's table counts positions from padding_idx + 1: 66 rows hold 64 tokens
+    ("roberta", {"max_position_embeddings": 66}, 64),
+    ("deberta-v2", {"position_biased_input": False, "relative_attention": True}, None),
+])
+def test_token_positions_reads_the_models_own_position_table(model_type, extra, limit) -> None:
+    from pipeline.models.encoders import EncoderConfig, token_positions
+
+    hf = {**TINY_BERT, "model_type": model_type, **extra}
+    enc = EncoderConfig(name="hf", hf_config=hf, tokenizer="tok")
+    assert token_positions(enc) == limit
+
+
+def test_a_max_length_past_the_position_table_is_refused_before_the_run_folder(
+    competition_factory, tmp_path
+) -> None:
+    from pipeline.errors import ConfigError
+
+    data = competition_factory("text", "binary")
+    data["model"]["max_length"] = 128  # the tiny BERT has 64 positions
+    cfg = build_config(data)
+    with pytest.raises(ConfigError, match=r"'model.max_length' is 128.*at most 64 tokens"):
+        train.run(cfg)
+    assert not (tmp_path / "runs" / cfg.name).exists()
+    data["model"]["max_length"] = 64  # the whole table is usable
+    long = pd.read_csv(f"{data['competition']['dir']}/train.csv")
+    long["text"] = (long["text"] + " ") * 20  # ~140 tokens a row, cut to 64
+    long.to_csv(f"{data['competition']['dir']}/train.csv", index=False)
+    data["train"]["epochs"] = 1
+    assert np.isfinite(train.run(build_config(data)))
