@@ -1,5 +1,5 @@
 """Text columns as token ids: one text, a pair, or several joined by the separator; a long
-text keeps its head, its tail or both; rows encoded once per process."""
+text (each text of a pair) keeps its head, its tail or both; rows encoded once per process."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ def encode_texts(tokenizer: Any, texts: list[list[str]], max_length: int,
                  truncation: str) -> list[list[int]]:
     """Token ids per row; a long single text keeps its head, tail or head + tail.
 
-    Two text columns are encoded as a pair (truncated longest-first); more are joined with
-    the separator token. Rows seen before in this process come from a cache.
+    Two text columns are encoded as a pair (truncated longest-first, each text keeping the
+    side ``truncation`` names); more are joined with the separator token. Rows seen before
+    in this process come from a cache.
     """
     key = (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), max_length,
            truncation, len(texts))
@@ -32,9 +33,11 @@ def encode_texts(tokenizer: Any, texts: list[list[str]], max_length: int,
 
 def _encode(tokenizer: Any, texts: list[list[str]], max_length: int,
             truncation: str) -> list[list[int]]:
-    if len(texts) == 2:
+    if len(texts) == 2 and truncation == "head":
         enc = tokenizer(texts[0], texts[1], truncation=True, max_length=max_length)
         return list(enc["input_ids"])
+    if len(texts) == 2:
+        return _encode_pairs(tokenizer, texts[0], texts[1], max_length, truncation)
     first = texts[0] if len(texts) == 1 else [
         f" {tokenizer.sep_token} ".join(parts) for parts in zip(*texts, strict=True)]
     if truncation == "head":
@@ -43,18 +46,61 @@ def _encode(tokenizer: Any, texts: list[list[str]], max_length: int,
     budget = max_length - len(prefix) - len(suffix)
     out = []
     for ids in tokenizer(first, add_special_tokens=False)["input_ids"]:
-        if len(ids) > budget:
-            head = budget // 4 if truncation == "head_tail" else 0
-            ids = ids[:head] + ids[len(ids) - (budget - head):]
-        out.append(prefix + list(ids) + suffix)
+        out.append(prefix + _keep(ids, budget, truncation) + suffix)
     return out
 
 
-def _special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The special tokens a tokenizer puts before and after a single sequence."""
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    for start in range(len(full) - len(plain) + 1):
-        if full[start:start + len(plain)] == plain:
-            return list(full[:start]), list(full[start + len(plain):])
-    raise ValueError(f"cannot locate the text among the special tokens of {type(tokenizer)}")
+def _encode_pairs(tokenizer: Any, first: list[str], second: list[str], max_length: int,
+                  truncation: str) -> list[list[int]]:
+    """Pairs whose long texts keep their tail (or a quarter head and the tail): the
+    tokenizer itself only cuts from the end. Each text gets the length the tokenizer's own
+    longest-first rule gives it (a short one kept whole, the long one the rest; both long:
+    half each), then keeps that many of its tokens from the chosen side."""
+    prefix, middle, suffix = _special_wrapping(tokenizer, pair=True)
+    budget = max_length - len(prefix) - len(middle) - len(suffix)
+    plain = {"add_special_tokens": False}
+    out = []
+    for a, b in zip(tokenizer(first, **plain)["input_ids"], tokenizer(second, **plain)["input_ids"],
+                    strict=True):
+        keep_a, keep_b = _pair_lengths(len(a), len(b), budget)
+        out.append(prefix + _keep(a, keep_a, truncation) + middle + _keep(b, keep_b, truncation)
+                   + suffix)
+    return out
+
+
+def _pair_lengths(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+    """How many tokens of each text of a pair fit ``budget``, cut longest-first."""
+    if n_a + n_b <= budget:
+        return n_a, n_b
+    half = budget // 2
+    if min(n_a, n_b) <= half:
+        return (n_a, budget - n_a) if n_a <= n_b else (budget - n_b, n_b)
+    # an odd token goes to the longer text (the second on a tie), as transformers does
+    return (budget - half, half) if n_a > n_b else (half, budget - half)
+
+
+def _keep(ids: list[int], length: int, truncation: str) -> list[int]:
+    """``length`` of ``ids``: the last ones, or a quarter from the head and the rest from the
+    tail (``head_tail``)."""
+    if len(ids) <= length:
+        return list(ids)
+    head = length // 4 if truncation == "head_tail" else 0
+    return list(ids[:head]) + list(ids[len(ids) - (length - head):])
+
+
+def _special_wrapping(tokenizer: Any, pair: bool = False) -> list[list[int]]:
+    """The special tokens a tokenizer puts around a single sequence (before, after) or a
+    pair (before, between, after), found around placeholder texts."""
+    texts = ["a", "b"] if pair else ["a"]
+    full = list(tokenizer(*texts)["input_ids"])
+    pieces, start = [], 0
+    for text in texts:
+        plain = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        at = next((i for i in range(start, len(full) - len(plain) + 1)
+                   if full[i:i + len(plain)] == plain), None)
+        if at is None:
+            raise ValueError(
+                f"cannot locate the text among the special tokens of {type(tokenizer)}")
+        pieces.append(full[start:at])
+        start = at + len(plain)
+    return [*pieces, full[start:]]

@@ -72,6 +72,34 @@ def test_two_text_columns_are_a_pair_and_more_are_joined(tmp_path) -> None:
     assert three == [cls, *a, sep, *b, sep, *fun, sep]  # joined with the separator token
 
 
+def test_each_text_of_a_long_pair_keeps_the_side_truncation_names(tmp_path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))
+    question, answer = "good fun", "the movie was a plot and very film it story"
+    q = tok(question, add_special_tokens=False)["input_ids"]
+    a = tok(answer, add_special_tokens=False)["input_ids"]  # 10 words
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    # 11 tokens: 3 special, the short question whole, 6 of the answer
+    head = encode_texts(tok, [[question], [answer]], 11, "head")[0]
+    tail = encode_texts(tok, [[question], [answer]], 11, "tail")[0]
+    both = encode_texts(tok, [[question], [answer]], 11, "head_tail")[0]
+    assert head == [cls, *q, sep, *a[:6], sep]
+    assert tail == [cls, *q, sep, *a[-6:], sep]  # was the head: 'tail' did nothing to pairs
+    assert both == [cls, *q, sep, *a[:1], *a[-5:], sep]
+    # both texts long: half each (the odd token to the longer), each from its own tail
+    long_q = "story it film very and plot a was movie"  # 9 words
+    lq = tok(long_q, add_special_tokens=False)["input_ids"]
+    tail = encode_texts(tok, [[long_q], [answer]], 12, "tail")[0]
+    assert tail == [cls, *lq[-4:], sep, *a[-5:], sep]
+    # the lengths are transformers' own longest-first ones
+    for length in range(8, 24):
+        ids = encode_texts(tok, [[long_q], [answer]], length, "tail")[0]
+        reference = tok(long_q, answer, truncation=True, max_length=length,
+                        return_token_type_ids=True)["token_type_ids"]
+        assert len(ids) == len(reference) and ids.index(sep) == reference.index(1) - 1
+
+
 def _tabular_dataset(augment: AugmentConfig | None = None) -> CompetitionDataset:
     frame = pd.DataFrame({"x": np.arange(8, dtype=float), "c": list("abababab")})
     tab = TabularEncoder(["x"], ["c"]).fit(frame)
