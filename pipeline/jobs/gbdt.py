@@ -120,14 +120,19 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
             keep = np.isin(y_valid.astype(np.int64), classes)
             y_fit = np.searchsorted(classes, y_fit.astype(np.int64))
             y_valid = np.searchsorted(classes, y_valid.astype(np.int64))
-        est = build_estimator(settings, task, cfg.competition.metric, device,
-                              seed * 1000 + fold, features.categorical_names())
-        trees = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],
-                              y_valid[keep])
+        est, trees = None, 0
+        if task == "regression" or len(classes) > 1:
+            # one class (a rare label's fold without positives) is a constant: LightGBM and
+            # XGBoost fit it as two classes, CatBoost refuses it (GBDTModel.predict)
+            est = build_estimator(settings, task, cfg.competition.metric, device,
+                                  seed * 1000 + fold, features.categorical_names())
+            trees = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],
+                                  y_valid[keep])
         model.estimators.append(est)
         model.trees.append(trees)
         model.classes.append(classes)
-        metric_names.append(str(est.get_params().get(LIBRARY[lib].metric_key) or "default"))
+        metric_names.append(str(est.get_params().get(LIBRARY[lib].metric_key) or "default")
+                            if est is not None else "none (one class)")
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(model, tmp)
     id_col, cols = cfg.competition.id_column, comp.pred_columns

@@ -382,7 +382,7 @@ class GBDTModel:
     task: str
     n_classes: int  # prediction columns of a multiclass task
     features: TreeFeatures
-    estimators: list[Any] = field(default_factory=list)
+    estimators: list[Any] = field(default_factory=list)  # None: one class, no trees
     trees: list[int] = field(default_factory=list)
     classes: list[np.ndarray] = field(default_factory=list)
     target: TargetTransform | None = None  # regression: fitted on the training targets
@@ -395,7 +395,9 @@ class GBDTModel:
         regression = self.task == "regression"
         columns = []
         for est, trees, classes in zip(self.estimators, self.trees, self.classes, strict=True):
-            pred = predict_output(est, self.library, x, trees, regression)
+            # no estimator: the fold's training rows held one class, which is then certain
+            pred = (predict_output(est, self.library, x, trees, regression) if est is not None
+                    else np.ones((len(x), 1)))
             if regression:
                 columns.append(pred[:, None])
                 continue
@@ -409,7 +411,8 @@ class GBDTModel:
     def importance_frame(self) -> pd.DataFrame:
         """Feature importance, the mean over the estimators, largest first."""
         n = len(self.features.columns)
-        values = np.mean([importances(e, self.library, n) for e in self.estimators], axis=0)
+        values = np.mean([importances(e, self.library, n) if e is not None else np.zeros(n)
+                          for e in self.estimators], axis=0)
         frame = pd.DataFrame({"feature": self.features.columns, "importance": values,
                               "importance_type": IMPORTANCE_TYPE[self.library]})
         return frame.sort_values("importance", ascending=False, kind="stable")

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.compose import TransformedTargetRegressor
+from sklearn.dummy import DummyClassifier
 from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
@@ -114,10 +115,37 @@ def _instance(cls: type[BaseEstimator], params: dict[str, Any], seed: int,
         raise ConfigError(f"{where}: bad 'params': {err}") from None
 
 
+class OneClassFallback(ClassifierMixin, BaseEstimator):
+    """``estimator``, or the constant answer where the training rows hold one class.
+
+    A rare label of a multilabel task (a fold without its positives) leaves the fold's
+    training rows one class: most classifiers refuse that (LogisticRegression: "needs
+    samples of at least 2 classes"), and HistGradientBoosting fits but puts the class in
+    column 0 of a two-column predict_proba. The label is then constant where the model
+    could learn, so its training share (1 or 0) is the prediction (``DummyClassifier``).
+    """
+
+    def __init__(self, estimator: BaseEstimator) -> None:
+        self.estimator = estimator
+
+    def fit(self, X: Any, y: Any, **fit_params: Any) -> OneClassFallback:
+        one_class = len(np.unique(np.asarray(y))) < 2
+        model = DummyClassifier(strategy="prior") if one_class else clone(self.estimator)
+        self.estimator_ = model.fit(X, y, **({} if one_class else fit_params))
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.estimator_.predict(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.estimator_.predict_proba(X)
+
+
 def _multi_output(estimator: BaseEstimator, comp: Competition) -> BaseEstimator:
     task, k = comp.cfg.task, len(comp.cfg.target_columns)
     if task == "multilabel":
-        return MultiOutputClassifier(estimator)
+        return MultiOutputClassifier(OneClassFallback(estimator))
     if task == "regression" and k > 1:
         return MultiOutputRegressor(estimator)
     return estimator
@@ -182,9 +210,17 @@ def predict_matrix(model: BaseEstimator, frame: pd.DataFrame, comp: Competition)
     if task == "regression":
         return np.asarray(model.predict(frame), dtype=np.float64).reshape(len(frame), -1)
     proba = model.predict_proba(frame)
-    if task == "multilabel":
-        return np.stack([p[:, 1] for p in proba], axis=1)
+    if task == "multilabel":  # each label's estimator lists the classes it was fitted on
+        return np.stack([_positive(p, c) for p, c in zip(proba, model.classes_, strict=True)],
+                        axis=1)
     classes = model.classes_.astype(np.int64)
     full = np.zeros((len(frame), 2 if task == "binary" else len(comp.classes)))
     full[:, classes] = proba  # a class absent from the fold's training rows gets 0
     return full[:, 1:2] if task == "binary" else full
+
+
+def _positive(proba: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The probability of label 1 from an estimator fitted on ``classes`` (0 where its
+    training rows held no 1)."""
+    hits = np.flatnonzero(np.asarray(classes) == 1)
+    return proba[:, hits[0]] if len(hits) else np.zeros(len(proba))

@@ -120,6 +120,36 @@ def test_one_model_per_label_and_per_target(competition_factory, library: str) -
     assert np.corrcoef(test["y"], test["y2"])[0, 1] < -0.8
 
 
+def _one_class_labels(data: dict[str, Any]) -> dict[str, Any]:
+    """Multilabel with label 'b' all 1 and a third label 'c' all 0 in train: every fold's
+    training rows hold one class of each (a rare label's fold without positives)."""
+    path = Path(data["competition"]["dir"]) / "train.csv"
+    pd.read_csv(path).assign(b=1, c=0).to_csv(path, index=False)
+    sample = path.parent / "sample_submission.csv"
+    pd.read_csv(sample).assign(c=0).to_csv(sample, index=False)
+    data["competition"]["target_columns"] = ["a", "b", "c"]
+    return data
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_label_with_one_class_in_the_folds_training_rows_is_predicted_as_it(
+    competition_factory, library: str
+) -> None:
+    """LightGBM and XGBoost fitted a one-class label as two classes and the predictions
+    crashed on the shape; CatBoost refused it ('Target contains only one unique value')."""
+    cfg = build_config(_one_class_labels(_data(competition_factory, library, "multilabel")))
+    score = train.run(cfg)
+    for name in ("oof.parquet", "test.parquet"):
+        frame = pd.read_parquet(cfg.run_dir / name)
+        np.testing.assert_array_equal(frame["b"], 1.0)
+        np.testing.assert_array_equal(frame["c"], 0.0)
+        assert frame["a"].between(0, 1).all() and frame["a"].nunique() > 2
+    assert score > 0.75  # label 'a' learnt; 'b' and 'c' have one class, so no AUC
+    model = _model(cfg)
+    assert model.estimators[1] is None and model.trees[1:] == [0, 0]
+    assert _metrics(cfg)["best_iteration"][1:] == [0, 0]
+
+
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_unseen_and_missing_test_categories_are_predicted(competition_factory,
                                                           library: str) -> None:

@@ -119,6 +119,27 @@ def test_multilabel_gives_one_probability_per_label(competition_factory) -> None
         np.testing.assert_allclose(pred[:, j], proba[:, 1])
 
 
+@pytest.mark.parametrize("path", [ESTIMATOR["multilabel"],
+                                  "sklearn.ensemble.HistGradientBoostingClassifier",
+                                  "sklearn.ensemble.RandomForestClassifier"])
+def test_a_label_with_one_class_in_training_is_predicted_as_that_class(competition_factory,
+                                                                      path: str) -> None:
+    """LogisticRegression refused to fit a one-class label, a random forest's one-column
+    predict_proba crashed the layout, and HistGradientBoosting's put the lone class in
+    column 0 of two: a label 1 on every training row was predicted as 0, silently."""
+    comp = _competition(competition_factory, "multilabel")
+    ones = comp.train.assign(b=1)
+    comp = Competition(comp.cfg, ones, comp.test, comp.sample_submission, comp.classes)
+    model = _fit(comp, path)
+    pred = predict_matrix(model, comp.test[comp.feature_columns], comp)
+    np.testing.assert_array_equal(pred[:, 1], 1.0)
+    assert pred[:, 0].min() < pred[:, 0].max()  # label 'a' is still the estimator's
+    comp = Competition(comp.cfg, ones.assign(b=0), comp.test, comp.sample_submission,
+                       comp.classes)
+    np.testing.assert_array_equal(
+        predict_matrix(_fit(comp, path), comp.test[comp.feature_columns], comp)[:, 1], 0.0)
+
+
 def test_regression_gives_values_one_column_per_target(competition_factory) -> None:
     comp = _competition(competition_factory, "regression")
     model = _fit(comp, ESTIMATOR["regression"])
