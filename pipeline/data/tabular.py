@@ -123,11 +123,16 @@ def _object_columns(X: Any) -> list[np.ndarray]:
 
 def column_encoder(numeric: list[str], categorical: list[str], *, scale: bool, impute: bool,
                    indicators: bool, encodings: CategoryEncodings | None = None,
-                   onehot: bool = False) -> ColumnTransformer:
+                   onehot: bool = False, sparse: bool = False) -> ColumnTransformer:
     """The column encoding every model shares: numbers (filled, scaled and flagged as asked)
     then ordinal category codes (-1: unseen or missing; ``onehot``: one-hot columns), then
     the ``encodings`` of the categorical columns when given (target encoding cross-fitted:
-    a ``ColumnTransformer`` hands its ``fit_transform`` the training targets)."""
+    a ``ColumnTransformer`` hands its ``fit_transform`` the training targets).
+
+    ``sparse`` (for a model that takes sparse input): one-hot columns come out as a sparse
+    matrix when most cells are zeros, as scikit-learn's own default does. Dense, a column
+    with a value per row (an id, a free-text code) made rows x rows floats: 80 GB at
+    100,000 rows."""
     steps: list[tuple[str, Any]] = [("numbers", FunctionTransformer(numbers_as_floats))]
     if impute:
         steps.append(("fill", MedianFill()))
@@ -141,14 +146,15 @@ def column_encoder(numeric: list[str], categorical: list[str], *, scale: bool, i
         ]), numeric))
     codes: Any = CategoryCodes()
     if onehot:  # unseen values: all zeros; missing: a column of its own
-        codes = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float64)
+        codes = OneHotEncoder(handle_unknown="ignore", sparse_output=sparse, dtype=np.float64)
     parts.append(("cat", Pipeline([
         ("normalise", FunctionTransformer(normalise_categories)),
         ("codes", codes),
     ]), categorical))
     if encodings is not None and encodings.encodings:
         parts.append(("encoded", encodings, categorical))
-    return ColumnTransformer([p for p in parts if p[2]], sparse_threshold=0.0)
+    return ColumnTransformer([p for p in parts if p[2]],
+                             sparse_threshold=0.3 if sparse and onehot else 0.0)
 
 
 @dataclass

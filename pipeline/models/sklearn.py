@@ -163,6 +163,12 @@ def _takes_nan(steps: list[BaseEstimator]) -> bool:
     return True
 
 
+def _takes_sparse(steps: list[BaseEstimator]) -> bool:
+    """Whether every step of the chain takes a sparse matrix (linear models, SVMs, forests;
+    not histogram boosting or a centring scaler)."""
+    return all(get_tags(clone(step)).input_tags.sparse for step in steps)
+
+
 def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: int,
                     tabular: TabularConfig | None = None,
                     target_transform: str = "none") -> BaseEstimator:
@@ -195,7 +201,7 @@ def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: 
     # the encoding every model shares; trees need no scaling, and keep NaN where they can
     columns = column_encoder(comp.numeric_columns, comp.categorical_columns, scale=False,
                              impute=not allow_nan, indicators=False, encodings=encodings,
-                             onehot=tab.categories == "onehot")
+                             onehot=tab.categories == "onehot", sparse=_takes_sparse(parts))
     model = Pipeline([("columns", columns), *steps])
     if comp.cfg.task != "regression" or target_transform == "none":
         return model

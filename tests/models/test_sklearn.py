@@ -319,3 +319,37 @@ def test_onehot_categories_for_sklearn_members_only(competition_factory) -> None
         with pytest.raises(ConfigError, match="'model.tabular.categories: onehot' applies to "
                                               f"'sklearn:' models; a '{name}' model"):
             build_config(data)
+
+
+def test_onehot_of_an_id_like_column_stays_sparse_for_models_that_take_it(
+    competition_factory,
+) -> None:
+    """A column with a value per row one-hot encoded was a dense rows x rows float matrix
+    (80 GB at 100,000 rows); a model that takes sparse input now gets a sparse one, with the
+    same predictions. A model that does not (histogram boosting) still gets dense columns."""
+    from scipy import sparse
+
+    from pipeline.data.encodings import TabularConfig
+
+    comp = _competition(competition_factory, "binary")
+    train = comp.train.assign(uid=[f"u{i}" for i in range(len(comp.train))])
+    test = comp.test.assign(uid=[f"t{i}" for i in range(len(comp.test))])
+    comp = Competition(comp.cfg, train, test, comp.sample_submission, comp.classes)
+    assert "uid" in comp.categorical_columns
+    frame = comp.train[comp.feature_columns]
+    onehot = TabularConfig(categories="onehot")
+    model = build_estimator(ESTIMATOR["binary"], {}, comp, 0, onehot).fit(
+        frame, comp.targets.ravel())
+    encoded = model.named_steps["columns"].transform(frame)
+    assert sparse.issparse(encoded)
+    assert encoded.shape == (60, 2 + train["color"].nunique() + 60)
+    assert encoded.nnz <= 60 * 4  # x1, x2 (a few NaN), one color, one uid per row
+    dense = build_estimator(ESTIMATOR["binary"], {}, comp, 0, onehot)
+    dense.named_steps["columns"].set_params(sparse_threshold=0.0, cat__codes__sparse_output=False)
+    dense.fit(frame, comp.targets.ravel())
+    np.testing.assert_allclose(predict_matrix(model, comp.test[comp.feature_columns], comp),
+                               predict_matrix(dense, comp.test[comp.feature_columns], comp),
+                               rtol=1e-4)
+    hgb = build_estimator("sklearn.ensemble.HistGradientBoostingClassifier", {}, comp, 0, onehot)
+    assert not sparse.issparse(hgb.fit(frame, comp.targets.ravel()).named_steps["columns"]
+                               .transform(frame))
