@@ -132,16 +132,21 @@ def _plain_integers(values: pd.Series) -> pd.Series:
 _PERCENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)%")
 _THOUSANDS = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)(\.\d*)?")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?")
+# a money sign before the number ('$1,250.00', Airbnb's prices), or one unit after it, the
+# same in every row ('12 kg', '3.5km', '80 km/h'): a suffix every value shares says nothing
+_CURRENCY = re.compile(r"[+-]?[$€£¥]\s?(\d{1,3}(,\d{3})+|\d+)(\.\d*)?")
+_UNIT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)\s*([^\W\d_]+(/[^\W\d_]+)?)")
 Reader = Callable[[pd.Series], pd.Series]
 
 
 def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str],
                           sep: str = ",", decimal: str = ".") -> list[str]:
     """Turn text columns whose every value, in every one of ``frames``, is a number written
-    with a percent sign or thousands separators, or an ISO date, into floats ('12.5%' ->
-    0.125, '1,234.5' -> 1234.5, '1970-01-02 12:00' -> 1.5 days since 1970-01-01), in place;
-    return their names. Read as text they were categories whose test values train never
-    shows (every later date), so the model lost the feature. A ';'-separated file often
+    with a percent sign, thousands separators, a money sign or one shared unit, or an ISO
+    date, into floats ('12.5%' -> 0.125, '1,234.5' -> 1234.5, '$1,250.00' -> 1250, '12 kg'
+    -> 12, '1970-01-02 12:00' -> 1.5 days since 1970-01-01), in place; return their names.
+    Read as text they were categories whose test values train never shows (every later
+    date), so the model lost the feature. A ';'-separated file often
     writes the decimal mark as ',' ('1,500' may be 1.5 there): its commas, and those of
     files read with another ``decimal`` mark, are left alone."""
     parsed = []
@@ -168,6 +173,14 @@ def _number_reader(values: pd.Series, sep: str, decimal: str) -> Reader | None:
             and values.str.contains(",", regex=False).any()):
         return lambda text: pd.to_numeric(text.str.replace(",", "", regex=False)).astype(
             np.float64)
+    if sep != ";" and decimal == "." and values.str.fullmatch(_CURRENCY).all():
+        return lambda text: pd.to_numeric(text.str.replace(r"[$€£¥,\s]", "", regex=True)
+                                          ).astype(np.float64)
+    units = values.str.extract(f"^{_UNIT.pattern}$")
+    if decimal == "." and units[0].notna().all() and units[1].nunique() == 1:
+        return lambda text: pd.to_numeric(text.str.extract(f"^({_UNIT.pattern})$")[0].str
+                                          .replace(r"[^\d.+-]", "", regex=True)
+                                          ).astype(np.float64)
     if values.str.fullmatch(_ISO_DATE).all():
         try:
             pd.to_datetime(values, format="ISO8601")

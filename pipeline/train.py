@@ -242,8 +242,9 @@ def _check_features(cfg: ExperimentConfig, comp: Competition) -> None:
                     comp.empty_columns)
     if comp.written_numbers:
         log.warning("%s: column(s) %s hold numbers written as text (a percent sign, "
-                    "thousands separators, or ISO dates: days since 1970-01-01): read as "
-                    "numbers", cfg.name, comp.written_numbers)
+                    "thousands separators, a money sign, one unit shared by every value, "
+                    "or ISO dates: days since 1970-01-01): read as numbers", cfg.name,
+                    comp.written_numbers)
     if comp.test_empty_columns:
         log.warning("%s: left out column(s) %s: empty in every test row (the test "
                     "predictions could not use them)", cfg.name, comp.test_empty_columns)

@@ -542,6 +542,28 @@ def test_numbers_written_with_percent_signs_or_thousands_separators_are_numbers(
     assert comp.written_numbers == ["share", "day"] and "count" in comp.categorical_columns
 
 
+def test_numbers_with_a_money_sign_or_one_shared_unit_are_numbers(competition_factory) -> None:
+    """'$1,250.00' (Airbnb's prices) and '12 kg' were categories, nearly every test value
+    unseen in train: the model lost the feature. Units that differ ('12 kg', '3 g') or
+    codes ('12A', '13B') stay text."""
+    data = cli_config(competition_factory, "tabular", "binary")
+    folder = Path(data["competition"]["dir"])
+    for name in ("train.csv", "test.csv"):
+        edit_csv(folder / name, lambda f: f.assign(
+            price=[f"${v:,.2f}" for v in 1000 * f.index + 0.5],
+            weight=[f"{v:.1f} kg" if i % 2 else f"{v:.1f}kg" for i, v in enumerate(f["x1"])],
+            speed=[f"{i} km/h" for i in range(len(f))],
+            mass=[f"{i} {'kg' if i % 2 else 'g'}" for i in range(len(f))],
+            code=[f"{i}{'AB'[i % 2]}" for i in range(len(f))]))
+    comp = load_competition(build_config(data).competition)
+    assert comp.written_numbers == ["price", "weight", "speed"]
+    assert comp.categorical_columns == ["color", "mass", "code"]
+    raw = pd.read_csv(folder / "test.csv")
+    assert comp.test["price"].tolist() == (1000 * raw.index + 0.5).tolist()
+    assert comp.test["weight"].to_numpy() == pytest.approx(raw["x1"].round(1))
+    assert comp.test["speed"].tolist() == list(range(len(raw)))
+
+
 def test_text_columns_are_read_as_written(competition_factory) -> None:
     """A text column of numbers with an empty cell was read as floats: the tokenizer read
     '12.0' for '12' and '7.0' for '007' (and pandas warns that filling a float column with
