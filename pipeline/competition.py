@@ -59,6 +59,8 @@ class CompetitionConfig(Section):
     target_columns: list[str] = Field(min_length=1)
     task: Task
     metric: str
+    # binary: the label whose probability is predicted (None: the larger, 1 of 0/1, 'yes')
+    positive_class: str | int | bool | None = None
     modality: Modality
     image_column: str | None = None  # column holding image paths relative to dir
     # or a template of the path, with {split} (train/test) and any column, e.g.
@@ -376,7 +378,8 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
             f"test (e.g. {only_test}), {len(sample_ids - test_ids)} only in the sample "
             f"submission (e.g. {only_sample})"
         )
-    classes = target_classes(train, cfg.task, cfg.metric, cfg.target_columns, train_path)
+    classes = target_classes(train, cfg.task, cfg.metric, cfg.target_columns, train_path,
+                             cfg.positive_class)
     # checked before any fold trains, not when the submission is written at the end
     check_sample_columns([c for c in sample.columns if c != cfg.id_column], cfg.task,
                          cfg.metric, cfg.target_columns, classes, sub_path, train_path)

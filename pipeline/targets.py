@@ -24,9 +24,10 @@ def plain(values: list[Any]) -> list[Any]:
 
 
 def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: list[str],
-                   path: Path) -> list[Any]:
+                   path: Path, positive: Any = None) -> list[Any]:
     """Check the train file's target columns for ``task`` (and ``metric``'s domain); return
-    the classes of a binary or multiclass target, sorted (binary: [negative, positive])."""
+    the classes of a binary or multiclass target, sorted (binary: [negative, positive], the
+    positive the larger label unless ``positive`` names it)."""
     if frame.empty:
         raise DataError(f"{path}: no rows under the header")
     for col in target_columns:
@@ -77,7 +78,22 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
     if task == "multiclass" and len(classes) < 2:
         raise DataError(f"{path}: target column {col!r} holds a single class "
                         f"{plain(classes)}")
+    if positive is not None:
+        return _positive_last(plain(classes), task, positive, path, col)
     return plain(classes)  # Python scalars: the classes go to JSON and messages
+
+
+def _positive_last(classes: list[Any], task: str, positive: Any, path: Path,
+                   col: str) -> list[Any]:
+    """The binary classes with ``positive`` (compared as written) second: the class whose
+    probability the model predicts, the metric ranks and the sample's one column receives."""
+    if task != "binary":
+        raise DataError(f"'competition.positive_class' applies to task 'binary', not {task!r}")
+    named = [c for c in classes if str(c) == str(positive)]
+    if not named:
+        raise DataError(f"{path}: 'competition.positive_class' {positive!r} is not a label of "
+                        f"column {col!r}: its labels are {classes}")
+    return [c for c in classes if c != named[0]] + named
 
 
 def per_class_columns(columns: list[str], task: str, target_columns: list[str],

@@ -758,3 +758,25 @@ def test_sample_columns_named_target_underscore_class_are_accepted(
     sub = pd.read_csv(Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv")
     assert list(sub.columns) == ["id", "target_yes", "target_no"]
     np.testing.assert_allclose(sub["target_yes"] + sub["target_no"], 1.0)
+
+
+def test_positive_class_names_the_label_whose_probability_is_submitted(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The larger label ('yes' of no/yes) was always the positive class: a competition that
+    scores the probability of 'bad' among good/bad got P(good), and F1 scored the other class."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    submissions = {}
+    for positive in (None, "no"):
+        cfg["competition"]["positive_class"] = positive
+        cfg["name"] = f"positive-{positive}"
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+        assert code == 0, err
+        submissions[positive] = pd.read_csv(Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv")
+        run = yaml.safe_load((Path(cfg["output_dir"]) / cfg["name"] / "run.json").read_text())
+        assert run["classes"] == (["no", "yes"] if positive is None else ["yes", "no"])
+    np.testing.assert_allclose(submissions[None]["target"] + submissions["no"]["target"], 1.0,
+                               atol=1e-6)
+    cfg["name"] = "positive-bad"
+    cfg["competition"]["positive_class"] = "maybe"
+    expect_failure(cfg, tmp_path, capsys, "'competition.positive_class' 'maybe' is not a label",
+                   "['no', 'yes']")
