@@ -310,7 +310,7 @@ def test_image_modality_needs_timm_encoder(competition_factory) -> None:
 def test_image_modality_needs_image_column(competition_factory) -> None:
     data = competition_factory("image", "binary")
     del data["competition"]["image_column"]
-    assert "'image_column' or 'image_path' is required" in _error(data)
+    assert "'image_column', 'image_path' or 'pixels' is required" in _error(data)
 
 
 def test_sklearn_model_stands_alone(base: dict[str, Any]) -> None:
