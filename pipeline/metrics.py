@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,6 +53,16 @@ class Metric:
     def is_better(self, a: float, b: float) -> bool:
         """Whether score ``a`` beats score ``b``."""
         return a > b if self.greater_is_better else a < b
+
+    def defined_on(self, y: np.ndarray, n_outputs: int) -> bool:
+        """Whether the metric has a value on targets ``y`` at all: a perfect prediction of
+        them scores a finite number. ROC AUC of rows of one class, or a correlation with a
+        constant target, is NaN whatever is predicted, so no epoch can be chosen by it."""
+        y = np.asarray(y)
+        perfect = np.eye(n_outputs)[y] if _is_multiclass(y) else y.astype(np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the undefined case warns; it is the answer
+            return math.isfinite(self(y, perfect))
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -192,7 +203,9 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC; one-vs-rest macro for multiclass, macro over labels for multilabel, over the
     classes (labels) that have both positive and negative rows."""
     if not _is_multiclass(y) and y.shape[1] == 1:
-        return skm.roc_auc_score(y.ravel(), p.ravel())
+        # rows of one class (a fold of a rare positive class) have no AUC: NaN, without
+        # scikit-learn's warning for every epoch of the fold
+        return skm.roc_auc_score(y.ravel(), p.ravel()) if np.ptp(y) > 0 else math.nan
     # one-vs-rest is the AUC of each class's column (scikit-learn's "ovr"). A class absent
     # from a fold's rows (a class rarer than n_splits, which stratified folds allow) has no
     # AUC: averaging it in made the fold's score NaN, and every epoch's NaN score kept a

@@ -313,10 +313,16 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     write_meta(run_dir, meta)
     write_json(run_dir / "scores.json", {"metric": metric.name, "direction": metric.direction,
                                          "scores": scores})
-    per_fold = [v for k, v in scores.items() if "/fold" in k]
-    log.info("%s: OOF %s %.5f; folds %.5f +- %.5f (%d seed(s) x %d folds) -> %s", cfg.name,
-             metric.name, overall, float(np.mean(per_fold)), float(np.std(per_fold)),
-             len(cfg.train.seeds), cfg.folds.n_splits, run_dir)
+    per_fold = np.array([v for k, v in scores.items() if "/fold" in k])
+    # a fold whose metric is undefined (ROC AUC of a fold of one class) is left out of the
+    # mean, and said, rather than making it NaN
+    defined = per_fold[np.isfinite(per_fold)]
+    n_undefined = per_fold.size - defined.size
+    undefined = f", {n_undefined} undefined" if n_undefined else ""
+    log.info("%s: OOF %s %.5f; folds %.5f +- %.5f (%d seed(s) x %d folds%s) -> %s", cfg.name,
+             metric.name, overall, float(np.mean(defined)) if defined.size else np.nan,
+             float(np.std(defined)) if defined.size else np.nan,
+             len(cfg.train.seeds), cfg.folds.n_splits, undefined, run_dir)
     if last is not None and cfg.train.predicting_epoch == "best":
         log.info("%s: OOF %s of the last epochs %.5f; %s", cfg.name, metric.name,
                  scores["oof_last_epoch"], last_epoch_note(cfg, overall, scores["oof_last_epoch"]))

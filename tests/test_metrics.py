@@ -150,6 +150,23 @@ def test_roc_auc_scores_a_fold_without_a_class() -> None:
     assert math.isnan(get_metric("roc_auc")(np.zeros((4, 2)), scores))  # no class scoreable
 
 
+def test_a_metric_says_where_it_has_no_value_at_all() -> None:
+    """A fold whose targets leave the metric undefined whatever is predicted (ROC AUC of one
+    class, a correlation with a constant target) is told apart from one whose predictions
+    score badly, so training can rank that fold's epochs by another number."""
+    one_class = np.zeros((5, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN for a fold of one class, without a warning each
+        assert math.isnan(get_metric("roc_auc")(one_class, np.random.default_rng(0).random((5, 1))))
+    assert not get_metric("roc_auc").defined_on(one_class, 1)
+    assert get_metric("roc_auc").defined_on(np.array([[0.0], [1.0]]), 1)
+    assert not get_metric("roc_auc").defined_on(np.array([1, 1, 1]), 3)
+    assert get_metric("roc_auc").defined_on(np.array([1, 2, 1]), 3)
+    assert not get_metric("pearson").defined_on(np.ones((4, 1)), 1)
+    assert get_metric("pearson").defined_on(np.arange(4.0)[:, None], 1)
+    assert get_metric("log_loss").defined_on(one_class, 1)
+
+
 def _qwk_by_hand(t: np.ndarray, h: np.ndarray, c: int) -> float:
     observed = np.zeros((c, c))
     for i, j in zip(t, h, strict=True):

@@ -308,3 +308,40 @@ def test_the_fold_time_line_counts_the_trained_epochs_not_the_swa_entry(competit
     history = json.loads((cfg.run_dir / "seed0" / "fold0" / "metrics.json").read_text())
     assert [e.get("swa", False) for e in history["epochs"]] == [False, False, True]
     assert "in 2 epoch(s)" in caplog.text and "in 3 epoch(s)" not in caplog.text
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_fold_without_a_metric_chooses_its_epochs_by_the_validation_loss(competition_factory,
+                                                                          caplog):
+    """A validation fold of one class has no ROC AUC: every epoch scored NaN, so the first
+    epoch stayed the best and early stopping ended the fit after `patience` epochs. The fold
+    now ranks its epochs by the validation loss, and says so once."""
+    import logging
+
+    data = competition_factory("tabular", "binary", n_train=40, n_test=8)
+    path = f"{data['competition']['dir']}/train.csv"
+    frame = pd.read_csv(path)
+    negatives = np.flatnonzero(frame["target"] == "no")
+    # group "a": half the negatives, nothing else; its fold validates on one class
+    frame["g"] = np.where(np.isin(np.arange(len(frame)), negatives[: len(negatives) // 2]),
+                          "a", "b")
+    frame.to_csv(path, index=False)
+    data["competition"]["group_column"] = "g"
+    data["folds"] = {"scheme": "group", "n_splits": 2, "seed": 0}
+    data["train"].update({"epochs": 3, "early_stopping": {"patience": 1},
+                          "optimizer": {"name": "adamw", "lr": 3e-2}})
+    cfg = build_config(data)
+    with caplog.at_level(logging.WARNING):
+        train.run(cfg)
+    folds = pd.read_parquet(cfg.run_dir / "oof.parquet").set_index("id")["fold"]
+    one_class = int(folds[frame.loc[frame["g"] == "a", "id"]].iloc[0])
+    metrics = json.loads((cfg.run_dir / "seed0" / f"fold{one_class}" / "metrics.json")
+                         .read_text())
+    losses = [e["valid_loss"] for e in metrics["epochs"]]
+    assert len(losses) == 3  # no early stop on NaN scores
+    assert [e["score"] for e in metrics["epochs"]] == losses
+    assert metrics["best_epoch"] == int(np.argmin(losses)) + 1
+    assert caplog.text.count("roc_auc is undefined on this fold's validation rows") == 1
+    other = json.loads((cfg.run_dir / "seed0" / f"fold{1 - one_class}" / "metrics.json")
+                       .read_text())
+    assert all(0 <= e["score"] <= 1 for e in other["epochs"])  # the other fold: its AUC

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ from pipeline.metrics import get_metric
 from pipeline.models.multitask import with_task_plans
 from pipeline.models.network import model_inputs
 from pipeline.runs import LAST_EPOCH_OOF, fold_dir, fold_label, pseudo_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,20 +103,30 @@ def fit_network_fold(
     if cfg.train.compile:
         model.compile()  # in place: the state dict keeps its names, checkpoints stay portable
     metric = get_metric(cfg.competition.metric)
+    y_valid = comp.targets[valid_rows]
+    by_metric = metric.defined_on(y_valid, comp.n_outputs)
+    if not by_metric:
+        # every epoch would score NaN: the first epoch would stay the best and early stopping
+        # would end the fit after `patience` epochs. The validation loss still ranks epochs
+        log.warning("%s: %s is undefined on this fold's validation rows (e.g. a single "
+                    "class); its epochs are chosen by the validation loss",
+                    fold_label(cfg, seed, fold), metric.name)
+    greater_is_better = metric.greater_is_better and by_metric
     generator = torch.Generator()
     plans = build_stage_plans(cfg.train, cfg.model, task, model, train_ds, generator,
-                              metric.greater_is_better, device)
+                              greater_is_better, device)
     plans = with_task_plans(plans, model)  # + auxiliary tasks' losses (multi-task)
     cons, first_unlabelled = cfg.train.consistency, cfg.train.unlabelled_from
     plans = over_unlabelled(plans, cons, len(comp.test), first_unlabelled,  # epoch_over
                             appended=cfg.train.appends_consistency_stage)
-    y_valid = comp.targets[valid_rows]
 
     def score(outputs: np.ndarray) -> float:
+        if not by_metric:
+            return float(trainer.valid_loss)  # set by the validation pass that gave outputs
         return metric(y_valid, prep.predictions(task, outputs))
 
     encoder_kinds = [e.kind for e in cfg.model.encoders]
-    callbacks = build_callbacks(cfg.train, encoder_kinds, metric.greater_is_better)
+    callbacks = build_callbacks(cfg.train, encoder_kinds, greater_is_better)
     if cons is not None:  # the unlabelled rows are the competition's test rows
         callbacks.append(build_consistency(
             cons, task, CompetitionDataset(comp.test, inputs), active, encoder_kinds,
@@ -122,14 +135,15 @@ def fit_network_fold(
     predicting = cfg.train.predicting_epoch  # 'best' or 'last', the config's 'auto' resolved
     trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
                       desc=fold_label(cfg, seed, fold), checkpoint=predicting,
-                      precise_bn=cfg.train.precise_bn, metric_name=metric.name,
+                      precise_bn=cfg.train.precise_bn,
+                      metric_name=metric.name if by_metric else "loss",
                       resume_every=cfg.train.resume_every,
                       channels_last=cfg.train.channels_last,
                       # the unlabelled rows are what the run is for: its supervised warm-up
                       # epochs never predict, however a few validation rows score them
                       best_from=first_unlabelled, later_ties=cons is not None)
     trainer.defer_writes = _warm_capable(cfg)
-    history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
+    history = trainer.fit(plans, valid_loader, score, greater_is_better, out,
                           generator, run_seed * 100)
     trained = None
     chosen = trainer.epoch if predicting == "last" else history.best_epoch
