@@ -184,7 +184,7 @@ def _blender_params(
     method: str, meta: RunMeta, settings: dict[str, Any], params: dict[str, Any]
 ) -> dict[str, Any]:
     accepted = BLENDERS.get(method)._get_param_names()
-    merged = {"metric": meta.metric, **settings}
+    merged = {"metric": get_metric(meta.metric, meta.classes), **settings}
     merged = {k: v for k, v in merged.items() if k in accepted}
     return {**merged, **params}
 
@@ -281,13 +281,14 @@ def run(
         raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}")
 
     cv, oof, test, nested = _fit_and_score(blender, members, y, method)
-    pp = fit_postprocess(meta.task, meta.metric, y, oof)
+    pp = fit_postprocess(meta.task, get_metric(meta.metric, meta.classes), y, oof)
     if pp is not None:
         cv["postprocess"] = postprocess_report(pp, nested.postprocessed or {}, nested.mean,
                                                postprocess)
         pp = pp if cv["postprocess"]["applied"] else None  # no postprocess.json: 0.5 / argmax
     weights = _weights_report(blender, members.names, method)
-    diversity = diversity_report(members.names, members.oof, y, get_metric(meta.metric))
+    diversity = diversity_report(members.names, members.oof, y,
+                                 get_metric(meta.metric, meta.classes))
     _write_blend(folder, members, oof, test, cv, weights, diversity, pp)
     write_identity(folder, members.names, runs, method, hashed)
     leaky = any(read_meta(Path(r)).leaky for r in runs)  # a leaky member's CV is optimistic
@@ -339,7 +340,7 @@ def _fit_and_score(
     """Fit the blender on the members' OOF. Returns the scores of cv.json (in-sample, nested
     CV re-tuned without each fold, each member, equal weights), the blend's OOF and test
     predictions, and the nested CV."""
-    metric, folds = get_metric(members.meta.metric), members.folds
+    metric, folds = get_metric(members.meta.metric, members.meta.classes), members.folds
     member_scores = {n: metric(y, p) for n, p in zip(members.names, members.oof, strict=True)}
     equal = metric(y, members.oof.mean(axis=0))
     blender.fit(members.oof, y, folds)

@@ -189,7 +189,8 @@ def cmd_diversity(args: argparse.Namespace) -> int:
     members = load_members(args.runs)
     y = targets_for_meta(members.meta)
     print(format_report(diversity_report(members.names, members.oof, y,
-                                         get_metric(members.meta.metric))))
+                                         get_metric(members.meta.metric,
+                                                    members.meta.classes))))
     return 0
 
 

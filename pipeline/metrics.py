@@ -10,11 +10,14 @@ Every metric takes the encoded targets and the prediction matrix of the artifact
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import numbers
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
@@ -41,9 +44,24 @@ class Metric:
     # the lowest value the metric scores (RMSLE: 0): a lower target is refused at load, lower
     # predictions are clipped to it, by the metric and in the submission alike
     lower_bound: float | None = None
+    # the score weighs a wrong class by how far its value lies from the right one's (QWK, as
+    # Kaggle defines it, over the ratings' values: classes 1, 2, 4, 5 are not evenly spaced);
+    # ``for_classes`` binds the values, the prediction columns' classes in their order
+    by_class_value: bool = False
+    class_values: tuple[float, ...] | None = None
 
     def __call__(self, y: np.ndarray, p: np.ndarray) -> float:
         return float(self.fn(np.asarray(y), np.asarray(p)))
+
+    def for_classes(self, classes: Sequence[Any] | None) -> Metric:
+        """This metric scoring the classes ``classes`` (the prediction columns' labels, in
+        order): a metric weighing by class value reads their values; any other is itself."""
+        if not self.by_class_value or not classes or not all(map(is_number, classes)):
+            return self
+        values = tuple(float(c) for c in classes)
+        valued: Callable[..., float] = self.fn  # such a metric takes ``values=``
+        return dataclasses.replace(self, fn=functools.partial(valued, values=values),
+                                   class_values=values)
 
     @property
     def direction(self) -> str:
@@ -68,14 +86,20 @@ class Metric:
 METRICS: Registry[Metric] = Registry("metric")
 
 
+def is_number(value: Any) -> bool:
+    """Whether a class label is a number (a bool is not: it names a yes/no class)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _register(
     name: str, greater_is_better: bool, tasks: tuple[str, ...], needs_labels: bool = False,
-    order_only: bool = False, lower_bound: float | None = None,
+    order_only: bool = False, lower_bound: float | None = None, by_class_value: bool = False,
 ) -> Callable[[MetricFn], MetricFn]:
     def decorator(fn: MetricFn) -> MetricFn:
         doc = (fn.__doc__ or name).strip().splitlines()[0]
         METRICS.add(name, Metric(name, fn, greater_is_better, tasks, needs_labels,
-                                 order_only=order_only, lower_bound=lower_bound), doc)
+                                 order_only=order_only, lower_bound=lower_bound,
+                                 by_class_value=by_class_value), doc)
         return fn
 
     return decorator
@@ -189,13 +213,21 @@ def mcc(y: np.ndarray, p: np.ndarray) -> float:
     return skm.matthews_corrcoef(t.ravel(), h.ravel())
 
 
-@_register("qwk", True, ("multiclass",), needs_labels=True)
-def qwk(y: np.ndarray, p: np.ndarray) -> float:
-    """Quadratic weighted kappa over ordered classes."""
+@_register("qwk", True, ("multiclass",), needs_labels=True, by_class_value=True)
+def qwk(y: np.ndarray, p: np.ndarray, values: Sequence[float] | None = None) -> float:
+    """Quadratic weighted kappa over ordered classes, weighted by the ratings' values."""
     # every class of the prediction layout counts, also one absent from this fold's labels and
-    # predictions: the quadratic weights depend on the whole range
-    return skm.cohen_kappa_score(y, p.argmax(axis=1), weights="quadratic",
-                                 labels=np.arange(p.shape[1]))
+    # predictions. A disagreement costs the squared distance of the two ratings' values, as
+    # Kaggle's QWK (over the rating range min..max) has it: with ratings 1, 2, 4, 5, a 2 taken
+    # for a 4 costs 4, not the 1 of neighbouring positions (scikit-learn weighs positions)
+    c = p.shape[1]
+    v = np.arange(c, dtype=np.float64) if values is None else np.asarray(values, np.float64)
+    observed = skm.confusion_matrix(y, p.argmax(axis=1), labels=np.arange(c))
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / max(len(y), 1)
+    weights = (v[:, None] - v[None, :]) ** 2
+    chance = float((weights * expected).sum())
+    # every row and guess one class: kappa is undefined (scikit-learn's and Kaggle's 0 / 0)
+    return 1.0 - float((weights * observed).sum()) / chance if chance > 0 else math.nan
 
 
 @_register("roc_auc", True, CLASSIFICATION, order_only=True)
@@ -285,6 +317,7 @@ def mcrmse(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.sqrt(((y - p) ** 2).mean(axis=0)).mean())
 
 
-def get_metric(name: str) -> Metric:
-    """The registered metric called ``name``."""
-    return METRICS.get(name)
+def get_metric(name: str, classes: Sequence[Any] | None = None) -> Metric:
+    """The registered metric called ``name``; with ``classes`` (the competition's classes in
+    prediction-column order), scoring their values where the metric reads them (QWK)."""
+    return METRICS.get(name).for_classes(classes)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import DataError
-from pipeline.metrics import METRICS
+from pipeline.metrics import METRICS, is_number
 
 
 def file_lines(index: pd.Index) -> list[int]:
@@ -78,6 +78,15 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
     if task == "multiclass" and len(classes) < 2:
         raise DataError(f"{path}: target column {col!r} holds a single class "
                         f"{plain(classes)}")
+    text = [c for c in classes if not is_number(c)]
+    if METRICS.get(metric).by_class_value and text:
+        # text labels sort as text ("high" < "low" < "medium"), which is no rating order, and
+        # have no values to weigh a disagreement by
+        raise DataError(
+            f"{path}: metric {metric!r} weighs a wrong class by how far its rating lies from "
+            f"the right one, so target column {col!r} must hold numbers; got text labels "
+            f"{plain(text[:5])}: write each as its rating (e.g. 0, 1, 2)"
+        )
     if positive is not None:
         return _positive_last(plain(classes), task, positive, path, col)
     return plain(classes)  # Python scalars: the classes go to JSON and messages

@@ -705,3 +705,38 @@ def test_overwrite_replaces_the_blend_and_its_stale_submission(tmp_path, binary_
     blend.run(runs[:2], overwrite=True, **kw)
     assert path.read_text() == old
     assert read_json(folder / "blend.json")["members"] == ["m0", "m1"]
+
+
+def _value_qwk(ratings: np.ndarray, y: np.ndarray, labels: np.ndarray) -> float:
+    """Kaggle's QWK of rating values: weights (a - b)^2 between the ratings themselves."""
+    from sklearn.metrics import cohen_kappa_score
+
+    return float(cohen_kappa_score(ratings[y], ratings[labels], weights="quadratic",
+                                   labels=range(ratings.min(), ratings.max() + 1)))
+
+
+def test_a_qwk_blend_weighs_the_ratings_values(tmp_path) -> None:
+    """Ratings 1, 2, 5: member scores, the blend's score and its tuned class weights were
+    all QWK of class positions (a 2 taken for a 5 cost 1, not 9), unlike Kaggle's."""
+    runs, y = make_competition(tmp_path, "multiclass", "qwk", [1.5, 0.8, 0.0])
+    ratings, columns = np.array([1, 2, 5]), ["1", "2", "5"]
+    for folder in runs:
+        meta = read_meta(folder)
+        write_meta(folder, dataclasses.replace(meta, classes=ratings.tolist(),
+                                               pred_columns=columns))
+        for part in ("oof", "test"):
+            frame = pd.read_parquet(folder / f"{part}.parquet")
+            write_parquet(folder / f"{part}.parquet",
+                          frame.rename(columns=dict(zip(CLASSES, columns, strict=True))))
+    folder = blend.run(runs, method="hill_climb", name="q", blends_dir=tmp_path / "blends",
+                       targets=y, postprocess="on")
+    cv = read_json(folder / "cv.json")
+    for name, run in zip(("m0", "m1", "m2"), runs, strict=True):
+        oof = pd.read_parquet(run / "oof.parquet")[columns].to_numpy()
+        assert cv["members"][name] == pytest.approx(_value_qwk(ratings, y, oof.argmax(axis=1)))
+    blended = pd.read_parquet(folder / "oof.parquet")[columns].to_numpy()
+    pp = load_postprocess(folder)
+    assert pp is not None
+    assert cv["in_sample"]["score"] == pytest.approx(cv["postprocess"]["default_score"])
+    assert cv["postprocess"]["in_sample"] == pytest.approx(
+        _value_qwk(ratings, y, pp.labels(blended)))

@@ -332,6 +332,12 @@ WRONG_TARGETS: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
                 comp_dir, cfg)),
         ("'map@3'", "2 label(s) of column 'target' hold spaces", "['big cat', 'sea bird']"),
     ),
+    "text labels under qwk": (  # sorted as text ("high" < "low" < "mid"): no rating order
+        "multiclass", lambda comp_dir, cfg: (
+            cfg["competition"].update(metric="qwk"),
+            _set_column("target", lambda n: ["low", "mid", "high"] * (n // 3))(comp_dir, cfg)),
+        ("'qwk'", "column 'target' must hold numbers", "['high', 'low', 'mid']"),
+    ),
     "header only": (
         "binary", lambda comp_dir, cfg: edit_csv(comp_dir / "train.csv", lambda f: f.iloc[:0]),
         ("no rows under the header",),

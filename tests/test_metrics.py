@@ -229,6 +229,39 @@ def test_qwk_counts_a_class_absent_from_the_fold() -> None:
     assert skm.cohen_kappa_score(y, pred, weights="quadratic") == pytest.approx(0.8)
 
 
+def _kaggle_qwk(truth: np.ndarray, guess: np.ndarray) -> float:
+    """Kaggle's QWK (Ben Hamner's ml_metrics): an N x N histogram over the rating range
+    min..max of both vectors, weights (i - j)^2 / (N - 1)^2 between rating values."""
+    low, high = min(truth.min(), guess.min()), max(truth.max(), guess.max())
+    n = high - low + 1
+    observed = np.zeros((n, n))
+    for a, b in zip(truth, guess, strict=True):
+        observed[a - low, b - low] += 1
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / len(truth)
+    weights = np.subtract.outer(np.arange(n), np.arange(n)) ** 2 / (n - 1) ** 2
+    return 1 - (weights * observed).sum() / (weights * expected).sum()
+
+
+def test_qwk_weighs_by_the_ratings_values_not_their_positions() -> None:
+    """Ratings 1, 2, 4, 5 (3 never given): Kaggle's QWK charges a 2 taken for a 4 the squared
+    distance of the values (4), the toolkit charged the distance of their positions (1), and
+    every CV, epoch choice and blend weight of such a competition was off."""
+    ratings = np.array([1, 2, 4, 5])
+    y = np.array([0, 1, 1, 2, 3, 3, 0, 2])  # indices into ratings
+    pred = np.array([0, 2, 1, 2, 3, 2, 1, 1])
+    p = np.eye(4)[pred] * 0.7 + 0.075
+    qwk = get_metric("qwk", ratings.tolist())
+    expected = _kaggle_qwk(ratings[y], ratings[pred])
+    assert qwk(y, p) == pytest.approx(expected)
+    assert qwk(y, p) == pytest.approx(skm.cohen_kappa_score(
+        ratings[y], ratings[pred], weights="quadratic", labels=range(1, 6)))
+    assert get_metric("qwk")(y, p) != pytest.approx(expected)  # positions: another number
+    # evenly spaced classes score as their positions; other metrics ignore the classes
+    assert get_metric("qwk", [10, 20, 30, 40])(y, p) == pytest.approx(get_metric("qwk")(y, p))
+    assert get_metric("accuracy", ratings.tolist()) is get_metric("accuracy")
+    assert get_metric("qwk", ["a", "b", "c", "d"]) is get_metric("qwk")  # no values to read
+
+
 # --- issue 12 item 3: MAP@k -----------------------------------------------------------------
 
 

@@ -345,3 +345,26 @@ def test_a_fold_without_a_metric_chooses_its_epochs_by_the_validation_loss(compe
     other = json.loads((cfg.run_dir / "seed0" / f"fold{1 - one_class}" / "metrics.json")
                        .read_text())
     assert all(0 <= e["score"] <= 1 for e in other["epochs"])  # the other fold: its AUC
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_qwk_run_scores_the_ratings_values(competition_factory):
+    """Ratings 1, 2, 5: the fold scores and the CV were QWK of the classes' positions (a 2
+    taken for a 5 cost 1, not 9), another number than Kaggle's."""
+    from sklearn.metrics import cohen_kappa_score
+
+    data = competition_factory("tabular", "multiclass")
+    path = f"{data['competition']['dir']}/train.csv"
+    frame = pd.read_csv(path)
+    frame["target"] = frame["target"].map({0: 1, 1: 2, 2: 5})
+    frame.to_csv(path, index=False)
+    data["competition"]["metric"] = "qwk"
+    data["train"]["epochs"] = 1
+    cfg = build_config(data)
+    train.run(cfg)
+    oof = pd.read_parquet(cfg.run_dir / "oof.parquet")
+    ratings = np.array([1, 2, 5])[oof[["1", "2", "5"]].to_numpy().argmax(axis=1)]
+    truth = frame.set_index("id").loc[oof["id"], "target"].to_numpy()
+    scores = json.loads((cfg.run_dir / "scores.json").read_text())["scores"]
+    assert scores["oof"] == pytest.approx(
+        cohen_kappa_score(truth, ratings, weights="quadratic", labels=range(1, 6)))

@@ -45,7 +45,7 @@ from pipeline.demo.configs import (
     write_config,
 )
 from pipeline.demo.weights import WEIGHTS_FILE, write_mobilenet_weights
-from pipeline.metrics import METRICS
+from pipeline.metrics import get_metric
 
 DEMOS = ("image", "text", "tabular")
 
@@ -124,15 +124,17 @@ def heldout_score(config_path: str | Path, submission_csv: str | Path) -> float:
             f"{len(submission)} rows, {len(absent)} ids absent (e.g. {absent.head(3).tolist()})"
         )
     pred_cols = [f"{t}_pred" for t in targets]
+    classes: list[Any] | None = None
     if comp.task == "multiclass":
         truth, guess = merged[targets[0]], merged[pred_cols[0]]
-        classes = np.array(sorted(set(truth) | set(guess)))
-        y = np.searchsorted(classes, truth)
-        p = np.eye(len(classes))[np.searchsorted(classes, guess)]
+        values = np.array(sorted(set(truth) | set(guess)))
+        y = np.searchsorted(values, truth)
+        p = np.eye(len(values))[np.searchsorted(values, guess)]
+        classes = values.tolist()
     else:
         y = merged[targets].to_numpy(dtype=np.float64)
         p = merged[pred_cols].to_numpy(dtype=np.float64)
-    return METRICS.get(comp.metric)(y, p)
+    return get_metric(comp.metric, classes)(y, p)
 
 
 def run_demo(root: str | Path = "data/demo", demos: Sequence[str] | None = None,

@@ -227,11 +227,12 @@ def simplex(x: np.ndarray) -> np.ndarray:
     return np.divide(x, total, out=equal, where=total > 0)
 
 
-def resolve_metric(metric: str | None, owner: str) -> Metric:
-    """The registered metric named by a blender's ``metric`` parameter."""
+def resolve_metric(metric: str | Metric | None, owner: str) -> Metric:
+    """The metric of a blender's ``metric`` parameter: a registered name, or a metric bound
+    to the competition's classes (QWK weighs by their values: the blend stage passes it)."""
     if metric is None:
         raise ValueError(f"The 'metric' parameter of {owner} must name a metric. Got None.")
-    return get_metric(metric)
+    return metric if isinstance(metric, Metric) else get_metric(metric)
 
 
 def build_blender(name: str, **params: Any) -> Blender:

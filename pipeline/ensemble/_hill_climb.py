@@ -19,7 +19,8 @@ class HillClimbBlender(WeightedBlender):
     the members and the bags' weights are averaged (less overfitting on small OOF sets).
 
     Args:
-        metric: Name of the registered metric to optimise.
+        metric: Name of the registered metric to optimise (or the metric itself, bound
+            to the classes: QWK).
         n_iter: Additions after the initialisation.
         n_init: Best members the selection starts from.
         patience: Stop a climb after this many additions without a new best score.
@@ -30,7 +31,7 @@ class HillClimbBlender(WeightedBlender):
 
     def __init__(
         self,
-        metric: str | None = None,
+        metric: str | Metric | None = None,
         n_iter: int = 100,
         n_init: int = 3,
         patience: int = 20,

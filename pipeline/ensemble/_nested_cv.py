@@ -65,9 +65,9 @@ def nested_cv(
         inner.fit(stacked[:, train], y[train], folds[train])
         held_out[held] = inner.predict(stacked[:, held])
         per_fold[str(fold)] = metric(y[held], held_out[held])
-        rule = fit_postprocess(task, metric.name, y[train], inner.oof_) if task else None
+        rule = fit_postprocess(task, metric, y[train], inner.oof_) if task else None
         if rule is not None:
-            postprocessed[str(fold)] = rule.evaluate(y[held], held_out[held])
+            postprocessed[str(fold)] = rule.evaluate(y[held], held_out[held], metric)
     return NestedCV(
         per_fold=per_fold,
         mean=float(np.mean(list(per_fold.values()))),

@@ -66,7 +66,7 @@ class OptunaBlender(WeightedBlender):
 
     def __init__(
         self,
-        metric: str | None = None,
+        metric: str | Metric | None = None,
         n_trials: int = 300,
         per_class: bool = False,
         zero_below: float = 0.05,

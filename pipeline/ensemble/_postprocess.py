@@ -52,10 +52,12 @@ class PostProcess:
             return _apply_weights(p, np.asarray(self.class_weights))
         return _apply_thresholds(p, np.asarray(self.thresholds))
 
-    def evaluate(self, y: np.ndarray, p: np.ndarray) -> float:
-        """The metric of the labels this rule gives for probabilities ``p``."""
+    def evaluate(self, y: np.ndarray, p: np.ndarray, metric: Metric | None = None) -> float:
+        """The metric of the labels this rule gives for probabilities ``p`` (``metric``: the
+        rule's, bound to the competition's classes; default the registered one)."""
         p = np.asarray(p, dtype=np.float64)
-        return _label_score(get_metric(self.metric), np.asarray(y), self.labels(p), p.shape[-1])
+        scorer = metric or get_metric(self.metric)
+        return _label_score(scorer, np.asarray(y), self.labels(p), p.shape[-1])
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for ``postprocess.json``."""
@@ -85,9 +87,11 @@ def _label_score(metric: Metric, y: np.ndarray, labels: np.ndarray, n_classes: i
     return metric(y, labels.astype(np.float64))
 
 
-def fit_postprocess(task: str, metric: str, y: np.ndarray, p: np.ndarray) -> PostProcess | None:
-    """Tune thresholds or class weights on OOF; None when the metric scores probabilities."""
-    scorer = get_metric(metric)
+def fit_postprocess(task: str, metric: str | Metric, y: np.ndarray,
+                    p: np.ndarray) -> PostProcess | None:
+    """Tune thresholds or class weights on OOF; None when the metric scores probabilities.
+    ``metric``: a name, or a metric bound to the competition's classes (QWK's values)."""
+    scorer = metric if isinstance(metric, Metric) else get_metric(metric)
     if not scorer.needs_labels or task == "regression":
         return None
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
@@ -117,7 +121,7 @@ def fit_postprocess(task: str, metric: str, y: np.ndarray, p: np.ndarray) -> Pos
     values = tuple(float(v) for v in params)
     return PostProcess(
         task=task,
-        metric=metric,
+        metric=scorer.name,
         thresholds=values if task != "multiclass" else (),
         class_weights=values if task == "multiclass" else (),
         default_score=default,

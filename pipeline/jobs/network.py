@@ -102,7 +102,7 @@ def fit_network_fold(
     model = build_fold_network(cfg, comp, prep.tabular, run_seed)
     if cfg.train.compile:
         model.compile()  # in place: the state dict keeps its names, checkpoints stay portable
-    metric = get_metric(cfg.competition.metric)
+    metric = get_metric(cfg.competition.metric, comp.classes)
     y_valid = comp.targets[valid_rows]
     by_metric = metric.defined_on(y_valid, comp.n_outputs)
     if not by_metric:
@@ -122,7 +122,8 @@ def fit_network_fold(
 
     def score(outputs: np.ndarray) -> float:
         if not by_metric:
-            return float(trainer.valid_loss)  # set by the validation pass that gave outputs
+            assert trainer.valid_loss is not None  # set by the pass that gave the outputs
+            return trainer.valid_loss
         return metric(y_valid, prep.predictions(task, outputs))
 
     encoder_kinds = [e.kind for e in cfg.model.encoders]
