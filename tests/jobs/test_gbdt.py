@@ -270,3 +270,36 @@ def test_encodings_and_target_transform_around_every_library(competition_factory
     assert model.target is not None and model.target.kind == "yeo-johnson"
     oof = pd.read_parquet(cfg.run_dir / "oof.parquet")
     assert 900 < oof["y"].mean() < 1100 and score < 0.6 * 50  # rmse in the targets' units
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_fold_of_one_class_is_early_stopped_on_log_loss(competition_factory, caplog,
+                                                         library: str) -> None:
+    """A fold whose validation rows hold one class has no ROC AUC: the library's AUC was
+    constant, so early stopping kept the first tree (1 of 400) and the fold predicted
+    nearly a constant. Its trees are now early-stopped on log loss."""
+    import logging
+
+    data = _data(competition_factory, library, "binary")
+    path = Path(data["competition"]["dir"]) / "train.csv"
+    frame = pd.read_csv(path)
+    negatives = np.flatnonzero(frame["target"] == "no")
+    # group "a": a third of the negatives, nothing else; its fold validates on one class
+    # (and every fold trains on both: "b" and "c" hold the rest, in alternation)
+    frame["g"] = np.where(np.isin(np.arange(len(frame)), negatives[: len(negatives) // 3]),
+                          "a", np.where(np.arange(len(frame)) % 2 == 0, "b", "c"))
+    frame.to_csv(path, index=False)
+    data["competition"]["group_column"] = "g"
+    data["folds"] = {"scheme": "group", "n_splits": 3, "seed": 0}
+    cfg = build_config(data)
+    with caplog.at_level(logging.WARNING):
+        train.run(cfg)
+    folds = pd.read_parquet(cfg.run_dir / "oof.parquet").set_index("id")["fold"]
+    one_class = int(folds[frame.loc[frame["g"] == "a", "id"]].iloc[0])
+    stopped = _metrics(cfg, one_class)
+    assert stopped["eval_metric"] == LIBRARY[library].metrics["log_loss"]["binary"]
+    assert stopped["best_iteration"] > 1
+    for fold in {0, 1, 2} - {one_class}:
+        assert _metrics(cfg, fold)["eval_metric"] == LIBRARY[library].metrics["roc_auc"][
+            "binary"]
+    assert "roc_auc is undefined on this fold's validation rows of 'target'" in caplog.text
