@@ -251,8 +251,15 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
 
 @_register("average_precision", True, ("binary", "multilabel"), order_only=True)
 def average_precision(y: np.ndarray, p: np.ndarray) -> float:
-    """Area under the precision-recall curve (macro over labels)."""
-    return skm.average_precision_score(y, p, average="macro")
+    """Area under the precision-recall curve (macro over the labels that have a positive)."""
+    # a label without a positive row has no precision-recall curve: scikit-learn scores it 0
+    # (with a warning), so a fold lacking a rare label lost 1/k of its score, and a binary
+    # fold of negatives scored 0 every epoch, which kept its first epoch as the best. As ROC
+    # AUC does, the mean leaves such labels out: NaN when no label has a positive
+    defined = y.max(axis=0) > 0
+    if not defined.any():
+        return math.nan
+    return skm.average_precision_score(y[:, defined], p[:, defined], average="macro")
 
 
 @_register("log_loss", False, CLASSIFICATION)

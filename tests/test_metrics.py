@@ -167,6 +167,18 @@ def test_a_metric_says_where_it_has_no_value_at_all() -> None:
     assert get_metric("log_loss").defined_on(one_class, 1)
 
 
+def test_average_precision_leaves_out_a_label_without_positives() -> None:
+    """A label with no positive row in a fold was scored 0 (scikit-learn's convention for an
+    undefined curve): the fold's mean lost 1/k, and a binary fold of negatives scored 0 at
+    every epoch, so its first epoch stayed the best. Such a label is left out, as ROC AUC
+    does; no label with a positive: NaN, which training ranks by the loss instead."""
+    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]], dtype=np.float64)
+    p = np.array([[0.9, 0.1], [0.2, 0.3], [0.6, 0.2], [0.4, 0.5]])
+    assert get_metric("average_precision")(y, p) == pytest.approx(1.0)
+    assert math.isnan(get_metric("average_precision")(np.zeros((4, 1)), p[:, :1]))
+    assert not get_metric("average_precision").defined_on(np.zeros((4, 1)), 1)
+
+
 def _qwk_by_hand(t: np.ndarray, h: np.ndarray, c: int) -> float:
     observed = np.zeros((c, c))
     for i, j in zip(t, h, strict=True):
@@ -359,6 +371,14 @@ def _ravel(fn: Callable[[np.ndarray, np.ndarray], float]
     return lambda y, p: float(fn(y.ravel(), p.ravel()))
 
 
+def _average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean average precision over the labels that have a positive row: the others have no
+    precision-recall curve (scikit-learn scores them 0)."""
+    scores = [skm.average_precision_score(y[:, j], p[:, j]) for j in range(p.shape[1])
+              if y[:, j].max() > 0]
+    return float(np.mean(scores)) if scores else math.nan
+
+
 REFERENCE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": _on_labels(skm.accuracy_score),
     "balanced_accuracy": _on_labels(skm.balanced_accuracy_score),
@@ -372,7 +392,7 @@ REFERENCE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "qwk": lambda y, p: float(skm.cohen_kappa_score(
         y, p.argmax(axis=1), weights="quadratic", labels=list(range(p.shape[1])))),
     "roc_auc": _auc,
-    "average_precision": _per_column(skm.average_precision_score),
+    "average_precision": _average_precision,
     "log_loss": _log_loss,
     "rmse": lambda y, p: math.sqrt(skm.mean_squared_error(y.ravel(), p.ravel())),
     "mse": _ravel(skm.mean_squared_error),
