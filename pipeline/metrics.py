@@ -72,16 +72,25 @@ class Metric:
         """Whether score ``a`` beats score ``b``."""
         return a > b if self.greater_is_better else a < b
 
-    def defined_on(self, y: np.ndarray, n_outputs: int) -> bool:
-        """Whether the metric has a value on targets ``y`` at all: a perfect prediction of
-        them scores a finite number. ROC AUC of rows of one class, or a correlation with a
-        constant target, is NaN whatever is predicted, so no epoch can be chosen by it."""
+    def ranks_on(self, task: str, y: np.ndarray, n_outputs: int) -> bool:
+        """Whether the metric can rank predictions of targets ``y`` at all: a perfect one
+        scores a finite number and, for a classification task, another than a prediction
+        wrong on every row. ROC AUC of rows of one class, or a correlation with a constant
+        target, is NaN whatever is predicted; F1, MCC or QWK of rows of one class is the
+        same for every prediction. No epoch (or tree) can be chosen by such a score."""
         y = np.asarray(y)
-        perfect = np.eye(n_outputs)[y] if _is_multiclass(y) else y.astype(np.float64)
+        multiclass = _is_multiclass(y)
+        perfect = np.eye(n_outputs)[y] if multiclass else y.astype(np.float64)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the undefined case warns; it is the answer
-            return math.isfinite(self(y, perfect))
-
+            warnings.simplefilter("ignore")  # the undefined cases warn; they are the answer
+            best = self(y, perfect)
+            if not math.isfinite(best):
+                return False
+            if task == "regression":
+                return True
+            wrong = np.eye(n_outputs)[(y + 1) % n_outputs] if multiclass else 1.0 - perfect
+            worst = self(y, wrong)
+        return math.isfinite(worst) and not math.isclose(best, worst, abs_tol=1e-12)
 
 METRICS: Registry[Metric] = Registry("metric")
 

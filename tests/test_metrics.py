@@ -150,21 +150,30 @@ def test_roc_auc_scores_a_fold_without_a_class() -> None:
     assert math.isnan(get_metric("roc_auc")(np.zeros((4, 2)), scores))  # no class scoreable
 
 
-def test_a_metric_says_where_it_has_no_value_at_all() -> None:
+def test_a_metric_says_where_it_cannot_rank_predictions() -> None:
     """A fold whose targets leave the metric undefined whatever is predicted (ROC AUC of one
-    class, a correlation with a constant target) is told apart from one whose predictions
-    score badly, so training can rank that fold's epochs by another number."""
+    class, a correlation with a constant target), or the same for every prediction (F1, MCC
+    or QWK of one class), is told apart from one whose predictions score badly, so training
+    can rank that fold's epochs by another number."""
     one_class = np.zeros((5, 1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # NaN for a fold of one class, without a warning each
         assert math.isnan(get_metric("roc_auc")(one_class, np.random.default_rng(0).random((5, 1))))
-    assert not get_metric("roc_auc").defined_on(one_class, 1)
-    assert get_metric("roc_auc").defined_on(np.array([[0.0], [1.0]]), 1)
-    assert not get_metric("roc_auc").defined_on(np.array([1, 1, 1]), 3)
-    assert get_metric("roc_auc").defined_on(np.array([1, 2, 1]), 3)
-    assert not get_metric("pearson").defined_on(np.ones((4, 1)), 1)
-    assert get_metric("pearson").defined_on(np.arange(4.0)[:, None], 1)
-    assert get_metric("log_loss").defined_on(one_class, 1)
+    assert not get_metric("roc_auc").ranks_on("binary", one_class, 1)
+    assert get_metric("roc_auc").ranks_on("binary", np.array([[0.0], [1.0]]), 1)
+    assert not get_metric("roc_auc").ranks_on("multiclass", np.array([1, 1, 1]), 3)
+    assert get_metric("roc_auc").ranks_on("multiclass", np.array([1, 2, 1]), 3)
+    assert not get_metric("pearson").ranks_on("regression", np.ones((4, 1)), 1)
+    assert get_metric("pearson").ranks_on("regression", np.arange(4.0)[:, None], 1)
+    # a score that is the same for every prediction of these rows ranks nothing either
+    for name in ("f1", "mcc", "precision"):
+        assert not get_metric(name).ranks_on("binary", one_class, 1), name
+        assert get_metric(name).ranks_on("binary", np.array([[0.0], [1.0], [1.0]]), 1), name
+    assert not get_metric("qwk").ranks_on("multiclass", np.array([2, 2, 2]), 3)
+    assert get_metric("qwk").ranks_on("multiclass", np.array([0, 2, 2]), 3)
+    for name in ("log_loss", "accuracy", "balanced_accuracy"):
+        assert get_metric(name).ranks_on("binary", one_class, 1), name
+    assert get_metric("rmse").ranks_on("regression", np.ones((4, 1)), 1)  # constant target
 
 
 def test_average_precision_leaves_out_a_label_without_positives() -> None:
@@ -176,7 +185,7 @@ def test_average_precision_leaves_out_a_label_without_positives() -> None:
     p = np.array([[0.9, 0.1], [0.2, 0.3], [0.6, 0.2], [0.4, 0.5]])
     assert get_metric("average_precision")(y, p) == pytest.approx(1.0)
     assert math.isnan(get_metric("average_precision")(np.zeros((4, 1)), p[:, :1]))
-    assert not get_metric("average_precision").defined_on(np.zeros((4, 1)), 1)
+    assert not get_metric("average_precision").ranks_on("binary", np.zeros((4, 1)), 1)
 
 
 def _qwk_by_hand(t: np.ndarray, h: np.ndarray, c: int) -> float:

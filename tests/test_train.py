@@ -311,11 +311,13 @@ def test_the_fold_time_line_counts_the_trained_epochs_not_the_swa_entry(competit
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("metric", ["roc_auc", "f1"])
 def test_a_fold_without_a_metric_chooses_its_epochs_by_the_validation_loss(competition_factory,
-                                                                          caplog):
-    """A validation fold of one class has no ROC AUC: every epoch scored NaN, so the first
-    epoch stayed the best and early stopping ended the fit after `patience` epochs. The fold
-    now ranks its epochs by the validation loss, and says so once."""
+                                                                          caplog, metric):
+    """A validation fold of one class has no ROC AUC (every epoch NaN) and the same F1 (0)
+    for every prediction: the first epoch stayed the best and early stopping ended the fit
+    after `patience` epochs. The fold now ranks its epochs by the validation loss, and says
+    so once."""
     import logging
 
     data = competition_factory("tabular", "binary", n_train=40, n_test=8)
@@ -326,7 +328,7 @@ def test_a_fold_without_a_metric_chooses_its_epochs_by_the_validation_loss(compe
     frame["g"] = np.where(np.isin(np.arange(len(frame)), negatives[: len(negatives) // 2]),
                           "a", "b")
     frame.to_csv(path, index=False)
-    data["competition"]["group_column"] = "g"
+    data["competition"].update(group_column="g", metric=metric)
     data["folds"] = {"scheme": "group", "n_splits": 2, "seed": 0}
     data["train"].update({"epochs": 3, "early_stopping": {"patience": 1},
                           "optimizer": {"name": "adamw", "lr": 3e-2}})
@@ -341,10 +343,11 @@ def test_a_fold_without_a_metric_chooses_its_epochs_by_the_validation_loss(compe
     assert len(losses) == 3  # no early stop on NaN scores
     assert [e["score"] for e in metrics["epochs"]] == losses
     assert metrics["best_epoch"] == int(np.argmin(losses)) + 1
-    assert caplog.text.count("roc_auc is undefined on this fold's validation rows") == 1
+    assert caplog.text.count(f"{metric} is undefined on this fold's validation rows") == 1
     other = json.loads((cfg.run_dir / "seed0" / f"fold{1 - one_class}" / "metrics.json")
                        .read_text())
-    assert all(0 <= e["score"] <= 1 for e in other["epochs"])  # the other fold: its AUC
+    assert all(0 <= e["score"] <= 1 for e in other["epochs"])  # the other fold: its metric
+    assert [e["score"] for e in other["epochs"]] != [e["valid_loss"] for e in other["epochs"]]
 
 
 @pytest.mark.usefixtures("one_thread")

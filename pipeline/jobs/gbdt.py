@@ -54,16 +54,22 @@ def _pseudo_rows(task: str, labels: np.ndarray, weight: np.ndarray
     return rows, classes, weight[rows] * probs[rows, classes]
 
 
-def _stopping_metric(cfg: ExperimentConfig, y_valid: np.ndarray, j: int, label: str) -> str:
+def _stopping_metric(cfg: ExperimentConfig, y_valid: np.ndarray, j: int, n_classes: int,
+                     label: str) -> str:
     """The metric output ``j``'s trees are early-stopped on: the competition's, or log loss
-    where validation rows of one class leave a ranking metric (ROC AUC, average precision)
-    without a value. Its first tree would score as well as any later one and stop the fit
-    there (1 of 200 trees kept) on a fold that lacks a rare class."""
-    metric = get_metric(cfg.competition.metric)
-    if cfg.competition.task == "regression" or not metric.order_only or len(
-            np.unique(y_valid)) > 1:
+    where validation rows of one class leave it unable to rank predictions (ROC AUC and
+    average precision have no value, F1, MCC or QWK one value for all). Its first tree
+    would score as well as any later one and end the fit there (1 of 200 trees kept)."""
+    metric, task = get_metric(cfg.competition.metric), cfg.competition.task
+    if task == "regression":
         return metric.name
-    target = cfg.competition.target_columns[0 if cfg.competition.task != "multilabel" else j]
+    if task == "multiclass":  # indices among the n_classes the fold trains on
+        informative = metric.ranks_on(task, y_valid, n_classes)
+    else:  # one label's 0/1 column, scored as a binary target
+        informative = metric.ranks_on("binary", y_valid.reshape(-1, 1), 1)
+    if informative:
+        return metric.name
+    target = cfg.competition.target_columns[j if task == "multilabel" else 0]
     log.warning("%s: %s is undefined on this fold's validation rows of %r (a single class); "
                 "its trees are early-stopped on log loss", label, metric.name, target)
     return "log_loss"
@@ -139,7 +145,8 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
         if task == "regression" or len(classes) > 1:
             # one class (a rare label's fold without positives) is a constant: LightGBM and
             # XGBoost fit it as two classes, CatBoost refuses it (GBDTModel.predict)
-            stopping = _stopping_metric(cfg, y_valid[keep], j, fold_label(cfg, seed, fold))
+            stopping = _stopping_metric(cfg, y_valid[keep], j, len(classes),
+                                        fold_label(cfg, seed, fold))
             est = build_estimator(settings, task, stopping, device, seed * 1000 + fold,
                                   features.categorical_names())
             trees = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],

@@ -104,10 +104,10 @@ def fit_network_fold(
         model.compile()  # in place: the state dict keeps its names, checkpoints stay portable
     metric = get_metric(cfg.competition.metric, comp.classes)
     y_valid = comp.targets[valid_rows]
-    by_metric = metric.defined_on(y_valid, comp.n_outputs)
+    by_metric = metric.ranks_on(task, y_valid, comp.n_outputs)
     if not by_metric:
-        # every epoch would score NaN: the first epoch would stay the best and early stopping
-        # would end the fit after `patience` epochs. The validation loss still ranks epochs
+        # every epoch would score NaN (or the same): the first epoch would stay the best and
+        # early stopping would end the fit after `patience` epochs. The loss still ranks them
         log.warning("%s: %s is undefined on this fold's validation rows (e.g. a single "
                     "class); its epochs are chosen by the validation loss",
                     fold_label(cfg, seed, fold), metric.name)
