@@ -311,14 +311,16 @@ def test_the_fold_time_line_counts_the_trained_epochs_not_the_swa_entry(competit
 
 
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("metric", ["roc_auc", "f1"])
-def test_a_fold_without_a_metric_chooses_its_epochs_by_the_validation_loss(competition_factory,
-                                                                          caplog, metric):
+@pytest.mark.parametrize(("metric", "swa"), [("roc_auc", False), ("f1", False), ("f1", True)])
+def test_a_fold_without_a_metric_chooses_its_epochs_by_log_loss(competition_factory, caplog,
+                                                                metric, swa):
     """A validation fold of one class has no ROC AUC (every epoch NaN) and the same F1 (0)
     for every prediction: the first epoch stayed the best and early stopping ended the fit
-    after `patience` epochs. The fold now ranks its epochs by the validation loss, and says
-    so once."""
+    after `patience` epochs. The fold now ranks its epochs by the log loss of its
+    predictions (SWA's averaged weights too), and says so once."""
     import logging
+
+    from sklearn.metrics import log_loss
 
     data = competition_factory("tabular", "binary", n_train=40, n_test=8)
     path = f"{data['competition']['dir']}/train.csv"
@@ -330,24 +332,33 @@ def test_a_fold_without_a_metric_chooses_its_epochs_by_the_validation_loss(compe
     frame.to_csv(path, index=False)
     data["competition"].update(group_column="g", metric=metric)
     data["folds"] = {"scheme": "group", "n_splits": 2, "seed": 0}
-    data["train"].update({"epochs": 3, "early_stopping": {"patience": 1},
+    data["train"].update({"epochs": 3, "early_stopping": {"patience": 1}, "mixed_precision": "no",
                           "optimizer": {"name": "adamw", "lr": 3e-2}})
+    if swa:
+        data["train"]["swa"] = {"start_epoch": 2}
     cfg = build_config(data)
     with caplog.at_level(logging.WARNING):
         train.run(cfg)
     folds = pd.read_parquet(cfg.run_dir / "oof.parquet").set_index("id")["fold"]
     one_class = int(folds[frame.loc[frame["g"] == "a", "id"]].iloc[0])
-    metrics = json.loads((cfg.run_dir / "seed0" / f"fold{one_class}" / "metrics.json")
-                         .read_text())
-    losses = [e["valid_loss"] for e in metrics["epochs"]]
+    out = cfg.run_dir / "seed0" / f"fold{one_class}"
+    metrics = json.loads((out / "metrics.json").read_text())
+    epochs = [e for e in metrics["epochs"] if not e.get("swa")]
+    losses = [e["valid_loss"] for e in epochs]
     assert len(losses) == 3  # no early stop on NaN scores
-    assert [e["score"] for e in metrics["epochs"]] == losses
-    assert metrics["best_epoch"] == int(np.argmin(losses)) + 1
+    # the training loss is BCE: the same number as the log loss of the predictions
+    assert [e["score"] for e in epochs] == pytest.approx(losses, rel=1e-4)
+    if swa:  # the averaged weights predict; their score is the log loss of their OOF
+        oof = pd.read_parquet(out / "oof.parquet")["target"].to_numpy()
+        assert metrics["epochs"][-1]["swa"]
+        assert metrics["best_score"] == pytest.approx(log_loss(np.zeros(len(oof)), oof,
+                                                               labels=[0, 1]), rel=1e-4)
+    else:
+        assert metrics["best_epoch"] == int(np.argmin(losses)) + 1
     assert caplog.text.count(f"{metric} is undefined on this fold's validation rows") == 1
     other = json.loads((cfg.run_dir / "seed0" / f"fold{1 - one_class}" / "metrics.json")
                        .read_text())
     assert all(0 <= e["score"] <= 1 for e in other["epochs"])  # the other fold: its metric
-    assert [e["score"] for e in other["epochs"]] != [e["valid_loss"] for e in other["epochs"]]
 
 
 @pytest.mark.usefixtures("one_thread")

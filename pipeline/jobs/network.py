@@ -104,30 +104,28 @@ def fit_network_fold(
         model.compile()  # in place: the state dict keeps its names, checkpoints stay portable
     metric = get_metric(cfg.competition.metric, comp.classes)
     y_valid = comp.targets[valid_rows]
-    by_metric = metric.ranks_on(task, y_valid, comp.n_outputs)
-    if not by_metric:
+    if not metric.ranks_on(task, y_valid, comp.n_outputs):
         # every epoch would score NaN (or the same): the first epoch would stay the best and
-        # early stopping would end the fit after `patience` epochs. The loss still ranks them
+        # early stopping would end the fit after `patience` epochs. Log loss (regression:
+        # RMSE) of the same predictions ranks them, whatever the training loss or SWA
+        chosen = get_metric("rmse" if task == "regression" else "log_loss")
         log.warning("%s: %s is undefined on this fold's validation rows (e.g. a single "
-                    "class); its epochs are chosen by the validation loss",
-                    fold_label(cfg, seed, fold), metric.name)
-    greater_is_better = metric.greater_is_better and by_metric
+                    "class); its epochs are chosen by %s", fold_label(cfg, seed, fold),
+                    metric.name, chosen.name)
+        metric = chosen
     generator = torch.Generator()
     plans = build_stage_plans(cfg.train, cfg.model, task, model, train_ds, generator,
-                              greater_is_better, device)
+                              metric.greater_is_better, device)
     plans = with_task_plans(plans, model)  # + auxiliary tasks' losses (multi-task)
     cons, first_unlabelled = cfg.train.consistency, cfg.train.unlabelled_from
     plans = over_unlabelled(plans, cons, len(comp.test), first_unlabelled,  # epoch_over
                             appended=cfg.train.appends_consistency_stage)
 
     def score(outputs: np.ndarray) -> float:
-        if not by_metric:
-            assert trainer.valid_loss is not None  # set by the pass that gave the outputs
-            return trainer.valid_loss
         return metric(y_valid, prep.predictions(task, outputs))
 
     encoder_kinds = [e.kind for e in cfg.model.encoders]
-    callbacks = build_callbacks(cfg.train, encoder_kinds, greater_is_better)
+    callbacks = build_callbacks(cfg.train, encoder_kinds, metric.greater_is_better)
     if cons is not None:  # the unlabelled rows are the competition's test rows
         callbacks.append(build_consistency(
             cons, task, CompetitionDataset(comp.test, inputs), active, encoder_kinds,
@@ -136,15 +134,14 @@ def fit_network_fold(
     predicting = cfg.train.predicting_epoch  # 'best' or 'last', the config's 'auto' resolved
     trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
                       desc=fold_label(cfg, seed, fold), checkpoint=predicting,
-                      precise_bn=cfg.train.precise_bn,
-                      metric_name=metric.name if by_metric else "loss",
+                      precise_bn=cfg.train.precise_bn, metric_name=metric.name,
                       resume_every=cfg.train.resume_every,
                       channels_last=cfg.train.channels_last,
                       # the unlabelled rows are what the run is for: its supervised warm-up
                       # epochs never predict, however a few validation rows score them
                       best_from=first_unlabelled, later_ties=cons is not None)
     trainer.defer_writes = _warm_capable(cfg)
-    history = trainer.fit(plans, valid_loader, score, greater_is_better, out,
+    history = trainer.fit(plans, valid_loader, score, metric.greater_is_better, out,
                           generator, run_seed * 100)
     trained = None
     chosen = trainer.epoch if predicting == "last" else history.best_epoch
