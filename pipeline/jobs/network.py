@@ -108,11 +108,11 @@ def fit_network_fold(
         # every epoch would score NaN (or the same): the first epoch would stay the best and
         # early stopping would end the fit after `patience` epochs. Log loss (regression:
         # RMSE) of the same predictions ranks them, whatever the training loss or SWA
-        chosen = get_metric("rmse" if task == "regression" else "log_loss")
+        fallback = get_metric("rmse" if task == "regression" else "log_loss")
         log.warning("%s: %s is undefined on this fold's validation rows (e.g. a single "
                     "class); its epochs are chosen by %s", fold_label(cfg, seed, fold),
-                    metric.name, chosen.name)
-        metric = chosen
+                    metric.name, fallback.name)
+        metric = fallback
     generator = torch.Generator()
     plans = build_stage_plans(cfg.train, cfg.model, task, model, train_ds, generator,
                               metric.greater_is_better, device)
