@@ -403,7 +403,9 @@ class GBDTModel:
                 continue
             width = self.n_classes if self.task == "multiclass" else 2
             full = np.zeros((len(x), width))
-            full[:, classes] = pred
+            # trained on one class (a rare label's positives all in the fold), LightGBM and
+            # XGBoost still give two columns, the first that class's probability (~1)
+            full[:, classes] = pred[:, : len(classes)]
             columns.append(full if self.task == "multiclass" else full[:, 1:2])
         out = np.concatenate(columns, axis=1)
         return self.target.inverse_transform(out) if self.target is not None else out

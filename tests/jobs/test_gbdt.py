@@ -303,3 +303,24 @@ def test_a_fold_of_one_class_is_early_stopped_on_log_loss(competition_factory, c
         assert _metrics(cfg, fold)["eval_metric"] == LIBRARY[library].metrics["roc_auc"][
             "binary"]
     assert "roc_auc is undefined on this fold's validation rows of 'target'" in caplog.text
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
+def test_a_label_absent_from_a_folds_training_rows_is_predicted_absent(
+        competition_factory, library: str) -> None:
+    """A multilabel label with one positive row: the fold that validates on it trains on
+    negatives alone, and its model's two probability columns were written into one (a
+    shape-mismatch traceback). That fold now predicts the label absent."""
+    data = _data(competition_factory, library, "multilabel")
+    data["competition"]["metric"] = "log_loss"
+    path = Path(data["competition"]["dir"]) / "train.csv"
+    frame = pd.read_csv(path)
+    frame["b"] = 0
+    frame.loc[7, "b"] = 1
+    frame.to_csv(path, index=False)
+    cfg = build_config(data)
+    train.run(cfg)
+    oof = pd.read_parquet(cfg.run_dir / "oof.parquet").set_index("id")
+    fold = oof.loc[frame.loc[7, "id"], "fold"]
+    assert oof.loc[oof["fold"] == fold, "b"].max() < 1e-3
+    assert np.isfinite(oof[["a", "b"]].to_numpy()).all()
