@@ -74,8 +74,13 @@ def ids_from_sample(test: pd.DataFrame, sample: pd.DataFrame, id_column: str, te
     if id_column in test.columns:
         return False
     ids = set(sample[id_column].astype(str))
-    for column in test.columns:
-        if len(test[column]) == len(ids) and set(test[column].astype(str)) == ids:
+    for column in test.columns if len(test) == len(ids) else []:
+        values = test[column]
+        # a number column of repeated values (784 pixel columns) is no id: skipped before
+        # its values are written out as text
+        if pd.api.types.is_numeric_dtype(values) and values.nunique() != len(ids):
+            continue
+        if set(values.astype(str)) == ids:
             raise DataError(f"{test_path}: column(s) [{id_column!r}] named by "
                             f"'competition.id_column' not found, but column {column!r} holds "
                             f"the ids of {sample_path}: name the id column alike in every file")

@@ -32,7 +32,7 @@ from pipeline.jobs.gbdt import train_gbdt_fold
 from pipeline.jobs.multiprocess import check_multiprocess
 from pipeline.jobs.network import fit_network_fold
 from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
-from pipeline.models.network import build_tokenizer, check_max_length
+from pipeline.models.network import build_tokenizer, check_max_length, tokenizer_dir
 from pipeline.runs import (
     FOLD_FORMAT,
     PREDICTION_FILES,
@@ -158,7 +158,7 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         check_images(competition_images(comp), decode=cfg.executor.name == "local")
     if not cfg.model.is_sklearn:
         check_max_length(cfg.model)
-        build_tokenizer(cfg.model)  # a missing tokenizer folder refused before any write
+        tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write
     folds = load_folds(cfg, comp)
     prepare_run_dir(cfg, comp, leaky, overwrite)
     if cfg.pseudo is not None:

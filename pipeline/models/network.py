@@ -172,19 +172,28 @@ def build_model(
     return model
 
 
-def build_tokenizer(cfg: ModelConfig) -> Any:
-    """The tokenizer of the first transformers encoder, or None."""
+def tokenizer_dir(cfg: ModelConfig) -> str | None:
+    """The tokenizer directory of the first transformers encoder (refused when missing), or
+    None: checked before a run writes anything, without loading the tokenizer."""
     for enc in cfg.encoders:
         if enc.kind in TOKEN_KINDS:
-            # imported here: transformers takes ~1-2 s to import, which image and table
-            # runs need not pay
-            from transformers import AutoTokenizer
-
-            source = enc.tokenizer or enc.target
+            source = str(enc.tokenizer or enc.target)
             if not Path(source).is_dir():
                 raise ConfigError(f"encoder {enc.name!r}: tokenizer directory {source} not found")
-            return AutoTokenizer.from_pretrained(source)
+            return source
     return None
+
+
+def build_tokenizer(cfg: ModelConfig) -> Any:
+    """The tokenizer of the first transformers encoder, or None."""
+    source = tokenizer_dir(cfg)
+    if source is None:
+        return None
+    # imported here: transformers takes ~1-2 s to import, which image and table runs need
+    # not pay
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source)
 
 
 def check_max_length(cfg: ModelConfig, key: str = "model.max_length") -> None:
