@@ -54,9 +54,9 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 from pipeline import train  # noqa: E402
 from pipeline.artifacts import load_predictions  # noqa: E402
-from pipeline.competition import encode_targets  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
 from pipeline.metrics import METRICS  # noqa: E402
+from pipeline.task_outputs import encode_targets  # noqa: E402
 
 MLP = {"name": "mlp", "params": {"hidden": [256, 128], "dropout": 0.1}}
 OPTIM = {"name": "adamw", "lr": 3.0e-3, "weight_decay": 1.0e-4}

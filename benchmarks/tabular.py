@@ -67,9 +67,9 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 from pipeline import blend, train  # noqa: E402
 from pipeline.artifacts import load_predictions, read_json  # noqa: E402
-from pipeline.competition import encode_targets  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
 from pipeline.metrics import METRICS  # noqa: E402
+from pipeline.task_outputs import encode_targets  # noqa: E402
 
 GBDTS = ("lightgbm", "xgboost", "catboost")
 # each library's own name for its thread count, so none grabs more cores than the machine has

@@ -11,11 +11,10 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import Field, model_validator
 
 from pipeline.artifacts import RunMeta
@@ -36,6 +35,7 @@ from pipeline.metrics import METRICS
 from pipeline.pixel_images import PixelsConfig, pixel_columns, write_pixel_images
 from pipeline.schema import Section
 from pipeline.targets import check_sample_columns, file_lines, target_classes
+from pipeline.task_outputs import encode_targets, n_outputs, prediction_columns
 
 Task = Literal["binary", "multiclass", "multilabel", "regression"]
 Modality = Literal["image", "text", "tabular"]
@@ -230,65 +230,6 @@ def _without_values(frame: pd.DataFrame, columns: list[str]) -> list[str]:
 
 
 IMAGE_PATH = "_image_path"  # resolved image path column added to train and test at load
-
-
-def n_outputs(task: str, target_columns: list[str], classes: list[Any]) -> int:
-    """Width of a network's output: one per class (multiclass), 1 for binary, else one per
-    target column."""
-    if task == "multiclass":
-        return len(classes)
-    return 1 if task == "binary" else len(target_columns)
-
-
-Outputs = TypeVar("Outputs", np.ndarray, torch.Tensor)
-
-
-def probabilities(task: str, outputs: Outputs) -> Outputs:
-    """The task's output transform, the one place it is written: softmax over classes
-    (multiclass), sigmoid per cell (binary, multilabel), the values themselves (regression).
-
-    NumPy arrays (predictions written to disk) and torch tensors (losses inside a training
-    step, in float32) alike.
-    """
-    if isinstance(outputs, torch.Tensor):
-        logits = outputs.float()
-        if task == "multiclass":
-            return logits.softmax(dim=1)
-        return logits.sigmoid() if task in ("binary", "multilabel") else logits
-    if task == "multiclass":
-        e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    if task in ("binary", "multilabel"):
-        return 1.0 / (1.0 + np.exp(-outputs))
-    return outputs
-
-
-def to_predictions(task: str, outputs: np.ndarray, target_mean: list[float],
-                   target_std: list[float]) -> np.ndarray:
-    """Network outputs -> artifact predictions: probabilities, or regression values with
-    the fold's target standardisation undone."""
-    if task == "regression":
-        return outputs * np.array(target_std) + np.array(target_mean)
-    return probabilities(task, outputs)
-
-
-def prediction_columns(task: str, target_columns: list[str], classes: list[Any]) -> list[str]:
-    """One column per class (multiclass), else one per target column."""
-    if task == "multiclass":
-        return [str(c) for c in classes]
-    return list(target_columns)
-
-
-def encode_targets(
-    frame: pd.DataFrame, task: str, target_columns: list[str], classes: list[Any]
-) -> np.ndarray:
-    """Targets in the metrics layout: class indices (multiclass) or an (n, k) float matrix."""
-    if task == "multiclass":
-        index = {c: i for i, c in enumerate(classes)}
-        return frame[target_columns[0]].map(index).to_numpy(dtype=np.int64)
-    if task == "binary":
-        return (frame[target_columns[0]] == classes[1]).to_numpy(dtype=np.float64)[:, None]
-    return frame[target_columns].to_numpy(dtype=np.float64)
 
 
 def _image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,

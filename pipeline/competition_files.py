@@ -90,8 +90,12 @@ def _missing_cells(header: pd.Index, id_column: str | None, labels: Sequence[str
 
 def class_labels(task: str, target_columns: Sequence[str]) -> list[str]:
     """The target columns that hold class labels, read as written (:func:`read_csv`): a
-    binary or multiclass task's (a multilabel task's hold 0/1, a regression's numbers)."""
-    return list(target_columns) if task in ("binary", "multiclass") else []
+    binary or multiclass task's, and a multilabel task's one column (which may hold labels
+    separated by spaces: 'None' or '01' is a label there); several multilabel columns hold
+    0/1, a regression's numbers."""
+    if task in ("binary", "multiclass") or (task == "multilabel" and len(target_columns) == 1):
+        return list(target_columns)
+    return []
 
 
 def _labels(values: pd.Series) -> pd.Series:

@@ -182,6 +182,29 @@ def f1_weighted(y: np.ndarray, p: np.ndarray) -> float:
     return skm.f1_score(t, h, average="weighted", zero_division=0)
 
 
+def _f_beta_rows(y: np.ndarray, p: np.ndarray, beta: float) -> float:
+    # by hand: scikit-learn refuses one label's column (a GBDT member early-stops each label's
+    # trees on it), where a row's F-beta over its one label is still defined
+    t, h = (a.reshape(len(a), -1).astype(bool) for a in _labels(y, p))
+    hits, beta2 = (t & h).sum(axis=1), beta**2
+    sizes = beta2 * t.sum(axis=1) + h.sum(axis=1)
+    # a row without labels predicted without labels is right (1), not undefined
+    return float(np.where(sizes > 0, (1 + beta2) * hits / np.maximum(sizes, 1), 1.0).mean())
+
+
+@_register("f1_samples", True, ("multilabel",), needs_labels=True)
+def f1_samples(y: np.ndarray, p: np.ndarray) -> float:
+    """F1 of each row's labels, averaged over rows (Kaggle's 'mean F1')."""
+    return _f_beta_rows(y, p, 1.0)
+
+
+@_register("f2_samples", True, ("multilabel",), needs_labels=True)
+def f2_samples(y: np.ndarray, p: np.ndarray) -> float:
+    """F2 (recall weighed over precision) of each row's labels, averaged over rows (Planet:
+    Understanding the Amazon from Space, iMet Collection)."""
+    return _f_beta_rows(y, p, 2.0)
+
+
 @_register("precision", True, ("binary",), needs_labels=True)
 def precision(y: np.ndarray, p: np.ndarray) -> float:
     """Precision of the positive class at threshold 0.5."""

@@ -5,13 +5,16 @@ The file has exactly the ids, columns, column order and row order of
 class, or ``<target>_<class>``) gets probabilities (binary tasks too); a single label
 column of a classification task gets the predicted class in the train set's own label values
 when the metric scores labels (accuracy, F1, ...), the k best classes separated by spaces under
-a ranking metric (MAP@k), else the probability; regression gets the values.
+a ranking metric (MAP@k), else the probability; a multilabel target written as one column of
+space-separated labels gets each row's predicted labels so (at least one); regression gets the
+values.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +34,16 @@ def _labels(meta: RunMeta, p: np.ndarray, folder: Path) -> np.ndarray:
     """Hard labels: tuned post-processing when the folder has it, else argmax / 0.5."""
     post = load_postprocess(folder)
     return post.labels(p) if post is not None else hard_labels(meta.task, p)
+
+
+def tag_strings(labels: np.ndarray, p: np.ndarray, classes: list[Any]) -> list[str]:
+    """Each row's predicted labels joined by spaces, in ``classes`` order; a row where none
+    passes its threshold takes its most probable label, since every train row holds one (an
+    empty cell scores 0 under the per-row F-scores these competitions use)."""
+    labels = labels.astype(bool)
+    labels[np.arange(len(p)), p.argmax(axis=1)] |= ~labels.any(axis=1)
+    names = np.array([str(c) for c in classes], dtype=object)
+    return [" ".join(names[row]) for row in labels]
 
 
 def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
@@ -67,10 +80,15 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
     metric = get_metric(meta.metric)
     class_of = per_class_columns(columns, meta.task, meta.target_columns, meta.classes)
     if class_of is not None:
-        # one probability column per class (a binary run predicts its positive class alone)
+        # one probability column per class (a binary run predicts its positive class alone),
+        # or per label of a tags column (its 0/1 decisions where the metric scores labels)
         per_class = np.column_stack([1.0 - p[:, 0], p[:, 0]]) if meta.task == "binary" else p
+        if meta.task == "multilabel" and metric.needs_labels:
+            per_class = _labels(meta, p, folder)
         for c, k in zip(columns, class_of, strict=True):
             out[c] = per_class[:, k]
+    elif meta.task == "multilabel" and meta.classes:  # one column of labels, as train's
+        out[columns[0]] = tag_strings(_labels(meta, p, folder), p, meta.classes)
     elif (targets := sample_targets(columns, meta.target_columns)) is not None:
         # the sample may list the target columns in another order than the config (scorers
         # read them by name), or spell them otherwise: each is filled from its own target's

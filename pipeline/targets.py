@@ -11,6 +11,7 @@ import pandas as pd
 
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS, is_number
+from pipeline.task_outputs import split_tags, tag_vocabulary
 
 
 def file_lines(index: pd.Index) -> list[int]:
@@ -53,10 +54,13 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
                 f"which metric {metric!r} cannot score (minimum "
                 f"{plain([values.min()])[0]!r}, line {file_lines(low.index[:1])[0]})"
             )
-        if task == "multilabel" and not set(np.unique(values)) <= {0, 1}:
+        if task == "multilabel" and not _zero_one(values):
+            if len(target_columns) == 1:  # one column of labels separated by spaces
+                return _tags(values, path, col)
             raise DataError(
-                f"{path}: target column {col!r} must hold 0/1 for task 'multilabel'. "
-                f"Got values {sorted(map(str, np.unique(values)))[:5]}."
+                f"{path}: target column {col!r} must hold 0/1 for task 'multilabel' (or, as "
+                f"the only target column, labels separated by spaces). Got values "
+                f"{sorted(map(str, values.unique()))[:5]}."
             )
     if task not in ("binary", "multiclass"):
         return []
@@ -92,6 +96,28 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
     return plain(classes)  # Python scalars: the classes go to JSON and messages
 
 
+def _zero_one(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and set(np.unique(values)) <= {0, 1}
+
+
+def _tags(values: pd.Series, path: Path, col: str) -> list[str]:
+    """The labels of a multilabel target written as one column of space-separated labels
+    (:func:`pipeline.task_outputs.split_tags`): the task's classes, one 0/1 column each."""
+    tags = split_tags(values)
+    if empty := [i for i, row in zip(values.index, tags, strict=True) if not row]:
+        raise DataError(f"{path}: target column {col!r} has {len(empty)} row(s) without a "
+                        f"label (lines {file_lines(pd.Index(empty[:3]))})")
+    doubled = [i for i, row in zip(values.index, tags, strict=True) if len(set(row)) < len(row)]
+    if doubled:  # a label written twice is a typo or a column that is not a set of labels
+        raise DataError(f"{path}: target column {col!r} repeats a label within a row (e.g. "
+                        f"{values[doubled[0]]!r}, line {file_lines(pd.Index(doubled[:1]))[0]})")
+    classes = tag_vocabulary(tags)
+    if len(classes) < 2:
+        raise DataError(f"{path}: target column {col!r} holds a single label {classes} in "
+                        "every row: there is nothing to predict")
+    return classes
+
+
 def _positive_last(classes: list[Any], task: str, positive: Any, path: Path,
                    col: str) -> list[Any]:
     """The binary classes with ``positive`` (compared as written) second: the class whose
@@ -111,8 +137,9 @@ def per_class_columns(columns: list[str], task: str, target_columns: list[str],
     ``columns`` when they are one column per class of a binary or multiclass task, in any
     order, named by the class ('cat', 'dog') or by the target and the class joined by '_'
     ('Status_C', 'Status_CL', 'Status_D' for target 'Status', as many Kaggle samples name
-    them); None when they are not."""
-    if task not in ("binary", "multiclass"):
+    them), or per label of a multilabel target written as one column of labels; None when
+    they are not."""
+    if task not in ("binary", "multiclass") and not (task == "multilabel" and classes):
         return None
     for prefix in ("", f"{target_columns[0]}_"):
         named = [f"{prefix}{c}" for c in classes]

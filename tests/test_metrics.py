@@ -388,6 +388,22 @@ def _average_precision(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else math.nan
 
 
+def _f_beta_rows(beta: float) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Kaggle's mean F-beta (Planet, iMet): each row's F-beta of its predicted labels (p >= 0.5)
+    against its true ones, 0 where it has no true positive (1 where it has neither a true nor
+    a predicted label), averaged over rows."""
+    def ref(y: np.ndarray, p: np.ndarray) -> float:
+        scores = []
+        for t, h in zip(y.astype(bool), p >= 0.5, strict=True):
+            tp = (t & h).sum()
+            precision, recall = tp / max(h.sum(), 1), tp / max(t.sum(), 1)
+            scores.append(float(not t.any() and not h.any()) if tp == 0 else
+                          (1 + beta**2) * precision * recall / (beta**2 * precision + recall))
+        return float(np.mean(scores))
+
+    return ref
+
+
 REFERENCE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": _on_labels(skm.accuracy_score),
     "balanced_accuracy": _on_labels(skm.balanced_accuracy_score),
@@ -395,6 +411,8 @@ REFERENCE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "f1_macro": _on_labels(skm.f1_score, average="macro", zero_division=0),
     "f1_micro": _on_labels(skm.f1_score, average="micro", zero_division=0),
     "f1_weighted": _on_labels(skm.f1_score, average="weighted", zero_division=0),
+    "f1_samples": _f_beta_rows(1.0),
+    "f2_samples": _f_beta_rows(2.0),
     "precision": _on_labels(skm.precision_score, zero_division=0),
     "recall": _on_labels(skm.recall_score, zero_division=0),
     "mcc": _on_labels(skm.matthews_corrcoef),

@@ -89,7 +89,8 @@ def test_contains_and_sorted_iteration() -> None:
 
 
 def test_metric_registry_patterns() -> None:
-    assert METRICS.list("f1*") == ["f1", "f1_macro", "f1_micro", "f1_weighted"]
+    assert METRICS.list("f1*") == ["f1", "f1_macro", "f1_micro", "f1_samples",
+                                   "f1_weighted"]
     assert set(METRICS.list("*mse")) == {"mse", "rmse", "mcrmse"}
     with pytest.raises(KeyError, match="Did you mean 'roc_auc'"):
         METRICS.get("roc_acu")

@@ -34,10 +34,10 @@ import torch
 from pydantic import ConfigDict, Field, model_validator
 from torch import nn
 
-from pipeline.competition import probabilities
 from pipeline.data.datasets import Batch
 from pipeline.engine.losses import LossFn
 from pipeline.schema import Section
+from pipeline.task_outputs import probabilities
 
 Member = TypeVar("Member", bound=nn.Module)
 # defaults when 'lambda' is left out; see the README's "Ensembles trained to differ"

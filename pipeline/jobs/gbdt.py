@@ -54,7 +54,7 @@ def _pseudo_rows(task: str, labels: np.ndarray, weight: np.ndarray
     return rows, classes, weight[rows] * probs[rows, classes]
 
 
-def _stopping_metric(cfg: ExperimentConfig, y_valid: np.ndarray, j: int, n_classes: int,
+def _stopping_metric(cfg: ExperimentConfig, y_valid: np.ndarray, target: str, n_classes: int,
                      label: str) -> str:
     """The metric output ``j``'s trees are early-stopped on: the competition's, or log loss
     where validation rows of one class leave it unable to rank predictions (ROC AUC and
@@ -69,7 +69,6 @@ def _stopping_metric(cfg: ExperimentConfig, y_valid: np.ndarray, j: int, n_class
         informative = metric.ranks_on("binary", y_valid.reshape(-1, 1), 1)
     if informative:
         return metric.name
-    target = cfg.competition.target_columns[j if task == "multilabel" else 0]
     log.warning("%s: %s is undefined on this fold's validation rows of %r (a single class); "
                 "its trees are early-stopped on log loss", label, metric.name, target)
     return "log_loss"
@@ -88,7 +87,7 @@ def _read_pseudo(cfg: ExperimentConfig, comp: Competition, fold: int
 
 def _n_outputs(task: str, comp: Competition) -> int:
     """Estimators per fold: one per label (multilabel) or target (regression), else one."""
-    return len(comp.cfg.target_columns) if task in ("multilabel", "regression") else 1
+    return len(comp.pred_columns) if task in ("multilabel", "regression") else 1
 
 
 def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
@@ -145,7 +144,9 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
         if task == "regression" or len(classes) > 1:
             # one class (a rare label's fold without positives) is a constant: LightGBM and
             # XGBoost fit it as two classes, CatBoost refuses it (GBDTModel.predict)
-            stopping = _stopping_metric(cfg, y_valid[keep], j, len(classes),
+            target_name = (comp.pred_columns[j] if task == "multilabel"
+                           else comp.cfg.target_columns[0])
+            stopping = _stopping_metric(cfg, y_valid[keep], target_name, len(classes),
                                         fold_label(cfg, seed, fold))
             est = build_estimator(settings, task, stopping, device, seed * 1000 + fold,
                                   features.categorical_names())

@@ -14,7 +14,7 @@ import pandas as pd
 from torch import nn
 
 from pipeline.artifacts import atomic_path, read_json, write_json
-from pipeline.competition import Competition, to_predictions
+from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.augment import AugmentConfig
 from pipeline.data.datasets import CombinedDataset, CompetitionDataset, ModelInputs
@@ -24,6 +24,7 @@ from pipeline.engine.member_ensemble import build_members
 from pipeline.models.multitask import task_specs
 from pipeline.models.network import build_model
 from pipeline.runs import FOLD_FORMAT
+from pipeline.task_outputs import to_predictions
 
 PREP_FILE = "preprocess.json"
 TABULAR_FILE = "tabular.joblib"  # the fitted column encoder (scikit-learn objects pickle)

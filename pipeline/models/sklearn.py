@@ -143,7 +143,7 @@ class OneClassFallback(ClassifierMixin, BaseEstimator):
 
 
 def _multi_output(estimator: BaseEstimator, comp: Competition) -> BaseEstimator:
-    task, k = comp.cfg.task, len(comp.cfg.target_columns)
+    task, k = comp.cfg.task, len(comp.pred_columns)
     if task == "multilabel":
         return MultiOutputClassifier(OneClassFallback(estimator))
     if task == "regression" and k > 1:

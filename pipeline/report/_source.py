@@ -84,8 +84,8 @@ def load_source(folder: Path, slug: str) -> Source:
 
 def _targets(meta: RunMeta, oof: pd.DataFrame) -> np.ndarray:
     """Encoded targets of the OOF rows, matched by id in the competition's train file."""
-    from pipeline.competition import encode_targets
     from pipeline.competition_files import class_labels, read_csv
+    from pipeline.task_outputs import encode_targets
 
     path = Path(meta.competition_dir) / meta.train_file
     train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column,

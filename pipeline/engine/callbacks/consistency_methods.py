@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from pipeline.competition import probabilities
 from pipeline.data.datasets import Batch, view_of
 from pipeline.engine.callbacks.consistency_losses import (
     Step,
@@ -64,6 +63,7 @@ from pipeline.engine.losses import LossFn
 from pipeline.models.network import embedding_noise, takes_embedding_noise
 from pipeline.registry import Registry
 from pipeline.schema import Section
+from pipeline.task_outputs import probabilities
 
 
 class ConsistencyConfig(Section):

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.competition import probabilities
 from pipeline.data.datasets import Batch, view_of
 from pipeline.engine.callbacks.consistency_losses import Step, encoded_targets, sharpen
 from pipeline.engine.callbacks.consistency_methods import (
@@ -27,6 +26,7 @@ from pipeline.engine.callbacks.consistency_methods import (
 )
 from pipeline.engine.losses import LossFn
 from pipeline.models.network import embedding_noise
+from pipeline.task_outputs import probabilities
 
 
 class MixMatch(ConsistencyMethod):

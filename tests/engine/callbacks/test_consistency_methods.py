@@ -15,7 +15,6 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from pipeline.competition import n_outputs
 from pipeline.config import build_config
 from pipeline.data import CompetitionDataset, TabularEncoder, collate
 from pipeline.data.datasets import ModelInputs
@@ -35,6 +34,7 @@ from pipeline.engine.losses import build_loss
 from pipeline.errors import ConfigError
 from pipeline.metrics import TASKS
 from pipeline.models import EncoderConfig, ModelConfig, build_model, embedding_noise
+from pipeline.task_outputs import n_outputs
 from tests.engine.callbacks.test_adversarial import TEXT_ENCODER, fitted_tabular
 
 # tiny models and runs: one torch thread (tests/engine/conftest.py) is several times faster
