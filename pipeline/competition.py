@@ -292,6 +292,10 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     cells = {"texts": cfg.text_columns, "na_values": cfg.na_values}
     sample = read_csv(sub_path, "sample submission", **csv)
     require_columns(sample, [cfg.id_column], sub_path, "id_column")  # it names the id
+    if train_path.is_dir() and (cfg.modality != "image" or cfg.pixels):
+        raise DataError(f"train folder {train_path} ('competition.train_file') gives image "
+                        "files as rows: it needs 'modality: image' with 'image_path' or "
+                        "'image_column' for the test rows' files")
     train = read_csv(train_path, "train", **csv, labels=class_labels(cfg.task, cfg.target_columns),
                      **cells)
     if not test_path.is_file():  # image competitions often list their test rows only there
@@ -328,7 +332,10 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
         # the column is the loader's own: one a file brings (a feature export written before
         # exports left it out) would otherwise be checked and read as this run's images
         frame.drop(columns=[IMAGE_PATH], errors="ignore", inplace=True)
-        if cfg.image_column or cfg.image_path:
+        if split == "train" and train_path.is_dir():  # the ids are the paths in the folder
+            frame[IMAGE_PATH] = [(Path(cfg.train_file) / i).as_posix()
+                                 for i in frame[cfg.id_column]]
+        elif cfg.image_column or cfg.image_path:
             frame[IMAGE_PATH] = _image_paths(frame, cfg, split, path)
     if cfg.pixels:
         columns = pixel_columns(train, cfg.pixels, train_path)

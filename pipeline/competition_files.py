@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.class_folders import read_class_folders
 from pipeline.errors import DataError
 
 try:  # the cells pandas reads as missing by default ('', 'NA', 'NaN', 'null', 'None', ...)
@@ -34,7 +35,13 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
     are read as missing values, besides pandas' own; ``decimal`` and ``thousands`` are the
     numbers' decimal mark and thousands separator (pandas' own keys). ``number_rows``: a
     file without ``id_column`` gets one, its rows numbered from 1 in file order (a train
-    file names its rows only for the OOF predictions: Kaggle's Digit Recognizer names none)."""
+    file names its rows only for the OOF predictions: Kaggle's Digit Recognizer names none).
+    A train ``path`` that is a folder of class folders gives its images as rows
+    (:mod:`pipeline.class_folders`)."""
+    if what == "train" and path.is_dir():
+        frame = read_class_folders(path, id_column, labels)
+        frame[labels[0]] = _labels(frame[labels[0]])
+        return frame
     if not path.is_file():
         raise DataError(f"{what} file {path} not found")
     as_written = [c for c in (id_column, *labels, *texts) if c]

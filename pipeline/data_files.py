@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import RunMeta
+from pipeline.class_folders import folder_digest
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:
@@ -31,7 +32,10 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
 
 
 def file_digest(path: Path) -> str | None:
-    """SHA-256 of the file at ``path``; None when there is none."""
+    """SHA-256 of the file at ``path`` (of a train folder of class folders: over its
+    images' names, sizes and times); None when there is none."""
+    if path.is_dir():
+        return folder_digest(path)
     try:
         stat = path.stat()
     except OSError:  # refused when the competition loads; nothing to compare here

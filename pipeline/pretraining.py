@@ -32,6 +32,7 @@ import torch
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator
 
 from pipeline.artifacts import read_json, write_csv, write_json, write_parquet, write_yaml
+from pipeline.class_folders import folder_digest
 from pipeline.competition import (
     IMAGE_PATH,
     Competition,
@@ -115,6 +116,8 @@ def _known_keys(data: dict[str, Any], loc: tuple[Any, ...]) -> list[str]:
 
 
 def _file_hash(path: Path) -> str:
+    if path.is_dir():  # a train folder of class folders
+        return folder_digest(path)[:16]
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -181,7 +184,8 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> Path:
     """Pretrain (or resume, or find up to date) and return ``<pretrained_dir>/<name>``."""
     folder, work = cfg.folder, Path(cfg.pretrained_dir) / f".{cfg.name}.work"
     files = _inputs(cfg)
-    missing = [str(p) for p in files.values() if not p.is_file()]
+    missing = [str(p) for k, p in files.items() if not (p.is_file() or (k == "train"
+                                                         and p.is_dir()))]
     if missing:
         raise DataError(f"pretrain inputs not found: {', '.join(missing)}")
     identity = {"config_hash": cfg.config_hash(),
