@@ -37,13 +37,15 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
     file without ``id_column`` gets one, its rows numbered from 1 in file order (a train
     file names its rows only for the OOF predictions: Kaggle's Digit Recognizer names none).
     A train ``path`` that is a folder of class folders gives its images as rows
-    (:mod:`pipeline.class_folders`)."""
+    (:mod:`pipeline.class_folders`); a ``.parquet`` file is read as Parquet (:func:`_parquet`)."""
     if what == "train" and path.is_dir():
         frame = read_class_folders(path, id_column, labels)
         frame[labels[0]] = _labels(frame[labels[0]])
         return frame
     if not path.is_file():
         raise DataError(f"{what} file {path} not found")
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return _parquet(path, what, id_column, labels, texts, number_rows)
     as_written = [c for c in (id_column, *labels, *texts) if c]
     try:
         header = pd.read_csv(path, sep=sep, encoding=encoding, nrows=0).columns
@@ -68,6 +70,40 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
                         "Set 'competition.encoding' to the file's (e.g. latin-1)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{what} file {path} could not be read as CSV: {err}") from None
+
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _parquet(path: Path, what: str, id_column: str | None, labels: Sequence[str],
+             texts: Sequence[str], number_rows: bool) -> pd.DataFrame:
+    """A competition file shipped as Parquet (as many recent Kaggle competitions ship them),
+    read into the frame its CSV would have given: its stored types kept, except that ids and
+    class labels stored as text go through the CSV rules ('00120' stays text, '12' is 12),
+    ``texts`` columns are text, and categorical columns (Parquet dictionaries written from
+    pandas) are their values, as a CSV's cells are."""
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow's errors have no common base short of Exception
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{what} file {path} could not be read as Parquet: {first}") from None
+    frame.columns = [str(c) for c in frame.columns]
+    for column in list(frame.columns):
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].astype(frame[column].cat.categories.dtype)
+    text = [c for c in (id_column, *labels) if c in frame.columns
+            and pd.api.types.is_string_dtype(frame[c]) and frame[c].notna().all()]
+    if id_column in text:
+        frame[id_column] = _plain_integers(frame[id_column].astype(str))
+    for column in labels:
+        if column in text:
+            frame[column] = _labels(frame[column].astype(str))
+    for column in texts:
+        if column in frame.columns and not pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].map(lambda v: v if pd.isna(v) else str(v))
+    if id_column and number_rows:
+        add_row_numbers(frame, id_column)
+    return frame
 
 
 def add_row_numbers(frame: pd.DataFrame, id_column: str) -> bool:
