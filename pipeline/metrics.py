@@ -281,6 +281,12 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     return skm.roc_auc_score(y[:, defined], p[:, defined], average="macro")
 
 
+@_register("gini", True, ("binary",), order_only=True)
+def gini(y: np.ndarray, p: np.ndarray) -> float:
+    """Normalised Gini coefficient, 2 x ROC AUC - 1 (Porto Seguro, Home Credit)."""
+    return 2.0 * roc_auc(y, p) - 1.0
+
+
 @_register("average_precision", True, ("binary", "multilabel"), order_only=True)
 def average_precision(y: np.ndarray, p: np.ndarray) -> float:
     """Area under the precision-recall curve (macro over the labels that have a positive)."""
@@ -306,6 +312,22 @@ def log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
 
 
+@_register("balanced_log_loss", False, ("binary", "multiclass"))
+def balanced_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Log loss with every class weighing the same: the mean over the classes present of
+    their rows' mean log loss (ICR - Identifying Age-Related Conditions)."""
+    eps = 1e-15
+    if _is_multiclass(y):
+        q = np.clip(p, eps, 1.0)
+        q = q / q.sum(axis=1, keepdims=True)
+        losses, labels = -np.log(q[np.arange(len(y)), y]), y
+    else:
+        q = np.clip(p[:, 0], eps, 1 - eps)
+        labels = y[:, 0].astype(np.int64)
+        losses = -np.where(labels == 1, np.log(q), np.log(1 - q))
+    return float(np.mean([losses[labels == c].mean() for c in np.unique(labels)]))
+
+
 @_register("rmse", False, ("regression",))
 def rmse(y: np.ndarray, p: np.ndarray) -> float:
     """Root mean squared error over all targets."""
@@ -322,6 +344,22 @@ def mse(y: np.ndarray, p: np.ndarray) -> float:
 def mae(y: np.ndarray, p: np.ndarray) -> float:
     """Mean absolute error over all targets."""
     return float(np.mean(np.abs(y - p)))
+
+
+@_register("mape", False, ("regression",))
+def mape(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean absolute percentage error, as a fraction (scikit-learn's: |y| floored at eps)."""
+    return float(skm.mean_absolute_percentage_error(y, p))
+
+
+@_register("smape", False, ("regression",))
+def smape(y: np.ndarray, p: np.ndarray) -> float:
+    """Symmetric MAPE in percent, 0..200, as Kaggle scores it (Web Traffic, GoDaddy): a row
+    whose target and prediction are both 0 scores 0."""
+    scale = (np.abs(y) + np.abs(p)) / 2
+    terms = np.divide(np.abs(p - y), scale, out=np.zeros_like(scale, dtype=np.float64),
+                      where=scale > 0)
+    return float(100.0 * terms.mean())
 
 
 @_register("rmsle", False, ("regression",), lower_bound=0.0)

@@ -82,7 +82,8 @@ def test_direction_matches_greater_is_better(name: str) -> None:
 
 def test_minimised_metrics_are_the_losses_and_errors() -> None:
     minimised = {n for n in METRICS if not get_metric(n).greater_is_better}
-    assert minimised == {"log_loss", "rmse", "mse", "mae", "rmsle", "mcrmse"}
+    assert minimised == {"log_loss", "balanced_log_loss", "rmse", "mse", "mae", "mape", "smape",
+                         "rmsle", "mcrmse"}
 
 
 def test_accuracy_hand_computed() -> None:
@@ -299,9 +300,9 @@ def test_map_at_k_family_is_registered_with_top_k() -> None:
 
 def test_order_only_metrics_are_the_ranking_ones() -> None:
     """issue 12 item 19: the metrics that read only the order of the predictions (so an
-    order-only blend such as rank averaging fits them) are AUC, AP, Spearman and MAP@k."""
+    order-only blend such as rank averaging fits them) are AUC, Gini, AP, Spearman and MAP@k."""
     order = {n for n in METRICS if get_metric(n).order_only}
-    assert order == {"roc_auc", "average_precision", "spearman",
+    assert order == {"roc_auc", "gini", "average_precision", "spearman",
                      *(n for n in METRICS if n.startswith("map@"))}
 
 
@@ -404,6 +405,25 @@ def _f_beta_rows(beta: float) -> Callable[[np.ndarray, np.ndarray], float]:
     return ref
 
 
+def _balanced_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """ICR's metric as its host wrote it: each class's summed log loss over its row count."""
+    if y.ndim == 1:
+        per_class = [(-np.log(np.clip(p[y == c, c] / p[y == c].sum(axis=1), 1e-15, 1))).sum()
+                     / (y == c).sum() for c in np.unique(y)]
+        return float(np.mean(per_class))
+    t, q = y[:, 0], np.clip(p[:, 0], 1e-15, 1 - 1e-15)
+    n0, n1 = (t == 0).sum(), (t == 1).sum()
+    return float((-(np.log(1 - q) * (t == 0)).sum() / n0 - (np.log(q) * (t == 1)).sum() / n1)
+                 / 2)
+
+
+def _smape(y: np.ndarray, p: np.ndarray) -> float:
+    total = 0.0
+    for a, f in zip(y.ravel(), p.ravel(), strict=True):
+        total += 0.0 if a == f == 0 else abs(f - a) / ((abs(a) + abs(f)) / 2)
+    return 100.0 * total / y.size
+
+
 REFERENCE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": _on_labels(skm.accuracy_score),
     "balanced_accuracy": _on_labels(skm.balanced_accuracy_score),
@@ -419,6 +439,11 @@ REFERENCE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "qwk": lambda y, p: float(skm.cohen_kappa_score(
         y, p.argmax(axis=1), weights="quadratic", labels=list(range(p.shape[1])))),
     "roc_auc": _auc,
+    "gini": lambda y, p: 2 * _auc(y, p) - 1,
+    "balanced_log_loss": _balanced_log_loss,
+    "mape": lambda y, p: float(np.mean(np.abs(p - y) / np.maximum(np.abs(y),
+                                                                   np.finfo(float).eps))),
+    "smape": _smape,
     "average_precision": _average_precision,
     "log_loss": _log_loss,
     "rmse": lambda y, p: math.sqrt(skm.mean_squared_error(y.ravel(), p.ravel())),
