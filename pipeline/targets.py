@@ -3,6 +3,7 @@ errors that name the file, column and line (:func:`pipeline.competition.load_com
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -137,11 +138,16 @@ def per_class_columns(columns: list[str], task: str, target_columns: list[str],
     ``columns`` when they are one column per class of a binary or multiclass task, in any
     order, named by the class ('cat', 'dog') or by the target and the class joined by '_'
     ('Status_C', 'Status_CL', 'Status_D' for target 'Status', as many Kaggle samples name
-    them), or per label of a multilabel target written as one column of labels; None when
-    they are not."""
+    them) or by any one prefix and the class ('Class_0'..'Class_8' for labels 0..8,
+    'prob_cat'), or per label of a multilabel target written as one column of labels; None
+    when they are not."""
     if task not in ("binary", "multiclass") and not (task == "multilabel" and classes):
         return None
-    for prefix in ("", f"{target_columns[0]}_"):
+    shared = os.path.commonprefix(columns) if len(columns) > 1 else ""
+    # the shared prefix, cut back while the class names share its end ('Class_1'..'Class_9'
+    # as labels share 'Class_': the empty prefix matches those first)
+    prefixes = ("", f"{target_columns[0]}_", *(shared[:k] for k in range(len(shared), 0, -1)))
+    for prefix in prefixes:
         named = [f"{prefix}{c}" for c in classes]
         if sorted(columns) == sorted(named):
             return [named.index(c) for c in columns]

@@ -365,6 +365,27 @@ def test_one_column_per_class_named_target_underscore_class(tmp_path: Path, task
         np.testing.assert_allclose(sub[f"target_{c}"], _by_sample(per_class[:, i]))
 
 
+@pytest.mark.parametrize(("classes", "columns"), [
+    ([0, 1, 2], ["Class_2", "Class_0", "Class_1"]),  # labels 0..2, columns 'Class_0'..
+    ([10, 11, 12], ["c10", "c12", "c11"]),  # the shared 'c1' cut back to 'c'
+    (["cat", "dog", "eel"], ["prob_dog", "prob_cat", "prob_eel"]),
+])
+def test_one_column_per_class_under_any_shared_prefix(tmp_path: Path, classes: list[Any],
+                                                      columns: list[str]) -> None:
+    """A sample naming its class columns by a prefix of its own and the class was refused
+    as matching neither the target nor the classes."""
+    per_class = np.random.default_rng(2).dirichlet(np.ones(3), size=5)
+    names = [str(c) for c in classes]
+    run = _run_folder(tmp_path, "multiclass", "log_loss", classes, names,
+                      _test_frame({c: per_class[:, i] for i, c in enumerate(names)}),
+                      _sample(*columns))
+    sub = _submit(run, tmp_path)
+    assert list(sub.columns) == ["id", *columns]
+    for column in columns:
+        k = next(i for i, c in enumerate(names) if column.endswith(c))
+        np.testing.assert_allclose(sub[column], _by_sample(per_class[:, k]))
+
+
 def test_columns_keep_the_sample_order_when_the_id_is_not_first(tmp_path: Path) -> None:
     """A sample laid out as [target, id] got [id, target]: its columns come in its order."""
     p = np.array([0.2, 0.7, 0.5, 0.9, 0.1])
