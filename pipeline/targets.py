@@ -3,7 +3,6 @@ errors that name the file, column and line (:func:`pipeline.competition.load_com
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +142,9 @@ def per_class_columns(columns: list[str], task: str, target_columns: list[str],
     when they are not."""
     if task not in ("binary", "multiclass") and not (task == "multilabel" and classes):
         return None
-    shared = os.path.commonprefix(columns) if len(columns) > 1 else ""
+    first, last = min(columns, default=""), max(columns, default="")  # their common prefix
+    shared = first[:next((i for i, (a, b) in enumerate(zip(first, last)) if a != b),
+                         min(len(first), len(last)))] if len(columns) > 1 else ""
     # the shared prefix, cut back while the class names share its end ('Class_1'..'Class_9'
     # as labels share 'Class_': the empty prefix matches those first)
     prefixes = ("", f"{target_columns[0]}_", *(shared[:k] for k in range(len(shared), 0, -1)))
