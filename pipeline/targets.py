@@ -143,7 +143,7 @@ def per_class_columns(columns: list[str], task: str, target_columns: list[str],
     if task not in ("binary", "multiclass") and not (task == "multilabel" and classes):
         return None
     first, last = min(columns, default=""), max(columns, default="")  # their common prefix
-    shared = first[:next((i for i, (a, b) in enumerate(zip(first, last)) if a != b),
+    shared = first[:next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b),
                          min(len(first), len(last)))] if len(columns) > 1 else ""
     # the shared prefix, cut back while the class names share its end ('Class_1'..'Class_9'
     # as labels share 'Class_': the empty prefix matches those first)
