@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from pipeline.artifacts import write_json
 from pipeline.ensemble import PostProcess, fit_postprocess, load_postprocess
@@ -191,3 +195,42 @@ def test_the_report_records_both_nested_scores_and_the_decision() -> None:
                       "decision": "auto: it does not improve the nested CV score"}
     with pytest.raises(ConfigError, match=r"\['auto', 'on', 'off'\]. Got 'always'"):
         postprocess_report(pp, {"0": 0.5}, 0.4, "always")
+
+
+def _ordinal() -> tuple[np.ndarray, np.ndarray]:
+    """Ratings 0..4 (scikit-learn's diabetes progression in quintiles) and the out-of-fold
+    probabilities of a logistic regression, a classifier of ordered classes."""
+    x, t = load_diabetes(return_X_y=True)
+    y = pd.qcut(t, 5, labels=False)
+    p = cross_val_predict(LogisticRegression(max_iter=2000), x, y, method="predict_proba",
+                          cv=StratifiedKFold(5, shuffle=True, random_state=0))
+    return y, p
+
+
+def test_qwk_cuts_the_expected_class_where_that_beats_class_weights() -> None:
+    """QWK scores how far a wrong rating is: the expected class, cut at tuned points, keeps
+    the middle of a spread prediction, where the argmax takes its peak. Tuned on one half of
+    the rows, the cuts score better than the argmax on the other (0.61 against 0.57 over
+    three splits in the measurement this test was written from)."""
+    y, p = _ordinal()
+    qwk = get_metric("qwk")
+    order = np.random.default_rng(0).permutation(len(y))
+    fit, held = order[: len(y) // 2], order[len(y) // 2:]
+    pp = fit_postprocess("multiclass", qwk, y[fit], p[fit])
+    assert pp is not None and len(pp.cut_points) == 4 and pp.class_weights == ()
+    assert list(pp.cut_points) == sorted(pp.cut_points)
+    argmax = qwk(y[held], np.eye(5)[p[held].argmax(axis=1)])
+    assert pp.evaluate(y[held], p[held]) > argmax + 0.02
+    expected = p[held] @ np.arange(5)
+    np.testing.assert_array_equal(pp.labels(p[held]),
+                                  np.searchsorted(pp.cut_points, expected, side="right"))
+
+
+def test_cut_points_round_trip_and_only_for_ordered_metrics(tmp_path) -> None:
+    y, p = _ordinal()
+    pp = fit_postprocess("multiclass", "qwk", y, p)
+    assert pp is not None and pp.cut_points
+    write_json(tmp_path / "postprocess.json", pp.to_json())
+    assert load_postprocess(tmp_path) == pp
+    accuracy = fit_postprocess("multiclass", "accuracy", y, p)
+    assert accuracy is not None and accuracy.cut_points == () and accuracy.class_weights
