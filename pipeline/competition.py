@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,12 +35,13 @@ from pipeline.errors import DataError
 from pipeline.metrics import METRICS
 from pipeline.pixel_images import PixelsConfig, pixel_columns, write_pixel_images
 from pipeline.schema import Section
-from pipeline.targets import check_sample_columns, file_lines, target_classes
+from pipeline.targets import check_sample_columns, file_lines, labelled_rows, target_classes
 from pipeline.task_outputs import encode_targets, n_outputs, prediction_columns
 
 Task = Literal["binary", "multiclass", "multilabel", "regression"]
 Modality = Literal["image", "text", "tabular"]
 CLASSIFICATION = ("binary", "multiclass", "multilabel")
+log = logging.getLogger(__name__)
 
 
 class AuxTargetConfig(Section):
@@ -89,6 +91,10 @@ class CompetitionConfig(Section):
     na_values: list[str] = Field(default_factory=list)
     # extra train columns learned as auxiliary tasks; never features (absent from test)
     aux_targets: list[AuxTargetConfig] = Field(default_factory=list)
+    # train rows with an empty target (any of target_columns): refused ('error'), left out of
+    # folds, training, OOF and scores ('drop'), or left out and also given to consistency
+    # training and pretraining as unlabelled rows beside the test rows ('unlabelled')
+    unlabelled_train_rows: Literal["error", "drop", "unlabelled"] = "error"
 
     @model_validator(mode="after")
     def _check(self) -> CompetitionConfig:
@@ -142,6 +148,9 @@ class Competition:
     # the files without an id column: 'train' rows numbered from 1, 'test' rows given the
     # sample submission's ids in order
     numbered_ids: list[str] = dataclasses.field(default_factory=list)
+    # train rows with an empty target, kept under 'unlabelled_train_rows: unlabelled' (else
+    # None); never in ``train``, so never in folds, OOF or scores
+    unlabelled: pd.DataFrame | None = None
 
     @property
     def dir(self) -> Path:
@@ -157,6 +166,15 @@ class Competition:
     def pred_columns(self) -> list[str]:
         """Names of the prediction columns of OOF and test artifacts."""
         return prediction_columns(self.cfg.task, self.cfg.target_columns, self.classes)
+
+    @property
+    def unlabelled_pool(self) -> pd.DataFrame:
+        """The rows semi-supervised training learns from without labels: the test rows, then
+        the train rows with an empty target when they are kept."""
+        if self.unlabelled is None:
+            return self.test
+        rows = self.unlabelled.drop(columns=self.cfg.target_columns)
+        return pd.concat([self.test, rows], ignore_index=True)
 
     @functools.cached_property
     def targets(self) -> np.ndarray:
@@ -260,7 +278,9 @@ def _image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,
 def _check_inputs(comp: Competition) -> None:
     cfg = comp.cfg
     paths = {"train": comp.dir / cfg.train_file, "test": comp.dir / cfg.test_file}
-    for part, frame in (("train", comp.train), ("test", comp.test)):
+    for part, frame in (("train", comp.train), ("test", comp.test), ("train", comp.unlabelled)):
+        if frame is None:
+            continue
         if IMAGE_PATH in frame.columns:
             files = frame[IMAGE_PATH]
             missing = [f for f in files if not (comp.dir / f).is_file()]
@@ -308,11 +328,15 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
         require_columns(frame, [cfg.id_column], path, "id_column")
         check_ids(frame, cfg.id_column, path)
     require_columns(train, cfg.target_columns, train_path, "target_columns")
+    # the rows every later stage sees; checked on their own (an unlabelled row's group or
+    # auxiliary target matters to nothing), with the file's line numbers
+    labelled = train[labelled_rows(train, cfg.target_columns, cfg.unlabelled_train_rows,
+                                   train_path)]
     require_columns(train, [a.column for a in cfg.aux_targets], train_path, "aux_targets")
-    check_aux(train, cfg.aux_targets, train_path)
+    check_aux(labelled, cfg.aux_targets, train_path)
     if cfg.group_column:
         require_columns(train, [cfg.group_column], train_path, "group_column")
-        check_groups(train, cfg.group_column, train_path)
+        check_groups(labelled, cfg.group_column, train_path)
     # through object arrays: iterating a pandas text column yields its values one call each
     test_ids, sample_ids = (set(f[cfg.id_column].to_numpy(dtype=object)) for f in (test, sample))
     if test_ids != sample_ids:
@@ -323,7 +347,7 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
             f"test (e.g. {only_test}), {len(sample_ids - test_ids)} only in the sample "
             f"submission (e.g. {only_sample})"
         )
-    classes = target_classes(train, cfg.task, cfg.metric, cfg.target_columns, train_path,
+    classes = target_classes(labelled, cfg.task, cfg.metric, cfg.target_columns, train_path,
                              cfg.positive_class)
     # checked before any fold trains, not when the submission is written at the end
     check_sample_columns([c for c in sample.columns if c != cfg.id_column], cfg.task,
@@ -352,10 +376,27 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
         (train, test), [c for c in comp._candidate_features if c not in cfg.categorical_columns
                         and (cfg.feature_columns is None or c in cfg.feature_columns)],
         cfg.sep, cfg.decimal)
-    comp = dataclasses.replace(comp, written_numbers=written) if written else comp
+    comp = dataclasses.replace(comp, written_numbers=written,
+                               **_split_unlabelled(train, labelled.index, cfg))
     if check_files:
         _check_inputs(comp)
     return comp
+
+
+def _split_unlabelled(train: pd.DataFrame, labelled: pd.Index,
+                      cfg: CompetitionConfig) -> dict[str, Any]:
+    """The train rows with a target as ``train`` (numbered 0..n-1 like a file without such
+    rows: folds, OOF and scores index them so) and, under 'unlabelled', the others as
+    ``unlabelled``; every image path and written number is resolved on both by now."""
+    if len(labelled) == len(train):
+        return {}
+    rest = train.drop(index=labelled).reset_index(drop=True)
+    log.info("%s: %d train row(s) with an empty target left out of folds, training and "
+             "scores ('competition.unlabelled_train_rows: %s'); %d labelled rows remain",
+             Path(cfg.dir) / cfg.train_file, len(rest), cfg.unlabelled_train_rows,
+             len(labelled))
+    return {"train": train.loc[labelled].reset_index(drop=True),
+            "unlabelled": rest if cfg.unlabelled_train_rows == "unlabelled" else None}
 
 
 def targets_for_meta(meta: RunMeta) -> np.ndarray:
@@ -365,4 +406,7 @@ def targets_for_meta(meta: RunMeta) -> np.ndarray:
                      class_labels(meta.task, meta.target_columns), decimal=meta.csv_decimal,
                      thousands=meta.csv_thousands, number_rows=True)
     require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
+    # the run's OOF rows are the labelled ones: a row with an empty target was left out
+    # ('competition.unlabelled_train_rows'), or refused, so no run has it
+    train = train[train[meta.target_columns].notna().all(axis=1)]
     return encode_targets(train, meta.task, meta.target_columns, meta.classes)

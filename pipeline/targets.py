@@ -24,6 +24,25 @@ def plain(values: list[Any]) -> list[Any]:
     return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
+def labelled_rows(frame: pd.DataFrame, target_columns: list[str], mode: str,
+                  path: Path) -> pd.Series:
+    """Which train rows hold every target (a row with one empty is not labelled: the losses
+    and metrics take whole rows). Rows without are refused under
+    'competition.unlabelled_train_rows: error', naming the option that keeps them out."""
+    empty = frame[target_columns].isna().any(axis=1)
+    if not empty.any():
+        return ~empty
+    cols = [c for c in target_columns if frame[c].isna().any()]
+    where = (f"{path}: {int(empty.sum())} of {len(frame)} row(s) have an empty target "
+             f"(column(s) {cols}, lines {file_lines(frame.index[empty][:3])})")
+    if mode == "error":
+        raise DataError(f"{where}; set 'competition.unlabelled_train_rows' to 'drop' (leave "
+                        "them out) or 'unlabelled' (also learn from them without labels)")
+    if empty.all():
+        raise DataError(f"{where}: every row, so there is nothing to train on")
+    return ~empty
+
+
 def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: list[str],
                    path: Path, positive: Any = None) -> list[Any]:
     """Check the train file's target columns for ``task`` (and ``metric``'s domain); return
