@@ -28,6 +28,7 @@ from pipeline.competition_checks import (
 )
 from pipeline.competition_files import (
     class_labels,
+    labels_typed,
     parse_written_numbers,
     read_csv,
 )
@@ -330,8 +331,9 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     require_columns(train, cfg.target_columns, train_path, "target_columns")
     # the rows every later stage sees; checked on their own (an unlabelled row's group or
     # auxiliary target matters to nothing), with the file's line numbers
-    labelled = train[labelled_rows(train, cfg.target_columns, cfg.unlabelled_train_rows,
-                                   train_path)]
+    labelled = labels_typed(train[labelled_rows(train, cfg.target_columns,
+                                                cfg.unlabelled_train_rows, train_path)],
+                            cfg.target_columns)
     require_columns(train, [a.column for a in cfg.aux_targets], train_path, "aux_targets")
     check_aux(labelled, cfg.aux_targets, train_path)
     if cfg.group_column:
@@ -395,7 +397,8 @@ def _split_unlabelled(train: pd.DataFrame, labelled: pd.Index,
              "scores ('competition.unlabelled_train_rows: %s'); %d labelled rows remain",
              Path(cfg.dir) / cfg.train_file, len(rest), cfg.unlabelled_train_rows,
              len(labelled))
-    return {"train": train.loc[labelled].reset_index(drop=True),
+    kept = labels_typed(train.loc[labelled].reset_index(drop=True), cfg.target_columns)
+    return {"train": kept,
             "unlabelled": rest if cfg.unlabelled_train_rows == "unlabelled" else None}
 
 
@@ -408,5 +411,6 @@ def targets_for_meta(meta: RunMeta) -> np.ndarray:
     require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
     # the run's OOF rows are the labelled ones: a row with an empty target was left out
     # ('competition.unlabelled_train_rows'), or refused, so no run has it
-    train = train[train[meta.target_columns].notna().all(axis=1)]
+    train = labels_typed(train[train[meta.target_columns].notna().all(axis=1)],
+                         meta.target_columns)
     return encode_targets(train, meta.task, meta.target_columns, meta.classes)

@@ -60,7 +60,7 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
             add_row_numbers(frame, id_column)
         for column in labels:
             if column in frame.columns:
-                frame[column] = _labels(frame[column])
+                frame[column] = _labels_with_gaps(frame[column])
         return frame
     except LookupError:
         raise DataError(f"{path}: unknown encoding {encoding!r} "
@@ -162,6 +162,29 @@ def _labels(values: pd.Series) -> pd.Series:
         return pd.to_numeric(values)  # floats (refused for classes later, with a reason)
     except (ValueError, TypeError):
         return values
+
+
+def _labels_with_gaps(values: pd.Series) -> pd.Series:
+    """:func:`_labels` of the cells that hold one; with empty cells among them (unlabelled
+    rows, 'competition.unlabelled_train_rows') the typed labels are kept as Python values
+    of an object column, since a column of integers with a gap becomes floats: labels 0/1/2
+    read as 0.0/1.0/2.0 were submitted as '1.0'. :func:`labels_typed` types the labelled
+    rows again once the others are left out."""
+    present = values.notna()
+    if present.all():
+        return _labels(values)
+    out = pd.Series(None, index=values.index, dtype=object)
+    out[present] = _labels(values[present]).astype(object)
+    return out
+
+
+def labels_typed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with its label ``columns`` typed from the values they hold (an object
+    column of Python integers as integers), once rows with empty labels are left out."""
+    columns = [c for c in columns if c in frame.columns]
+    if not columns:
+        return frame
+    return frame.assign(**{c: frame[c].infer_objects() for c in columns})
 
 
 def _plain_integers(values: pd.Series) -> pd.Series:

@@ -136,10 +136,14 @@ def _inputs(cfg: PretrainConfig) -> dict[str, Path]:
 
 
 def unlabelled_rows(cfg: PretrainConfig, comp: Competition) -> PretrainData:
-    """Train rows without their targets, then test rows, then the extra file's rows."""
+    """Train rows without their targets (those kept without one under
+    'competition.unlabelled_train_rows: unlabelled' after them), then test rows, then the
+    extra file's rows."""
     ccfg = comp.cfg
     labels = [*ccfg.target_columns, *(a.column for a in getattr(ccfg, "aux_targets", []))]
     parts = {"train": comp.train.drop(columns=labels)}
+    if comp.unlabelled is not None:  # 'competition.unlabelled_train_rows: unlabelled'
+        parts["train_unlabelled"] = comp.unlabelled.drop(columns=labels)
     if cfg.use_test:
         parts["test"] = comp.test
     if cfg.extra_unlabelled:
@@ -265,7 +269,11 @@ def export_features(cfg: PretrainConfig, out: str | Path, keep_raw: bool = True)
     ccfg, out = comp.cfg, Path(out)
     labels = list(ccfg.target_columns)
     tables = {}
-    for split, frame in (("train", comp.train), ("test", comp.test)):
+    # train rows kept without a target ('unlabelled_train_rows: unlabelled') go out with
+    # their targets empty, so the exported competition, under the same option, has them too
+    train = comp.train if comp.unlabelled is None else pd.concat(
+        [comp.train, comp.unlabelled], ignore_index=True)
+    for split, frame in (("train", train), ("test", comp.test)):
         values = objective.features(cfg.folder, frame, _device(cfg))
         feats = pd.DataFrame(values, columns=[f"{cfg.name}_f{i}" for i in range(values.shape[1])])
         keep = [c for c in frame.columns if c != IMAGE_PATH] if keep_raw else [

@@ -300,7 +300,8 @@ def test_nan_in_target(competition_factory, tmp_path: Path,
 
     edit_csv(train, hole)
     # issue 15 item 10: file line numbers (header = line 1), not 0-based row positions
-    expect_failure(cfg, tmp_path, capsys, str(train), "'y'", "2 NaN value(s)", "lines [5, 9]")
+    expect_failure(cfg, tmp_path, capsys, str(train), "['y']", "2 of 48 row(s) have an empty "
+                   "target", "lines [5, 9]", "'competition.unlabelled_train_rows'")
 
 
 def _set_column(column: str, values: Callable[[int], list[Any]]) -> Edit:
@@ -395,7 +396,7 @@ def test_load_competition_raises_data_error(competition_factory) -> None:
     cfg = build_config(cli_config(competition_factory, "tabular", "binary"))
     train = Path(cfg.competition.dir) / "train.csv"
     edit_csv(train, lambda f: f.assign(target=np.nan))
-    with pytest.raises(DataError, match="NaN") as info:
+    with pytest.raises(DataError, match="empty target") as info:
         load_competition(cfg.competition)
     assert str(train) in str(info.value) and "'target'" in str(info.value)
 

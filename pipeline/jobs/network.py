@@ -118,7 +118,8 @@ def fit_network_fold(
                               metric.greater_is_better, device)
     plans = with_task_plans(plans, model)  # + auxiliary tasks' losses (multi-task)
     cons, first_unlabelled = cfg.train.consistency, cfg.train.unlabelled_from
-    plans = over_unlabelled(plans, cons, len(comp.test), first_unlabelled,  # epoch_over
+    pool = comp.unlabelled_pool  # the test rows (+ train rows without a target)
+    plans = over_unlabelled(plans, cons, len(pool), first_unlabelled,  # epoch_over
                             appended=cfg.train.appends_consistency_stage)
 
     def score(outputs: np.ndarray) -> float:
@@ -126,9 +127,10 @@ def fit_network_fold(
 
     encoder_kinds = [e.kind for e in cfg.model.encoders]
     callbacks = build_callbacks(cfg.train, encoder_kinds, metric.greater_is_better)
-    if cons is not None:  # the unlabelled rows are the competition's test rows
+    if cons is not None:  # the unlabelled rows: test rows, and train rows kept without a
+        # target under 'competition.unlabelled_train_rows: unlabelled'
         callbacks.append(build_consistency(
-            cons, task, CompetitionDataset(comp.test, inputs), active, encoder_kinds,
+            cons, task, CompetitionDataset(pool, inputs), active, encoder_kinds,
             comp.n_outputs, first_unlabelled, run_seed * 100 + 7, cfg.train.num_workers,
             cfg.train.loader))
     predicting = cfg.train.predicting_epoch  # 'best' or 'last', the config's 'auto' resolved

@@ -84,7 +84,7 @@ def load_source(folder: Path, slug: str) -> Source:
 
 def _targets(meta: RunMeta, oof: pd.DataFrame) -> np.ndarray:
     """Encoded targets of the OOF rows, matched by id in the competition's train file."""
-    from pipeline.competition_files import class_labels, read_csv
+    from pipeline.competition_files import class_labels, labels_typed, read_csv
     from pipeline.task_outputs import encode_targets
 
     path = Path(meta.competition_dir) / meta.train_file
@@ -97,8 +97,11 @@ def _targets(meta: RunMeta, oof: pd.DataFrame) -> np.ndarray:
     missing = ~wanted.isin(rows.index)
     if missing.any():
         raise DataError(f"{missing.sum()} OOF ids are not in {path}")
-    return encode_targets(train.iloc[rows.loc[wanted].to_numpy()], meta.task,
-                          meta.target_columns, meta.classes)
+    # typed as the run's classes were: a label column with empty cells (unlabelled rows,
+    # never in the OOF) holds the others as Python values
+    return encode_targets(labels_typed(train.iloc[rows.loc[wanted].to_numpy()],
+                                       meta.target_columns),
+                          meta.task, meta.target_columns, meta.classes)
 
 
 def fmt(value: Any) -> str:
