@@ -20,7 +20,13 @@ from pipeline.cli import main
 from pipeline.competition import load_competition, targets_for_meta
 from pipeline.config import build_config
 from pipeline.errors import ConfigError
-from pipeline.pretraining import PretrainConfig, unlabelled_rows
+from pipeline.pretraining import (
+    PretrainConfig,
+    build_pretrain_config,
+    export_features,
+    unlabelled_rows,
+)
+from pipeline.pretraining import run as pretrain_run
 from pipeline.report._source import _targets
 from tests.test_competition import cli_config, expect_failure, run_cli
 
@@ -154,3 +160,23 @@ def test_unlabelled_rows_join_the_consistency_pool_and_pretraining(
     assert "of 21 unlabelled rows" in caplog.text  # 16 test + 5 unlabelled train rows
     oof = pd.read_parquet(Path(cfg["output_dir"]) / cfg["name"] / "oof.parquet")
     assert len(oof) == 43 and not set(oof["id"]) & set(comp.unlabelled["id"])
+
+
+def test_pretraining_export_keeps_the_unlabelled_rows_unlabelled(
+        competition_factory, tmp_path: Path, one_thread) -> None:
+    cfg = competition_factory("tabular", "multiclass")
+    cfg["competition"]["unlabelled_train_rows"] = "unlabelled"
+    _blank(cfg, ["target"])
+    pre = build_pretrain_config({
+        "name": "dae", "pretrained_dir": str(tmp_path / "pretrained"),
+        "competition": cfg["competition"],
+        "objective": {"kind": "dae", "epochs": 1, "hidden": [8], "batch_size": 16}})
+    folder = pretrain_run(pre)
+    assert read_json(folder / "record.json")["sources"] == {
+        "train": 43, "train_unlabelled": 5, "test": 16}
+    out = export_features(pre, tmp_path / "feats", keep_raw=True)
+    exported = cfg["competition"] | {"dir": str(out)}
+    comp = load_competition(build_config({**cfg, "competition": exported}).competition)
+    # the exported folder, under the same option, has the same labelled and unlabelled rows
+    assert len(comp.train) == 43 and len(comp.unlabelled) == 5
+    assert comp.classes == [0, 1, 2]  # written '1', not '1.0'
