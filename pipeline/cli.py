@@ -215,10 +215,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     path = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir)
     print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
-    last = read_scores(cfg.run_dir)["scores"].get("oof_last_epoch")
+    scores = read_scores(cfg.run_dir)
+    last = scores["scores"].get("oof_last_epoch")
     if last is not None and cfg.train.predicting_epoch == "best":
         note = last_epoch_note(cfg, score, last)
         print(f"{cfg.name}: CV of the last epochs = {last:.5f} ({note})")
+    if (post := scores.get("postprocess")) and post["applied"]:  # what the labels score
+        print(f"{cfg.name}: CV with the tuned post-processing = {post['in_sample']:.5f} "
+              f"(nested CV {post['nested']['mean']:.5f}, {post['nested_without']:.5f} without)")
     print(f"submission: {path}")
     return 0
 

@@ -37,6 +37,7 @@ from pipeline.data.splits import read_folds
 from pipeline.data_files import changed_files, data_digests
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric
+from pipeline.run_postprocess import save_postprocess, tune_run_postprocess
 
 log = logging.getLogger(__name__)
 LAST_EPOCH_OOF = "oof_last_epoch.parquet"  # a network fold's last-epoch held-out predictions
@@ -124,7 +125,10 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
 
 def prediction_hash(cfg: ExperimentConfig) -> str:
     """Identity of the predictions: the trained weights' hash plus the predict section."""
-    data = {"train": cfg.train_hash(), "predict": cfg.predict.model_dump(mode="json")}
+    # post-processing reads the gathered OOF, not the fold predictions: toggling it predicts
+    # nothing again
+    predict = cfg.predict.model_dump(mode="json", exclude={"postprocess"})
+    data = {"train": cfg.train_hash(), "predict": predict}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -299,6 +303,7 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     oof_mean = oof_sum / len(cfg.train.seeds)
     overall = metric(y, oof_mean)
     scores["oof"] = overall
+    rule, post = tune_run_postprocess(cfg, metric, y, oof_mean, folds)  # before any write
     last = _last_epoch_oof(cfg, comp, folds)
     if last is not None:
         scores["oof_last_epoch"] = metric(y, last)
@@ -310,9 +315,10 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     write_parquet(run_dir / "oof.parquet", oof_frame)
     write_parquet(run_dir / "test_folds.parquet", test_folds)
     write_parquet(run_dir / "test.parquet", test_frame)
+    save_postprocess(run_dir, rule)
     write_meta(run_dir, meta)
-    write_json(run_dir / "scores.json", {"metric": metric.name, "direction": metric.direction,
-                                         "scores": scores})
+    summary = {"metric": metric.name, "direction": metric.direction, "scores": scores}
+    write_json(run_dir / "scores.json", summary | ({"postprocess": post} if post else {}))
     per_fold = np.array([v for k, v in scores.items() if "/fold" in k])
     # a fold whose metric is undefined (ROC AUC of a fold of one class) is left out of the
     # mean, and said, rather than making it NaN

@@ -87,11 +87,20 @@ TTA.add("head_tail", TTATransform(inputs={"truncation": "head_tail"},
 
 
 class PredictConfig(Section):
-    """Inference: test-time augmentation and batch size."""
+    """Inference: test-time augmentation, batch size, and the labels a label metric scores."""
 
     tta: list[str] = Field(default_factory=list)
     tta_reduce: Literal["mean", "gmean", "median"] = "mean"
     batch_size: int | None = Field(None, ge=1)  # default: 2 x train.batch_size
+    # label metrics: thresholds / class weights tuned on the run's OOF, as the blend's
+    # --postprocess (pipeline.run_postprocess); not part of the prediction hash
+    postprocess: Literal["auto", "on", "off"] = "auto"
+
+    @field_validator("postprocess", mode="before")
+    @classmethod
+    def _on_off(cls, mode: object) -> object:
+        # YAML 1.1 reads a bare on / off as true / false: the competitor meant the mode
+        return ("on" if mode else "off") if isinstance(mode, bool) else mode
 
     @field_validator("tta")
     @classmethod
