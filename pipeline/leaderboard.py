@@ -4,19 +4,17 @@ leaderboard score in the ledger (:mod:`pipeline.ledger`).
 
 What a row shows, and where it comes from:
 
-- run (``<runs_dir>/<name>/scores.json``): CV = the OOF score (the predicting epochs': the
-  best ones under ``train.checkpoint: best``, the default's choice outside consistency runs),
-  folds = mean +- std of the per-(seed, fold) scores, last CV = the OOF score of the last
-  epochs and last folds = mean +- std of the folds' ``last_epoch_score`` (``metrics.json``;
-  networks only).
+- run (``<runs_dir>/<name>/scores.json``): CV = the OOF score (the predicting epochs'), folds
+  = mean +- std of the per-(seed, fold) scores, last CV = the OOF score of the last epochs and
+  last folds = mean +- std of the folds' ``last_epoch_score`` (``metrics.json``; networks
+  only). A run submitted with tuned thresholds shows and is ranked by their nested score.
 - blend (``<blends_dir>/<name>/cv.json``): CV and folds are in-sample (the weights were tuned
   on those rows), nested = the nested-CV score (the blender re-tuned without each fold,
   pooled over the held-out folds), the honest one: blends are ranked by it. A blend
   submitted with tuned thresholds (label metrics) shows their nested score, mean over folds.
 - time: the sum of every fold's epoch seconds (``metrics.json``); where a fold has no epochs
   (scikit-learn models), ``~`` and the span from ``config.yaml`` to the last fold's
-  ``metrics.json`` (file times: unknown once a later command rewrote ``config.yaml``).
-  Blends record no time.
+  ``metrics.json`` (file times: unknown once a later command rewrote it). Blends: none.
 - differs from best: the dotted config keys whose values differ from the best run's of the
   same competition and metric (``config.yaml``); for a blend, its members and weights.
 """
@@ -72,13 +70,14 @@ class Row:
 
     @property
     def score(self) -> float | None:
-        """What the row is ranked by: a blend's nested CV, a run's OOF CV."""
-        return self.nested if self.kind == "blend" else self.cv
+        """What the row is ranked by: a blend's nested CV, a run's OOF CV (its tuned
+        thresholds' nested CV where its submission applies them)."""
+        return self.nested if self.kind == "blend" or self.nested is not None else self.cv
 
     @property
     def cv_kind(self) -> str:
         """Which score :attr:`score` is, as the ledger records it."""
-        return "nested" if self.kind == "blend" else "oof"
+        return "nested" if self.kind == "blend" or self.nested is not None else "oof"
 
     @property
     def group(self) -> tuple[str, str]:
@@ -123,6 +122,8 @@ def read_run(folder: Path) -> Row:
     metrics = [_read(p) for p in sorted(folder.glob("seed*/fold*/metrics.json"))]
     last_folds = [m.get("last_epoch_score") for m in metrics]
     seconds, source = _run_time(folder, metrics)
+    pp = scores.get("postprocess") or {}
+    tuned = pp["nested"] if pp.get("applied") else {}  # the submitted labels' nested score
     config_path = folder / "config.yaml"
     try:
         config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
@@ -135,6 +136,7 @@ def read_run(folder: Path) -> Row:
         folds=_scores(v for k, v in values.items() if "/fold" in k),
         last_cv=_finite(values.get("oof_last_epoch")),
         last_folds=_scores(last_folds) if None not in last_folds else [],
+        nested=_finite(tuned.get("mean")), nested_folds=_scores(tuned.get("per_fold", {}).values()),
         seconds=seconds, time_source=source, leaky=bool(meta.get("leaky")),
         config=config if isinstance(config, dict) else None,
     )
@@ -283,8 +285,8 @@ HEADERS = ("#", "name", "kind", "CV", "folds", "last CV", "last folds", "nested"
 _LEFT = {"name", "kind", "differs from best"}
 LEGEND = ("CV: a run's OOF score, a blend's in-sample score; folds: mean +- std over "
           "(seed, fold); last: the last epochs' predictions;\nnested: a blend re-tuned without "
-          "each fold (blends are ranked by it); time: sum of epoch seconds (~: file times); "
-          "*: trained on leaked pseudo-labels (CV optimistic)")
+          "each fold, or tuned thresholds (ranked by it); time: sum of epoch seconds (~: file "
+          "times); *: trained on leaked pseudo-labels (CV optimistic)")
 
 
 def _cells(rows: list[Row]) -> list[list[str]]:

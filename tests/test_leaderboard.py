@@ -376,3 +376,23 @@ def test_a_blend_submitted_with_tuned_thresholds_shows_their_nested_score(
     assert row["nested"] == pytest.approx(nested) and row["cv"] == pytest.approx(0.8)
     assert row["differs_from_best"] == "blend: stacking of a, b"
     assert _table_rows(capsys.readouterr().out)[0][7] == f"{nested:.5f}"
+
+
+def test_a_run_submitted_with_tuned_thresholds_is_ranked_by_their_nested_score(
+        tmp_path: Path) -> None:
+    for name, oof, applied in (("plain", 0.50, None), ("tuned", 0.45, True),
+                               ("declined", 0.48, False)):
+        folder = tmp_path / "runs" / name
+        scores: dict[str, Any] = {"metric": "f1", "direction": "maximize",
+                                  "scores": {"oof": oof, "seed0/fold0": oof, "seed0/fold1": oof}}
+        if applied is not None:  # the rule's nested CV beats (tuned) or not (declined) 0.5
+            scores["postprocess"] = {"applied": applied, "nested": {
+                "per_fold": {"0": 0.54, "1": 0.56}, "mean": 0.55}}
+        write_json(folder / "scores.json", scores)
+        write_json(folder / "run.json", {"competition_dir": "/c"})
+    _call(tmp_path, "leaderboard", "--csv", "board.csv")
+    board = pd.read_csv(tmp_path / "board.csv")
+    assert board["name"].tolist() == ["tuned", "plain", "declined"]  # 0.55 (nested), 0.50, 0.48
+    tuned = board.iloc[0]
+    assert tuned["nested"] == pytest.approx(0.55) and tuned["cv"] == pytest.approx(0.45)
+    assert board["nested"].iloc[1:].isna().all()  # submitted with 0.5: ranked by the OOF CV
