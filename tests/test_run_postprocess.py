@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from pipeline import submit, train
+from pipeline import run_postprocess, submit, train
 from pipeline.artifacts import read_json, write_json
 from pipeline.competition import load_competition
 from pipeline.config import build_config
@@ -151,6 +151,26 @@ def test_a_multiclass_run_gets_class_weights(competition_factory) -> None:
     p = pd.read_parquet(cfg.run_dir / "test.parquet")[comp.pred_columns].to_numpy()
     expected = np.asarray(comp.classes)[(p * np.asarray(rule.class_weights)).argmax(axis=1)]
     np.testing.assert_array_equal(pd.read_csv(path)["target"], expected)
+
+
+def test_tuning_estimated_to_take_too_long_is_left_out_unless_forced(
+        competition_factory, monkeypatch, caplog) -> None:
+    data = competition_factory("tabular", "multiclass", n_train=60)
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.LogisticRegression",
+                                   "params": {"max_iter": 200}}]}
+    monkeypatch.setattr(run_postprocess, "TUNING_BUDGET_S", 0)  # any estimate is over it
+    cfg = build_config(data)
+    rule = cfg.run_dir / "postprocess.json"
+    cfg.run_dir.mkdir(parents=True)
+    write_json(rule, {"task": "multiclass", "metric": "accuracy", "class_weights": [9, 1, 1]})
+    with caplog.at_level("WARNING"):
+        train.run(cfg)
+    assert "post-processing not tuned" in caplog.text and "predict.postprocess: on" in caplog.text
+    assert not rule.exists()  # an older rule is not left to label this OOF's submission
+    assert "postprocess" not in read_json(cfg.run_dir / "scores.json")
+    data["predict"] = {"postprocess": "on"}
+    train.run(build_config(data))
+    assert load_postprocess(cfg.run_dir) is not None
 
 
 def test_an_unknown_mode_is_refused_at_load(tmp_path) -> None:

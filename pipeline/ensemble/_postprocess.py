@@ -29,8 +29,11 @@ from pipeline.errors import ConfigError
 from pipeline.metrics import Metric, get_metric
 
 POSTPROCESS_FILE = "postprocess.json"
-_N_THRESHOLDS = 99  # candidate thresholds per column: quantiles of its predictions
-_CLASS_WEIGHTS = np.geomspace(0.25, 4.0, 21)  # candidate multipliers per class
+N_THRESHOLDS = 99  # candidate thresholds per column: quantiles of its predictions
+CLASS_WEIGHT_CANDIDATES = np.geomspace(0.25, 4.0, 21)  # candidate multipliers per class
+# candidate values per cut point of the expected class (QWK): quantiles of it; finer steps
+# moved held-out QWK by nothing measurable, and each pass scans them for every cut
+CUT_CANDIDATES = 49
 _PASSES = 3
 POSTPROCESS_MODES = ("auto", "on", "off")  # auto: only where the nested CV score improves
 
@@ -131,16 +134,15 @@ def fit_postprocess(task: str, metric: str | Metric, y: np.ndarray,
     if p.ndim == 1:
         p = p[:, None]
     c = p.shape[1]
-    qs = np.linspace(0.01, 0.99, _N_THRESHOLDS)
+    qs = np.linspace(0.01, 0.99, N_THRESHOLDS)
     cuts: tuple[float, ...] = ()
     if task == "multiclass":
         default = _label_score(scorer, y, p.argmax(axis=1), c)
-        params, best = _search(scorer, y, p, np.ones(c), [_CLASS_WEIGHTS] * c, _apply_weights)
+        params, best = _search(scorer, y, p, np.ones(c), [CLASS_WEIGHT_CANDIDATES] * c,
+                               _apply_weights)
         if scorer.by_class_value and c > 2:  # ordered classes: cut the expected class too
-            # 49 candidates a cut: the cuts are c - 1 where weights are c, each pass scans
-            # them all, and finer steps moved held-out QWK by nothing measurable
             grid = np.unique(np.quantile(p @ np.arange(c, dtype=np.float64),
-                                         np.linspace(0.01, 0.99, 49)))
+                                         np.linspace(0.01, 0.99, CUT_CANDIDATES)))
             found, score = _search(scorer, y, p, np.arange(c - 1) + 0.5, [grid] * (c - 1),
                                    _apply_cuts)
             if scorer.is_better(score, best):
