@@ -8,6 +8,8 @@ tuned when the run is gathered (its OOF complete), under the blend's decision: w
 tuned on the other folds' OOF, scored on that fold) beats 0.5 / argmax on the same folds.
 The rule goes to ``<run>/postprocess.json``, which the submit stage applies; every gather
 tunes again from the current OOF, so a retrained or re-predicted run never keeps a stale one.
+A search estimated at over :data:`TUNING_BUDGET_S` (it would hold up every gather) is left out
+under ``auto`` / ``off``, with a warning; ``on`` runs it regardless.
 """
 
 from __future__ import annotations
