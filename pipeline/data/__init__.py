@@ -12,10 +12,10 @@ from pipeline.data.datasets import (
     ViewsDataset,
     build_loader,
     collate,
-    encode_texts,
     view_of,
 )
 from pipeline.data.tabular import TabularEncoder
+from pipeline.data.text_tokens import encode_rows, encode_texts
 
 __all__ = [
     "AugmentConfig",
@@ -29,6 +29,7 @@ __all__ = [
     "ViewsDataset",
     "build_loader",
     "collate",
+    "encode_rows",
     "encode_texts",
     "view_of",
 ]

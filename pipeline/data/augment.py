@@ -108,7 +108,25 @@ def noisy_tokens(
     mask_id: int,
 ) -> list[int]:
     """Mask, delete and swap ordinary tokens with the configured probabilities."""
-    out = list(ids)
+    return _noisy(ids, cfg, rng, special, mask_id)[0]
+
+
+def noisy_segments(
+    ids: list[int], types: list[int], cfg: TextNoiseConfig, rng: np.random.Generator,
+    special: set[int], mask_id: int,
+) -> tuple[list[int], list[int]]:
+    """:func:`noisy_tokens` of a pair, with each token's segment id following the token (a
+    deleted token's id goes with it); the same draws as :func:`noisy_tokens`."""
+    out, source = _noisy(ids, cfg, rng, special, mask_id)
+    return out, [types[i] for i in source]
+
+
+def _noisy(
+    ids: list[int], cfg: TextNoiseConfig, rng: np.random.Generator, special: set[int],
+    mask_id: int,
+) -> tuple[list[int], list[int]]:
+    """The noisy tokens, and the position in ``ids`` each came from."""
+    out, source = list(ids), list(range(len(ids)))
     positions = [i for i, t in enumerate(out) if t not in special]
     for i in positions:
         if rng.random() < cfg.mask:
@@ -117,9 +135,12 @@ def noisy_tokens(
         a, b = positions[j], positions[j + 1]
         if b == a + 1 and rng.random() < cfg.swap:
             out[a], out[b] = out[b], out[a]
+            source[a], source[b] = source[b], source[a]
     keep = [not (i in positions and rng.random() < cfg.delete) for i in range(len(out))]
-    kept = [t for t, k in zip(out, keep, strict=True) if k]
-    return kept if len(kept) > len(special & set(kept)) else out
+    kept = [i for i, k in enumerate(keep) if k]
+    if len(kept) > len(special & {out[i] for i in kept}):
+        return [out[i] for i in kept], [source[i] for i in kept]
+    return out, source
 
 
 def noisy_row(

@@ -1,7 +1,8 @@
 """Datasets and loaders for every modality: images, text, tabular features, or a mix.
 
 A batch is a dict of tensors; each encoder reads its own keys (``image``; ``input_ids`` and
-``attention_mask``, from text columns or from rows written as text; ``num`` and ``cat``) and
+``attention_mask``, from text columns or from rows written as text, and ``token_type_ids``
+for a pair of texts; ``num`` and ``cat``) and
 the loss reads ``target`` (and ``aux``, the auxiliary targets of a multi-task model).
 """
 
@@ -21,17 +22,25 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, get_worker_info
 
 from pipeline.competition import IMAGE_PATH
-from pipeline.data.augment import AugmentConfig, build_image_augment, noisy_row, noisy_tokens
+from pipeline.data.augment import (
+    AugmentConfig,
+    build_image_augment,
+    noisy_row,
+    noisy_segments,
+    noisy_tokens,
+)
 from pipeline.data.decoded import decode_many, decode_rgb
 from pipeline.data.rows_text import row_texts
 from pipeline.data.tabular import TabularEncoder
-from pipeline.data.text_tokens import encode_texts
+from pipeline.data.text_tokens import encode_rows
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:  # imported where used: a run that never needs it skips ~1 s
     import albumentations as A
 
 Batch = dict[str, torch.Tensor]  # what a loader yields and every encoder reads
+# the per-token inputs: padded to a batch's longest row (segment ids and mask with 0)
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 # a row, or (epoch seed, row) from an EpochSampler: persistent workers learn the epoch's
 # seed with the rows they fetch
 Key = int | tuple[int, int]
@@ -107,11 +116,12 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
             extra = build_image_augment(augment.image) if augment is not None else []
             self.transform = image_transform(inputs.image_size, extra)
         self.ids: list[list[int]] = []
+        self.types: list[list[int]] | None = None  # segment ids of a pair of texts
         tok = inputs.tokenizer
         if tok is not None:
             texts = ([row_texts(frame, inputs.row_columns)] if inputs.row_columns else
                      [frame[c].fillna("").astype(str).tolist() for c in inputs.text_columns])
-            self.ids = encode_texts(tok, texts, inputs.max_length, inputs.truncation)
+            self.ids, self.types = encode_rows(tok, texts, inputs.max_length, inputs.truncation)
             self.special = set(tok.all_special_ids)
             mask = tok.mask_token_id if tok.mask_token_id is not None else tok.unk_token_id
             self.mask_id = int(mask if mask is not None else 0)
@@ -155,6 +165,11 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
                 ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             out["input_ids"] = ids
             out["attention_mask"] = (torch.arange(ids.shape[1]) < lengths[:, None]).long()
+            if self.types is not None:
+                types = torch.zeros_like(ids)
+                for row, seq in enumerate(self.types):
+                    types[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                out["token_type_ids"] = types
             out["length"] = lengths
         if self.tabular is not None:
             out["num"] = torch.from_numpy(np.ascontiguousarray(self.tabular["num"]))
@@ -195,11 +210,16 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         if self.images:
             item["image"] = self._image(i)
         if self.ids:
-            ids = self.ids[i]
-            if rng is not None and self.augment is not None and self.augment.text is not None:
-                ids = noisy_tokens(ids, self.augment.text, rng, self.special, self.mask_id)
+            ids, types = self.ids[i], None if self.types is None else self.types[i]
+            noise = self.augment.text if self.augment is not None else None
+            if rng is not None and noise is not None and types is not None:
+                ids, types = noisy_segments(ids, types, noise, rng, self.special, self.mask_id)
+            elif rng is not None and noise is not None:
+                ids = noisy_tokens(ids, noise, rng, self.special, self.mask_id)
             item["input_ids"] = torch.tensor(ids, dtype=torch.long)
             item["attention_mask"] = torch.ones(len(ids), dtype=torch.long)
+            if types is not None:
+                item["token_type_ids"] = torch.tensor(types, dtype=torch.long)
         if self.tabular is not None:
             num, cat = self.tabular["num"][i], self.tabular["cat"][i]
             if rng is not None and self.augment is not None and self.augment.tabular is not None:
@@ -306,7 +326,7 @@ def collate(items: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[str, 
     for key in items[0]:
         values = [it[key] for it in items]
         name = key.rsplit("/", 1)[-1]  # views are keyed <view>/<input>
-        if name in ("input_ids", "attention_mask"):
+        if name in TOKEN_KEYS:
             fill = pad_id if name == "input_ids" else 0
             batch[key] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True,
                                                          padding_value=fill)

@@ -25,6 +25,7 @@ from pipeline.data.augment import AugmentConfig
 from pipeline.data.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    TOKEN_KEYS,
     Batch,
     CompetitionDataset,
     build_loader,
@@ -89,7 +90,7 @@ def _concat(tables: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     out = {}
     for key in tables[0]:
         values = [t[key] for t in tables]
-        if key in ("input_ids", "attention_mask"):
+        if key in TOKEN_KEYS:
             width = max(v.shape[1] for v in values)
             values = [torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in values]
         out[key] = torch.cat(values)
@@ -101,7 +102,8 @@ def _bytes(dataset: CompetitionDataset, images: bool = True) -> int:
     without its images (the run holds them)."""
     n, inputs = len(dataset), dataset.inputs
     size = n * 3 * inputs.image_size**2 if dataset.images and images else 0
-    size += n * inputs.max_length * 16 if dataset.ids else 0
+    # int64 ids and mask (and segment ids)
+    size += n * inputs.max_length * (24 if dataset.types else 16) if dataset.ids else 0
     if dataset.tabular is not None:
         size += dataset.tabular["num"].nbytes + dataset.tabular["cat"].nbytes
     return size
@@ -187,7 +189,7 @@ class MemoryLoader:
                       else values.new_empty((len(index), *values.shape[1:])))
             if key == "image":
                 picked = self._pixels(picked, draws, augment)
-            elif key in ("input_ids", "attention_mask") and self._lengths is not None:
+            elif key in TOKEN_KEYS and self._lengths is not None:
                 picked = picked[:, : int(self._lengths[host_index].max())]
             batch[key] = picked
         return batch

@@ -1,22 +1,33 @@
 """Text columns as token ids: one text, a pair, or several joined by the separator; a long
-text (each text of a pair) keeps its head, its tail or both; rows encoded once per process."""
+text (each text of a pair) keeps its head, its tail or both; rows encoded once per process.
+A pair also gets its segment ids (``token_type_ids``) where the tokenizer makes them: BERT-style
+encoders were pretrained to tell the two texts apart by them, not by [SEP] alone."""
 
 from __future__ import annotations
 
 from typing import Any
 
-# token ids of rows already encoded in this process, by (tokenizer, settings) then row: each
-# fold and each prediction encodes the same rows again, and long texts take a while
-_encoded: dict[tuple[Any, ...], dict[tuple[str, ...], list[int]]] = {}
+Encoded = tuple[list[int], list[int] | None]  # a row's token ids and segment ids (or None)
+
+# token and segment ids of rows already encoded in this process, by (tokenizer, settings) then
+# row: each fold and each prediction encodes the same rows again, and long texts take a while
+_encoded: dict[tuple[Any, ...], dict[tuple[str, ...], Encoded]] = {}
 
 
 def encode_texts(tokenizer: Any, texts: list[list[str]], max_length: int,
                  truncation: str) -> list[list[int]]:
-    """Token ids per row; a long single text keeps its head, tail or head + tail.
+    """Token ids per row (:func:`encode_rows` without the segment ids)."""
+    return encode_rows(tokenizer, texts, max_length, truncation)[0]
 
-    Two text columns are encoded as a pair (truncated longest-first, each text keeping the
-    side ``truncation`` names); more are joined with the separator token. Rows seen before
-    in this process come from a cache.
+
+def encode_rows(tokenizer: Any, texts: list[list[str]], max_length: int,
+                truncation: str) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Token ids per row, and segment ids per row for a pair whose tokenizer makes them
+    (None otherwise: one text, or texts joined, are all segment 0, the model's default).
+
+    A long single text keeps its head, tail or head + tail. Two text columns are encoded as
+    a pair (truncated longest-first, each text keeping the side ``truncation`` names); more
+    are joined with the separator token. Rows seen before in this process come from a cache.
     """
     key = (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), max_length,
            truncation, len(texts))
@@ -25,19 +36,37 @@ def encode_texts(tokenizer: Any, texts: list[list[str]], max_length: int,
     missing = list(dict.fromkeys(r for r in rows if r not in known))
     if missing:
         columns = [list(col) for col in zip(*missing, strict=True)]
-        for row, ids in zip(missing, _encode(tokenizer, columns, max_length, truncation),
-                            strict=True):
-            known[row] = ids
-    return [known[r] for r in rows]
+        for row, encoded in zip(missing, _encode(tokenizer, columns, max_length, truncation),
+                                strict=True):
+            known[row] = encoded
+    ids = [known[r][0] for r in rows]
+    # every row has segment ids or none does (one tokenizer, one number of texts)
+    types = [t for r in rows if (t := known[r][1]) is not None]
+    return ids, types if rows and len(types) == len(rows) else None
+
+
+def makes_segments(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` gives a pair segment ids (BERT, ELECTRA, DeBERTa: yes; RoBERTa,
+    DistilBERT: no, they have no segment embeddings)."""
+    return "token_type_ids" in getattr(tokenizer, "model_input_names", ())
 
 
 def _encode(tokenizer: Any, texts: list[list[str]], max_length: int,
-            truncation: str) -> list[list[int]]:
+            truncation: str) -> list[Encoded]:
     if len(texts) == 2 and truncation == "head":
-        enc = tokenizer(texts[0], texts[1], truncation=True, max_length=max_length)
-        return list(enc["input_ids"])
+        segments = makes_segments(tokenizer)
+        enc = tokenizer(texts[0], texts[1], truncation=True, max_length=max_length,
+                        return_token_type_ids=segments)
+        types = enc["token_type_ids"] if segments else [None] * len(enc["input_ids"])
+        return [(list(ids), None if t is None else list(t))
+                for ids, t in zip(enc["input_ids"], types, strict=True)]
     if len(texts) == 2:
         return _encode_pairs(tokenizer, texts[0], texts[1], max_length, truncation)
+    return [(ids, None) for ids in _encode_joined(tokenizer, texts, max_length, truncation)]
+
+
+def _encode_joined(tokenizer: Any, texts: list[list[str]], max_length: int,
+                   truncation: str) -> list[list[int]]:
     first = texts[0] if len(texts) == 1 else [
         f" {tokenizer.sep_token} ".join(parts) for parts in zip(*texts, strict=True)]
     if truncation == "head":
@@ -51,21 +80,40 @@ def _encode(tokenizer: Any, texts: list[list[str]], max_length: int,
 
 
 def _encode_pairs(tokenizer: Any, first: list[str], second: list[str], max_length: int,
-                  truncation: str) -> list[list[int]]:
+                  truncation: str) -> list[Encoded]:
     """Pairs whose long texts keep their tail (or a quarter head and the tail): the
     tokenizer itself only cuts from the end. Each text gets the length the tokenizer's own
     longest-first rule gives it (a short one kept whole, the long one the rest; both long:
-    half each), then keeps that many of its tokens from the chosen side."""
+    half each), then keeps that many of its tokens from the chosen side. Segment ids are the
+    ones the tokenizer gives each piece of a placeholder pair."""
     prefix, middle, suffix = _special_wrapping(tokenizer, pair=True)
+    kinds = _pair_segments(tokenizer) if makes_segments(tokenizer) else None
     budget = max_length - len(prefix) - len(middle) - len(suffix)
     plain = {"add_special_tokens": False}
-    out = []
+    out: list[Encoded] = []
     for a, b in zip(tokenizer(first, **plain)["input_ids"], tokenizer(second, **plain)["input_ids"],
                     strict=True):
         keep_a, keep_b = _pair_lengths(len(a), len(b), budget)
-        out.append(prefix + _keep(a, keep_a, truncation) + middle + _keep(b, keep_b, truncation)
-                   + suffix)
+        a, b = _keep(a, keep_a, truncation), _keep(b, keep_b, truncation)
+        types = None
+        if kinds is not None:
+            before, in_a, between, in_b, after = kinds
+            types = before + [in_a] * len(a) + between + [in_b] * len(b) + after
+        out.append((prefix + a + middle + b + suffix, types))
     return out
+
+
+def _pair_segments(tokenizer: Any) -> tuple[list[int], int, list[int], int, list[int]]:
+    """The segment ids of a pair's pieces: before, of the first text's tokens, between, of
+    the second text's tokens, after; read off the tokenizer's own encoding of a placeholder
+    pair."""
+    types = list(tokenizer("a", "b", return_token_type_ids=True)["token_type_ids"])
+    prefix, middle, suffix = _special_wrapping(tokenizer, pair=True)
+    a_at = len(prefix)
+    a_end = a_at + len(tokenizer("a", add_special_tokens=False)["input_ids"])
+    b_at = a_end + len(middle)
+    return (types[:a_at], types[a_at], types[a_end:b_at], types[b_at],
+            types[len(types) - len(suffix):])
 
 
 def _pair_lengths(n_a: int, n_b: int, budget: int) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -232,10 +233,18 @@ class HFEncoder(nn.Module):
         else:
             self.body = AutoModel.from_config(hf_model_config(cfg))
         self.out_dim = int(self.body.config.hidden_size)
+        # a pair's segment ids go in only where they mean something: a segment-embedding
+        # table of 2+ rows (BERT, ELECTRA, MiniLM); RoBERTa's one row, DeBERTa-v3's none and
+        # DistilBERT's forward without the argument read the texts as one stream
+        self.segments = (int(getattr(self.body.config, "type_vocab_size", 0) or 0) > 1 and
+                         "token_type_ids" in inspect.signature(self.body.forward).parameters)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         mask = batch["attention_mask"]
-        hidden = self.body(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        extra = ({"token_type_ids": batch["token_type_ids"]}
+                 if self.segments and "token_type_ids" in batch else {})
+        hidden = self.body(input_ids=batch["input_ids"], attention_mask=mask,
+                           **extra).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 

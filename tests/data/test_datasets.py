@@ -237,3 +237,62 @@ def test_an_augmentation_that_cannot_apply_to_an_image_is_a_config_error(tmp_pat
     assert "\n" not in str(err.value)
     plain = CompetitionDataset(frame, inputs, np.zeros(2, np.float32))
     assert plain[1]["image"].shape == (3, 16, 16)  # no augmentation: nothing to refuse
+
+
+def test_a_pair_gets_the_tokenizers_segment_ids_and_single_texts_none(tmp_path) -> None:
+    """A pair's segment ids (1 on the second text) are the tokenizer's own, whichever side a
+    long text keeps; one text or joined texts have none (all 0: the model's default)."""
+    from transformers import AutoTokenizer
+
+    from pipeline.data import encode_rows
+
+    tok = AutoTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))
+    q, a = "story it film very and plot a was movie", "the movie was a plot and very film"
+    for truncation in ("head", "tail", "head_tail"):
+        for length in (8, 13, 40):
+            ids, types = encode_rows(tok, [[q, "good"], [a, "bad"]], length, truncation)
+            for row, (first, second) in enumerate([(q, a), ("good", "bad")]):
+                reference = tok(first, second, truncation=True, max_length=length)
+                assert types is not None and types[row] == reference["token_type_ids"]
+                assert len(ids[row]) == len(types[row])
+    assert encode_rows(tok, [[q]], 8, "tail")[1] is None
+    assert encode_rows(tok, [[q], [a], ["fun"]], 16, "head")[1] is None
+
+
+def test_segment_ids_follow_their_tokens_through_noise_padding_and_the_held_loader(tmp_path):
+    from transformers import AutoTokenizer
+
+    from pipeline.data.augment import TextNoiseConfig
+    from pipeline.data.memory_loader import build_fold_loader
+
+    tok = AutoTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))
+    frame = pd.DataFrame({"q": ["good fun", "bad", "the movie was a plot"],
+                          "a": ["the film", "very good story it was", "fun"]})
+    inputs = ModelInputs(text_columns=["q", "a"], tokenizer=tok, max_length=16)
+    noise = AugmentConfig(text=TextNoiseConfig(mask=0.2, delete=0.3, swap=0.3))
+    noisy = CompetitionDataset(frame, inputs, augment=noise)
+    sep = tok.sep_token_id
+
+    def segments_of(ids: list[int]) -> list[int]:  # 1 after the first [SEP]
+        return [int(i > ids.index(sep)) for i in range(len(ids))]
+
+    changed = False
+    for seed in range(10):
+        noisy.set_epoch(seed)
+        for row in range(len(frame)):
+            item = noisy[row]
+            ids = item["input_ids"].tolist()
+            assert item["token_type_ids"].tolist() == segments_of(ids)
+            changed |= ids != noisy.ids[row]
+    assert changed  # the noise did delete and swap tokens
+    clean = CompetitionDataset(frame, inputs)
+    batch = collate([clean[i] for i in range(3)], pad_id=tok.pad_token_id)
+    loader = build_fold_loader(clean, 3, False, 0, None, "memory")
+    assert loader.row_order is not None  # held rows: predicted longest first
+    for got, rows in ((batch, [0, 1, 2]), (next(iter(loader)), loader.row_order.tolist())):
+        width = got["input_ids"].shape[1]
+        for k, row in enumerate(rows):
+            ids = clean.ids[row]
+            assert got["input_ids"][k].tolist()[: len(ids)] == ids
+            assert got["token_type_ids"][k].tolist() == (
+                segments_of(ids) + [0] * (width - len(ids)))  # padding: segment 0

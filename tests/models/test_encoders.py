@@ -276,3 +276,27 @@ def test_timm_out_dim_is_the_width_of_the_pooled_features(name: str) -> None:
         features = encoder({"image": _normalised(_pixels(), IMAGENET_MEAN, IMAGENET_STD)})
     assert features.shape == (2, encoder.out_dim)
     assert encoder.out_dim == TIMM_WIDTHS[name]
+
+
+@pytest.mark.parametrize(("config", "reads_segments"), [
+    (TINY_BERT, True),  # type_vocab_size 2, as BERT, ELECTRA, MiniLM
+    ({**TINY_BERT, "type_vocab_size": 1}, False),  # RoBERTa-style: one segment row
+    ({"model_type": "distilbert", "vocab_size": 40, "dim": 16, "n_layers": 1, "n_heads": 2,
+      "hidden_dim": 32, "max_position_embeddings": 64}, False),  # no token_type_ids argument
+])
+def test_hf_reads_a_pairs_segment_ids_only_where_it_has_segment_embeddings(
+        tmp_path: Path, config: dict, reads_segments: bool) -> None:
+    tok = write_tokenizer(tmp_path / "tok")
+    module = build_encoder(EncoderConfig(name="hf", hf_config=config, tokenizer=str(tok)),
+                           None).eval()
+    assert module.segments is reads_segments
+    ids = torch.tensor([[2, 7, 8, 3, 9, 10, 3]])
+    plain = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    first = {**plain, "token_type_ids": torch.tensor([[0, 0, 0, 0, 1, 1, 1]])}
+    second = {**plain, "token_type_ids": torch.tensor([[0, 1, 1, 1, 1, 1, 1]])}
+    with torch.no_grad():
+        out = [module(b) for b in (plain, first, second)]
+    # the segment a token is in changes the features, where the model has segments at all
+    assert (not torch.allclose(out[1], out[2])) is reads_segments
+    if not reads_segments:  # the key is ignored: the same features as without it
+        torch.testing.assert_close(out[0], out[1])

@@ -222,3 +222,48 @@ def test_a_max_length_past_the_position_table_is_refused_before_the_run_folder(
     long.to_csv(f"{data['competition']['dir']}/train.csv", index=False)
     data["train"]["epochs"] = 1
     assert np.isfinite(train.run(build_config(data)))
+
+
+@pytest.mark.parametrize("columns", [1, 2])
+def test_a_pair_of_texts_reaches_the_model_with_its_segment_ids(
+        competition_factory, monkeypatch, one_thread, columns: int) -> None:
+    """Two text columns: the transformers body is given the pair's segment ids (1 on the
+    second text, 0 on padding), in training and prediction; one text column: none, as before."""
+    from pipeline.models.encoders import HFEncoder
+
+    data = competition_factory("text", "binary", n_train=24, n_test=8)
+    comp_dir = data["competition"]["dir"]
+    if columns == 2:
+        for name in ("train.csv", "test.csv"):
+            frame = pd.read_csv(f"{comp_dir}/{name}")
+            frame["other"] = frame["text"].str.split().str[::-1].str.join(" ")
+            frame.to_csv(f"{comp_dir}/{name}", index=False)
+        data["competition"]["text_columns"] = ["text", "other"]
+    data["train"]["epochs"] = 1
+    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    real = HFEncoder.forward
+
+    def spy(self, batch):
+        def record(module, args, kwargs):
+            seen.append((kwargs["input_ids"], kwargs.get("token_type_ids")))
+
+        hook = self.body.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            return real(self, batch)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(HFEncoder, "forward", spy)
+    train.run(build_config(data))
+    assert seen
+    if columns == 1:
+        assert all(types is None for _, types in seen)
+        return
+    tok = build_tokenizer(ModelConfig(**data["model"]))
+    for ids, types in seen:
+        assert types is not None and types.shape == ids.shape
+        for row_ids, row_types in zip(ids.tolist(), types.tolist(), strict=True):
+            first_sep = row_ids.index(tok.sep_token_id)
+            length = len(row_ids) - row_ids.count(tok.pad_token_id)
+            assert row_types == ([0] * (first_sep + 1) + [1] * (length - first_sep - 1)
+                                 + [0] * (len(row_ids) - length))
