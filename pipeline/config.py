@@ -94,6 +94,11 @@ class ExperimentConfig(Section):
                       for n in _pretrained_names(self)}
         if pretrained:
             data["pretrained"] = pretrained
+        # a pair of texts reaches a transformers encoder with its segment ids since format 2
+        # of its inputs: a pair run trained before read none, so its folds are not reused
+        if len(self.competition.text_columns) == 2 and any(
+                e.kind == "hf" for e in self.model.encoders):
+            data["text_pair_inputs"] = 2
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -266,6 +266,27 @@ def test_train_hash_ignores_tta(competition_factory) -> None:
     assert _hash(image) != _hash(image, "model.image_size=64")
 
 
+def test_a_text_pair_run_from_before_segment_ids_is_another_config(competition_factory) -> None:
+    """Folds of a pair of texts trained before the pair's segment ids reached the model must
+    not be reused (predicted with inputs they never saw); other runs keep their hash."""
+    import hashlib
+    import json
+
+    def before(data: dict[str, Any]) -> str:  # the hash as the previous release made it
+        dumped = build_config(copy.deepcopy(data)).model_dump(mode="json", exclude_defaults=True)
+        for key in ("predict", "output_dir", "folds_dir", "submissions_dir", "name", "executor"):
+            dumped.pop(key, None)
+        dumped.get("train", {}).pop("num_workers", None)
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+    text = competition_factory("text", "binary")
+    pair = apply_overrides(copy.deepcopy(text), ["competition.text_columns=[text, other]"])
+    three = apply_overrides(copy.deepcopy(text), ["competition.text_columns=[text, a, b]"])
+    assert _hash(pair) != before(pair)
+    for same in (text, three, competition_factory("tabular", "binary")):
+        assert _hash(same) == before(same)
+
+
 # --- cross-field rules --------------------------------------------------------------------
 
 
