@@ -63,7 +63,7 @@ def tune_run_postprocess(cfg: ExperimentConfig, metric: Metric, y: np.ndarray, o
     seconds = _tuning_seconds(task, metric, y, oof, len(np.unique(folds)))
     if mode != "on" and seconds > TUNING_BUDGET_S:
         # every gather (each `pipeline train` of a finished run) would wait this long: a
-        # multilabel F1 of 20 labels x 5,000 rows is ~30 minutes of metric calls
+        # costly metric over many labels and rows (thousands of calls)
         log.warning("%s: post-processing not tuned: ~%.0f s of metric calls estimated (over "
                     "%d s); the submission labels with %s. 'predict.postprocess: on' tunes "
                     "and applies it regardless", cfg.name, seconds, TUNING_BUDGET_S,
@@ -76,13 +76,16 @@ def tune_run_postprocess(cfg: ExperimentConfig, metric: Metric, y: np.ndarray, o
     # rule is tuned on the other folds' rows only, as the blend stage tunes it
     nested = nested_cv(build_blender("mean"), [oof], y, folds, metric, task)
     report = postprocess_report(rule, nested.postprocessed or {}, nested.mean, mode)
-    tuned = rule.thresholds or rule.class_weights
+    # the rule's one kind of values: thresholds, class weights or (QWK) cut points
+    kind, tuned = next(((k, v) for k, v in (("cut_points", rule.cut_points),
+                                            ("class_weights", rule.class_weights))
+                        if v), ("thresholds", rule.thresholds))
     shown = [round(v, 4) for v in tuned[:_SHOWN]] + (["..."] if len(tuned) > _SHOWN else [])
-    report["tuned"] = {"thresholds" if rule.thresholds else "class_weights": list(tuned)}
+    report["tuned"] = {kind: list(tuned)}
     log.info("%s: post-processing (%s): OOF %.5f at %s -> %.5f with tuned %s %s; nested CV "
              "%.5f with, %.5f without -> %s (%s)", cfg.name, metric.name, rule.default_score,
              "argmax" if task == "multiclass" else "0.5", rule.score,
-             "class weights" if task == "multiclass" else "thresholds", shown,
+             kind.replace("_", " "), shown,
              report["nested"]["mean"], report["nested_without"],
              "applied" if report["applied"] else "not applied", report["decision"])
     return (rule if report["applied"] else None), report

@@ -21,6 +21,7 @@ from pipeline.ensemble import fit_postprocess, load_postprocess
 from pipeline.errors import ConfigError
 from pipeline.metrics import get_metric
 from pipeline.runs import gather, load_folds, prediction_hash
+from tests.ensemble.test_postprocess import _ordinal
 
 
 def _rare_positives(root: Path, metric: str = "f1", n_train: int = 600) -> dict[str, Any]:
@@ -179,3 +180,16 @@ def test_an_unknown_mode_is_refused_at_load(tmp_path) -> None:
                                           r"'on' or 'off'. Got 'maybe'"):
         _with(data, "maybe")
     assert _with(data, True).predict.postprocess == "on"
+
+
+def test_a_qwk_run_records_its_cut_points(tmp_path: Path) -> None:
+    """A QWK rule of cut points (no thresholds, no class weights) was logged and recorded as
+    empty class weights."""
+    y, p = _ordinal()
+    data = _rare_positives(tmp_path)
+    data["competition"].update(task="multiclass", metric="qwk")
+    cfg = _with(data, "on")
+    rule, report = run_postprocess.tune_run_postprocess(cfg, get_metric("qwk"), y, p,
+                                                        np.arange(len(y)) % 5)
+    assert rule is not None and rule.cut_points and report is not None
+    assert report["tuned"] == {"cut_points": list(rule.cut_points)}
