@@ -91,19 +91,26 @@ def _parquet(path: Path, what: str, id_column: str | None, labels: Sequence[str]
     for column in list(frame.columns):
         if isinstance(frame[column].dtype, pd.CategoricalDtype):
             frame[column] = frame[column].astype(frame[column].cat.categories.dtype)
-    text = [c for c in (id_column, *labels) if c in frame.columns
-            and pd.api.types.is_string_dtype(frame[c]) and frame[c].notna().all()]
-    if id_column in text:
+    if id_column in frame.columns and pd.api.types.is_string_dtype(frame[id_column]) and \
+            frame[id_column].notna().all():
         frame[id_column] = _plain_integers(frame[id_column].astype(str))
     for column in labels:
-        if column in text:
-            frame[column] = _labels(frame[column].astype(str))
+        if column in frame.columns:
+            frame[column] = _labels_with_gaps(_as_written(frame[column]))
     for column in texts:
         if column in frame.columns and not pd.api.types.is_string_dtype(frame[column]):
             frame[column] = frame[column].map(lambda v: v if pd.isna(v) else str(v))
     if id_column and number_rows:
         add_row_numbers(frame, id_column)
     return frame
+
+
+def _as_written(values: pd.Series) -> pd.Series:
+    """A stored label column as a CSV would hold it: text, with integers stored as floats
+    (an integer column with an empty cell) written as integers, so 1.0 is the label 1."""
+    present = values.dropna()
+    integral = pd.api.types.is_float_dtype(values) and bool(np.all(np.mod(present, 1) == 0))
+    return values.map(lambda v: v if pd.isna(v) else str(int(v)) if integral else str(v))
 
 
 def add_row_numbers(frame: pd.DataFrame, id_column: str) -> bool:

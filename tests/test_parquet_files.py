@@ -73,3 +73,17 @@ def test_pipeline_run_on_parquet_files(tmp_path: Path, capsys) -> None:
     test = pd.read_parquet(tmp_path / "comp" / "test.parquet")
     assert sub["id"].tolist() == test["id"].tolist()  # '00150', zeros kept
     assert roc_auc_score(test["x"] > 0, sub["label"]) > 0.95
+
+
+def test_integer_labels_with_empty_cells_stay_integers(tmp_path: Path) -> None:
+    """Parquet stores an integer column with an empty cell as floats: with the empty rows
+    dropped, the classes were 0.0 / 1.0 / 2.0 (submitted as '1.0')."""
+    cfg = _competition(tmp_path)
+    train = pd.read_parquet(tmp_path / "train.parquet")
+    train["label"] = [float(i % 3) if i % 10 else np.nan for i in range(len(train))]
+    train.to_parquet(tmp_path / "train.parquet", index=False)
+    cfg["competition"].update(task="multiclass", metric="accuracy",
+                              unlabelled_train_rows="drop")
+    comp = load_competition(build_config(cfg).competition)
+    assert comp.classes == [0, 1, 2] and all(type(c) is int for c in comp.classes)
+    assert len(comp.train) == 135
