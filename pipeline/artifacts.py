@@ -158,6 +158,7 @@ class RunMeta:
     # a run from before it was): a submission of predictions of another test file is refused
     test_file: str = "test.csv"
     test_digest: str = ""
+    label_separator: str = " "  # what joins a tags column's labels (' ': whitespace)
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""

@@ -24,6 +24,7 @@ from pipeline.competition_checks import (
     check_groups,
     check_ids,
     give_ids,
+    image_paths,
     require_columns,
 )
 from pipeline.competition_files import (
@@ -36,8 +37,14 @@ from pipeline.errors import DataError
 from pipeline.metrics import METRICS
 from pipeline.pixel_images import PixelsConfig, pixel_columns, write_pixel_images
 from pipeline.schema import Section
-from pipeline.targets import check_sample_columns, file_lines, labelled_rows, target_classes
-from pipeline.task_outputs import encode_targets, n_outputs, prediction_columns
+from pipeline.targets import check_sample_columns, labelled_rows, target_classes
+from pipeline.task_outputs import (
+    WHITESPACE,
+    encode_targets,
+    n_outputs,
+    prediction_columns,
+    tag_separator,
+)
 
 Task = Literal["binary", "multiclass", "multilabel", "regression"]
 Modality = Literal["image", "text", "tabular"]
@@ -96,6 +103,9 @@ class CompetitionConfig(Section):
     # folds, training, OOF and scores ('drop'), or left out and also given to consistency
     # training and pretraining as unlabelled rows beside the test rows ('unlabelled')
     unlabelled_train_rows: Literal["error", "drop", "unlabelled"] = "error"
+    # what joins the labels of a multilabel target written as one column: null finds it (',',
+    # '|' or ';' when the cells hold exactly one of them, else whitespace); ' ' for whitespace
+    label_separator: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> CompetitionConfig:
@@ -152,6 +162,8 @@ class Competition:
     # train rows with an empty target, kept under 'unlabelled_train_rows: unlabelled' (else
     # None); never in ``train``, so never in folds, OOF or scores
     unlabelled: pd.DataFrame | None = None
+    # what joins a tags column's labels, in train and in the submission (whitespace: ' ')
+    label_separator: str = WHITESPACE
 
     @property
     def dir(self) -> Path:
@@ -180,7 +192,8 @@ class Competition:
     @functools.cached_property
     def targets(self) -> np.ndarray:
         """Encoded targets of the train rows (see :mod:`pipeline.metrics` for the layout)."""
-        return encode_targets(self.train, self.cfg.task, self.cfg.target_columns, self.classes)
+        return encode_targets(self.train, self.cfg.task, self.cfg.target_columns, self.classes,
+                              self.label_separator)
 
     @property
     def feature_columns(self) -> list[str]:
@@ -249,31 +262,6 @@ def _without_values(frame: pd.DataFrame, columns: list[str]) -> list[str]:
 
 
 IMAGE_PATH = "_image_path"  # resolved image path column added to train and test at load
-
-
-def _image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,
-                 path: Path) -> list[str]:
-    """Each row's image path relative to the competition folder."""
-    if cfg.image_column:
-        require_columns(frame, [cfg.image_column], path, "image_column")
-        empty = frame[cfg.image_column].isna()
-        if empty.any():
-            raise DataError(f"{path}: column {cfg.image_column!r} ('competition.image_column') "
-                            f"has {int(empty.sum())} empty value(s) (lines "
-                            f"{file_lines(frame.index[empty][:3])})")
-        return frame[cfg.image_column].astype(str).tolist()
-    assert cfg.image_path is not None
-    try:
-        return [cfg.image_path.format(split=split, **row)
-                for row in frame.to_dict(orient="records")]
-    except KeyError as err:
-        raise DataError(
-            f"{path}: 'competition.image_path' {cfg.image_path!r} names column {err} that is "
-            f"not in the file. Columns: {list(frame.columns)}"
-        ) from None
-    except (ValueError, IndexError, AttributeError) as err:  # '{id:05d}' on text ids, '{}'
-        raise DataError(f"{path}: 'competition.image_path' {cfg.image_path!r} cannot be "
-                        f"filled from this file's rows: {err}") from None
 
 
 def _check_inputs(comp: Competition) -> None:
@@ -349,8 +337,10 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
             f"test (e.g. {only_test}), {len(sample_ids - test_ids)} only in the sample "
             f"submission (e.g. {only_sample})"
         )
+    separator = (tag_separator(labelled[cfg.target_columns[0]], cfg.label_separator)
+                 if cfg.task == "multilabel" and len(cfg.target_columns) == 1 else WHITESPACE)
     classes = target_classes(labelled, cfg.task, cfg.metric, cfg.target_columns, train_path,
-                             cfg.positive_class)
+                             cfg.positive_class, separator)
     # checked before any fold trains, not when the submission is written at the end
     check_sample_columns([c for c in sample.columns if c != cfg.id_column], cfg.task,
                          cfg.metric, cfg.target_columns, classes, sub_path, train_path)
@@ -362,7 +352,7 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
             frame[IMAGE_PATH] = [(Path(cfg.train_file) / i).as_posix()
                                  for i in frame[cfg.id_column]]
         elif cfg.image_column or cfg.image_path:
-            frame[IMAGE_PATH] = _image_paths(frame, cfg, split, path)
+            frame[IMAGE_PATH] = image_paths(frame, cfg, split, path)
     if cfg.pixels:
         columns = pixel_columns(train, cfg.pixels, train_path)
         written = write_pixel_images({"train": (train, train_path), "test": (test, test_path)},
@@ -371,7 +361,8 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
         train.drop(columns=columns, inplace=True)
         test.drop(columns=columns, inplace=True)
         train[IMAGE_PATH], test[IMAGE_PATH] = written["train"], written["test"]
-    comp = Competition(cfg, train, test, sample, classes, numbered_ids=numbered)
+    comp = Competition(cfg, train, test, sample, classes, numbered_ids=numbered,
+                       label_separator=separator)
     # after the candidates are known, before any encoder sees the columns; a column the
     # config names as categorical stays as written
     written = parse_written_numbers(
@@ -413,4 +404,5 @@ def targets_for_meta(meta: RunMeta) -> np.ndarray:
     # ('competition.unlabelled_train_rows'), or refused, so no run has it
     train = labels_typed(train[train[meta.target_columns].notna().all(axis=1)],
                          meta.target_columns)
-    return encode_targets(train, meta.task, meta.target_columns, meta.classes)
+    return encode_targets(train, meta.task, meta.target_columns, meta.classes,
+                          meta.label_separator)

@@ -14,6 +14,14 @@ from pipeline.errors import DataError
 from pipeline.targets import file_lines, plain
 
 
+class ImageSource(Protocol):
+    """Where a competition's images are named (``competition.image_column`` or
+    ``competition.image_path``)."""
+
+    image_column: str | None
+    image_path: str | None
+
+
 class AuxTarget(Protocol):
     """An auxiliary target as the config holds it (``competition.aux_targets``)."""
 
@@ -114,3 +122,27 @@ def give_ids(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame, id_c
     check_id_lookalike(test, id_column, test_path)
     return (["train"] if add_row_numbers(train, id_column) else []) + (
         ["test"] if ids_from_sample(test, sample, id_column, test_path, sample_path) else [])
+
+
+def image_paths(frame: pd.DataFrame, cfg: ImageSource, split: str, path: Path) -> list[str]:
+    """Each row's image path relative to the competition folder."""
+    if cfg.image_column:
+        require_columns(frame, [cfg.image_column], path, "image_column")
+        empty = frame[cfg.image_column].isna()
+        if empty.any():
+            raise DataError(f"{path}: column {cfg.image_column!r} ('competition.image_column') "
+                            f"has {int(empty.sum())} empty value(s) (lines "
+                            f"{file_lines(frame.index[empty][:3])})")
+        return frame[cfg.image_column].astype(str).tolist()
+    assert cfg.image_path is not None
+    try:
+        return [cfg.image_path.format(split=split, **row)
+                for row in frame.to_dict(orient="records")]
+    except KeyError as err:
+        raise DataError(
+            f"{path}: 'competition.image_path' {cfg.image_path!r} names column {err} that is "
+            f"not in the file. Columns: {list(frame.columns)}"
+        ) from None
+    except (ValueError, IndexError, AttributeError) as err:  # '{id:05d}' on text ids, '{}'
+        raise DataError(f"{path}: 'competition.image_path' {cfg.image_path!r} cannot be "
+                        f"filled from this file's rows: {err}") from None

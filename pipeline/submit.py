@@ -36,14 +36,16 @@ def _labels(meta: RunMeta, p: np.ndarray, folder: Path) -> np.ndarray:
     return post.labels(p) if post is not None else hard_labels(meta.task, p)
 
 
-def tag_strings(labels: np.ndarray, p: np.ndarray, classes: list[Any]) -> list[str]:
-    """Each row's predicted labels joined by spaces, in ``classes`` order; a row where none
+def tag_strings(labels: np.ndarray, p: np.ndarray, classes: list[Any],
+                separator: str = " ") -> list[str]:
+    """Each row's predicted labels joined by ``separator``, in ``classes`` order (as the
+    train file joins them: 'competition.label_separator'); a row where none
     passes its threshold takes its most probable label, since every train row holds one (an
     empty cell scores 0 under the per-row F-scores these competitions use)."""
     labels = labels.astype(bool)
     labels[np.arange(len(p)), p.argmax(axis=1)] |= ~labels.any(axis=1)
     names = np.array([str(c) for c in classes], dtype=object)
-    return [" ".join(names[row]) for row in labels]
+    return [separator.join(names[row]) for row in labels]
 
 
 def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
@@ -88,7 +90,8 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         for c, k in zip(columns, class_of, strict=True):
             out[c] = per_class[:, k]
     elif meta.task == "multilabel" and meta.classes:  # one column of labels, as train's
-        out[columns[0]] = tag_strings(_labels(meta, p, folder), p, meta.classes)
+        out[columns[0]] = tag_strings(_labels(meta, p, folder), p, meta.classes,
+                                       meta.label_separator)
     elif (targets := sample_targets(columns, meta.target_columns)) is not None:
         # the sample may list the target columns in another order than the config (scorers
         # read them by name), or spell them otherwise: each is filled from its own target's

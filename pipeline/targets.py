@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS, is_number
-from pipeline.task_outputs import split_tags, tag_vocabulary
+from pipeline.task_outputs import WHITESPACE, split_tags, tag_vocabulary
 
 
 def file_lines(index: pd.Index) -> list[int]:
@@ -44,7 +44,7 @@ def labelled_rows(frame: pd.DataFrame, target_columns: list[str], mode: str,
 
 
 def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: list[str],
-                   path: Path, positive: Any = None) -> list[Any]:
+                   path: Path, positive: Any = None, separator: str = WHITESPACE) -> list[Any]:
     """Check the train file's target columns for ``task`` (and ``metric``'s domain); return
     the classes of a binary or multiclass target, sorted (binary: [negative, positive], the
     positive the larger label unless ``positive`` names it)."""
@@ -75,10 +75,10 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
             )
         if task == "multilabel" and not _zero_one(values):
             if len(target_columns) == 1:  # one column of labels separated by spaces
-                return _tags(values, path, col)
+                return _tags(values, path, col, separator)
             raise DataError(
                 f"{path}: target column {col!r} must hold 0/1 for task 'multilabel' (or, as "
-                f"the only target column, labels separated by spaces). Got values "
+                f"the only target column, labels joined by spaces, ',', '|' or ';'). Got values "
                 f"{sorted(map(str, values.unique()))[:5]}."
             )
     if task not in ("binary", "multiclass"):
@@ -119,10 +119,11 @@ def _zero_one(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and set(np.unique(values)) <= {0, 1}
 
 
-def _tags(values: pd.Series, path: Path, col: str) -> list[str]:
-    """The labels of a multilabel target written as one column of space-separated labels
-    (:func:`pipeline.task_outputs.split_tags`): the task's classes, one 0/1 column each."""
-    tags = split_tags(values)
+def _tags(values: pd.Series, path: Path, col: str, separator: str) -> list[str]:
+    """The labels of a multilabel target written as one column of labels joined by
+    ``separator`` (:func:`pipeline.task_outputs.split_tags`): the task's classes, one 0/1
+    column each."""
+    tags = split_tags(values, separator)
     if empty := [i for i, row in zip(values.index, tags, strict=True) if not row]:
         raise DataError(f"{path}: target column {col!r} has {len(empty)} row(s) without a "
                         f"label (lines {file_lines(pd.Index(empty[:3]))})")

@@ -2,7 +2,8 @@
 the prediction columns and the targets in the metrics layout.
 
 A multilabel task comes in two shapes: one 0/1 column per label, or one column of labels
-separated by spaces (Kaggle's Planet and Human Protein Atlas: ``tags`` = "haze primary"). The
+separated by spaces (Kaggle's Planet and Human Protein Atlas: ``tags`` = "haze primary") or by
+another character (Freesound's ``labels`` = "Bark,Dog", genres as "Comedy|Drama"). The
 second is read into one 0/1 column per label, named by the label (its ``classes``), so every
 part past the loader sees the first shape.
 """
@@ -16,12 +17,30 @@ import pandas as pd
 import torch
 
 __all__ = ["Outputs", "encode_targets", "n_outputs", "prediction_columns", "probabilities",
-           "split_tags", "tag_vocabulary", "to_predictions"]
+           "split_tags", "tag_separator", "tag_vocabulary", "to_predictions"]
+
+WHITESPACE = " "  # a separator of one or more spaces or tabs; joined by one space
+# the characters a tags column may join its labels with instead (each label written as is)
+TAG_SEPARATORS = (",", "|", ";")
 
 
-def split_tags(values: pd.Series) -> list[list[str]]:
-    """Each cell's labels: its text split on whitespace (an integer cell is one label)."""
-    return [str(v).split() for v in values]
+def tag_separator(values: pd.Series, given: str | None) -> str:
+    """The separator of a tags column: ``given`` ('competition.label_separator'), else the
+    one of :data:`TAG_SEPARATORS` its cells hold, when exactly one occurs (labels may then
+    hold spaces: "Drum kit,Bass guitar"), else whitespace."""
+    if given is not None:
+        return given if given.strip() else WHITESPACE
+    text = values.astype(str)
+    found = [s for s in TAG_SEPARATORS if text.str.contains(s, regex=False).any()]
+    return found[0] if len(found) == 1 else WHITESPACE
+
+
+def split_tags(values: pd.Series, separator: str = WHITESPACE) -> list[list[str]]:
+    """Each cell's labels: its text split on ``separator``, each label stripped (an integer
+    cell is one label; an empty piece, of "a,,b" or a trailing separator, is none)."""
+    if separator == WHITESPACE:
+        return [str(v).split() for v in values]
+    return [[t for t in (p.strip() for p in str(v).split(separator)) if t] for v in values]
 
 
 def tag_vocabulary(tags: list[list[str]]) -> list[str]:
@@ -82,10 +101,11 @@ def prediction_columns(task: str, target_columns: list[str], classes: list[Any])
 
 
 def encode_targets(
-    frame: pd.DataFrame, task: str, target_columns: list[str], classes: list[Any]
+    frame: pd.DataFrame, task: str, target_columns: list[str], classes: list[Any],
+    separator: str = WHITESPACE,
 ) -> np.ndarray:
     """Targets in the metrics layout: class indices (multiclass) or an (n, k) float matrix
-    (a tags column: one 0/1 column per label, in ``classes`` order)."""
+    (a tags column: one 0/1 column per label, in ``classes`` order, split on ``separator``)."""
     if task == "multiclass":
         index = {c: i for i, c in enumerate(classes)}
         return frame[target_columns[0]].map(index).to_numpy(dtype=np.int64)
@@ -94,7 +114,7 @@ def encode_targets(
     if task == "multilabel" and classes:
         index = {str(c): j for j, c in enumerate(classes)}
         hot = np.zeros((len(frame), len(classes)), dtype=np.float64)
-        for i, row in enumerate(split_tags(frame[target_columns[0]])):
+        for i, row in enumerate(split_tags(frame[target_columns[0]], separator)):
             hot[i, [index[t] for t in row]] = 1.0
         return hot
     return frame[target_columns].to_numpy(dtype=np.float64)

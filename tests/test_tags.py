@@ -21,7 +21,7 @@ TAGS = ["clear", "haze", "primary", "water"]
 
 
 def _competition(root: Path, tags: list[str], n_train: int = 240, n_test: int = 60,
-                 sample_columns: list[str] | None = None
+                 sample_columns: list[str] | None = None, join: str = " "
                  ) -> tuple[dict[str, Any], np.ndarray]:
     """Rows whose labels each show in a feature: x_j > 0 where the row holds tag j; the
     config and the test rows' labels (0/1, in ``tags`` order)."""
@@ -30,7 +30,7 @@ def _competition(root: Path, tags: list[str], n_train: int = 240, n_test: int = 
     hot = rng.random((n, len(tags))) < 0.4
     hot[np.arange(n), rng.integers(0, len(tags), n)] = True  # every row holds a label
     frame = pd.DataFrame({"image_name": [f"train_{i}" for i in range(n)]})
-    frame["tags"] = [" ".join(t for t, h in zip(tags, row, strict=True) if h) for row in hot]
+    frame["tags"] = [join.join(t for t, h in zip(tags, row, strict=True) if h) for row in hot]
     for j in range(len(tags)):
         frame[f"x{j}"] = np.where(hot[:, j], 1.0, -1.0) + rng.normal(scale=0.4, size=n)
     root.mkdir(parents=True, exist_ok=True)
@@ -144,3 +144,56 @@ def test_a_sample_with_one_column_per_label_gets_probabilities(tmp_path: Path,
     assert list(sub.columns) == ["image_name", *reversed(TAGS)]
     p = sub[TAGS].to_numpy()
     assert ((p > 0) & (p < 1)).all() and ((p >= 0.5) == truth).mean() > 0.95
+
+
+SOUNDS = ["Bark", "Bass guitar", "Drum kit", "Female singing"]  # Freesound's, spaces inside
+
+
+def test_labels_joined_by_another_character_are_found_and_submitted_so(tmp_path: Path,
+                                                                        capsys) -> None:
+    # Freesound's 'labels' = "Bass guitar,Drum kit": split on the comma, not on the spaces
+    cfg, truth = _competition(tmp_path / "comp", SOUNDS, join=",")
+    comp = load_competition(build_config(cfg).competition)
+    assert comp.classes == SOUNDS and comp.label_separator == ","
+    train = pd.read_csv(tmp_path / "comp" / "train.csv")
+    expected = np.array([[t in row.split(",") for t in SOUNDS] for row in train["tags"]], float)
+    np.testing.assert_array_equal(comp.targets, expected)
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    sub = pd.read_csv(tmp_path / "comp" / "submissions" / "tags.csv")
+    predicted = np.array([[t in row.split(",") for t in SOUNDS] for row in sub["tags"]])
+    assert sub["tags"].str.contains(",").any() and not sub["tags"].str.contains(", ").any()
+    assert (predicted == truth).all(axis=1).mean() > 0.9
+    # a later stage reads the train file's labels with the run's separator, not the config's
+    from pipeline.artifacts import load_predictions
+    from pipeline.competition import targets_for_meta
+    meta = load_predictions(tmp_path / "comp" / "runs" / "tags").meta
+    assert meta.label_separator == ","
+    np.testing.assert_array_equal(targets_for_meta(meta), comp.targets)
+
+
+def test_a_given_separator_wins_over_the_one_found(tmp_path: Path) -> None:
+    # genres holding commas, joined by '|': both characters occur, so none is guessed
+    genres = ["Action, Adventure", "Comedy", "Drama", "Sci-Fi, Fantasy"]
+    cfg, _ = _competition(tmp_path, genres, join="|")
+    try:  # whitespace splits "Action, Adventure|Comedy" into other labels, or refuses them
+        found = load_competition(build_config(cfg).competition).classes
+    except DataError:
+        found = None
+    assert found != genres
+    cfg["competition"]["label_separator"] = "|"
+    comp = load_competition(build_config(cfg).competition)
+    assert comp.classes == genres and comp.label_separator == "|"
+    assert comp.targets.sum(axis=1).min() >= 1
+
+
+def test_stray_spaces_and_empty_pieces_are_no_labels() -> None:
+    from pipeline.task_outputs import split_tags, tag_separator
+    cells = pd.Series(["a, b", "b,", " c ,a", "c"])
+    assert tag_separator(cells, None) == ","
+    assert split_tags(cells, ",") == [["a", "b"], ["b"], ["c", "a"], ["c"]]
+    assert tag_separator(pd.Series(["a b", "c"]), None) == " "
+    assert tag_separator(pd.Series(["a|b", "c,d"]), None) == " "  # two found: none guessed
+    assert tag_separator(pd.Series(["a/b"]), "/") == "/"
+    assert tag_separator(pd.Series(["a|b"]), "\t") == " "  # a tab: any whitespace
+    assert tag_separator(pd.Series(["a|b"]), "  ") == " "
