@@ -67,6 +67,7 @@ from pipeline.ensemble import (
     nested_cv,
 )
 from pipeline.ensemble._postprocess import check_postprocess_mode, postprocess_report
+from pipeline.ensemble._tuning_cost import tuning_affordable
 from pipeline.errors import DataError
 from pipeline.metrics import Metric, get_metric
 
@@ -280,8 +281,13 @@ def run(
     if len(y) != members.oof.shape[1]:
         raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}")
 
-    cv, oof, test, nested = _fit_and_score(blender, members, y, method)
-    pp = fit_postprocess(meta.task, get_metric(meta.metric, meta.classes), y, oof)
+    metric = get_metric(meta.metric, meta.classes)
+    # the rule's search and its nested CV over many labels and rows can outlast the blend
+    tune = not metric.needs_labels or meta.task == "regression" or tuning_affordable(
+        f"blend {name}", meta.task, metric, y, members.oof.mean(axis=0),
+        len(np.unique(members.folds)), postprocess)
+    cv, oof, test, nested = _fit_and_score(blender, members, y, method, tune)
+    pp = fit_postprocess(meta.task, metric, y, oof) if tune else None
     if pp is not None:
         cv["postprocess"] = postprocess_report(pp, nested.postprocessed or {}, nested.mean,
                                                postprocess)
@@ -335,17 +341,18 @@ def _import_legacy_study(folder: Path, study_name: str, legacy_name: str) -> Non
 
 
 def _fit_and_score(
-    blender: Blender, members: Members, y: np.ndarray, method: str,
+    blender: Blender, members: Members, y: np.ndarray, method: str, tune: bool = True,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, NestedCV]:
     """Fit the blender on the members' OOF. Returns the scores of cv.json (in-sample, nested
     CV re-tuned without each fold, each member, equal weights), the blend's OOF and test
-    predictions, and the nested CV."""
+    predictions, and the nested CV (``tune``: with each fold's post-processing tuned)."""
     metric, folds = get_metric(members.meta.metric, members.meta.classes), members.folds
     member_scores = {n: metric(y, p) for n, p in zip(members.names, members.oof, strict=True)}
     equal = metric(y, members.oof.mean(axis=0))
     blender.fit(members.oof, y, folds)
     oof, test = blender.oof_, blender.predict(members.test)
-    nested = nested_cv(blender, members.oof, y, folds, metric, members.meta.task)
+    nested = nested_cv(blender, members.oof, y, folds, metric,
+                       members.meta.task if tune else None)
     best = (max if metric.greater_is_better else min)(member_scores, key=member_scores.get)
     cv = {
         "metric": metric.name,

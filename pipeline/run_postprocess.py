@@ -15,7 +15,6 @@ under ``auto`` / ``off``, with a warning; ``on`` runs it regardless.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,13 @@ from pipeline.ensemble import (
     fit_postprocess,
     nested_cv,
 )
-from pipeline.ensemble._postprocess import (
-    CLASS_WEIGHT_CANDIDATES,
-    CUT_CANDIDATES,
-    N_THRESHOLDS,
-    postprocess_report,
-)
-from pipeline.metrics import Metric, hard_labels
+from pipeline.ensemble._postprocess import postprocess_report
+from pipeline.ensemble._tuning_cost import POSTPROCESS_BUDGET_S, tuning_affordable
+from pipeline.metrics import Metric
 
 log = logging.getLogger(__name__)
 _SHOWN = 8  # tuned values shown in the log (a multilabel run may have hundreds)
-TUNING_BUDGET_S = 300  # estimated seconds above which auto / off leave the rule untuned
+TUNING_BUDGET_S = POSTPROCESS_BUDGET_S  # estimated seconds above which auto / off skip it
 
 
 def tune_run_postprocess(cfg: ExperimentConfig, metric: Metric, y: np.ndarray, oof: np.ndarray,
@@ -60,14 +55,9 @@ def tune_run_postprocess(cfg: ExperimentConfig, metric: Metric, y: np.ndarray, o
     task, mode = cfg.competition.task, cfg.predict.postprocess
     if not metric.needs_labels or task == "regression":
         return None, None
-    seconds = _tuning_seconds(task, metric, y, oof, len(np.unique(folds)))
-    if mode != "on" and seconds > TUNING_BUDGET_S:
-        # every gather (each `pipeline train` of a finished run) would wait this long: a
-        # costly metric over many labels and rows (thousands of calls)
-        log.warning("%s: post-processing not tuned: ~%.0f s of metric calls estimated (over "
-                    "%d s); the submission labels with %s. 'predict.postprocess: on' tunes "
-                    "and applies it regardless", cfg.name, seconds, TUNING_BUDGET_S,
-                    "argmax" if task == "multiclass" else "0.5")
+    # every gather (each `pipeline train` of a finished run) would wait on a costly search
+    if not tuning_affordable(cfg.name, task, metric, y, oof, len(np.unique(folds)), mode,
+                             TUNING_BUDGET_S):
         return None, None
     rule = fit_postprocess(task, metric, y, oof)
     if rule is None:
@@ -99,24 +89,3 @@ def save_postprocess(run_dir: Path, rule: PostProcess | None) -> None:
         path.unlink(missing_ok=True)
     else:
         write_json(path, rule.to_json())
-
-
-def _tuning_seconds(task: str, metric: Metric, y: np.ndarray, oof: np.ndarray,
-                    n_folds: int) -> float:
-    """Rough cost of the tuning and its nested CV: one timed metric call on hard labels times
-    the calls of the coordinate search (each column's candidates over two passes, the usual
-    count: one that moves, one that finds nothing better) in-sample and once per fold."""
-    p = oof[:, None] if oof.ndim == 1 else oof
-    columns = p.shape[1]
-    labels = hard_labels(task, p)
-    hard = np.eye(columns)[labels] if task == "multiclass" else labels.astype(np.float64)
-    calls = []
-    for _ in range(2):  # the faster of two: the first may pay one-off costs
-        start = time.perf_counter()
-        metric(y, hard)
-        calls.append(time.perf_counter() - start)
-    call = min(calls)
-    candidates = len(CLASS_WEIGHT_CANDIDATES) if task == "multiclass" else N_THRESHOLDS
-    if task == "multiclass" and metric.by_class_value:  # QWK also searches cut points
-        candidates += CUT_CANDIDATES
-    return call * columns * candidates * 2 * (n_folds + 1)

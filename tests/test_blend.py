@@ -606,6 +606,31 @@ def test_postprocessing_that_helps_the_nested_score_is_applied(tmp_path) -> None
         blend.run(runs, postprocess="yes", **kw)
 
 
+def test_a_blend_leaves_out_tuning_estimated_to_take_too_long_unless_forced(
+        tmp_path, monkeypatch, caplog) -> None:
+    """A blend's post-processing search (in-sample and in every nested fold) is estimated
+    first, as a run's is: over the budget, 'auto' and 'off' label with 0.5 and say why; 'on'
+    tunes regardless. Before, the blend ran the whole search whatever it cost."""
+    from pipeline.ensemble import _tuning_cost
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(200) < 0.15).astype(np.float64)[:, None]
+    preds = np.stack([1 / (1 + np.exp(-(2.5 * y - 3.0 + rng.normal(size=(200, 1)))))
+                      for _ in range(2)])
+    runs = _binary_runs(tmp_path, preds, "f1")
+    kw = {"method": "mean", "blends_dir": tmp_path / "blends", "targets": y}
+    monkeypatch.setattr(_tuning_cost, "POSTPROCESS_BUDGET_S", 0)  # any estimate is over it
+    with caplog.at_level(logging.WARNING):
+        folder = blend.run(runs, name="costly", **kw)
+    assert "blend costly: post-processing not tuned" in caplog.text
+    assert "--postprocess on" in caplog.text
+    cv = read_json(folder / "cv.json")
+    assert "postprocess" not in cv and load_postprocess(folder) is None  # 0.5 labels it
+    forced = blend.run(runs, name="forced", postprocess="on", **kw)
+    assert read_json(forced / "cv.json")["postprocess"]["applied"] is True
+    assert load_postprocess(forced) is not None
+
+
 # --- issue 15 item 7: a blend name reused with other members --------------------------------
 
 
