@@ -10,6 +10,7 @@ submission where there is no test.csv) with ``image_path``/``image_column`` for 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,9 +24,24 @@ __all__ = ["IMAGE_SUFFIXES", "folder_digest", "read_class_folders"]
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in IMAGE_SUFFIXES)
+def _image_files(folder: Path) -> list[tuple[str, os.DirEntry[str]]]:
+    """The image files under ``folder`` (at any depth), each as its posix path inside it and
+    its directory entry, in the order of those paths' parts. Through ``os.scandir``: a file
+    costs one stat (pathlib's walk, ``is_file`` and a second stat cost ~10x as much: seconds
+    for every check of a 20,000-image set)."""
+    found: list[tuple[list[str], os.DirEntry[str]]] = []
+    pending: list[tuple[str, list[str]]] = [(str(folder), [])]
+    while pending:
+        directory, parts = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, [*parts, entry.name]))
+                elif (entry.is_file() and not entry.name.startswith(".")
+                      and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES):
+                    found.append(([*parts, entry.name], entry))
+    found.sort(key=lambda item: item[0])
+    return [("/".join(parts), entry) for parts, entry in found]
 
 
 def read_class_folders(path: Path, id_column: str | None,
@@ -42,8 +58,8 @@ def read_class_folders(path: Path, id_column: str | None,
         raise DataError(f"train folder {path}: {len(loose)} image file(s) outside a class "
                         f"folder (e.g. {loose[:3]}): each image belongs in <class>/<file>")
     classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    rows = [(image.relative_to(path).as_posix(), folder.name)
-            for folder in classes for image in _images(folder)]
+    rows = [(f"{folder.name}/{name}", folder.name)
+            for folder in classes for name, _ in _image_files(folder)]
     empty = [f.name for f in classes if not any(r[1] == f.name for r in rows)]
     if empty:
         raise DataError(f"train folder {path}: class folder(s) {empty[:5]} hold no image files "
@@ -58,8 +74,7 @@ def folder_digest(path: Path) -> str:
     """SHA-256 over the folder's image files' paths, sizes and modification times: a changed,
     added, moved or removed image changes it, without reading every image's bytes."""
     digest = hashlib.sha256()
-    for image in _images(path):
-        stat = image.stat()
-        digest.update(f"{image.relative_to(path).as_posix()}\0{stat.st_size}\0"
-                      f"{stat.st_mtime_ns}\n".encode())
+    for name, entry in _image_files(path):
+        stat = entry.stat()
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()

@@ -104,6 +104,30 @@ def test_an_added_image_changes_the_train_digest(tmp_path: Path) -> None:
     assert file_digest(tmp_path / "train") != before
 
 
+def test_the_digest_keeps_its_format_so_finished_runs_stay_current(tmp_path: Path) -> None:
+    """The digest is a run's record of its train folder: SHA-256 over each image's path
+    inside it, size and modification time, in the order of the paths' parts ('a/b' before
+    'a-b'), hidden files, other files and symlinked folders left out. A faster walk must give
+    the same value, or every finished class-folder run would retrain."""
+    import hashlib
+    import os
+
+    root = tmp_path / "train"
+    for name in ("a-b/1.png", "a/b/2.PNG", "a/3.jpg", "x/7.webp", "x/a.png", "x/a-b.png",
+                 "x/a/z.png", "x/.hidden.png", "x/notes.txt"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x" * len(name))
+    os.symlink(root / "x", root / "a" / "link")
+    expected = hashlib.sha256()
+    for name in ("a/3.jpg", "a/b/2.PNG", "a-b/1.png", "x/7.webp", "x/a/z.png", "x/a-b.png",
+                 "x/a.png"):
+        stat = (root / name).stat()
+        expected.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    assert file_digest(root) == expected.hexdigest()
+    os.utime(root / "x" / "a.png", ns=(1, 2))  # an image rewritten in place changes it too
+    assert file_digest(root) != expected.hexdigest()
+
+
 def test_pipeline_run_trains_on_the_folders_and_submits(tmp_path: Path, capsys) -> None:
     cfg, truth = _competition(tmp_path / "comp")
     code, err, _ = run_cli(cfg, tmp_path, capsys)
