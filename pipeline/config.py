@@ -99,6 +99,10 @@ class ExperimentConfig(Section):
         if len(self.competition.text_columns) == 2 and any(
                 e.kind == "hf" for e in self.model.encoders):
             data["text_pair_inputs"] = 2
+        # text columns reach a tabular member as TF-IDF features since format 1 of its
+        # inputs: one trained before ignored them, so its folds are not reused
+        if self.competition.text_columns and self.model.reads_tfidf:
+            data["tabular_text_inputs"] = 1
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

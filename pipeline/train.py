@@ -251,3 +251,11 @@ def _check_features(cfg: ExperimentConfig, comp: Competition) -> None:
     log.info("%s: %d feature column(s): %d numeric %s, %d categorical %s", cfg.name,
              len(comp.feature_columns), len(comp.numeric_columns), comp.numeric_columns,
              len(comp.categorical_columns), comp.categorical_columns)
+    texts = cfg.competition.text_columns
+    if texts and cfg.model.reads_tfidf:
+        log.info("%s: text column(s) %s read as TF-IDF features ('model.tabular.text')",
+                 cfg.name, texts)
+    elif texts and "text" not in cfg.model.modalities:
+        log.warning("%s: no encoder reads text column(s) %s: add an 'hf:' encoder, or use "
+                    "'mlp' alone or a whole tabular model, which read them as TF-IDF",
+                    cfg.name, texts)

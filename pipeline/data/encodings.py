@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.preprocessing import TargetEncoder
 
+from pipeline.data.text_features import TextFeaturesConfig
 from pipeline.schema import Section
 
 ENCODINGS = ("target", "count", "frequency")
@@ -42,6 +43,8 @@ class TabularConfig(Section):
     encodings: list[Literal["target", "count", "frequency"]] = Field(default_factory=list)
     target_cv: int = Field(5, ge=2)  # inner folds of the target encoding's cross-fitting
     target_smooth: float | Literal["auto"] = "auto"  # TargetEncoder's shrinkage to the mean
+    # TF-IDF of competition.text_columns for the members without a text encoder of their own
+    text: TextFeaturesConfig = Field(default_factory=TextFeaturesConfig)
 
     @field_validator("encodings")
     @classmethod

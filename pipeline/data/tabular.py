@@ -13,6 +13,7 @@ models may take one-hot columns instead, and target/count/frequency encodings be
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from sklearn.preprocessing import (
 )
 
 from pipeline.data.encodings import CategoryEncodings, normalise_categories
+from pipeline.data.text_features import TfidfColumns
 
 UNSEEN_WARN_SHARE = 0.05  # more unseen test categories than this is worth a warning
 
@@ -123,9 +125,11 @@ def _object_columns(X: Any) -> list[np.ndarray]:
 
 def column_encoder(numeric: list[str], categorical: list[str], *, scale: bool, impute: bool,
                    indicators: bool, encodings: CategoryEncodings | None = None,
-                   onehot: bool = False, sparse: bool = False) -> ColumnTransformer:
-    """The column encoding every model shares: numbers (filled, scaled and flagged as asked)
-    then ordinal category codes (-1: unseen or missing; ``onehot``: one-hot columns), then
+                   onehot: bool = False, sparse: bool = False, texts: Sequence[str] = (),
+                   text: TfidfColumns | None = None) -> ColumnTransformer:
+    """The column encoding every model shares: numbers (filled, scaled and flagged as asked),
+    the TF-IDF features of the ``texts`` columns (``text``; scaled with the numbers), then
+    ordinal category codes (-1: unseen or missing; ``onehot``: one-hot columns), then
     the ``encodings`` of the categorical columns when given (target encoding cross-fitted:
     a ``ColumnTransformer`` hands its ``fit_transform`` the training targets).
 
@@ -144,6 +148,9 @@ def column_encoder(numeric: list[str], categorical: list[str], *, scale: bool, i
             ("numbers", FunctionTransformer(numbers_as_floats)),
             ("flag", MissingIndicator(features="missing-only", error_on_new=False)),
         ]), numeric))
+    if texts and text is not None:
+        parts.append(("text", Pipeline([("tfidf", text), ("scale", StandardScaler())])
+                      if scale else text, list(texts)))
     codes: Any = CategoryCodes()
     if onehot:  # unseen values: all zeros; missing: a column of its own
         codes = OneHotEncoder(handle_unknown="ignore", sparse_output=sparse, dtype=np.float64)
@@ -154,28 +161,32 @@ def column_encoder(numeric: list[str], categorical: list[str], *, scale: bool, i
     if encodings is not None and encodings.encodings:
         parts.append(("encoded", encodings, categorical))
     return ColumnTransformer([p for p in parts if p[2]],
-                             sparse_threshold=0.3 if sparse and onehot else 0.0)
+                             sparse_threshold=0.3 if sparse and (onehot or texts) else 0.0)
 
 
 @dataclass
 class TabularEncoder:
     """A network's tabular inputs, fitted on the training rows of a fold: ``num`` (scaled
     numbers, then missing-value flags) and ``cat`` (codes 1.. for training categories, 0 for
-    unseen or missing ones), one embedding table per categorical column."""
+    unseen or missing ones), one embedding table per categorical column. ``texts``: text
+    columns read as ``text``'s dense TF-IDF features, scaled, in ``num``."""
 
     numeric: list[str]
     categorical: list[str]
     encoder: ColumnTransformer | None = None
     n_numeric: int = 0  # width of the ``num`` input
     cardinalities: list[int] = field(default_factory=list)  # embedding table sizes
+    # class-level defaults, so an encoder pickled before text features loads as without them
+    texts: tuple[str, ...] = ()
+    text: TfidfColumns | None = None
 
     def fit(self, frame: pd.DataFrame) -> TabularEncoder:
         """Learn fills, scales and category codes from ``frame``."""
-        if not self.numeric and not self.categorical:
+        if not self._columns:
             return self
         self.encoder = column_encoder(self.numeric, self.categorical, scale=True, impute=True,
-                                      indicators=True)
-        out = self.encoder.fit_transform(frame[[*self.numeric, *self.categorical]])
+                                      indicators=True, texts=self.texts, text=self.text)
+        out = self.encoder.fit_transform(frame[self._columns])
         self.n_numeric = out.shape[1] - len(self.categorical)
         if self.categorical:
             codes = self.encoder.named_transformers_["cat"].named_steps["codes"]
@@ -187,13 +198,18 @@ class TabularEncoder:
     def transform(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """``num`` (float32) and ``cat`` (int64) arrays for ``frame``."""
         n = len(frame)
-        if not self.numeric and not self.categorical:
+        if not self._columns:
             return {"num": np.zeros((n, 0), np.float32), "cat": np.zeros((n, 0), np.int64)}
         if self.encoder is None:
             raise ValueError("TabularEncoder.transform before fit")
-        out = self.encoder.transform(frame[[*self.numeric, *self.categorical]])
+        out = self.encoder.transform(frame[self._columns])
         return {"num": np.ascontiguousarray(out[:, :self.n_numeric], dtype=np.float32),
                 "cat": np.ascontiguousarray(out[:, self.n_numeric:] + 1, dtype=np.int64)}
+
+
+    @property
+    def _columns(self) -> list[str]:
+        return [*self.numeric, *(self.texts if self.text is not None else ()), *self.categorical]
 
 
 def unseen_shares(train: pd.DataFrame, test: pd.DataFrame,

@@ -17,6 +17,7 @@ from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.encodings import CategoryEncodings
 from pipeline.data.target_transform import TargetTransform
+from pipeline.data.text_features import TfidfColumns
 from pipeline.metrics import get_metric
 from pipeline.models.gbdt import (
     LIBRARY,
@@ -113,7 +114,9 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     tab = cfg.model.tabular
     features = TreeFeatures(comp.numeric_columns, comp.categorical_columns, encodings=(
         CategoryEncodings(tuple(tab.encodings), task, tab.target_cv, tab.target_smooth,
-                          seed * 1000 + fold) if tab.encodings else None))
+                          seed * 1000 + fold) if tab.encodings else None),
+        texts=tuple(comp.cfg.text_columns),
+        text=TfidfColumns.from_config(tab.text, dense=True, seed=seed * 1000 + fold))
     y_enc = targets[train_rows, 0] if task == "multiclass" else targets[train_rows]
     x_train = features.fit_transform(comp.train.iloc[train_rows], y_enc, lib)
     x_valid = features.transform(comp.train.iloc[valid_rows], lib)

@@ -20,6 +20,7 @@ from pipeline.data.augment import AugmentConfig
 from pipeline.data.datasets import CombinedDataset, CompetitionDataset, ModelInputs
 from pipeline.data.tabular import TabularEncoder
 from pipeline.data.target_transform import TargetTransform
+from pipeline.data.text_features import TfidfColumns
 from pipeline.engine.member_ensemble import build_members
 from pipeline.models.multitask import task_specs
 from pipeline.models.network import build_model
@@ -55,8 +56,11 @@ class FoldPrep:
         return self.target.inverse_transform(pred) if task == "regression" else pred
 
 
-def _fit_prep(comp: Competition, rows: np.ndarray, target_transform: str) -> FoldPrep:
-    tab = TabularEncoder(comp.numeric_columns, comp.categorical_columns)
+def _fit_prep(comp: Competition, rows: np.ndarray, target_transform: str,
+              text: TfidfColumns | None) -> FoldPrep:
+    tab = TabularEncoder(comp.numeric_columns, comp.categorical_columns,
+                         texts=tuple(comp.cfg.text_columns) if text is not None else (),
+                         text=text)
     tab.fit(comp.train.iloc[rows])
     k = comp.n_outputs
     if comp.cfg.task != "regression":
@@ -68,11 +72,13 @@ def _fit_prep(comp: Competition, rows: np.ndarray, target_transform: str) -> Fol
 
 
 def fold_prep(fold_dir: Path, comp: Competition | None = None,
-              rows: np.ndarray | None = None, target_transform: str = "none") -> FoldPrep:
+              rows: np.ndarray | None = None, target_transform: str = "none",
+              text: TfidfColumns | None = None) -> FoldPrep:
     """The fold's preprocessing: read from ``preprocess.json`` and ``tabular.joblib``, or
-    fitted on ``rows`` of ``comp`` (regression targets through ``target_transform``) and
-    written there first. Always read back from the files, so a fresh fold, a resumed one and
-    the predict stage see the same (JSON round-tripped) values.
+    fitted on ``rows`` of ``comp`` (regression targets through ``target_transform``, the
+    text columns through ``text`` when given) and written there first. Always read back
+    from the files, so a fresh fold, a resumed one and the predict stage see the same (JSON
+    round-tripped) values.
 
     A fold prepared by an older release (another format) is prepared again, and its resume
     point, trained on the old inputs, is dropped.
@@ -86,7 +92,7 @@ def fold_prep(fold_dir: Path, comp: Competition | None = None,
         if comp is None or rows is None:
             raise FileNotFoundError(f"{path} (format {FOLD_FORMAT}) not found: train the fold")
         (fold_dir / "last.pt").unlink(missing_ok=True)
-        prep = _fit_prep(comp, rows, target_transform)
+        prep = _fit_prep(comp, rows, target_transform, text)
         with atomic_path(tab_path) as tmp:
             joblib.dump(prep.tabular, tmp)
         data = {"format": FOLD_FORMAT, "target_mean": prep.target_mean,

@@ -17,6 +17,7 @@ from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.datasets import CompetitionDataset, ModelInputs
 from pipeline.data.memory_loader import build_fold_loader
+from pipeline.data.text_features import TfidfColumns
 from pipeline.engine.callbacks.consistency import build_consistency, over_unlabelled
 from pipeline.engine.distributed import agree, is_main
 from pipeline.engine.recipe import build_callbacks, build_stage_plans
@@ -84,7 +85,9 @@ def fit_network_fold(
     task = cfg.competition.task
     train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     # rank 0 fits and writes it; a multi-process launch hands its result to the other ranks
-    prep = agree(fold_prep, out, comp, train_rows, cfg.model.target_transform)
+    text = (TfidfColumns.from_config(cfg.model.tabular.text, dense=True, seed=run_seed)
+            if cfg.model.reads_tfidf and comp.cfg.text_columns else None)
+    prep = agree(fold_prep, out, comp, train_rows, cfg.model.target_transform, text)
     inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
     y = prep.standardise(task, comp.targets)
     aug = cfg.train.augment

@@ -17,8 +17,13 @@ from pipeline.models.sklearn import build_estimator, predict_matrix
 from pipeline.runs import fold_dir
 
 
+def _columns(comp: Competition) -> list[str]:
+    """What the model reads: the feature columns, and the text columns (as TF-IDF)."""
+    return [*comp.feature_columns, *comp.cfg.text_columns]
+
+
 def _fit_frame(comp: Competition, rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-    x = comp.train.iloc[rows][comp.feature_columns]
+    x = comp.train.iloc[rows][_columns(comp)]
     y = comp.targets[rows]
     if comp.cfg.task in ("binary",) or (comp.cfg.task == "regression" and y.shape[1] == 1):
         y = y.ravel()
@@ -42,7 +47,7 @@ def train_sklearn_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarr
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(model, tmp)
     for name, frame in (("oof", comp.train.iloc[valid_rows]), ("test", comp.test)):
-        pred = predict_matrix(model, frame[comp.feature_columns], comp)
+        pred = predict_matrix(model, frame[_columns(comp)], comp)
         result = pd.DataFrame(pred, columns=cols)
         result.insert(0, id_col, frame[id_col].to_numpy())
         write_parquet(out / f"{name}.parquet", result)

@@ -23,6 +23,7 @@ import pandas as pd
 from pipeline.data.encodings import CategoryEncodings
 from pipeline.data.tabular import category_codes, normalise_categories, numbers_as_floats
 from pipeline.data.target_transform import TargetTransform
+from pipeline.data.text_features import TfidfColumns
 from pipeline.errors import ConfigError
 from pipeline.models.gbdt_libraries import LIBRARY, task_group
 
@@ -158,19 +159,24 @@ class TreeFeatures:
     floats (NaN kept: the trees route it), categories with the training rows' vocabulary
     (as the MLP's: values normalised to strings; unseen and missing values are one
     'unknown'), then the ``model.tabular`` encodings of the categories as numbers (target
-    encoding cross-fitted on the training rows, :mod:`pipeline.data.encodings`). Columns
-    are renamed ``f0..`` since the libraries refuse some characters."""
+    encoding cross-fitted on the training rows, :mod:`pipeline.data.encodings`), then the
+    ``texts`` columns' TF-IDF directions (``text``, :mod:`pipeline.data.text_features`).
+    Columns are renamed ``f0..`` since the libraries refuse some characters."""
 
     numeric: list[str]
     categorical: list[str]
     categories: dict[str, list[str]] = field(default_factory=dict)
     encodings: CategoryEncodings | None = None
     encoded: list[str] = field(default_factory=list)  # names of the encodings' columns
+    # class-level defaults, so features pickled before text features load as without them
+    texts: tuple[str, ...] = ()
+    text: TfidfColumns | None = None
 
     @property
     def columns(self) -> list[str]:
         """The original names (encodings: ``column:kind``), in the frame's column order."""
-        return [*self.numeric, *self.categorical, *self.encoded]
+        texts = self.text.names_ if self.text is not None and self.texts else []
+        return [*self.numeric, *self.categorical, *self.encoded, *texts]
 
     def fit(self, frame: pd.DataFrame, y: np.ndarray | None = None) -> TreeFeatures:
         """Learn each categorical column's vocabulary (and the encodings) from ``frame``."""
@@ -187,17 +193,21 @@ class TreeFeatures:
         if self.encodings is not None and self.categorical:
             extra = self.encodings.fit_transform(frame[self.categorical], y)
             self.encoded = self.encodings.names_out(self.categorical)
-        return self._frame(frame, library, extra)
+        words = (self.text.fit_transform(frame[list(self.texts)])
+                 if self.text is not None and self.texts else None)
+        return self._frame(frame, library, extra, words)
 
     def transform(self, frame: pd.DataFrame, library: str) -> pd.DataFrame:
         """The library's input frame: category dtype (LightGBM, XGBoost; unknown = NaN) or
         strings (CatBoost; unknown = :data:`UNKNOWN`)."""
         extra = (self.encodings.transform(frame[self.categorical]) if self.encoded
                  and self.encodings is not None else None)
-        return self._frame(frame, library, extra)
+        words = (self.text.transform(frame[list(self.texts)])
+                 if self.text is not None and self.texts else None)
+        return self._frame(frame, library, extra, words)
 
-    def _frame(self, frame: pd.DataFrame, library: str,
-               extra: np.ndarray | None) -> pd.DataFrame:
+    def _frame(self, frame: pd.DataFrame, library: str, extra: np.ndarray | None,
+               words: np.ndarray | None = None) -> pd.DataFrame:
         num = numbers_as_floats(frame[self.numeric])
         cats = normalise_categories(frame[self.categorical])
         parts = {c: num[c].to_numpy() for c in self.numeric}
@@ -213,6 +223,8 @@ class TreeFeatures:
                 parts[c] = coded
         for j, name in enumerate(self.encoded):
             parts[name] = extra[:, j] if extra is not None else np.nan
+        if words is not None:
+            parts |= {name: words[:, j] for j, name in enumerate(self.text.names_)}
         out = pd.DataFrame(parts, index=frame.index)
         out.columns = [f"f{i}" for i in range(len(out.columns))]
         return out

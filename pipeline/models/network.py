@@ -75,6 +75,14 @@ class ModelConfig(Section):
         return {e.info.modality for e in self.encoders}
 
     @property
+    def reads_tfidf(self) -> bool:
+        """Whether 'competition.text_columns' reach this model as TF-IDF features
+        (:mod:`pipeline.data.text_features`): a whole tabular model, or a network of MLPs
+        alone (a text encoder reads them itself; a pretrained tabular encoder was fitted
+        on inputs without them)."""
+        return self.is_sklearn or {e.kind for e in self.encoders} == {"mlp"}
+
+    @property
     def is_sklearn(self) -> bool:
         """Whether the model is a whole scikit-learn(-API) estimator ('sklearn:', lightgbm,
         xgboost, catboost) rather than a torch network."""

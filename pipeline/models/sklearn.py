@@ -31,6 +31,7 @@ from pipeline.competition import Competition
 from pipeline.data.encodings import CategoryEncodings, TabularConfig
 from pipeline.data.tabular import column_encoder
 from pipeline.data.target_transform import TargetTransform
+from pipeline.data.text_features import TfidfColumns
 from pipeline.errors import ConfigError
 
 PIPELINE = "pipeline"  # 'sklearn:pipeline': a Pipeline of params.steps
@@ -198,10 +199,14 @@ def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: 
     tab = tabular or TabularConfig()
     encodings = CategoryEncodings(tuple(tab.encodings), comp.cfg.task, tab.target_cv,
                                   tab.target_smooth, seed)
-    # the encoding every model shares; trees need no scaling, and keep NaN where they can
+    # the encoding every model shares; trees need no scaling, and keep NaN where they can;
+    # a model that takes sparse input reads the text columns' TF-IDF columns themselves
+    sparse = _takes_sparse(parts)
     columns = column_encoder(comp.numeric_columns, comp.categorical_columns, scale=False,
                              impute=not allow_nan, indicators=False, encodings=encodings,
-                             onehot=tab.categories == "onehot", sparse=_takes_sparse(parts))
+                             onehot=tab.categories == "onehot", sparse=sparse,
+                             texts=comp.cfg.text_columns,
+                             text=TfidfColumns.from_config(tab.text, not sparse, seed))
     model = Pipeline([("columns", columns), *steps])
     if comp.cfg.task != "regression" or target_transform == "none":
         return model

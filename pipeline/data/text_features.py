@@ -1,0 +1,124 @@
+"""Free-text columns of a table as features of the tabular members: TF-IDF per column
+(scikit-learn's ``TfidfVectorizer``), fitted on a fold's training rows only.
+
+A table's text column (a product description, a review, a listing's title:
+``competition.text_columns``) is what a grandmaster's first tabular model reads through
+TF-IDF: a linear model takes the sparse TF-IDF columns as they are (each word or word pair a
+column); trees and the MLP, which need dense columns, take the TF-IDF matrix's first
+``components`` directions (``TruncatedSVD``, latent semantic analysis). Members with a text
+encoder of their own (``hf:``) read the text there instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import Field
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from pipeline.schema import Section
+
+log = logging.getLogger(__name__)
+
+
+class TextFeaturesConfig(Section):
+    """``model.tabular.text``: how the tabular members read ``competition.text_columns``."""
+
+    max_features: int = Field(20000, ge=1)  # the vocabulary of each column, most frequent first
+    ngrams: int = Field(2, ge=1, le=6)  # n-grams of 1..ngrams words (or characters)
+    # 'char_wb': character n-grams within words (names, codes, misspelt short texts)
+    analyzer: Literal["word", "char_wb"] = "word"
+    min_df: int = Field(2, ge=1)  # a term in fewer training rows is no column
+    # dense columns per text column for the members that need them (trees, the MLP);
+    # linear 'sklearn:' members read the sparse TF-IDF columns themselves
+    components: int = Field(64, ge=1)
+
+
+def text_values(column: pd.Series) -> list[str]:
+    """A text column's cells as strings, a missing cell as the empty text."""
+    return column.fillna("").astype(str).tolist()
+
+
+class TfidfColumns(TransformerMixin, BaseEstimator):
+    """TF-IDF of each text column (sublinear term frequencies), then, when ``dense``, its
+    ``components`` SVD directions (a column with a vocabulary that small keeps its TF-IDF
+    columns). A column without a single term in the training rows gives no column, with a
+    warning. Output: the columns side by side, sparse unless ``dense``."""
+
+    def __init__(self, max_features: int = 20000, ngrams: int = 2, analyzer: str = "word",
+                 min_df: int = 2, components: int = 64, dense: bool = True,
+                 seed: int = 0) -> None:
+        self.max_features = max_features
+        self.ngrams = ngrams
+        self.analyzer = analyzer
+        self.min_df = min_df
+        self.components = components
+        self.dense = dense
+        self.seed = seed
+
+    @classmethod
+    def from_config(cls, cfg: TextFeaturesConfig, dense: bool, seed: int) -> TfidfColumns:
+        return cls(cfg.max_features, cfg.ngrams, cfg.analyzer, cfg.min_df, cfg.components,
+                   dense, seed)
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> TfidfColumns:
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X: pd.DataFrame, y: Any = None, **_: Any) -> Any:
+        self.columns_ = list(X.columns)
+        self.vectorizers_: list[TfidfVectorizer | None] = []
+        self.svds_: list[TruncatedSVD | None] = []
+        self.names_: list[str] = []
+        blocks = []
+        for col in self.columns_:
+            vectorizer = TfidfVectorizer(
+                max_features=self.max_features, ngram_range=(1, self.ngrams),
+                analyzer=self.analyzer, min_df=min(self.min_df, max(len(X), 1)),
+                sublinear_tf=True, dtype=np.float32)
+            try:
+                matrix = vectorizer.fit_transform(text_values(X[col]))
+            except ValueError:  # no term in any training row (or none in min_df rows)
+                log.warning("text column %r: no term in %d or more training rows; it gives "
+                            "the tabular members no feature", col, self.min_df)
+                self.vectorizers_.append(None)
+                self.svds_.append(None)
+                continue
+            svd = None
+            if self.dense and matrix.shape[1] > self.components:
+                svd = TruncatedSVD(self.components, random_state=self.seed)
+                blocks.append(svd.fit_transform(matrix).astype(np.float32))
+                self.names_ += [f"{col}:svd{k}" for k in range(self.components)]
+            else:
+                blocks.append(matrix.toarray() if self.dense else matrix)
+                self.names_ += [f"{col}:{term}" for term in vectorizer.get_feature_names_out()]
+            self.vectorizers_.append(vectorizer)
+            self.svds_.append(svd)
+        return self._joined(blocks, len(X))
+
+    def transform(self, X: pd.DataFrame) -> Any:
+        blocks = []
+        for col, vectorizer, svd in zip(self.columns_, self.vectorizers_, self.svds_,
+                                        strict=True):
+            if vectorizer is None:
+                continue
+            matrix = vectorizer.transform(text_values(X[col]))
+            if svd is not None:
+                blocks.append(svd.transform(matrix).astype(np.float32))
+            else:
+                blocks.append(matrix.toarray() if self.dense else matrix)
+        return self._joined(blocks, len(X))
+
+    def _joined(self, blocks: list[Any], n: int) -> Any:
+        if not blocks:
+            return np.zeros((n, 0), np.float32) if self.dense else sp.csr_matrix((n, 0))
+        return np.hstack(blocks) if self.dense else sp.hstack(blocks, format="csr")
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray(self.names_, dtype=object)
