@@ -45,8 +45,8 @@ def gather_unlabelled(cfg: ExperimentConfig, comp: Competition,
         path = folder / "unlabelled.parquet"
         if not path.is_file():  # predicted by a release that did not predict these rows
             log.warning("%s: %s has no predictions of the %d train rows without a target; "
-                        "the run cannot pseudo-label them (train or predict it again)",
-                        cfg.name, folder, len(ids))
+                        "a later round cannot pseudo-label them from this run (train it "
+                        "again with --overwrite)", cfg.name, folder, len(ids))
             target.unlink(missing_ok=True)
             return
         part = read_parquet(path)
