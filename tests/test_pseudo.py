@@ -1,6 +1,7 @@
 """The pseudo stage (pipeline/pseudo.py): leak-free per-fold labels from a source run, their
-weights, training with them over rounds, and a blend source refused unless the leak is
-accepted. Row selection is tested in tests/data/test_pseudo_labels.py."""
+weights, training with them over rounds, a blend source refused unless the leak is
+accepted, and the train rows kept without a target ('unlabelled') labelled like test rows.
+Row selection is tested in tests/data/test_pseudo_labels.py."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import pytest
 
 from pipeline import blend, pseudo, submit, train
 from pipeline.artifacts import read_meta
+from pipeline.competition import load_competition
 from pipeline.config import ExperimentConfig, build_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
+from pipeline.jobs.inputs import pseudo_rows
 
 
 def _source_run(competition_factory, **train_overrides):
@@ -288,3 +291,23 @@ def test_drop_and_a_source_without_unlabelled_predictions_label_the_test_rows(
             assert len(labels) == 16 and (labels["part"] == "test").all()
     assert caplog.text.count("not pseudo-labelled") == 1
     assert "trained under 'drop'" in caplog.text
+
+
+def test_pseudo_rows_tell_a_test_row_from_a_train_row_of_the_same_id(competition_factory):
+    """A test row and an unlabelled train row may share an id: the pseudo file's ``part``
+    picks the right one (a lookup by id alone would feed one row's features twice)."""
+    data = _semi_supervised(competition_factory, "unlabelled")
+    folder = Path(data["competition"]["dir"])
+    for name in ("test.csv", "sample_submission.csv"):
+        frame = pd.read_csv(folder / name, dtype=str, keep_default_na=False)
+        frame.loc[0, "id"] = "r0000"  # the first unlabelled train row's id
+        frame.to_csv(folder / name, index=False)
+    comp = load_competition(build_config(data).competition)
+    pseudo_file = pd.DataFrame({"id": ["r0000", "r0000", "r0005"],
+                                "part": ["unlabelled", "test", "unlabelled"]})
+    rows = pseudo_rows(comp, pseudo_file)
+    assert rows["x1"].tolist() == [comp.unlabelled["x1"][0], comp.test["x1"][0],
+                                   comp.unlabelled["x1"][1]]
+    assert rows["x1"][0] != rows["x1"][1] and "target" not in rows.columns
+    with pytest.raises(DataError, match="test row 'r0005'"):
+        pseudo_rows(comp, pseudo_file.assign(part="test"))
