@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("folds", cmd_folds, "write folds/<name>.csv"),
         ("train", cmd_train, "train every seed and fold: OOF + test predictions"),
         ("predict", cmd_predict, "refresh predictions (TTA) from the fold checkpoints"),
-        ("pseudo", cmd_pseudo, "pseudo-label test rows per fold from 'pseudo.source'"),
+        ("pseudo", cmd_pseudo, "pseudo-label test (and unlabelled train) rows per fold"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text,
                            epilog=f"example: pipeline {name} configs/exp.yaml --set "

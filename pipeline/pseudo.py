@@ -1,4 +1,6 @@
-"""Pseudo stage: confident test predictions of an earlier run -> labelled rows per fold.
+"""Pseudo stage: confident predictions of an earlier run on the test rows (and on the train
+rows kept without a target, 'competition.unlabelled_train_rows: unlabelled') -> labelled rows
+per fold.
 
 Leak-free by construction: the pseudo-labels for fold k come only from the source run's
 fold-k models (averaged over its seeds). Those models trained without fold k's rows, so the
@@ -7,9 +9,16 @@ and its OOF score stays honest; chaining rounds (each run the source of the next
 that property. A source without per-fold test predictions (a blend) would feed every
 fold's labels into every fold: it is refused unless ``pseudo.allow_leak`` is set.
 
-Writes ``<run>/pseudo/fold<k>.parquet``: id, one column per prediction column (the label:
-one-hot / 0-1 / value for hard labels, probabilities for soft ones), ``weight`` and
-``source_fold`` (the fold whose models made the label; -1 when leaky).
+The train rows without a target are labelled the same way, from the source's fold-k
+predictions of them (``unlabelled_folds.parquet``, :mod:`pipeline.run_unlabelled`), and
+selected together with the test rows (one threshold, top fraction and balance over both).
+A source without those predictions (a blend, or a run trained under 'drop') labels the test
+rows only, with a warning.
+
+Writes ``<run>/pseudo/fold<k>.parquet``: id, ``part`` (``test`` or ``unlabelled``: a train
+row and a test row may share an id), one column per prediction column (the label: one-hot /
+0-1 / value for hard labels, probabilities for soft ones), ``weight`` and ``source_fold``
+(the fold whose models made the label; -1 when leaky).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.pseudo_labels import select
 from pipeline.errors import ConfigError, DataError
+from pipeline.run_unlabelled import UNLABELLED_FOLDS
 from pipeline.runs import pseudo_path
 
 log = logging.getLogger(__name__)
@@ -75,17 +85,53 @@ def _source_predictions(cfg: ExperimentConfig, comp: Competition) -> dict[int, n
                 f"pseudo source {source} was trained on folds {meta.folds_file}, this run uses "
                 f"{cfg.folds_file}: its fold-k models may have seen this run's fold-k rows"
             )
-        frame = pd.read_parquet(per_fold)
-        frame[id_col] = frame[id_col].astype(str)
-        out = {}
-        for fold in range(cfg.folds.n_splits):
-            part = frame[frame["fold"] == fold].groupby(id_col)[cols].mean()
-            out[fold] = part.loc[test_ids].to_numpy(dtype=np.float64)
-        return out
-    test = pd.read_parquet(source / "test.parquet")
-    test[id_col] = test[id_col].astype(str)
-    p = test.set_index(id_col).loc[test_ids, cols].to_numpy(dtype=np.float64)
+        return _per_fold(cfg, pd.read_parquet(per_fold), test_ids, per_fold, cols)
+    path = source / "test.parquet"
+    p = _rows(pd.read_parquet(path), id_col, test_ids, path, cols)
     return dict.fromkeys(range(cfg.folds.n_splits), p)
+
+
+def _rows(frame: pd.DataFrame, id_col: str, ids: pd.Series, path: Path,
+          cols: list[str]) -> np.ndarray:
+    """``cols`` of ``frame`` at ``ids``, in their order (mean over repeated ids: seeds)."""
+    by_id = frame.assign(**{id_col: frame[id_col].astype(str)}).groupby(id_col)[cols].mean()
+    missing = ids[~ids.isin(by_id.index)]
+    if len(missing):
+        raise DataError(f"pseudo source file {path} has no prediction for {len(missing)} of "
+                        f"this run's {len(ids)} rows (such as id {missing.iloc[0]!r}): it was "
+                        "made from other train/test files; train the source on these")
+    return by_id.loc[ids].to_numpy(dtype=np.float64)
+
+
+def _per_fold(cfg: ExperimentConfig, frame: pd.DataFrame, ids: pd.Series, path: Path,
+              cols: list[str]) -> dict[int, np.ndarray]:
+    """Each fold's predictions of ``ids`` in a per-fold file (seed, fold, id, predictions):
+    the mean of the source's fold-k models (over seeds) for fold k."""
+    id_col = cfg.competition.id_column
+    return {fold: _rows(frame[frame["fold"] == fold], id_col, ids, path, cols)
+            for fold in range(cfg.folds.n_splits)}
+
+
+def _unlabelled_predictions(cfg: ExperimentConfig,
+                            comp: Competition) -> dict[int, np.ndarray] | None:
+    """Per fold, the source's predictions of the train rows kept without a target, made as
+    its test predictions; None where there are no such rows, or (with a warning) where the
+    source did not predict them per fold."""
+    assert cfg.pseudo is not None
+    if comp.unlabelled is None:
+        return None
+    source = Path(cfg.pseudo.source)
+    path = source / UNLABELLED_FOLDS
+    if not (source / "test_folds.parquet").is_file() or not path.is_file():
+        why = ("a blend has no per-fold predictions of them" if not (
+            source / "test_folds.parquet").is_file() else "trained under 'drop' or by an older "
+            "release: train it again under 'competition.unlabelled_train_rows: unlabelled'")
+        log.warning("pseudo: the %d train rows without a target are not pseudo-labelled, only "
+                    "the test rows: source %s has no %s (%s)", len(comp.unlabelled), source,
+                    UNLABELLED_FOLDS, why)
+        return None
+    ids = comp.unlabelled[cfg.competition.id_column].astype(str)
+    return _per_fold(cfg, pd.read_parquet(path), ids, path, comp.pred_columns)
 
 
 def _selection(cfg: ExperimentConfig) -> str:
@@ -103,21 +149,37 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     comp = comp or load_competition(cfg.competition)
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     leaky = source_leaky(cfg)
-    summary = {}
-    for fold, p in _source_predictions(cfg, comp).items():
+    test = _source_predictions(cfg, comp)
+    unlabelled = _unlabelled_predictions(cfg, comp)  # read before any write: may refuse
+    ids = comp.test[id_col].to_numpy()
+    parts = np.full(len(ids), "test", dtype=object)
+    if unlabelled is not None and comp.unlabelled is not None:
+        ids = np.concatenate([ids, comp.unlabelled[id_col].to_numpy()])
+        parts = np.concatenate([parts, np.full(len(comp.unlabelled), "unlabelled", object)])
+    summary, from_unlabelled = {}, {}
+    for fold, p in test.items():
+        if unlabelled is not None:  # one pool: the selection ranks both kinds of rows alike
+            p = np.concatenate([p, unlabelled[fold]])
         rows, labels = select(p, cfg.competition.task, cfg.pseudo)
         frame = pd.DataFrame(labels, columns=cols)
-        frame.insert(0, id_col, comp.test[id_col].to_numpy()[rows])
+        frame.insert(0, "part", parts[rows])
+        frame.insert(0, id_col, ids[rows])
         frame["weight"] = cfg.pseudo.weight
         frame["source_fold"] = -1 if leaky else fold
         write_parquet(pseudo_path(cfg, fold), frame)
         summary[f"fold{fold}"] = len(frame)
+        from_unlabelled[f"fold{fold}"] = int((frame["part"] == "unlabelled").sum())
         if frame.empty:  # said here: the run's CV would otherwise hide that nothing was added
-            log.warning("pseudo: no test row passed the selection for fold %d (%s); its model "
-                        "trains on its own rows alone", fold, _selection(cfg))
+            log.warning("pseudo: no %s row passed the selection for fold %d (%s); its model "
+                        "trains on its own rows alone",
+                        "test or unlabelled train" if unlabelled else "test", fold,
+                        _selection(cfg))
     folder = cfg.run_dir / "pseudo"
     write_json(folder / "summary.json", {"source": cfg.pseudo.source, "leaky": leaky,
-                                         "rows": summary})
+                                         "rows": summary, "unlabelled_rows": from_unlabelled})
     log.info("pseudo: %s rows per fold from %s%s", summary, cfg.pseudo.source,
              " (LEAKY)" if leaky else "")
+    if unlabelled is not None:
+        log.info("pseudo: of which train rows without a target (of %d): %s",
+                 len(comp.unlabelled) if comp.unlabelled is not None else 0, from_unlabelled)
     return folder

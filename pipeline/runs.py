@@ -38,6 +38,7 @@ from pipeline.data_files import changed_files, data_digests
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric
 from pipeline.run_postprocess import save_postprocess, tune_run_postprocess
+from pipeline.run_unlabelled import gather_unlabelled
 
 log = logging.getLogger(__name__)
 LAST_EPOCH_OOF = "oof_last_epoch.parquet"  # a network fold's last-epoch held-out predictions
@@ -67,9 +68,9 @@ def pseudo_path(cfg: ExperimentConfig, fold: int) -> Path:
 # made again, instead of breaking every later stage.
 TRAINED_FILES = ("best.pt", "snapshot_*.pt", "preprocess.json", "tabular.joblib",
                  "model.joblib", LAST_EPOCH_OOF)
-# member*: each member of a train.ensemble (pipeline.engine.member_ensemble)
-PREDICTION_FILES = ("oof.parquet", "test.parquet", "tta_oof.parquet", "tta_test.parquet",
-                    "member*_oof.parquet", "member*_test.parquet")
+# member*: a train.ensemble's members (engine.member_ensemble); unlabelled: run_unlabelled
+PREDICTION_FILES = ("oof.parquet", "test.parquet", "unlabelled.parquet", "tta_*.parquet",
+                    "member*_*.parquet")
 
 
 def file_digests(folder: Path, patterns: tuple[str, ...]) -> dict[str, str]:
@@ -106,8 +107,7 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     if done.get("config_hash") != cfg.train_hash() or done.get("format") != FOLD_FORMAT:
         return False
     # a scikit-learn fold predicts the test rows as it trains, a consistency run trains on them
-    trained_on = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency else (
-        "train",)
+    trained_on = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency else ("train",)
     changed = changed_files(done.get("data"), cfg, trained_on)
     damaged = [] if changed else _damaged(folder, done.get("files", {}),
                                           TRAINED_FILES + PREDICTION_FILES)
@@ -263,8 +263,8 @@ def fold_score(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed
 
 def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float:
     """Merge fold predictions into ``oof.parquet``, ``test.parquet``, ``test_folds.parquet``
-    and ``scores.json``, and each seed's into ``seed<s>/`` as an ensemble member of its own;
-    returns the OOF score."""
+    (``unlabelled_folds.parquet``) and ``scores.json``, and each seed's into ``seed<s>/`` as an
+    ensemble member of its own; returns the OOF score."""
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     metric = get_metric(cfg.competition.metric, comp.classes)
     y = comp.targets
@@ -315,6 +315,7 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     write_parquet(run_dir / "oof.parquet", oof_frame)
     write_parquet(run_dir / "test_folds.parquet", test_folds)
     write_parquet(run_dir / "test.parquet", test_frame)
+    gather_unlabelled(cfg, comp, fold_dir)
     save_postprocess(run_dir, rule)
     write_meta(run_dir, meta)
     summary = {"metric": metric.name, "direction": metric.direction, "scores": scores}

@@ -1,6 +1,7 @@
 """The pseudo stage (pipeline/pseudo.py): leak-free per-fold labels from a source run, their
-weights, training with them over rounds, and a blend source refused unless the leak is
-accepted. Row selection is tested in tests/data/test_pseudo_labels.py."""
+weights, training with them over rounds, a blend source refused unless the leak is
+accepted, and the train rows kept without a target ('unlabelled') labelled like test rows.
+Row selection is tested in tests/data/test_pseudo_labels.py."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import blend, pseudo, train
+from pipeline import blend, pseudo, submit, train
 from pipeline.artifacts import read_meta
+from pipeline.competition import load_competition
 from pipeline.config import ExperimentConfig, build_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
+from pipeline.jobs.inputs import pseudo_rows
 
 
 def _source_run(competition_factory, **train_overrides):
@@ -199,3 +202,112 @@ def test_a_fold_without_pseudo_rows_trains_on_its_own_rows(clean_round, caplog):
     epochs = json.loads((cfg.run_dir / "seed0" / "fold0" / "metrics.json").read_text())
     plain = json.loads((clean.run_dir / "seed0" / "fold0" / "metrics.json").read_text())
     assert epochs["epochs"][0]["updates"] == plain["epochs"][0]["updates"]
+
+
+UNLABELLED = list(range(0, 50, 5))  # train.csv rows left without a target: 10 of 50 (20%)
+LOGISTIC = {"encoders": [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]}
+
+
+def _semi_supervised(competition_factory, mode: str) -> dict[str, Any]:
+    """A binary table whose train rows at UNLABELLED have an empty target, kept under
+    ``mode``; 40 labelled rows in 2 folds, 16 test rows."""
+    data = competition_factory("tabular", "binary", n_train=50, n_test=16)
+    path = Path(data["competition"]["dir"]) / "train.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[UNLABELLED, "target"] = ""
+    frame.to_csv(path, index=False)
+    data["competition"]["unlabelled_train_rows"] = mode
+    data["train"].update(epochs=1, batch_size=10)
+    return data
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_unlabelled_train_rows_are_pseudo_labelled_like_the_test_rows(competition_factory,
+                                                                      tmp_path, caplog):
+    """Under 'unlabelled_train_rows: unlabelled' the train rows without a target were only
+    given to consistency training and pretraining: pseudo-labelling labelled the test rows
+    alone. The source predicts them per fold like the test rows, and fold k's pseudo rows
+    are the test rows plus those rows, labelled by the source's fold-k models."""
+    data = _semi_supervised(competition_factory, "unlabelled")
+    source = build_config({**data, "name": "src", "model": LOGISTIC})
+    train.run(source)
+    per_fold = pd.read_parquet(source.run_dir / "unlabelled_folds.parquet")
+    unlabelled_ids = [f"r{i:04d}" for i in UNLABELLED]
+    for fold in (0, 1):  # every fold model predicts every unlabelled row, as for the test
+        assert per_fold[per_fold["fold"] == fold]["id"].tolist() == unlabelled_ids
+    by_fold = [per_fold[per_fold["fold"] == fold]["target"] for fold in (0, 1)]
+    assert not np.allclose(*by_fold)  # each fold's own models
+    round1 = build_config({**data, "name": "round1", "pseudo": {"source": str(source.run_dir)}})
+    with caplog.at_level(logging.INFO, logger="pipeline.pseudo"):
+        assert np.isfinite(train.run(round1))
+    assert "of which train rows without a target (of 10): {'fold0': 10, 'fold1': 10}" in (
+        caplog.text)
+    test_folds = pd.read_parquet(source.run_dir / "test_folds.parquet")
+    for fold in (0, 1):
+        labels = pd.read_parquet(pseudo.pseudo_path(round1, fold))
+        assert labels["part"].value_counts().to_dict() == {"test": 16, "unlabelled": 10}
+        for part, made in (("test", test_folds), ("unlabelled", per_fold)):
+            rows = labels[labels["part"] == part].set_index("id")
+            p = made[made["fold"] == fold].set_index("id").loc[rows.index, "target"]
+            # hard labels: the source's fold-k probability thresholded at 0.5
+            assert rows["target"].tolist() == (p >= 0.5).astype(float).tolist()
+            assert (rows["source_fold"] == fold).all()
+        assert set(labels.loc[labels["part"] == "unlabelled", "id"]) == set(unlabelled_ids)
+    epochs = json.loads((round1.run_dir / "seed0" / "fold0" / "metrics.json").read_text())
+    # 20 training rows + 16 test + 10 unlabelled pseudo rows at batch 10 -> 5 updates (4
+    # with the test rows alone)
+    assert epochs["epochs"][0]["updates"] == 5
+    oof = pd.read_parquet(round1.run_dir / "oof.parquet")
+    assert len(oof) == 40 and not set(oof["id"]) & set(unlabelled_ids)
+    sub = pd.read_csv(submit.run(round1.run_dir, None, tmp_path / "subs"), dtype=str)
+    sample = pd.read_csv(Path(data["competition"]["dir"]) / "sample_submission.csv", dtype=str)
+    assert sub.shape == sample.shape and sub["id"].tolist() == sample["id"].tolist()
+    # gradient-boosted members read the same pseudo rows (test and unlabelled train rows)
+    trees = build_config({**data, "name": "trees", "model": {"encoders": [{
+        "name": "lightgbm", "params": {"n_estimators": 5, "min_child_samples": 2}}]},
+        "pseudo": {"source": str(source.run_dir), "top_fraction": 0.5}})
+    assert np.isfinite(train.run(trees))
+    assert len(pd.read_parquet(pseudo.pseudo_path(trees, 0))) == 13  # half of 16 + 10
+
+
+def test_drop_and_a_source_without_unlabelled_predictions_label_the_test_rows(
+        competition_factory, caplog):
+    """Under 'drop' nothing changes: the source keeps no unlabelled predictions and the
+    pseudo rows are the test rows. A source trained under 'drop' used by a run that keeps
+    the rows labels the test rows only, and says so."""
+    data = _semi_supervised(competition_factory, "drop")
+    source = build_config({**data, "name": "src", "model": LOGISTIC})
+    train.run(source)
+    assert not (source.run_dir / "unlabelled_folds.parquet").exists()
+    assert not (source.run_dir / "seed0" / "fold0" / "unlabelled.parquet").exists()
+    for mode in ("drop", "unlabelled"):
+        competition = {**data["competition"], "unlabelled_train_rows": mode}
+        cfg = build_config({**data, "competition": competition, "name": f"r-{mode}",
+                            "pseudo": {"source": str(source.run_dir)}})
+        with caplog.at_level(logging.WARNING, logger="pipeline.pseudo"):
+            pseudo.run(cfg)
+        for fold in (0, 1):
+            labels = pd.read_parquet(pseudo.pseudo_path(cfg, fold))
+            assert len(labels) == 16 and (labels["part"] == "test").all()
+    assert caplog.text.count("not pseudo-labelled") == 1
+    assert "trained under 'drop'" in caplog.text
+
+
+def test_pseudo_rows_tell_a_test_row_from_a_train_row_of_the_same_id(competition_factory):
+    """A test row and an unlabelled train row may share an id: the pseudo file's ``part``
+    picks the right one (a lookup by id alone would feed one row's features twice)."""
+    data = _semi_supervised(competition_factory, "unlabelled")
+    folder = Path(data["competition"]["dir"])
+    for name in ("test.csv", "sample_submission.csv"):
+        frame = pd.read_csv(folder / name, dtype=str, keep_default_na=False)
+        frame.loc[0, "id"] = "r0000"  # the first unlabelled train row's id
+        frame.to_csv(folder / name, index=False)
+    comp = load_competition(build_config(data).competition)
+    pseudo_file = pd.DataFrame({"id": ["r0000", "r0000", "r0005"],
+                                "part": ["unlabelled", "test", "unlabelled"]})
+    rows = pseudo_rows(comp, pseudo_file)
+    assert rows["x1"].tolist() == [comp.unlabelled["x1"][0], comp.test["x1"][0],
+                                   comp.unlabelled["x1"][1]]
+    assert rows["x1"][0] != rows["x1"][1] and "target" not in rows.columns
+    with pytest.raises(DataError, match="test row 'r0005'"):
+        pseudo_rows(comp, pseudo_file.assign(part="test"))

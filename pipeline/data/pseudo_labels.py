@@ -1,4 +1,5 @@
-"""Pseudo-labels: which test rows an earlier run's predictions label, and with what.
+"""Pseudo-labels: which rows (test, unlabelled train) an earlier run's predictions label, and
+with what.
 
 The pseudo stage (:mod:`pipeline.pseudo`) picks the source predictions per fold; this module
 chooses rows (threshold, top fraction, class balance) and turns predictions into labels.
@@ -16,7 +17,8 @@ from pipeline.schema import Section
 
 
 class PseudoConfig(Section):
-    """Pseudo-labelled test rows added to every fold's training rows.
+    """Pseudo-labelled test rows (and train rows kept without a target, under
+    'competition.unlabelled_train_rows: unlabelled') added to every fold's training rows.
 
     ``source`` is a finished run: the model of fold k then trains on labels from the source's
     fold-k models only, which never saw fold k's validation rows, so CV stays honest (also

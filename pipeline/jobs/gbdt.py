@@ -18,6 +18,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.encodings import CategoryEncodings
 from pipeline.data.target_transform import TargetTransform
 from pipeline.data.text_features import TfidfColumns
+from pipeline.jobs.inputs import predicted_frames, pseudo_rows
 from pipeline.metrics import get_metric
 from pipeline.models.gbdt import (
     LIBRARY,
@@ -77,11 +78,9 @@ def _stopping_metric(cfg: ExperimentConfig, y_valid: np.ndarray, target: str, n_
 
 def _read_pseudo(cfg: ExperimentConfig, comp: Competition, fold: int
                  ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The fold's pseudo-labelled test rows, their labels (prediction layout) and weights."""
+    """The fold's pseudo-labelled rows, their labels (prediction layout) and weights."""
     pseudo = pd.read_parquet(pseudo_path(cfg, fold))
-    id_col = cfg.competition.id_column
-    by_id = comp.test.set_index(comp.test[id_col].astype(str))
-    rows = by_id.loc[pseudo[id_col].astype(str)].reset_index(drop=True)
+    rows = pseudo_rows(comp, pseudo)
     labels = pseudo[comp.pred_columns].to_numpy(dtype=np.float64)
     return rows, labels, pseudo["weight"].to_numpy(dtype=np.float64)
 
@@ -164,7 +163,7 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
         joblib.dump(model, tmp)
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     predictions = {}
-    for name, frame in (("oof", comp.train.iloc[valid_rows]), ("test", comp.test)):
+    for name, frame in predicted_frames(comp, valid_rows).items():
         predictions[name] = model.predict(frame)
         result = pd.DataFrame(predictions[name], columns=cols)
         result.insert(0, id_col, frame[id_col].to_numpy())

@@ -22,6 +22,7 @@ from pipeline.data.tabular import TabularEncoder
 from pipeline.data.target_transform import TargetTransform
 from pipeline.data.text_features import TfidfColumns
 from pipeline.engine.member_ensemble import build_members
+from pipeline.errors import DataError
 from pipeline.models.multitask import task_specs
 from pipeline.models.network import build_model
 from pipeline.runs import FOLD_FORMAT
@@ -106,14 +107,46 @@ def fold_prep(fold_dir: Path, comp: Competition | None = None,
     return FoldPrep(joblib.load(tab_path), data["target_mean"], data["target_std"], target)
 
 
+def predicted_frames(comp: Competition, valid_rows: np.ndarray) -> dict[str, pd.DataFrame]:
+    """The rows a fold predicts, by the name of their file in the fold folder: its held-out
+    rows (``oof``), the test rows and, under 'competition.unlabelled_train_rows: unlabelled',
+    the train rows without a target (``unlabelled``: a pseudo-label source labels them as it
+    labels the test rows, so they are predicted the same way: every fold model, TTA)."""
+    frames = {"oof": comp.train.iloc[valid_rows], "test": comp.test}
+    if comp.unlabelled is not None:
+        frames["unlabelled"] = comp.unlabelled.drop(columns=comp.cfg.target_columns)
+    return frames
+
+
+def pseudo_rows(comp: Competition, pseudo: pd.DataFrame) -> pd.DataFrame:
+    """The input rows of a fold's pseudo-labels (``pseudo``, as :mod:`pipeline.pseudo`
+    writes it), in its order: test rows, and train rows kept without a target, told apart by
+    ``part`` (a train row and a test row may share an id)."""
+    id_col = comp.cfg.id_column
+    pool = {"test": comp.test}
+    if comp.unlabelled is not None:
+        pool["unlabelled"] = comp.unlabelled.drop(columns=comp.cfg.target_columns)
+    keys = pd.MultiIndex.from_arrays([pseudo["part"].astype(str), pseudo[id_col].astype(str)])
+    table = pd.concat(pool.values(), ignore_index=True)
+    table.index = pd.MultiIndex.from_arrays([
+        np.repeat(list(pool), [len(f) for f in pool.values()]),
+        table[id_col].astype(str)])
+    missing = keys.difference(table.index)
+    if len(missing):  # the pseudo file of another competition config: written again by train
+        part, row_id = missing[0]
+        raise DataError(f"pseudo-labels name {len(missing)} row(s) this competition has not, "
+                        f"such as {part} row {row_id!r}: run the pseudo stage again")
+    return table.loc[keys].reset_index(drop=True)
+
+
 def with_pseudo_rows(
     comp: Competition, pseudo: pd.DataFrame, inputs: ModelInputs, y_train: np.ndarray,
     train_rows: np.ndarray, prep: FoldPrep, augment: AugmentConfig | None,
 ) -> CombinedDataset:
-    """The fold's training rows plus its pseudo-labelled test rows (with their weight).
+    """The fold's training rows plus its pseudo-labelled rows (with their weight).
 
     Multiclass labels become one-hot rows so hard and soft pseudo-labels share a layout. A
-    fold none of whose test rows passed the selection trains on its own rows alone (an empty
+    fold none of whose rows passed the selection trains on its own rows alone (an empty
     part would reach the column encoders with no rows, which refuse it).
     """
     ccfg = comp.cfg
@@ -123,9 +156,8 @@ def with_pseudo_rows(
                               np.ones(len(train_rows), dtype=np.float32))
     if pseudo.empty:
         return CombinedDataset([real])
-    id_col, cols = ccfg.id_column, comp.pred_columns
-    by_id = comp.test.set_index(comp.test[id_col].astype(str))
-    rows = by_id.loc[pseudo[id_col].astype(str)].reset_index(drop=True)
+    cols = comp.pred_columns
+    rows = pseudo_rows(comp, pseudo)
     labels = pseudo[cols].to_numpy(dtype=np.float32)
     if ccfg.task == "regression":  # in the targets' units: transformed, then standardised
         labels = prep.standardise(ccfg.task, labels)

@@ -23,7 +23,7 @@ from pipeline.engine.distributed import is_main
 from pipeline.engine.member_ensemble import MemberEnsemble, split_members
 from pipeline.engine.trainer import Trainer
 from pipeline.errors import DataError
-from pipeline.jobs.inputs import FoldPrep, build_fold_network, fold_prep
+from pipeline.jobs.inputs import FoldPrep, build_fold_network, fold_prep, predicted_frames
 from pipeline.jobs.network import TrainedFold
 from pipeline.models.network import model_inputs
 from pipeline.runs import PREDICTION_FILES, file_digests, fold_dir, prediction_hash
@@ -38,10 +38,11 @@ def predict_fold(
 
     Writes ``oof.parquet`` and ``test.parquet`` (the transforms merged by the configured
     reduction) and ``tta_oof.parquet``/``tta_test.parquet`` with every transform's
-    predictions. With snapshots, every prediction is the mean over the fold's snapshot
-    checkpoints. ``trained``: the fold's network as its fit just left it in this process;
-    it predicts in place, and the held-out rows' untransformed outputs are its last
-    validation's (the same weights, rows and batches: the same numbers).
+    predictions; the train rows kept without a target get ``unlabelled.parquet`` the same
+    way (:func:`predicted_frames`). With snapshots, every prediction is the mean over the
+    fold's snapshot checkpoints. ``trained``: the fold's network as its fit just left it in
+    this process; it predicts in place, and the held-out rows' untransformed outputs are its
+    last validation's (the same weights, rows and batches: the same numbers).
     """
     out = fold_dir(cfg, seed, fold)
     task = cfg.competition.task
@@ -53,7 +54,7 @@ def predict_fold(
     batch_size = cfg.predict.batch_size or 2 * cfg.train.batch_size
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     valid_rows = np.flatnonzero(folds == fold)
-    frames = {"oof": comp.train.iloc[valid_rows], "test": comp.test}
+    frames = predicted_frames(comp, valid_rows)
     transforms = tta_transforms(cfg.predict.tta)
     known = {("oof", "none"): trained.oof_outputs} if trained is not None else {}
     loaders = {

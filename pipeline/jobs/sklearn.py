@@ -13,6 +13,7 @@ from pipeline.artifacts import atomic_path, write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.target_transform import TargetTransform
+from pipeline.jobs.inputs import predicted_frames
 from pipeline.models.sklearn import build_estimator, predict_matrix
 from pipeline.runs import fold_dir
 
@@ -32,7 +33,8 @@ def _fit_frame(comp: Competition, rows: np.ndarray) -> tuple[pd.DataFrame, np.nd
 
 def train_sklearn_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
                        fold: int) -> dict[str, Any]:
-    """Fit on the rows outside ``fold``; write the model and the OOF/test predictions."""
+    """Fit on the rows outside ``fold``; write the model and the OOF/test (and unlabelled)
+    predictions."""
     out = fold_dir(cfg, seed, fold)
     encoder = cfg.model.encoders[0]
     id_col, cols = cfg.competition.id_column, comp.pred_columns
@@ -46,7 +48,7 @@ def train_sklearn_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarr
     model.fit(x, y)
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(model, tmp)
-    for name, frame in (("oof", comp.train.iloc[valid_rows]), ("test", comp.test)):
+    for name, frame in predicted_frames(comp, valid_rows).items():
         pred = predict_matrix(model, frame[_columns(comp)], comp)
         result = pd.DataFrame(pred, columns=cols)
         result.insert(0, id_col, frame[id_col].to_numpy())
