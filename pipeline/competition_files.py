@@ -223,7 +223,8 @@ def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str]
     date, into floats ('12.5%' -> 0.125, '1,234.5' -> 1234.5, '$1,250.00' -> 1250, '12 kg'
     -> 12, '1970-01-02 12:00' -> 1.5 days since 1970-01-01), in place; return their names.
     Read as text they were categories whose test values train never shows (every later
-    date), so the model lost the feature. A ';'-separated file often
+    date), so the model lost the feature. A date column also gets its calendar parts as
+    columns of their own (:func:`add_date_parts`). A ';'-separated file often
     writes the decimal mark as ',' ('1,500' may be 1.5 there): its commas, and those of
     files read with another ``decimal`` mark, are left alone."""
     parsed = []
@@ -237,9 +238,33 @@ def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str]
             continue
         for frame in frames:
             if column in frame.columns:
-                frame[column] = reader(frame[column].astype("string").str.strip())
+                text = frame[column].astype("string").str.strip()
+                if reader is _days_since_1970:
+                    add_date_parts(frame, column, text, values)
+                frame[column] = reader(text)
         parsed.append(column)
     return parsed
+
+
+DATE_PARTS = ("year", "month", "day", "dayofweek", "dayofyear")
+
+
+def add_date_parts(frame: pd.DataFrame, column: str, text: pd.Series,
+                   every: pd.Series) -> None:
+    """Columns ``<column>:year``, ``:month``, ``:day``, ``:dayofweek`` (Monday 0),
+    ``:dayofyear`` (and ``:hour`` where some value of ``every``, the column's cells in all
+    files, has a time of day) from the ISO dates ``text``, beside ``column``. Days since 1970
+    let a tree split time into periods, but not see a week's or a year's cycle (sales on
+    Saturdays, in December), nor carry it to test dates later than every train date."""
+    when = pd.to_datetime(text, format="ISO8601")
+    parts = [*DATE_PARTS, *(["hour"] if every.str.contains(r"[ T]\d", regex=True).any()
+                            else [])]
+    at = frame.columns.get_loc(column) + 1
+    for part in parts:
+        name = f"{column}:{part}"
+        if name not in frame.columns:  # a file's own column of that name stays as it is
+            frame.insert(at, name, getattr(when.dt, part).astype(np.float64))
+            at += 1
 
 
 def _number_reader(values: pd.Series, sep: str, decimal: str) -> Reader | None:
@@ -263,6 +288,10 @@ def _number_reader(values: pd.Series, sep: str, decimal: str) -> Reader | None:
             pd.to_datetime(values, format="ISO8601")
         except ValueError:  # '2021-13-45': a code shaped like a date
             return None
-        return lambda text: ((pd.to_datetime(text, format="ISO8601") - pd.Timestamp(0))
-                             / pd.Timedelta(days=1)).astype(np.float64)
+        return _days_since_1970
     return None
+
+
+def _days_since_1970(text: pd.Series) -> pd.Series:
+    return ((pd.to_datetime(text, format="ISO8601") - pd.Timestamp(0))
+            / pd.Timedelta(days=1)).astype(np.float64)

@@ -243,7 +243,9 @@ def _check_features(cfg: ExperimentConfig, comp: Competition) -> None:
     if comp.written_numbers:
         log.warning("%s: column(s) %s hold numbers written as text (a percent sign, "
                     "thousands separators, a money sign, one unit shared by every value, "
-                    "or ISO dates: days since 1970-01-01): read as numbers", cfg.name,
+                    "or ISO dates: days since 1970-01-01, and their calendar parts as columns "
+                    "'<column>:year', ':month', ':day', ':dayofweek', ':dayofyear', ':hour'): "
+                    "read as numbers", cfg.name,
                     comp.written_numbers)
     if comp.test_empty_columns:
         log.warning("%s: left out column(s) %s: empty in every test row (the test "
