@@ -158,6 +158,8 @@ class RunMeta:
     # a run from before it was): a submission of predictions of another test file is refused
     test_file: str = "test.csv"
     test_digest: str = ""
+    # 'competition.missing_targets': 'mask' keeps rows with some targets empty (NaN cells)
+    missing_targets: str = "row"
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""

@@ -51,7 +51,6 @@ from pipeline.artifacts import (
 )
 from pipeline.blend_checks import check_fits_folds, check_fits_metric
 from pipeline.blend_folder import claim_name, clear, pop_own_submission, write_identity
-from pipeline.competition import targets_for_meta
 from pipeline.data_files import check_test_file
 from pipeline.ensemble import (
     BLENDERS,
@@ -69,6 +68,7 @@ from pipeline.ensemble import (
 from pipeline.ensemble._postprocess import check_postprocess_mode, postprocess_report
 from pipeline.errors import DataError
 from pipeline.metrics import Metric, get_metric
+from pipeline.run_targets import targets_for_meta
 
 logger = logging.getLogger("pipeline.blend")
 

@@ -173,7 +173,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
         sample_submission_file=cfg.competition.sample_submission_file, leaky=leaky,
         csv_sep=cfg.competition.sep, csv_encoding=cfg.competition.encoding,
         csv_decimal=cfg.competition.decimal, csv_thousands=cfg.competition.thousands,
-        test_file=cfg.competition.test_file,
+        test_file=cfg.competition.test_file, missing_targets=cfg.competition.missing_targets,
     )
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
