@@ -49,7 +49,7 @@ from pipeline.artifacts import (
     write_meta,
     write_parquet,
 )
-from pipeline.blend_checks import check_fits_folds, check_fits_metric
+from pipeline.blend_checks import check_fits_folds, check_fits_metric, check_fits_targets
 from pipeline.blend_folder import claim_name, clear, pop_own_submission, write_identity
 from pipeline.data_files import check_test_file
 from pipeline.ensemble import (
@@ -253,6 +253,7 @@ def run(
     meta, params = members.meta, dict(params or {})
     check_fits_metric(method, meta.metric)
     check_fits_folds(method, members.folds, runs[0])
+    check_fits_targets(method, meta.missing_targets)
     settings = {"n_trials": n_trials, "seed": seed}
     tuning = {**settings, **params}
     hashed = {**tuning, "postprocess": check_postprocess_mode(postprocess)}

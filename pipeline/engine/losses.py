@@ -250,6 +250,19 @@ def check_params(name: str, params: dict[str, Any]) -> None:
 MASKABLE = ("bce", "focal", "mse", "l1", "huber")
 
 
+def mask_mismatch(loss: LossConfig, key: str) -> str | None:
+    """Why ``loss`` (at config ``key``) cannot be restricted to the target cells a row holds
+    ('competition.missing_targets: mask'), or None."""
+    terms = loss.terms if loss.name == "sum" else [loss]
+    for term in terms:
+        if term.name not in ("auto", *MASKABLE) or term.params.get("softmax"):
+            what = "focal with 'softmax: true'" if term.name == "focal" else repr(term.name)
+            return (f"'{key}.loss' {what} scores whole rows, so it cannot leave out the "
+                    "targets a row lacks ('competition.missing_targets: mask'); use one of "
+                    f"{', '.join(MASKABLE)} (focal per label)")
+    return None
+
+
 def masked_cells(fn: LossFn) -> LossFn:
     """``fn`` over the target cells a batch holds: a NaN cell (a target its row lacks,
     'competition.missing_targets: mask') is filled with 0, so no NaN reaches a gradient, and
