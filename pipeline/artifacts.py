@@ -159,6 +159,8 @@ class RunMeta:
     test_file: str = "test.csv"
     test_digest: str = ""
     label_separator: str = " "  # what joins a tags column's labels (' ': whitespace)
+    # 'competition.missing_targets': 'mask' keeps rows with some targets empty (NaN cells)
+    missing_targets: str = "row"
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""

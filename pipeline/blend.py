@@ -49,9 +49,8 @@ from pipeline.artifacts import (
     write_meta,
     write_parquet,
 )
-from pipeline.blend_checks import check_fits_folds, check_fits_metric
+from pipeline.blend_checks import check_fits_folds, check_fits_metric, check_fits_targets
 from pipeline.blend_folder import claim_name, clear, pop_own_submission, write_identity
-from pipeline.competition import targets_for_meta
 from pipeline.data_files import check_test_file
 from pipeline.ensemble import (
     BLENDERS,
@@ -70,6 +69,7 @@ from pipeline.ensemble._postprocess import check_postprocess_mode, postprocess_r
 from pipeline.ensemble._tuning_cost import tuning_affordable
 from pipeline.errors import DataError
 from pipeline.metrics import Metric, get_metric
+from pipeline.run_targets import targets_for_meta
 
 logger = logging.getLogger("pipeline.blend")
 
@@ -254,6 +254,7 @@ def run(
     meta, params = members.meta, dict(params or {})
     check_fits_metric(method, meta.metric)
     check_fits_folds(method, members.folds, runs[0])
+    check_fits_targets(method, meta.missing_targets)
     settings = {"n_trials": n_trials, "seed": seed}
     tuning = {**settings, **params}
     hashed = {**tuning, "postprocess": check_postprocess_mode(postprocess)}

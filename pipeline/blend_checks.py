@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.ensemble import BLENDERS
+from pipeline.ensemble import BLENDERS, WeightedBlender
 from pipeline.errors import ConfigError
 from pipeline.metrics import METRICS, get_metric
 
@@ -36,3 +36,15 @@ def check_fits_folds(method: str, folds: np.ndarray, source: str | Path) -> None
             f"blend method {method!r} needs members trained on at least {needed} folds (its "
             f"nested CV re-fits it on inner folds without each fold); {source} has {found}. "
             f"Use another method, or members trained with folds.n_splits >= {needed}")
+
+
+def check_fits_targets(method: str, missing_targets: str) -> None:
+    """Refuse a blender that fits a model on the targets (stacking) where rows lack some of
+    them ('competition.missing_targets: mask'): weight blenders tune the metric, which scores
+    the present cells, but a second-level model would learn from the empty ones."""
+    if missing_targets == "mask" and not issubclass(BLENDERS.get(method), WeightedBlender):
+        fits = [m for m in BLENDERS if issubclass(BLENDERS.get(m), WeightedBlender)]
+        raise ConfigError(
+            f"blend method {method!r} fits a model on every target of a row, and the members' "
+            "rows lack some targets ('competition.missing_targets: mask'); use "
+            f"{', '.join(fits)}")

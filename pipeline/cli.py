@@ -182,9 +182,9 @@ def cmd_blend(args: argparse.Namespace) -> int:
 
 def cmd_diversity(args: argparse.Namespace) -> int:
     from pipeline.blend import load_members
-    from pipeline.competition import targets_for_meta
     from pipeline.ensemble import diversity_report, format_report
     from pipeline.metrics import get_metric
+    from pipeline.run_targets import targets_for_meta
 
     members = load_members(args.runs)
     y = targets_for_meta(members.meta)

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from pipeline.artifacts import RunMeta
 from pipeline.competition_checks import (
     check_aux,
     check_groups,
@@ -37,7 +36,12 @@ from pipeline.errors import DataError
 from pipeline.metrics import METRICS
 from pipeline.pixel_images import PixelsConfig, pixel_columns, write_pixel_images
 from pipeline.schema import Section
-from pipeline.targets import check_sample_columns, labelled_rows, target_classes
+from pipeline.targets import (
+    check_sample_columns,
+    labelled_rows,
+    masking_problem,
+    target_classes,
+)
 from pipeline.task_outputs import (
     WHITESPACE,
     encode_targets,
@@ -106,6 +110,10 @@ class CompetitionConfig(Section):
     # what joins the labels of a multilabel target written as one column: null finds it (',',
     # '|' or ';' when the cells hold exactly one of them, else whitespace); ' ' for whitespace
     label_separator: str | None = Field(None, min_length=1)
+    # a row of several targets (multilabel columns, multi-target regression) with some of
+    # them empty: unlabelled as a whole, as above ('row'), or kept, each target learning and
+    # scored on the rows that have it ('mask'); a row with none is unlabelled either way
+    missing_targets: Literal["row", "mask"] = "row"
 
     @model_validator(mode="after")
     def _check(self) -> CompetitionConfig:
@@ -120,6 +128,9 @@ class CompetitionConfig(Section):
                 f"it applies to {', '.join(metric.tasks)}. Metrics for {self.task}: "
                 f"{', '.join(n for n in METRICS if self.task in METRICS.get(n).tasks)}"
             )
+        if self.missing_targets == "mask" and (problem := masking_problem(
+                self.task, self.target_columns, metric)):
+            raise ValueError(problem)
         if self.task in ("binary", "multiclass") and len(self.target_columns) != 1:
             raise ValueError(
                 f"'target_columns' must hold one column for task {self.task!r}. "
@@ -320,8 +331,8 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     # the rows every later stage sees; checked on their own (an unlabelled row's group or
     # auxiliary target matters to nothing), with the file's line numbers
     labelled = labels_typed(train[labelled_rows(train, cfg.target_columns,
-                                                cfg.unlabelled_train_rows, train_path)],
-                            cfg.target_columns)
+                                                cfg.unlabelled_train_rows, train_path,
+                                                cfg.missing_targets)], cfg.target_columns)
     require_columns(train, [a.column for a in cfg.aux_targets], train_path, "aux_targets")
     check_aux(labelled, cfg.aux_targets, train_path)
     if cfg.group_column:
@@ -340,7 +351,8 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     separator = (tag_separator(labelled[cfg.target_columns[0]], cfg.label_separator)
                  if cfg.task == "multilabel" and len(cfg.target_columns) == 1 else WHITESPACE)
     classes = target_classes(labelled, cfg.task, cfg.metric, cfg.target_columns, train_path,
-                             cfg.positive_class, separator)
+                             cfg.positive_class, separator,
+                             masked=cfg.missing_targets == "mask")
     # checked before any fold trains, not when the submission is written at the end
     check_sample_columns([c for c in sample.columns if c != cfg.id_column], cfg.task,
                          cfg.metric, cfg.target_columns, classes, sub_path, train_path)
@@ -391,18 +403,3 @@ def _split_unlabelled(train: pd.DataFrame, labelled: pd.Index,
     kept = labels_typed(train.loc[labelled].reset_index(drop=True), cfg.target_columns)
     return {"train": kept,
             "unlabelled": rest if cfg.unlabelled_train_rows == "unlabelled" else None}
-
-
-def targets_for_meta(meta: RunMeta) -> np.ndarray:
-    """Encoded targets of a run's OOF rows (train.csv order), read from its competition."""
-    path = Path(meta.competition_dir) / meta.train_file
-    train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column,
-                     class_labels(meta.task, meta.target_columns), decimal=meta.csv_decimal,
-                     thousands=meta.csv_thousands, number_rows=True)
-    require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
-    # the run's OOF rows are the labelled ones: a row with an empty target was left out
-    # ('competition.unlabelled_train_rows'), or refused, so no run has it
-    train = labels_typed(train[train[meta.target_columns].notna().all(axis=1)],
-                         meta.target_columns)
-    return encode_targets(train, meta.task, meta.target_columns, meta.classes,
-                          meta.label_separator)

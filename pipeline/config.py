@@ -23,6 +23,8 @@ from pipeline.competition import CompetitionConfig
 from pipeline.data.pseudo_labels import PseudoConfig
 from pipeline.data.splits import FoldsConfig
 from pipeline.engine.callbacks.adversarial import mismatch as adversarial_mismatch
+from pipeline.engine.callbacks.consistency_methods import CONSISTENCY
+from pipeline.engine.losses import mask_mismatch
 from pipeline.engine.recipe import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.executor import ExecutorConfig
@@ -116,6 +118,26 @@ def _folds_fit_task(cfg: ExperimentConfig) -> str | None:
 
 def _losses_fit_task(cfg: ExperimentConfig) -> str | None:
     return cfg.train.loss_mismatch(cfg.competition.task)
+
+
+def _masked_targets_fit(cfg: ExperimentConfig) -> str | None:
+    """What cannot leave out the targets a row lacks ('competition.missing_targets: mask')."""
+    if cfg.competition.missing_targets != "mask":
+        return None
+    why, encoder = "('competition.missing_targets: mask')", cfg.model.encoders[0]
+    if encoder.kind == "sklearn":
+        return (f"a {encoder.name!r} model fits every target at once, so it cannot leave out "
+                f"the targets a row lacks {why}; use a network or lightgbm / xgboost / "
+                "catboost (one model per target)")
+    if "target" in cfg.model.tabular.encodings:
+        return (f"'model.tabular.encodings' 'target' is fitted on every target of a row, so "
+                f"it cannot leave out the targets a row lacks {why}; use count or frequency")
+    cons = cfg.train.consistency
+    if cons is not None and CONSISTENCY.get(cons.method).mixes_rows:
+        return (f"'train.consistency.method' {cons.method} mixes the targets of several rows, "
+                f"so it cannot leave out the targets a row lacks {why}")
+    return next((p for i, stage in enumerate(cfg.train.resolved_stages)
+                 if (p := mask_mismatch(stage.loss, cfg.train.stage_key(i)))), None)
 
 
 def _encoders_read_modality(cfg: ExperimentConfig) -> str | None:
@@ -265,7 +287,7 @@ CROSS_SECTION_RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
     _estimator_fits_task, _pipeline_steps_fit, _target_transform_fits, _encodings_fit_model,
     _network_only, _aux_losses_fit_task, _pseudo_fits_task, _folds_fit_task, _losses_fit_task,
     _encoders_read_modality, _tta_fits_model, _adversarial_fits_model, _consistency_fits,
-    _multitask_fits,
+    _multitask_fits, _masked_targets_fit,
 )
 
 

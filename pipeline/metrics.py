@@ -10,109 +10,18 @@ Every metric takes the encoded targets and the prediction matrix of the artifact
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-import numbers
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
 
-from pipeline.registry import Registry
+from pipeline.metric_base import METRICS, TASKS, Metric, MetricFn, is_number, register
 
-TASKS = ("binary", "multiclass", "multilabel", "regression")
-MetricFn = Callable[[np.ndarray, np.ndarray], float]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A scoring function with its direction and the tasks it is defined for."""
-
-    name: str
-    fn: MetricFn
-    greater_is_better: bool
-    tasks: tuple[str, ...]
-    needs_labels: bool = False  # scored on hard labels: the submission gets labels too
-    top_k: int | None = None  # scored on the k best-ranked classes: a submission lists k labels
-    # the score depends only on the order of the predictions (ROC AUC, Spearman, MAP@k), so
-    # blends that output an order rather than probabilities or values (rank averaging) fit it
-    order_only: bool = False
-    # the lowest value the metric scores (RMSLE: 0): a lower target is refused at load, lower
-    # predictions are clipped to it, by the metric and in the submission alike
-    lower_bound: float | None = None
-    # the score weighs a wrong class by how far its value lies from the right one's (QWK, as
-    # Kaggle defines it, over the ratings' values: classes 1, 2, 4, 5 are not evenly spaced);
-    # ``for_classes`` binds the values, the prediction columns' classes in their order
-    by_class_value: bool = False
-    class_values: tuple[float, ...] | None = None
-
-    def __call__(self, y: np.ndarray, p: np.ndarray) -> float:
-        return float(self.fn(np.asarray(y), np.asarray(p)))
-
-    def for_classes(self, classes: Sequence[Any] | None) -> Metric:
-        """This metric scoring the classes ``classes`` (the prediction columns' labels, in
-        order): a metric weighing by class value reads their values; any other is itself."""
-        if not self.by_class_value or not classes or not all(map(is_number, classes)):
-            return self
-        values = tuple(float(c) for c in classes)
-        valued: Callable[..., float] = self.fn  # such a metric takes ``values=``
-        return dataclasses.replace(self, fn=functools.partial(valued, values=values),
-                                   class_values=values)
-
-    @property
-    def direction(self) -> str:
-        """'maximize' or 'minimize', as Optuna spells it."""
-        return "maximize" if self.greater_is_better else "minimize"
-
-    def is_better(self, a: float, b: float) -> bool:
-        """Whether score ``a`` beats score ``b``."""
-        return a > b if self.greater_is_better else a < b
-
-    def ranks_on(self, task: str, y: np.ndarray, n_outputs: int) -> bool:
-        """Whether the metric can rank predictions of targets ``y`` at all: a perfect one
-        scores a finite number and, for a classification task, another than a prediction
-        wrong on every row. ROC AUC of rows of one class, or a correlation with a constant
-        target, is NaN whatever is predicted; F1, MCC or QWK of rows of one class is the
-        same for every prediction. No epoch (or tree) can be chosen by such a score."""
-        y = np.asarray(y)
-        multiclass = _is_multiclass(y)
-        perfect = np.eye(n_outputs)[y] if multiclass else y.astype(np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the undefined cases warn; they are the answer
-            best = self(y, perfect)
-            if not math.isfinite(best):
-                return False
-            if task == "regression":
-                return True
-            wrong = np.eye(n_outputs)[(y + 1) % n_outputs] if multiclass else 1.0 - perfect
-            worst = self(y, wrong)
-        return math.isfinite(worst) and not math.isclose(best, worst, abs_tol=1e-12)
-
-METRICS: Registry[Metric] = Registry("metric")
-
-
-def is_number(value: Any) -> bool:
-    """Whether a class label is a number (a bool is not: it names a yes/no class)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _register(
-    name: str, greater_is_better: bool, tasks: tuple[str, ...], needs_labels: bool = False,
-    order_only: bool = False, lower_bound: float | None = None, by_class_value: bool = False,
-) -> Callable[[MetricFn], MetricFn]:
-    def decorator(fn: MetricFn) -> MetricFn:
-        doc = (fn.__doc__ or name).strip().splitlines()[0]
-        METRICS.add(name, Metric(name, fn, greater_is_better, tasks, needs_labels,
-                                 order_only=order_only, lower_bound=lower_bound,
-                                 by_class_value=by_class_value), doc)
-        return fn
-
-    return decorator
-
+__all__ = ["METRICS", "TASKS", "Metric", "MetricFn", "get_metric", "hard_labels", "is_number",
+           "top_classes"]
 
 def hard_labels(task: str, p: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Class indices (multiclass) or 0/1 matrices (binary, multilabel) from probabilities."""
@@ -134,7 +43,7 @@ def _labels(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 CLASSIFICATION = ("binary", "multiclass", "multilabel")
 
 
-@_register("accuracy", True, CLASSIFICATION, needs_labels=True)
+@register("accuracy", True, CLASSIFICATION, needs_labels=True)
 def accuracy(y: np.ndarray, p: np.ndarray) -> float:
     """Share of rows with the right label (argmax or p >= 0.5); multilabel: all labels right."""
     t, h = _labels(y, p)
@@ -143,7 +52,7 @@ def accuracy(y: np.ndarray, p: np.ndarray) -> float:
     return float((t == h).all(axis=1).mean())
 
 
-@_register("balanced_accuracy", True, ("binary", "multiclass"), needs_labels=True)
+@register("balanced_accuracy", True, ("binary", "multiclass"), needs_labels=True)
 def balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
     """Mean recall over classes."""
     t, h = _labels(y, p)
@@ -171,7 +80,7 @@ def _flat_if_one_column(t: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.nd
     return (t.ravel(), h.ravel()) if t.ndim == 2 and t.shape[1] == 1 else (t, h)  # binary
 
 
-@_register("f1", True, ("binary",), needs_labels=True)
+@register("f1", True, ("binary",), needs_labels=True)
 def f1(y: np.ndarray, p: np.ndarray) -> float:
     """F1 of the positive class at threshold 0.5."""
     t, h = (a.ravel().astype(bool) for a in _labels(y, p))
@@ -179,14 +88,16 @@ def f1(y: np.ndarray, p: np.ndarray) -> float:
     return float(2.0 * (t & h).sum() / size) if size else 0.0
 
 
-@_register("f1_macro", True, CLASSIFICATION, needs_labels=True)
+@register("f1_macro", True, CLASSIFICATION, needs_labels=True, masked="columns",
+          masked_by="f1")
 def f1_macro(y: np.ndarray, p: np.ndarray) -> float:
     """Unweighted mean of per-class (or per-label) F1."""
     scores, _ = _per_class_f1(*_flat_if_one_column(*_labels(y, p)))
     return float(scores.mean())
 
 
-@_register("f1_micro", True, CLASSIFICATION, needs_labels=True)
+@register("f1_micro", True, CLASSIFICATION, needs_labels=True, masked="cells",
+          masked_by="f1")
 def f1_micro(y: np.ndarray, p: np.ndarray) -> float:
     """F1 over all decisions pooled."""
     t, h = _flat_if_one_column(*_labels(y, p))
@@ -196,7 +107,7 @@ def f1_micro(y: np.ndarray, p: np.ndarray) -> float:
     return float(2.0 * (t.astype(bool) & h.astype(bool)).sum() / size) if size else 0.0
 
 
-@_register("f1_weighted", True, ("multiclass", "multilabel"), needs_labels=True)
+@register("f1_weighted", True, ("multiclass", "multilabel"), needs_labels=True)
 def f1_weighted(y: np.ndarray, p: np.ndarray) -> float:
     """Per-class F1 weighted by class support."""
     scores, true = _per_class_f1(*_labels(y, p))
@@ -213,26 +124,26 @@ def _f_beta_rows(y: np.ndarray, p: np.ndarray, beta: float) -> float:
     return float(np.where(sizes > 0, (1 + beta2) * hits / np.maximum(sizes, 1), 1.0).mean())
 
 
-@_register("f1_samples", True, ("multilabel",), needs_labels=True)
+@register("f1_samples", True, ("multilabel",), needs_labels=True)
 def f1_samples(y: np.ndarray, p: np.ndarray) -> float:
     """F1 of each row's labels, averaged over rows (Kaggle's 'mean F1')."""
     return _f_beta_rows(y, p, 1.0)
 
 
-@_register("f2_samples", True, ("multilabel",), needs_labels=True)
+@register("f2_samples", True, ("multilabel",), needs_labels=True)
 def f2_samples(y: np.ndarray, p: np.ndarray) -> float:
     """F2 of each row's labels, averaged over rows (Planet, iMet Collection)."""
     return _f_beta_rows(y, p, 2.0)
 
 
-@_register("precision", True, ("binary",), needs_labels=True)
+@register("precision", True, ("binary",), needs_labels=True)
 def precision(y: np.ndarray, p: np.ndarray) -> float:
     """Precision of the positive class at threshold 0.5."""
     t, h = _labels(y, p)
     return skm.precision_score(t.ravel(), h.ravel(), zero_division=0)
 
 
-@_register("recall", True, ("binary",), needs_labels=True)
+@register("recall", True, ("binary",), needs_labels=True)
 def recall(y: np.ndarray, p: np.ndarray) -> float:
     """Recall of the positive class at threshold 0.5."""
     t, h = _labels(y, p)
@@ -258,14 +169,14 @@ for _k in (1, 2, 3, 5, 7, 10, 12):
                 f"Mean average precision of the top-{_k} ranked classes (one true class per row).")
 
 
-@_register("mcc", True, ("binary", "multiclass"), needs_labels=True)
+@register("mcc", True, ("binary", "multiclass"), needs_labels=True)
 def mcc(y: np.ndarray, p: np.ndarray) -> float:
     """Matthews correlation coefficient."""
     t, h = _labels(y, p)
     return skm.matthews_corrcoef(t.ravel(), h.ravel())
 
 
-@_register("qwk", True, ("multiclass",), needs_labels=True, by_class_value=True)
+@register("qwk", True, ("multiclass",), needs_labels=True, by_class_value=True)
 def qwk(y: np.ndarray, p: np.ndarray, values: Sequence[float] | None = None) -> float:
     """Quadratic weighted kappa over ordered classes, weighted by the ratings' values."""
     # every class of the prediction layout counts, also one absent from this fold's labels and
@@ -285,7 +196,7 @@ def qwk(y: np.ndarray, p: np.ndarray, values: Sequence[float] | None = None) -> 
     return 1.0 - float((weights * observed).sum()) / chance if chance > 0 else math.nan
 
 
-@_register("roc_auc", True, CLASSIFICATION, order_only=True)
+@register("roc_auc", True, CLASSIFICATION, order_only=True, masked="columns")
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC; one-vs-rest macro for multiclass, macro over labels for multilabel, over the
     classes (labels) that have both positive and negative rows."""
@@ -304,13 +215,13 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     return skm.roc_auc_score(y[:, defined], p[:, defined], average="macro")
 
 
-@_register("gini", True, ("binary",), order_only=True)
+@register("gini", True, ("binary",), order_only=True)
 def gini(y: np.ndarray, p: np.ndarray) -> float:
     """Normalised Gini coefficient, 2 x ROC AUC - 1 (Porto Seguro, Home Credit)."""
     return 2.0 * roc_auc(y, p) - 1.0
 
 
-@_register("average_precision", True, ("binary", "multilabel"), order_only=True)
+@register("average_precision", True, ("binary", "multilabel"), order_only=True, masked="columns")
 def average_precision(y: np.ndarray, p: np.ndarray) -> float:
     """Area under the precision-recall curve (macro over the labels that have a positive)."""
     # a label without a positive row has no precision-recall curve: scikit-learn scores it 0
@@ -334,13 +245,13 @@ def _log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return -(y * np.log(q) + (1 - y) * np.log(1 - q))
 
 
-@_register("log_loss", False, CLASSIFICATION)
+@register("log_loss", False, CLASSIFICATION, masked="cells")
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:
     """Cross-entropy of the probabilities (mean over labels for multilabel)."""
     return float(_log_losses(y, p).mean())
 
 
-@_register("balanced_log_loss", False, ("binary", "multiclass"))
+@register("balanced_log_loss", False, ("binary", "multiclass"))
 def balanced_log_loss(y: np.ndarray, p: np.ndarray) -> float:
     """Log loss with every class weighing the same: the mean over the classes present of
     their rows' mean log loss (ICR - Identifying Age-Related Conditions)."""
@@ -349,31 +260,31 @@ def balanced_log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean([losses[labels == c].mean() for c in np.unique(labels)]))
 
 
-@_register("rmse", False, ("regression",))
+@register("rmse", False, ("regression",), masked="cells")
 def rmse(y: np.ndarray, p: np.ndarray) -> float:
     """Root mean squared error over all targets."""
     return float(np.sqrt(np.mean((y - p) ** 2)))
 
 
-@_register("mse", False, ("regression",))
+@register("mse", False, ("regression",), masked="cells")
 def mse(y: np.ndarray, p: np.ndarray) -> float:
     """Mean squared error over all targets."""
     return float(np.mean((y - p) ** 2))
 
 
-@_register("mae", False, ("regression",))
+@register("mae", False, ("regression",), masked="cells")
 def mae(y: np.ndarray, p: np.ndarray) -> float:
     """Mean absolute error over all targets."""
     return float(np.mean(np.abs(y - p)))
 
 
-@_register("mape", False, ("regression",))
+@register("mape", False, ("regression",), masked="cells")
 def mape(y: np.ndarray, p: np.ndarray) -> float:
     """Mean absolute percentage error, as a fraction (scikit-learn's: |y| floored at eps)."""
     return float(skm.mean_absolute_percentage_error(y, p))
 
 
-@_register("smape", False, ("regression",))
+@register("smape", False, ("regression",), masked="cells")
 def smape(y: np.ndarray, p: np.ndarray) -> float:
     """Symmetric MAPE in percent (0..200) as Kaggle scores it; 0 where both values are 0."""
     scale = (np.abs(y) + np.abs(p)) / 2
@@ -382,25 +293,25 @@ def smape(y: np.ndarray, p: np.ndarray) -> float:
     return float(100.0 * terms.mean())
 
 
-@_register("rmsle", False, ("regression",), lower_bound=0.0)
+@register("rmsle", False, ("regression",), lower_bound=0.0, masked="cells")
 def rmsle(y: np.ndarray, p: np.ndarray) -> float:
     """RMSE of log1p values; negative predictions are clipped to 0."""
     return float(np.sqrt(np.mean((np.log1p(np.clip(p, 0, None)) - np.log1p(y)) ** 2)))
 
 
-@_register("r2", True, ("regression",))
+@register("r2", True, ("regression",), masked="columns")
 def r2(y: np.ndarray, p: np.ndarray) -> float:
     """Coefficient of determination, averaged over targets."""
     return skm.r2_score(y, p)
 
 
-@_register("pearson", True, ("regression",))
+@register("pearson", True, ("regression",), masked="columns")
 def pearson(y: np.ndarray, p: np.ndarray) -> float:
     """Pearson correlation, averaged over targets."""
     return float(np.mean([np.corrcoef(y[:, j], p[:, j])[0, 1] for j in range(y.shape[1])]))
 
 
-@_register("spearman", True, ("regression",), order_only=True)
+@register("spearman", True, ("regression",), order_only=True, masked="columns")
 def spearman(y: np.ndarray, p: np.ndarray) -> float:
     """Spearman rank correlation, averaged over targets."""
     from scipy.stats import spearmanr
@@ -408,7 +319,7 @@ def spearman(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean([spearmanr(y[:, j], p[:, j]).statistic for j in range(y.shape[1])]))
 
 
-@_register("mcrmse", False, ("regression",))
+@register("mcrmse", False, ("regression",), masked="columns", masked_by="rmse")
 def mcrmse(y: np.ndarray, p: np.ndarray) -> float:
     """Mean over targets of each target's RMSE."""
     return float(np.sqrt(((y - p) ** 2).mean(axis=0)).mean())

@@ -169,12 +169,12 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
         id_column=cfg.competition.id_column, target_columns=list(cfg.competition.target_columns),
         classes=comp.classes, pred_columns=comp.pred_columns, folds_file=str(cfg.folds_file),
         competition_dir=str(cfg.competition.dir), train_file=cfg.competition.train_file,
-        config_hash=cfg.train_hash(),
-        sample_submission_file=cfg.competition.sample_submission_file, leaky=leaky,
+        config_hash=cfg.train_hash(), leaky=leaky,
+        sample_submission_file=cfg.competition.sample_submission_file,
         csv_sep=cfg.competition.sep, csv_encoding=cfg.competition.encoding,
         csv_decimal=cfg.competition.decimal, csv_thousands=cfg.competition.thousands,
         test_file=cfg.competition.test_file, label_separator=comp.label_separator,
-    )
+        missing_targets=cfg.competition.missing_targets)
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
         old = read_json(meta_path).get("config_hash")

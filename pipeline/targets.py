@@ -3,6 +3,7 @@ errors that name the file, column and line (:func:`pipeline.competition.load_com
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import DataError
-from pipeline.metrics import METRICS, is_number
+from pipeline.metrics import METRICS, Metric, is_number
 from pipeline.task_outputs import WHITESPACE, split_tags, tag_vocabulary
+
+log = logging.getLogger(__name__)
 
 
 def file_lines(index: pd.Index) -> list[int]:
@@ -25,33 +28,63 @@ def plain(values: list[Any]) -> list[Any]:
 
 
 def labelled_rows(frame: pd.DataFrame, target_columns: list[str], mode: str,
-                  path: Path) -> pd.Series:
+                  path: Path, missing: str = "row") -> pd.Series:
     """Which train rows hold every target (a row with one empty is not labelled: the losses
-    and metrics take whole rows). Rows without are refused under
+    and metrics take whole rows), or, under 'competition.missing_targets: mask', at least
+    one (its empty cells are masked). Rows without are refused under
     'competition.unlabelled_train_rows: error', naming the option that keeps them out."""
-    empty = frame[target_columns].isna().any(axis=1)
+    gaps = frame[target_columns].isna()
+    masked = missing == "mask"
+    empty = gaps.all(axis=1) if masked else gaps.any(axis=1)
+    if masked and gaps.any(axis=None):
+        log.info("%s: %d row(s) with some of their targets empty kept, each target learning "
+                 "from its %s present cells ('competition.missing_targets: mask')", path,
+                 int((gaps.any(axis=1) & ~empty).sum()),
+                 {c: int(n) for c, n in (~gaps[~empty]).sum().items()})
     if not empty.any():
         return ~empty
-    cols = [c for c in target_columns if frame[c].isna().any()]
-    where = (f"{path}: {int(empty.sum())} of {len(frame)} row(s) have an empty target "
+    cols = [c for c in target_columns if gaps.loc[empty, c].any()]
+    which = "every target empty" if masked else "an empty target"
+    where = (f"{path}: {int(empty.sum())} of {len(frame)} row(s) have {which} "
              f"(column(s) {cols}, lines {file_lines(frame.index[empty][:3])})")
     if mode == "error":
+        hint = "" if masked or len(target_columns) == 1 else (
+            ", or set 'competition.missing_targets: mask' (keep rows with some targets)")
         raise DataError(f"{where}; set 'competition.unlabelled_train_rows' to 'drop' (leave "
-                        "them out) or 'unlabelled' (also learn from them without labels)")
+                        f"them out) or 'unlabelled' (also learn from them without labels){hint}")
     if empty.all():
         raise DataError(f"{where}: every row, so there is nothing to train on")
     return ~empty
 
 
+def masking_problem(task: str, target_columns: list[str], metric: Metric) -> str | None:
+    """Why 'competition.missing_targets: mask' cannot apply to this competition, or None."""
+    if task not in ("multilabel", "regression") or len(target_columns) < 2:
+        return (f"'missing_targets: mask' masks the empty cells of several target columns "
+                f"(task 'multilabel' or 'regression'). Got task {task!r} with target_columns "
+                f"{target_columns}; use 'unlabelled_train_rows' for rows without a target")
+    if metric.masked is None:
+        fits = [n for n in METRICS if task in METRICS.get(n).tasks and METRICS.get(n).masked]
+        return (f"'metric' {metric.name!r} scores whole rows, so it cannot score rows with "
+                f"some targets empty ('missing_targets: mask'); metrics that score each target "
+                f"or cell: {', '.join(fits)}")
+    return None
+
+
 def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: list[str],
-                   path: Path, positive: Any = None, separator: str = WHITESPACE) -> list[Any]:
+                   path: Path, positive: Any = None, separator: str = WHITESPACE,
+                   masked: bool = False) -> list[Any]:
     """Check the train file's target columns for ``task`` (and ``metric``'s domain); return
     the classes of a binary or multiclass target, sorted (binary: [negative, positive], the
-    positive the larger label unless ``positive`` names it)."""
+    positive the larger label unless ``positive`` names it). ``masked``: a column's empty
+    cells are masked ('competition.missing_targets: mask'), its values are those it holds."""
     if frame.empty:
         raise DataError(f"{path}: no rows under the header")
     for col in target_columns:
-        values = frame[col]
+        values = frame[col].dropna() if masked else frame[col]
+        if values.empty:
+            raise DataError(f"{path}: target column {col!r} is empty in every row: there is "
+                            "nothing to learn it from")
         n_nan = int(values.isna().sum())
         if n_nan:
             lines = file_lines(values.index[values.isna()][:3])

@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from pipeline.artifacts import load_predictions
-from pipeline.competition import load_competition, targets_for_meta
+from pipeline.competition import load_competition
 from pipeline.config import build_config
 from pipeline.data_files import file_digest
 from pipeline.errors import DataError
+from pipeline.run_targets import targets_for_meta
 from tests.test_competition import run_cli
 
 CLASSES = ["Black-grass", "Charlock", "Maize"]

@@ -632,7 +632,7 @@ def test_decimal_commas_are_read_with_decimal_and_thousands(
     numbers are written; 'competition.decimal' and 'thousands' say it, for the target a
     later stage reads back too."""
     from pipeline.artifacts import load_predictions
-    from pipeline.competition import targets_for_meta
+    from pipeline.run_targets import targets_for_meta
 
     cfg = cli_config(competition_factory, "tabular", "regression")
     folder = Path(cfg["competition"]["dir"])

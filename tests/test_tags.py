@@ -166,7 +166,7 @@ def test_labels_joined_by_another_character_are_found_and_submitted_so(tmp_path:
     assert (predicted == truth).all(axis=1).mean() > 0.9
     # a later stage reads the train file's labels with the run's separator, not the config's
     from pipeline.artifacts import load_predictions
-    from pipeline.competition import targets_for_meta
+    from pipeline.run_targets import targets_for_meta
     meta = load_predictions(tmp_path / "comp" / "runs" / "tags").meta
     assert meta.label_separator == ","
     np.testing.assert_array_equal(targets_for_meta(meta), comp.targets)

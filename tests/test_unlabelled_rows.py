@@ -17,7 +17,7 @@ from sklearn.metrics import accuracy_score
 from pipeline import blend, submit
 from pipeline.artifacts import read_json, read_meta
 from pipeline.cli import main
-from pipeline.competition import load_competition, targets_for_meta
+from pipeline.competition import load_competition
 from pipeline.config import build_config
 from pipeline.errors import ConfigError
 from pipeline.pretraining import (
@@ -28,6 +28,7 @@ from pipeline.pretraining import (
 )
 from pipeline.pretraining import run as pretrain_run
 from pipeline.report._source import _targets
+from pipeline.run_targets import targets_for_meta
 from tests.test_competition import cli_config, expect_failure, run_cli
 
 EMPTY = [1, 4, 9, 20, 33]  # row positions of train.csv left without a target

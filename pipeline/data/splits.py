@@ -96,11 +96,12 @@ REGRESSION_BINS = 10
 def _strata(comp: Competition) -> np.ndarray:
     """What stratification balances: the class, or a quantile bin of a regression target."""
     cfg = comp.cfg
-    if cfg.task == "multilabel":
-        return comp.targets.astype(int)
-    if cfg.task == "regression":
+    if cfg.task == "multilabel":  # a masked empty cell balances as a negative
+        return np.nan_to_num(comp.targets).astype(int)
+    if cfg.task == "regression":  # (a masked empty first target: a stratum of its own)
         values = comp.train[cfg.target_columns[0]]
-        return pd.qcut(values, q=REGRESSION_BINS, labels=False, duplicates="drop").to_numpy()
+        bins = pd.qcut(values, q=REGRESSION_BINS, labels=False, duplicates="drop")
+        return (bins.fillna(-1).astype(np.int64) if bins.isna().any() else bins).to_numpy()
     # the classes as text (3 and "3" are one class), coded in their sorted order: the
     # splitters order classes by np.unique, so the folds are those of the text labels, and
     # np.unique sorts integers fast where it sorts 600,000 strings in 0.4 s

@@ -67,7 +67,10 @@ class TargetTransform(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         self.std_ = np.ones(y.shape[1])
         self.lambdas_ = np.zeros(y.shape[1])
         if self.kind == "standardize":
-            self.mean_, self.std_ = y.mean(axis=0), y.std(axis=0) + 1e-12
+            # NaN: a target a row lacks ('competition.missing_targets: mask')
+            gaps = np.isnan(y).any()
+            self.mean_ = (np.nanmean if gaps else np.mean)(y, axis=0)
+            self.std_ = (np.nanstd if gaps else np.std)(y, axis=0) + 1e-12
         elif self.kind in ("box-cox", "yeo-johnson"):
             # no standardisation inside: networks standardise after, trees need none
             self.lambdas_ = PowerTransformer(self.kind, standardize=False).fit(y).lambdas_

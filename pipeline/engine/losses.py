@@ -54,7 +54,15 @@ def _smooth_binary(target: torch.Tensor, smoothing: float) -> torch.Tensor:
 
 def _reduce(per_row: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Mean over rows (and over columns first), weighted by ``batch["weight"]`` when present
-    (pseudo-labelled rows carry their own weight)."""
+    (pseudo-labelled rows carry their own weight). With ``batch["present"]``
+    (:func:`masked_cells`), the mean over the cells that hold a target, each weighted by its
+    row's weight."""
+    present = batch.get("present")
+    if present is not None:
+        cells = present.to(per_row)
+        if "weight" in batch:
+            cells = cells * batch["weight"].to(per_row).reshape(-1, *[1] * (cells.ndim - 1))
+        return (per_row * cells).sum() / cells.sum().clamp(min=1e-12)
     if per_row.ndim > 1:
         per_row = per_row.mean(dim=tuple(range(1, per_row.ndim)))
     weight = batch.get("weight")
@@ -95,7 +103,7 @@ def bce(smoothing: float = 0.0, pos_weight: list[float] | None = None) -> LossFn
     def loss(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         weight = torch.tensor(pos_weight, device=outputs.device) if pos_weight else None
         target = _smooth_binary(batch["target"].float(), smoothing)
-        if "weight" not in batch:  # the mean over rows of per-row means: the mean of all
+        if "weight" not in batch and "present" not in batch:  # the mean of all cells
             return F.binary_cross_entropy_with_logits(outputs.float(), target,
                                                       pos_weight=weight)
         per_cell = F.binary_cross_entropy_with_logits(outputs.float(), target,
@@ -237,9 +245,44 @@ def check_params(name: str, params: dict[str, Any]) -> None:
         raise ValueError(f"loss {name!r} has no parameter(s) {unknown}. Known: {known}")
 
 
+# the losses that score each target cell on its own (focal only per label, not its softmax):
+# the ones 'competition.missing_targets: mask' can restrict to the cells a row holds
+MASKABLE = ("bce", "focal", "mse", "l1", "huber")
+
+
+def mask_mismatch(loss: LossConfig, key: str) -> str | None:
+    """Why ``loss`` (at config ``key``) cannot be restricted to the target cells a row holds
+    ('competition.missing_targets: mask'), or None."""
+    terms = loss.terms if loss.name == "sum" else [loss]
+    for term in terms:
+        if term.name not in ("auto", *MASKABLE) or term.params.get("softmax"):
+            what = "focal with 'softmax: true'" if term.name == "focal" else repr(term.name)
+            return (f"'{key}.loss' {what} scores whole rows, so it cannot leave out the "
+                    "targets a row lacks ('competition.missing_targets: mask'); use one of "
+                    f"{', '.join(MASKABLE)} (focal per label)")
+    return None
+
+
+def masked_cells(fn: LossFn) -> LossFn:
+    """``fn`` over the target cells a batch holds: a NaN cell (a target its row lacks,
+    'competition.missing_targets: mask') is filled with 0, so no NaN reaches a gradient, and
+    left out of the mean (``batch["present"]``, read by the losses' reduction)."""
+
+    def loss(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        target = batch["target"]
+        present = ~torch.isnan(target)
+        return fn(outputs, {**batch, "target": target.nan_to_num(0.0), "present": present})
+
+    return loss
+
+
 def build_loss(name: str, task: str, params: dict[str, Any] | None = None,
-               terms: list[tuple[str, float, dict[str, Any]]] | None = None) -> LossFn:
-    """The named loss (``auto``: the task's natural one), or a weighted sum of ``terms``."""
+               terms: list[tuple[str, float, dict[str, Any]]] | None = None,
+               masked: bool = False) -> LossFn:
+    """The named loss (``auto``: the task's natural one), or a weighted sum of ``terms``;
+    ``masked``: over the target cells a batch holds (:func:`masked_cells`)."""
+    if masked:
+        return masked_cells(build_loss(name, task, params, terms))
     if terms:
         parts = [(build_loss(n, task, p), w) for n, w, p in terms]
         return lambda outputs, batch: sum(w * fn(outputs, batch) for fn, w in parts)

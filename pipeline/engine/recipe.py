@@ -321,8 +321,10 @@ def build_stage_plans(
     train: TrainConfig, model_cfg: ModelConfig, task: str,
     model: CompetitionModel | MemberEnsemble, train_ds: Dataset[Any],
     generator: torch.Generator, greater_is_better: bool, device: torch.device | None = None,
+    masked: bool = False,
 ) -> list[StagePlan]:
-    """One ready-to-run plan per stage of the recipe."""
+    """One ready-to-run plan per stage of the recipe; ``masked``: each loss over the target
+    cells a row holds ('competition.missing_targets: mask')."""
     plans = []
     for stage in train.resolved_stages:
         optim, sched, loss = stage.optimizer, stage.scheduler, stage.loss
@@ -339,7 +341,7 @@ def build_stage_plans(
 
         def member_loss(net: nn.Module, loss: LossConfig = loss,
                         terms: list[tuple[str, float, dict[str, Any]]] = terms) -> LossFn:
-            return with_aux_losses(build_loss(loss.name, task, loss.params, terms), net,
+            return with_aux_losses(build_loss(loss.name, task, loss.params, terms, masked), net,
                                    [(a.name, a.weight, a.params) for a in train.aux_losses])
 
         plans.append(StagePlan(

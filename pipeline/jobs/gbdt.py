@@ -129,19 +129,23 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
         y_train = targets[train_rows, 0 if task == "multiclass" else j]
         y_valid = targets[valid_rows, 0 if task == "multiclass" else j]
         x_fit, y_fit, w_fit = x_train, y_train, np.ones(len(train_rows))
+        held = ~np.isnan(y_train)  # this target's rows ('competition.missing_targets: mask')
+        if not held.all():
+            x_fit, y_fit, w_fit = x_train.iloc[held], y_train[held], w_fit[held]
         if pseudo is not None and x_pseudo is not None:
             rows, y_extra, w_extra = _pseudo_rows(task, _output_labels(task, pseudo[1], j),
                                                   pseudo[2])
             x_fit = pd.concat([x_train, x_pseudo.iloc[rows]], ignore_index=True)
             y_fit = np.concatenate([y_train, y_extra])
             w_fit = np.concatenate([w_fit, w_extra])
-        keep = np.ones(len(valid_rows), dtype=bool)
+        keep = ~np.isnan(y_valid)  # early-stopped on the fold's rows that have the target
         classes = np.zeros(0, dtype=np.int64)
         if task != "regression":  # labels 0..k-1 over the classes this fold trains on
             classes = np.unique(y_fit.astype(np.int64))
-            keep = np.isin(y_valid.astype(np.int64), classes)
+            valid_labels = np.nan_to_num(y_valid, nan=-1).astype(np.int64)
+            keep &= np.isin(valid_labels, classes)
             y_fit = np.searchsorted(classes, y_fit.astype(np.int64))
-            y_valid = np.searchsorted(classes, y_valid.astype(np.int64))
+            y_valid = np.searchsorted(classes, valid_labels)
         est, trees = None, 0
         if task == "regression" or len(classes) > 1:
             # one class (a rare label's fold without positives) is a constant: LightGBM and

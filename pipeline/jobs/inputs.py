@@ -69,7 +69,9 @@ def _fit_prep(comp: Competition, rows: np.ndarray, target_transform: str,
     target = TargetTransform(target_transform, tuple(comp.cfg.target_columns))
     target.check(comp.targets)  # the whole column, so every fold agrees
     y = target.fit(comp.targets[rows]).transform(comp.targets[rows])
-    return FoldPrep(tab, y.mean(axis=0).tolist(), (y.std(axis=0) + 1e-12).tolist(), target)
+    gaps = np.isnan(y).any()  # a target a row lacks ('competition.missing_targets: mask')
+    mean, std = (np.nanmean, np.nanstd) if gaps else (np.mean, np.std)
+    return FoldPrep(tab, mean(y, axis=0).tolist(), (std(y, axis=0) + 1e-12).tolist(), target)
 
 
 def fold_prep(fold_dir: Path, comp: Competition | None = None,

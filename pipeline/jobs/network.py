@@ -118,7 +118,8 @@ def fit_network_fold(
         metric = fallback
     generator = torch.Generator()
     plans = build_stage_plans(cfg.train, cfg.model, task, model, train_ds, generator,
-                              metric.greater_is_better, device)
+                              metric.greater_is_better, device,
+                              masked=cfg.competition.missing_targets == "mask")
     plans = with_task_plans(plans, model)  # + auxiliary tasks' losses (multi-task)
     cons, first_unlabelled = cfg.train.consistency, cfg.train.unlabelled_from
     pool = comp.unlabelled_pool  # the test rows (+ train rows without a target)

@@ -96,11 +96,15 @@ def _classification(src: Source, pred: np.ndarray, y: np.ndarray) -> list[str]:
     assert src.meta is not None
     task, parts = src.meta.task, []
     if task == "multilabel":
-        truth, hard = y.astype(int), (pred >= 0.5).astype(int)
         names = list(src.meta.pred_columns)
         parts.append(note("confusion-matrix", "not drawn for multilabel targets; see the "
                            "per-label report (threshold 0.5)"))
-        prob, hit, what = pred.ravel(), y.ravel(), "probability"
+        held = ~np.isnan(y)  # a label a row lacks ('competition.missing_targets: mask')
+        # such a cell neither true nor predicted: no TP, FP or FN, so each label's precision,
+        # recall, F1 and support are those of the rows that have it
+        truth = np.where(held, y, 0).astype(int)
+        hard = (held & (pred >= 0.5)).astype(int)
+        prob, hit, what = pred[held], y[held], "probability"
     else:
         if task == "binary":
             truth, hard = y[:, 0].astype(int), (pred[:, 0] >= 0.5).astype(int)
@@ -131,6 +135,8 @@ def _classification(src: Source, pred: np.ndarray, y: np.ndarray) -> list[str]:
 def _diagnostics(src: Source) -> list[str]:
     """Confusion matrix, per-class report and calibration, or residuals: the OOF predictions
     against the targets."""
+    import numpy as np
+
     from pipeline.report import _plots as plots
 
     if src.y is None or src.meta is None or src.oof is None:
@@ -140,8 +146,9 @@ def _diagnostics(src: Source) -> list[str]:
     if src.meta.task != "regression":
         return _classification(src, pred, src.y)
     y = src.y.reshape(len(pred), -1)
+    held = ~np.isnan(y)  # a target a row lacks ('competition.missing_targets: mask')
     return [figure(src, "residuals" if i == 0 else f"residuals-{i}", f"Residuals: {col}",
-                   plots.residuals(pred[:, i], y[:, i], col))
+                   plots.residuals(pred[held[:, i], i], y[held[:, i], i], col))
             for i, col in enumerate(src.meta.pred_columns[:4])]  # ids stay unique
 
 
