@@ -188,6 +188,25 @@ def test_a_source_without_per_fold_test_predictions_is_refused_before_any_write(
     assert pseudo.source_leaky(_round(data, "from-run", clean.run_dir)) is False
 
 
+def test_a_source_without_some_test_ids_is_refused_in_one_line(clean_round) -> None:
+    """A source whose per-fold predictions lack a test id of this run (made from another
+    test file) stopped the pseudo stage with a pandas KeyError traceback; it is one line
+    naming the file, the count and an id, and nothing is written."""
+    data, clean = clean_round
+    copy = clean.run_dir.parent / "trimmed"
+    shutil.copytree(clean.run_dir, copy)
+    per_fold = pd.read_parquet(copy / "test_folds.parquet")
+    dropped = str(per_fold[data["competition"]["id_column"]].iloc[0])
+    id_values = per_fold[data["competition"]["id_column"]].astype(str)
+    per_fold[id_values != dropped].to_parquet(copy / "test_folds.parquet", index=False)
+    cfg = _round(data, "from-trimmed", copy)
+    with pytest.raises(DataError, match=rf"has no prediction for 1 of this run's \d+ rows "
+                                        rf"\(such as id '{dropped}'\)") as info:
+        pseudo.run(cfg)
+    assert "\n" not in str(info.value)
+    assert not pseudo.pseudo_path(cfg, 0).exists()
+
+
 def test_a_fold_without_pseudo_rows_trains_on_its_own_rows(clean_round, caplog):
     """A threshold no test row reaches leaves a fold with no pseudo rows: the network fold
     crashed in the column encoders (a ValueError about 0 samples). It trains on its own
