@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -239,8 +240,8 @@ def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str]
         for frame in frames:
             if column in frame.columns:
                 text = frame[column].astype("string").str.strip()
-                if reader is _days_since_1970:
-                    add_date_parts(frame, column, text, values)
+                if isinstance(reader, DateReader):
+                    add_date_parts(frame, column, reader.parse(text), values)
                 frame[column] = reader(text)
         parsed.append(column)
     return parsed
@@ -249,14 +250,13 @@ def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str]
 DATE_PARTS = ("year", "month", "day", "dayofweek", "dayofyear")
 
 
-def add_date_parts(frame: pd.DataFrame, column: str, text: pd.Series,
+def add_date_parts(frame: pd.DataFrame, column: str, when: pd.Series,
                    every: pd.Series) -> None:
     """Columns ``<column>:year``, ``:month``, ``:day``, ``:dayofweek`` (Monday 0),
     ``:dayofyear`` (and ``:hour`` where some value of ``every``, the column's cells in all
-    files, has a time of day) from the ISO dates ``text``, beside ``column``. Days since 1970
+    files, has a time of day) from its dates ``when``, beside ``column``. Days since 1970
     let a tree split time into periods, but not see a week's or a year's cycle (sales on
     Saturdays, in December), nor carry it to test dates later than every train date."""
-    when = pd.to_datetime(text, format="ISO8601")
     parts = [*DATE_PARTS, *(["hour"] if every.str.contains(r"[ T]\d", regex=True).any()
                             else [])]
     at = frame.columns.get_loc(column) + 1
@@ -283,15 +283,66 @@ def _number_reader(values: pd.Series, sep: str, decimal: str) -> Reader | None:
         return lambda text: pd.to_numeric(text.str.extract(f"^({_UNIT.pattern})$")[0].str
                                           .replace(r"[^\d.+-]", "", regex=True)
                                           ).astype(np.float64)
+    date_format = _date_format(values)
+    if date_format is None:
+        return None
+    try:
+        pd.to_datetime(values, format=date_format)
+    except ValueError:  # '2021-13-45': a code shaped like a date
+        return None
+    return DateReader(date_format)
+
+
+@dataclass(frozen=True)
+class DateReader:
+    """Dates written in one ``format`` ('ISO8601' or a strptime format) as days since
+    1970-01-01."""
+
+    format: str
+
+    def parse(self, text: pd.Series) -> pd.Series:
+        return pd.to_datetime(text, format=self.format)
+
+    def __call__(self, text: pd.Series) -> pd.Series:
+        return ((self.parse(text) - pd.Timestamp(0)) / pd.Timedelta(days=1)).astype(np.float64)
+
+
+def _date_format(values: pd.Series) -> str | None:
+    """The one format every value is a date in: ISO ('2021-03-04', '2021-03-04 17:30:00'),
+    '2021/03/04', or day and month in the order the values prove ('25/12/2021' is day first,
+    '12/25/2021' month first; '04.03.2021' with dots; a time after them as '17:30', '17:30:00'
+    or '5:30:00 PM', the same in every value). None where they are no dates, the order stays
+    open (every day and month 12 or less) or values differ in shape."""
     if values.str.fullmatch(_ISO_DATE).all():
-        try:
-            pd.to_datetime(values, format="ISO8601")
-        except ValueError:  # '2021-13-45': a code shaped like a date
-            return None
-        return _days_since_1970
+        return "ISO8601"
+    parts = values.str.extract(_WRITTEN_DATE)
+    if parts[0].isna().any():
+        return None
+    shapes = parts[4].map(_clock_shape)
+    if parts[1].nunique() != 1 or shapes.nunique() != 1:
+        return None
+    sep, clock = parts[1].iloc[0], shapes.iloc[0]
+    time = " " + _CLOCKS.get(clock, "") if clock else ""
+    if time == " ":  # a time of another shape
+        return None
+    if len(parts[0].iloc[0]) == 4:  # year first: year/month/day
+        return f"%Y{sep}%m{sep}%d{time}"
+    first, second = parts[0].astype(int), parts[2].astype(int)
+    if (first > 12).any() and (second <= 12).all():
+        return f"%d{sep}%m{sep}%Y{time}"
+    if (second > 12).any() and (first <= 12).all():
+        return f"%m{sep}%d{sep}%Y{time}"
     return None
 
 
-def _days_since_1970(text: pd.Series) -> pd.Series:
-    return ((pd.to_datetime(text, format="ISO8601") - pd.Timestamp(0))
-            / pd.Timedelta(days=1)).astype(np.float64)
+def _clock_shape(clock: str) -> str:
+    """'17:30' -> '9:9', ' 5:30:00 pm' -> '9:9:9 AM': the time's shape, AM for either half."""
+    return re.sub(r"[AaPp][Mm]$", "AM", re.sub(r"\d+", "9", clock.strip()))
+
+
+# a date written with '/' or '.', day and month in either order or the year first, and a
+# time of day (each shape its strptime format)
+_WRITTEN_DATE = (r"^(\d{1,2}|\d{4})([/.])(\d{1,2})\2(\d{4}|\d{1,2})"
+                 r"((?:[ T]\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?)?)$")
+_CLOCKS = {"9:9": "%H:%M", "9:9:9": "%H:%M:%S", "9:9 AM": "%I:%M %p",
+           "9:9:9 AM": "%I:%M:%S %p", "9:9AM": "%I:%M%p", "9:9:9AM": "%I:%M:%S%p"}

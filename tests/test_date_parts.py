@@ -78,3 +78,39 @@ def test_test_days_after_train_days_get_the_weekly_cycle(tmp_path: Path, capsys,
     sub = pd.read_csv(tmp_path / "comp" / "submissions" / "sales.csv")
     rmse = float(np.sqrt(np.mean((sub["sales"].to_numpy() - truth) ** 2)))
     assert rmse < 0.8, rmse
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    (["25/12/2021", "01/02/2021"], ["2021-12-25", "2021-02-01"]),  # a day past 12: day first
+    (["12/25/2021", "01/02/2021"], ["2021-12-25", "2021-01-02"]),  # US: month first
+    (["25.12.2021", "01.02.2021"], ["2021-12-25", "2021-02-01"]),
+    (["2021/12/25", "2021/02/01"], ["2021-12-25", "2021-02-01"]),
+    (["25/12/2021 17:30", "01/02/2021 08:05"], ["2021-12-25 17:30", "2021-02-01 08:05"]),
+    (["12/25/2021 5:30:00 PM", "1/2/2021 11:00:00 am"],
+     ["2021-12-25 17:30", "2021-01-02 11:00"]),
+])
+def test_dates_written_other_ways_are_dates(written: list[str], expected: list[str]) -> None:
+    """'25/12/2021' and '12/25/2021 5:30:00 PM' were text, so categories no later test
+    date of which train shows: days since 1970 and the calendar parts, as ISO dates."""
+    from pipeline.competition_files import parse_written_numbers
+
+    frame = pd.DataFrame({"when": written})
+    assert parse_written_numbers((frame,), ["when"]) == ["when"]
+    days = (pd.to_datetime(expected) - pd.Timestamp(0)) / pd.Timedelta(days=1)
+    assert frame["when"].to_numpy() == pytest.approx(days.to_numpy())
+    assert frame["when:month"].tolist() == [12, int(expected[1][5:7])]
+    assert ("when:hour" in frame.columns) == (":" in written[0])
+
+
+@pytest.mark.parametrize("written", [
+    ["01/02/2021", "03/04/2021"],  # day and month could be either: no guess
+    ["25/12/2021 17:30", "01/02/2021"],  # a time in some values only
+    ["25/12/21", "01/02/21"],  # a two-digit year
+    ["12/2021", "01/2021"],
+])
+def test_dates_of_open_order_or_mixed_shapes_stay_text(written: list[str]) -> None:
+    from pipeline.competition_files import parse_written_numbers
+
+    frame = pd.DataFrame({"when": written})
+    assert parse_written_numbers((frame,), ["when"]) == []
+    assert frame["when"].tolist() == written and list(frame.columns) == ["when"]
