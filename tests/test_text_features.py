@@ -129,3 +129,21 @@ def test_tree_features_pickled_before_text_features_still_transform() -> None:
         features.__dict__.pop(name)
     assert features.transform(frame, "lightgbm").shape == (2, 1)
     assert features.columns == ["x"]
+
+
+def test_a_text_competition_takes_a_tabular_model_as_its_tfidf_baseline(
+        tmp_path: Path, capsys) -> None:
+    """'modality: text' with a scikit-learn or GBDT model was refused ("needs an 'hf:'
+    encoder"): TF-IDF + a linear model is the first baseline of a text competition. A timm
+    network beside an MLP still reads no text, and is refused."""
+    cfg, truth = _competition(tmp_path / "comp", numbers=False)
+    cfg["competition"]["modality"] = "text"
+    cfg["model"]["encoders"] = [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    sub = pd.read_csv(tmp_path / "comp" / "submissions" / "reviews.csv")
+    assert roc_auc_score(truth, sub["target"]) > 0.95
+    cfg["model"]["encoders"] = [{"name": "timm:resnet18"}, {"name": "mlp"}]
+    cfg["name"] = "refused"
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 2 and "needs a 'hf:' encoder for modality 'text'" in err

@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from threadpoolctl import threadpool_limits
 
 from pipeline.ensemble._base import BLENDERS, Blender, renormalise
+from pipeline.metrics import Metric, get_metric
 
 _EPS = 1e-6
 
@@ -27,17 +28,30 @@ class StackingBlender(Blender):
         model: A scikit-learn estimator; default ``LogisticRegression`` for classification
             (``predict_proba`` is used) and ``Ridge`` for regression.
         logit: Feed log-odds (log-probabilities for multiclass) rather than probabilities.
+        metric: The competition metric (a name or a :class:`~pipeline.metrics.Metric`);
+            under ``rmsle`` a regression stacker fits and predicts ``log1p`` values (the
+            metric's space; a least-squares fit on raw values weighs the largest targets
+            most), its predictions turned back with ``expm1``.
     """
 
     needs_folds = True
 
-    def __init__(self, model: BaseEstimator | None = None, logit: bool = True) -> None:
+    def __init__(self, model: BaseEstimator | None = None, logit: bool = True,
+                 metric: str | Metric | None = None) -> None:
         self.model = model
         self.logit = logit
+        self.metric = metric
+
+    def _log_space(self) -> bool:
+        name = (self.metric if isinstance(self.metric, Metric)
+                else get_metric(self.metric)).name if self.metric is not None else None
+        return self.task_ == "regression" and name == "rmsle"
 
     def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
         assert folds is not None  # guaranteed by Blender.fit since needs_folds
         x = self._features(stacked)
+        if self._log_space():
+            y = np.log1p(y)
         oof = np.zeros(stacked.shape[1:])
         self.fold_values_ = np.unique(folds)
         self.fold_models_: list[list[Any]] = []
@@ -49,16 +63,19 @@ class StackingBlender(Blender):
                 models = self._fit_one(x[train], y[train])
                 oof[held] = self._predict_one(models, x[held])
                 self.fold_models_.append(models)
-        return oof
+        return np.expm1(oof) if self._log_space() else oof
 
     def _predict(self, stacked: np.ndarray) -> np.ndarray:
         x = self._features(stacked)
         with threadpool_limits(limits=1, user_api="blas"):
             preds = [self._predict_one(models, x) for models in self.fold_models_]
-        return np.mean(preds, axis=0)
+        mean = np.mean(preds, axis=0)
+        return np.expm1(mean) if self._log_space() else mean
 
     def _features(self, stacked: np.ndarray) -> np.ndarray:
-        if self.logit and self.task_ == "multiclass":
+        if self._log_space():  # rmsle clips negative predictions to 0 too
+            stacked = np.log1p(np.clip(stacked, 0, None))
+        elif self.logit and self.task_ == "multiclass":
             stacked = np.log(np.clip(stacked, _EPS, 1.0))
         elif self.logit and self.task_ != "regression":
             p = np.clip(stacked, _EPS, 1 - _EPS)

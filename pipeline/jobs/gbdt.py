@@ -34,6 +34,8 @@ from pipeline.runs import fold_dir, fold_label, pseudo_path
 
 log = logging.getLogger(__name__)
 IMPORTANCE_FILE = "feature_importance.csv"  # beside the predictions; not checksummed
+# regression metrics that read the targets' scale (logs of them, ratios to them)
+_SCALE_METRICS = frozenset({"rmsle", "mape", "smape"})
 
 
 def _output_labels(task: str, labels: np.ndarray, j: int) -> np.ndarray:
@@ -64,6 +66,12 @@ def _stopping_metric(cfg: ExperimentConfig, y_valid: np.ndarray, target: str, n_
     would score as well as any later one and end the fit there (1 of 200 trees kept)."""
     metric, task = get_metric(cfg.competition.metric), cfg.competition.task
     if task == "regression":
+        # a target transform puts the trees (and their eval metric) in its space, where a
+        # metric of the targets' scale is meaningless: standardised values below -1 make
+        # RMSLE NaN (XGBoost kept 1 tree of 200; CatBoost failed on a NaN), values near 0
+        # blow MAPE up. RMSE there is the trees' own loss, and under log1p it is the RMSLE.
+        if cfg.model.target_transform != "none" and metric.name in _SCALE_METRICS:
+            return "rmse"
         return metric.name
     if task == "multiclass":  # indices among the n_classes the fold trains on
         informative = metric.ranks_on(task, y_valid, n_classes)
