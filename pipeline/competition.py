@@ -264,7 +264,8 @@ def _image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,
         return frame[cfg.image_column].astype(str).tolist()
     assert cfg.image_path is not None
     try:
-        return [cfg.image_path.format(split=split, **row)
+        # '{split}' is the split, as documented, also where a file has a 'split' column
+        return [cfg.image_path.format_map({**row, "split": split})
                 for row in frame.to_dict(orient="records")]
     except KeyError as err:
         raise DataError(
