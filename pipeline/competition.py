@@ -251,7 +251,7 @@ def _without_values(frame: pd.DataFrame, columns: list[str]) -> list[str]:
 IMAGE_PATH = "_image_path"  # resolved image path column added to train and test at load
 
 
-def _image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,
+def image_paths(frame: pd.DataFrame, cfg: CompetitionConfig, split: str,
                  path: Path) -> list[str]:
     """Each row's image path relative to the competition folder."""
     if cfg.image_column:
@@ -363,7 +363,7 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
             frame[IMAGE_PATH] = [(Path(cfg.train_file) / i).as_posix()
                                  for i in frame[cfg.id_column]]
         elif cfg.image_column or cfg.image_path:
-            frame[IMAGE_PATH] = _image_paths(frame, cfg, split, path)
+            frame[IMAGE_PATH] = image_paths(frame, cfg, split, path)
     if cfg.pixels:
         columns = pixel_columns(train, cfg.pixels, train_path)
         written = write_pixel_images({"train": (train, train_path), "test": (test, test_path)},
