@@ -59,7 +59,7 @@ def data_digests(cfg: ExperimentConfig) -> dict[str, str]:
     return digests
 
 
-def _images_digest(cfg: ExperimentConfig, part: str, file_digest: str) -> str | None:
+def _images_digest(cfg: ExperimentConfig, part: str, csv_digest: str) -> str | None:
     """SHA-256 over the names, sizes and modification times of the image files ``part``'s
     file lists: images rewritten in place under the same file (cropped, re-exported, another
     test set's) left the fold's models and predictions standing, and the submission held the
@@ -69,7 +69,7 @@ def _images_digest(cfg: ExperimentConfig, part: str, file_digest: str) -> str | 
         return None
     if part == "train" and (Path(comp.dir) / comp.train_file).is_dir():
         return None  # class folders: the folder's digest covers its images
-    paths = _listed_images(comp.model_dump_json(), part, file_digest)
+    paths = _listed_images(comp.model_dump_json(), part, csv_digest)
     if paths is None:
         return None
     digest = hashlib.sha256()
@@ -83,8 +83,9 @@ def _images_digest(cfg: ExperimentConfig, part: str, file_digest: str) -> str | 
 
 
 @functools.lru_cache(maxsize=8)
-def _listed_images(section: str, part: str, file_digest: str) -> tuple[str, ...] | None:
-    """The image paths the competition's ``part`` file lists (read once per file content)."""
+def _listed_images(section: str, part: str, csv_digest: str) -> tuple[str, ...] | None:
+    """The image paths the competition's ``part`` file lists (read once per file content:
+    ``csv_digest`` is its SHA-256, the cache's key)."""
     from pipeline.competition import CompetitionConfig, image_paths
     from pipeline.competition_files import read_csv
 
