@@ -136,7 +136,8 @@ def image_paths(frame: pd.DataFrame, cfg: ImageSource, split: str, path: Path) -
         return frame[cfg.image_column].astype(str).tolist()
     assert cfg.image_path is not None
     try:
-        return [cfg.image_path.format(split=split, **row)
+        # '{split}' is the split, as documented, also where a file has a 'split' column
+        return [cfg.image_path.format_map({**row, "split": split})
                 for row in frame.to_dict(orient="records")]
     except KeyError as err:
         raise DataError(

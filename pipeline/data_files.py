@@ -44,14 +44,60 @@ def file_digest(path: Path) -> str | None:
 
 
 def data_digests(cfg: ExperimentConfig) -> dict[str, str]:
-    """``{'train': ..., 'test': ...}``: SHA-256 of the competition's train and test files."""
+    """``{'train': ..., 'test': ...}``: SHA-256 of the competition's train and test files,
+    and, where a file lists image files (``image_column`` / ``image_path``), of those images
+    (``train_images``, ``test_images``)."""
     comp = cfg.competition
     digests = {}
     for part, name in (("train", comp.train_file), ("test", comp.test_file)):
         digest = file_digest(Path(comp.dir) / name)
         if digest is not None:
             digests[part] = digest
+            images = _images_digest(cfg, part, digest)
+            if images is not None:
+                digests[f"{part}_images"] = images
     return digests
+
+
+def _images_digest(cfg: ExperimentConfig, part: str, csv_digest: str) -> str | None:
+    """SHA-256 over the names, sizes and modification times of the image files ``part``'s
+    file lists: images rewritten in place under the same file (cropped, re-exported, another
+    test set's) left the fold's models and predictions standing, and the submission held the
+    old images' predictions. None where the file lists no image files."""
+    comp = cfg.competition
+    if not (comp.image_column or comp.image_path) or comp.pixels:
+        return None
+    if part == "train" and (Path(comp.dir) / comp.train_file).is_dir():
+        return None  # class folders: the folder's digest covers its images
+    paths = _listed_images(comp.model_dump_json(), part, csv_digest)
+    if paths is None:
+        return None
+    digest = hashlib.sha256()
+    for rel in paths:
+        try:
+            stat = (Path(comp.dir) / rel).stat()
+            digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:  # refused where the competition loads
+            digest.update(f"{rel}\0missing\n".encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _listed_images(section: str, part: str, csv_digest: str) -> tuple[str, ...] | None:
+    """The image paths the competition's ``part`` file lists (read once per file content:
+    ``csv_digest`` is its SHA-256, the cache's key)."""
+    from pipeline.competition import CompetitionConfig
+    from pipeline.competition_checks import image_paths
+    from pipeline.competition_files import read_csv
+
+    comp = CompetitionConfig.model_validate_json(section)
+    path = Path(comp.dir) / (comp.train_file if part == "train" else comp.test_file)
+    try:
+        frame = read_csv(path, part, comp.sep, comp.encoding, comp.id_column,
+                         decimal=comp.decimal, thousands=comp.thousands)
+        return tuple(image_paths(frame, comp, part, path))
+    except DataError:  # a file the competition refuses when it loads, in one line
+        return None
 
 
 def check_test_file(meta: RunMeta, folder: Path) -> None:
@@ -72,4 +118,6 @@ def changed_files(recorded: Any, cfg: ExperimentConfig, parts: Sequence[str]) ->
     if not isinstance(recorded, dict):
         return []
     now = data_digests(cfg)
-    return [part for part in parts if part in recorded and recorded[part] != now.get(part)]
+    # a part's images count as the part; a record without them (older) vouches for them
+    return [part for part in parts if any(
+        key in recorded and recorded[key] != now.get(key) for key in (part, f"{part}_images"))]

@@ -429,6 +429,29 @@ def test_image_path_template_resolves_files_per_split(competition_factory) -> No
             load_competition(build_config(data).competition)
 
 
+def test_image_path_split_is_the_split_beside_a_split_column(competition_factory) -> None:
+    # a file with its own 'split' column (train/val marks) made str.format raise TypeError
+    # ('multiple values for keyword argument') as a traceback
+    import shutil
+
+    from pipeline.competition import IMAGE_PATH
+
+    data = competition_factory("image", "binary")
+    root = Path(data["competition"]["dir"])
+    for split in ("train", "test"):
+        frame = pd.read_csv(root / f"{split}.csv")
+        (root / split).mkdir()
+        for rid, rel in zip(frame["id"], frame["image"], strict=True):
+            shutil.copy(root / rel, root / split / f"{rid}.png")
+        frame.drop(columns="image").assign(split="val").to_csv(root / f"{split}.csv",
+                                                               index=False)
+    data["competition"].pop("image_column")
+    data["competition"]["image_path"] = "{split}/{id}.png"
+    comp = load_competition(build_config(data).competition)
+    assert comp.train[IMAGE_PATH].iloc[0] == f"train/{comp.train['id'].iloc[0]}.png"
+    assert comp.test[IMAGE_PATH].iloc[0] == f"test/{comp.test['id'].iloc[0]}.png"
+
+
 def test_zero_padded_ids_stay_text_and_plain_integer_ids_numbers(competition_factory) -> None:
     # '00012' read as the number 12 named no image file and wrote 12 into the submission
     data = competition_factory("image", "binary")

@@ -137,3 +137,44 @@ def test_blend_refuses_a_member_predicted_from_an_older_test_file(
     err = capsys.readouterr().err
     assert code == 2 and str(test) in err and "changed since" in err, err
     assert not (tmp_path / "blends" / "mix").exists()
+
+
+def test_images_rewritten_in_place_are_predicted_and_trained_again(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Images replaced under the same train and test files (cropped in place, another test
+    set's under the same names) left every fold standing: `pipeline predict` did nothing and
+    the submission held the old images' predictions."""
+    from PIL import Image
+
+    from pipeline.data.decoded import clear_cache
+
+    cfg = cli_config(competition_factory, "image", "binary")
+    cfg["train"]["epochs"] = 1
+    folder = Path(cfg["competition"]["dir"])
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    trained = _metrics(cfg).read_bytes()
+    before = _submission(cfg)
+    assert {"train_images", "test_images"} <= set(json.loads(trained)["data"])
+
+    def invert(split: str) -> None:
+        for rel in pd.read_csv(folder / f"{split}.csv")["image"]:
+            pixels = np.asarray(Image.open(folder / rel))
+            Image.fromarray(255 - pixels).save(folder / rel)
+
+    invert("test")
+    clear_cache()  # each `pipeline` command is a process of its own, with its own cache
+    assert main(["predict", "--config", str(path)]) == 0, capsys.readouterr().err
+    assert _metrics(cfg).read_bytes() == trained  # a network's weights predict the new images
+    assert main(["submit", "--config", str(path)]) == 0, capsys.readouterr().err
+    after = _submission(cfg)
+    assert after["id"].tolist() == before["id"].tolist()
+    assert not np.allclose(after["target"], before["target"])
+    invert("train")
+    clear_cache()
+    caplog.clear()
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "the train file changed since it trained" in caplog.text
+    assert _metrics(cfg).read_bytes() != trained

@@ -67,8 +67,21 @@ def build_image_augment(items: list[dict[str, Any]]) -> list[A.BasicTransform]:
         try:
             transforms.append(cls(**args))
         except (TypeError, ValueError) as err:
-            raise ValueError(f"item {i} ({name}): bad arguments {args}: {err}") from None
+            raise ValueError(f"item {i} ({name}): bad arguments {args}: {_problems(err)}"
+                             ) from None
     return transforms
+
+
+def _problems(err: Exception) -> str:
+    """``err`` in one line. Albumentations checks its arguments with pydantic, whose message
+    spans lines (the field, its problem, a help link): printed as is it broke the CLI's
+    one-line error into fragments that named no argument on the error's own line. It raises
+    a ValueError from pydantic's error, which holds the problems by field."""
+    errors = getattr(err.__cause__ or err, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+                         for e in errors())
+    return " ".join(str(err).split())
 
 
 class TextNoiseConfig(Section):

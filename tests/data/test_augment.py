@@ -41,6 +41,19 @@ def test_bad_image_augment_items_name_the_item(items, message) -> None:
         build_image_augment(items)
 
 
+def test_bad_augment_arguments_are_one_line_naming_the_argument(competition_factory) -> None:
+    # albumentations 1's height/width for RandomResizedCrop: pydantic's three-line message
+    # (field, problem, help link) split the CLI's error over lines
+    data = competition_factory("image", "binary")
+    data["train"]["augment"] = {"image": [{"name": "RandomResizedCrop", "height": 32,
+                                           "width": 32}]}
+    with pytest.raises(ConfigError) as info:
+        build_config(data)
+    problem = str(info.value).splitlines()[1:]
+    assert len(problem) == 1, str(info.value)
+    assert "item 0 (RandomResizedCrop)" in problem[0] and "size: Field required" in problem[0]
+
+
 def test_text_noise_masks_deletes_and_swaps_only_ordinary_tokens():
     ids, special = [101, 5, 6, 7, 8, 102], {101, 102}
     rng = np.random.default_rng(0)
