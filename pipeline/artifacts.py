@@ -112,6 +112,20 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
                         "off or damaged: rerun the stage that wrote it") from None
 
 
+def read_fold_rows(path: Path, id_column: str, ids: np.ndarray, seed: int, fold: int,
+                   rows: str) -> pd.DataFrame:
+    """A fold's predictions at ``path``, which must be of ``ids`` in their order, with the
+    fold's ``seed`` and ``fold`` first; refused in one line where they are of other rows
+    (``rows``, the file those ids come from, changed since the fold predicted)."""
+    part = read_parquet(path)
+    if not np.array_equal(part[id_column].astype(str).to_numpy(), ids):
+        raise DataError(f"{path} predicts other ids than {rows}: the file changed since the "
+                        "fold predicted; train the run again (--overwrite)")
+    part.insert(0, "fold", fold)
+    part.insert(0, "seed", seed)
+    return part
+
+
 def id_positions(ids: pd.Series, wanted: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Where each of ``wanted`` is in ``ids`` (-1: not there), both compared as text (an id
     column read as numbers in one file matches its text in the other), and ``wanted`` as

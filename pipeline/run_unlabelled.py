@@ -16,13 +16,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import read_parquet, write_parquet
+from pipeline.artifacts import read_fold_rows, write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
-from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 UNLABELLED_FOLDS = "unlabelled_folds.parquet"  # in the run folder: every fold model's
@@ -49,12 +47,6 @@ def gather_unlabelled(cfg: ExperimentConfig, comp: Competition,
                         "again with --overwrite)", cfg.name, folder, len(ids))
             target.unlink(missing_ok=True)
             return
-        part = read_parquet(path)
-        if not np.array_equal(part[id_col].astype(str).to_numpy(), ids):
-            raise DataError(f"{path} predicts other ids than the train rows without a target "
-                            f"of {cfg.competition.train_file}: the train file changed since "
-                            "the fold predicted; train the run again (--overwrite)")
-        part.insert(0, "fold", fold)
-        part.insert(0, "seed", seed)
-        parts.append(part)
+        parts.append(read_fold_rows(path, id_col, ids, seed, fold, "the train rows without a "
+                                    f"target of {cfg.competition.train_file}"))
     write_parquet(target, pd.concat(parts, ignore_index=True))

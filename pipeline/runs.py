@@ -23,6 +23,7 @@ import yaml
 from pipeline import folds as folds_stage
 from pipeline.artifacts import (
     RunMeta,
+    read_fold_rows,
     read_json,
     read_meta,
     read_parquet,
@@ -285,14 +286,8 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
             if part[id_col].astype(str).tolist() != expected:
                 raise DataError(f"{out / 'oof.parquet'} holds other ids than fold {fold}")
             oof[rows] = part[cols].to_numpy(dtype=np.float64)
-            test = read_parquet(out / "test.parquet")
-            if not np.array_equal(test[id_col].astype(str).to_numpy(), test_ids):
-                raise DataError(f"{out / 'test.parquet'} predicts other ids than "
-                                f"{cfg.competition.test_file}: the test file changed since "
-                                "the fold predicted; train the run again (--overwrite)")
-            test.insert(0, "fold", fold)
-            test.insert(0, "seed", seed)
-            test_parts.append(test)
+            test_parts.append(read_fold_rows(out / "test.parquet", id_col, test_ids, seed, fold,
+                                             cfg.competition.test_file))
             scores[f"seed{seed}/fold{fold}"] = metric(y[rows], oof[rows])
         if np.isnan(oof).any():
             raise DataError(f"OOF predictions of seed {seed} miss rows: folds incomplete")
