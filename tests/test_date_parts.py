@@ -114,3 +114,11 @@ def test_dates_of_open_order_or_mixed_shapes_stay_text(written: list[str]) -> No
     frame = pd.DataFrame({"when": written})
     assert parse_written_numbers((frame,), ["when"]) == []
     assert frame["when"].tolist() == written and list(frame.columns) == ["when"]
+
+
+def test_listed_feature_columns_may_name_the_parts(tmp_path: Path) -> None:
+    cfg, _ = _sales(tmp_path)
+    cfg["competition"]["feature_columns"] = ["date", "date:dayofweek"]
+    comp = load_competition(build_config(cfg).competition)
+    assert comp.feature_columns == ["date", "date:dayofweek"]
+    assert comp.numeric_columns == ["date", "date:dayofweek"]
