@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,9 +74,9 @@ def _images_digest(cfg: ExperimentConfig, part: str, csv_digest: str) -> str | N
     if paths is None:
         return None
     digest = hashlib.sha256()
-    for rel in paths:
+    for rel in paths:  # os.stat on joined strings: a third of pathlib's cost a file
         try:
-            stat = (Path(comp.dir) / rel).stat()
+            stat = os.stat(os.path.join(comp.dir, rel))
             digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         except OSError:  # refused where the competition loads
             digest.update(f"{rel}\0missing\n".encode())
