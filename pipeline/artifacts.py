@@ -22,7 +22,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,8 @@ class RunMeta:
     label_separator: str = " "  # what joins a tags column's labels (' ': whitespace)
     # 'competition.missing_targets': 'mask' keeps rows with some targets empty (NaN cells)
     missing_targets: str = "row"
+    # a regression's ratings under QWK: its predictions are scored and submitted as these
+    ratings: list[Any] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""

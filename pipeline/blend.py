@@ -185,7 +185,7 @@ def _blender_params(
     method: str, meta: RunMeta, settings: dict[str, Any], params: dict[str, Any]
 ) -> dict[str, Any]:
     accepted = BLENDERS.get(method)._get_param_names()
-    merged = {"metric": get_metric(meta.metric, meta.classes), **settings}
+    merged = {"metric": get_metric(meta.metric, meta.classes or meta.ratings), **settings}
     merged = {k: v for k, v in merged.items() if k in accepted}
     return {**merged, **params}
 
@@ -282,9 +282,9 @@ def run(
     if len(y) != members.oof.shape[1]:
         raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}")
 
-    metric = get_metric(meta.metric, meta.classes)
+    metric = get_metric(meta.metric, meta.classes or meta.ratings)
     # the rule's search and its nested CV over many labels and rows can outlast the blend
-    tune = not metric.needs_labels or meta.task == "regression" or tuning_affordable(
+    tune = not metric.needs_labels or tuning_affordable(
         f"blend {name}", meta.task, metric, y, members.oof.mean(axis=0),
         len(np.unique(members.folds)), postprocess)
     cv, oof, test, nested = _fit_and_score(blender, members, y, method, tune)
@@ -295,7 +295,7 @@ def run(
         pp = pp if cv["postprocess"]["applied"] else None  # no postprocess.json: 0.5 / argmax
     weights = _weights_report(blender, members.names, method)
     diversity = diversity_report(members.names, members.oof, y,
-                                 get_metric(meta.metric, meta.classes))
+                                 get_metric(meta.metric, meta.classes or meta.ratings))
     _write_blend(folder, members, oof, test, cv, weights, diversity, pp)
     write_identity(folder, members.names, runs, method, hashed)
     leaky = any(read_meta(Path(r)).leaky for r in runs)  # a leaky member's CV is optimistic
@@ -347,7 +347,8 @@ def _fit_and_score(
     """Fit the blender on the members' OOF. Returns the scores of cv.json (in-sample, nested
     CV re-tuned without each fold, each member, equal weights), the blend's OOF and test
     predictions, and the nested CV (``tune``: with each fold's post-processing tuned)."""
-    metric, folds = get_metric(members.meta.metric, members.meta.classes), members.folds
+    meta, folds = members.meta, members.folds
+    metric = get_metric(meta.metric, meta.classes or meta.ratings)
     member_scores = {n: metric(y, p) for n, p in zip(members.names, members.oof, strict=True)}
     equal = metric(y, members.oof.mean(axis=0))
     blender.fit(members.oof, y, folds)

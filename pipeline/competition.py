@@ -41,6 +41,7 @@ from pipeline.targets import (
     labelled_rows,
     masking_problem,
     target_classes,
+    target_ratings,
 )
 from pipeline.task_outputs import (
     WHITESPACE,
@@ -175,6 +176,8 @@ class Competition:
     unlabelled: pd.DataFrame | None = None
     # what joins a tags column's labels, in train and in the submission (whitespace: ' ')
     label_separator: str = WHITESPACE
+    # a regression's ratings under QWK (its target's values, sorted): what the metric rounds to
+    ratings: list[Any] = dataclasses.field(default_factory=list)
 
     @property
     def dir(self) -> Path:
@@ -374,7 +377,8 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
         test.drop(columns=columns, inplace=True)
         train[IMAGE_PATH], test[IMAGE_PATH] = written["train"], written["test"]
     comp = Competition(cfg, train, test, sample, classes, numbered_ids=numbered,
-                       label_separator=separator)
+                       label_separator=separator, ratings=target_ratings(
+                           labelled, cfg.task, cfg.metric, cfg.target_columns, train_path))
     # after the candidates are known, before any encoder sees the columns; a column the
     # config names as categorical stays as written
     written = parse_written_numbers(

@@ -21,7 +21,7 @@ from sklearn import metrics as skm
 from pipeline.metric_base import METRICS, TASKS, Metric, MetricFn, is_number, register
 
 __all__ = ["METRICS", "TASKS", "Metric", "MetricFn", "get_metric", "hard_labels", "is_number",
-           "top_classes"]
+           "nearest_rating", "top_classes"]
 
 def hard_labels(task: str, p: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Class indices (multiclass) or 0/1 matrices (binary, multilabel) from probabilities."""
@@ -176,24 +176,37 @@ def mcc(y: np.ndarray, p: np.ndarray) -> float:
     return skm.matthews_corrcoef(t.ravel(), h.ravel())
 
 
-@register("qwk", True, ("multiclass",), needs_labels=True, by_class_value=True)
+@register("qwk", True, ("multiclass", "regression"), needs_labels=True, by_class_value=True)
 def qwk(y: np.ndarray, p: np.ndarray, values: Sequence[float] | None = None) -> float:
     """Quadratic weighted kappa over ordered classes, weighted by the ratings' values."""
     # every class of the prediction layout counts, also one absent from this fold's labels and
     # predictions. A disagreement costs the squared distance of the two ratings' values, as
     # Kaggle's QWK (over the rating range min..max) has it: with ratings 1, 2, 4, 5, a 2 taken
     # for a 4 costs 4, not the 1 of neighbouring positions (scikit-learn weighs positions)
-    c = p.shape[1]
-    v = np.arange(c, dtype=np.float64) if values is None else np.asarray(values, np.float64)
+    if y.ndim == 2:  # a regression on the ratings: its values are rounded to the nearest one
+        v = np.unique(y[:, 0]) if values is None else np.asarray(values, np.float64)
+        truth, guess = nearest_rating(y[:, 0], v), nearest_rating(p[:, 0], v)
+    else:
+        v = (np.arange(p.shape[1], dtype=np.float64) if values is None
+             else np.asarray(values, np.float64))
+        truth, guess = np.asarray(y, np.int64), p.argmax(axis=1)
+    c = len(v)
     # counted directly: scikit-learn's confusion_matrix costs ~1 ms of checks a call, and
     # tuning QWK's cut points scores it a thousand times
-    observed = np.bincount(np.asarray(y, np.int64) * c + p.argmax(axis=1),
-                           minlength=c * c).reshape(c, c).astype(np.float64)
+    observed = np.bincount(truth * c + guess, minlength=c * c).reshape(c, c).astype(np.float64)
     expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / max(len(y), 1)
     weights = (v[:, None] - v[None, :]) ** 2
     chance = float((weights * expected).sum())
     # every row and guess one class: kappa is undefined (scikit-learn's and Kaggle's 0 / 0)
     return 1.0 - float((weights * observed).sum()) / chance if chance > 0 else math.nan
+
+
+def nearest_rating(p: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+    """The index of the rating (sorted ``ratings``) nearest to each value of ``p``: cut points
+    halfway between neighbouring ratings, and the ends take what lies beyond them."""
+    ratings = np.asarray(ratings, np.float64)
+    return np.searchsorted((ratings[1:] + ratings[:-1]) / 2, np.asarray(p, np.float64),
+                           side="right")
 
 
 @register("roc_auc", True, CLASSIFICATION, order_only=True, masked="columns")

@@ -30,7 +30,7 @@ from pipeline.ensemble import (
     nested_cv,
 )
 from pipeline.ensemble._postprocess import postprocess_report
-from pipeline.ensemble._tuning_cost import POSTPROCESS_BUDGET_S, tuning_affordable
+from pipeline.ensemble._tuning_cost import POSTPROCESS_BUDGET_S, default_rule, tuning_affordable
 from pipeline.metrics import Metric
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def tune_run_postprocess(cfg: ExperimentConfig, metric: Metric, y: np.ndarray, o
         folds: The fold of every OOF row.
     """
     task, mode = cfg.competition.task, cfg.predict.postprocess
-    if not metric.needs_labels or task == "regression":
+    if not metric.needs_labels:
         return None, None
     # every gather (each `pipeline train` of a finished run) would wait on a costly search
     if not tuning_affordable(cfg.name, task, metric, y, oof, len(np.unique(folds)), mode,
@@ -74,7 +74,7 @@ def tune_run_postprocess(cfg: ExperimentConfig, metric: Metric, y: np.ndarray, o
     report["tuned"] = {kind: list(tuned)}
     log.info("%s: post-processing (%s): OOF %.5f at %s -> %.5f with tuned %s %s; nested CV "
              "%.5f with, %.5f without -> %s (%s)", cfg.name, metric.name, rule.default_score,
-             "argmax" if task == "multiclass" else "0.5", rule.score,
+             default_rule(task), rule.score,
              kind.replace("_", " "), shown,
              report["nested"]["mean"], report["nested_without"],
              "applied" if report["applied"] else "not applied", report["decision"])

@@ -7,7 +7,7 @@ column of a classification task gets the predicted class in the train set's own 
 when the metric scores labels (accuracy, F1, ...), the k best classes separated by spaces under
 a ranking metric (MAP@k), else the probability; a multilabel target written as one column of
 space-separated labels gets each row's predicted labels so (at least one); regression gets the
-values.
+values, or under QWK the ratings of the train file.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pipeline.competition_files import read_csv
 from pipeline.data_files import check_test_file
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
-from pipeline.metrics import get_metric, hard_labels, top_classes
+from pipeline.metrics import get_metric, hard_labels, nearest_rating, top_classes
 from pipeline.targets import per_class_columns, sample_columns_problem, sample_targets
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,14 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         # the sample may list the target columns in another order than the config (scorers
         # read them by name), or spell them otherwise: each is filled from its own target's
         order = [meta.target_columns.index(t) for t in targets]
-        if meta.task == "regression":
+        if meta.task == "regression" and meta.ratings:
+            # scored as ratings (QWK): each row's rating as the train file writes it (3, not
+            # 3.0), placed by the tuned cut points where the folder has them, else the nearest
+            post = load_postprocess(folder)
+            rated = post.labels(p) if post is not None else nearest_rating(p[:, 0],
+                                                                           meta.ratings)
+            out[columns[0]] = [meta.ratings[int(i)] for i in rated]
+        elif meta.task == "regression":
             # what the metric scores: RMSLE clips predictions below 0, and its scorers refuse them
             values = p if metric.lower_bound is None else np.maximum(p, metric.lower_bound)
             out[columns] = values[:, order]

@@ -148,6 +148,36 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
     return plain(classes)  # Python scalars: the classes go to JSON and messages
 
 
+# a rating scale longer than this is a continuous target, which QWK's one cell per pair of
+# ratings does not fit (Kaggle's rating scales: 4-8 grades, essay scores up to ~60)
+MAX_RATINGS = 100
+
+
+def target_ratings(frame: pd.DataFrame, task: str, metric: str, target_columns: list[str],
+                   path: Path) -> list[Any]:
+    """The ratings of a regression scored by a metric of ordered ratings (QWK): the target's
+    distinct values, sorted; a prediction is scored (and submitted) as the rating nearest to
+    it, or as a tuned cut point places it. Empty for any other task or metric."""
+    if task != "regression" or not METRICS.get(metric).by_class_value:
+        return []
+    if len(target_columns) != 1:
+        raise DataError(f"metric {metric!r} scores one column of ratings; got target_columns "
+                        f"{target_columns}")
+    col = target_columns[0]
+    ratings = np.unique(frame[col].to_numpy(dtype=np.float64))
+    if len(ratings) > MAX_RATINGS:
+        raise DataError(
+            f"{path}: metric {metric!r} scores ratings, but target column {col!r} holds "
+            f"{len(ratings)} distinct values (at most {MAX_RATINGS}): a continuous target "
+            f"needs a metric of values (rmse, mae, ...)")
+    if len(ratings) < 2:
+        raise DataError(f"{path}: target column {col!r} holds a single rating "
+                        f"{plain(ratings.tolist())}: there is nothing to predict")
+    # whole ratings stay ints: the submission writes 3, not 3.0
+    whole = np.all(np.mod(ratings, 1) == 0)
+    return [int(v) for v in ratings] if whole else [float(v) for v in ratings]
+
+
 def _zero_one(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and set(np.unique(values)) <= {0, 1}
 

@@ -417,6 +417,22 @@ def _balanced_log_loss(y: np.ndarray, p: np.ndarray) -> float:
                  / 2)
 
 
+def _rated_qwk(y: np.ndarray, p: np.ndarray) -> float:
+    """QWK of a regression's first column: each value taken as the nearest of the targets'
+    values (the upper one at a tie), a disagreement costing the squared distance of the two
+    values (Kaggle's weights, which over evenly spaced ratings are scikit-learn's)."""
+    values = sorted(set(y[:, 0].tolist()))
+    truth = [values.index(t) for t in y[:, 0]]
+    guess = [min(range(len(values)), key=lambda i: (abs(v - values[i]), -i)) for v in p[:, 0]]
+    c = len(values)
+    observed = np.zeros((c, c))
+    for a, b in zip(truth, guess, strict=True):
+        observed[a, b] += 1
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / len(truth)
+    weights = np.array([[(a - b) ** 2 for b in values] for a in values])
+    return float(1 - (weights * observed).sum() / (weights * expected).sum())
+
+
 def _smape(y: np.ndarray, p: np.ndarray) -> float:
     total = 0.0
     for a, f in zip(y.ravel(), p.ravel(), strict=True):
@@ -436,8 +452,8 @@ REFERENCE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "precision": _on_labels(skm.precision_score, zero_division=0),
     "recall": _on_labels(skm.recall_score, zero_division=0),
     "mcc": _on_labels(skm.matthews_corrcoef),
-    "qwk": lambda y, p: float(skm.cohen_kappa_score(
-        y, p.argmax(axis=1), weights="quadratic", labels=list(range(p.shape[1])))),
+    "qwk": lambda y, p: (_rated_qwk(y, p) if y.ndim == 2 else float(skm.cohen_kappa_score(
+        y, p.argmax(axis=1), weights="quadratic", labels=list(range(p.shape[1]))))),
     "roc_auc": _auc,
     "gini": lambda y, p: 2 * _auc(y, p) - 1,
     "balanced_log_loss": _balanced_log_loss,

@@ -5,7 +5,10 @@ Label-based metrics (F1, accuracy, MCC, QWK: ``Metric.needs_labels``) score hard
 per column; multiclass predictions get one multiplicative weight per class before the
 argmax, or, under a metric of ordered classes (QWK), cut points on the expected class (the
 probabilities' mean class position: a 0.5 / 0.5 split between classes 1 and 3 is a 2, where
-an argmax picks an end), the better of the two on the OOF. Each is tuned by coordinate
+an argmax picks an end), the better of the two on the OOF. A regression on ratings (QWK with
+``task: regression``) gets cut points on its predicted value, from halfway between
+neighbouring ratings (the rule that rounds to the nearest one), as Kaggle's "optimized
+rounder" tunes them. Each is tuned by coordinate
 search on the OOF predictions, starting from the default rule and accepting only
 improvements, so the OOF score is never worse than the default. The tuned rule is saved
 as ``postprocess.json`` next to the predictions and applied to the test predictions by the
@@ -46,16 +49,21 @@ class PostProcess:
     metric: str
     thresholds: tuple[float, ...] = ()  # binary, multilabel: label j is p[:, j] >= t_j
     class_weights: tuple[float, ...] = ()  # multiclass: argmax of p * w
-    # multiclass, ordered classes: the class k with cut_{k-1} <= sum_j j * p_j < cut_k
+    # multiclass, ordered classes: the class k with cut_{k-1} <= sum_j j * p_j < cut_k;
+    # regression on ratings: the rating k with cut_{k-1} <= predicted value < cut_k
     cut_points: tuple[float, ...] = ()
+    ratings: tuple[float, ...] = ()  # regression: the ratings the cut points choose among
     default_score: float | None = None  # OOF score of 0.5 / argmax
     score: float | None = None  # OOF score with this rule
 
     def labels(self, p: np.ndarray) -> np.ndarray:
-        """Class indices ``(n,)`` (multiclass) or a 0/1 int matrix ``(n, k)``."""
+        """Class indices ``(n,)`` (multiclass), rating indices ``(n,)`` (regression) or a
+        0/1 int matrix ``(n, k)``."""
         p = np.asarray(p, dtype=np.float64)
         if p.ndim == 1:
             p = p[:, None]
+        if self.task == "regression":
+            return _rating_of(p, np.asarray(self.cut_points))
         if self.task == "multiclass" and self.cut_points:
             return _apply_cuts(p, np.asarray(self.cut_points))
         if self.task == "multiclass":
@@ -67,6 +75,8 @@ class PostProcess:
         rule's, bound to the competition's classes; default the registered one)."""
         p = np.asarray(p, dtype=np.float64)
         scorer = metric or get_metric(self.metric)
+        if self.task == "regression":  # scored as the ratings the cut points choose
+            return scorer(np.asarray(y), np.asarray(self.ratings)[self.labels(p)][:, None])
         return _label_score(scorer, np.asarray(y), self.labels(p), p.shape[-1])
 
     def to_json(self) -> dict[str, Any]:
@@ -77,7 +87,7 @@ class PostProcess:
     def from_json(cls, data: dict[str, Any]) -> PostProcess:
         """Inverse of :meth:`to_json`."""
         data = dict(data)
-        for key in ("thresholds", "class_weights", "cut_points"):
+        for key in ("thresholds", "class_weights", "cut_points", "ratings"):
             data[key] = tuple(float(v) for v in data.get(key, ()))
         return cls(**data)
 
@@ -89,6 +99,10 @@ def _apply_weights(p: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def _apply_cuts(p: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     expected = p @ np.arange(p.shape[1], dtype=np.float64)
     return np.searchsorted(np.sort(cuts), expected, side="right")
+
+
+def _rating_of(p: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    return np.searchsorted(np.sort(cuts), p[:, 0], side="right")
 
 
 def _apply_thresholds(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -128,11 +142,13 @@ def fit_postprocess(task: str, metric: str | Metric, y: np.ndarray,
     probabilities. ``metric``: a name, or a metric bound to the competition's classes (QWK's
     values)."""
     scorer = metric if isinstance(metric, Metric) else get_metric(metric)
-    if not scorer.needs_labels or task == "regression":
+    if not scorer.needs_labels:
         return None
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     if p.ndim == 1:
         p = p[:, None]
+    if task == "regression":
+        return _fit_rating_cuts(scorer, y, p) if scorer.by_class_value else None
     c = p.shape[1]
     qs = np.linspace(0.01, 0.99, N_THRESHOLDS)
     cuts: tuple[float, ...] = ()
@@ -162,6 +178,23 @@ def fit_postprocess(task: str, metric: str | Metric, y: np.ndarray,
         default_score=default,
         score=best,
     )
+
+
+def _fit_rating_cuts(scorer: Metric, y: np.ndarray, p: np.ndarray) -> PostProcess:
+    """Cut points between a regression's ratings (QWK), tuned from halfway between
+    neighbouring ratings (rounding to the nearest, the metric's own rule)."""
+    ratings = np.asarray(scorer.class_values or np.unique(y[:, 0]), dtype=np.float64)
+
+    def rated(values: np.ndarray, cuts: np.ndarray) -> np.ndarray:  # scored as the ratings
+        return ratings[_rating_of(values, cuts)][:, None]
+
+    start = (ratings[1:] + ratings[:-1]) / 2
+    grid = np.unique(np.quantile(p[:, 0], np.linspace(0.01, 0.99, CUT_CANDIDATES)))
+    default = scorer(y, rated(p, start))
+    cuts, best = _search(scorer, y, p, start, [grid] * len(start), rated)
+    return PostProcess(task="regression", metric=scorer.name, cut_points=tuple(
+        float(v) for v in np.sort(cuts)), ratings=tuple(float(v) for v in ratings),
+        default_score=default, score=best)
 
 
 def load_postprocess(folder: str | Path) -> PostProcess | None:

@@ -36,7 +36,15 @@ def postprocess_seconds(task: str, metric: Metric, y: np.ndarray, oof: np.ndarra
     candidates = len(CLASS_WEIGHT_CANDIDATES) if task == "multiclass" else N_THRESHOLDS
     if task == "multiclass" and metric.by_class_value:  # QWK also searches cut points
         candidates += CUT_CANDIDATES
+    if task == "regression":  # a cut point between each two neighbouring ratings (QWK)
+        columns = max(len(metric.class_values or np.unique(y[:, 0])) - 1, 1)
+        candidates = CUT_CANDIDATES
     return call * columns * candidates * 2 * (n_folds + 1)
+
+
+def default_rule(task: str) -> str:
+    """How labels are made without a tuned rule, for the log."""
+    return {"multiclass": "argmax", "regression": "the nearest rating"}.get(task, "0.5")
 
 
 def tuning_affordable(what: str, task: str, metric: Metric, y: np.ndarray, oof: np.ndarray,
@@ -54,5 +62,5 @@ def tuning_affordable(what: str, task: str, metric: Metric, y: np.ndarray, oof: 
     log.warning("%s: post-processing not tuned: ~%.0f s of metric calls estimated (over %d s); "
                 "the submission labels with %s. 'predict.postprocess: on' (a blend: "
                 "--postprocess on) tunes and applies it regardless", what, seconds, budget_s,
-                "argmax" if task == "multiclass" else "0.5")
+                default_rule(task))
     return False
