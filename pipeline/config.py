@@ -142,7 +142,8 @@ def _masked_targets_fit(cfg: ExperimentConfig) -> str | None:
 
 def _encoders_read_modality(cfg: ExperimentConfig) -> str | None:
     modality, model = cfg.competition.modality, cfg.model
-    if modality == "text" and model.reads_tfidf:  # a tabular model reads them as TF-IDF
+    # a tabular model reads them as TF-IDF (an image encoder beside it has no images here)
+    if modality == "text" and model.reads_tfidf and "image" not in model.modalities:
         return None
     # a tabular competition may also read text columns, so only image and text are required
     if modality in ("image", "text") and modality not in model.modalities:

@@ -258,6 +258,6 @@ def _check_features(cfg: ExperimentConfig, comp: Competition) -> None:
         log.info("%s: text column(s) %s read as TF-IDF features ('model.tabular.text')",
                  cfg.name, texts)
     elif texts and "text" not in cfg.model.modalities:
-        log.warning("%s: no encoder reads text column(s) %s: add an 'hf:' encoder, or use "
-                    "'mlp' alone or a whole tabular model, which read them as TF-IDF",
+        log.warning("%s: no encoder reads text column(s) %s: add an 'hf:' encoder, or an "
+                    "'mlp' (or use a whole tabular model), which reads them as TF-IDF",
                     cfg.name, texts)

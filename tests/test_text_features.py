@@ -147,3 +147,32 @@ def test_a_text_competition_takes_a_tabular_model_as_its_tfidf_baseline(
     cfg["name"] = "refused"
     code, err, _ = run_cli(cfg, tmp_path, capsys)
     assert code == 2 and "needs a 'hf:' encoder for modality 'text'" in err
+
+
+def test_an_mlp_beside_an_image_encoder_reads_the_text_columns(tmp_path: Path, capsys,
+                                                                caplog) -> None:
+    """PetFinder-like rows of an image, columns and a description: a network of a `timm:`
+    encoder and an MLP read no text column (a warning said so), so a label told by the text
+    alone scored ~0.5; its MLP now reads the TF-IDF directions as the MLP-only network does."""
+    from PIL import Image
+
+    root = tmp_path / "comp"
+    cfg, truth = _competition(root, n_train=240, n_test=80)
+    (root / "images").mkdir()
+    for split in ("train", "test"):
+        frame = pd.read_csv(root / f"{split}.csv")
+        for i in frame["id"]:  # one grey: the images tell nothing (noise would be memorised)
+            Image.new("RGB", (16, 16), (120, 120, 120)).save(root / "images" / f"{i}.png")
+        frame.assign(image=[f"images/{i}.png" for i in frame["id"]]).to_csv(
+            root / f"{split}.csv", index=False)
+    cfg["competition"].update(modality="image", image_column="image")
+    cfg["model"] = {"encoders": [{"name": "timm:test_resnet"},
+                                 {"name": "mlp", "params": {"hidden": [32]}}], "image_size": 16}
+    cfg["train"] = {"epochs": 6, "batch_size": 32, "optimizer": {"name": "adamw", "lr": 3e-3}}
+    with caplog.at_level(logging.INFO):
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "text column(s) ['review'] read as TF-IDF features" in caplog.text
+    assert "no encoder reads text" not in caplog.text
+    sub = pd.read_csv(root / "submissions" / "reviews.csv")
+    assert roc_auc_score(truth, sub["target"]) > 0.9

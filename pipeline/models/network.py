@@ -77,10 +77,12 @@ class ModelConfig(Section):
     @property
     def reads_tfidf(self) -> bool:
         """Whether 'competition.text_columns' reach this model as TF-IDF features
-        (:mod:`pipeline.data.text_features`): a whole tabular model, or a network of MLPs
-        alone (a text encoder reads them itself; a pretrained tabular encoder was fitted
-        on inputs without them)."""
-        return self.is_sklearn or {e.kind for e in self.encoders} == {"mlp"}
+        (:mod:`pipeline.data.text_features`): a whole tabular model, or a network whose MLP
+        reads the table, alone or beside image encoders (a PetFinder-like table of
+        images, columns and a description; a text encoder reads the text itself, and a
+        pretrained tabular encoder was fitted on inputs without it)."""
+        kinds = {e.kind for e in self.encoders}
+        return self.is_sklearn or ("mlp" in kinds and kinds <= {"mlp", "timm"})
 
     @property
     def is_sklearn(self) -> bool:
