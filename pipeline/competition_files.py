@@ -58,6 +58,11 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
                             keep_default_na=False,
                             na_values=_missing_cells(header, id_column, labels, na_values),
                             decimal=decimal, thousands=thousands)
+        if len(frame.columns) > 100:
+            # pandas 3 reads a CSV as one block per column: on a wide file (Digit
+            # Recognizer's 784 pixel columns) every later insert (the row numbers, the
+            # sample's ids) printed pandas' PerformanceWarning; one copy joins the blocks
+            frame = frame.copy()
         if id_column in frame.columns:
             frame[id_column] = _plain_integers(frame[id_column])
         elif id_column and number_rows:

@@ -57,7 +57,34 @@ def data_digests(cfg: ExperimentConfig) -> dict[str, str]:
             images = _images_digest(cfg, part, digest)
             if images is not None:
                 digests[f"{part}_images"] = images
+    weights = _weights_digest(cfg)
+    if weights is not None:
+        digests["weights"] = weights
     return digests
+
+
+def _weights_digest(cfg: ExperimentConfig) -> str | None:
+    """SHA-256 over the local weights the encoders start from: a timm encoder's
+    ``pretrained`` file, an ``hf:<dir>`` encoder's files. The config names them by path
+    only, so a weights file replaced under the same path (another version of a Kaggle
+    dataset, a checkpoint saved again) left every fold trained from the old weights
+    standing. None where no encoder reads local weights. (``pretrained:<name>`` encoders
+    are in the config hash already, by their record.)"""
+    files = []
+    for enc in cfg.model.encoders:
+        if enc.name.startswith("pretrained:"):
+            continue
+        if enc.name.startswith("timm:") and isinstance(enc.pretrained, str):
+            files.append(Path(enc.pretrained))
+        elif enc.name.startswith("hf:") and enc.pretrained is not False:
+            folder = Path(enc.name.split(":", 1)[1])
+            files += sorted(p for p in folder.glob("*") if p.is_file())
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{file_digest(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def _images_digest(cfg: ExperimentConfig, part: str, csv_digest: str) -> str | None:
@@ -120,5 +147,6 @@ def changed_files(recorded: Any, cfg: ExperimentConfig, parts: Sequence[str]) ->
         return []
     now = data_digests(cfg)
     # a part's images count as the part; a record without them (older) vouches for them
+    # a part may also be 'weights': the encoders' local pretrained weights (data_digests)
     return [part for part in parts if any(
         key in recorded and recorded[key] != now.get(key) for key in (part, f"{part}_images"))]

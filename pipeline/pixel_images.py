@@ -6,15 +6,18 @@ reads them as it reads any image competition's files.
 The files go to ``<pixels.cache_dir>/<digest>/`` (relative to where ``pipeline`` runs, like
 ``runs/``), one folder per set of pixels, named by a digest of the pixels and their shape:
 a later run, another stage or a second process on the same files finds them written and
-writes nothing (a folder appears whole, by one rename, or not at all).
+writes nothing (a folder appears whole, by one rename, or not at all), but the files gone
+from it since, which it writes again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -27,6 +30,8 @@ from pydantic import Field, model_validator
 from pipeline.errors import DataError
 from pipeline.schema import Section
 from pipeline.targets import file_lines
+
+log = logging.getLogger(__name__)
 
 
 class PixelsConfig(Section):
@@ -174,19 +179,21 @@ def _write(images: np.ndarray, root: Path) -> list[str]:
     digest.update(np.ascontiguousarray(images).tobytes())
     folder = (root / digest.hexdigest()[:16]).resolve()
     names = [str(folder / f"{i:07d}.png") for i in range(len(images))]
+
+    def save(i: int, into: Path) -> None:
+        image = images[i, :, :, 0] if images.shape[3] == 1 else images[i]
+        Image.fromarray(np.ascontiguousarray(image)).save(into / f"{i:07d}.png",
+                                                          compress_level=1)
+
     if folder.is_dir():
+        _restore(folder, names, save)
         return names
     work = folder.with_name(f".{folder.name}.{os.getpid()}")
     work.mkdir(parents=True, exist_ok=True)
-    def save(i: int) -> None:
-        image = images[i, :, :, 0] if images.shape[3] == 1 else images[i]
-        Image.fromarray(np.ascontiguousarray(image)).save(work / f"{i:07d}.png",
-                                                          compress_level=1)
-
     try:
         # PIL's encoder and the file writes leave the GIL: threads write several at once
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            list(pool.map(save, range(len(images)), chunksize=256))
+            list(pool.map(save, range(len(images)), [work] * len(images), chunksize=256))
         try:
             work.rename(folder)
         except OSError:  # another process wrote the same folder first: theirs is the same
@@ -195,3 +202,22 @@ def _write(images: np.ndarray, root: Path) -> list[str]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return names
+
+
+def _restore(folder: Path, names: list[str], save: Callable[[int, Path], None]) -> None:
+    """Write again the files of a written ``folder`` that are gone (a disk clean-up, a
+    partial copy of the cache): they are the toolkit's own cache, not the competition's
+    files, so a run rebuilds them rather than refusing the competition for an image file
+    its CSV never named. Each goes to a temporary name first and is renamed into place."""
+    gone = [i for i, name in enumerate(names) if not os.path.isfile(name)]
+    if not gone:
+        return
+    log.warning("%s: %d cached pixel image(s) missing; written again", folder, len(gone))
+    work = folder.with_name(f".{folder.name}.{os.getpid()}")
+    work.mkdir(exist_ok=True)
+    try:
+        for i in gone:
+            save(i, work)
+            os.replace(work / f"{i:07d}.png", names[i])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -109,7 +109,7 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
         return False
     # a scikit-learn fold predicts the test rows as it trains, a consistency run trains on them
     trained_on = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency else ("train",)
-    changed = changed_files(done.get("data"), cfg, trained_on)
+    changed = changed_files(done.get("data"), cfg, (*trained_on, "weights"))
     damaged = [] if changed else _damaged(folder, done.get("files", {}),
                                           TRAINED_FILES + PREDICTION_FILES)
     if changed or damaged:

@@ -108,6 +108,11 @@ class PredictConfig(Section):
         for name in names:
             if name not in TTA:
                 raise ValueError(TTA.unknown_message(name))
+        # a view named twice is averaged in twice: it silently outweighs the others, and its
+        # per-view predictions (tta_oof.parquet) hold one column for both
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"names {twice} more than once; each view is averaged once")
         return names
 
 

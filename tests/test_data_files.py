@@ -21,6 +21,11 @@ def _submission(cfg: dict[str, Any]) -> pd.DataFrame:
     return pd.read_csv(Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv")
 
 
+def _test_predictions(cfg: dict[str, Any]) -> np.ndarray:
+    frame = pd.read_parquet(Path(cfg["output_dir"]) / cfg["name"] / "test.parquet")
+    return frame.select_dtypes("number").to_numpy()
+
+
 def _metrics(cfg: dict[str, Any]) -> Path:
     return Path(cfg["output_dir"]) / cfg["name"] / "seed0" / "fold0" / "metrics.json"
 
@@ -178,3 +183,41 @@ def test_images_rewritten_in_place_are_predicted_and_trained_again(
     assert code == 0, err
     assert "the train file changed since it trained" in caplog.text
     assert _metrics(cfg).read_bytes() != trained
+
+
+def test_replaced_pretrained_weights_train_the_folds_again(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture, one_thread: None) -> None:
+    """The config names a timm encoder's weights by path alone: a file replaced under the
+    same path (another version of the weights dataset) left the folds trained from the old
+    weights standing, and the submission their predictions."""
+    import timm
+    import torch
+
+    cfg = competition_factory("image", "binary", n_train=24, n_test=8)
+    cfg["train"]["epochs"] = 1
+    cfg["folds"]["scheme"] = "kfold"
+    weights = tmp_path / "weights.pth"
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_resnet").state_dict(), weights)
+    cfg["model"]["encoders"][0]["pretrained"] = str(weights)
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    before = _test_predictions(cfg)
+    caplog.clear()
+    code, err, _ = run_cli(cfg, tmp_path, capsys)  # the same weights: nothing retrained
+    assert code == 0, err
+    assert "changed since it trained" not in caplog.text
+    torch.manual_seed(1)
+    torch.save(timm.create_model("test_resnet").state_dict(), weights)
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "the weights file changed since it trained" in caplog.text
+    after = _test_predictions(cfg)
+    assert not np.allclose(after, before)
+    # the same as a run that only ever saw the new weights
+    fresh = {**cfg, "output_dir": str(tmp_path / "fresh"),
+             "submissions_dir": str(tmp_path / "fresh_subs")}
+    code, err, _ = run_cli(fresh, tmp_path, capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(after, _test_predictions(fresh), rtol=1e-5)

@@ -70,6 +70,21 @@ def test_pixel_columns_become_the_images_the_run_reads(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
 
 
+def test_cached_pixel_images_that_are_gone_are_written_again(tmp_path: Path) -> None:
+    # the PNG files are the toolkit's cache: a file removed from it (a disk clean-up, a
+    # partial copy) was refused as "not found from 'image_path' None" by every later stage
+    comp_dir, values = _mnist_like(tmp_path)
+    first = load_competition(_config(comp_dir, tmp_path, prefix="pixel"))
+    gone = [Path(first.train[IMAGE_PATH].iloc[1]), Path(first.test[IMAGE_PATH].iloc[2])]
+    for path in gone:
+        path.unlink()
+    again = load_competition(_config(comp_dir, tmp_path, prefix="pixel"))
+    assert list(again.test[IMAGE_PATH]) == list(first.test[IMAGE_PATH])
+    assert np.array_equal(_read(str(gone[0])), values[1].reshape(4, 4).astype(np.uint8))
+    assert np.array_equal(_read(str(gone[1])), values[6 + 2].reshape(4, 4).astype(np.uint8))
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
+
+
 def test_grey_levels_are_one_linear_map_over_the_set() -> None:
     # sklearn's digits (0..16) are stretched, not kept near black; [0, 1] floats scaled by
     # 255; 8-bit values kept; standardised values from their lowest to their highest

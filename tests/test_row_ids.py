@@ -5,6 +5,7 @@ the sample's ids in order, and an id column spelt otherwise is refused, not gues
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,26 @@ def test_test_rows_listed_only_by_the_sample_submission(tmp_path: Path) -> None:
     loaded = load_competition(CompetitionConfig(**settings, test_file="sample_submission.csv"))
     assert loaded.test["id"].tolist() == ["e.jpg"]
     assert loaded.test["_image_path"].tolist() == ["test/e.jpg"]
+
+
+def test_a_wide_file_without_ids_loads_without_pandas_warnings(tmp_path: Path) -> None:
+    # Digit Recognizer's 784 pixel columns: pandas 3 reads them as 784 blocks, and numbering
+    # the rows (train) or taking the sample's ids (test) printed its PerformanceWarning,
+    # twice a stage
+    comp = tmp_path / "comp"
+    comp.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, size=(20, 150))
+    frame = pd.DataFrame(pixels, columns=[f"pixel{i}" for i in range(150)])
+    frame.insert(0, "label", np.arange(20) % 2)
+    frame.iloc[:12].to_csv(comp / "train.csv", index=False)
+    frame.iloc[12:].drop(columns="label").to_csv(comp / "test.csv", index=False)
+    pd.DataFrame({"ImageId": range(1, 9), "Label": 0}).to_csv(
+        comp / "sample_submission.csv", index=False)
+    cfg = CompetitionConfig(dir=str(comp), id_column="ImageId", target_columns=["label"],
+                            task="binary", metric="accuracy", modality="tabular")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        loaded = load_competition(cfg)
+    assert list(loaded.train["ImageId"]) == list(range(1, 13))
+    assert list(loaded.test["ImageId"]) == list(range(1, 9))
+    assert np.array_equal(loaded.test.filter(like="pixel").to_numpy(), pixels[12:])

@@ -111,6 +111,13 @@ def test_predict_config_refuses_unknown_names_and_gmean_for_regression() -> None
     assert PredictConfig(tta_reduce="median").mismatch("regression", {"tabular"}) is None
 
 
+def test_predict_config_refuses_a_view_named_twice() -> None:
+    # [hflip, hflip] averaged the flipped view in twice (2/3 of the mean) without a word
+    with pytest.raises(pydantic.ValidationError, match=r"\['hflip'\] more than once"):
+        PredictConfig(tta=["hflip", "vflip", "hflip"])
+    assert PredictConfig(tta=["hflip", "vflip"]).tta == ["hflip", "vflip"]
+
+
 def test_identity_comes_first_then_the_named_transforms() -> None:
     names = [n for n, _ in tta_transforms(["vflip", "noise"])]
     assert names == ["none", "vflip", "noise"]
