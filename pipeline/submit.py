@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline.artifacts import RunMeta, id_positions, load_predictions, write_csv
 from pipeline.competition_files import read_csv
-from pipeline.data_files import check_test_file
+from pipeline.data_files import check_blend_members, check_test_file
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import DataError
 from pipeline.metrics import get_metric, hard_labels, top_classes
@@ -126,6 +126,7 @@ def run(source: str | Path, name: str | None = None,
     preds = load_predictions(folder)
     meta = preds.meta
     check_test_file(meta, folder)
+    check_blend_members(folder)
     sample_path = Path(meta.competition_dir) / meta.sample_submission_file
     if not sample_path.is_file():
         raise DataError(f"sample submission file {sample_path} not found")
