@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.artifacts import RunMeta, id_positions, load_predictions, write_csv
+from pipeline.artifacts import RunMeta, id_positions, load_predictions, read_json, write_csv
 from pipeline.competition_files import read_csv
-from pipeline.data_files import check_blend_members, check_test_file
+from pipeline.data_files import changed_files, check_blend_members, check_test_file
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric, hard_labels, top_classes
@@ -150,6 +150,12 @@ def check_config_run(cfg: ExperimentConfig) -> None:
                 if held else "run the train stage first")
         raise ConfigError(f"{run_dir} holds a run of another config ({shown or 'keys changed'})"
                           f"; {hint}")
+    for seed in cfg.train.seeds:  # the train file relabelled, the run not trained again
+        for fold in range(cfg.folds.n_splits):
+            done = fold_dir(cfg, seed, fold) / "metrics.json"
+            if done.is_file() and changed_files(read_json(done).get("data"), cfg, ("train",)):
+                raise DataError(f"{Path(cfg.competition.dir) / cfg.competition.train_file} "
+                                f"changed since {run_dir} trained: run the train stage first")
     if cfg.model.is_sklearn:
         return  # predicts as it trains: no predict section of its own
     for seed in cfg.train.seeds:

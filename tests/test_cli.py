@@ -271,6 +271,14 @@ def test_submit_of_a_config_refuses_its_run_folder_of_another_config(
     assert main(["--quiet", "predict", str(path), "--set", "predict.tta=[noise]"]) == 0
     assert main(["submit", str(path), "--set", "predict.tta=[noise]", *subs]) == 0
     assert (tmp_path / "subs" / f"{data['name']}.csv").read_text() != first
+    # the train file relabelled since the run trained: train first
+    train_csv = Path(data["competition"]["dir"]) / "train.csv"
+    frame = pd.read_csv(train_csv)
+    target = data["competition"]["target_columns"][0]
+    frame[target] = frame[target].iloc[::-1].to_numpy()
+    frame.to_csv(train_csv, index=False)
+    assert main(["submit", str(path), "--set", "predict.tta=[noise]", *subs]) == 2
+    assert "train.csv changed since" in _one_error_line(capsys)
     # a run trained with --new-version is named in the refusal of the changed config
     changed = ["--set", "train.optimizer.lr=0.01"]
     assert main(["--quiet", "train", str(path), *changed, "--new-version"]) == 0
