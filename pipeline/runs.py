@@ -195,7 +195,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
 
 # keys that do not shape the trained weights (as ExperimentConfig.train_hash leaves them out)
 _NOT_HASHED = ("name", "output_dir", "folds_dir", "submissions_dir", "predict", "train.num_workers",
-               "executor")
+               "train.resume_every", "executor")
 
 
 def config_diff(old: dict[Any, Any], new: dict[Any, Any], prefix: str = "") -> list[str]:
