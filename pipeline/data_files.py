@@ -111,7 +111,8 @@ def check_test_file(meta: RunMeta, folder: Path) -> None:
     path = Path(meta.competition_dir) / meta.test_file
     if meta.test_digest and file_digest(path) not in (None, meta.test_digest):
         raise DataError(f"{path} changed since {folder} predicted it: run the train stage "
-                        "(or, for a network, predict) again before submitting or blending it")
+                        "(or, for a network, predict) again before submitting, blending or "
+                        "pseudo-labelling from it")
 
 
 def fold_digests(cfg: ExperimentConfig, fold: int) -> dict[str, str]:

@@ -353,3 +353,20 @@ def test_a_round_trains_again_when_its_source_was_retrained(competition_factory)
     cols = ["0", "1", "2"]
     assert not np.allclose(before[cols], after[cols])
     np.testing.assert_allclose(after[cols], pd.read_parquet(fresh.run_dir / "oof.parquet")[cols])
+
+
+def test_a_source_predicted_from_an_older_test_file_is_refused(clean_round) -> None:
+    """The test file's values changed since the source predicted it: its labels were of the
+    old rows' features, paired silently with the new ones."""
+    data, source = clean_round
+    test_csv = Path(data["competition"]["dir"]) / "test.csv"
+    original = test_csv.read_text()
+    frame = pd.read_csv(test_csv)
+    numeric = ["x1", "x2"]
+    frame[numeric] = frame[numeric] * 2
+    frame.to_csv(test_csv, index=False)
+    try:
+        with pytest.raises(DataError, match=r"changed since .*pseudo-labelling from it"):
+            pseudo.run(_round(data, "stale-test", source.run_dir))
+    finally:
+        test_csv.write_text(original)
