@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.artifacts import load_predictions, read_json, write_json
 from pipeline.competition_files import read_csv
+from pipeline.data_files import predictions_digest
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.submit import format_submission
 
@@ -31,12 +32,15 @@ IDENTITY_FILE = "blend.json"
 
 def write_identity(folder: Path, names: Sequence[str], paths: Sequence[str | Path],
                    method: str, params: dict[str, Any]) -> None:
-    """Record what made the blend in ``<folder>/blend.json``."""
+    """Record what made the blend in ``<folder>/blend.json``, with a digest of each member's
+    predictions (``submit`` refuses the blend once a member predicts otherwise)."""
+    resolved = [str(Path(p).resolve()) for p in paths]
     write_json(folder / IDENTITY_FILE, {
         "members": list(names),
-        "paths": [str(Path(p).resolve()) for p in paths],
+        "paths": resolved,
         "method": method,
         "params": params,
+        "member_predictions": {p: predictions_digest(load_predictions(p)) for p in resolved},
     })
 
 

@@ -152,6 +152,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise PipelineError("give --run or --blend, not both")
     if source is None:
         cfg = _load(args)
+        submit.check_config_run(cfg)  # not the run of an earlier version of the config
         source, name = cfg.run_dir, name or cfg.name
         submissions_dir = submissions_dir or cfg.submissions_dir
     path = submit.run(source, name, submissions_dir or "submissions")

@@ -89,7 +89,8 @@ class ExperimentConfig(Section):
         data = self.model_dump(mode="json", exclude_defaults=True)
         for key in ("predict", "output_dir", "folds_dir", "submissions_dir", "name", "executor"):
             data.pop(key, None)
-        data.get("train", {}).pop("num_workers", None)
+        for key in ("num_workers", "resume_every"):  # how, not what: a resumed fold is the same
+            data.get("train", {}).pop(key, None)
         # a pretrained encoder's weights shape the run: its identity joins the hash, so a
         # pretraining redone under the same name (--overwrite) is a changed config
         pretrained = {n: {k: pretrained_record(n).get(k) for k in ("config_hash", "inputs")}

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.artifacts import RunMeta
+import numpy as np
+
+from pipeline.artifacts import Predictions, RunMeta, load_predictions, read_json
 from pipeline.class_folders import folder_digest
 from pipeline.errors import DataError
 
@@ -136,16 +138,61 @@ def check_test_file(meta: RunMeta, folder: Path) -> None:
     path = Path(meta.competition_dir) / meta.test_file
     if meta.test_digest and file_digest(path) not in (None, meta.test_digest):
         raise DataError(f"{path} changed since {folder} predicted it: run the train stage "
-                        "(or, for a network, predict) again before submitting or blending it")
+                        "(or, for a network, predict) again before submitting, blending or "
+                        "pseudo-labelling from it")
 
 
-def changed_files(recorded: Any, cfg: ExperimentConfig, parts: Sequence[str]) -> list[str]:
-    """Those of ``parts`` ('train', 'test') whose file is no longer the one a fold's record
-    (``recorded``: its ``data`` entry) was made from. A record from before digests were
-    kept vouches for nothing and is taken as current, so no finished run is orphaned."""
+def fold_digests(cfg: ExperimentConfig, fold: int) -> dict[str, str]:
+    """:func:`data_digests` plus, for a run with a ``pseudo`` section, the SHA-256 of fold
+    ``fold``'s pseudo-labels (``pseudo``): train writes them again from the source run each
+    time, and a source retrained since (other params, other data) gives other labels, which
+    the fold's model, trained on the old ones, would silently keep."""
+    digests = data_digests(cfg)
+    if cfg.pseudo is not None:
+        digest = file_digest(cfg.run_dir / "pseudo" / f"fold{fold}.parquet")
+        if digest is not None:
+            digests["pseudo"] = digest
+    return digests
+
+
+def predictions_digest(preds: Predictions) -> str:
+    """SHA-256 of a run's or blend's predictions (OOF, folds, test rows and ids): what a blend
+    of it was made from."""
+    digest = hashlib.sha256()
+    for part in (preds.oof_matrix, preds.oof["fold"].to_numpy(dtype=np.int64),
+                 preds.test_matrix):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    digest.update("\0".join(preds.test[preds.meta.id_column].astype(str)).encode())
+    return digest.hexdigest()
+
+
+def check_blend_members(folder: Path) -> None:
+    """Refuse a blend ``folder`` whose members predict otherwise than when it was made (one
+    retrained or predicted again since, the blend not rerun): its submission would be the old
+    members' blend while the member runs, their CV and their submissions are the new ones.
+    A member folder removed since leaves the blend as it is (its files are its own); a blend
+    from before the digests were kept is not checked."""
+    path = folder / "blend.json"
+    recorded = read_json(path).get("member_predictions") if path.is_file() else None
+    for member, digest in (recorded or {}).items():
+        member_dir = Path(member)
+        if not (member_dir / "run.json").is_file():
+            continue
+        if predictions_digest(load_predictions(member_dir)) != digest:
+            raise DataError(f"{member_dir} predicts otherwise than when {folder} blended it "
+                            "(trained or predicted again since): run pipeline blend again "
+                            "with the same --runs and --name before submitting it")
+
+
+def changed_files(recorded: Any, cfg: ExperimentConfig, parts: Sequence[str],
+                  fold: int | None = None) -> list[str]:
+    """Those of ``parts`` ('train', 'test', 'pseudo': then give ``fold``) whose file is no
+    longer the one a fold's record (``recorded``: its ``data`` entry) was made from. A record
+    from before digests were kept vouches for nothing and is taken as current, so no finished
+    run is orphaned."""
     if not isinstance(recorded, dict):
         return []
-    now = data_digests(cfg)
+    now = data_digests(cfg) if fold is None else fold_digests(cfg, fold)
     # a part's images count as the part; a record without them (older) vouches for them
     # a part may also be 'weights': the encoders' local pretrained weights (data_digests)
     return [part for part in parts if any(

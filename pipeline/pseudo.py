@@ -33,6 +33,7 @@ from pipeline.artifacts import read_meta, write_json, write_parquet
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.pseudo_labels import select
+from pipeline.data_files import check_test_file
 from pipeline.errors import ConfigError, DataError
 from pipeline.run_unlabelled import UNLABELLED_FOLDS
 from pipeline.runs import pseudo_path
@@ -71,6 +72,7 @@ def _source_predictions(cfg: ExperimentConfig, comp: Competition) -> dict[int, n
     assert cfg.pseudo is not None
     source = Path(cfg.pseudo.source)
     meta = read_meta(source)
+    check_test_file(meta, source)  # its labels would be of the old test rows' features
     if meta.pred_columns != comp.pred_columns or meta.task != cfg.competition.task:
         raise DataError(
             f"pseudo source {source} predicts {meta.task} {meta.pred_columns}; this run needs "

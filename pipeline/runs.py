@@ -107,9 +107,12 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
         return False
     if done.get("config_hash") != cfg.train_hash() or done.get("format") != FOLD_FORMAT:
         return False
-    # a scikit-learn fold predicts the test rows as it trains, a consistency run trains on them
-    trained_on = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency else ("train",)
-    changed = changed_files(done.get("data"), cfg, (*trained_on, "weights"))
+    # a scikit-learn fold predicts the test rows as it trains, a consistency or pseudo-label
+    # run trains on them (the latter on its fold's pseudo-labels too)
+    trained_on = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency or (
+        cfg.pseudo is not None) else ("train",)
+    trained_on += ("pseudo",) if cfg.pseudo is not None else ()
+    changed = changed_files(done.get("data"), cfg, (*trained_on, "weights"), fold)
     damaged = [] if changed else _damaged(folder, done.get("files", {}),
                                           TRAINED_FILES + PREDICTION_FILES)
     if changed or damaged:
@@ -192,7 +195,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
 
 # keys that do not shape the trained weights (as ExperimentConfig.train_hash leaves them out)
 _NOT_HASHED = ("name", "output_dir", "folds_dir", "submissions_dir", "predict", "train.num_workers",
-               "executor")
+               "train.resume_every", "executor")
 
 
 def config_diff(old: dict[Any, Any], new: dict[Any, Any], prefix: str = "") -> list[str]:

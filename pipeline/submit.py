@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from pipeline.artifacts import RunMeta, id_positions, load_predictions, write_csv
+from pipeline.artifacts import RunMeta, id_positions, load_predictions, read_json, write_csv
 from pipeline.competition_files import read_csv
-from pipeline.data_files import check_test_file
+from pipeline.data_files import changed_files, check_blend_members, check_test_file
 from pipeline.ensemble import load_postprocess
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric, hard_labels, nearest_rating, top_classes
 from pipeline.targets import per_class_columns, sample_columns_problem, sample_targets
+
+if TYPE_CHECKING:
+    from pipeline.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,49 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
     return out[list(sample.columns)]  # the sample's column order, its id column included
 
 
+def check_config_run(cfg: ExperimentConfig) -> None:
+    """Refuse ``submit --config`` when the config's run folder holds predictions of another
+    config: its training keys changed since the run (the competitor edited the config and
+    submitted before training: the old model's submission, under the new config's name), or,
+    for a network, its ``predict`` section (a new TTA not yet predicted)."""
+    from pipeline.runs import (  # torch and the run machinery: only for a config's run
+        config_diff,
+        fold_dir,
+        holds_config,
+        next_version,
+        predictions_current,
+    )
+
+    run_dir = cfg.run_dir
+    if not (run_dir / "run.json").is_file():
+        return  # load_predictions says what to run
+    if not holds_config(cfg):
+        snapshot = run_dir / "config.yaml"
+        old = yaml.safe_load(snapshot.read_text()) if snapshot.is_file() else {}
+        diff = config_diff(old or {}, cfg.to_dict())
+        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+        version = next_version(cfg)
+        held = (Path(cfg.output_dir) / version / "run.json").is_file()
+        hint = (f"this config's run is {Path(cfg.output_dir) / version}: submit --run it"
+                if held else "run the train stage first")
+        raise ConfigError(f"{run_dir} holds a run of another config ({shown or 'keys changed'})"
+                          f"; {hint}")
+    for seed in cfg.train.seeds:  # the train file relabelled, the run not trained again
+        for fold in range(cfg.folds.n_splits):
+            done = fold_dir(cfg, seed, fold) / "metrics.json"
+            if done.is_file() and changed_files(read_json(done).get("data"), cfg, ("train",)):
+                raise DataError(f"{Path(cfg.competition.dir) / cfg.competition.train_file} "
+                                f"changed since {run_dir} trained: run the train stage first")
+    if cfg.model.is_sklearn:
+        return  # predicts as it trains: no predict section of its own
+    for seed in cfg.train.seeds:
+        for fold in range(cfg.folds.n_splits):
+            if not predictions_current(cfg, seed, fold):
+                raise ConfigError(f"{fold_dir(cfg, seed, fold)} was predicted under another "
+                                  "'predict' section or other train/test files: run pipeline "
+                                  "predict on this config first")
+
+
 def run(source: str | Path, name: str | None = None,
         submissions_dir: str | Path = "submissions") -> Path:
     """Write the submission of a run or blend folder; returns its path."""
@@ -133,6 +180,7 @@ def run(source: str | Path, name: str | None = None,
     preds = load_predictions(folder)
     meta = preds.meta
     check_test_file(meta, folder)
+    check_blend_members(folder)
     sample_path = Path(meta.competition_dir) / meta.sample_submission_file
     if not sample_path.is_file():
         raise DataError(f"sample submission file {sample_path} not found")

@@ -20,7 +20,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.decoded import check_images
 from pipeline.data.held_images import competition_images, holding_images
 from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
-from pipeline.data_files import data_digests
+from pipeline.data_files import fold_digests
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.engine.distributed import agree, held_by_main, is_main
 from pipeline.engine.recipe import recipe_warnings
@@ -86,7 +86,7 @@ def _run_fold(
         if is_main():
             write_json(fold_dir(cfg, seed, fold) / "metrics.json",
                        {"config_hash": cfg.train_hash(), "format": FOLD_FORMAT, **result,
-                        "data": data_digests(cfg),
+                        "data": fold_digests(cfg, fold),
                         "files": file_digests(fold_dir(cfg, seed, fold), vouched)})
     if not cfg.model.is_sklearn and not agree(predictions_current, cfg, seed, fold):
         assert accelerator is not None

@@ -354,6 +354,33 @@ def test_changed_member_predictions_redo_the_blend(tmp_path, binary_runs, part) 
                                np.einsum("m,mnc->nc", w, _members_test(runs)))
 
 
+def test_a_blend_whose_member_changed_since_is_refused_by_submit(tmp_path, binary_runs) -> None:
+    """A member retrained or predicted again after the blend, the blend not rerun: submit
+    wrote the old members' blend, silently. It is refused until the blend is redone; a
+    member folder removed since leaves the blend submittable."""
+    import shutil
+
+    from pipeline import submit
+    from pipeline.errors import DataError
+
+    runs, y = binary_runs
+    _sample_submission(runs)
+    kw = {"name": "b", "blends_dir": tmp_path / "blends", "targets": y, "method": "mean"}
+    folder = blend.run(runs[:2], **kw)
+    subs = tmp_path / "submissions"
+    first = submit.run(folder, None, subs).read_text()
+    _rewrite(runs[0], "test", lambda d: d.assign(label=d["label"] ** 2))
+    with pytest.raises(DataError, match=f"{runs[0]} predicts otherwise"):
+        submit.run(folder, None, subs)
+    blend.run(runs[:2], **kw)  # redone from the new predictions
+    new = pd.read_csv(submit.run(folder, None, subs))
+    assert new.to_csv(index=False) != first
+    np.testing.assert_allclose(new["yes"] if "yes" in new else new["label"],
+                               _members_test(runs[:2]).mean(axis=0)[:, 0])
+    shutil.rmtree(runs[1])
+    assert submit.run(folder, None, subs).is_file()
+
+
 def test_repredicting_a_member_with_tta_redoes_the_blend(competition_factory, tmp_path) -> None:
     """issue 12 item 7, end to end: blend a run with another member, re-predict the run with
     a TTA (predictions change, the training hash does not), blend again under the same name:

@@ -251,6 +251,42 @@ def test_submit_refuses_a_config_together_with_a_run(competition_factory, tmp_pa
     assert "not both" in _one_error_line(capsys)
 
 
+def test_submit_of_a_config_refuses_its_run_folder_of_another_config(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config edited (a training key, or a network's TTA) and submitted before train or
+    predict wrote the old run's submission under the new config's name, silently."""
+    data = competition_factory("tabular", "binary")
+    data["train"].update(epochs=1)
+    path = _write_yaml(tmp_path / "exp.yaml", data)
+    assert main(["--quiet", "train", str(path)]) == 0
+    subs = ["--submissions-dir", str(tmp_path / "subs")]
+    assert main(["submit", str(path), *subs]) == 0
+    first = (tmp_path / "subs" / f"{data['name']}.csv").read_text()
+    capsys.readouterr()
+    for change, message in ((["--set", "train.optimizer.lr=0.01"],
+                             "holds a run of another config (train.optimizer.lr: "),
+                            (["--set", "predict.tta=[noise]"], "run pipeline predict")):
+        assert main(["submit", str(path), *change, *subs]) == 2
+        assert message in _one_error_line(capsys)
+    assert main(["--quiet", "predict", str(path), "--set", "predict.tta=[noise]"]) == 0
+    assert main(["submit", str(path), "--set", "predict.tta=[noise]", *subs]) == 0
+    assert (tmp_path / "subs" / f"{data['name']}.csv").read_text() != first
+    # the train file relabelled since the run trained: train first
+    train_csv = Path(data["competition"]["dir"]) / "train.csv"
+    frame = pd.read_csv(train_csv)
+    target = data["competition"]["target_columns"][0]
+    frame[target] = frame[target].iloc[::-1].to_numpy()
+    frame.to_csv(train_csv, index=False)
+    assert main(["submit", str(path), "--set", "predict.tta=[noise]", *subs]) == 2
+    assert "train.csv changed since" in _one_error_line(capsys)
+    # a run trained with --new-version is named in the refusal of the changed config
+    changed = ["--set", "train.optimizer.lr=0.01"]
+    assert main(["--quiet", "train", str(path), *changed, "--new-version"]) == 0
+    capsys.readouterr()
+    assert main(["submit", str(path), *changed, *subs]) == 2
+    assert f"{data['name']}-v2: submit --run it" in _one_error_line(capsys)
+
+
 def test_new_version_runs_a_changed_config_beside_the_old_one(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 15 item 6: one flag instead of a hand-edited name for each change."""

@@ -256,7 +256,7 @@ def test_train_hash_ignores_prediction_and_output_settings(base: dict[str, Any],
     h = _hash(base)
     for override in (f"name={base['name']}-copy", f"output_dir={tmp_path / 'elsewhere'}",
                      f"submissions_dir={tmp_path / 'subs'}", f"folds_dir={tmp_path / 'f2'}",
-                     "predict.batch_size=7", "train.num_workers=3"):
+                     "predict.batch_size=7", "train.num_workers=3", "train.resume_every=5"):
         assert _hash(base, override) == h, override
 
 

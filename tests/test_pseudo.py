@@ -330,3 +330,43 @@ def test_pseudo_rows_tell_a_test_row_from_a_train_row_of_the_same_id(competition
     assert rows["x1"][0] != rows["x1"][1] and "target" not in rows.columns
     with pytest.raises(DataError, match="test row 'r0005'"):
         pseudo_rows(comp, pseudo_file.assign(part="test"))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_round_trains_again_when_its_source_was_retrained(competition_factory):
+    """A source retrained in place (--overwrite with other settings) gives other pseudo-labels:
+    the next round's folds, trained on the old ones, were kept as complete (same config, same
+    data), so the round's OOF and submission stayed the old labels' silently."""
+    data = competition_factory("tabular", "multiclass", n_train=40, n_test=16)
+    data["train"]["epochs"] = 1
+    source = build_config({**data, "name": "src"})
+    train.run(source)
+    round1 = _round(data, "r1", source.run_dir, labels="soft")
+    train.run(round1)
+    before = pd.read_parquet(round1.run_dir / "oof.parquet")
+    changed = build_config({**data, "name": "src", "train": {**data["train"], "epochs": 3}})
+    train.run(changed, overwrite=True)
+    train.run(round1)
+    after = pd.read_parquet(round1.run_dir / "oof.parquet")
+    fresh = _round(data, "r1-fresh", changed.run_dir, labels="soft")
+    train.run(fresh)
+    cols = ["0", "1", "2"]
+    assert not np.allclose(before[cols], after[cols])
+    np.testing.assert_allclose(after[cols], pd.read_parquet(fresh.run_dir / "oof.parquet")[cols])
+
+
+def test_a_source_predicted_from_an_older_test_file_is_refused(clean_round) -> None:
+    """The test file's values changed since the source predicted it: its labels were of the
+    old rows' features, paired silently with the new ones."""
+    data, source = clean_round
+    test_csv = Path(data["competition"]["dir"]) / "test.csv"
+    original = test_csv.read_text()
+    frame = pd.read_csv(test_csv)
+    numeric = ["x1", "x2"]
+    frame[numeric] = frame[numeric] * 2
+    frame.to_csv(test_csv, index=False)
+    try:
+        with pytest.raises(DataError, match=r"changed since .*pseudo-labelling from it"):
+            pseudo.run(_round(data, "stale-test", source.run_dir))
+    finally:
+        test_csv.write_text(original)
