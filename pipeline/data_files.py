@@ -2,7 +2,9 @@
 the fold's ``metrics.json`` and ``predictions.json``. The run's config alone does not say
 it: a test file corrected under the same config, or the hidden test set a code competition
 swaps in, left the fold's old test predictions in the submission (same ids: silently; new
-ids: a traceback), and a train file relabelled under the same config left the old models."""
+ids: a traceback), and a train file relabelled under the same config left the old models.
+The files an encoder loads (a transformers folder, a tokenizer, a timm weights file) count
+with the train file: weights replaced in place under the same path left the old models too."""
 
 from __future__ import annotations
 
@@ -57,7 +59,32 @@ def data_digests(cfg: ExperimentConfig) -> dict[str, str]:
             images = _images_digest(cfg, part, digest)
             if images is not None:
                 digests[f"{part}_images"] = images
+    weights = _weights_digest(cfg)
+    if weights is not None:
+        digests["train_weights"] = weights
     return digests
+
+
+def _weights_digest(cfg: ExperimentConfig) -> str | None:
+    """SHA-256 over the contents of the files the encoders load from disk: an ``hf:`` or
+    ``rows_text:`` folder, a ``tokenizer`` folder, a timm ``pretrained`` file. The config
+    names only their paths, so weights re-saved there (further pretraining, another
+    checkpoint copied over) left every fold standing, trained on the old ones. Contents,
+    not times: a copy of the same weights retrains nothing. None where no encoder loads any."""
+    paths = []
+    for enc in cfg.model.encoders:
+        kind, _, target = enc.name.partition(":")
+        if kind in ("hf", "rows_text") and target:
+            paths.append(Path(target))
+        paths += [Path(p) for p in (enc.tokenizer, enc.pretrained) if isinstance(p, str)]
+    if not paths:
+        return None
+    digest = hashlib.sha256()
+    for root in paths:
+        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
+        for path in files:
+            digest.update(f"{path}\0{file_digest(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def _images_digest(cfg: ExperimentConfig, part: str, csv_digest: str) -> str | None:
@@ -120,5 +147,8 @@ def changed_files(recorded: Any, cfg: ExperimentConfig, parts: Sequence[str]) ->
         return []
     now = data_digests(cfg)
     # a part's images count as the part; a record without them (older) vouches for them
-    return [part for part in parts if any(
+    changed = [part for part in parts if any(
         key in recorded and recorded[key] != now.get(key) for key in (part, f"{part}_images"))]
+    weights = "train" in parts and "train" not in changed and recorded.get(
+        "train_weights", now.get("train_weights")) != now.get("train_weights")
+    return [*changed, "encoder weights"] if weights else changed
