@@ -79,11 +79,30 @@ def _weights_digest(cfg: ExperimentConfig) -> str | None:
         paths += [Path(p) for p in (enc.tokenizer, enc.pretrained) if isinstance(p, str)]
     if not paths:
         return None
-    digest = hashlib.sha256()
+    stats = []
     for root in paths:
         files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
         for path in files:
-            digest.update(f"{path}\0{file_digest(path)}\n".encode())
+            # named within its folder: the same files elsewhere (a copy, a new mount) are
+            # the same weights
+            name = path.relative_to(root).as_posix() if root.is_dir() else path.name
+            try:
+                stat = path.stat()
+                stats.append((name, str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+            except OSError:  # refused where the encoder loads
+                stats.append((name, str(path), -1, -1))
+    return _contents_digest(tuple(stats))
+
+
+@functools.lru_cache(maxsize=8)
+def _contents_digest(stats: tuple[tuple[str, str, int, int], ...]) -> str:
+    """SHA-256 over the names and contents of the files ``stats`` lists (name, path, size,
+    time): once per process for the same files unchanged (every fold asks, and a model
+    folder may hold more files than the per-file cache keeps)."""
+    digest = hashlib.sha256()
+    for name, path, size, mtime_ns in stats:
+        content = _digest(path, size, mtime_ns) if size >= 0 else "missing"
+        digest.update(f"{name}\0{content}\n".encode())
     return digest.hexdigest()
 
 
