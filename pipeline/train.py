@@ -151,8 +151,6 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
     if "tabular" in cfg.model.modalities:
         _check_features(cfg, comp)
         _warn_unseen_categories(cfg, comp)
-    else:
-        _warn_unread_columns(cfg, comp)
     if "image" in cfg.model.modalities and not holds_config(cfg):
         # a first start: a corrupt image refused before the folds and the run folder are
         # written (a rerun of this config finds its run folder made, and need not decode
@@ -164,6 +162,8 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write
     folds = load_folds(cfg, comp)
     prepare_run_dir(cfg, comp, leaky, overwrite)
+    if "tabular" not in cfg.model.modalities:  # after the refusals: said of a run that starts
+        _warn_unread_columns(cfg, comp)
     if cfg.pseudo is not None:
         pseudo_stage.run(cfg, comp)
     if not cfg.model.is_sklearn:
