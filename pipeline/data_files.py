@@ -2,7 +2,9 @@
 the fold's ``metrics.json`` and ``predictions.json``. The run's config alone does not say
 it: a test file corrected under the same config, or the hidden test set a code competition
 swaps in, left the fold's old test predictions in the submission (same ids: silently; new
-ids: a traceback), and a train file relabelled under the same config left the old models."""
+ids: a traceback), and a train file relabelled under the same config left the old models.
+The files an encoder loads (a transformers folder, a tokenizer, a timm weights file) count
+with the train file: weights replaced in place under the same path left the old models too."""
 
 from __future__ import annotations
 
@@ -61,31 +63,48 @@ def data_digests(cfg: ExperimentConfig) -> dict[str, str]:
                 digests[f"{part}_images"] = images
     weights = _weights_digest(cfg)
     if weights is not None:
-        digests["weights"] = weights
+        digests["train_weights"] = weights
     return digests
 
 
 def _weights_digest(cfg: ExperimentConfig) -> str | None:
-    """SHA-256 over the local weights the encoders start from: a timm encoder's
-    ``pretrained`` file, an ``hf:<dir>`` encoder's files. The config names them by path
-    only, so a weights file replaced under the same path (another version of a Kaggle
-    dataset, a checkpoint saved again) left every fold trained from the old weights
-    standing. None where no encoder reads local weights. (``pretrained:<name>`` encoders
-    are in the config hash already, by their record.)"""
-    files = []
+    """SHA-256 over the contents of the files the encoders load from disk: an ``hf:`` or
+    ``rows_text:`` folder, a ``tokenizer`` folder, a timm ``pretrained`` file. The config
+    names only their paths, so weights re-saved there (further pretraining, another
+    checkpoint copied over) left every fold standing, trained on the old ones. Contents,
+    not times: a copy of the same weights retrains nothing. None where no encoder loads any."""
+    paths = []
     for enc in cfg.model.encoders:
-        if enc.name.startswith("pretrained:"):
-            continue
-        if enc.name.startswith("timm:") and isinstance(enc.pretrained, str):
-            files.append(Path(enc.pretrained))
-        elif enc.name.startswith("hf:") and enc.pretrained is not False:
-            folder = Path(enc.name.split(":", 1)[1])
-            files += sorted(p for p in folder.glob("*") if p.is_file())
-    if not files:
+        kind, _, target = enc.name.partition(":")
+        if kind in ("hf", "rows_text") and target:
+            paths.append(Path(target))
+        paths += [Path(p) for p in (enc.tokenizer, enc.pretrained) if isinstance(p, str)]
+    if not paths:
         return None
+    stats = []
+    for root in paths:
+        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
+        for path in files:
+            # named within its folder: the same files elsewhere (a copy, a new mount) are
+            # the same weights
+            name = path.relative_to(root).as_posix() if root.is_dir() else path.name
+            try:
+                stat = path.stat()
+                stats.append((name, str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+            except OSError:  # refused where the encoder loads
+                stats.append((name, str(path), -1, -1))
+    return _contents_digest(tuple(stats))
+
+
+@functools.lru_cache(maxsize=8)
+def _contents_digest(stats: tuple[tuple[str, str, int, int], ...]) -> str:
+    """SHA-256 over the names and contents of the files ``stats`` lists (name, path, size,
+    time): once per process for the same files unchanged (every fold asks, and a model
+    folder may hold more files than the per-file cache keeps)."""
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.name}\0{file_digest(path)}\n".encode())
+    for name, path, size, mtime_ns in stats:
+        content = _digest(path, size, mtime_ns) if size >= 0 else "missing"
+        digest.update(f"{name}\0{content}\n".encode())
     return digest.hexdigest()
 
 
@@ -194,6 +213,8 @@ def changed_files(recorded: Any, cfg: ExperimentConfig, parts: Sequence[str],
         return []
     now = data_digests(cfg) if fold is None else fold_digests(cfg, fold)
     # a part's images count as the part; a record without them (older) vouches for them
-    # a part may also be 'weights': the encoders' local pretrained weights (data_digests)
-    return [part for part in parts if any(
+    changed = [part for part in parts if any(
         key in recorded and recorded[key] != now.get(key) for key in (part, f"{part}_images"))]
+    weights = "train" in parts and "train" not in changed and recorded.get(
+        "train_weights", now.get("train_weights")) != now.get("train_weights")
+    return [*changed, "encoder weights"] if weights else changed

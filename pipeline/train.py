@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,8 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write
     folds = load_folds(cfg, comp)
     prepare_run_dir(cfg, comp, leaky, overwrite)
+    if "tabular" not in cfg.model.modalities:  # after the refusals: said of a run that starts
+        _warn_unread_columns(cfg, comp)
     if cfg.pseudo is not None:
         pseudo_stage.run(cfg, comp)
     if not cfg.model.is_sklearn:
@@ -222,6 +225,19 @@ def _warn_unseen_categories(cfg: ExperimentConfig, comp: Competition) -> None:
             log.warning("%s: %.0f%% of the test rows' values of categorical column %r never "
                         "occur in train; they are encoded as unknown", cfg.name, 100 * share,
                         column)
+
+
+def _warn_unread_columns(cfg: ExperimentConfig, comp: Competition) -> None:
+    """Name the table columns an image or text network leaves unread: metadata beside the
+    texts or images (a score, an age, a site) reaches the model only through a tabular
+    encoder, and was dropped without a word."""
+    template = set(re.findall(r"{(\w+)}", cfg.competition.image_path or ""))
+    unread = [c for c in comp.feature_columns if c not in template]
+    if unread:
+        log.warning("%s: no encoder reads column(s) %s: add an 'mlp' encoder beside the %s "
+                    "encoder to read them, or list the columns to read in "
+                    "'competition.feature_columns' ([] for none)", cfg.name, unread,
+                    " and ".join(sorted(cfg.model.modalities)))
 
 
 def _check_features(cfg: ExperimentConfig, comp: Competition) -> None:

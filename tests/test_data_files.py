@@ -212,7 +212,7 @@ def test_replaced_pretrained_weights_train_the_folds_again(
     torch.save(timm.create_model("test_resnet").state_dict(), weights)
     code, err, _ = run_cli(cfg, tmp_path, capsys)
     assert code == 0, err
-    assert "the weights file changed since it trained" in caplog.text
+    assert "the encoder weights file changed since it trained" in caplog.text
     after = _test_predictions(cfg)
     assert not np.allclose(after, before)
     # the same as a run that only ever saw the new weights
@@ -221,3 +221,43 @@ def test_replaced_pretrained_weights_train_the_folds_again(
     code, err, _ = run_cli(fresh, tmp_path, capsys)
     assert code == 0, err
     np.testing.assert_allclose(after, _test_predictions(fresh), rtol=1e-5)
+def _tiny_bert(folder: Path, seed: int) -> None:
+    """A 1-layer BERT over the test vocabulary saved with its tokenizer in ``folder``."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from tests.conftest import write_tokenizer
+
+    write_tokenizer(folder)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32,
+                         max_position_embeddings=64)).save_pretrained(folder)
+
+
+def test_weights_replaced_in_place_train_the_folds_again(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An `hf:<dir>` whose weights were re-saved under the same path (further pretraining,
+    another checkpoint copied over) left every fold standing: the config names the path
+    alone, and the submission came from models fine-tuned from the old weights."""
+    model = tmp_path / "bert"
+    _tiny_bert(model, seed=0)
+    cfg = cli_config(competition_factory, "text", "binary")
+    cfg["model"]["encoders"] = [{"name": f"hf:{model}"}]
+    cfg["train"]["epochs"] = 1
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    trained, before = _metrics(cfg).read_bytes(), _submission(cfg)
+    assert "train_weights" in json.loads(trained)["data"]
+    _tiny_bert(model, seed=0)  # the same weights written again: nothing to retrain
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert _metrics(cfg).read_bytes() == trained
+    _tiny_bert(model, seed=1)
+    caplog.clear()
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "the encoder weights file changed since it trained" in caplog.text
+    assert _metrics(cfg).read_bytes() != trained
+    assert not np.allclose(_submission(cfg)["target"], before["target"])

@@ -176,3 +176,29 @@ def test_an_mlp_beside_an_image_encoder_reads_the_text_columns(tmp_path: Path, c
     assert "no encoder reads text" not in caplog.text
     sub = pd.read_csv(root / "submissions" / "reviews.csv")
     assert roc_auc_score(truth, sub["target"]) > 0.9
+
+
+def test_table_columns_no_encoder_reads_are_named(competition_factory, caplog) -> None:
+    """A text network beside numeric metadata (a score column) left it unread without a word:
+    only a tabular encoder reads the table's columns."""
+    from pipeline.train import prepare
+
+    cfg = competition_factory("text", "binary")
+    folder = Path(cfg["competition"]["dir"])
+    for name in ("train.csv", "test.csv"):
+        frame = pd.read_csv(folder / name)
+        frame.assign(score=np.arange(len(frame)) * 0.5).to_csv(folder / name, index=False)
+
+    def warned(**changes: Any) -> bool:
+        data = {**cfg, "model": {**cfg["model"], **changes.pop("model", {})},
+                "competition": {**cfg["competition"], **changes}}
+        config = build_config(data)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pipeline.train"):
+            prepare(config, load_competition(config.competition))
+        return "no encoder reads column(s) ['score']: add an 'mlp' encoder" in caplog.text
+
+    assert warned()
+    assert not warned(feature_columns=[])
+    encoders = [*cfg["model"]["encoders"], {"name": "mlp", "params": {"hidden": [8]}}]
+    assert not warned(model={"encoders": encoders}, feature_columns=None)
