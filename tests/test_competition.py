@@ -159,6 +159,16 @@ def test_missing_feature_column(competition_factory, tmp_path: Path,
                    "'competition.feature_columns'")
 
 
+def test_misspelt_categorical_column_is_refused(competition_factory, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A name in 'categorical_columns' that no column has ('x9', a typo for 'x1') was
+    ignored, leaving the column it meant numeric with no word said."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    cfg["competition"]["categorical_columns"] = ["x9"]
+    expect_failure(cfg, tmp_path, capsys, "train.csv", "['x9']",
+                   "'competition.categorical_columns'")
+
+
 def test_feature_column_missing_from_test_only(competition_factory, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     cfg = cli_config(competition_factory, "tabular", "binary")
