@@ -298,6 +298,8 @@ def _check_inputs(comp: Competition) -> None:
             require_columns(frame, cfg.text_columns, paths[part], "text_columns")
         if cfg.feature_columns is not None:
             require_columns(frame, cfg.feature_columns, paths[part], "feature_columns")
+    # a misspelt name ('MSSubclass') left its column numeric, silently
+    require_columns(comp.train, cfg.categorical_columns, paths["train"], "categorical_columns")
     if cfg.modality == "tabular" and not comp.feature_columns and not cfg.text_columns:
         raise DataError(f"{paths['train']}: no feature columns left besides id and targets")
 

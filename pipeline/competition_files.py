@@ -160,7 +160,8 @@ def class_labels(task: str, target_columns: Sequence[str]) -> list[str]:
 def _labels(values: pd.Series) -> pd.Series:
     """Class labels read as text: kept as text when one is an integer written with leading
     zeros ('01'), else typed as pandas would have read them (integers, floats, booleans written
-    True/False; other spellings of booleans stay as written)."""
+    True/False; other spellings of booleans stay as written), integers written as floats
+    ('3.0') as integers."""
     numbers = _plain_integers(values)
     if numbers is not values or values.str.fullmatch(r"[+-]?0\d+").any():
         return numbers
@@ -175,9 +176,16 @@ def _labels(values: pd.Series) -> pd.Series:
             return values.map(booleans).astype(bool)
         return values
     try:
-        return pd.to_numeric(values)  # floats (refused for classes later, with a reason)
+        numbers = pd.to_numeric(values)
     except (ValueError, TypeError):
         return values
+    # labels a float column wrote ('3.0' for the class 3: PetFinder's AdoptionSpeed saved by
+    # pandas with a gap) are the integers they name: as floats they were submitted as '3.0'
+    # beside a sample of '3's, which a scorer comparing text counts as wrong
+    if (pd.api.types.is_float_dtype(numbers) and np.all(np.mod(numbers, 1) == 0)
+            and np.all(np.abs(numbers) < 2 ** 53)):
+        return numbers.astype(np.int64)
+    return numbers  # other floats are refused as classes later, with a reason
 
 
 def _labels_with_gaps(values: pd.Series) -> pd.Series:

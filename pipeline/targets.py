@@ -221,8 +221,8 @@ def per_class_columns(columns: list[str], task: str, target_columns: list[str],
     order, named by the class ('cat', 'dog') or by the target and the class joined by '_'
     ('Status_C', 'Status_CL', 'Status_D' for target 'Status', as many Kaggle samples name
     them) or by any one prefix and the class ('Class_0'..'Class_8' for labels 0..8,
-    'prob_cat'), or per label of a multilabel target written as one column of labels; None
-    when they are not."""
+    'prob_cat'), in any letter case, or per label of a multilabel target written as one
+    column of labels; None when they are not."""
     if task not in ("binary", "multiclass") and not (task == "multilabel" and classes):
         return None
     first, last = min(columns, default=""), max(columns, default="")  # their common prefix
@@ -231,10 +231,14 @@ def per_class_columns(columns: list[str], task: str, target_columns: list[str],
     # the shared prefix, cut back while the class names share its end ('Class_1'..'Class_9'
     # as labels share 'Class_': the empty prefix matches those first)
     prefixes = ("", f"{target_columns[0]}_", *(shared[:k] for k in range(len(shared), 0, -1)))
-    for prefix in prefixes:
-        named = [f"{prefix}{c}" for c in classes]
-        if sorted(columns) == sorted(named):
-            return [named.index(c) for c in columns]
+    # the names as written first, then in other letter case ('class_1' for label 'Class_1',
+    # as target columns match), where that leaves no two classes alike
+    for fold in (str, str.casefold):
+        wanted = [fold(c) for c in columns]
+        for prefix in prefixes:
+            named = [fold(f"{prefix}{c}") for c in classes]
+            if len(set(named)) == len(named) and sorted(wanted) == sorted(named):
+                return [named.index(c) for c in wanted]
     return None
 
 

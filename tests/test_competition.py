@@ -159,6 +159,16 @@ def test_missing_feature_column(competition_factory, tmp_path: Path,
                    "'competition.feature_columns'")
 
 
+def test_misspelt_categorical_column_is_refused(competition_factory, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A name in 'categorical_columns' that no column has ('x9', a typo for 'x1') was
+    ignored, leaving the column it meant numeric with no word said."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    cfg["competition"]["categorical_columns"] = ["x9"]
+    expect_failure(cfg, tmp_path, capsys, "train.csv", "['x9']",
+                   "'competition.categorical_columns'")
+
+
 def test_feature_column_missing_from_test_only(competition_factory, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     cfg = cli_config(competition_factory, "tabular", "binary")
@@ -738,6 +748,25 @@ def test_class_labels_with_leading_zeros_reach_the_submission_as_written(
     assert written and written <= {"00", "01", "02"}, written
     comp = load_competition(build_config(cfg).competition)
     assert comp.classes == ["00", "01", "02"]
+
+
+def test_class_labels_written_as_floats_reach_the_submission_as_integers(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A multiclass column saved as floats ('2.0': an integer column with a gap, written by
+    pandas) was read as float classes, and a submission of labels wrote '2.0' beside a
+    sample of '0's: a scorer comparing text counts every row wrong. They are the integers."""
+    cfg = cli_config(competition_factory, "tabular", "multiclass")
+    cfg["competition"]["metric"] = "accuracy"
+    folder = Path(cfg["competition"]["dir"])
+    edit_csv(folder / "train.csv", lambda f: f.assign(target=f["target"].map("{:.1f}".format)))
+    assert "2.0" in (folder / "train.csv").read_text()
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    submission = Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv"
+    written = set(pd.read_csv(submission, dtype=str)["target"])
+    assert written and written <= {"0", "1", "2"}, written
+    comp = load_competition(build_config(cfg).competition)
+    assert comp.classes == [0, 1, 2] and all(type(c) is int for c in comp.classes)
 
 
 def test_sample_submission_columns_are_checked_before_training(

@@ -386,6 +386,27 @@ def test_one_column_per_class_under_any_shared_prefix(tmp_path: Path, classes: l
         np.testing.assert_allclose(sub[column], _by_sample(per_class[:, k]))
 
 
+def test_one_column_per_class_in_other_letter_case(tmp_path: Path) -> None:
+    """A sample naming its class columns 'class_3', 'class_1', ... for labels 'Class_1'..
+    was refused after load (target columns already matched in any letter case); each is
+    filled with its own class's probability, in the sample's order and spelling."""
+    from pipeline.targets import per_class_columns
+
+    classes = ["Class_1", "Class_2", "Class_3"]
+    per_class = np.random.default_rng(3).dirichlet(np.ones(3), size=5)
+    columns = ["class_3", "class_1", "class_2"]
+    run = _run_folder(tmp_path, "multiclass", "log_loss", classes, classes,
+                      _test_frame({c: per_class[:, i] for i, c in enumerate(classes)}),
+                      _sample(*columns))
+    sub = _submit(run, tmp_path)
+    assert list(sub.columns) == ["id", *columns]
+    for column, k in zip(columns, [2, 0, 1], strict=True):
+        np.testing.assert_allclose(sub[column], _by_sample(per_class[:, k]))
+    # classes alike but for letter case cannot be told apart by such a sample
+    assert per_class_columns(["a", "A"], "binary", ["target"], ["a", "A"]) == [0, 1]
+    assert per_class_columns(["a", "b"], "binary", ["target"], ["A", "a"]) is None
+
+
 def test_columns_keep_the_sample_order_when_the_id_is_not_first(tmp_path: Path) -> None:
     """A sample laid out as [target, id] got [id, target]: its columns come in its order."""
     p = np.array([0.2, 0.7, 0.5, 0.9, 0.1])

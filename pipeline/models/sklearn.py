@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.dummy import DummyClassifier
+from sklearn.model_selection import StratifiedKFold
 from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
@@ -143,6 +146,55 @@ class OneClassFallback(ClassifierMixin, BaseEstimator):
         return self.estimator_.predict_proba(X)
 
 
+class DecisionProbabilities(ClassifierMixin, BaseEstimator):
+    """A classifier without ``predict_proba`` (RidgeClassifier, LinearSVC, SVC without
+    ``probability=True``) made to give probabilities, as every metric and blend reads them:
+    scikit-learn's ``CalibratedClassifierCV`` maps its ``decision_function`` by Platt's
+    sigmoid, fitted on inner folds of the training rows (what ``SVC(probability=True)``
+    does), and predicts with the mean of the inner folds' calibrated models.
+
+    The inner folds are stratified, up to 5 and no more than the rarest class's rows (at
+    least 2): a class with fewer rows (a fold's rare class) is simply absent from some
+    inner folds' training rows, which the calibration handles, rather than refused.
+    """
+
+    def __init__(self, estimator: BaseEstimator, seed: int = 0) -> None:
+        self.estimator = estimator
+        self.seed = seed
+
+    def fit(self, X: Any, y: Any, **fit_params: Any) -> DecisionProbabilities:
+        labels = np.asarray(y)
+        n_splits = int(min(5, max(2, np.unique(labels, return_counts=True)[1].min())))
+        with warnings.catch_warnings():  # "The least populated class ..." (said above)
+            warnings.simplefilter("ignore", UserWarning)
+            # splits as a list: an int (or a splitter) makes scikit-learn refuse a class
+            # with fewer rows than splits
+            splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.seed)
+                          .split(np.zeros((len(labels), 1)), labels))
+        self.calibrated_ = CalibratedClassifierCV(clone(self.estimator), method="sigmoid",
+                                                  cv=splits).fit(X, labels, **fit_params)
+        self.classes_ = self.calibrated_.classes_
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.calibrated_.predict(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.calibrated_.predict_proba(X)
+
+
+def _with_probabilities(estimator: BaseEstimator, task: str, seed: int,
+                        where: str) -> BaseEstimator:
+    """``estimator``, or for a classification task one wrapped to predict probabilities
+    where it only has a decision function (it would fail at the first fold's predictions)."""
+    if task == "regression" or hasattr(estimator, "predict_proba"):
+        return estimator
+    if not hasattr(estimator, "decision_function"):
+        raise ConfigError(f"{where}: {type(estimator).__name__} has neither predict_proba nor "
+                          f"decision_function; task {task!r} needs probabilities or scores")
+    return DecisionProbabilities(estimator, seed)
+
+
 def _multi_output(estimator: BaseEstimator, comp: Competition) -> BaseEstimator:
     task, k = comp.cfg.task, len(comp.pred_columns)
     if task == "multilabel":
@@ -186,7 +238,7 @@ def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: 
         parts = [_instance(cls, step.get("params", {}), seed, f"{where} step {i}")
                  for i, (cls, step) in enumerate(zip(classes, params["steps"], strict=True))]
         steps = [(f"step{i}", part) for i, part in enumerate(parts[:-1])]
-        steps.append(("model", parts[-1]))
+        steps.append(("model", _with_probabilities(parts[-1], comp.cfg.task, seed, where)))
         wrapped = _multi_output(Pipeline(steps), comp)
         if not isinstance(wrapped, Pipeline):
             # several labels or targets: the whole chain per output, since a supervised
@@ -194,7 +246,8 @@ def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: 
             steps = [("model", wrapped)]
     else:
         parts = [_instance(import_estimator(path), params, seed, where)]
-        steps = [("model", _multi_output(parts[0], comp))]
+        steps = [("model", _multi_output(
+            _with_probabilities(parts[0], comp.cfg.task, seed, where), comp))]
     allow_nan = _takes_nan(parts)
     tab = tabular or TabularConfig()
     encodings = CategoryEncodings(tuple(tab.encodings), comp.cfg.task, tab.target_cv,

@@ -9,6 +9,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
 
 from pipeline.competition import Competition, CompetitionConfig, load_competition
@@ -353,3 +354,62 @@ def test_onehot_of_an_id_like_column_stays_sparse_for_models_that_take_it(
     hgb = build_estimator("sklearn.ensemble.HistGradientBoostingClassifier", {}, comp, 0, onehot)
     assert not sparse.issparse(hgb.fit(frame, comp.targets.ravel()).named_steps["columns"]
                                .transform(frame))
+
+
+# --- classifiers with a decision function only -----------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["sklearn.linear_model.RidgeClassifier",
+                                  "sklearn.svm.LinearSVC"])
+def test_a_classifier_without_predict_proba_trains_and_submits(competition_factory,
+                                                               path: str) -> None:
+    """RidgeClassifier and LinearSVC have no predict_proba: the member failed with a traceback
+    at its first fold's predictions; it now predicts Platt-calibrated probabilities."""
+    from pipeline import submit, train
+    from pipeline.config import build_config
+
+    data = competition_factory("tabular", "binary", n_train=80, n_test=12)
+    data["model"] = {"encoders": [{"name": f"sklearn:{path}"}]}
+    cfg = build_config(data)
+    assert train.run(cfg) > 0.85  # x1 carries the label
+    test = pd.read_parquet(cfg.run_dir / "test.parquet")
+    assert ((test["target"] > 0) & (test["target"] < 1)).all()
+    sub = pd.read_csv(submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir))
+    assert len(sub) == 12 and sub["target"].between(0, 1).all()
+
+
+def test_decision_function_probabilities_for_multiclass_and_a_rare_class(
+        competition_factory) -> None:
+    comp = _competition(competition_factory, "multiclass")
+    # one row of class 2 in the fold's training rows: fewer than any inner split count
+    rows = np.r_[np.flatnonzero(comp.targets != 2), np.flatnonzero(comp.targets == 2)[:1]]
+    model = _fit(comp, "sklearn.svm.LinearSVC", rows)
+    frame = comp.test[comp.feature_columns]
+    pred = predict_matrix(model, frame, comp)
+    assert pred.shape == (len(frame), 3) and (pred >= 0).all()
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0)
+    # the probabilities rank as the decision function does (calibration is monotone)
+    binary = _competition(competition_factory, "binary")
+    fitted = _fit(binary, "sklearn.linear_model.RidgeClassifier")
+    frame = binary.test[binary.feature_columns]
+    proba = predict_matrix(fitted, frame, binary)[:, 0]
+    scores = np.mean([c.estimator.decision_function(fitted.named_steps["columns"].transform(
+        frame)) for c in fitted.named_steps["model"].calibrated_.calibrated_classifiers_],
+        axis=0)
+    assert np.corrcoef(np.argsort(np.argsort(proba)), np.argsort(np.argsort(scores)))[0, 1] > 0.9
+
+
+class LabelsOnly(ClassifierMixin, BaseEstimator):
+    """A classifier with labels alone (no probabilities, no scores)."""
+
+    def fit(self, X, y):
+        return self
+
+    def predict(self, X):
+        return np.zeros(len(X))
+
+
+def test_a_classifier_without_probabilities_or_scores_is_refused(competition_factory) -> None:
+    comp = _competition(competition_factory, "binary")
+    with pytest.raises(ConfigError, match="neither predict_proba nor decision_function"):
+        build_estimator("tests.models.test_sklearn.LabelsOnly", {}, comp, seed=0)
