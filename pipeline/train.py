@@ -72,7 +72,8 @@ def _run_fold(
 ) -> float:
     # in a multi-process launch rank 0 decides from the files it writes (agree), the
     # others train alongside and never write
-    if agree(fold_complete, cfg, seed, fold):
+    if agree(fold_complete, cfg, seed, fold) and not agree(_retrain_for_columns, cfg, comp,
+                                                           seed, fold):
         log.info("%s: complete, skipped", fold_label(cfg, seed, fold))
     else:
         if cfg.model.encoders[0].kind in GBDT_LIBRARIES:
@@ -93,6 +94,30 @@ def _run_fold(
         assert accelerator is not None
         predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
     return agree(fold_score, cfg, comp, folds, seed, fold)
+
+
+def _retrain_for_columns(cfg: ExperimentConfig, comp: Competition, seed: int,
+                        fold: int) -> bool:
+    """Whether a finished fold must train again because its predictions name other columns
+    than the competition's now (class labels read otherwise since it ran: '3.0' labels are
+    read as 3): gathering them was a KeyError traceback. Its files of the old columns (the
+    last epoch's OOF beside the predictions) are all written again."""
+    import pyarrow.parquet as pq
+
+    folder = fold_dir(cfg, seed, fold)
+    try:
+        names = pq.read_schema(folder / "oof.parquet").names
+    except (OSError, ValueError):  # none yet (a network predicts below) or damaged
+        return False
+    if set(comp.pred_columns) <= set(names):
+        return False
+    log.warning("%s: its predictions have columns %s, the competition's are now %s; it is "
+                "trained again", fold_label(cfg, seed, fold),
+                [n for n in names if n not in (cfg.competition.id_column, "fold")],
+                comp.pred_columns)
+    for name in ("metrics.json", "predictions.json", "last.pt"):
+        (folder / name).unlink(missing_ok=True)
+    return True
 
 
 def _train_and_predict(

@@ -769,6 +769,36 @@ def test_class_labels_written_as_floats_reach_the_submission_as_integers(
     assert comp.classes == [0, 1, 2] and all(type(c) is int for c in comp.classes)
 
 
+@pytest.mark.parametrize("encoder", [{"name": "lightgbm", "params": {"n_estimators": 20}},
+                                     {"name": "mlp", "params": {"hidden": [8]}}])
+def test_a_run_trained_on_float_labels_is_redone_not_a_traceback(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        encoder: dict[str, Any]) -> None:
+    """A run trained before '2.0' labels were read as integers has prediction columns '0.0',
+    '1.0', '2.0'; its folds are complete under the same config, and gathering them raised a
+    KeyError traceback. Each fold trains again, and the submission writes integer labels."""
+    from pipeline import competition_files
+
+    cfg = cli_config(competition_factory, "tabular", "multiclass")
+    cfg["model"]["encoders"] = [encoder]
+    folder = Path(cfg["competition"]["dir"])
+    edit_csv(folder / "train.csv", lambda f: f.assign(target=f["target"].map("{:.1f}".format)))
+    with monkeypatch.context() as old:  # the reader before: float classes
+        old.setattr(competition_files, "_labels", lambda values: pd.to_numeric(values))
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    run_dir = Path(cfg["output_dir"]) / cfg["name"]
+    assert "2.0" in pd.read_parquet(run_dir / "oof.parquet").columns
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert caplog.text.count("the competition's are now ['0', '1', '2']; it is trained "
+                             "again") == cfg["folds"]["n_splits"]
+    assert {"0", "1", "2"} <= set(pd.read_parquet(run_dir / "oof.parquet").columns)
+    submission = Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv"
+    assert set(pd.read_csv(submission, dtype=str)["target"]) <= {"0", "1", "2"}
+
+
 def test_sample_submission_columns_are_checked_before_training(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A sample whose columns are neither the targets nor the classes was refused by submit,
