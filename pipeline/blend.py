@@ -274,13 +274,15 @@ def run(
     settings["storage"] = str((folder / STUDY_FILE).resolve()) if default else storage
     settings["study_name"] = study_name
     blender = build_blender(method, **_blender_params(method, meta, settings, params))
+    # checked before the folder is made: a refused blend leaves nothing behind
+    y = np.asarray(targets) if targets is not None else targets_for_meta(meta)
+    if len(y) != members.oof.shape[1]:
+        raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}: "
+                        "the train file changed since; train the members again")
     folder.mkdir(parents=True, exist_ok=True)  # before the study opens its file
     if default:
         legacy_name = f"blend-{blend_hash(members, method, tuning)}"  # its hash had no mode
         _import_legacy_study(folder, study_name, legacy_name)
-    y = np.asarray(targets) if targets is not None else targets_for_meta(meta)
-    if len(y) != members.oof.shape[1]:
-        raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}")
 
     metric = get_metric(meta.metric, meta.classes or meta.ratings)
     # the rule's search and its nested CV over many labels and rows can outlast the blend

@@ -230,6 +230,21 @@ def test_blend_reads_targets_from_the_competition(tmp_path, binary_runs) -> None
     assert read_json(given / "cv.json")["in_sample"] == read_json(read / "cv.json")["in_sample"]
 
 
+def test_rows_added_to_the_train_file_since_say_to_train_again(tmp_path, binary_runs) -> None:
+    """Train rows added after the members trained: the refusal said only "330 targets for 300
+    OOF rows", not what to do."""
+    from pipeline.errors import DataError
+
+    runs, _ = binary_runs
+    path = tmp_path / "comp" / "train.csv"
+    frame = pd.read_csv(path)
+    pd.concat([frame, frame.head(3).assign(id=[1, 2, 3])]).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"OOF rows of .*: the train file changed since; train "
+                                        r"the members again"):
+        blend.run(runs, method="mean", name="grown", blends_dir=tmp_path)
+    assert not (tmp_path / "grown").exists()
+
+
 def test_rerun_skips_a_complete_blend_and_redoes_a_changed_one(tmp_path, binary_runs) -> None:
     runs, y = binary_runs
     kw = {"name": "b", "blends_dir": tmp_path, "targets": y, "method": "hill_climb"}
