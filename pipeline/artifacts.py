@@ -178,6 +178,12 @@ class RunMeta:
     # a regression's ratings under QWK: its predictions are scored and submitted as these
     ratings: list[Any] = field(default_factory=list)
 
+    @property
+    def scored_values(self) -> list[Any]:
+        """What the metric reads a prediction's columns as: the classes, or a regression's
+        ratings under QWK."""
+        return self.classes or self.ratings
+
     def to_json(self) -> dict[str, Any]:
         """Plain dict for run.json."""
         return asdict(self)

@@ -185,7 +185,7 @@ def _blender_params(
     method: str, meta: RunMeta, settings: dict[str, Any], params: dict[str, Any]
 ) -> dict[str, Any]:
     accepted = BLENDERS.get(method)._get_param_names()
-    merged = {"metric": get_metric(meta.metric, meta.classes or meta.ratings), **settings}
+    merged = {"metric": get_metric(meta.metric, meta.scored_values), **settings}
     merged = {k: v for k, v in merged.items() if k in accepted}
     return {**merged, **params}
 
@@ -284,7 +284,7 @@ def run(
         legacy_name = f"blend-{blend_hash(members, method, tuning)}"  # its hash had no mode
         _import_legacy_study(folder, study_name, legacy_name)
 
-    metric = get_metric(meta.metric, meta.classes or meta.ratings)
+    metric = get_metric(meta.metric, meta.scored_values)
     # the rule's search and its nested CV over many labels and rows can outlast the blend
     tune = not metric.needs_labels or tuning_affordable(
         f"blend {name}", meta.task, metric, y, members.oof.mean(axis=0),
@@ -297,7 +297,7 @@ def run(
         pp = pp if cv["postprocess"]["applied"] else None  # no postprocess.json: 0.5 / argmax
     weights = _weights_report(blender, members.names, method)
     diversity = diversity_report(members.names, members.oof, y,
-                                 get_metric(meta.metric, meta.classes or meta.ratings))
+                                 get_metric(meta.metric, meta.scored_values))
     _write_blend(folder, members, oof, test, cv, weights, diversity, pp)
     write_identity(folder, members.names, runs, method, hashed)
     leaky = any(read_meta(Path(r)).leaky for r in runs)  # a leaky member's CV is optimistic
@@ -350,7 +350,7 @@ def _fit_and_score(
     CV re-tuned without each fold, each member, equal weights), the blend's OOF and test
     predictions, and the nested CV (``tune``: with each fold's post-processing tuned)."""
     meta, folds = members.meta, members.folds
-    metric = get_metric(meta.metric, meta.classes or meta.ratings)
+    metric = get_metric(meta.metric, meta.scored_values)
     member_scores = {n: metric(y, p) for n, p in zip(members.names, members.oof, strict=True)}
     equal = metric(y, members.oof.mean(axis=0))
     blender.fit(members.oof, y, folds)

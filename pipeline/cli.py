@@ -191,8 +191,7 @@ def cmd_diversity(args: argparse.Namespace) -> int:
     y = targets_for_meta(members.meta)
     print(format_report(diversity_report(members.names, members.oof, y,
                                          get_metric(members.meta.metric,
-                                                    members.meta.classes
-                                                    or members.meta.ratings))))
+                                                    members.meta.scored_values))))
     return 0
 
 

@@ -185,6 +185,12 @@ class Competition:
         return Path(self.cfg.dir)
 
     @property
+    def scored_values(self) -> list[Any]:
+        """What the metric reads a prediction's columns as: the classes, or a regression's
+        ratings under QWK (:meth:`pipeline.metric_base.Metric.for_classes`)."""
+        return self.classes or self.ratings
+
+    @property
     def n_outputs(self) -> int:
         """Width of a network's output for this competition."""
         return n_outputs(self.cfg.task, self.cfg.target_columns, self.classes)

@@ -259,7 +259,7 @@ def fold_score(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed
                fold: int) -> float:
     """The competition metric of a fold's OOF predictions (logged)."""
     oof = read_parquet(fold_dir(cfg, seed, fold) / "oof.parquet")
-    score = get_metric(cfg.competition.metric, comp.classes or comp.ratings)(
+    score = get_metric(cfg.competition.metric, comp.scored_values)(
         comp.targets[folds == fold], oof[comp.pred_columns].to_numpy(dtype=np.float64))
     log.info("%s: %s %.5f", fold_label(cfg, seed, fold), cfg.competition.metric, score)
     return score
@@ -270,7 +270,7 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     (``unlabelled_folds.parquet``) and ``scores.json``, and each seed's into ``seed<s>/`` as an
     ensemble member of its own; returns the OOF score."""
     id_col, cols = cfg.competition.id_column, comp.pred_columns
-    metric = get_metric(cfg.competition.metric, comp.classes or comp.ratings)
+    metric = get_metric(cfg.competition.metric, comp.scored_values)
     y = comp.targets
     n_train = len(comp.train)
     # the test file the folds predicted (checked by fold_complete / predictions_current)
@@ -394,7 +394,7 @@ def _write_ensemble_members(cfg: ExperimentConfig, comp: Competition, folds: np.
     if cfg.train.ensemble is None:
         return
     id_col, cols = cfg.competition.id_column, comp.pred_columns
-    metric = get_metric(cfg.competition.metric, comp.classes or comp.ratings)
+    metric = get_metric(cfg.competition.metric, comp.scored_values)
     for m in range(cfg.train.ensemble.members):
         oof, tests = np.full((len(comp.train), len(cols)), np.nan), []
         for fold in range(cfg.folds.n_splits):

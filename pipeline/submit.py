@@ -35,9 +35,12 @@ log = logging.getLogger(__name__)
 
 
 def _labels(meta: RunMeta, p: np.ndarray, folder: Path) -> np.ndarray:
-    """Hard labels: tuned post-processing when the folder has it, else argmax / 0.5."""
+    """Hard labels: tuned post-processing when the folder has it, else argmax / 0.5 (a
+    regression on ratings: the index of the nearest rating)."""
     post = load_postprocess(folder)
-    return post.labels(p) if post is not None else hard_labels(meta.task, p)
+    if post is not None:
+        return post.labels(p)
+    return nearest_rating(p[:, 0], meta.ratings) if meta.ratings else hard_labels(meta.task, p)
 
 
 def tag_strings(labels: np.ndarray, p: np.ndarray, classes: list[Any],
@@ -103,10 +106,7 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         if meta.task == "regression" and meta.ratings:
             # scored as ratings (QWK): each row's rating as the train file writes it (3, not
             # 3.0), placed by the tuned cut points where the folder has them, else the nearest
-            post = load_postprocess(folder)
-            rated = post.labels(p) if post is not None else nearest_rating(p[:, 0],
-                                                                           meta.ratings)
-            out[columns[0]] = [meta.ratings[int(i)] for i in rated]
+            out[columns[0]] = [meta.ratings[int(i)] for i in _labels(meta, p, folder)]
         elif meta.task == "regression":
             # what the metric scores: RMSLE clips predictions below 0, and its scorers refuse them
             values = p if metric.lower_bound is None else np.maximum(p, metric.lower_bound)

@@ -189,5 +189,5 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
             "best_iteration": model.trees[0] if len(model.trees) == 1 else model.trees,
             "n_estimators": cap, "eval_metric": metric_names[0], "device": device,
             "early_stopping_rounds": settings.early_stopping_rounds,
-            "best_score": get_metric(cfg.competition.metric, comp.classes or comp.ratings)(
+            "best_score": get_metric(cfg.competition.metric, comp.scored_values)(
                 comp.targets[valid_rows], predictions["oof"])}

@@ -105,7 +105,7 @@ def fit_network_fold(
     model = build_fold_network(cfg, comp, prep.tabular, run_seed)
     if cfg.train.compile:
         model.compile()  # in place: the state dict keeps its names, checkpoints stay portable
-    metric = get_metric(cfg.competition.metric, comp.classes or comp.ratings)
+    metric = get_metric(cfg.competition.metric, comp.scored_values)
     y_valid = comp.targets[valid_rows]
     if not metric.ranks_on(task, y_valid, comp.n_outputs):
         # every epoch would score NaN (or the same): the first epoch would stay the best and

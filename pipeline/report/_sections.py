@@ -166,7 +166,7 @@ def _tta(src: Source) -> str:
     if src.y is None or src.meta is None or src.oof is None:
         return note("tta", src.problems.get("targets", "no OOF predictions"))
     meta, cols = src.meta, src.meta.pred_columns
-    metric = get_metric(meta.metric, meta.classes or meta.ratings)
+    metric = get_metric(meta.metric, meta.scored_values)
     ids = src.oof[meta.id_column].astype(str)
     scores = {}
     try:
