@@ -23,7 +23,7 @@ from pipeline.artifacts import load_predictions, read_json, write_json
 from pipeline.competition_files import read_csv
 from pipeline.data_files import predictions_digest
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.submit import format_submission
+from pipeline.submit import format_submission, regression_clip
 
 logger = logging.getLogger("pipeline.blend")
 
@@ -123,12 +123,15 @@ def pop_own_submission(folder: Path, submissions_dir: str | Path) -> Path | None
         meta = preds.meta
         sample = read_csv(Path(meta.competition_dir) / meta.sample_submission_file,
                           "sample submission", meta.csv_sep, meta.csv_encoding, meta.id_column)
-        made = format_submission(meta, preds.test, sample, folder).to_csv(index=False)
+        # the blend's submission as written clipped or not (submit --clip): either is its own
+        decision = regression_clip(preds, "on")
+        made = {format_submission(meta, preds.test, sample, folder, clip).to_csv(index=False)
+                for clip in (None, decision)}
     except (OSError, PipelineError) as err:
         logger.warning("%s may hold the predictions of the blend being replaced in %s, but "
                        "that could not be checked (%s); it is left as is", path, folder, err)
         return None
-    if path.read_text(encoding="utf-8") != made:
+    if path.read_text(encoding="utf-8") not in made:
         logger.info("%s is not the submission of the blend being replaced; left as is", path)
         return None
     path.unlink()

@@ -145,6 +145,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     source = args.blend or args.run
     name = args.name
     submissions_dir = args.submissions_dir
+    clip = args.clip
     if source is not None and (args.config or args.config_opt or args.overrides):
         raise PipelineError("give a config, or --run/--blend, not both: the submission comes "
                             "from one source")
@@ -155,7 +156,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         submit.check_config_run(cfg)  # not the run of an earlier version of the config
         source, name = cfg.run_dir, name or cfg.name
         submissions_dir = submissions_dir or cfg.submissions_dir
-    path = submit.run(source, name, submissions_dir or "submissions")
+        clip = clip or cfg.predict.clip
+    path = submit.run(source, name, submissions_dir or "submissions", clip or "auto")
     print(path)
     return 0
 
@@ -214,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     score = train.run(cfg, comp, overwrite=args.overwrite)  # folds first, inputs checked
     if not is_main():  # a multi-process launch: rank 0 writes the submission
         return 0
-    path = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir)
+    path = submit.run(cfg.run_dir, cfg.name, cfg.submissions_dir, cfg.predict.clip)
     print(f"{cfg.name}: CV {cfg.competition.metric} = {score:.5f}")
     scores = read_scores(cfg.run_dir)
     last = scores["scores"].get("oof_last_epoch")
@@ -291,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", help="blend folder (instead of a config)")
     p.add_argument("--name", help="submission name (default: the run's or blend's)")
     p.add_argument("--submissions-dir", default=None)
+    p.add_argument("--clip", choices=["auto", "on", "off"], default=None,
+                   help="regression: values held to the train target's range where the OOF, "
+                   "each fold clipped to its training rows' range, scores better (auto, the "
+                   "default, or the config's predict.clip), always (on) or never (off)")
     p.set_defaults(fn=cmd_submit)
     p = sub.add_parser("blend", help="tune ensemble weights on the OOF of several runs")
     p.add_argument("--runs", nargs="+", required=True, help="run or blend folders")

@@ -131,7 +131,7 @@ def prediction_hash(cfg: ExperimentConfig) -> str:
     """Identity of the predictions: the trained weights' hash plus the predict section."""
     # post-processing reads the gathered OOF, not the fold predictions: toggling it predicts
     # nothing again
-    predict = cfg.predict.model_dump(mode="json", exclude={"postprocess"})
+    predict = cfg.predict.model_dump(mode="json", exclude={"postprocess", "clip"})
     data = {"train": cfg.train_hash(), "predict": predict}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

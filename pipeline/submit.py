@@ -7,7 +7,8 @@ column of a classification task gets the predicted class in the train set's own 
 when the metric scores labels (accuracy, F1, ...), the k best classes separated by spaces under
 a ranking metric (MAP@k), else the probability; a multilabel target written as one column of
 space-separated labels gets each row's predicted labels so (at least one); regression gets the
-values, or under QWK the ratings of the train file.
+values (held to the train target's range where the OOF says it helps:
+:mod:`pipeline.clip_range`), or under QWK the ratings of the train file.
 """
 
 from __future__ import annotations
@@ -20,12 +21,21 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.artifacts import RunMeta, id_positions, load_predictions, read_json, write_csv
+from pipeline.artifacts import (
+    Predictions,
+    RunMeta,
+    id_positions,
+    load_predictions,
+    read_json,
+    write_csv,
+)
+from pipeline.clip_range import ClipDecision, decide_clip
 from pipeline.competition_files import read_csv
 from pipeline.data_files import changed_files, check_blend_members, check_test_file
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric, hard_labels, nearest_rating, top_classes
+from pipeline.run_targets import targets_for_meta
 from pipeline.targets import per_class_columns, sample_columns_problem, sample_targets
 
 if TYPE_CHECKING:
@@ -56,8 +66,9 @@ def tag_strings(labels: np.ndarray, p: np.ndarray, classes: list[Any],
 
 
 def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
-                      folder: Path) -> pd.DataFrame:
-    """Predictions laid out like ``sample`` (ids, columns, row order)."""
+                      folder: Path, clip: ClipDecision | None = None) -> pd.DataFrame:
+    """Predictions laid out like ``sample`` (ids, columns, row order); a regression's values
+    through ``clip`` where given."""
     id_col = meta.id_column
     sample_path = Path(meta.competition_dir) / meta.sample_submission_file
     if id_col not in sample.columns:
@@ -110,7 +121,7 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         elif meta.task == "regression":
             # what the metric scores: RMSLE clips predictions below 0, and its scorers refuse them
             values = p if metric.lower_bound is None else np.maximum(p, metric.lower_bound)
-            out[columns] = values[:, order]
+            out[columns] = (values if clip is None else clip.apply(values))[:, order]
         elif meta.task == "multiclass" and metric.top_k:
             # a ranking metric (MAP@k) scores the k best classes, space-separated, best first
             out[columns[0]] = [" ".join(str(meta.classes[int(j)]) for j in row)
@@ -173,9 +184,44 @@ def check_config_run(cfg: ExperimentConfig) -> None:
                                   "predict on this config first")
 
 
+def regression_clip(preds: Predictions, mode: str) -> ClipDecision | None:
+    """The clip of a regression's submitted values (:mod:`pipeline.clip_range`); None for
+    other tasks and for ratings (their cut points choose among the train file's values)."""
+    meta = preds.meta
+    if meta.task != "regression" or meta.ratings or mode == "off":
+        return None
+    train = Path(meta.competition_dir) / meta.train_file
+    if not train.is_file():  # a run folder moved without its competition
+        raise DataError(f"train file {train} not found: a regression's submission is held to "
+                        "its targets' range where the OOF says so; submit --clip off writes "
+                        "the values as they are")
+    y = targets_for_meta(meta)
+    if len(y) != len(preds.oof):
+        raise DataError(f"{train} has {len(y)} labelled "
+                        f"rows, the OOF of {meta.name} {len(preds.oof)}: the train file changed "
+                        "since it trained; train it again")
+    return decide_clip(mode, get_metric(meta.metric), y, preds.oof_matrix,
+                       preds.oof["fold"].to_numpy())
+
+
+def _log_clip(decision: ClipDecision, preds: Predictions) -> None:
+    p, name = preds.test_matrix, preds.meta.metric
+    outside = int(((p < decision.low) | (p > decision.high)).sum())
+    evidence = ("" if decision.oof_without is None else
+                f"; OOF {name} {decision.oof_without:.5f} as it is, {decision.oof_with:.5f} "
+                "with each fold clipped to its training rows' range")
+    ranges = ", ".join(f"[{lo:.6g}, {hi:.6g}]" for lo, hi in zip(decision.low, decision.high,
+                                                                  strict=True))
+    log.info("submission: %d of %d test values outside the train target's range %s: %s (%s%s)",
+             outside, p.size, ranges, "clipped" if decision.applied else "kept",
+             decision.reason, evidence)
+
+
 def run(source: str | Path, name: str | None = None,
-        submissions_dir: str | Path = "submissions") -> Path:
-    """Write the submission of a run or blend folder; returns its path."""
+        submissions_dir: str | Path = "submissions", clip: str = "auto") -> Path:
+    """Write the submission of a run or blend folder; returns its path. ``clip``: a
+    regression's values held to the train target's range (auto, on, off:
+    :mod:`pipeline.clip_range`)."""
     folder = Path(source)
     preds = load_predictions(folder)
     meta = preds.meta
@@ -186,7 +232,10 @@ def run(source: str | Path, name: str | None = None,
         raise DataError(f"sample submission file {sample_path} not found")
     sample = read_csv(sample_path, "sample submission", meta.csv_sep, meta.csv_encoding,
                       meta.id_column)
-    submission = format_submission(meta, preds.test, sample, folder)
+    decision = regression_clip(preds, clip)
+    submission = format_submission(meta, preds.test, sample, folder, decision)
+    if decision is not None:  # after the format's checks of the test predictions
+        _log_clip(decision, preds)
     path = Path(submissions_dir) / f"{name or meta.name}.csv"
     write_csv(path, submission)
     log.info("submission: wrote %s (%d rows, columns %s)", path, len(submission),

@@ -95,8 +95,11 @@ class PredictConfig(Section):
     # label metrics: thresholds / class weights tuned on the run's OOF, as the blend's
     # --postprocess (pipeline.run_postprocess); not part of the prediction hash
     postprocess: Literal["auto", "on", "off"] = "auto"
+    # regression: the submission held to the train target's range where the OOF, clipped fold
+    # by fold to its training rows' range, scores better (pipeline.clip_range); not hashed
+    clip: Literal["auto", "on", "off"] = "auto"
 
-    @field_validator("postprocess", mode="before")
+    @field_validator("postprocess", "clip", mode="before")
     @classmethod
     def _on_off(cls, mode: object) -> object:
         # YAML 1.1 reads a bare on / off as true / false: the competitor meant the mode

@@ -24,9 +24,12 @@ def _run_folder(
     comp = root / "comp"
     comp.mkdir(parents=True, exist_ok=True)
     sample.to_csv(comp / "sample_submission.csv", index=False)
+    targets = target_columns or ["target"]
+    # the OOF rows' targets (a regression's clip reads them): the OOF's 0.5 lies inside
+    pd.DataFrame({"id": ["t0", "t1"], **{t: [0.0, 10.0] for t in targets}}).to_csv(
+        comp / "train.csv", index=False)
     run = root / "runs" / "exp"
     run.mkdir(parents=True, exist_ok=True)
-    targets = target_columns or ["target"]
     write_meta(run, RunMeta(
         name="exp", task=task, metric=metric, id_column="id", target_columns=targets,
         classes=classes, pred_columns=pred_columns, folds_file=str(root / "folds.csv"),
