@@ -12,7 +12,15 @@ import pandas as pd
 from pipeline.artifacts import write_csv, write_json
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
-from pipeline.data.splits import check_spec, folds_spec, make_folds, read_folds, spec_path
+from pipeline.data.repeated_rows import repeated_rows_warning
+from pipeline.data.splits import (
+    SPLITTERS,
+    check_spec,
+    folds_spec,
+    make_folds,
+    read_folds,
+    spec_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,4 +42,8 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     sizes = np.bincount(folds).tolist()
     log.info("folds: wrote %s (%s, %d folds, sizes %s)", path, cfg.folds.scheme,
              cfg.folds.n_splits, sizes)
+    # said once, when the folds are made: every later stage reads these folds
+    warning = repeated_rows_warning(comp, folds, SPLITTERS.get(cfg.folds.scheme).uses_groups)
+    if warning:
+        log.warning("%s", warning)
     return path

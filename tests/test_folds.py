@@ -163,3 +163,74 @@ def test_folds_file_without_a_sidecar_is_kept_when_ids_and_groups_fit(
     frame.to_csv(path, index=False)
     with pytest.raises(DataError, match=r"6 group\(s\) of column 'site' span several folds"):
         folds_stage.run(cfg)
+
+
+# --- train rows whose inputs repeat in another fold: the CV overstates (a leak the folds make) --
+
+
+def _with_copies(factory: Any, n_copies: int, same_target: bool = True) -> dict[str, Any]:
+    """A table whose last ``n_copies`` train rows repeat earlier rows' inputs (new ids), with
+    the copied row's target or (``same_target`` False) another one, and an entity column."""
+    data = factory("tabular", "binary", n_train=80)
+    path = Path(data["competition"]["dir"]) / "train.csv"
+    train = pd.read_csv(path)
+    train["entity"] = np.arange(len(train))
+    copies = train.iloc[:n_copies].copy()
+    copies["id"] = [f"c{i:04d}" for i in range(n_copies)]
+    if not same_target:
+        copies["target"] = np.where(copies["target"] == "yes", "no", "yes")
+    pd.concat([train, copies]).to_csv(path, index=False)
+    test_path = Path(data["competition"]["dir"]) / "test.csv"
+    test = pd.read_csv(test_path)
+    test["entity"] = np.arange(len(test)) + 10_000
+    test.to_csv(test_path, index=False)
+    return data
+
+
+def test_rows_repeating_inputs_in_another_fold_are_named(competition_factory, caplog) -> None:
+    data = _with_copies(competition_factory, 20)
+    data["competition"]["feature_columns"] = ["x1", "x2", "color"]  # not the entity
+    cfg = build_config(data)
+    with caplog.at_level("WARNING"):
+        folds_stage.run(cfg)
+    frame = pd.read_csv(cfg.folds_file)
+    originals = frame["fold"].iloc[:20].to_numpy()
+    spread = int((originals != frame["fold"].iloc[-20:].to_numpy()).sum())
+    assert spread > 0  # the copies landed in other folds than their originals
+    warning = [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    assert len(warning) == 1
+    assert warning[0].startswith(f"folds: {2 * spread} train rows ({2 * spread / 100:.1%}) "
+                                 f"repeat the inputs (x1, x2, color) of a row in another fold, "
+                                 f"{2 * spread} of them with its target too")
+    assert "'competition.group_column'" in warning[0]
+    caplog.clear()  # a kept folds file says nothing again
+    with caplog.at_level("WARNING"):
+        folds_stage.run(cfg)
+    assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
+
+
+def test_copies_with_another_target_and_copies_held_together(competition_factory,
+                                                             caplog) -> None:
+    data = _with_copies(competition_factory, 20, same_target=False)
+    data["competition"]["feature_columns"] = ["x1", "x2", "color"]
+    with caplog.at_level("WARNING"):
+        folds_stage.run(build_config(data))
+    warning = [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    assert len(warning) == 1 and ", 0 of them with its target too" in warning[0]
+    # the copies' entity as the group column: each copy sits in its original's fold
+    data = _with_copies(competition_factory, 20)
+    data["competition"].update(group_column="entity", feature_columns=["x1", "x2", "color"])
+    data["folds"].update(scheme="group", name="grouped")
+    frame = pd.read_csv(data["competition"]["dir"] + "/train.csv")
+    frame.loc[frame["id"].str.startswith("c"), "entity"] = np.arange(20)
+    frame.to_csv(data["competition"]["dir"] + "/train.csv", index=False)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        folds_stage.run(build_config(data))
+    assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    # no copies, no warning (the factory's table has none)
+    caplog.clear()
+    plain = competition_factory("tabular", "regression", n_train=60)
+    with caplog.at_level("WARNING"):
+        folds_stage.run(build_config(plain))
+    assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]

@@ -1,0 +1,63 @@
+"""Train rows whose inputs repeat another train row's in another fold: a leak the folds make.
+
+Kaggle train files repeat rows more often than one expects: a patient measured twice, the same
+text posted by two users, a table built by joining a log to its users, a dataset padded with
+copies of its rare class. Where the copies fall in different folds, the fold model has trained
+on the very inputs it is validated on, and the CV overstates what the model scores on new
+rows (the more the model memorises: a GBDT or a network fits a repeated row's target to the
+digit). The competitor who knows the copies are one entity keeps them in one fold with a group
+column; the one who does not gets no hint from the scores. The folds stage therefore says so
+when it writes the folds: how many rows, how many of them carry their copy's target, and
+what keeps them together.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipeline.competition import Competition
+
+_SHOWN = 4  # input columns named in the warning
+
+
+def input_columns(comp: Competition) -> list[str]:
+    """The columns a model reads: tabular features, text columns, the image column."""
+    image = [comp.cfg.image_column] if comp.cfg.image_column else []
+    return [*comp.feature_columns, *comp.cfg.text_columns, *image]
+
+
+def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
+                          uses_groups: bool) -> str | None:
+    """The warning for rows whose inputs repeat another row's in another fold, or None.
+
+    Args:
+        comp: The competition (its train rows, in the folds' order).
+        folds: The fold of each train row.
+        uses_groups: Whether the folds already keep a group column's rows together (the
+            copies then belong to different groups: the hint names the group column).
+    """
+    columns = input_columns(comp)
+    if not columns or len(comp.train) < 2:
+        return None
+    keys = pd.util.hash_pandas_object(comp.train[columns], index=False).to_numpy()
+    frame = pd.DataFrame({"key": keys, "fold": list(folds)})
+    spread = frame.groupby("key")["fold"].transform("nunique")
+    leaking = (spread > 1).to_numpy()
+    count = int(leaking.sum())
+    if not count:
+        return None
+    targets = pd.util.hash_pandas_object(comp.train[comp.cfg.target_columns],
+                                         index=False).to_numpy()
+    frame["target"] = targets
+    same = int((frame.groupby(["key", "target"])["fold"].transform("nunique") > 1)
+               .to_numpy()[leaking].sum())
+    shown = ", ".join(columns[:_SHOWN]) + (f" and {len(columns) - _SHOWN} more"
+                                          if len(columns) > _SHOWN else "")
+    hint = ("the group column does not hold these copies together: is it the entity they "
+            "share?" if uses_groups else
+            "if the copies are one entity (a patient, a user, a text), name a column that "
+            "marks it as 'competition.group_column' with folds.scheme: group")
+    return (f"folds: {count} train rows ({count / len(frame):.1%}) repeat the inputs "
+            f"({shown}) of a row in another fold, {same} of them with its target too: a fold "
+            f"model validated on them has trained on their copies, so the CV overstates its "
+            f"score on new rows; {hint}")
