@@ -135,6 +135,39 @@ def _inputs(cfg: PretrainConfig) -> dict[str, Path]:
     return files
 
 
+def _objective_files(cfg: PretrainConfig) -> dict[str, Path]:
+    """The local files the objective loads besides the rows (a transformers folder, a timm
+    weights file, an edge list or events file), by their dotted key."""
+    objective = cfg.objective
+    events = getattr(objective, "events", None)
+    paths = {"objective.model": getattr(objective, "model", None),
+             "objective.weights": getattr(objective, "weights", None),
+             "objective.edges": getattr(objective, "edges", None),
+             "objective.events.file": getattr(events, "file", None)}
+    return {k: Path(p) for k, p in paths.items() if isinstance(p, str) and Path(p).exists()}
+
+
+def _contents_hash(path: Path) -> str:
+    """SHA-256 over the names and contents of a file, or of every file in a folder: the
+    config names only the path, so weights re-saved there (another checkpoint copied over)
+    found the old pretraining 'up to date', and training runs kept folds made from it."""
+    if path.is_file():
+        return _file_hash(path)
+    digest = hashlib.sha256()
+    for file in sorted(f for f in path.rglob("*") if f.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{_file_hash(file)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _same_identity(done: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Whether a record was made by ``identity``. A record written before the objective's
+    own files were hashed lacks their keys: those are not held against it."""
+    inputs = done.get("inputs") or {}
+    wanted = {k: v for k, v in identity["inputs"].items()
+              if not k.startswith("objective.") or k in inputs}
+    return done.get("config_hash") == identity["config_hash"] and inputs == wanted
+
+
 def unlabelled_rows(cfg: PretrainConfig, comp: Competition) -> PretrainData:
     """Train rows without their targets (those kept without one under
     'competition.unlabelled_train_rows: unlabelled' after them), then test rows, then the
@@ -193,10 +226,11 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> Path:
     if missing:
         raise DataError(f"pretrain inputs not found: {', '.join(missing)}")
     identity = {"config_hash": cfg.config_hash(),
-                "inputs": {k: _file_hash(p) for k, p in files.items()}}
+                "inputs": {k: _file_hash(p) for k, p in files.items()}
+                | {k: _contents_hash(p) for k, p in _objective_files(cfg).items()}}
     if (folder / RECORD_FILE).is_file():
         done = read_json(folder / RECORD_FILE)
-        if {k: done.get(k) for k in identity} == identity:
+        if _same_identity(done, identity):
             log.info("%s: up to date", folder)
             return folder
         if not overwrite:

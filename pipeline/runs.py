@@ -342,7 +342,8 @@ def last_epoch_note(cfg: ExperimentConfig, best: float, last: float) -> str:
         return ("without TTA, which the score above has: the two differ by TTA as well as "
                 "by the epoch chosen")
     if f"{best:.5f}" == f"{last:.5f}":
-        return "the same: the best epochs were the last ones"
+        # equal scores say nothing of which epochs were chosen (accuracy ties on other epochs)
+        return "the same: choosing the best epochs gained nothing on these rows"
     return "the best epochs' score above was chosen on the same rows, so it is the optimistic one"
 
 

@@ -33,7 +33,12 @@ from pipeline.jobs.gbdt import train_gbdt_fold
 from pipeline.jobs.multiprocess import check_multiprocess
 from pipeline.jobs.network import fit_network_fold
 from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
-from pipeline.models.network import build_tokenizer, check_max_length, tokenizer_dir
+from pipeline.models.network import (
+    build_tokenizer,
+    check_max_length,
+    check_vocab,
+    tokenizer_dir,
+)
 from pipeline.runs import (
     FOLD_FORMAT,
     PREDICTION_FILES,
@@ -185,6 +190,8 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
     if not cfg.model.is_sklearn:
         check_max_length(cfg.model)
         tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write
+        if tokenizer_dir(cfg.model) is not None:
+            check_vocab(cfg.model, build_tokenizer(cfg.model))
     folds = load_folds(cfg, comp)
     prepare_run_dir(cfg, comp, leaky, overwrite)
     if "tabular" not in cfg.model.modalities:  # after the refusals: said of a run that starts

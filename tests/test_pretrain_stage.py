@@ -13,7 +13,7 @@ import yaml
 
 import pipeline.pretrain._base as base
 from pipeline import train
-from pipeline.artifacts import read_json
+from pipeline.artifacts import read_json, write_json
 from pipeline.cli import main
 from pipeline.config import build_config
 from pipeline.errors import ConfigError, DataError
@@ -242,3 +242,52 @@ def test_extra_rows_need_only_what_the_objective_reads(tmp_path: Path) -> None:
                                  "objective": {"kind": "skipgram", "sequence_column": "pages"}})
     rows = unlabelled_rows(seq, load_competition(CompetitionConfig(**tab["competition"])))
     assert rows.frame["pages"].tail(2).tolist() == ["a b", "b c"]
+
+
+def _bert_folder(folder: Path, seed: int) -> Path:
+    from transformers import BertConfig, BertModel
+
+    from tests.conftest import write_tokenizer
+
+    write_tokenizer(folder)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32,
+                         max_position_embeddings=64)).save_pretrained(folder)
+    return folder
+
+
+def test_weights_resaved_under_the_objective_path_are_another_pretraining(tmp_path: Path
+                                                                          ) -> None:
+    """The config names only the source model's folder: another checkpoint saved there found
+    the old pretraining 'up to date', and a training run from it kept its folds."""
+    experiment = make_competition(tmp_path, "text", "binary", n_train=24, n_test=8)
+    model = _bert_folder(tmp_path / "bert", seed=0)
+    cfg = build_pretrain_config({
+        "name": "mlm", "pretrained_dir": str(tmp_path / "pretrained"), "device": "cpu",
+        "competition": experiment["competition"],
+        "objective": {"kind": "masked_lm", "model": str(model), "epochs": 1, "batch_size": 8,
+                      "max_length": 16}})
+    folder = run(cfg)
+    record = read_json(folder / "record.json")
+    assert set(record["inputs"]) == {"train", "test", "objective.model"}
+    training = dict(experiment, model={"encoders": [{"name": f"pretrained:{folder}"}],
+                                       "max_length": 16})
+    before = build_config(training).train_hash()
+    # the same weights written again (new times, same bytes): still up to date
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert run(cfg) == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    _bert_folder(model, seed=1)  # another checkpoint under the same path
+    with pytest.raises(ConfigError, match="other inputs"):
+        run(cfg)
+    run(cfg, overwrite=True)
+    assert read_json(folder / "record.json")["inputs"]["objective.model"] != \
+        record["inputs"]["objective.model"]
+    assert build_config(training).train_hash() != before  # its runs train again
+    # a record written before the source was hashed is not refused for lacking its digest
+    old = read_json(folder / "record.json")
+    del old["inputs"]["objective.model"]
+    write_json(folder / "record.json", old)
+    assert run(cfg) == folder

@@ -194,9 +194,10 @@ def test_image_refinement_learns_and_loads_into_the_timm_encoder(tmp_path, kind,
 def test_more_than_safe_epochs_warns(text, caplog):
     _, model = text
     with caplog.at_level(logging.WARNING):
-        warn_epochs(MaskedLMConfig(model=str(model), epochs=SAFE_EPOCHS))
+        warn_epochs(MaskedLMConfig(model=str(model), epochs=SAFE_EPOCHS, max_length=16))
         assert not caplog.records
-        warn_epochs(ElectraConfig(model=str(model), epochs=SAFE_EPOCHS + 1))
+        warn_epochs(ElectraConfig(model=str(model), epochs=SAFE_EPOCHS + 1,
+                                  max_length=16))
     assert "forget" in caplog.text and "4 epochs" in caplog.text
 
 
@@ -216,6 +217,23 @@ def test_bad_settings_are_refused_at_load(text, section, settings, message):
     settings = {k: str(model) if v == "MODEL" else v for k, v in settings.items()}
     with pytest.raises(ValueError, match=message):
         section(**settings)
+
+
+@pytest.mark.parametrize("kind", ["masked_lm", "electra"])
+def test_max_length_past_the_position_table_is_refused_at_load(tmp_path, kind):
+    """A max_length past the model's 64 positions used to start the run and stop at the first
+    batch of long texts with a tensor-shape traceback from transformers (exit 1)."""
+    from pipeline import pretraining
+
+    spec = make_competition(tmp_path, "text", "binary", n_train=24, n_test=8)
+    objective = {"kind": kind, "model": str(_tiny_bert(tmp_path / "bert")), "max_length": 65}
+    data = {"name": "enc", "pretrained_dir": str(tmp_path / "pretrained"),
+            "competition": spec["competition"], "objective": objective}
+    with pytest.raises(ConfigError, match=r"'max_length' is 65, but .* reads at most 64 tokens"):
+        pretraining.build_pretrain_config(data)
+    assert not (tmp_path / "pretrained").exists()
+    objective["max_length"] = 64  # the table's own length is fine
+    assert pretraining.build_pretrain_config(data).objective.max_length == 64
 
 
 def test_text_objective_needs_text_columns(tmp_path):

@@ -22,6 +22,7 @@ from pipeline.models.encoders import (
     HFEncoder,
     MLPEncoder,
     build_encoder,
+    hf_model_config,
     token_positions,
 )
 from pipeline.models.multitask import AuxEncoder, MultitaskConfig, MultitaskHead, TaskSpec
@@ -220,6 +221,27 @@ def check_max_length(cfg: ModelConfig, key: str = "model.max_length") -> None:
                 f"(model.encoders.{i}) reads at most {limit} tokens (its position "
                 f"embeddings). Set '{key}' to {limit} or less; 'model.truncation' chooses "
                 "which tokens a longer text keeps")
+
+
+def check_vocab(cfg: ModelConfig, tokenizer: Any) -> None:
+    """Refuse a tokenizer with more ids than a token encoder's embedding table (an
+    ``hf_config`` with a smaller ``vocab_size``, a ``tokenizer`` folder of another model):
+    the first batch holding such an id stopped training with an IndexError deep in torch."""
+    if tokenizer is None:
+        return
+    from transformers import AutoModel
+
+    for i, enc in enumerate(cfg.encoders):
+        if enc.kind not in TOKEN_KINDS:
+            continue
+        with torch.device("meta"):  # the table's size without memory or weights
+            rows = AutoModel.from_config(hf_model_config(enc)).get_input_embeddings()
+        if len(tokenizer) > rows.num_embeddings:
+            raise ConfigError(
+                f"encoder {enc.name!r} (model.encoders.{i}) embeds {rows.num_embeddings} "
+                f"token ids, but its tokenizer {tokenizer_dir(cfg)} makes {len(tokenizer)}: "
+                "give the model's own tokenizer, or a 'vocab_size' of at least "
+                f"{len(tokenizer)} in 'hf_config'")
 
 
 def model_inputs(comp: Competition, cfg: ModelConfig, tokenizer: Any,

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from pipeline.data.text_tokens import encode_texts
@@ -61,6 +61,20 @@ class TextRefineConfig(Section):
                 f"{model!r}, which is not a directory"
             )
         return model
+
+    @model_validator(mode="after")
+    def _fits_positions(self) -> TextRefineConfig:
+        # a longer max_length lets the first batch of long texts stop the run with a
+        # tensor-shape error deep in transformers: refused at load, as training does
+        from pipeline.models.encoders import EncoderConfig, token_positions
+
+        limit = token_positions(EncoderConfig(name=f"hf:{self.model}"))
+        if limit is not None and self.max_length > limit:
+            raise ValueError(
+                f"'max_length' is {self.max_length}, but 'model' {self.model!r} reads at most "
+                f"{limit} tokens (its position embeddings). Set 'max_length' to {limit} or "
+                "less; 'truncation' chooses which tokens a longer text keeps")
+        return self
 
 
 class MaskedLMConfig(TextRefineConfig):

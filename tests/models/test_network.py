@@ -224,6 +224,24 @@ def test_a_max_length_past_the_position_table_is_refused_before_the_run_folder(
     assert np.isfinite(train.run(build_config(data)))
 
 
+def test_a_tokenizer_past_the_embedding_table_is_refused_before_the_run_folder(
+    competition_factory, tmp_path, one_thread
+) -> None:
+    """An hf_config whose vocab_size is below the tokenizer's ids used to start the run and
+    stop at the first batch with an IndexError from torch's embedding (exit 1)."""
+    from pipeline.errors import ConfigError
+
+    data = competition_factory("text", "binary", n_train=24, n_test=8)
+    data["model"]["encoders"][0]["hf_config"]["vocab_size"] = 20  # the tokenizer makes 25
+    cfg = build_config(data)
+    with pytest.raises(ConfigError, match=r"embeds 20 token ids, but its tokenizer .* makes 25"):
+        train.run(cfg)
+    assert not (tmp_path / "runs" / cfg.name).exists()
+    data["model"]["encoders"][0]["hf_config"]["vocab_size"] = 25  # every id has a row
+    data["train"]["epochs"] = 1
+    assert np.isfinite(train.run(build_config(data)))
+
+
 @pytest.mark.parametrize("columns", [1, 2])
 def test_a_pair_of_texts_reaches_the_model_with_its_segment_ids(
         competition_factory, monkeypatch, one_thread, columns: int) -> None:
