@@ -94,7 +94,7 @@ class ExperimentConfig(Section):
         # a pretrained encoder's weights shape the run: its identity joins the hash, so a
         # pretraining redone under the same name (--overwrite) is a changed config
         pretrained = {n: {k: pretrained_record(n).get(k) for k in ("config_hash", "inputs")}
-                      for n in _pretrained_names(self)}
+                      for n in pretrained_names(self)}
         if pretrained:
             data["pretrained"] = pretrained
         # a pair of texts reaches a transformers encoder with its segment ids since format 2
@@ -263,7 +263,7 @@ def _multitask_fits(cfg: ExperimentConfig) -> str | None:
     return multitask.mismatch(cfg.competition.task, cfg.competition.target_columns, params)
 
 
-def _pretrained_names(cfg: ExperimentConfig) -> list[str]:
+def pretrained_names(cfg: ExperimentConfig) -> list[str]:
     """The pretrainings the model uses: 'pretrained:<name>' encoders and the values of 'mlp'
     encoders' pretrained_embeddings."""
     names = []
@@ -278,7 +278,7 @@ def _pretrained_names(cfg: ExperimentConfig) -> list[str]:
 def _pretrained_exist(cfg: ExperimentConfig) -> str | None:
     """Each pretraining the model uses needs `pipeline pretrain`'s folder, checked at load
     (its record also says which kind of encoder it is)."""
-    for name in _pretrained_names(cfg):
+    for name in pretrained_names(cfg):
         try:
             pretrained_record(name)
         except ConfigError as err:

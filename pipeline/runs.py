@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from pipeline import folds as folds_stage
 from pipeline.artifacts import (
@@ -34,6 +33,7 @@ from pipeline.artifacts import (
 )
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
+from pipeline.config_diff import snapshot_diff
 from pipeline.data.splits import read_folds
 from pipeline.data_files import changed_files, data_digests
 from pipeline.errors import ConfigError, DataError
@@ -193,28 +193,6 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
     return meta
 
 
-# keys that do not shape the trained weights (as ExperimentConfig.train_hash leaves them out)
-_NOT_HASHED = ("name", "output_dir", "folds_dir", "submissions_dir", "predict", "train.num_workers",
-               "train.resume_every", "executor")
-
-
-def config_diff(old: dict[Any, Any], new: dict[Any, Any], prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every dotted key whose value differs (sections recursed)."""
-    lines = []
-    for key in sorted(set(old) | set(new), key=str):
-        path = f"{prefix}{key}"
-        if path in _NOT_HASHED:
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-            a, b = dict(enumerate(a)), dict(enumerate(b))  # encoders.0.params.C, not the list
-        if isinstance(a, dict) and isinstance(b, dict):
-            lines += config_diff(a, b, f"{path}.")
-        elif a != b:
-            lines.append(f"{path}: {a!r} -> {b!r}")
-    return lines
-
-
 def _replace_or_refuse(cfg: ExperimentConfig, overwrite: bool) -> None:
     run_dir = cfg.run_dir
     trained = [p for p in run_dir.rglob("*") if p.name in ("metrics.json", "last.pt", "best.pt")]
@@ -226,12 +204,8 @@ def _replace_or_refuse(cfg: ExperimentConfig, overwrite: bool) -> None:
                 continue
             shutil.rmtree(item) if item.is_dir() else item.unlink()
         return
-    snapshot = run_dir / "config.yaml"
-    old = yaml.safe_load(snapshot.read_text()) if snapshot.is_file() else {}
-    diff = config_diff(old or {}, cfg.to_dict())
-    shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
     raise ConfigError(
-        f"{run_dir} holds a run of another config ({shown or 'keys changed'}). Pass "
+        f"{run_dir} holds a run of another config ({snapshot_diff(cfg, 8)}). Pass "
         f"--overwrite to retrain it in place, --new-version for the next free "
         f"'{cfg.name}-v<k>', or change 'name'"
     )

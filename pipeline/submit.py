@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from pipeline.artifacts import (
     Predictions,
@@ -146,8 +145,8 @@ def check_config_run(cfg: ExperimentConfig) -> None:
     config: its training keys changed since the run (the competitor edited the config and
     submitted before training: the old model's submission, under the new config's name), or,
     for a network, its ``predict`` section (a new TTA not yet predicted)."""
+    from pipeline.config_diff import snapshot_diff
     from pipeline.runs import (  # torch and the run machinery: only for a config's run
-        config_diff,
         fold_dir,
         holds_config,
         next_version,
@@ -158,16 +157,12 @@ def check_config_run(cfg: ExperimentConfig) -> None:
     if not (run_dir / "run.json").is_file():
         return  # load_predictions says what to run
     if not holds_config(cfg):
-        snapshot = run_dir / "config.yaml"
-        old = yaml.safe_load(snapshot.read_text()) if snapshot.is_file() else {}
-        diff = config_diff(old or {}, cfg.to_dict())
-        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
         version = next_version(cfg)
         held = (Path(cfg.output_dir) / version / "run.json").is_file()
         hint = (f"this config's run is {Path(cfg.output_dir) / version}: submit --run it"
                 if held else "run the train stage first")
-        raise ConfigError(f"{run_dir} holds a run of another config ({shown or 'keys changed'})"
-                          f"; {hint}")
+        raise ConfigError(f"{run_dir} holds a run of another config "
+                          f"({snapshot_diff(cfg, 4)}); {hint}")
     for seed in cfg.train.seeds:  # the train file relabelled, the run not trained again
         for fold in range(cfg.folds.n_splits):
             done = fold_dir(cfg, seed, fold) / "metrics.json"

@@ -3,6 +3,7 @@ refusals, resume after a kill, the CLI, feature export, and training configs tha
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,12 @@ def test_training_config_uses_the_pretrained_encoder(tmp_path: Path,
     # a pretraining redone under the same name makes the run another config
     before = cfg.train_hash()
     run(build_pretrain_config(_pretrain(tmp_path, experiment, swap_p=0.3)), overwrite=True)
-    assert build_config(dict(experiment, model={"encoders": encoders})).train_hash() != before
+    again = build_config(dict(experiment, model={"encoders": encoders}))
+    assert again.train_hash() != before
+    # the refusal names the pretraining (its keys read the same: the diff alone said nothing)
+    with pytest.raises(ConfigError, match=rf"another config \(the same keys: the pretraining "
+                       rf"'{re.escape(str(folder))}' it reads was made again since\)"):
+        train.run(again)
     missing = dict(experiment, model={"encoders": [{"name": "pretrained:nothing-here"}]})
     with pytest.raises(ConfigError, match="run `pipeline pretrain`"):
         build_config(missing)

@@ -17,12 +17,12 @@ from pipeline.artifacts import read_json, read_meta, write_json, write_parquet
 from pipeline.blend import load_members
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig, build_config
+from pipeline.config_diff import config_diff
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric
 from pipeline.runs import (
     FOLD_FORMAT,
     LAST_EPOCH_OOF,
-    config_diff,
     fold_complete,
     fold_dir,
     fold_label,

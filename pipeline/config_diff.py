@@ -1,0 +1,51 @@
+"""What a run folder's config snapshot and the config now differ in: the keys that the
+refusals of `train` and `submit --config` name, so a competitor sees why the run is another."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from pipeline.config import ExperimentConfig
+
+# keys that do not shape the trained weights (as ExperimentConfig.train_hash leaves them out)
+NOT_HASHED = ("name", "output_dir", "folds_dir", "submissions_dir", "predict", "train.num_workers",
+              "train.resume_every", "executor")
+
+
+def config_diff(old: dict[Any, Any], new: dict[Any, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs (sections recursed)."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        path = f"{prefix}{key}"
+        if path in NOT_HASHED:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            a, b = dict(enumerate(a)), dict(enumerate(b))  # encoders.0.params.C, not the list
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_diff(a, b, f"{path}.")
+        elif a != b:
+            lines.append(f"{path}: {a!r} -> {b!r}")
+    return lines
+
+
+def snapshot_diff(cfg: ExperimentConfig, shown: int) -> str:
+    """The keys (up to ``shown``) in which ``cfg`` differs from its run folder's
+    ``config.yaml``; where none does, what else decides the run (its hash holds a
+    pretraining's identity, not only the keys that name it)."""
+    from pipeline.config import pretrained_names
+
+    snapshot = cfg.run_dir / "config.yaml"
+    old = yaml.safe_load(snapshot.read_text()) if snapshot.is_file() else {}
+    diff = config_diff(old or {}, cfg.to_dict())
+    if diff:
+        return "; ".join(diff[:shown]) + (f"; and {len(diff) - shown} more"
+                                          if len(diff) > shown else "")
+    names = pretrained_names(cfg)
+    if names:
+        return (f"the same keys: the pretraining {', '.join(map(repr, names))} it reads was "
+                "made again since")
+    return "the same keys: the inputs they read are made otherwise since the run"
