@@ -1,5 +1,6 @@
 """Text columns as token ids: one text, a pair, or several joined by the separator; a long
-text (each text of a pair) keeps its head, its tail or both; rows encoded once per process.
+text keeps its head, its tail or both, several texts share the length longest-first; rows
+encoded once per process.
 A pair also gets its segment ids (``token_type_ids``) where the tokenizer makes them: BERT-style
 encoders were pretrained to tell the two texts apart by them, not by [SEP] alone."""
 
@@ -26,8 +27,10 @@ def encode_rows(tokenizer: Any, texts: list[list[str]], max_length: int,
     (None otherwise: one text, or texts joined, are all segment 0, the model's default).
 
     A long single text keeps its head, tail or head + tail. Two text columns are encoded as
-    a pair (truncated longest-first, each text keeping the side ``truncation`` names); more
-    are joined with the separator token. Rows seen before in this process come from a cache.
+    a pair, more are joined with the separator token; either way the texts share the length
+    longest-first (a short text kept whole, the long ones the rest in equal parts), each
+    keeping the side ``truncation`` names. Rows seen before in this process come from a
+    cache.
     """
     key = (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), max_length,
            truncation, len(texts))
@@ -67,16 +70,31 @@ def _encode(tokenizer: Any, texts: list[list[str]], max_length: int,
 
 def _encode_joined(tokenizer: Any, texts: list[list[str]], max_length: int,
                    truncation: str) -> list[list[int]]:
-    first = texts[0] if len(texts) == 1 else [
-        f" {tokenizer.sep_token} ".join(parts) for parts in zip(*texts, strict=True)]
-    if truncation == "head":
-        return list(tokenizer(first, truncation=True, max_length=max_length)["input_ids"])
+    if len(texts) == 1 and truncation == "head":
+        return list(tokenizer(texts[0], truncation=True, max_length=max_length)["input_ids"])
     prefix, suffix = _special_wrapping(tokenizer)
-    budget = max_length - len(prefix) - len(suffix)
+    between = _separator(tokenizer)
+    budget = max_length - len(prefix) - len(suffix) - len(between) * (len(texts) - 1)
+    columns = [tokenizer(column, add_special_tokens=False)["input_ids"] for column in texts]
     out = []
-    for ids in tokenizer(first, add_special_tokens=False)["input_ids"]:
-        out.append(prefix + _keep(ids, budget, truncation) + suffix)
+    for parts in zip(*columns, strict=True):
+        # each text its longest-first share: joined and cut as one text, a long first
+        # column (a question's body) would leave nothing of the ones after it (the answer)
+        lengths = _fair_lengths([len(p) for p in parts], budget)
+        kept = [_keep(p, n, truncation) for p, n in zip(parts, lengths, strict=True)]
+        joined = kept[0]
+        for piece in kept[1:]:
+            joined = joined + between + piece
+        out.append(prefix + joined + suffix)
     return out
+
+
+def _separator(tokenizer: Any) -> list[int]:
+    """The tokens between joined texts: the separator token, or what the tokenizer puts
+    between the texts of a pair where it has no separator token."""
+    if tokenizer.sep_token_id is not None:
+        return [tokenizer.sep_token_id]
+    return _special_wrapping(tokenizer, pair=True)[1]
 
 
 def _encode_pairs(tokenizer: Any, first: list[str], second: list[str], max_length: int,
@@ -93,7 +111,7 @@ def _encode_pairs(tokenizer: Any, first: list[str], second: list[str], max_lengt
     out: list[Encoded] = []
     for a, b in zip(tokenizer(first, **plain)["input_ids"], tokenizer(second, **plain)["input_ids"],
                     strict=True):
-        keep_a, keep_b = _pair_lengths(len(a), len(b), budget)
+        keep_a, keep_b = _fair_lengths([len(a), len(b)], budget)
         a, b = _keep(a, keep_a, truncation), _keep(b, keep_b, truncation)
         types = None
         if kinds is not None:
@@ -116,22 +134,27 @@ def _pair_segments(tokenizer: Any) -> tuple[list[int], int, list[int], int, list
             types[len(types) - len(suffix):])
 
 
-def _pair_lengths(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
-    """How many tokens of each text of a pair fit ``budget``, cut longest-first."""
-    if n_a + n_b <= budget:
-        return n_a, n_b
-    half = budget // 2
-    if min(n_a, n_b) <= half:
-        return (n_a, budget - n_a) if n_a <= n_b else (budget - n_b, n_b)
-    # an odd token goes to the longer text (the second on a tie), as transformers does
-    return (budget - half, half) if n_a > n_b else (half, budget - half)
+def _fair_lengths(lengths: list[int], budget: int) -> list[int]:
+    """How many tokens of each text fit ``budget``, cut longest-first: the shortest texts
+    whole while they fit an equal share, the rest split evenly, an odd token to the longer
+    text (the later one on a tie). For two texts these are transformers' own pair lengths."""
+    if sum(lengths) <= budget:
+        return list(lengths)
+    out, left = [0] * len(lengths), max(budget, 0)
+    shortest_first = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    for done, i in enumerate(shortest_first):
+        out[i] = min(lengths[i], left // (len(lengths) - done))
+        left -= out[i]
+    return out
 
 
 def _keep(ids: list[int], length: int, truncation: str) -> list[int]:
-    """``length`` of ``ids``: the last ones, or a quarter from the head and the rest from the
-    tail (``head_tail``)."""
+    """``length`` of ``ids``: the first ones (``head``), the last ones, or a quarter from the
+    head and the rest from the tail (``head_tail``)."""
     if len(ids) <= length:
         return list(ids)
+    if truncation == "head":
+        return list(ids[:length])
     head = length // 4 if truncation == "head_tail" else 0
     return list(ids[:head]) + list(ids[len(ids) - (length - head):])
 

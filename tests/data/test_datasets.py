@@ -100,6 +100,27 @@ def test_each_text_of_a_long_pair_keeps_the_side_truncation_names(tmp_path) -> N
         assert len(ids) == len(reference) and ids.index(sep) == reference.index(1) - 1
 
 
+def test_three_texts_share_the_length_longest_first_each_from_its_own_side(tmp_path) -> None:
+    """Joined and cut as one text, a long first column left nothing of the ones after it
+    (Google QUEST's title, body, answer): each text now gets its longest-first share."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))
+    words = ["the movie was a plot and very film it story", "good fun",
+             "story it film very and plot a was movie"]  # 10, 2 and 9 tokens
+    body, short, answer = (tok(w, add_special_tokens=False)["input_ids"] for w in words)
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    texts = [[words[0]], [words[1]], [words[2]]]
+    # 16 tokens: 4 special, the short text whole, 10 left: 5 of each long text
+    head = encode_texts(tok, texts, 16, "head")[0]
+    assert head == [cls, *body[:5], sep, *short, sep, *answer[:5], sep]
+    tail = encode_texts(tok, texts, 16, "tail")[0]
+    assert tail == [cls, *body[-5:], sep, *short, sep, *answer[-5:], sep]
+    both = encode_texts(tok, texts, 17, "head_tail")[0]  # 11 left: the odd one to the longer
+    assert both == [cls, *body[:1], *body[-5:], sep, *short, sep, *answer[:1], *answer[-4:], sep]
+    assert len(encode_texts(tok, texts, 40, "head")[0]) == 4 + 10 + 2 + 9  # all fit: whole
+
+
 def _tabular_dataset(augment: AugmentConfig | None = None) -> CompetitionDataset:
     frame = pd.DataFrame({"x": np.arange(8, dtype=float), "c": list("abababab")})
     tab = TabularEncoder(["x"], ["c"]).fit(frame)
