@@ -172,6 +172,7 @@ class RunMeta:
     # a run from before it was): a submission of predictions of another test file is refused
     test_file: str = "test.csv"
     test_digest: str = ""
+    test_images_digest: str = ""  # of the image files it lists (names, sizes, times), if any
     label_separator: str = " "  # what joins a tags column's labels (' ': whitespace)
     # 'competition.missing_targets': 'mask' keeps rows with some targets empty (NaN cells)
     missing_targets: str = "row"

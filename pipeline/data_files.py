@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.artifacts import Predictions, RunMeta, load_predictions, read_json
+from pipeline.artifacts import (
+    Predictions,
+    RunMeta,
+    load_predictions,
+    read_json,
+    read_meta,
+)
 from pipeline.class_folders import folder_digest
 from pipeline.errors import DataError
 
@@ -113,18 +120,23 @@ def _images_digest(cfg: ExperimentConfig, part: str, csv_digest: str) -> str | N
     file lists: images rewritten in place under the same file (cropped, re-exported, another
     test set's) left the fold's models and predictions standing, and the submission held the
     old images' predictions. None where the file lists no image files."""
-    comp = cfg.competition
-    if not (comp.image_column or comp.image_path) or comp.pixels:
+    return _listed_images_digest(cfg.competition.model_dump_json(), part, csv_digest)
+
+
+def _listed_images_digest(section: str, part: str, csv_digest: str) -> str | None:
+    """:func:`_images_digest` of the competition section ``section`` (its JSON)."""
+    comp = json.loads(section)
+    if not (comp.get("image_column") or comp.get("image_path")) or comp.get("pixels"):
         return None
-    if part == "train" and (Path(comp.dir) / comp.train_file).is_dir():
+    if part == "train" and (Path(comp["dir"]) / comp["train_file"]).is_dir():
         return None  # class folders: the folder's digest covers its images
-    paths = _listed_images(comp.model_dump_json(), part, csv_digest)
+    paths = _listed_images(section, part, csv_digest)
     if paths is None:
         return None
     digest = hashlib.sha256()
     for rel in paths:  # os.stat on joined strings: a third of pathlib's cost a file
         try:
-            stat = os.stat(os.path.join(comp.dir, rel))
+            stat = os.stat(os.path.join(comp["dir"], rel))
             digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         except OSError:  # refused where the competition loads
             digest.update(f"{rel}\0missing\n".encode())
@@ -153,12 +165,56 @@ def check_test_file(meta: RunMeta, folder: Path) -> None:
     """Refuse the predictions of a run or blend ``folder`` when the competition's test file
     is no longer the one they were made from (``meta.test_digest``; a folder from before
     digests were kept is not checked): its submission would hold another test set's
-    predictions under the same ids, or miss the new ones."""
+    predictions under the same ids, or miss the new ones. Test images the file lists count
+    too (``meta.test_images_digest``): the hidden test set a code competition swaps in
+    under the same file names, test.csv unchanged, left the old images' predictions."""
     path = Path(meta.competition_dir) / meta.test_file
-    if meta.test_digest and file_digest(path) not in (None, meta.test_digest):
+    csv_digest = file_digest(path)
+    if meta.test_digest and csv_digest not in (None, meta.test_digest):
         raise DataError(f"{path} changed since {folder} predicted it: run the train stage "
                         "(or, for a network, predict) again before submitting, blending or "
                         "pseudo-labelling from it")
+    if meta.test_images_digest and csv_digest is not None:
+        for run_dir in _runs_of(folder):
+            _check_test_images(run_dir, csv_digest)
+
+
+def _runs_of(folder: Path) -> list[Path]:
+    """The run folders whose predictions ``folder`` holds: itself for a run, its members
+    (those still there, a blend's followed to its runs) for a blend."""
+    if (folder / "config.yaml").is_file():
+        return [folder]
+    path = folder / "blend.json"
+    members = read_json(path).get("member_predictions") if path.is_file() else None
+    return [run for member in (members or {}) if (Path(member) / "run.json").is_file()
+            for run in _runs_of(Path(member))]
+
+
+def _check_test_images(run_dir: Path, csv_digest: str) -> None:
+    meta = read_meta(run_dir)
+    section = _competition_section(run_dir)
+    if not meta.test_images_digest or section is None:
+        return  # a run from before images were recorded, or of no image files
+    now = _listed_images_digest(section, "test", csv_digest)
+    if now is not None and now != meta.test_images_digest:
+        raise DataError(f"test images listed in {meta.test_file} changed since {run_dir} "
+                        "predicted them (same names, other files): run the train stage (or, "
+                        "for a network, predict) again before submitting, blending or "
+                        "pseudo-labelling from it")
+
+
+def _competition_section(run_dir: Path) -> str | None:
+    """The competition section of the config ``run_dir`` was trained under, as JSON (None
+    where its ``config.yaml`` cannot be read as one)."""
+    import yaml
+
+    from pipeline.competition import CompetitionConfig
+
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text())
+        return CompetitionConfig.model_validate(data["competition"]).model_dump_json()
+    except Exception:  # an old or hand-edited snapshot: nothing to compare
+        return None
 
 
 def fold_digests(cfg: ExperimentConfig, fold: int) -> dict[str, str]:

@@ -248,8 +248,9 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     y = comp.targets
     n_train = len(comp.train)
     # the test file the folds predicted (checked by fold_complete / predictions_current)
-    meta = dataclasses.replace(read_meta(cfg.run_dir),
-                               test_digest=data_digests(cfg).get("test", ""))
+    digests = data_digests(cfg)
+    meta = dataclasses.replace(read_meta(cfg.run_dir), test_digest=digests.get("test", ""),
+                               test_images_digest=digests.get("test_images", ""))
     oof_sum = np.zeros((n_train, len(cols)))
     test_parts, scores = [], {}
     test_ids = comp.test[id_col].astype(str).to_numpy()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,11 @@ def test_images_rewritten_in_place_are_predicted_and_trained_again(
     trained = _metrics(cfg).read_bytes()
     before = _submission(cfg)
     assert {"train_images", "test_images"} <= set(json.loads(trained)["data"])
+    run_dir = Path(cfg["output_dir"]) / cfg["name"]
+    shutil.copytree(run_dir, run_dir.with_name("copy"))  # a second member for a blend
+    blend = tmp_path / "blends" / "mix"
+    assert main(["blend", "--runs", str(run_dir), str(run_dir.with_name("copy")), "--method",
+                 "mean", "--name", "mix", "--blends-dir", str(blend.parent)]) == 0
 
     def invert(split: str) -> None:
         for rel in pd.read_csv(folder / f"{split}.csv")["image"]:
@@ -170,6 +176,12 @@ def test_images_rewritten_in_place_are_predicted_and_trained_again(
 
     invert("test")
     clear_cache()  # each `pipeline` command is a process of its own, with its own cache
+    # test.csv unchanged: submitting alone refused the old images' predictions only since
+    for source in (["--run", str(run_dir)], ["--blend", str(blend)]):
+        code = main(["submit", *source, "--submissions-dir", cfg["submissions_dir"]])
+        err = capsys.readouterr().err
+        assert code == 2 and "test images listed in test.csv changed since" in err, err
+    assert _submission(cfg).equals(before) and not Path(cfg["submissions_dir"], "mix.csv").exists()
     assert main(["predict", "--config", str(path)]) == 0, capsys.readouterr().err
     assert _metrics(cfg).read_bytes() == trained  # a network's weights predict the new images
     assert main(["submit", "--config", str(path)]) == 0, capsys.readouterr().err
