@@ -31,6 +31,7 @@ from pipeline.competition_files import (
     labels_typed,
     parse_written_numbers,
     read_csv,
+    template_columns,
 )
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS
@@ -320,7 +321,8 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     sub_path = root / cfg.sample_submission_file
     csv = {"sep": cfg.sep, "encoding": cfg.encoding, "id_column": cfg.id_column,
            "decimal": cfg.decimal, "thousands": cfg.thousands}
-    cells = {"texts": cfg.text_columns, "na_values": cfg.na_values}
+    cells = {"texts": cfg.text_columns, "na_values": cfg.na_values,
+             "keys": template_columns(cfg.image_path)}
     sample = read_csv(sub_path, "sample submission", **csv)
     require_columns(sample, [cfg.id_column], sub_path, "id_column")  # it names the id
     if train_path.is_dir() and (cfg.modality != "image" or cfg.pixels):

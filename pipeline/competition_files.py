@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ except ImportError:  # pragma: no cover - a pandas that moved it
 def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
              id_column: str | None = None, labels: Sequence[str] = (),
              texts: Sequence[str] = (), na_values: Sequence[str] = (), decimal: str = ".",
-             thousands: str | None = None, number_rows: bool = False) -> pd.DataFrame:
+             thousands: str | None = None, number_rows: bool = False,
+             keys: Sequence[str] = ()) -> pd.DataFrame:
     """Read a competition CSV, with one-line errors naming the file. ``id_column`` and the
     class ``labels`` columns are read as text, and as integers only when every value is one
     written plainly: ids and labels such as '00120' stay as written (as numbers they named
@@ -40,6 +42,8 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
     numbers' decimal mark and thousands separator (pandas' own keys). ``number_rows``: a
     file without ``id_column`` gets one, its rows numbered from 1 in file order (a train
     file names its rows only for the OOF predictions: Kaggle's Digit Recognizer names none).
+    ``keys`` columns (those an ``image_path`` template names) are read as the id is: a
+    file name '0007' filled in as 7 named no image file.
     A train ``path`` that is a folder of class folders gives its images as rows
     (:mod:`pipeline.class_folders`); a ``.parquet`` file is read as Parquet (:func:`_parquet`)."""
     if what == "train" and path.is_dir():
@@ -50,7 +54,7 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
         raise DataError(f"{what} file {path} not found")
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return _parquet(path, what, id_column, labels, texts, number_rows)
-    as_written = [c for c in (id_column, *labels, *texts) if c]
+    as_written = [c for c in (id_column, *labels, *texts, *keys) if c]
     try:
         header = pd.read_csv(path, sep=sep, encoding=encoding, nrows=0).columns
         frame = pd.read_csv(path, sep=sep, encoding=encoding,
@@ -67,6 +71,9 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
             frame[id_column] = _plain_integers(frame[id_column])
         elif id_column and number_rows:
             add_row_numbers(frame, id_column)
+        for column in keys:
+            if column in frame.columns and column not in (id_column, *texts):
+                frame[column] = _plain_integers(frame[column])
         for column in labels:
             if column in frame.columns:
                 frame[column] = _labels_with_gaps(frame[column])
@@ -209,6 +216,16 @@ def labels_typed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     if not columns:
         return frame
     return frame.assign(**{c: frame[c].infer_objects() for c in columns})
+
+
+def template_columns(template: str | None) -> list[str]:
+    """The columns an ``image_path`` template fills in (``{split}`` is none of them; a
+    template that cannot be parsed names none here: it is refused where it is filled in)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template or "") if f]
+    except ValueError:
+        return []
+    return [f for f in dict.fromkeys(fields) if f != "split"]
 
 
 def _plain_integers(values: pd.Series) -> pd.Series:

@@ -488,6 +488,28 @@ def test_zero_padded_ids_stay_text_and_plain_integer_ids_numbers(competition_fac
     assert comp.train["id"].dtype == np.int64 and comp.test["id"].iloc[0] == 100
 
 
+def test_zero_padded_names_a_template_fills_in_stay_as_written(competition_factory) -> None:
+    """A column an 'image_path' template names was read as numbers: '00003' filled in as 3
+    named no image file (the id column alone kept its zeros)."""
+    from pipeline.competition import IMAGE_PATH
+
+    data = competition_factory("image", "binary")
+    root = Path(data["competition"]["dir"])
+    for split, at in (("train", 0), ("test", 100)):
+        frame = pd.read_csv(root / f"{split}.csv")
+        frame["name"] = [f"{k + at:05d}" for k in range(len(frame))]
+        frame["plain"] = np.arange(len(frame)) + 1  # written plainly: stays a number
+        for name, rel in zip(frame["name"], frame.pop("image"), strict=True):
+            (root / rel).rename(root / "images" / f"{name}.png")
+        frame.to_csv(root / f"{split}.csv", index=False)
+    data["competition"].pop("image_column")
+    data["competition"]["image_path"] = "images/{name}.png"
+    comp = load_competition(build_config(data).competition)
+    assert comp.train[IMAGE_PATH].iloc[3] == "images/00003.png"
+    assert comp.test["name"].iloc[0] == "00100"
+    assert comp.train["plain"].dtype == np.int64  # written plainly: a number, as before
+
+
 # --- feature columns the test file lacks (issue 15 item 1) ----------------------------------
 
 

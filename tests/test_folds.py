@@ -234,3 +234,31 @@ def test_copies_with_another_target_and_copies_held_together(competition_factory
     with caplog.at_level("WARNING"):
         folds_stage.run(build_config(plain))
     assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
+
+
+def test_rows_of_other_images_under_one_metadata_do_not_repeat(competition_factory,
+                                                                caplog) -> None:
+    """Images named by an 'image_path' template have no image column: rows with the same
+    metadata (PetFinder's 12 flags) but their own images were said to repeat each other;
+    two rows of one image file and one metadata still do."""
+    data = competition_factory("image", "binary", n_train=40)
+    folder = Path(data["competition"]["dir"])
+    for split in ("train", "test"):
+        frame = pd.read_csv(folder / f"{split}.csv")
+        frame["num"] = frame.pop("image").str.extract(r"(\d+)\.png$", expand=False)
+        frame["flag"] = 1
+        frame.to_csv(folder / f"{split}.csv", index=False)
+    data["competition"].update(image_column=None, image_path="images/{num}.png",
+                               feature_columns=["flag"])
+    with caplog.at_level("WARNING"):
+        folds_stage.run(build_config(data))
+    assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    train = pd.read_csv(folder / "train.csv", dtype={"num": str})
+    train.loc[:9, "num"] = train.loc[10:19, "num"].to_numpy()  # rows 0-9: images of 10-19
+    train.to_csv(folder / "train.csv", index=False)
+    data["folds"]["name"] = "copies"
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        folds_stage.run(build_config(data))
+    warning = [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    assert len(warning) == 1 and "repeat the inputs (flag, the image file)" in warning[0]

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.competition import Competition
+from pipeline.competition import IMAGE_PATH, Competition
 
 _SHOWN = 4  # input columns named in the warning
 
 
 def input_columns(comp: Competition) -> list[str]:
-    """The columns a model reads: tabular features, text columns, the image column."""
-    image = [comp.cfg.image_column] if comp.cfg.image_column else []
-    return [*comp.feature_columns, *comp.cfg.text_columns, *image]
+    """The columns a model reads: tabular features, text columns, the image file (its
+    resolved path: under an ``image_path`` template no column names it, and rows of one
+    metadata but other images, PetFinder's 12 flags, were said to repeat; pixel images in
+    the CSV files are their pixel columns, each written to a file of its own)."""
+    cfg = comp.cfg
+    image = ([IMAGE_PATH] if IMAGE_PATH in comp.train.columns and not cfg.pixels else
+             [cfg.image_column] if cfg.image_column else [])
+    return [*comp.feature_columns, *cfg.text_columns, *image]
 
 
 def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
@@ -51,8 +56,10 @@ def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
     frame["target"] = targets
     same = int((frame.groupby(["key", "target"])["fold"].transform("nunique") > 1)
                .to_numpy()[leaking].sum())
-    shown = ", ".join(columns[:_SHOWN]) + (f" and {len(columns) - _SHOWN} more"
-                                          if len(columns) > _SHOWN else "")
+    names = [comp.cfg.image_column or "the image file" if c == IMAGE_PATH else c
+             for c in columns]
+    shown = ", ".join(names[:_SHOWN]) + (f" and {len(names) - _SHOWN} more"
+                                        if len(names) > _SHOWN else "")
     hint = ("the group column does not hold these copies together: is it the entity they "
             "share?" if uses_groups else
             "if the copies are one entity (a patient, a user, a text), name a column that "
