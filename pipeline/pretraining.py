@@ -230,10 +230,13 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> Path:
                 | {k: _contents_hash(p) for k, p in _objective_files(cfg).items()}}
     if (folder / RECORD_FILE).is_file():
         done = read_json(folder / RECORD_FILE)
-        if _same_identity(done, identity):
+        lost = [a for a in done.get("artifacts", []) if not (folder / a).exists()]
+        if _same_identity(done, identity) and not lost:
             log.info("%s: up to date", folder)
             return folder
-        if not overwrite:
+        if lost:  # a deleted encoder file was reported 'up to date' and failed in training
+            log.warning("%s: %s missing; pretraining again", folder, ", ".join(lost))
+        elif not overwrite:
             raise ConfigError(f"{folder} holds a pretraining of another config or other "
                               "inputs; pass --overwrite to replace it, or choose another "
                               "'name'")
@@ -259,6 +262,8 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> Path:
               "epochs": getattr(cfg.objective, "epochs", None), "seed": cfg.seed,
               "seconds": round(time.perf_counter() - start, 2), **fitted}
     write_yaml(work / "config.yaml", cfg.model_dump(mode="json"))
+    record["artifacts"] = sorted(f.relative_to(work).as_posix() for f in work.rglob("*")
+                                 if f.is_file() and f.name not in (RESUME_FILE, IDENTITY_FILE))
     (work / RESUME_FILE).unlink(missing_ok=True)
     (work / IDENTITY_FILE).unlink()
     write_json(work / RECORD_FILE, record)

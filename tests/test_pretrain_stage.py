@@ -79,6 +79,20 @@ def test_rerun_is_a_no_op_and_a_changed_config_is_refused(tmp_path: Path,
         run(changed)
 
 
+def test_a_deleted_encoder_file_is_pretrained_again(tmp_path: Path,
+                                                    experiment: dict[str, Any]) -> None:
+    """A pretraining whose encoder file was deleted was 'up to date' on the record alone, and
+    the training run that read it failed deep inside with a misleading error."""
+    cfg = build_pretrain_config(_pretrain(tmp_path, experiment))
+    folder = run(cfg)
+    weights = torch.load(folder / "encoder.pt", weights_only=False)
+    (folder / "encoder.pt").unlink()
+    assert run(cfg) == folder and (folder / "encoder.pt").is_file()
+    again = torch.load(folder / "encoder.pt", weights_only=False)
+    assert again.keys() == weights.keys()  # the same seed: the same pretraining, remade
+    assert "encoder.pt" in read_json(folder / "record.json")["artifacts"]
+
+
 def test_a_folder_that_is_not_a_pretraining_is_left_alone(tmp_path: Path,
                                                          experiment: dict[str, Any]) -> None:
     cfg = build_pretrain_config(_pretrain(tmp_path, experiment))
