@@ -359,7 +359,9 @@ def build_loader(
         num_workers=num_workers,
         collate_fn=functools.partial(collate, pad_id=pad_id),
         generator=generator,
-        drop_last=False,
+        # A shuffled (training) epoch whose last batch would hold one row drops it: BatchNorm
+        # cannot train on one row (33 rows at batch 16 crashed); another row sits out each epoch.
+        drop_last=shuffle and len(dataset) > batch_size and len(dataset) % batch_size == 1,
         persistent_workers=bool(num_workers),
         worker_init_fn=_seed_worker if num_workers else None,
         pin_memory=torch.cuda.is_available(),

@@ -178,6 +178,17 @@ def test_loader_batches_every_row_once() -> None:
     assert [len(b["target"]) for b in loader] == [3, 3, 2]
 
 
+
+def test_training_loader_never_ends_on_one_row() -> None:
+    # 8 rows at batch 7 would end each epoch on a lone row, which BatchNorm refuses to train on
+    data = _tabular_dataset()
+    loader = build_loader(data, batch_size=7, shuffle=True, num_workers=0,
+                          generator=torch.Generator().manual_seed(0))
+    assert [len(b["target"]) for b in loader] == [7]
+    ordered = build_loader(data, batch_size=7, shuffle=False, num_workers=0)
+    assert [len(b["target"]) for b in ordered] == [7, 1]
+
+
 def _epoch(loader, seed: int) -> list[torch.Tensor]:
     """One epoch's images, seeded as the trainer seeds an epoch."""
     loader.generator.manual_seed(seed)
