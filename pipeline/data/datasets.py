@@ -335,6 +335,12 @@ def collate(items: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[str, 
     return batch
 
 
+def drops_lone_row(rows: int, batch_size: int, shuffle: bool) -> bool:
+    """Whether a shuffled (training) epoch leaves out its last batch, one row alone: BatchNorm
+    cannot train on one row (33 rows at batch 16 crashed); another row sits out each epoch."""
+    return shuffle and rows > batch_size and rows % batch_size == 1
+
+
 def build_loader(
     dataset: Dataset[dict[str, torch.Tensor]],
     batch_size: int,
@@ -359,9 +365,7 @@ def build_loader(
         num_workers=num_workers,
         collate_fn=functools.partial(collate, pad_id=pad_id),
         generator=generator,
-        # A shuffled (training) epoch whose last batch would hold one row drops it: BatchNorm
-        # cannot train on one row (33 rows at batch 16 crashed); another row sits out each epoch.
-        drop_last=shuffle and len(dataset) > batch_size and len(dataset) % batch_size == 1,
+        drop_last=drops_lone_row(len(dataset), batch_size, shuffle),
         persistent_workers=bool(num_workers),
         worker_init_fn=_seed_worker if num_workers else None,
         pin_memory=torch.cuda.is_available(),

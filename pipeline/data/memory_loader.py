@@ -30,6 +30,7 @@ from pipeline.data.datasets import (
     CompetitionDataset,
     build_loader,
     collate,
+    drops_lone_row,
 )
 from pipeline.data.device_augment import DeviceImageAugment
 from pipeline.data.held_images import HeldRows
@@ -153,7 +154,12 @@ class MemoryLoader:
         return sum(t.numel() * t.element_size() for t in self._tensors.values())
 
     def __len__(self) -> int:
-        return math.ceil(self._rows / self.batch_size)
+        return math.ceil(self._batched / self.batch_size)
+
+    @property
+    def _batched(self) -> int:
+        """The rows an epoch batches (a training epoch's lone last row left out)."""
+        return self._rows - drops_lone_row(self._rows, self.batch_size, self.shuffle)
 
     def __iter__(self) -> Iterator[Batch]:
         # A DataLoader draws its workers' base seed (from its generator, else the global
@@ -161,7 +167,7 @@ class MemoryLoader:
         # draws, whichever loader runs
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         if self.shuffle:
-            order = torch.randperm(self._rows, generator=self.generator)
+            order = torch.randperm(self._rows, generator=self.generator)[:self._batched]
         else:
             order = self.row_order if self.row_order is not None else torch.arange(self._rows)
         yield from self.batches_of(order, self._parts[0].epoch_seed)

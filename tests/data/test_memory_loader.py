@@ -189,3 +189,14 @@ def test_many_images_are_decoded_by_threads_once_each(tmp_path, monkeypatch):
     assert all(a.shape == (4, 5, 3) for a in arrays)
     assert decoded.decode_many(paths)[7] is arrays[7] and len(opened) == 40  # held
     decoded.clear_cache()
+
+
+def test_a_held_training_epoch_never_ends_on_one_row(tmp_path):
+    # 20 rows at batch 19: the streamed and the held loader both leave the lone row out
+    # (BatchNorm cannot train on one row); predicting keeps every row
+    dataset = _image_dataset(tmp_path)
+    held = build_fold_loader(dataset, 19, True, 0, torch.Generator().manual_seed(3), "memory")
+    assert isinstance(held, MemoryLoader)
+    assert len(held) == 1 and [len(b["target"]) for b in held] == [19]
+    ordered = build_fold_loader(dataset, 19, False, 0, None, "memory")
+    assert [len(b["target"]) for b in ordered] == [19, 1]
