@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from pipeline.data.datasets import Batch
+from pipeline.data.datasets import Batch, drops_lone_row
 from pipeline.engine.distributed import bare
 from pipeline.engine.state import rng_state, set_rng_state
 
@@ -27,6 +27,8 @@ def sample_batches(loader: Any, n_batches: int, epoch: int) -> Iterable[Batch]:
     dataset, size = loader.dataset, loader.batch_size or 1
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch))
     rows = order[: n_batches * size]
+    # a last batch of one row: BatchNorm cannot take the mean of one row in training mode
+    rows = rows[: len(rows) - drops_lone_row(len(rows), size, shuffle=True)]
     if hasattr(loader, "batches_of"):  # a MemoryLoader: sliced (and augmented) on the device
         return loader.batches_of(rows, epoch)  # type: ignore[no-any-return]
     return DataLoader(Subset(dataset, rows.tolist()), batch_size=size, shuffle=False,

@@ -22,9 +22,15 @@ from torch import nn
 
 from pipeline.competition import load_competition
 from pipeline.config import build_config
+from pipeline.data import build_loader
 from pipeline.demo.competitions import build_digits
 from pipeline.engine import build_accelerator
-from pipeline.engine.batchnorm import has_batch_norm, module_names, recompute_batch_norm
+from pipeline.engine.batchnorm import (
+    has_batch_norm,
+    module_names,
+    recompute_batch_norm,
+    sample_batches,
+)
 from pipeline.jobs import train_network_fold
 from pipeline.runs import load_folds, prepare_run_dir
 
@@ -137,3 +143,16 @@ def test_precise_bn_leaves_training_unchanged_and_is_repeatable(competition_fact
     _, scores_b = run("on-b", 4)
     assert losses_on == losses_off
     np.testing.assert_array_equal(scores_a, scores_b)
+
+
+def test_precise_bn_never_passes_one_row_alone() -> None:
+    """33 training rows at batch 16 crashed precise BN on the last batch of one row
+    ('Expected more than 1 value per channel when training'); its rows leave it out."""
+    from tests.data.test_datasets import _tabular_dataset
+
+    loader = build_loader(_tabular_dataset(), batch_size=7, shuffle=True, num_workers=0)
+    sizes = [len(b["target"]) for b in sample_batches(loader, 32, epoch=3)]
+    assert sizes == [7]  # 8 rows: a batch of 7, the lone eighth left out
+    assert [len(b["target"]) for b in sample_batches(loader, 32, epoch=3)] == sizes
+    two = build_loader(_tabular_dataset(), batch_size=3, shuffle=True, num_workers=0)
+    assert [len(b["target"]) for b in sample_batches(two, 32, epoch=0)] == [3, 3, 2]
