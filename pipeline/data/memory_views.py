@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from pipeline.data.datasets import Batch, ViewsDataset
+from pipeline.data.datasets import Batch, ViewsDataset, drops_lone_row
 from pipeline.data.device_augment import DeviceImageAugment
 from pipeline.data.held_images import HeldRows, held_rows
 from pipeline.data.memory_loader import (
@@ -45,13 +45,18 @@ class MemoryViews:
         self.augments = augments
 
     def __len__(self) -> int:
-        return -(-self.rows.rows // self.batch_size)
+        return -(-self._batched // self.batch_size)
+
+    @property
+    def _batched(self) -> int:
+        """The rows an epoch batches: a lone last row left out, as a streamed epoch does."""
+        return self.rows.rows - drops_lone_row(self.rows.rows, self.batch_size, shuffle=True)
 
     def __iter__(self) -> Iterator[Batch]:
         # the draw a DataLoader makes for its workers' base seed before its order (as
         # MemoryLoader): the same orders as streaming the views
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        order = torch.randperm(self.rows.rows, generator=self.generator)
+        order = torch.randperm(self.rows.rows, generator=self.generator)[:self._batched]
         draws = {name: torch.Generator().manual_seed(view.epoch_seed)
                  for name, view in self.dataset.views.items()}
         on_device = order.to(self.rows.device)

@@ -62,6 +62,18 @@ def test_held_views_are_the_streamed_rows_in_the_streamed_order(tmp_path):
     torch.testing.assert_close(first["flipped/image"], first["clean/image"].flip(-1))
 
 
+def test_held_views_leave_out_a_lone_last_row_as_streamed_ones_do(tmp_path):
+    # 20 unlabelled rows at batch 19: a last batch of one row stops BatchNorm in training
+    views = _views(tmp_path, clean=None)
+    views.set_epoch(2)
+    held = list(_held(views, batch_size=19))
+    streamed = list(build_loader(views, 19, True, 0, torch.Generator().manual_seed(3)))
+    assert [len(b["clean/image"]) for b in held] == [19] == [len(b["clean/image"])
+                                                             for b in streamed]
+    torch.testing.assert_close(held[0]["clean/image"], streamed[0]["clean/image"], atol=1e-5,
+                               rtol=0)
+
+
 def test_each_view_draws_its_own_augmentation_and_an_epoch_seed_repeats_them(tmp_path):
     views = _views(tmp_path, weak=SHIFT, strong=SHIFT)
     held = _held(views)
