@@ -32,6 +32,7 @@ from pipeline.models.encoders import ENCODERS, pretrained_record
 from pipeline.models.network import ModelConfig
 from pipeline.models.sklearn import PIPELINE as SKLEARN_PIPELINE
 from pipeline.models.sklearn import estimator_kind, pipeline_problem
+from pipeline.multiple_choice import options_fit
 from pipeline.schema import Section
 from pipeline.tta import PredictConfig
 
@@ -291,7 +292,7 @@ CROSS_SECTION_RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
     _estimator_fits_task, _pipeline_steps_fit, _target_transform_fits, _encodings_fit_model,
     _network_only, _aux_losses_fit_task, _pseudo_fits_task, _folds_fit_task, _losses_fit_task,
     _encoders_read_modality, _tta_fits_model, _adversarial_fits_model, _consistency_fits,
-    _multitask_fits, _masked_targets_fit,
+    _multitask_fits, _masked_targets_fit, options_fit,
 )
 
 

@@ -39,6 +39,7 @@ from pipeline.models.network import (
     check_vocab,
     tokenizer_dir,
 )
+from pipeline.multiple_choice import ordered_options
 from pipeline.runs import (
     FOLD_FORMAT,
     PREDICTION_FILES,
@@ -192,6 +193,7 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write
         if tokenizer_dir(cfg.model) is not None:
             check_vocab(cfg.model, build_tokenizer(cfg.model))
+        ordered_options(cfg.model.option_columns, comp.classes)  # which option is which class
     folds = load_folds(cfg, comp)
     prepare_run_dir(cfg, comp, leaky, overwrite)
     if "tabular" not in cfg.model.modalities:  # after the refusals: said of a run that starts

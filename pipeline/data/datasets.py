@@ -30,6 +30,7 @@ from pipeline.data.augment import (
     noisy_tokens,
 )
 from pipeline.data.decoded import decode_many, decode_rgb
+from pipeline.data.option_tokens import encode_options, option_item, option_tensors
 from pipeline.data.rows_text import row_texts
 from pipeline.data.tabular import TabularEncoder
 from pipeline.data.text_tokens import encode_rows
@@ -115,13 +116,20 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
             self.images = image_files(frame, inputs.image_root)
             extra = build_image_augment(augment.image) if augment is not None else []
             self.transform = image_transform(inputs.image_size, extra)
-        self.ids: list[list[int]] = []
-        self.types: list[list[int]] | None = None  # segment ids of a pair of texts
+        # token ids a row (options x token ids under 'model.option_columns')
+        self.ids: list[Any] = []
+        self.types: list[Any] | None = None  # segment ids of a pair of texts
         tok = inputs.tokenizer
-        if tok is not None:
+        if tok is not None and inputs.option_columns:  # options x tokens a row
+            context = [c for c in inputs.text_columns if c not in inputs.option_columns]
+            self.ids, self.types = encode_options(tok, frame, context, inputs.option_columns,
+                                                  inputs.max_length, inputs.truncation)
+        elif tok is not None:
             texts = ([row_texts(frame, inputs.row_columns)] if inputs.row_columns else
                      [frame[c].fillna("").astype(str).tolist() for c in inputs.text_columns])
             self.ids, self.types = encode_rows(tok, texts, inputs.max_length, inputs.truncation)
+        if tok is not None:
+            self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
             self.special = set(tok.all_special_ids)
             mask = tok.mask_token_id if tok.mask_token_id is not None else tok.unk_token_id
             self.mask_id = int(mask if mask is not None else 0)
@@ -156,11 +164,11 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         out: dict[str, torch.Tensor] = {}
         if self.images and images:
             out["image"] = torch.from_numpy(resized_pixels(self.images, self.inputs.image_size))
-        if self.ids:
+        if self.ids and self.inputs.option_columns:
+            out.update(option_tensors(self.ids, self.types, self.pad_id))
+        elif self.ids:
             lengths = torch.tensor([len(ids) for ids in self.ids], dtype=torch.long)
-            tok = self.inputs.tokenizer
-            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-            ids = torch.full((len(self.ids), int(lengths.max())), pad, dtype=torch.long)
+            ids = torch.full((len(self.ids), int(lengths.max())), self.pad_id, dtype=torch.long)
             for row, seq in enumerate(self.ids):
                 ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             out["input_ids"] = ids
@@ -209,9 +217,12 @@ class CompetitionDataset(Dataset[dict[str, torch.Tensor]]):
         rng = np.random.default_rng([self.epoch_seed, i]) if self.augment is not None else None
         if self.images:
             item["image"] = self._image(i)
-        if self.ids:
+        noise = self.augment.text if self.augment is not None else None
+        if self.ids and self.inputs.option_columns:
+            item.update(option_item(self.ids[i], None if self.types is None else self.types[i],
+                                    self.pad_id, noise, rng, self.special, self.mask_id))
+        elif self.ids:
             ids, types = self.ids[i], None if self.types is None else self.types[i]
-            noise = self.augment.text if self.augment is not None else None
             if rng is not None and noise is not None and types is not None:
                 ids, types = noisy_segments(ids, types, noise, rng, self.special, self.mask_id)
             elif rng is not None and noise is not None:
@@ -316,6 +327,8 @@ class ModelInputs:
     truncation: str = "head"
     tabular: TabularEncoder | None = None
     row_columns: list[str] = field(default_factory=list)  # rows as text: tokenised instead
+    # multiple choice: the text columns read one by one after the others, in class order
+    option_columns: list[str] = field(default_factory=list)
     # frame -> auxiliary targets (n_rows x n_aux, NaN where unknown), or None
     aux: Callable[[pd.DataFrame], np.ndarray] | None = None
 
@@ -328,8 +341,12 @@ def collate(items: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[str, 
         name = key.rsplit("/", 1)[-1]  # views are keyed <view>/<input>
         if name in TOKEN_KEYS:
             fill = pad_id if name == "input_ids" else 0
-            batch[key] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True,
-                                                         padding_value=fill)
+            options = values[0].dim() == 2  # options x tokens: pad the tokens, not the options
+            batch[key] = torch.nn.utils.rnn.pad_sequence(
+                [v.T for v in values] if options else values, batch_first=True,
+                padding_value=fill)
+            if options:
+                batch[key] = batch[key].transpose(1, 2)
         else:
             batch[key] = torch.stack(values)
     return batch

@@ -92,8 +92,8 @@ def _concat(tables: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     for key in tables[0]:
         values = [t[key] for t in tables]
         if key in TOKEN_KEYS:
-            width = max(v.shape[1] for v in values)
-            values = [torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in values]
+            width = max(v.shape[-1] for v in values)  # rows x (options x) tokens
+            values = [torch.nn.functional.pad(v, (0, width - v.shape[-1])) for v in values]
         out[key] = torch.cat(values)
     return out
 
@@ -104,7 +104,8 @@ def _bytes(dataset: CompetitionDataset, images: bool = True) -> int:
     n, inputs = len(dataset), dataset.inputs
     size = n * 3 * inputs.image_size**2 if dataset.images and images else 0
     # int64 ids and mask (and segment ids)
-    size += n * inputs.max_length * (24 if dataset.types else 16) if dataset.ids else 0
+    size += (n * inputs.max_length * (24 if dataset.types else 16) *
+             max(len(inputs.option_columns), 1)) if dataset.ids else 0
     if dataset.tabular is not None:
         size += dataset.tabular["num"].nbytes + dataset.tabular["cat"].nbytes
     return size
@@ -196,7 +197,7 @@ class MemoryLoader:
             if key == "image":
                 picked = self._pixels(picked, draws, augment)
             elif key in TOKEN_KEYS and self._lengths is not None:
-                picked = picked[:, : int(self._lengths[host_index].max())]
+                picked = picked[..., : int(self._lengths[host_index].max())]
             batch[key] = picked
         return batch
 

@@ -241,6 +241,10 @@ class HFEncoder(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         mask = batch["attention_mask"]
+        if mask.dim() == 3:  # rows x options x tokens: each option a sequence of its own
+            flat = {k: batch[k].flatten(0, 1) for k in
+                    ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+            return self.forward(flat).unflatten(0, mask.shape[:2])
         extra = ({"token_type_ids": batch["token_type_ids"]}
                  if self.segments and "token_type_ids" in batch else {})
         hidden = self.body(input_ids=batch["input_ids"], attention_mask=mask,

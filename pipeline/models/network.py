@@ -26,6 +26,7 @@ from pipeline.models.encoders import (
     token_positions,
 )
 from pipeline.models.multitask import AuxEncoder, MultitaskConfig, MultitaskHead, TaskSpec
+from pipeline.multiple_choice import ordered_options
 from pipeline.schema import Section
 
 TOKEN_KINDS = ("hf", "rows_text")  # encoder kinds that read the batch's token ids
@@ -54,6 +55,9 @@ class ModelConfig(Section):
     target_transform: Literal["none", "log1p", "standardize", "box-cox", "yeo-johnson"] = "none"
     # one head per task (targets, competition.aux_targets), shared hard, soft or by experts
     multitask: MultitaskConfig | None = None
+    # multiple choice: the text columns that are the answer options, each read after the
+    # other text columns as a sequence of its own and scored by one head (a class each)
+    option_columns: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -124,8 +128,11 @@ class CompetitionModel(nn.Module):
         return pooled
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
-        """The head's outputs for pooled features, divided by the temperature."""
+        """The head's outputs for pooled features, divided by the temperature; of options x
+        features (multiple choice), each option's one score."""
         outputs = self.head(pooled)
+        if pooled.dim() == 3:  # rows x options x 1: the options' scores are the logits
+            outputs = outputs.squeeze(-1)
         # a division by 1 changes nothing but costs a kernel and an autograd node a step
         return outputs if self.temperature == 1 else outputs / self.temperature
 
@@ -175,8 +182,9 @@ def build_model(
     """The configured network with ``n_outputs`` logits (or values); with ``tasks``
     (:func:`pipeline.models.multitask.task_specs`), a head per task."""
     encoders = [build_encoder(e, tabular) for e in cfg.encoders]
-    model = CompetitionModel(encoders, n_outputs, cfg.head.dropout, cfg.head.hidden,
-                             cfg.head.temperature)
+    # multiple choice: one score an option, the same head for each
+    model = CompetitionModel(encoders, 1 if cfg.option_columns else n_outputs,
+                             cfg.head.dropout, cfg.head.hidden, cfg.head.temperature)
     if tasks is not None:
         width = sum(int(getattr(e, "out_dim")) for e in encoders)  # noqa: B009
         model.head = MultitaskHead(width, tasks, cfg.multitask or MultitaskConfig())
@@ -259,6 +267,7 @@ def model_inputs(comp: Competition, cfg: ModelConfig, tokenizer: Any,
         truncation=cfg.truncation,
         tabular=tabular if "tabular" in modalities and not cfg.is_sklearn else None,
         row_columns=comp.feature_columns if rows_text else [],
+        option_columns=ordered_options(cfg.option_columns, comp.classes),
         aux=AuxEncoder(comp.train, ccfg.aux_targets)
         if ccfg.aux_targets and not cfg.is_sklearn else None,
     )
