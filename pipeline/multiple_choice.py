@@ -5,18 +5,17 @@ one, and which option is which class. The options' token inputs are made in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.errors import DataError
-
-if TYPE_CHECKING:
-    from pipeline.config import ExperimentConfig
 
 _KEY = "'model.option_columns'"
 
 
-def options_fit(cfg: ExperimentConfig) -> str | None:
-    """Why the config cannot score ``model.option_columns`` one by one, or None."""
+def options_fit(cfg: Any) -> str | None:
+    """Why the experiment config ``cfg`` cannot score ``model.option_columns`` one by one, or
+    None (a rule of :mod:`pipeline.config`, which imports this module: ``cfg`` untyped here
+    keeps the imports one way)."""
     options, comp = cfg.model.option_columns, cfg.competition
     if not options:
         return None

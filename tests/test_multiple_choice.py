@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.cli import main
 from pipeline.config import build_config
 from pipeline.data import CompetitionDataset, ModelInputs, build_loader
 from pipeline.errors import ConfigError, DataError
