@@ -8,7 +8,8 @@ read each option with it. Protocol per seed: ``--rows`` questions for train, a q
 many held out; ``pipeline run`` (stratified folds) on each config; printed: CV and held-out
 MAP@3 (chance: 0.458), accuracy of the first label, and the wall time of each arm.
 
-Run: ``python benchmarks/multiple_choice.py [--rows 600] [--epochs 2] [--seeds 0]``
+Run: ``python benchmarks/multiple_choice.py [--rows 400] [--epochs 4] [--lr 1e-4]
+[--max-length 48] [--seeds 0]``
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def _scores(submission: Path, answers: pd.DataFrame) -> tuple[float, float]:
     return float(map3), float(np.mean([r[0] == y for r, y in pairs]))
 
 
-def _arm(root: Path, name: str, model: dict[str, Any], epochs: int) -> dict[str, Any]:
+def _arm(root: Path, name: str, model: dict[str, Any], epochs: int,
+         lr: float) -> dict[str, Any]:
     return {
         "name": name, "output_dir": str(root / "runs"), "folds_dir": str(root / "folds"),
         "submissions_dir": str(root / "submissions"),
@@ -70,16 +72,17 @@ def _arm(root: Path, name: str, model: dict[str, Any], epochs: int) -> dict[str,
         "folds": {"scheme": "stratified", "n_splits": 2, "seed": 0},
         "model": {"encoders": [{"name": f"hf:{minilm_dir()}"}], **model},
         "train": {"epochs": epochs, "batch_size": 16,
-                  "optimizer": {"name": "adamw", "lr": 5e-5},
+                  "optimizer": {"name": "adamw", "lr": lr},
                   "scheduler": {"name": "cosine", "warmup_epochs": 0.1}},
     }
 
 
-def main_(rows: int, epochs: int, seeds: list[int]) -> None:
+def main_(rows: int, epochs: int, lr: float, seeds: list[int], max_length: int) -> None:
     logging.getLogger().setLevel(logging.WARNING)
-    arms = {"options one by one (option_columns, 64 tokens an option)":
-            {"option_columns": LETTERS, "max_length": 64},
-            "options joined (text_columns, 256 tokens a row)": {"max_length": 256}}
+    arms = {f"options one by one (option_columns, {max_length} tokens an option)":
+            {"option_columns": LETTERS, "max_length": max_length},
+            f"options joined (text_columns, {4 * max_length} tokens a row)":
+            {"max_length": 4 * max_length}}
     for seed in seeds:
         rng = np.random.default_rng(seed)
         frame = _questions(rows + rows // 4, rng)
@@ -93,7 +96,7 @@ def main_(rows: int, epochs: int, seeds: list[int]) -> None:
                                                        index=False)
             for i, (label, model) in enumerate(arms.items()):
                 path = root / f"arm{i}.yaml"
-                path.write_text(yaml.safe_dump(_arm(root, f"arm{i}", model, epochs)))
+                path.write_text(yaml.safe_dump(_arm(root, f"arm{i}", model, epochs, lr)))
                 start = time.perf_counter()
                 assert main(["--quiet", "run", str(path)]) == 0
                 wall = time.perf_counter() - start
@@ -106,8 +109,10 @@ def main_(rows: int, epochs: int, seeds: list[int]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=600)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--max-length", type=int, default=48)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
-    main_(args.rows, args.epochs, args.seeds)
+    main_(args.rows, args.epochs, args.lr, args.seeds, args.max_length)
