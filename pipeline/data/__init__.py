@@ -4,6 +4,7 @@ splitting and pseudo-label selection. Nothing here knows about models or trainin
 from __future__ import annotations
 
 from pipeline.data.augment import AugmentConfig, TabularNoiseConfig, TextNoiseConfig
+from pipeline.data.batching import collate
 from pipeline.data.datasets import (
     Batch,
     CombinedDataset,
@@ -11,7 +12,6 @@ from pipeline.data.datasets import (
     ModelInputs,
     ViewsDataset,
     build_loader,
-    collate,
     view_of,
 )
 from pipeline.data.tabular import TabularEncoder

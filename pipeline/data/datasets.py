@@ -29,6 +29,7 @@ from pipeline.data.augment import (
     noisy_segments,
     noisy_tokens,
 )
+from pipeline.data.batching import collate, drops_lone_row
 from pipeline.data.decoded import decode_many, decode_rgb
 from pipeline.data.option_tokens import encode_options, option_item, option_tensors
 from pipeline.data.rows_text import row_texts
@@ -40,8 +41,6 @@ if TYPE_CHECKING:  # imported where used: a run that never needs it skips ~1 s
     import albumentations as A
 
 Batch = dict[str, torch.Tensor]  # what a loader yields and every encoder reads
-# the per-token inputs: padded to a batch's longest row (segment ids and mask with 0)
-TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 # a row, or (epoch seed, row) from an EpochSampler: persistent workers learn the epoch's
 # seed with the rows they fetch
 Key = int | tuple[int, int]
@@ -331,31 +330,6 @@ class ModelInputs:
     option_columns: list[str] = field(default_factory=list)
     # frame -> auxiliary targets (n_rows x n_aux, NaN where unknown), or None
     aux: Callable[[pd.DataFrame], np.ndarray] | None = None
-
-
-def collate(items: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Stack items; token sequences are right-padded to the longest in the batch."""
-    batch: dict[str, torch.Tensor] = {}
-    for key in items[0]:
-        values = [it[key] for it in items]
-        name = key.rsplit("/", 1)[-1]  # views are keyed <view>/<input>
-        if name in TOKEN_KEYS:
-            fill = pad_id if name == "input_ids" else 0
-            options = values[0].dim() == 2  # options x tokens: pad the tokens, not the options
-            batch[key] = torch.nn.utils.rnn.pad_sequence(
-                [v.T for v in values] if options else values, batch_first=True,
-                padding_value=fill)
-            if options:
-                batch[key] = batch[key].transpose(1, 2)
-        else:
-            batch[key] = torch.stack(values)
-    return batch
-
-
-def drops_lone_row(rows: int, batch_size: int, shuffle: bool) -> bool:
-    """Whether a shuffled (training) epoch leaves out its last batch, one row alone: BatchNorm
-    cannot train on one row (33 rows at batch 16 crashed); another row sits out each epoch."""
-    return shuffle and rows > batch_size and rows % batch_size == 1
 
 
 def build_loader(

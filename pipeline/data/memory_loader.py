@@ -22,15 +22,13 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from pipeline.data import held_images
 from pipeline.data.augment import AugmentConfig
+from pipeline.data.batching import TOKEN_KEYS, collate, drops_lone_row
 from pipeline.data.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    TOKEN_KEYS,
     Batch,
     CompetitionDataset,
     build_loader,
-    collate,
-    drops_lone_row,
 )
 from pipeline.data.device_augment import DeviceImageAugment
 from pipeline.data.held_images import HeldRows

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import torch
 
-from pipeline.data.datasets import Batch, ViewsDataset, drops_lone_row
+from pipeline.data.batching import drops_lone_row
+from pipeline.data.datasets import Batch, ViewsDataset
 from pipeline.data.device_augment import DeviceImageAugment
 from pipeline.data.held_images import HeldRows, held_rows
 from pipeline.data.memory_loader import (

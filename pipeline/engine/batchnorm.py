@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from pipeline.data.datasets import Batch, drops_lone_row
+from pipeline.data.batching import drops_lone_row
+from pipeline.data.datasets import Batch
 from pipeline.engine.distributed import bare
 from pipeline.engine.state import rng_state, set_rng_state
 

@@ -233,7 +233,7 @@ def text_features(folder: Path, frame: pd.DataFrame, device: torch.device) -> np
     import yaml
     from transformers import AutoTokenizer
 
-    from pipeline.data.datasets import collate
+    from pipeline.data.batching import collate
     from pipeline.models.encoders import EncoderConfig, HFEncoder
 
     cfg = yaml.safe_load((Path(folder) / "config.yaml").read_text())
