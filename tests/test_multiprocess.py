@@ -91,8 +91,8 @@ def _free_port() -> int:
 
 
 def _competition(root: Path, **train: Any) -> Path:
-    # 98 rows, 2 folds: 49 training rows a fold, so the last batch of 16 holds one row (one
-    # rank trains on none of it); the 20 test rows are one prediction batch (one rank none)
+    # 98 rows, 2 folds: 49 training rows a fold, so a training epoch leaves its lone last
+    # row out, as one process does; the 20 test rows are one prediction batch (one rank none)
     cfg = make_competition(root, "tabular", "binary", n_train=98, n_test=20)
     cfg["model"] = {"encoders": [{"name": "mlp", "params": {"hidden": []}}],
                     "head": {"dropout": 0.0, "hidden": 16}}
@@ -159,12 +159,12 @@ def test_two_processes_train_the_one_process_oof_and_resume(tmp_path: Path, one_
     assert "seed0/fold0 (of 2): complete, skipped" in log
     assert "seed0/fold1 (of 2): resuming after epoch 1" in log
     assert log.count("resuming after epoch 1") == 1  # rank 0 alone logs to the file
-    # each rank trained on its half of every global batch of 16 (49 rows: 16, 16, 16, 1);
-    # the last batch's one row is rank 0's, rank 1 runs two stand-ins at weight 0 (DDP's
-    # backward)
+    # each rank trained on its half of every global batch of 16 (49 rows: 16, 16, 16, and
+    # the lone 49th row left out of a training epoch, as one process leaves it out: a batch
+    # of one row stops BatchNorm)
     steps = {r: json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)}
-    assert steps[0] == [8, 8, 8, 1] * 2  # the resumed fold's epochs 2 and 3
-    assert steps[1] == [8, 8, 8, 2] * 2
+    assert steps[0] == [8, 8, 8] * 2  # the resumed fold's epochs 2 and 3
+    assert steps[1] == [8, 8, 8] * 2
 
     single_dir = tmp_path / "runs" / "single"
     for name in ("oof.parquet", "test.parquet", "seed0/fold1/oof_last_epoch.parquet",
