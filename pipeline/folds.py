@@ -12,6 +12,7 @@ import pandas as pd
 from pipeline.artifacts import write_csv, write_json
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
+from pipeline.data.later_test import later_test_warning
 from pipeline.data.repeated_rows import repeated_rows_warning
 from pipeline.data.splits import (
     SPLITTERS,
@@ -43,7 +44,8 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     log.info("folds: wrote %s (%s, %d folds, sizes %s)", path, cfg.folds.scheme,
              cfg.folds.n_splits, sizes)
     # said once, when the folds are made: every later stage reads these folds
-    warning = repeated_rows_warning(comp, folds, SPLITTERS.get(cfg.folds.scheme).uses_groups)
-    if warning:
-        log.warning("%s", warning)
+    groups = SPLITTERS.get(cfg.folds.scheme).uses_groups
+    for warning in (repeated_rows_warning(comp, folds, groups), later_test_warning(comp, groups)):
+        if warning:
+            log.warning("%s", warning)
     return path

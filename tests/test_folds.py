@@ -262,3 +262,40 @@ def test_rows_of_other_images_under_one_metadata_do_not_repeat(competition_facto
         folds_stage.run(build_config(data))
     warning = [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
     assert len(warning) == 1 and "repeat the inputs (flag, the image file)" in warning[0]
+
+
+def test_a_test_period_after_every_train_date_is_said(competition_factory, caplog) -> None:
+    """Random folds on a forecasting split (test rows later than every train row) gave an
+    optimistic CV and no hint of it; the folds stage now names the date column."""
+    data = competition_factory("tabular", "regression", n_train=60, n_test=20)
+    folder = Path(data["competition"]["dir"])
+    for split, start in (("train", "2020-01-01"), ("test", "2020-03-01")):
+        frame = pd.read_csv(folder / f"{split}.csv")
+        frame["date"] = pd.date_range(start, periods=len(frame)).strftime("%Y-%m-%d")
+        frame.to_csv(folder / f"{split}.csv", index=False)
+
+    def warned(name: str, **folds: Any) -> list[str]:
+        data["folds"].update(name=name, **folds)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            folds_stage.run(build_config(data))
+        return [r.getMessage() for r in caplog.records if "after the last train date" in
+                r.getMessage()]
+
+    said = warned("later")
+    assert said == [said[0]] and "100% of the test rows come after the last train date in "\
+        "column 'date' (train up to 2020-02-29, test from 2020-03-01)" in said[0]
+    assert "folds.scheme: group" in said[0]
+    # the periods held out whole (a group column): nothing to say
+    for split in ("train", "test"):
+        frame = pd.read_csv(folder / f"{split}.csv")
+        frame["month"] = frame["date"].str[:7]
+        frame.to_csv(folder / f"{split}.csv", index=False)
+    data["competition"]["group_column"] = "month"
+    assert warned("grouped", scheme="group") == []
+    # test dates among the train dates (a random split): nothing either
+    data["competition"]["group_column"] = None
+    test = pd.read_csv(folder / "test.csv")
+    test["date"] = pd.date_range("2020-01-15", periods=len(test)).strftime("%Y-%m-%d")
+    test.to_csv(folder / "test.csv", index=False)
+    assert warned("among", scheme="kfold") == []
