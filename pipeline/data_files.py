@@ -149,13 +149,14 @@ def _listed_images(section: str, part: str, csv_digest: str) -> tuple[str, ...] 
     ``csv_digest`` is its SHA-256, the cache's key)."""
     from pipeline.competition import CompetitionConfig
     from pipeline.competition_checks import image_paths
-    from pipeline.competition_files import read_csv
+    from pipeline.competition_files import read_csv, template_columns
 
     comp = CompetitionConfig.model_validate_json(section)
     path = Path(comp.dir) / (comp.train_file if part == "train" else comp.test_file)
-    try:
+    try:  # the template's columns as the competition reads them ('00012' as written)
         frame = read_csv(path, part, comp.sep, comp.encoding, comp.id_column,
-                         decimal=comp.decimal, thousands=comp.thousands)
+                         decimal=comp.decimal, thousands=comp.thousands,
+                         keys=template_columns(comp.image_path))
         return tuple(image_paths(frame, comp, part, path))
     except DataError:  # a file the competition refuses when it loads, in one line
         return None

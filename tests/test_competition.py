@@ -508,6 +508,14 @@ def test_zero_padded_names_a_template_fills_in_stay_as_written(competition_facto
     assert comp.train[IMAGE_PATH].iloc[3] == "images/00003.png"
     assert comp.test["name"].iloc[0] == "00100"
     assert comp.train["plain"].dtype == np.int64  # written plainly: a number, as before
+    # the test images' digest reads the same files ('00100.png', not the missing '100.png'):
+    # one rewritten in place changes it
+    from pipeline.data_files import data_digests
+
+    cfg = build_config(data)
+    before = data_digests(cfg)["test_images"]
+    (root / "images" / "00100.png").write_bytes((root / "images" / "00000.png").read_bytes())
+    assert data_digests(cfg)["test_images"] != before
 
 
 # --- feature columns the test file lacks (issue 15 item 1) ----------------------------------

@@ -73,7 +73,7 @@ def _encode_joined(tokenizer: Any, texts: list[list[str]], max_length: int,
     if len(texts) == 1 and truncation == "head":
         return list(tokenizer(texts[0], truncation=True, max_length=max_length)["input_ids"])
     prefix, suffix = _special_wrapping(tokenizer)
-    between = _separator(tokenizer)
+    between = _separator(tokenizer) if len(texts) > 1 else []
     budget = max_length - len(prefix) - len(suffix) - len(between) * (len(texts) - 1)
     columns = [tokenizer(column, add_special_tokens=False)["input_ids"] for column in texts]
     out = []
