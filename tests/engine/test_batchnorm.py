@@ -70,7 +70,7 @@ def _fold_scores(data: dict[str, Any]) -> list[tuple[int, float]]:
 
 def test_combined_recipe_keeps_its_score_through_the_stage_switch(tmp_path: Path) -> None:
     """Issue 12 item 13: the integration test; without precise BN the same recipe collapses."""
-    build_digits(tmp_path / "digits", 450, 50)
+    build_digits(tmp_path / "digits", 330, 50)
     with_bn = _fold_scores(_combined_recipe(tmp_path, precise_bn=32))
     stage2 = [score for stage, score in with_bn if stage == 1]
     assert len(stage2) == 2 and min(stage2) >= 0.5, with_bn
