@@ -22,12 +22,12 @@ _SHOWN = 4  # input columns named in the warning
 
 def input_columns(comp: Competition) -> list[str]:
     """The columns a model reads: tabular features, text columns, the image file (its
-    resolved path: under an ``image_path`` template no column names it, and rows of one
-    metadata but other images, PetFinder's 12 flags, were said to repeat; pixel images in
-    the CSV files are their pixel columns, each written to a file of its own)."""
+    resolved path, which every image competition's rows get at load: under an
+    ``image_path`` template no column names it, and rows of one metadata but other images,
+    PetFinder's 12 flags, were said to repeat). Pixel images from the CSV files are left
+    out: each row's values are written to a file of its own, which never repeats."""
     cfg = comp.cfg
-    image = ([IMAGE_PATH] if IMAGE_PATH in comp.train.columns and not cfg.pixels else
-             [cfg.image_column] if cfg.image_column else [])
+    image = [IMAGE_PATH] if IMAGE_PATH in comp.train.columns and not cfg.pixels else []
     return [*comp.feature_columns, *cfg.text_columns, *image]
 
 
