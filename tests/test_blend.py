@@ -533,6 +533,27 @@ def test_order_only_blend_is_accepted_under_an_order_metric(tmp_path, capsys, ta
         get_metric(metric)(y, load_predictions(blends / "b").oof_matrix))
 
 
+def test_rank_blend_under_map_at_k_keeps_each_rows_class_order(tmp_path) -> None:
+    """The blend stage hands the metric to the rank blender: under MAP@3 two members with
+    the same class order in every row blend to that order (OOF score and submitted top
+    classes alike), where ranks over each column's rows reordered the classes."""
+    runs, y = make_competition(tmp_path, "multiclass", "map@3", [1.0, 0.5])
+    first = load_predictions(runs[0])
+    sharper = first.oof_matrix ** 3 / (first.oof_matrix ** 3).sum(axis=1, keepdims=True)
+    oof = first.oof.copy()
+    oof[first.meta.pred_columns] = sharper
+    write_parquet(runs[1] / "oof.parquet", oof)
+    write_parquet(runs[1] / "test.parquet", first.test)
+    folder = blend.run(runs, method="rank", name="r", blends_dir=tmp_path / "blends",
+                       targets=y)
+    metric = get_metric("map@3")
+    cv = read_json(folder / "cv.json")
+    assert cv["in_sample"]["score"] == metric(y, first.oof_matrix)
+    blended = load_predictions(folder).test_matrix
+    np.testing.assert_array_equal(np.argsort(-blended, axis=1, kind="stable")[:, :3],
+                                  np.argsort(-first.test_matrix, axis=1, kind="stable")[:, :3])
+
+
 def test_every_blender_meets_the_metric_rule_of_the_stage(tmp_path) -> None:
     """issue 12 item 19 / blender invariants: looping over BLENDERS, the blend stage refuses
     exactly the order-only ones under log_loss and takes every one under roc_auc."""
