@@ -109,10 +109,18 @@ class SWA(Callback):
     def _averaging(self, trainer: Trainer) -> bool:
         return trainer.epoch + 1 >= self.start_epoch
 
-    def on_after_step(self, trainer: Trainer) -> None:
+    def _hold_lr(self, trainer: Trainer) -> None:
         if self.lr is not None and self._averaging(trainer):
             for group in trainer.optimizer.param_groups:
                 group["lr"] = self.lr
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        # the first update of an averaged epoch too: the schedule set its lr after the last
+        # update of the epoch before (a per-epoch schedule, at that epoch's end)
+        self._hold_lr(trainer)
+
+    def on_after_step(self, trainer: Trainer) -> None:
+        self._hold_lr(trainer)
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         assert self.averaged is not None
