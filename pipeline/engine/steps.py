@@ -29,6 +29,17 @@ def update(optimizer: Any) -> None:
     target.zero_grad(set_to_none=True)
 
 
+def clip_gradients(accelerator: Accelerator, optimizer: Any, parameters: Any,
+                   max_norm: float) -> None:
+    """Clip the gradient norm of ``parameters`` to ``max_norm``, the loss scale (fp16) taken
+    out of the gradients of ``optimizer`` alone first. ``Accelerator.clip_grad_norm_`` unscales
+    those of every optimizer it ever prepared: in a later stage the earlier stages' optimizers
+    hold the same parameters, so their gradients were divided by the scale once per stage (a
+    second stage's updates 65,536 times too small)."""
+    accelerator.unscale_gradients(optimizer)
+    torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+
 def backward(accelerator: Accelerator, loss: torch.Tensor) -> None:
     """The backward pass. Accelerate's divides the loss by its accumulation steps (always 1
     here: the loop accumulates; one more kernel and autograd node a step) before its own

@@ -34,7 +34,7 @@ from pipeline.engine.losses import LossFn
 from pipeline.engine.plan import FitHistory, StagePlan, apply_freeze, show_progress
 from pipeline.engine.resume import ResumePoints, load_optimizer_state
 from pipeline.engine.state import rng_state, set_rng_state
-from pipeline.engine.steps import autocast, backward, update
+from pipeline.engine.steps import autocast, backward, clip_gradients, update
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class Trainer:
             self._call("on_after_backward", batch, loss_fn)
             if (step + 1) % grad_accum_steps == 0 or step + 1 == n_batches:
                 if self.max_grad_norm:
-                    acc.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+                    clip_gradients(acc, optimizer, self.model.parameters(), self.max_grad_norm)
                 update(optimizer)
                 self.stage_updates += 1
                 if schedule is not None:

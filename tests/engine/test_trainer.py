@@ -412,3 +412,41 @@ def test_a_step_without_a_loss_scaler_skips_accelerates_wrappers(
     assert direct.keys() == wrapped.keys()
     for key in direct:
         assert torch.equal(direct[key], wrapped[key])
+
+
+def test_fp16_clipping_unscales_a_later_stage_once(make_toy, monkeypatch) -> None:
+    """fp16 with max_grad_norm: Accelerate's clip_grad_norm_ unscaled the gradients through
+    every optimizer it had prepared; the first stage's holds the same parameters, so a second
+    stage's gradients were divided by the loss scale twice (updates 1024x too small here)."""
+    import contextlib
+
+    import pipeline.engine.trainer as trainer_module
+    from pipeline.engine import StagePlan
+
+    # a CPU stand-in of fp16 on a GPU: Accelerate's scaler and its fp16 switch, no autocast
+    monkeypatch.setattr(trainer_module, "autocast", lambda acc: contextlib.nullcontext())
+    monkeypatch.setattr(Accelerator, "mixed_precision", property(lambda self: "fp16"))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 8, generator=g)
+    rows = [{"num": x[i:i + 8], "target": x[i:i + 8, :1] * 2} for i in (0, 8)]
+    loss_fn = build_loss("mse", "regression")
+
+    def step_size(stages_before: int) -> float:
+        torch.manual_seed(0)
+        model = make_toy()
+        accelerator = Accelerator(cpu=True)
+        accelerator.native_amp = True
+        accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        trainer = Trainer(model, accelerator, max_grad_norm=100.0)
+        plan = StagePlan(epochs=1, loader=rows,  # type: ignore[arg-type]
+                         make_optimizer=lambda: torch.optim.SGD(model.parameters(), lr=0.1),
+                         make_schedule=lambda opt, updates: None, loss_fn=loss_fn)
+        for _ in range(stages_before + 1):
+            trainer._start_stage(plan)
+        before = model.head[0].weight.detach().clone()
+        trainer.train_epoch(rows, trainer.optimizer, None, loss_fn)  # type: ignore[arg-type]
+        return float((model.head[0].weight.detach() - before).abs().sum())
+
+    first = step_size(0)
+    assert first > 1e-3
+    assert step_size(1) == pytest.approx(first, rel=1e-5)

@@ -13,6 +13,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
+from pipeline.data.batching import drops_lone_row
 from pipeline.engine.batchnorm import module_names, recompute_batch_norm
 from pipeline.engine.distributed import bare
 from pipeline.engine.state import save_checkpoint
@@ -108,10 +109,18 @@ class SWA(Callback):
     def _averaging(self, trainer: Trainer) -> bool:
         return trainer.epoch + 1 >= self.start_epoch
 
-    def on_after_step(self, trainer: Trainer) -> None:
+    def _hold_lr(self, trainer: Trainer) -> None:
         if self.lr is not None and self._averaging(trainer):
             for group in trainer.optimizer.param_groups:
                 group["lr"] = self.lr
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        # the first update of an averaged epoch too: the schedule set its lr after the last
+        # update of the epoch before (a per-epoch schedule, at that epoch's end)
+        self._hold_lr(trainer)
+
+    def on_after_step(self, trainer: Trainer) -> None:
+        self._hold_lr(trainer)
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         assert self.averaged is not None
@@ -128,9 +137,12 @@ class SWA(Callback):
                         trainer.epoch, self.start_epoch)
             return
         source = trainer.train_loader
-        # a fixed order, so a resumed fold gets the same statistics
-        loader = DataLoader(source.dataset, batch_size=source.batch_size, shuffle=False,
-                            collate_fn=source.collate_fn)
+        # a fixed order, so a resumed fold gets the same statistics; a last batch of one row
+        # is left out, as training leaves it (BatchNorm cannot train on one row)
+        size = source.batch_size or 1
+        loader = DataLoader(source.dataset, batch_size=size, shuffle=False,
+                            collate_fn=source.collate_fn,
+                            drop_last=drops_lone_row(len(source.dataset), size, shuffle=True))
         device = trainer.accelerator.device
         frozen = module_names(trainer.unwrapped, trainer.frozen)
         recompute_batch_norm(({k: v.to(device) for k, v in b.items()} for b in loader),

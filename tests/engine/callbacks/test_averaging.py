@@ -17,7 +17,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
-from pipeline.engine import Trainer
+from pipeline.engine import StagePlan, Trainer
 from pipeline.engine.batchnorm import recompute_batch_norm
 from pipeline.engine.callbacks.averaging import (
     EMA,
@@ -26,6 +26,7 @@ from pipeline.engine.callbacks.averaging import (
     cycle_end_epochs,
     snapshot_paths,
 )
+from pipeline.engine.losses import build_loss
 from pipeline.models import build_model
 
 
@@ -337,3 +338,55 @@ def test_swa_with_a_frozen_encoder_keeps_its_batch_norm_statistics(scripted_fit,
     # the head's statistics were recomputed for the averaged weights
     assert not torch.equal(best["head.1.running_mean"], head_before["1.running_mean"])
     assert best["head.1.num_batches_tracked"] == 3  # one pass over the 3 training batches
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_swa_batch_norm_update_leaves_out_a_lone_last_row(tmp_path):
+    """25 training rows at batch 8: training leaves the lone 25th row out of its epochs, but
+    SWA's batch-norm pass over the rows ended on a batch of one and crashed the fold at its
+    end ('Expected more than 1 value per channel when training')."""
+    net = _norm_net()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(25, 8, generator=g)
+    rows = [{"num": x[i], "target": x[i, :1] * 2} for i in range(25)]
+    plan = StagePlan(
+        epochs=2, loader=DataLoader(rows, batch_size=8, shuffle=True,  # type: ignore[arg-type]
+                                    drop_last=True),  # as build_loader makes it for 25 rows
+        make_optimizer=lambda: torch.optim.SGD(net.parameters(), lr=0.05),
+        make_schedule=lambda opt, updates: None, loss_fn=build_loss("mse", "regression"))
+    trainer = Trainer(net, Accelerator(cpu=True), callbacks=[SWA(start_epoch=1)])
+    history = trainer.fit([plan], DataLoader(rows[:8], batch_size=8),  # type: ignore[arg-type]
+                          lambda outputs: 0.5, True, tmp_path)
+    assert history.epochs[-1].get("swa") is True
+    best = torch.load(tmp_path / "best.pt", weights_only=False)["model"]
+    assert best["head.1.num_batches_tracked"] == 3  # 24 rows in 3 batches, the 25th left out
+
+
+def test_swa_lr_holds_from_the_first_update_of_its_first_epoch(make_toy, tmp_path):
+    """swa.lr is the constant lr while averaging; it was set only after each update, so the
+    first update of start_epoch still took the schedule's lr (0.75 here, 15x swa.lr)."""
+    from pipeline.engine import Callback
+    from pipeline.engine.optim import SchedulerConfig, build_scheduler
+
+    torch.manual_seed(0)
+    model = make_toy()
+    x = torch.randn(24, 8)
+    rows = [{"num": x[i], "target": x[i, :1]} for i in range(24)]
+    lrs: list[float] = []
+
+    class Recorder(Callback):
+        def on_after_backward(self, trainer, batch, loss_fn) -> None:
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+    cosine = SchedulerConfig(name="cosine", min_lr_ratio=0.0)
+    plan = StagePlan(
+        epochs=3, loader=DataLoader(rows, batch_size=8),  # type: ignore[arg-type]
+        make_optimizer=lambda: torch.optim.SGD(model.parameters(), lr=1.0),
+        make_schedule=lambda opt, updates: build_scheduler(opt, cosine, 3, updates),
+        loss_fn=build_loss("mse", "regression"))
+    trainer = Trainer(model, Accelerator(cpu=True), callbacks=[Recorder(), SWA(2, lr=0.05)])
+    trainer.fit([plan], DataLoader(rows[:8], batch_size=8),  # type: ignore[arg-type]
+                lambda outputs: 0.5, True, tmp_path)
+    assert lrs[:3] == pytest.approx([1.0, 0.5 * (1 + math.cos(math.pi / 9)),
+                                     0.5 * (1 + math.cos(2 * math.pi / 9))])
+    assert lrs[3:] == pytest.approx([0.05] * 6)  # epochs 2 and 3: every update at swa.lr
