@@ -19,7 +19,7 @@ class NestedCV:
     """Held-out scores of a blender re-fit without each fold in turn."""
 
     per_fold: dict[str, float]  # fold value -> score of the blend tuned without that fold
-    mean: float  # mean of per_fold
+    mean: float  # mean of per_fold over the folds where the metric is defined
     pooled: float  # score of all held-out predictions together (comparable to in-sample)
     held_out: np.ndarray  # (n, c) blended prediction of every row by a blender that never saw it
     # fold value -> score of the held-out fold's labels under a post-processing rule tuned,
@@ -68,9 +68,13 @@ def nested_cv(
         rule = fit_postprocess(task, metric, y[train], inner.oof_) if task else None
         if rule is not None:
             postprocessed[str(fold)] = rule.evaluate(y[held], held_out[held], metric)
+    # a fold whose metric is undefined (ROC AUC of held-out rows of one class) is left out of
+    # the mean, as the run's fold mean leaves it out, rather than making the mean NaN
+    scores = np.array(list(per_fold.values()), dtype=np.float64)
+    defined = scores[np.isfinite(scores)]
     return NestedCV(
         per_fold=per_fold,
-        mean=float(np.mean(list(per_fold.values()))),
+        mean=float(defined.mean()) if defined.size else float("nan"),
         pooled=metric(y, held_out),
         held_out=held_out,
         postprocessed=postprocessed or None,

@@ -474,3 +474,15 @@ def test_blender_invariants_on_random_members(name: str, task: str, metric: str,
         if not cls.order_only:  # a linear blend: the OOF's weights applied to the test
             expected = np.einsum("m,mnc->nc", w, test)
             np.testing.assert_allclose(blended_test, expected, rtol=1e-12)
+
+
+def test_nested_mean_leaves_out_a_fold_whose_metric_is_undefined() -> None:
+    # fold 2's held-out rows are all negatives: its ROC AUC has no value; the mean is over
+    # the other folds (as a run's fold mean), not NaN in cv.json and the log
+    rng = np.random.default_rng(0)
+    y = np.r_[rng.integers(0, 2, 40), np.zeros(20)].astype(np.float64)[:, None]
+    folds = np.repeat([0, 1, 2], 20)
+    preds = [np.clip(y + rng.normal(0, 0.6, y.shape), 0, 1) for _ in range(2)]
+    nested = nested_cv(MeanBlender(), preds, y, folds, get_metric("roc_auc"))
+    assert np.isnan(nested.per_fold["2"])
+    assert nested.mean == pytest.approx(np.mean([nested.per_fold["0"], nested.per_fold["1"]]))
