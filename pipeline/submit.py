@@ -33,7 +33,7 @@ from pipeline.competition_files import read_csv
 from pipeline.data_files import changed_files, check_blend_members, check_test_file
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import ConfigError, DataError
-from pipeline.metrics import get_metric, hard_labels, nearest_rating, top_classes
+from pipeline.metrics import get_metric, hard_labels, is_number, nearest_rating, top_classes
 from pipeline.run_targets import targets_for_meta
 from pipeline.targets import per_class_columns, sample_columns_problem, sample_targets
 
@@ -62,6 +62,29 @@ def tag_strings(labels: np.ndarray, p: np.ndarray, classes: list[Any],
     labels[np.arange(len(p)), p.argmax(axis=1)] |= ~labels.any(axis=1)
     names = np.array([str(c) for c in classes], dtype=object)
     return [separator.join(names[row]) for row in labels]
+
+
+# text labels whose last in sort order is the positive one by name: nothing to warn about
+_NAMED_PAIRS = ({"no", "yes"}, {"false", "true"}, {"negative", "positive"}, {"n", "y"},
+                {"f", "t"}, {"neg", "pos"})
+
+
+def _say_positive(meta: RunMeta, column: str) -> None:
+    """Name the class whose probability a binary submission's one column holds. Text labels
+    ('fresh'/'rotten', 'real'/'fake') give the label that sorts last unless
+    'competition.positive_class' names one, and the scorer may want the other's: a warning
+    then, since a probability of the wrong class scores ROC AUC 1 - AUC."""
+    negative, positive = meta.classes
+    text = not all(is_number(c) or isinstance(c, bool) for c in meta.classes)
+    guessed = (meta.positive_class is None and text
+               and {str(c).lower() for c in meta.classes} not in _NAMED_PAIRS)
+    if guessed:
+        log.warning("submission: column %r holds each row's probability of %r, the label that "
+                    "sorts last of %s; if the competition scores the probability of %r, set "
+                    "'competition.positive_class: %s'", column, positive,
+                    [negative, positive], negative, negative)
+    else:
+        log.info("submission: column %r holds each row's probability of %r", column, positive)
 
 
 def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
@@ -134,6 +157,8 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
             out[columns] = _labels(meta, p, folder)[:, order]  # thresholds in target order
         else:
             out[columns] = p[:, order]
+            if meta.task == "binary":
+                _say_positive(meta, columns[0])
     else:
         raise DataError(str(sample_columns_problem(columns, meta.task, meta.target_columns,
                                                    meta.classes, sample_path)))
