@@ -69,22 +69,31 @@ _NAMED_PAIRS = ({"no", "yes"}, {"false", "true"}, {"negative", "positive"}, {"n"
                 {"f", "t"}, {"neg", "pos"})
 
 
-def _say_positive(meta: RunMeta, column: str) -> None:
-    """Name the class whose probability a binary submission's one column holds. Text labels
+# binary label metrics that score one class as the positive one (F1 of 'rotten' is not F1 of
+# 'fresh'); accuracy, MCC and the macro averages score both alike
+_ONE_SIDED = ("f1", "precision", "recall")
+
+
+def _say_positive(meta: RunMeta, column: str, labels: bool = False) -> None:
+    """Name the class whose probability a binary submission's one column holds (``labels``:
+    the positive class of the F1, precision or recall its labels were chosen for). Text labels
     ('fresh'/'rotten', 'real'/'fake') give the label that sorts last unless
-    'competition.positive_class' names one, and the scorer may want the other's: a warning
+    'competition.positive_class' names one, and the scorer may want the other: a warning
     then, since a probability of the wrong class scores ROC AUC 1 - AUC."""
     negative, positive = meta.classes
     text = not all(is_number(c) or isinstance(c, bool) for c in meta.classes)
     guessed = (meta.positive_class is None and text
                and {str(c).lower() for c in meta.classes} not in _NAMED_PAIRS)
+    held = (f"labels chosen for the {meta.metric} of {positive!r} as the positive class"
+            if labels else f"each row's probability of {positive!r}")
     if guessed:
-        log.warning("submission: column %r holds each row's probability of %r, the label that "
-                    "sorts last of %s; if the competition scores the probability of %r, set "
-                    "'competition.positive_class: %s'", column, positive,
-                    [negative, positive], negative, negative)
+        log.warning("submission: column %r holds %s, the label that sorts last of %s; if the "
+                    "competition scores %s, set 'competition.positive_class: %s'", column,
+                    held, [negative, positive],
+                    f"{negative!r} as positive" if labels else f"the probability of {negative!r}",
+                    negative)
     else:
-        log.info("submission: column %r holds each row's probability of %r", column, positive)
+        log.info("submission: column %r holds %s", column, held)
 
 
 def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
@@ -153,6 +162,8 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         ):
             labels = _labels(meta, p, folder).reshape(len(p), -1)[:, 0]
             out[columns[0]] = [meta.classes[int(i)] for i in labels]
+            if meta.task == "binary" and meta.metric in _ONE_SIDED:
+                _say_positive(meta, columns[0], labels=True)
         elif meta.task == "multilabel" and metric.needs_labels:
             out[columns] = _labels(meta, p, folder)[:, order]  # thresholds in target order
         else:

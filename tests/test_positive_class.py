@@ -54,3 +54,22 @@ def test_the_submitted_class_is_named_and_a_guess_is_a_warning(
     sub = pd.read_csv(tmp_path / "comp" / "submissions" / "reviews.csv")
     positive_rows = truth == 1 if of == labels[1] else truth == 0
     assert roc_auc_score(positive_rows, sub["target"]) > 0.9
+
+
+@pytest.mark.parametrize("metric, said", [("f1", True), ("accuracy", False)])
+def test_labels_for_a_one_sided_metric_name_their_positive_class(
+        tmp_path: Path, capsys, caplog, metric: str, said: bool) -> None:
+    """F1 of 'rotten' is not F1 of 'fresh': the labels' tuned threshold serves one of them.
+    Accuracy scores both alike: nothing to say."""
+    cfg, _ = _labelled(tmp_path / "comp", ("rotten", "fresh"), metric=metric)
+    with caplog.at_level(logging.INFO):
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    lines = [r for r in caplog.records if "as the positive class" in r.getMessage()]
+    assert len(lines) == int(said)
+    if said:
+        assert lines[0].levelno == logging.WARNING
+        assert "labels chosen for the f1 of 'rotten' as the positive class" in lines[0].getMessage()
+        assert "'competition.positive_class: fresh'" in lines[0].getMessage()
+    sub = pd.read_csv(tmp_path / "comp" / "submissions" / "reviews.csv")
+    assert set(sub["target"]) <= {"rotten", "fresh"}
