@@ -24,6 +24,7 @@ from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
 from pipeline.data_files import fold_digests
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.engine.distributed import agree, held_by_main, is_main
+from pipeline.engine.encoder_lr import pretrained_lr_warnings
 from pipeline.engine.recipe import recipe_warnings
 from pipeline.errors import ConfigError, DataError
 from pipeline.executor import Executor, Job, build_executor
@@ -202,7 +203,8 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         pseudo_stage.run(cfg, comp)
     if not cfg.model.is_sklearn:
         rows = len(comp.train) * (cfg.folds.n_splits - 1) // cfg.folds.n_splits
-        for note in recipe_warnings(cfg.train, rows):
+        for note in [*recipe_warnings(cfg.train, rows),
+                     *pretrained_lr_warnings(cfg.model, cfg.train)]:
             log.warning("%s: %s", cfg.name, note)
     return folds
 
