@@ -51,3 +51,4 @@ def test_the_run_warns_at_its_start(competition_factory, tmp_path: Path, capsys,
     assert code == 0, err
     said = [r.getMessage() for r in caplog.records if "has no 'lr' of its own" in r.getMessage()]
     assert len(said) == 1 and "'train.optimizer.lr' 0.003" in said[0]
+
