@@ -21,6 +21,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.decoded import check_images
 from pipeline.data.held_images import competition_images, holding_images
 from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
+from pipeline.data.unknown_tokens import check_unknown_tokens
 from pipeline.data_files import fold_digests
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.engine.distributed import agree, held_by_main, is_main
@@ -167,6 +168,14 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None,
     return agree(finish, cfg, comp, folds, busy)
 
 
+def _check_token_texts(cfg: ExperimentConfig, comp: Competition, tokenizer: Any) -> None:
+    """The train texts an 'hf:' encoder's tokenizer reads (:mod:`pipeline.data.unknown_tokens`)."""
+    enc = next((e for e in cfg.model.encoders if e.kind == "hf"), None)
+    if enc is not None:
+        check_unknown_tokens(tokenizer, comp.train, comp.cfg.text_columns, enc.name,
+                             str(tokenizer_dir(cfg.model)))
+
+
 def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -> np.ndarray:
     """Everything before the fold jobs: input checks, folds, the run folder, pseudo-labels;
     returns the folds. Refusals come here, before any job starts."""
@@ -193,7 +202,9 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         check_max_length(cfg.model)
         tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write
         if tokenizer_dir(cfg.model) is not None:
-            check_vocab(cfg.model, build_tokenizer(cfg.model))
+            tokenizer = build_tokenizer(cfg.model)
+            check_vocab(cfg.model, tokenizer)
+            _check_token_texts(cfg, comp, tokenizer)
         ordered_options(cfg.model.option_columns, comp.classes)  # which option is which class
     folds = load_folds(cfg, comp)
     prepare_run_dir(cfg, comp, leaky, overwrite)
