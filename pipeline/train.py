@@ -21,6 +21,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.decoded import check_images
 from pipeline.data.held_images import competition_images, holding_images
 from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
+from pipeline.data.text_features import text_values, unspaced
 from pipeline.data.unknown_tokens import check_unknown_tokens
 from pipeline.data_files import fold_digests
 from pipeline.engine.accelerator import build_accelerator
@@ -320,6 +321,11 @@ def _check_features(cfg: ExperimentConfig, comp: Competition) -> None:
     if texts and cfg.model.reads_tfidf:
         log.info("%s: text column(s) %s read as TF-IDF features ('model.tabular.text')",
                  cfg.name, texts)
+        if cfg.model.tabular.text.analyzer == "word" and (unspaced_columns := [
+                c for c in texts if unspaced(text_values(comp.train[c]))]):
+            log.info("%s: text column(s) %s are written without spaces between words "
+                     "(Chinese, Japanese): read as character 1..%d-grams, not as words",
+                     cfg.name, unspaced_columns, max(cfg.model.tabular.text.ngrams, 2))
     elif texts and "text" not in cfg.model.modalities:
         log.warning("%s: no encoder reads text column(s) %s: add an 'hf:' encoder, or an "
                     "'mlp' (or use a whole tabular model), which reads them as TF-IDF",
