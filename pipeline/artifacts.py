@@ -178,6 +178,8 @@ class RunMeta:
     missing_targets: str = "row"
     # a regression's ratings under QWK: its predictions are scored and submitted as these
     ratings: list[Any] = field(default_factory=list)
+    # binary: 'competition.positive_class' as set (None: the label that sorts last)
+    positive_class: Any = None
 
     @property
     def scored_values(self) -> list[Any]:

@@ -386,6 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for handler in logging.getLogger().handlers:
             if type(handler) is logging.StreamHandler:
                 handler.setLevel(logging.WARNING)
+    from pipeline.engine.plan import quiet_library_progress
+
+    quiet_library_progress()  # transformers' 'Loading weights' bars follow ours
     try:
         return int(args.fn(args))
     except PipelineError as err:

@@ -178,7 +178,8 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
         csv_sep=cfg.competition.sep, csv_encoding=cfg.competition.encoding,
         csv_decimal=cfg.competition.decimal, csv_thousands=cfg.competition.thousands,
         test_file=cfg.competition.test_file, label_separator=comp.label_separator,
-        missing_targets=cfg.competition.missing_targets, ratings=comp.ratings)
+        missing_targets=cfg.competition.missing_targets, ratings=comp.ratings,
+        positive_class=cfg.competition.positive_class)
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
         old = read_json(meta_path).get("config_hash")

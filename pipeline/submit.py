@@ -33,7 +33,7 @@ from pipeline.competition_files import read_csv
 from pipeline.data_files import changed_files, check_blend_members, check_test_file
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import ConfigError, DataError
-from pipeline.metrics import get_metric, hard_labels, nearest_rating, top_classes
+from pipeline.metrics import get_metric, hard_labels, is_number, nearest_rating, top_classes
 from pipeline.run_targets import targets_for_meta
 from pipeline.targets import per_class_columns, sample_columns_problem, sample_targets
 
@@ -62,6 +62,38 @@ def tag_strings(labels: np.ndarray, p: np.ndarray, classes: list[Any],
     labels[np.arange(len(p)), p.argmax(axis=1)] |= ~labels.any(axis=1)
     names = np.array([str(c) for c in classes], dtype=object)
     return [separator.join(names[row]) for row in labels]
+
+
+# text labels whose last in sort order is the positive one by name: nothing to warn about
+_NAMED_PAIRS = ({"no", "yes"}, {"false", "true"}, {"negative", "positive"}, {"n", "y"},
+                {"f", "t"}, {"neg", "pos"})
+
+
+# binary label metrics that score one class as the positive one (F1 of 'rotten' is not F1 of
+# 'fresh'); accuracy, MCC and the macro averages score both alike
+_ONE_SIDED = ("f1", "precision", "recall")
+
+
+def _say_positive(meta: RunMeta, column: str, labels: bool = False) -> None:
+    """Name the class whose probability a binary submission's one column holds (``labels``:
+    the positive class of the F1, precision or recall its labels were chosen for). Text labels
+    ('fresh'/'rotten', 'real'/'fake') give the label that sorts last unless
+    'competition.positive_class' names one, and the scorer may want the other: a warning
+    then, since a probability of the wrong class scores ROC AUC 1 - AUC."""
+    negative, positive = meta.classes
+    text = not all(is_number(c) or isinstance(c, bool) for c in meta.classes)
+    guessed = (meta.positive_class is None and text
+               and {str(c).lower() for c in meta.classes} not in _NAMED_PAIRS)
+    held = (f"labels chosen for the {meta.metric} of {positive!r} as the positive class"
+            if labels else f"each row's probability of {positive!r}")
+    if guessed:
+        log.warning("submission: column %r holds %s, the label that sorts last of %s; if the "
+                    "competition scores %s, set 'competition.positive_class: %s'", column,
+                    held, [negative, positive],
+                    f"{negative!r} as positive" if labels else f"the probability of {negative!r}",
+                    negative)
+    else:
+        log.info("submission: column %r holds %s", column, held)
 
 
 def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
@@ -130,10 +162,14 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         ):
             labels = _labels(meta, p, folder).reshape(len(p), -1)[:, 0]
             out[columns[0]] = [meta.classes[int(i)] for i in labels]
+            if meta.task == "binary" and meta.metric in _ONE_SIDED:
+                _say_positive(meta, columns[0], labels=True)
         elif meta.task == "multilabel" and metric.needs_labels:
             out[columns] = _labels(meta, p, folder)[:, order]  # thresholds in target order
         else:
             out[columns] = p[:, order]
+            if meta.task == "binary":
+                _say_positive(meta, columns[0])
     else:
         raise DataError(str(sample_columns_problem(columns, meta.task, meta.target_columns,
                                                    meta.classes, sample_path)))

@@ -21,9 +21,12 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.decoded import check_images
 from pipeline.data.held_images import competition_images, holding_images
 from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
+from pipeline.data.text_features import text_values, unspaced
+from pipeline.data.unknown_tokens import check_unknown_tokens
 from pipeline.data_files import fold_digests
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.engine.distributed import agree, held_by_main, is_main
+from pipeline.engine.encoder_lr import pretrained_lr_warnings
 from pipeline.engine.recipe import recipe_warnings
 from pipeline.errors import ConfigError, DataError
 from pipeline.executor import Executor, Job, build_executor
@@ -166,6 +169,14 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None,
     return agree(finish, cfg, comp, folds, busy)
 
 
+def _check_token_texts(cfg: ExperimentConfig, comp: Competition, tokenizer: Any) -> None:
+    """The train texts an 'hf:' encoder's tokenizer reads (:mod:`pipeline.data.unknown_tokens`)."""
+    enc = next((e for e in cfg.model.encoders if e.kind == "hf"), None)
+    if enc is not None:
+        check_unknown_tokens(tokenizer, comp.train, comp.cfg.text_columns, enc.name,
+                             str(tokenizer_dir(cfg.model)))
+
+
 def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -> np.ndarray:
     """Everything before the fold jobs: input checks, folds, the run folder, pseudo-labels;
     returns the folds. Refusals come here, before any job starts."""
@@ -192,7 +203,9 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         check_max_length(cfg.model)
         tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write
         if tokenizer_dir(cfg.model) is not None:
-            check_vocab(cfg.model, build_tokenizer(cfg.model))
+            tokenizer = build_tokenizer(cfg.model)
+            check_vocab(cfg.model, tokenizer)
+            _check_token_texts(cfg, comp, tokenizer)
         ordered_options(cfg.model.option_columns, comp.classes)  # which option is which class
     folds = load_folds(cfg, comp)
     prepare_run_dir(cfg, comp, leaky, overwrite)
@@ -202,7 +215,8 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         pseudo_stage.run(cfg, comp)
     if not cfg.model.is_sklearn:
         rows = len(comp.train) * (cfg.folds.n_splits - 1) // cfg.folds.n_splits
-        for note in recipe_warnings(cfg.train, rows):
+        for note in [*recipe_warnings(cfg.train, rows),
+                     *pretrained_lr_warnings(cfg.model, cfg.train)]:
             log.warning("%s: %s", cfg.name, note)
     return folds
 
@@ -307,6 +321,11 @@ def _check_features(cfg: ExperimentConfig, comp: Competition) -> None:
     if texts and cfg.model.reads_tfidf:
         log.info("%s: text column(s) %s read as TF-IDF features ('model.tabular.text')",
                  cfg.name, texts)
+        if cfg.model.tabular.text.analyzer == "word" and (unspaced_columns := [
+                c for c in texts if unspaced(text_values(comp.train[c]))]):
+            log.info("%s: text column(s) %s are written without spaces between words "
+                     "(Chinese, Japanese): read as character 1..%d-grams, not as words",
+                     cfg.name, unspaced_columns, max(cfg.model.tabular.text.ngrams, 2))
     elif texts and "text" not in cfg.model.modalities:
         log.warning("%s: no encoder reads text column(s) %s: add an 'hf:' encoder, or an "
                     "'mlp' (or use a whole tabular model), which reads them as TF-IDF",

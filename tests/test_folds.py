@@ -264,6 +264,29 @@ def test_rows_of_other_images_under_one_metadata_do_not_repeat(competition_facto
     assert len(warning) == 1 and "repeat the inputs (flag, the image file)" in warning[0]
 
 
+def test_rows_whose_text_is_empty_do_not_repeat(competition_factory, caplog) -> None:
+    """A text competition's empty text cells (2% of Rotten Tomatoes probe rows) were all
+    said to repeat one another, with a group column as the remedy; a text written twice
+    still repeats."""
+    data = competition_factory("text", "binary", n_train=60)
+    path = Path(data["competition"]["dir"]) / "train.csv"
+    train = pd.read_csv(path)
+    train.loc[:9, "text"] = ["", "  ", *[None] * 8]  # blank texts, both classes
+    train.to_csv(path, index=False)
+    data["competition"]["feature_columns"] = []
+    with caplog.at_level("WARNING"):
+        folds_stage.run(build_config(data))
+    assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    train.loc[10:19, "text"] = "the same words written twice"
+    train.to_csv(path, index=False)
+    data["folds"]["name"] = "twice"
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        folds_stage.run(build_config(data))
+    warning = [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    assert len(warning) == 1 and "repeat the inputs (text)" in warning[0]
+
+
 def test_a_test_period_after_every_train_date_is_said(competition_factory, caplog) -> None:
     """Random folds on a forecasting split (test rows later than every train row) gave an
     optimistic CV and no hint of it; the folds stage now names the date column."""

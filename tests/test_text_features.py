@@ -202,3 +202,33 @@ def test_table_columns_no_encoder_reads_are_named(competition_factory, caplog) -
     assert not warned(feature_columns=[])
     encoders = [*cfg["model"]["encoders"], {"name": "mlp", "params": {"hidden": [8]}}]
     assert not warned(model={"encoders": encoders}, feature_columns=None)
+
+
+def test_text_without_spaces_between_words_is_read_by_characters(tmp_path: Path, capsys,
+                                                                    caplog) -> None:
+    """Chinese or Japanese text has no spaces between words: scikit-learn's word tokens were
+    whole phrases, nearly each seen once, and a model read almost nothing (a Chinese probe:
+    CV accuracy 0.60 by words, 0.90 by characters). Such a column is read as character
+    n-grams; text split into words by spaces still reads as words."""
+    from pipeline.data.text_features import unspaced
+
+    rng = np.random.default_rng(0)
+    pool = list("的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年")
+    cfg, _ = _competition(tmp_path / "comp", numbers=False)
+    for name in ("train.csv", "test.csv"):
+        frame = pd.read_csv(tmp_path / "comp" / name)
+        marks = ["好" if t else "坏" for t in (frame["review"].str.contains("|".join(GOOD)))]
+        frame["review"] = ["".join([*rng.choice(pool, 8), mark, *rng.choice(pool, 8)])
+                           for mark in marks]
+        frame.to_csv(tmp_path / "comp" / name, index=False)
+    texts = pd.read_csv(tmp_path / "comp" / "train.csv")["review"].tolist()
+    assert unspaced(texts) and not unspaced([" ".join(t) for t in texts])  # segmented: words
+    assert not unspaced(_reviews(50)[0])
+    cfg["competition"]["modality"] = "text"
+    cfg["model"]["encoders"] = [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]
+    with caplog.at_level(logging.INFO):
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert "text column(s) ['review'] are written without spaces between words" in caplog.text
+    scores = read_json(tmp_path / "comp" / "runs" / "reviews" / "scores.json")
+    assert scores["scores"]["oof"] > 0.9  # ~0.5 read as words

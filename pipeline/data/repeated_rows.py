@@ -13,6 +13,7 @@ what keeps them together.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from pipeline.competition import IMAGE_PATH, Competition
@@ -31,6 +32,14 @@ def input_columns(comp: Competition) -> list[str]:
     return [*comp.feature_columns, *cfg.text_columns, *image]
 
 
+def _blank(frame: pd.DataFrame) -> np.ndarray:
+    """Whether each row's every input is missing or empty text."""
+    empty = [frame[c].isna() | (frame[c].astype(str).str.strip() == "")
+             if not pd.api.types.is_numeric_dtype(frame[c]) else frame[c].isna()
+             for c in frame.columns]
+    return np.logical_and.reduce([e.to_numpy(dtype=bool) for e in empty])
+
+
 def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
                           uses_groups: bool) -> str | None:
     """The warning for rows whose inputs repeat another row's in another fold, or None.
@@ -47,7 +56,11 @@ def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
     keys = pd.util.hash_pandas_object(comp.train[columns], index=False).to_numpy()
     frame = pd.DataFrame({"key": keys, "fold": list(folds)})
     spread = frame.groupby("key")["fold"].transform("nunique")
-    leaking = (spread > 1).to_numpy()
+    # rows with every input empty (a blank text) share no content: nothing of one is learnt
+    # from the other, and a group column cannot be the remedy
+    leaking = (spread > 1).to_numpy().copy()
+    if leaking.any():  # read on the repeating rows alone: a large table's text cells are many
+        leaking[leaking] = ~_blank(comp.train[columns][leaking])
     count = int(leaking.sum())
     if not count:
         return None

@@ -12,6 +12,7 @@ encoder of their own (``hf:``) read the text there instead.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Literal
 
 import numpy as np
@@ -38,6 +39,26 @@ class TextFeaturesConfig(Section):
     # dense columns per text column for the members that need them (trees, the MLP);
     # linear 'sklearn:' members read the sparse TF-IDF columns themselves
     components: int = Field(64, ge=1)
+
+
+# Chinese and Japanese (kana, CJK ideographs): written without spaces between words, so a
+# word analyzer reads whole phrases there
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_WORD = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
+_PHRASE_LENGTH = 6  # characters a 'word' averages where the script has no spaces
+
+
+def unspaced(texts: list[str]) -> bool:
+    """Whether ``texts`` are mostly in a script written without spaces (Chinese, Japanese)
+    and not split into words: scikit-learn's word tokens are then whole
+    phrases, nearly each one seen once (a Chinese probe: CV accuracy 0.60 read by words,
+    0.90 by characters). Text split by spaces (segmented Chinese) reads as words."""
+    sample = " ".join(texts[:: max(1, len(texts) // 500)])
+    letters = sum(ch.isalpha() for ch in sample)
+    if not letters or len(_UNSPACED.findall(sample)) < 0.3 * letters:
+        return False
+    words = _WORD.findall(sample)
+    return bool(words) and sum(map(len, words)) / len(words) > _PHRASE_LENGTH
 
 
 def text_values(column: pd.Series) -> list[str]:
@@ -78,12 +99,18 @@ class TfidfColumns(TransformerMixin, BaseEstimator):
         self.names_: list[str] = []
         blocks = []
         for col in self.columns_:
+            texts = text_values(X[col])
+            analyzer, ngrams = self.analyzer, self.ngrams
+            if analyzer == "word" and unspaced(texts):
+                analyzer, ngrams = "char_wb", max(ngrams, 2)
+                # said once by the train stage; each fold's columns say it here
+                log.debug("text column %r: character 1..%d-grams", col, ngrams)
             vectorizer = TfidfVectorizer(
-                max_features=self.max_features, ngram_range=(1, self.ngrams),
-                analyzer=self.analyzer, min_df=min(self.min_df, max(len(X), 1)),
+                max_features=self.max_features, ngram_range=(1, ngrams),
+                analyzer=analyzer, min_df=min(self.min_df, max(len(X), 1)),
                 sublinear_tf=True, dtype=np.float32)
             try:
-                matrix = vectorizer.fit_transform(text_values(X[col]))
+                matrix = vectorizer.fit_transform(texts)
             except ValueError:  # no term in any training row (or none in min_df rows)
                 log.warning("text column %r: no term in %d or more training rows; it gives "
                             "the tabular members no feature", col, self.min_df)

@@ -75,7 +75,10 @@ def _encode_joined(tokenizer: Any, texts: list[list[str]], max_length: int,
     prefix, suffix = _special_wrapping(tokenizer)
     between = _separator(tokenizer) if len(texts) > 1 else []
     budget = max_length - len(prefix) - len(suffix) - len(between) * (len(texts) - 1)
-    columns = [tokenizer(column, add_special_tokens=False)["input_ids"] for column in texts]
+    # whole texts, cut below: transformers' warning of "indexing errors" past the model's
+    # length (verbose) would be about texts no model reads uncut
+    columns = [tokenizer(column, add_special_tokens=False, verbose=False)["input_ids"]
+               for column in texts]
     out = []
     for parts in zip(*columns, strict=True):
         # each text its longest-first share: joined and cut as one text, a long first
@@ -107,7 +110,7 @@ def _encode_pairs(tokenizer: Any, first: list[str], second: list[str], max_lengt
     prefix, middle, suffix = _special_wrapping(tokenizer, pair=True)
     kinds = _pair_segments(tokenizer) if makes_segments(tokenizer) else None
     budget = max_length - len(prefix) - len(middle) - len(suffix)
-    plain = {"add_special_tokens": False}
+    plain = {"add_special_tokens": False, "verbose": False}  # whole texts, cut below
     out: list[Encoded] = []
     for a, b in zip(tokenizer(first, **plain)["input_ids"], tokenizer(second, **plain)["input_ids"],
                     strict=True):

@@ -67,6 +67,18 @@ def show_progress() -> bool:
     return os.environ.get("PIPELINE_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 
+def quiet_library_progress() -> None:
+    """Transformers' own progress bars ('Loading weights', once per fold) follow ours: none
+    off a terminal or under ``--quiet`` (a redirected log got a bar's redraws per fold)."""
+    if show_progress():
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read as transformers loads
+    if "transformers" in sys.modules:  # loaded already (an earlier call in this process)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 # set on a module that its encoder's own config froze (``params: {freeze: true}`` of a
 # pretrained tabular encoder): frozen in every stage, whatever ``train.freeze`` lists
 ALWAYS_FROZEN = "always_frozen"

@@ -27,6 +27,7 @@ from pipeline.data.tabular import TabularEncoder
 from pipeline.errors import ConfigError
 from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
 from pipeline.models.gbdt import gbdt_settings
+from pipeline.models.hf_folder import folder_config, hf_folder
 from pipeline.models.sklearn import import_estimator
 from pipeline.registry import Registry
 from pipeline.schema import Section
@@ -187,19 +188,13 @@ class TimmEncoder(nn.Module):
         return self.body(image)
 
 
-def _hf_folder(cfg: EncoderConfig) -> str:
-    if not Path(cfg.target).is_dir():
-        raise ConfigError(f"encoder {cfg.name!r}: directory {cfg.target} not found")
-    return cfg.target
-
-
 def hf_model_config(cfg: EncoderConfig) -> Any:
     """The transformers config of an 'hf' or 'rows_text' encoder: its folder's, or one
     built from ``hf_config``."""
     from transformers import AutoConfig
 
     if cfg.target:
-        return AutoConfig.from_pretrained(_hf_folder(cfg), **cfg.params)
+        return folder_config(cfg.name, cfg.target, cfg.params)
     hf = dict(cfg.hf_config or {})
     return AutoConfig.for_model(hf.pop("model_type"), **hf)
 
@@ -228,7 +223,7 @@ class HFEncoder(nn.Module):
         from transformers import AutoModel
 
         if cfg.target and cfg.pretrained is not False:
-            _hf_folder(cfg)
+            hf_folder(cfg.name, cfg.target)
             self.body = AutoModel.from_pretrained(cfg.target, **cfg.params)
         else:
             self.body = AutoModel.from_config(hf_model_config(cfg))

@@ -37,6 +37,22 @@ def test_text_truncation_keeps_head_tail_or_both(tmp_path):
     assert head[0] == tok.cls_token_id and tail[-1] == tok.sep_token_id
 
 
+@pytest.mark.parametrize("columns", [1, 2, 3])
+def test_cutting_long_texts_prints_no_indexing_error_warning(tmp_path, capfd, columns) -> None:
+    """A text past the model's length, cut by its tail or head_tail, printed transformers'
+    "Token indices sequence length is longer than the specified maximum sequence length for
+    this model (600 > 512). Running this sequence through the model will result in indexing
+    errors": each text is tokenised whole before it is cut, and the model reads the cut ids."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"), model_max_length=8)
+    long = " ".join(["movie"] * 40)
+    for truncation in ("tail", "head_tail"):
+        ids = encode_texts(tok, [[f"{long} {truncation}"]] * columns, 8, truncation)[0]
+        assert len(ids) == 8
+    assert "indexing errors" not in capfd.readouterr().err
+
+
 def test_rows_are_tokenised_once_per_process(tmp_path, monkeypatch):
     from transformers import AutoTokenizer
 
