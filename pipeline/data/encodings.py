@@ -37,8 +37,10 @@ TARGET_TYPE = {"binary": "binary", "multilabel": "binary", "multiclass": "multic
 class TabularConfig(Section):
     """``model.tabular``: how a whole tabular model sees categories, fitted per fold."""
 
-    # 'sklearn:' members: ordinal codes (trees) or one-hot columns (linear models, SVMs)
-    categories: Literal["ordinal", "onehot"] = "ordinal"
+    # 'sklearn:' members: ordinal codes (trees) or one-hot columns (linear models, SVMs);
+    # auto: one-hot for a model that is no tree ensemble and takes sparse input, else ordinal
+    # (models.sklearn.one_hot_categories)
+    categories: Literal["auto", "ordinal", "onehot"] = "auto"
     # numeric columns added per categorical column ('sklearn:' and GBDT members)
     encodings: list[Literal["target", "count", "frequency"]] = Field(default_factory=list)
     target_cv: int = Field(5, ge=2)  # inner folds of the target encoding's cross-fitting

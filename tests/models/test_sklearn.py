@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.multioutput import MultiOutputClassifier, MultiOutputRegressor
 
 from pipeline.competition import Competition, CompetitionConfig, load_competition
+from pipeline.data.encodings import TabularConfig
 from pipeline.data.tabular import MedianFill, TabularEncoder
 from pipeline.errors import ConfigError
 from pipeline.models.sklearn import build_estimator, import_estimator, predict_matrix
@@ -29,9 +30,10 @@ def _competition(factory, task: str) -> Competition:
     return load_competition(CompetitionConfig(**data["competition"]))
 
 
-def _fit(comp: Competition, path: str, rows: np.ndarray | None = None):
+def _fit(comp: Competition, path: str, rows: np.ndarray | None = None,
+         categories: str = "auto"):
     rows = np.arange(len(comp.train)) if rows is None else rows
-    model = build_estimator(path, {}, comp, seed=0)
+    model = build_estimator(path, {}, comp, seed=0, tabular=TabularConfig(categories=categories))
     y = comp.targets[rows]
     if comp.cfg.task == "binary" or (comp.cfg.task == "regression" and y.shape[1] == 1):
         y = y.ravel()  # as the scikit-learn job fits them
@@ -66,7 +68,8 @@ def test_import_estimator_finds_classes() -> None:
 def test_build_estimator_preprocesses_columns_and_seeds(competition_factory) -> None:
     comp = _competition(competition_factory, "multiclass")  # blue and red rows
     assert comp.numeric_columns == ["x1", "x2"] and comp.categorical_columns == ["color"]
-    model = build_estimator(ESTIMATOR["multiclass"], {"C": 0.5}, comp, seed=7)
+    model = build_estimator(ESTIMATOR["multiclass"], {"C": 0.5}, comp, seed=7,
+                            tabular=TabularConfig(categories="ordinal"))
     est = model.named_steps["model"]
     assert est.C == 0.5 and est.random_state == 7
     numeric = _numeric_step(model)
@@ -204,7 +207,7 @@ def test_integer_category_typed_differently_in_test_keeps_train_codes(
     comp = _with_integer_codes(competition_factory, test_codes)
     assert comp.train["k"].dtype == np.float64  # control: train read as floats
     assert comp.categorical_columns == ["color", "k"]
-    model = _fit(comp, ESTIMATOR["binary"])
+    model = _fit(comp, ESTIMATOR["binary"], categories="ordinal")
     train_codes = _category_codes(model, comp.train, comp)
     np.testing.assert_array_equal(train_codes[:4], [0, 1, 2, -1])  # '1', '2', '3', NaN
     np.testing.assert_array_equal(_category_codes(model, comp.test, comp), [2, 0, 1, -1])
@@ -301,13 +304,12 @@ def test_pipeline_steps_refused_at_load(competition_factory, params: dict, messa
 
 def test_onehot_categories_for_sklearn_members_only(competition_factory) -> None:
     from pipeline.config import build_config
-    from pipeline.data.encodings import TabularConfig
 
     comp = _competition(competition_factory, "multiclass")  # color: blue, red
     onehot = TabularConfig(categories="onehot")
     model = build_estimator(ESTIMATOR["multiclass"], {}, comp, 0, onehot)
     frame = comp.train[comp.feature_columns]
-    columns = _fit(comp, ESTIMATOR["multiclass"]).named_steps["columns"]  # control: ordinal
+    columns = _fit(comp, ESTIMATOR["multiclass"], categories="ordinal").named_steps["columns"]
     assert columns.transform(frame).shape[1] == 3
     encoded = model.fit(frame, comp.targets).named_steps["columns"].transform(
         frame.assign(color=["green", *frame["color"].tolist()[1:]]))
@@ -330,7 +332,6 @@ def test_onehot_of_an_id_like_column_stays_sparse_for_models_that_take_it(
     same predictions. A model that does not (histogram boosting) still gets dense columns."""
     from scipy import sparse
 
-    from pipeline.data.encodings import TabularConfig
 
     comp = _competition(competition_factory, "binary")
     train = comp.train.assign(uid=[f"u{i}" for i in range(len(comp.train))])
@@ -354,6 +355,46 @@ def test_onehot_of_an_id_like_column_stays_sparse_for_models_that_take_it(
     hgb = build_estimator("sklearn.ensemble.HistGradientBoostingClassifier", {}, comp, 0, onehot)
     assert not sparse.issparse(hgb.fit(frame, comp.targets.ravel()).named_steps["columns"]
                                .transform(frame))
+
+
+@pytest.mark.parametrize(("path", "one_hot"), [
+    ("sklearn.linear_model.LogisticRegression", True),
+    ("sklearn.svm.LinearSVC", True),
+    ("sklearn.neighbors.KNeighborsClassifier", True),
+    ("sklearn.ensemble.RandomForestClassifier", False),  # a tree splits on a code's values
+    ("sklearn.ensemble.HistGradientBoostingClassifier", False),
+    ("sklearn.naive_bayes.GaussianNB", False),  # dense input only: codes, never rows x rows
+])
+def test_auto_categories_are_one_hot_for_models_that_are_no_trees(
+        competition_factory, path: str, one_hot: bool) -> None:
+    """By default (``categories: auto``) a linear model, an SVM or neighbours read a category
+    as one-hot columns: as an ordinal code it was a number they could only weigh up or down
+    (a probe's 507 movie names gave LogisticRegression CV ROC AUC 0.7995 as codes, as without
+    the column, and 0.8177 one-hot)."""
+    comp = _competition(competition_factory, "multiclass")  # color: blue, red
+    frame = comp.train[comp.feature_columns]
+    columns = _fit(comp, path).named_steps["columns"]
+    assert columns.transform(frame).shape[1] == (4 if one_hot else 3)  # x1, x2, blue, red
+
+
+def test_one_hot_categories_let_a_linear_model_learn_a_category_effect(
+        competition_factory) -> None:
+    """A target set by a category with no order (three colours, the middle code positive):
+    one number per colour cannot separate it linearly, one-hot columns can."""
+    comp = _competition(competition_factory, "binary")
+    rng = np.random.default_rng(0)
+    colours = rng.choice(["blue", "green", "red"], len(comp.train))
+    train = comp.train.assign(color=colours, x1=rng.normal(size=len(colours)),
+                              x2=rng.normal(size=len(colours)))
+    y = (colours == "green").astype(float)[:, None]
+    comp = Competition(comp.cfg, train, comp.test, comp.sample_submission, comp.classes)
+    scores = {}
+    for categories in ("ordinal", "auto"):
+        model = build_estimator(ESTIMATOR["binary"], {}, comp, 0,
+                                TabularConfig(categories=categories))
+        model.fit(train[comp.feature_columns], y.ravel())
+        scores[categories] = model.score(train[comp.feature_columns], y.ravel())
+    assert scores["auto"] == 1.0 and scores["ordinal"] < 0.8
 
 
 # --- classifiers with a decision function only -----------------------------------------------
