@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.class_folders import read_class_folders
+from pipeline.csv_separator import file_separator
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
         raise DataError(f"{what} file {path} not found")
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return _parquet(path, what, id_column, labels, texts, number_rows)
+    read_as = file_separator(path, what, sep, encoding)
+    if read_as != sep:  # a sample read with its own separator: no numbers of the tables'
+        sep, decimal, thousands = read_as, ".", None
     as_written = [c for c in (id_column, *labels, *texts, *keys) if c]
     try:
         header = pd.read_csv(path, sep=sep, encoding=encoding, nrows=0).columns
