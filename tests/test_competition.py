@@ -330,6 +330,10 @@ WRONG_TARGETS: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
         "regression", _set_column("y", lambda n: [1.5] * (n - 1) + ["unknown"]),
         ("'y'", "1 value(s) that are not numbers, e.g. 'unknown'"),
     ),
+    "thousands separators in a regression target": (  # the keys to set were not named
+        "regression", _set_column("y", lambda n: ["24,000", "1,500"] * (n // 2)),
+        ("'y'", "e.g. '24,000'", "'competition.thousands'", "'competition.decimal'"),
+    ),
     "negative target under rmsle": (  # used to score nan, silently
         "regression", lambda comp_dir, cfg: (
             cfg["competition"].update(metric="rmsle"),
