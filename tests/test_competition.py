@@ -749,6 +749,20 @@ def test_decimal_commas_are_read_with_decimal_and_thousands(
     np.testing.assert_allclose(targets_for_meta(meta), comp.targets)
 
 
+def test_a_target_written_with_a_point_under_decimal_comma_is_one_line(
+        competition_factory) -> None:
+    """'0.5' read as text under 'decimal: ","' is a number to pd.to_numeric: the error
+    looked for a value that is not one, found none and raised an IndexError."""
+    data = competition_factory("tabular", "regression")
+    folder = Path(data["competition"]["dir"])
+    for name in ("train.csv", "test.csv"):
+        pd.read_csv(folder / name).to_csv(folder / name, sep=";", index=False)
+    data["competition"].update(sep=";", decimal=",")
+    with pytest.raises(DataError, match=r"target column 'y' must be numeric .* e\.g\. '-?\d"
+                                        r"\.\d+' \(line 2\)\. Say how .*'competition\.decimal'"):
+        load_competition(build_config(data).competition)
+
+
 def test_ids_with_leading_zeros_reach_the_submission_as_written(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Ids such as 000123 were read as the number 123 and written back as 123: a submission
