@@ -16,6 +16,7 @@ import pandas as pd
 
 from pipeline.class_folders import read_class_folders
 from pipeline.csv_separator import file_separator
+from pipeline.decimal_comma import comma_numbers
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -257,8 +258,8 @@ Reader = Callable[[pd.Series], pd.Series]
 STRAY_TEXT_SHARE, STRAY_TEXT_VALUES = 0.05, 5
 
 
-def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str],
-                          sep: str = ",", decimal: str = ".") -> list[str]:
+def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str], sep: str = ",",
+                          decimal: str = ".", thousands: str | None = None) -> list[str]:
     """Turn text columns whose every value, in every one of ``frames``, is a number written
     with a percent sign, thousands separators, a money sign or one shared unit, or an ISO
     date, into floats ('12.5%' -> 0.125, '1,234.5' -> 1234.5, '$1,250.00' -> 1250, '12 kg'
@@ -278,6 +279,9 @@ def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str]
         values = pd.concat(cells).dropna().astype(str).str.strip()
         reader = _number_reader(values, sep, decimal) if len(values) else None
         written = reader is not None  # else numbers among a few text cells, warned of apart
+        if reader is None and len(values) and decimal == ",":  # '12,5%'; '3,5' among '?'
+            reader, written = comma_numbers(values, column, _number_reader, _stray_text_reader,
+                                            thousands)
         if reader is None and len(values):
             reader = _stray_text_reader(values, column)
         if reader is None:
