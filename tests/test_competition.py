@@ -646,6 +646,25 @@ def test_numbers_with_a_few_text_cells_are_numbers_with_those_missing(competitio
     assert "'ticket'" not in caplog.text and "'kept'" not in caplog.text
 
 
+
+def test_spreadsheet_numbers_with_a_few_text_cells_are_numbers(competition_factory,
+                                                               caplog) -> None:
+    """'$1,250.00' or '12%' with one '-' cell stayed text (each value a category, test values
+    unseen) where the same column without it, or plain numbers with it, are numbers."""
+    data = cli_config(competition_factory, "tabular", "binary")
+    folder = Path(data["competition"]["dir"])
+    for name in ("train.csv", "test.csv"):
+        edit_csv(folder / name, lambda f: f.assign(
+            price=[f"${v:,.2f}" if i != 2 else "-" for i, v in enumerate(1000 * f.index + 0.5)],
+            share=[f"{i}%" if i != 1 else "n.a." for i in range(len(f))]))
+    with caplog.at_level(logging.WARNING):
+        comp = load_competition(build_config(data).competition)
+    assert {"price", "share"} <= set(comp.numeric_columns)
+    assert comp.train["price"].iloc[1] == pytest.approx(1000.5)
+    assert np.isnan(comp.train["price"].iloc[2]) and np.isnan(comp.test["share"].iloc[1])
+    assert comp.train["share"].iloc[3] == pytest.approx(0.03)
+    assert "cells are text among numbers (['-'])" in caplog.text
+
 def test_numbers_with_a_money_sign_or_one_shared_unit_are_numbers(competition_factory) -> None:
     """'$1,250.00' (Airbnb's prices) and '12 kg' were categories, nearly every test value
     unseen in train: the model lost the feature. Units that differ ('12 kg', '3 g') or
