@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from pipeline.stray_cells import stray_numbers
+
 Reader = Callable[[pd.Series], pd.Series]
 
 # a number with '.' or space thousands and a decimal comma, not inside a longer number
@@ -53,6 +55,9 @@ def comma_numbers(values: pd.Series, column: str,
     written = inner is not None
     if inner is None:
         inner = stray_reader(point, column)
+    if inner is None:  # '12,5%' among a few '-' cells
+        inner = stray_numbers(point, column, lambda v: number_reader(v, ",", "."))
+        written = inner is not None
     if inner is None:
         return None, False
     found = inner

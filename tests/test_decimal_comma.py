@@ -51,13 +51,15 @@ def test_a_decimal_comma_table_reads_numbers_among_text_and_spreadsheet_forms(
 
 def test_a_column_written_with_decimal_points_keeps_them() -> None:
     """'.' is a thousands mark only where a value of the column has a decimal comma or
-    'competition.thousands' says so: '48.856' stayed 48856 beside '48.85' (48.85)."""
+    'competition.thousands' says so: '48.856' stayed 48856 beside '48.85' (48.85). And
+    percents among a few '-' cells are numbers, as in a '.' file."""
     from pipeline.competition_files import parse_written_numbers
 
-    filler = [str(i) for i in range(30)]
-    for cells, thousands, want in ((["48.856", "48.85", "?"], None, [48.856, 48.85]),
-                                   (["1.234", "12.500", "?"], ".", [1234.0, 12500.0]),
-                                   (["1.234,5", "2,5", "?"], None, [1234.5, 2.5])):
-        frame = pd.DataFrame({"c": cells + filler})
+    plain, percent = [str(i) for i in range(30)], [f"{i}%" for i in range(30)]
+    for cells, thousands, want in ((["48.856", "48.85", "?", *plain], None, [48.856, 48.85]),
+                                   (["1.234", "12.500", "?", *plain], ".", [1234.0, 12500.0]),
+                                   (["1.234,5", "2,5", "?", *plain], None, [1234.5, 2.5]),
+                                   (["12,5%", "3%", "-", *percent], None, [0.125, 0.03])):
+        frame = pd.DataFrame({"c": cells})
         parse_written_numbers([frame], ["c"], ";", ",", thousands)
         assert frame["c"].tolist()[:2] == want and np.isnan(frame["c"].iloc[2])
