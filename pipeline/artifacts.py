@@ -168,6 +168,8 @@ class RunMeta:
     csv_encoding: str = "utf-8"
     csv_decimal: str = "."  # competition.decimal/thousands: the train file's targets
     csv_thousands: str | None = None
+    # competition.na_values: a target cell so written is empty, as the run read it
+    csv_na_values: list[str] = field(default_factory=list)
     # the test file its test predictions were made from, and its SHA-256 ('': not recorded,
     # a run from before it was): a submission of predictions of another test file is refused
     test_file: str = "test.csv"

@@ -394,7 +394,7 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     written = parse_written_numbers(
         (train, test), [c for c in comp._candidate_features if c not in cfg.categorical_columns
                         and (cfg.feature_columns is None or c in cfg.feature_columns)],
-        cfg.sep, cfg.decimal)
+        cfg.sep, cfg.decimal, cfg.thousands)
     comp = dataclasses.replace(comp, written_numbers=written,
                                **_split_unlabelled(train, labelled.index, cfg))
     if check_files:

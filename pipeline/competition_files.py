@@ -15,7 +15,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.class_folders import read_class_folders
+from pipeline.csv_separator import file_separator
+from pipeline.decimal_comma import comma_numbers
 from pipeline.errors import DataError
+from pipeline.stray_cells import few, stray_numbers, warn_stray
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,9 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
         raise DataError(f"{what} file {path} not found")
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return _parquet(path, what, id_column, labels, texts, number_rows)
+    read_as = file_separator(path, what, sep, encoding)
+    if read_as != sep:  # a sample read with its own separator: no numbers of the tables'
+        sep, decimal, thousands = read_as, ".", None
     as_written = [c for c in (id_column, *labels, *texts, *keys) if c]
     try:
         header = pd.read_csv(path, sep=sep, encoding=encoding, nrows=0).columns
@@ -248,13 +254,10 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?")
 _CURRENCY = re.compile(r"[+-]?[$€£¥]\s?(\d{1,3}(,\d{3})+|\d+)(\.\d*)?")
 _UNIT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)\s*([^\W\d_]+(/[^\W\d_]+)?)")
 Reader = Callable[[pd.Series], pd.Series]
-# a column of numbers with a few text cells ('?', 'unknown', '#DIV/0!'): at most this share
-# of its cells and this many distinct texts, which are then read as missing values
-STRAY_TEXT_SHARE, STRAY_TEXT_VALUES = 0.05, 5
 
 
-def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str],
-                          sep: str = ",", decimal: str = ".") -> list[str]:
+def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str], sep: str = ",",
+                          decimal: str = ".", thousands: str | None = None) -> list[str]:
     """Turn text columns whose every value, in every one of ``frames``, is a number written
     with a percent sign, thousands separators, a money sign or one shared unit, or an ISO
     date, into floats ('12.5%' -> 0.125, '1,234.5' -> 1234.5, '$1,250.00' -> 1250, '12 kg'
@@ -274,6 +277,12 @@ def parse_written_numbers(frames: Sequence[pd.DataFrame], columns: Sequence[str]
         values = pd.concat(cells).dropna().astype(str).str.strip()
         reader = _number_reader(values, sep, decimal) if len(values) else None
         written = reader is not None  # else numbers among a few text cells, warned of apart
+        if reader is None and len(values) and decimal == ",":  # '12,5%'; '3,5' among '?'
+            reader, written = comma_numbers(values, column, _number_reader, _stray_text_reader,
+                                            thousands)
+        if reader is None and len(values):  # '$1,250.00' among a few '-' cells
+            reader = stray_numbers(values, column, lambda v: _number_reader(v, sep, decimal))
+            written = reader is not None
         if reader is None and len(values):
             reader = _stray_text_reader(values, column)
         if reader is None:
@@ -395,13 +404,8 @@ def _stray_text_reader(values: pd.Series, column: str) -> Reader | None:
     cells as missing values, with a warning naming them; None for any other column. Read as
     text, the numbers became categories (a float seldom repeats): one 'unknown' cell in
     train's strongest column took held-out accuracy from 0.81 to 0.53."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    stray = values[numbers.isna()]
-    if (not len(stray) or len(stray) > STRAY_TEXT_SHARE * len(values)
-            or stray.nunique() > STRAY_TEXT_VALUES):
+    stray = values[pd.to_numeric(values, errors="coerce").isna()]
+    if not few(stray, values):
         return None
-    log.warning("column %r: %d of %d cells are text among numbers (%s): read as missing "
-                "values (list them in 'competition.na_values' to say so, or the column in "
-                "'competition.categorical_columns' to keep it as categories)", column,
-                len(stray), len(values), sorted(stray.unique()))
+    warn_stray(column, stray, values)
     return lambda text: pd.to_numeric(text, errors="coerce").astype(np.float64)

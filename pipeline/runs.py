@@ -177,6 +177,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
         sample_submission_file=cfg.competition.sample_submission_file,
         csv_sep=cfg.competition.sep, csv_encoding=cfg.competition.encoding,
         csv_decimal=cfg.competition.decimal, csv_thousands=cfg.competition.thousands,
+        csv_na_values=list(cfg.competition.na_values),
         test_file=cfg.competition.test_file, label_separator=comp.label_separator,
         missing_targets=cfg.competition.missing_targets, ratings=comp.ratings,
         positive_class=cfg.competition.positive_class)

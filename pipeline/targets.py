@@ -93,10 +93,17 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
         numeric = pd.api.types.is_numeric_dtype(values)
         if task == "regression" and not numeric:
             bad = values[pd.to_numeric(values, errors="coerce").isna()]
+            # '0.5' under 'decimal: ","' is a number to pandas' parser but was read as text
+            bad = values if bad.empty else bad
+            # '24,000' or '1.234,5': a number whose marks the file's reading was not told
+            marks = bad.astype(str).str.fullmatch(r"[+-]?\d[\d.,\s]*").mean() > 0.5
             raise DataError(
                 f"{path}: target column {col!r} must be numeric for task 'regression'. "
                 f"Got {len(bad)} value(s) that are not numbers, e.g. {bad.iloc[0]!r} (line "
-                f"{file_lines(bad.index[:1])[0]})."
+                f"{file_lines(bad.index[:1])[0]})." + (
+                    " Say how the file writes numbers with 'competition.decimal' and "
+                    "'competition.thousands' (e.g. '1,234.5': \".\" and \",\")"
+                    if marks else "")
             )
         bound = METRICS.get(metric).lower_bound
         if task == "regression" and bound is not None and values.min() < bound:

@@ -270,9 +270,16 @@ def _warn_unseen_categories(cfg: ExperimentConfig, comp: Competition) -> None:
     shares = unseen_shares(comp.train, comp.test, comp.categorical_columns)
     for column, share in shares.items():
         if share > UNSEEN_WARN_SHARE:
+            distinct = comp.train[column].nunique()
+            # a name, a cabin code, a free text: one value a row is no category to learn
+            hint = (f" ({distinct} distinct values in {len(comp.train)} train rows: an id, "
+                    "code or text, as a category it says nothing of new rows; leave it out "
+                    "with 'competition.feature_columns', or read it as 'competition."
+                    "text_columns', codes ('B/12/P') with 'model.tabular.text.analyzer: "
+                    "char_wb')") if distinct > 0.5 * len(comp.train) else ""
             log.warning("%s: %.0f%% of the test rows' values of categorical column %r never "
-                        "occur in train; they are encoded as unknown", cfg.name, 100 * share,
-                        column)
+                        "occur in train; they are encoded as unknown%s", cfg.name, 100 * share,
+                        column, hint)
 
 
 def _warn_unread_columns(cfg: ExperimentConfig, comp: Competition) -> None:

@@ -330,6 +330,10 @@ WRONG_TARGETS: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
         "regression", _set_column("y", lambda n: [1.5] * (n - 1) + ["unknown"]),
         ("'y'", "1 value(s) that are not numbers, e.g. 'unknown'"),
     ),
+    "thousands separators in a regression target": (  # the keys to set were not named
+        "regression", _set_column("y", lambda n: ["24,000", "1,500"] * (n // 2)),
+        ("'y'", "e.g. '24,000'", "'competition.thousands'", "'competition.decimal'"),
+    ),
     "negative target under rmsle": (  # used to score nan, silently
         "regression", lambda comp_dir, cfg: (
             cfg["competition"].update(metric="rmsle"),
@@ -642,6 +646,25 @@ def test_numbers_with_a_few_text_cells_are_numbers_with_those_missing(competitio
     assert "'ticket'" not in caplog.text and "'kept'" not in caplog.text
 
 
+
+def test_spreadsheet_numbers_with_a_few_text_cells_are_numbers(competition_factory,
+                                                               caplog) -> None:
+    """'$1,250.00' or '12%' with one '-' cell stayed text (each value a category, test values
+    unseen) where the same column without it, or plain numbers with it, are numbers."""
+    data = cli_config(competition_factory, "tabular", "binary")
+    folder = Path(data["competition"]["dir"])
+    for name in ("train.csv", "test.csv"):
+        edit_csv(folder / name, lambda f: f.assign(
+            price=[f"${v:,.2f}" if i != 2 else "-" for i, v in enumerate(1000 * f.index + 0.5)],
+            share=[f"{i}%" if i != 1 else "n.a." for i in range(len(f))]))
+    with caplog.at_level(logging.WARNING):
+        comp = load_competition(build_config(data).competition)
+    assert {"price", "share"} <= set(comp.numeric_columns)
+    assert comp.train["price"].iloc[1] == pytest.approx(1000.5)
+    assert np.isnan(comp.train["price"].iloc[2]) and np.isnan(comp.test["share"].iloc[1])
+    assert comp.train["share"].iloc[3] == pytest.approx(0.03)
+    assert "cells are text among numbers (['-'])" in caplog.text
+
 def test_numbers_with_a_money_sign_or_one_shared_unit_are_numbers(competition_factory) -> None:
     """'$1,250.00' (Airbnb's prices) and '12 kg' were categories, nearly every test value
     unseen in train: the model lost the feature. Units that differ ('12 kg', '3 g') or
@@ -743,6 +766,20 @@ def test_decimal_commas_are_read_with_decimal_and_thousands(
     assert code == 0, err
     meta = load_predictions(Path(cfg["output_dir"]) / cfg["name"]).meta
     np.testing.assert_allclose(targets_for_meta(meta), comp.targets)
+
+
+def test_a_target_written_with_a_point_under_decimal_comma_is_one_line(
+        competition_factory) -> None:
+    """'0.5' read as text under 'decimal: ","' is a number to pd.to_numeric: the error
+    looked for a value that is not one, found none and raised an IndexError."""
+    data = competition_factory("tabular", "regression")
+    folder = Path(data["competition"]["dir"])
+    for name in ("train.csv", "test.csv"):
+        pd.read_csv(folder / name).to_csv(folder / name, sep=";", index=False)
+    data["competition"].update(sep=";", decimal=",")
+    with pytest.raises(DataError, match=r"target column 'y' must be numeric .* e\.g\. '-?\d"
+                                        r"\.\d+' \(line 2\)\. Say how .*'competition\.decimal'"):
+        load_competition(build_config(data).competition)
 
 
 def test_ids_with_leading_zeros_reach_the_submission_as_written(

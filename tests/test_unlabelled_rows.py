@@ -34,11 +34,13 @@ from tests.test_competition import cli_config, expect_failure, run_cli
 EMPTY = [1, 4, 9, 20, 33]  # row positions of train.csv left without a target
 
 
-def _blank(cfg: dict[str, Any], columns: list[str], rows: list[int] = EMPTY) -> Path:
-    """Empty ``columns`` of train.csv at ``rows`` (file lines: row + 2); the file's path."""
+def _blank(cfg: dict[str, Any], columns: list[str], rows: list[int] = EMPTY,
+           cell: str = "") -> Path:
+    """Empty ``columns`` of train.csv at ``rows`` (file lines: row + 2), written as ``cell``;
+    the file's path."""
     path = Path(cfg["competition"]["dir"]) / "train.csv"
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    frame.loc[rows, columns] = ""
+    frame.loc[rows, columns] = cell
     frame.to_csv(path, index=False)
     return path
 
@@ -123,6 +125,27 @@ def test_drop_leaves_the_rows_out_of_folds_oof_scores_blend_report_and_submissio
     sample = pd.read_csv(Path(cfg["competition"]["dir"]) / "sample_submission.csv", dtype=str)
     assert sub["id"].tolist() == sample["id"].tolist()
     assert set(sub["target"]) <= {"0", "1", "2"}  # never '1.0'
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_targets_written_as_na_values_stay_missing_after_training(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        task: str) -> None:
+    """Targets written '?' with 'competition.na_values: [?]' were left out of training, but
+    the stages after it (submit's clip check, blends, diversity, the report) read the train
+    file again without na_values: 'could not convert string to float' after every fold had
+    trained (regression), '?' rows among the OOF rows' targets (classes)."""
+    cfg = cli_config(competition_factory, "tabular", task)
+    cfg["competition"].update(na_values=["?"], unlabelled_train_rows="drop")
+    target = cfg["competition"]["target_columns"][0]
+    path = _blank(cfg, [target], cell="?")
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    run_dir = Path(cfg["output_dir"]) / cfg["name"]
+    meta, oof = read_meta(run_dir), pd.read_parquet(run_dir / "oof.parquet")
+    truth = pd.read_csv(path).drop(index=EMPTY).set_index("id").loc[oof["id"], target]
+    assert targets_for_meta(meta).ravel().tolist() == pytest.approx(truth.astype(float).tolist())
+    assert _targets(meta, oof).ravel().tolist() == pytest.approx(truth.astype(float).tolist())
 
 
 def test_drop_leaves_out_rows_missing_one_of_several_targets(competition_factory) -> None:
