@@ -76,7 +76,8 @@ def test_target_encoding_needs_targets_and_config_is_checked() -> None:
         TabularConfig(target_cv=1)
 
 
-def _grouped(factory, model: dict[str, Any], encodings: list[str]) -> dict[str, Any]:
+def _grouped(factory, model: dict[str, Any], encodings: list[str],
+             categories: str = "auto") -> dict[str, Any]:
     """A binary competition whose label depends on a 12-value category (non-monotone in its
     codes) and on nothing else; ids are categories too (a leak check: never seen in CV)."""
     data = factory("tabular", "binary", n_train=240, n_test=20)
@@ -90,16 +91,19 @@ def _grouped(factory, model: dict[str, Any], encodings: list[str]) -> dict[str, 
             frame["target"] = np.where(rng.random(len(frame)) < rates[frame["g"]], "yes", "no")
         frame.to_csv(root / name, index=False)
     data["competition"] |= {"feature_columns": ["g", "id"], "categorical_columns": ["g"]}
-    data["model"] = {"encoders": [model], "tabular": {"encodings": encodings}}
+    data["model"] = {"encoders": [model],
+                     "tabular": {"encodings": encodings, "categories": categories}}
     data["name"] = f"g-{'-'.join(encodings) or 'ordinal'}-{model['name'].split('.')[-1]}"
     return data
 
 
 def test_sklearn_member_with_target_encoding_fits_inside_each_fold(competition_factory
                                                                    ) -> None:
+    # ordinal codes beside the encodings: the control is a linear model on the codes alone
+    # (one-hot columns, the default for it, would learn the group rates by themselves)
     model = {"name": "sklearn:sklearn.linear_model.LogisticRegression"}
-    plain = train.run(build_config(_grouped(competition_factory, model, [])))
-    cfg = build_config(_grouped(competition_factory, model, ["target", "count"]))
+    plain = train.run(build_config(_grouped(competition_factory, model, [], "ordinal")))
+    cfg = build_config(_grouped(competition_factory, model, ["target", "count"], "ordinal"))
     encoded = train.run(cfg)
     assert encoded > plain + 0.1 and encoded > 0.75  # the group rates, not code order
     train_ids = set(pd.read_csv(Path(cfg.competition.dir) / "train.csv")["id"])
