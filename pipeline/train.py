@@ -187,7 +187,11 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         # written (a rerun of this config finds its run folder made, and need not decode
         # every image when every fold is done); decoded here once for the folds in this
         # process, only opened when other processes train them
-        check_images(competition_images(comp), decode=cfg.executor.name == "local")
+        images = competition_images(comp)
+        # said first: on a large set this is minutes of a first start before any other line
+        log.info("%s: reading the %d images before anything is written (an unreadable one is "
+                 "refused first)", cfg.name, len(set(map(str, images))))
+        check_images(images, decode=cfg.executor.name == "local")
     if not cfg.model.is_sklearn:
         check_max_length(cfg.model)
         tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write
