@@ -20,6 +20,7 @@ from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.decoded import check_images
 from pipeline.data.held_images import competition_images, holding_images
+from pipeline.data.image_scale import upscale_warning
 from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
 from pipeline.data_files import fold_digests
 from pipeline.engine.accelerator import build_accelerator
@@ -192,6 +193,10 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         log.info("%s: reading the %d images before anything is written (an unreadable one is "
                  "refused first)", cfg.name, len(set(map(str, images))))
         check_images(images, decode=cfg.executor.name == "local")
+        note = upscale_warning(cfg.model.image_size, "image_size" in cfg.model.model_fields_set,
+                               images)
+        if note:
+            log.warning("%s: %s", cfg.name, note)
     if not cfg.model.is_sklearn:
         check_max_length(cfg.model)
         tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write
