@@ -6,11 +6,15 @@ import argparse
 import gc
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import PipelineError, error_line
+
+# a fold that trained: its run folder holds work a refusal must not remove
+TRAINED_FILES = ("metrics.json", "last.pt", "best.pt")
 
 log = logging.getLogger("pipeline")
 _run_log: logging.FileHandler | None = None  # the current run's log.txt handler
@@ -43,13 +47,18 @@ def _setup_logging(log_file: Path | None = None) -> None:
 
 def _close_refused_run_log(line: str) -> None:
     """A refused command's end for its run's log: where this command made the log and the
-    run folder holds nothing else, the log goes and with it the folders made for it (a
-    refusal writes nothing); else the refusal is the log's last line."""
+    run folder holds nothing else, or nothing but what this command wrote into the folder it
+    made before any fold trained (a config snapshot, a fold's preprocessing, then an unknown
+    timm model or a missing weights file), the log goes and with it the folders made for it
+    (a refusal writes nothing); else the refusal is the log's last line."""
     global _run_log
     if _run_log is None:
         return
     path = Path(_run_log.baseFilename)
-    if not _log_is_new or any(p.is_file() and p != path for p in path.parent.rglob("*")):
+    ours = _log_is_new and path.parent in _made_for_log and not any(
+        p.name in TRAINED_FILES for p in path.parent.rglob("*"))
+    if not ours and (not _log_is_new or any(
+            p.is_file() and p != path for p in path.parent.rglob("*"))):
         _run_log.handle(logging.LogRecord("pipeline", logging.ERROR, "", 0, "error: %s",
                                           (line,), None))
         return
@@ -57,6 +66,8 @@ def _close_refused_run_log(line: str) -> None:
     _run_log.close()
     _run_log = None
     path.unlink(missing_ok=True)
+    if ours:
+        shutil.rmtree(path.parent, ignore_errors=True)
     for folder in [path.parent, *reversed(_made_for_log)]:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()

@@ -179,8 +179,9 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     folder = cfg.run_dir / "pseudo"
     write_json(folder / "summary.json", {"source": cfg.pseudo.source, "leaky": leaky,
                                          "rows": summary, "unlabelled_rows": from_unlabelled})
-    log.info("pseudo: %s rows per fold from %s%s", summary, cfg.pseudo.source,
-             " (LEAKY)" if leaky else "")
+    log.info("pseudo: %s rows per fold, of %d test rows (%s; %s labels, weight %g), from %s%s",
+             summary, len(comp.test), _selection(cfg) or "every row", cfg.pseudo.labels,
+             cfg.pseudo.weight, cfg.pseudo.source, " (LEAKY)" if leaky else "")
     if unlabelled is not None:
         log.info("pseudo: of which train rows without a target (of %d): %s",
                  len(comp.unlabelled) if comp.unlabelled is not None else 0, from_unlabelled)

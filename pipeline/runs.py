@@ -40,6 +40,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric
 from pipeline.run_postprocess import save_postprocess, tune_run_postprocess
 from pipeline.run_unlabelled import gather_unlabelled
+from pipeline.tta_views import say_view_scores, view_scores
 
 log = logging.getLogger(__name__)
 LAST_EPOCH_OOF = "oof_last_epoch.parquet"  # a network fold's last-epoch held-out predictions
@@ -305,6 +306,10 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
              metric.name, overall, float(np.mean(defined)) if defined.size else np.nan,
              float(np.std(defined)) if defined.size else np.nan,
              len(cfg.train.seeds), cfg.folds.n_splits, undefined, run_dir)
+    views = [fold_dir(cfg, s, k) / "tta_oof.parquet" for s in cfg.train.seeds
+             for k in range(cfg.folds.n_splits)] if cfg.predict.tta else []
+    say_view_scores(cfg.name, metric, view_scores(
+        views, id_col, comp.train[id_col].astype(str).tolist(), cols, metric, y), overall)
     if last is not None and cfg.train.predicting_epoch == "best":
         log.info("%s: OOF %s of the last epochs %.5f; %s", cfg.name, metric.name,
                  scores["oof_last_epoch"], last_epoch_note(cfg, overall, scores["oof_last_epoch"]))

@@ -243,9 +243,10 @@ def _log_clip(decision: ClipDecision, preds: Predictions) -> None:
                 "with each fold clipped to its training rows' range")
     ranges = ", ".join(f"[{lo:.6g}, {hi:.6g}]" for lo, hi in zip(decision.low, decision.high,
                                                                   strict=True))
+    # none outside: 'clipped' said of a submission the clip left as it was
+    verb = "nothing to clip" if not outside else "clipped" if decision.applied else "kept"
     log.info("submission: %d of %d test values outside the train target's range %s: %s (%s%s)",
-             outside, p.size, ranges, "clipped" if decision.applied else "kept",
-             decision.reason, evidence)
+             outside, p.size, ranges, verb, decision.reason, evidence)
 
 
 def run(source: str | Path, name: str | None = None,

@@ -20,6 +20,7 @@ from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.decoded import check_images
 from pipeline.data.held_images import competition_images, holding_images
+from pipeline.data.image_scale import upscale_warning
 from pipeline.data.tabular import UNSEEN_WARN_SHARE, unseen_shares
 from pipeline.data.text_features import text_values, unspaced
 from pipeline.data.unknown_tokens import check_unknown_tokens
@@ -198,7 +199,15 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         # written (a rerun of this config finds its run folder made, and need not decode
         # every image when every fold is done); decoded here once for the folds in this
         # process, only opened when other processes train them
-        check_images(competition_images(comp), decode=cfg.executor.name == "local")
+        images = competition_images(comp)
+        # said first: on a large set this is minutes of a first start before any other line
+        log.info("%s: reading the %d images before anything is written (an unreadable one is "
+                 "refused first)", cfg.name, len(set(map(str, images))))
+        check_images(images, decode=cfg.executor.name == "local")
+        note = upscale_warning(cfg.model.image_size, "image_size" in cfg.model.model_fields_set,
+                               images)
+        if note:
+            log.warning("%s: %s", cfg.name, note)
     if not cfg.model.is_sklearn:
         check_max_length(cfg.model)
         tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write

@@ -120,6 +120,26 @@ def test_a_refused_command_leaves_no_run_folder_and_a_run_keeps_its_log(
     assert (run_dir / "config.yaml").read_text() == "a run's file\n"
 
 
+def test_a_model_refused_after_the_run_folder_is_made_leaves_no_run_folder(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing weights file is refused once the run folder holds its config snapshot and a
+    fold's preprocessing: those files were left behind, and the fold folder's lock, where a
+    refusal writes nothing."""
+    data = competition_factory("image", "multiclass")
+    data["output_dir"] = str(tmp_path / "fresh" / "runs")
+    path = _write_yaml(tmp_path / "exp.yaml", data)
+    wrong = f"model.encoders.0.pretrained={tmp_path / 'gone.pth'}"
+    assert main(["train", str(path), "--set", wrong]) == 2
+    assert "weights file" in _one_error_line(capsys)
+    assert not (tmp_path / "fresh").exists()
+    # a fold that trained is kept: the refusal is its log's last line
+    run_dir = tmp_path / "fresh" / "runs" / data["name"]
+    assert main(["train", str(path), "--set", "train.epochs=1"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(path), "--set", wrong]) == 2
+    assert (run_dir / "seed0" / "fold0" / "metrics.json").is_file()
+
+
 def test_pairs_writes_one_config_per_pair(competition_factory, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     data = competition_factory("image", "multiclass")

@@ -110,3 +110,24 @@ def test_a_linear_run_on_a_bounded_target_submits_inside_its_range(competition_f
                  "--submissions-dir", str(tmp_path / "subs")]) == 0
     by_config = pd.read_csv(tmp_path / "subs" / "by-config.csv").set_index("id")["y"]
     assert by_config.to_numpy() == pytest.approx(kept.to_numpy())
+
+
+def test_no_test_value_outside_the_range_is_not_said_clipped(caplog) -> None:
+    """'0 of 300 test values outside the train target's range [0, 6]: clipped' said a clip
+    of a submission it left as it was."""
+    import logging
+    from types import SimpleNamespace
+
+    from pipeline.clip_range import ClipDecision
+
+    decision = ClipDecision(True, np.array([0.0]), np.array([6.0]), "auto: it scores better",
+                            1.0, 0.9)
+    inside = SimpleNamespace(test_matrix=np.array([[1.0], [5.0]]),
+                             meta=SimpleNamespace(metric="rmse"))
+    with caplog.at_level(logging.INFO, logger="pipeline.submit"):
+        submit._log_clip(decision, inside)
+        submit._log_clip(decision, SimpleNamespace(test_matrix=np.array([[7.0], [5.0]]),
+                                                   meta=inside.meta))
+    first, second = (r.getMessage() for r in caplog.records)
+    assert "0 of 2 test values outside the train target's range [0, 6]: nothing to clip" in first
+    assert "1 of 2 test values outside the train target's range [0, 6]: clipped" in second

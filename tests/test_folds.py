@@ -287,6 +287,35 @@ def test_rows_whose_text_is_empty_do_not_repeat(competition_factory, caplog) -> 
     assert len(warning) == 1 and "repeat the inputs (text)" in warning[0]
 
 
+def test_copies_of_an_image_under_other_names_repeat_their_rows(competition_factory,
+                                                                caplog) -> None:
+    """Byte copies of one image under other file names (a rare class padded, a photo
+    uploaded twice) were keyed by their names: 200 copies among 1,000 digits gave no
+    warning. They are keyed by what the files hold."""
+    import shutil
+
+    from pipeline.data.repeated_rows import image_key
+
+    data = competition_factory("image", "binary", n_train=40)
+    folder = Path(data["competition"]["dir"])
+    train = pd.read_csv(folder / "train.csv")
+    with caplog.at_level("WARNING"):
+        folds_stage.run(build_config(data))
+    assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    for row in range(10):  # rows 0-9 hold copies of the images of rows 10-19
+        shutil.copyfile(folder / train.loc[row + 10, "image"], folder / train.loc[row, "image"])
+    data["folds"]["name"] = "copies"
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        folds_stage.run(build_config(data))
+    warning = [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    assert len(warning) == 1 and "repeat the inputs (image)" in warning[0]
+    one = folder / train.loc[0, "image"]
+    assert image_key(one) == image_key(folder / train.loc[10, "image"])
+    assert image_key(one) != image_key(folder / train.loc[1, "image"])
+    assert image_key(folder / "gone.png") == f"name:{folder / 'gone.png'}"
+
+
 def test_a_test_period_after_every_train_date_is_said(competition_factory, caplog) -> None:
     """Random folds on a forecasting split (test rows later than every train row) gave an
     optimistic CV and no hint of it; the folds stage now names the date column."""

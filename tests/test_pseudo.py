@@ -223,6 +223,18 @@ def test_a_fold_without_pseudo_rows_trains_on_its_own_rows(clean_round, caplog):
     assert epochs["epochs"][0]["updates"] == plain["epochs"][0]["updates"]
 
 
+def test_the_log_says_of_how_many_test_rows_and_by_which_rule(clean_round, caplog):
+    """'pseudo: {'fold0': 10, 'fold1': 22, 'fold2': 7} rows per fold from runs/tags' said
+    neither the pool nor the rule that left so few."""
+    data, clean = clean_round
+    cfg = build_config({**data, "name": "said",
+                        "pseudo": {"source": str(clean.run_dir), "threshold": 1.0}})
+    with caplog.at_level(logging.INFO, logger="pipeline.pseudo"):
+        pseudo.run(cfg)
+    assert ("{'fold0': 0, 'fold1': 0} rows per fold, of 16 test rows (threshold: 1.0; hard "
+            "labels, weight 1), from ") in caplog.text
+
+
 UNLABELLED = list(range(0, 50, 5))  # train.csv rows left without a target: 10 of 50 (20%)
 LOGISTIC = {"encoders": [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]}
 

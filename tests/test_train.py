@@ -382,3 +382,18 @@ def test_a_qwk_run_scores_the_ratings_values(competition_factory):
     scores = json.loads((cfg.run_dir / "scores.json").read_text())["scores"]
     assert scores["oof"] == pytest.approx(
         cohen_kappa_score(truth, ratings, weights="quadratic", labels=range(1, 6)))
+
+
+def test_a_first_start_says_it_reads_the_images_before_the_rest(competition_factory, caplog):
+    """A first start decodes every image before it writes anything: on 1,500 images of 512
+    px, 8 of the run's 31 s passed before any line (minutes on a large set)."""
+    import logging
+
+    from pipeline.train import prepare
+
+    cfg = build_config(competition_factory("image", "binary"))
+    with caplog.at_level(logging.INFO):
+        prepare(cfg, load_competition(cfg.competition))
+    said = [r.getMessage() for r in caplog.records]
+    first = next(i for i, m in enumerate(said) if "reading the 64 images before" in m)
+    assert first < next(i for i, m in enumerate(said) if m.startswith("folds: wrote"))

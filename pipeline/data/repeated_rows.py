@@ -13,12 +13,35 @@ what keeps them together.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from pipeline.competition import IMAGE_PATH, Competition
 
 _SHOWN = 4  # input columns named in the warning
+_ENDS = 1 << 16  # bytes read from each end of an image file for its content key
+
+
+def image_key(path: Path) -> str:
+    """What an image file holds, as a key: its size and a digest of its first and last 64
+    KiB (the whole of most files; two images of one size that agree there are copies).
+    Copies of one image under other names (a rare class padded, a photo uploaded twice)
+    repeat their rows' inputs as one file named twice does; an unreadable file keys by its
+    name."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(0)
+            data = handle.read(_ENDS)
+            if size > _ENDS:
+                handle.seek(max(_ENDS, size - _ENDS))
+                data += handle.read(_ENDS)
+    except OSError:
+        return f"name:{path}"
+    return f"{size}:{hashlib.blake2b(data, digest_size=16).hexdigest()}"
 
 
 def input_columns(comp: Competition) -> list[str]:
@@ -53,7 +76,12 @@ def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
     columns = input_columns(comp)
     if not columns or len(comp.train) < 2:
         return None
-    keys = pd.util.hash_pandas_object(comp.train[columns], index=False).to_numpy()
+    inputs = comp.train[columns]
+    if IMAGE_PATH in columns:
+        root = Path(comp.cfg.dir)
+        inputs = inputs.assign(**{IMAGE_PATH: [image_key(root / str(p))
+                                               for p in inputs[IMAGE_PATH]]})
+    keys = pd.util.hash_pandas_object(inputs, index=False).to_numpy()
     frame = pd.DataFrame({"key": keys, "fold": list(folds)})
     spread = frame.groupby("key")["fold"].transform("nunique")
     # rows with every input empty (a blank text) share no content: nothing of one is learnt

@@ -29,6 +29,7 @@ from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
 from pipeline.models.gbdt import gbdt_settings
 from pipeline.models.hf_folder import folder_config, hf_folder
 from pipeline.models.sklearn import import_estimator
+from pipeline.models.timm_names import timm_arch_problem
 from pipeline.registry import Registry
 from pipeline.schema import Section
 
@@ -77,6 +78,8 @@ class EncoderConfig(Section):
             raise ValueError("'hf_config' needs 'model_type' (e.g. bert)")
         if not self.info.takes_pretrained and self.pretrained:
             raise ValueError(f"encoder {self.name!r} takes no 'pretrained' weights")
+        if self.kind == "timm" and (problem := timm_arch_problem(self.target)):
+            raise ValueError(f"encoder {self.name!r}: {problem}")
         if self.kind == "sklearn":
             import_estimator(self.target)
         if self.kind in GBDT_LIBRARIES:

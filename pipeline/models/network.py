@@ -26,6 +26,7 @@ from pipeline.models.encoders import (
     token_positions,
 )
 from pipeline.models.multitask import AuxEncoder, MultitaskConfig, MultitaskHead, TaskSpec
+from pipeline.models.timm_sizes import sized_for
 from pipeline.multiple_choice import ordered_options
 from pipeline.schema import Section
 
@@ -181,7 +182,7 @@ def build_model(
 ) -> CompetitionModel:
     """The configured network with ``n_outputs`` logits (or values); with ``tasks``
     (:func:`pipeline.models.multitask.task_specs`), a head per task."""
-    encoders = [build_encoder(e, tabular) for e in cfg.encoders]
+    encoders = [build_encoder(sized_for(e, cfg.image_size), tabular) for e in cfg.encoders]
     # multiple choice: one score an option, the same head for each
     model = CompetitionModel(encoders, 1 if cfg.option_columns else n_outputs,
                              cfg.head.dropout, cfg.head.hidden, cfg.head.temperature)

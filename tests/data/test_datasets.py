@@ -344,3 +344,21 @@ def test_segment_ids_follow_their_tokens_through_noise_padding_and_the_held_load
             assert got["input_ids"][k].tolist()[: len(ids)] == ids
             assert got["token_type_ids"][k].tolist() == (
                 segments_of(ids) + [0] * (width - len(ids)))  # padding: segment 0
+
+
+def test_images_shrink_by_pixel_area_so_thin_lines_survive(tmp_path) -> None:
+    """A 1-px line every 8 columns of a 256-px image, shrunk to 32 px: bilinear shrinking
+    reads columns 8k+3 and 8k+4 only and drew the lines' half of the image black; by area
+    each output pixel holds its eighth of a line, on the held and the streamed path alike."""
+    from PIL import Image
+
+    from pipeline.data.datasets import image_transform, resized_pixels
+
+    pixels = np.zeros((256, 256, 3), dtype=np.uint8)
+    pixels[:, 0:128:8] = 255  # lines in the left half only
+    Image.fromarray(pixels).save(tmp_path / "lines.png")
+    held = resized_pixels([tmp_path / "lines.png"], 32)[0].astype(float)  # 3 x 32 x 32
+    assert held[:, :, :16].mean() == pytest.approx(255 / 8, abs=1)
+    assert held[:, :, 16:].max() == 0
+    streamed = image_transform(32)(image=pixels)["image"]  # normalised, 3 x 32 x 32
+    assert float(streamed[:, :, :16].mean() - streamed[:, :, 16:].mean()) > 0.4

@@ -179,7 +179,7 @@ def test_builders_refuse_what_they_cannot_build(tmp_path: Path) -> None:
         build_encoder(EncoderConfig(name="timm:resnet18", pretrained=str(tmp_path / "w.pt")),
                       None)
     with pytest.raises(ConfigError, match="Unknown model"):
-        build_encoder(EncoderConfig(name="timm:resnet_nope"), None)
+        build_encoder(EncoderConfig.model_construct(name="timm:resnet_nope"), None)
     with pytest.raises(ConfigError, match=r"directory .* not found"):
         build_encoder(EncoderConfig(name=f"hf:{tmp_path / 'none'}"), None)
     with pytest.raises(ConfigError, match=r"unknown params \['width'\]"):
@@ -187,6 +187,15 @@ def test_builders_refuse_what_they_cannot_build(tmp_path: Path) -> None:
                       _tabular())
     with pytest.raises(ValueError, match="fitted tabular encoder"):
         build_encoder(EncoderConfig(name="mlp"), None)
+
+
+def test_an_unknown_timm_model_is_refused_at_load_with_close_names() -> None:
+    # it was refused when the model was built: after every image was decoded and the run
+    # folder made, minutes into a large image set
+    with pytest.raises(pydantic.ValidationError,
+                       match=r"timm has no model 'resnet181'; close names: resnet18\b"):
+        EncoderConfig(name="timm:resnet181")
+    assert EncoderConfig(name="timm:convnext_tiny.fb_in22k").target == "convnext_tiny.fb_in22k"
 
 
 @pytest.mark.parametrize(("params", "says"), [

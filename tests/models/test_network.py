@@ -191,6 +191,29 @@ def test_timm_encoders_of_different_families_concatenate_under_one_head(names) -
     assert linear.weight.grad is not None and linear.weight.grad.shape == (3, sum(widths))
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_a_timm_model_of_a_fixed_input_size_is_built_for_the_runs_image_size(tmp_path) -> None:
+    """vit_tiny_patch16_224 is made for 224 px: at model.image_size 32 it refused every batch
+    with an AssertionError in fold 0. It is built at 32 px, with pretrained weights resampled
+    to it; an img_size the params give, and a model of any size (resnet), are kept as is."""
+    from pipeline.models.encoders import EncoderConfig
+    from pipeline.models.timm_sizes import sized_for
+
+    weights = tmp_path / "vit.pth"
+    vit = "timm:vit_tiny_patch16_224"
+    torch.save(build_model(ModelConfig(encoders=[{"name": vit}]), 2,
+                           None).encoders[0].body.state_dict(), weights)
+    cfg = ModelConfig(encoders=[{"name": vit, "pretrained": str(weights)}], image_size=32)
+    model = build_model(cfg, 2, None).eval()
+    with torch.no_grad():
+        assert model({"image": torch.randn(2, 3, 32, 32)}).shape == (2, 2)
+    assert model.encoders[0].body.pos_embed.shape[1] == 1 + (32 // 16) ** 2  # resampled
+    given = EncoderConfig(name=vit, params={"img_size": 48})
+    assert sized_for(given, 32).params == {"img_size": 48}
+    assert sized_for(EncoderConfig(name="timm:test_resnet"), 32).params == {}
+    assert sized_for(EncoderConfig(name=vit), 224).params == {}
+
+
 @pytest.mark.parametrize(("model_type", "extra", "limit"), [
     ("bert", {"max_position_embeddings": 64}, 64),
     # RoBERTa's table counts positions from padding_idx + 1: 66 rows hold 64 tokens
