@@ -133,7 +133,9 @@ def image_paths(frame: pd.DataFrame, cfg: ImageSource, split: str, path: Path) -
             raise DataError(f"{path}: column {cfg.image_column!r} ('competition.image_column') "
                             f"has {int(empty.sum())} empty value(s) (lines "
                             f"{file_lines(frame.index[empty][:3])})")
-        return frame[cfg.image_column].astype(str).tolist()
+        # a file written on Windows separates folders with backslashes (images\0\a.png): on
+        # any other system that is one file name that is nowhere, so every row was not found
+        return frame[cfg.image_column].astype(str).str.replace("\\", "/").tolist()
     assert cfg.image_path is not None
     try:
         # '{split}' is the split, as documented, also where a file has a 'split' column

@@ -229,6 +229,28 @@ def test_missing_image_file(competition_factory, tmp_path: Path,
                    "images/gone.png")
 
 
+def test_image_paths_written_on_windows_find_their_files(competition_factory) -> None:
+    """An image column written with backslashes (images\\a.png, a CSV made on Windows) named
+    files that exist nowhere on another system: every row was refused as not found."""
+    from pipeline.competition import IMAGE_PATH
+
+    cfg = competition_factory("image", "binary")
+    root = Path(cfg["competition"]["dir"])
+    (root / "images" / "sub").mkdir()
+    first = pd.read_csv(root / "train.csv")["image"].iloc[0]
+    (root / first).rename(root / "images" / "sub" / Path(first).name)
+
+    def backslashes(frame: pd.DataFrame) -> None:
+        frame["image"] = frame["image"].str.replace("/", "\\")
+        frame.loc[0, "image"] = f"images\\sub\\{Path(first).name}"
+
+    edit_csv(root / "train.csv", backslashes)
+    edit_csv(root / "test.csv", backslashes)
+    comp = load_competition(build_config(cfg).competition)
+    assert comp.train[IMAGE_PATH].iloc[0] == f"images/sub/{Path(first).name}"
+    assert all((root / p).is_file() for p in [*comp.train[IMAGE_PATH], *comp.test[IMAGE_PATH]])
+
+
 @pytest.mark.parametrize(("filename", "row", "damage"), [
     ("test.csv", 3, lambda data: b"<html>404 not found</html>"),  # no image at all
     ("train.csv", 5, lambda data: data[: len(data) // 2]),  # its pixels cut short
