@@ -289,6 +289,32 @@ def test_config_refuses_methods_that_do_not_fit_the_model(competition_factory):
     assert build_config(image).train.adversarial.method == "fast_fgsm"
 
 
+def test_awp_replaces_the_whole_gradient_so_the_config_refuses_it_with_consistency(
+        competition_factory):
+    # AWP's update is the task loss's gradient at the moved weights alone: an unlabelled term
+    # in the batch's loss (what train.consistency adds) leaves no trace in it
+    trainer, batch, kinds = _embedding_setup("tabular")
+    model = trainer.model
+    model.eval()
+    grads = []
+    for weight in (0.0, 1000.0):
+        model.zero_grad(set_to_none=True)
+        adv = build_adversarial(AdversarialConfig(method="awp", epsilon=1e-2), kinds)
+        outputs = model(batch)
+        loss = LOSS(outputs, batch) + weight * outputs.pow(2).mean()
+        adv.on_before_backward(trainer, loss)
+        loss.backward()
+        adv.on_after_backward(trainer, batch, LOSS)
+        grads.append(torch.cat([g.flatten() for g in _grads(model).values()]))
+    assert (grads[0] - grads[1]).norm() < 0.1 * grads[0].norm()  # weight 1000 changes ~nothing
+    data = competition_factory("tabular", "multiclass")
+    data["train"].update(adversarial={"method": "awp"}, consistency={"method": "fixmatch"})
+    with pytest.raises(ConfigError, match=r"awp cannot be combined with 'train\.consistency'"):
+        build_config(data)
+    data["train"]["adversarial"] = {"method": "fgm"}  # adds its gradient: the term stays
+    assert build_config(data).train.adversarial.method == "fgm"
+
+
 @pytest.mark.parametrize(("modality", "method"), [
     ("image", "fast_fgsm"), ("image", "pgd"), ("text", "fgm"), ("text", "awp"),
     ("tabular", "fgm"), ("tabular", "awp"),
