@@ -246,6 +246,28 @@ def test_awp_keeps_the_gradient_of_earlier_micro_batches():
         torch.testing.assert_close(combined[name], grad + alone[name])
 
 
+@pytest.mark.parametrize("method", ["fgm", "awp"])
+def test_the_attack_follows_its_own_batch_not_the_earlier_micro_batches(method):
+    # under grad_accum_steps the parameters hold the window's earlier gradients when a batch's
+    # backward ends; the perturbation is this batch's, whatever came before it. An earlier
+    # micro-batch with the opposite, 100x larger gradient would flip it otherwise
+    trainer, batch, kinds = _embedding_setup("tabular")
+    model = trainer.model
+    model.eval()  # deterministic forwards
+    adv = build_adversarial(AdversarialConfig(method=method, epsilon=0.05), kinds)
+    (-100 * LOSS(model(batch), batch)).backward()  # an earlier micro-batch of the update
+    earlier = _grads(model)
+    batch = _clean_step(adv, trainer, batch)
+    adv.on_after_backward(trainer, batch, LOSS)
+    combined = _grads(model)
+    model.zero_grad(set_to_none=True)
+    _clean_step(adv, trainer, batch)
+    adv.on_after_backward(trainer, batch, LOSS)
+    alone = _grads(model)
+    for name, grad in earlier.items():
+        torch.testing.assert_close(combined[name], grad + alone[name], rtol=1e-4, atol=1e-4)
+
+
 # every (method, kind) pair of the registry; the original three cases are among them
 @pytest.mark.parametrize(("method", "kind"), CASES)
 def test_no_perturbation_before_the_start_epoch(method, kind):
