@@ -141,6 +141,13 @@ class TrainConfig(Section):
         if self.ensemble is not None and self.consistency is not None:
             raise ValueError("'train.ensemble' cannot be combined with 'train.consistency'; "
                              "drop one")
+        # AWP replaces a batch's gradient by that of the task loss at the moved weights: the
+        # unlabelled term of the consistency loss would silently drop out of every update
+        if (self.adversarial is not None and self.adversarial.method == "awp"
+                and self.consistency is not None):
+            raise ValueError("'train.adversarial.method' awp cannot be combined with "
+                             "'train.consistency' (its update would drop the unlabelled loss); "
+                             "use fgm, or drop one")
         return self
 
     @model_validator(mode="after")

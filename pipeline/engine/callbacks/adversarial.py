@@ -198,10 +198,32 @@ def _adversarial_backward(trainer: Trainer, batch: Batch, loss_fn: LossFn) -> No
     backward(trainer.accelerator, loss / trainer.grad_accum_steps)
 
 
+def _earlier_gradients(params: list[torch.Tensor]) -> dict[torch.Tensor, torch.Tensor]:
+    """The gradients ``params`` hold before a batch's backward: those of the earlier
+    micro-batches of an accumulated update (none at a window's first batch)."""
+    return {p: p.grad.clone() for p in params if p.grad is not None}
+
+
+def _own_gradient(param: torch.Tensor, earlier: dict[torch.Tensor, torch.Tensor]
+                  ) -> torch.Tensor:
+    """This batch's gradient of ``param``: what its backward added to the accumulated one.
+    The attack moves along it, not along the window's sum (under ``grad_accum_steps``)."""
+    assert param.grad is not None
+    return param.grad - earlier[param] if param in earlier else param.grad
+
+
 class FGM(_Adversary):
     """Fast gradient method on embeddings: add the gradient of the loss with the embedding
     tables moved by epsilon * grad / ||grad|| (and the numeric input by epsilon along its
     row-normalised gradient), then restore the tables."""
+
+    def __init__(self, epsilon: float, start_epoch: int) -> None:
+        super().__init__(epsilon, start_epoch)
+        self._earlier: dict[torch.Tensor, torch.Tensor] = {}
+
+    def on_before_backward(self, trainer: Trainer, loss: torch.Tensor) -> None:
+        if self.active(trainer):  # the tables' gradients of earlier micro-batches, if any
+            self._earlier = _earlier_gradients(_embedding_targets(trainer.unwrapped)[0])
 
     def transform_batch(self, trainer: Trainer, batch: Batch, loss_fn: LossFn) -> Batch:
         # the clean backward then leaves the gradient of the numeric input in its .grad
@@ -221,8 +243,9 @@ class FGM(_Adversary):
         backup = [w.detach().clone() for w in weights]
         with torch.no_grad():
             for w in weights:
-                assert w.grad is not None
-                w.add_(self.epsilon * w.grad / w.grad.norm().clamp_min(1e-12))
+                grad = _own_gradient(w, self._earlier)
+                w.add_(self.epsilon * grad / grad.norm().clamp_min(1e-12))
+        self._earlier = {}
         adversarial = dict(batch)
         if moved_num:
             assert num is not None and num.grad is not None
@@ -244,14 +267,13 @@ class AWP(_Adversary):
     def __init__(self, epsilon: float, start_epoch: int, alpha: float | None = None) -> None:
         super().__init__(epsilon, start_epoch)
         self.alpha = 1.0 if alpha is None else alpha
-        self._earlier: dict[nn.Parameter, torch.Tensor] = {}
+        self._earlier: dict[torch.Tensor, torch.Tensor] = {}
 
     def on_before_backward(self, trainer: Trainer, loss: torch.Tensor) -> None:
         # gradients of earlier micro-batches of an accumulated update, kept when this batch's
         # clean gradient is replaced by the adversarial one
         if self.active(trainer):
-            self._earlier = {p: p.grad.clone() for p in trainer.unwrapped.parameters()
-                             if p.grad is not None}
+            self._earlier = _earlier_gradients(list(trainer.unwrapped.parameters()))
 
     def on_after_backward(self, trainer: Trainer, batch: Batch, loss_fn: LossFn) -> None:
         if not self.active(trainer):
@@ -263,8 +285,8 @@ class AWP(_Adversary):
         backup = [p.detach().clone() for p in moved]
         with torch.no_grad():
             for p, w in zip(moved, backup, strict=True):
-                assert p.grad is not None
-                p.add_(self.alpha * p.grad / (p.grad.norm() + 1e-12) * w.norm())
+                grad = _own_gradient(p, self._earlier)
+                p.add_(self.alpha * grad / (grad.norm() + 1e-12) * w.norm())
                 bound = self.epsilon * w.abs()
                 p.copy_(torch.clamp(p, w - bound, w + bound))
         for p in params:

@@ -15,7 +15,7 @@ from torch import nn
 from pipeline.data.datasets import Batch
 
 __all__ = ["Step", "cell_confidence", "encoded_targets", "entropy", "joint_inputs", "sharpen",
-           "soft_cross_entropy", "trusted_rows"]
+           "soft_cross_entropy", "split_joint", "trusted_rows"]
 
 
 def sharpen(task: str, probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -110,3 +110,16 @@ def joint_inputs(model: nn.Module, batch: Batch, view: Batch) -> Batch | None:
                 or mine.dtype != value.dtype):
             return None
     return {key: torch.cat([batch[key], value]) for key, value in view.items()}
+
+
+def split_joint(model: nn.Module, outputs: torch.Tensor, n_view: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A joint pass's outputs as (the labelled rows', the view's last ``n_view`` rows'). The
+    pooled features the model keeps (``CompetitionModel.features``, which auxiliary losses
+    read beside the labelled rows' targets) are cut to the labelled rows too."""
+    n = len(outputs) - n_view
+    core = getattr(model, "module", model)  # under any DDP wrapper
+    features = getattr(core, "features", None)
+    if isinstance(features, torch.Tensor) and len(features) == len(outputs):
+        core.features = features[:n]
+    return outputs[:n], outputs[n:]

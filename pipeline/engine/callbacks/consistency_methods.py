@@ -50,6 +50,7 @@ from pipeline.engine.callbacks.consistency_losses import (
     joint_inputs,
     sharpen,
     soft_cross_entropy,
+    split_joint,
     trusted_rows,
 )
 from pipeline.engine.callbacks.consistency_stage import ConsistencyStageConfig
@@ -330,9 +331,8 @@ class _TeacherStudent(ConsistencyMethod):
         if self.cfg.joint_pass and not (noise and takes_embedding_noise(model)):
             joint = joint_inputs(model, batch, view)
         if joint is not None:
-            outputs = model(joint)
-            n = len(outputs) - len(next(iter(view.values())))
-            supervised, strong = loss_fn(outputs[:n], batch), outputs[n:]
+            labelled, strong = split_joint(model, model(joint), len(next(iter(view.values()))))
+            supervised = loss_fn(labelled, batch)
         else:
             supervised = loss_fn(model(batch), batch)
             with embedding_noise(model, noise):

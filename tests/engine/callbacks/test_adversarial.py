@@ -246,6 +246,28 @@ def test_awp_keeps_the_gradient_of_earlier_micro_batches():
         torch.testing.assert_close(combined[name], grad + alone[name])
 
 
+@pytest.mark.parametrize("method", ["fgm", "awp"])
+def test_the_attack_follows_its_own_batch_not_the_earlier_micro_batches(method):
+    # under grad_accum_steps the parameters hold the window's earlier gradients when a batch's
+    # backward ends; the perturbation is this batch's, whatever came before it. An earlier
+    # micro-batch with the opposite, 100x larger gradient would flip it otherwise
+    trainer, batch, kinds = _embedding_setup("tabular")
+    model = trainer.model
+    model.eval()  # deterministic forwards
+    adv = build_adversarial(AdversarialConfig(method=method, epsilon=0.05), kinds)
+    (-100 * LOSS(model(batch), batch)).backward()  # an earlier micro-batch of the update
+    earlier = _grads(model)
+    batch = _clean_step(adv, trainer, batch)
+    adv.on_after_backward(trainer, batch, LOSS)
+    combined = _grads(model)
+    model.zero_grad(set_to_none=True)
+    _clean_step(adv, trainer, batch)
+    adv.on_after_backward(trainer, batch, LOSS)
+    alone = _grads(model)
+    for name, grad in earlier.items():
+        torch.testing.assert_close(combined[name], grad + alone[name], rtol=1e-4, atol=1e-4)
+
+
 # every (method, kind) pair of the registry; the original three cases are among them
 @pytest.mark.parametrize(("method", "kind"), CASES)
 def test_no_perturbation_before_the_start_epoch(method, kind):
@@ -287,6 +309,32 @@ def test_config_refuses_methods_that_do_not_fit_the_model(competition_factory):
     image["train"]["adversarial"] = {"method": "fast_fgsm", "epsilon": 0.03, "alpha": None,
                                      "steps": 3, "start_epoch": 2}
     assert build_config(image).train.adversarial.method == "fast_fgsm"
+
+
+def test_awp_replaces_the_whole_gradient_so_the_config_refuses_it_with_consistency(
+        competition_factory):
+    # AWP's update is the task loss's gradient at the moved weights alone: an unlabelled term
+    # in the batch's loss (what train.consistency adds) leaves no trace in it
+    trainer, batch, kinds = _embedding_setup("tabular")
+    model = trainer.model
+    model.eval()
+    grads = []
+    for weight in (0.0, 1000.0):
+        model.zero_grad(set_to_none=True)
+        adv = build_adversarial(AdversarialConfig(method="awp", epsilon=1e-2), kinds)
+        outputs = model(batch)
+        loss = LOSS(outputs, batch) + weight * outputs.pow(2).mean()
+        adv.on_before_backward(trainer, loss)
+        loss.backward()
+        adv.on_after_backward(trainer, batch, LOSS)
+        grads.append(torch.cat([g.flatten() for g in _grads(model).values()]))
+    assert (grads[0] - grads[1]).norm() < 0.1 * grads[0].norm()  # weight 1000 changes ~nothing
+    data = competition_factory("tabular", "multiclass")
+    data["train"].update(adversarial={"method": "awp"}, consistency={"method": "fixmatch"})
+    with pytest.raises(ConfigError, match=r"awp cannot be combined with 'train\.consistency'"):
+        build_config(data)
+    data["train"]["adversarial"] = {"method": "fgm"}  # adds its gradient: the term stays
+    assert build_config(data).train.adversarial.method == "fgm"
 
 
 @pytest.mark.parametrize(("modality", "method"), [

@@ -229,6 +229,34 @@ def test_embedding_noise_keeps_the_labelled_rows_out_of_the_strong_pass(noise, p
     assert seen == passes
 
 
+def test_a_joint_pass_gives_auxiliary_losses_the_labelled_rows_features_alone():
+    """train.aux_losses read the pooled features of the pass beside the labelled targets: a
+    joint pass keeps only the labelled rows' (it stopped the run with a shape error)."""
+    from pipeline.engine.contrastive import supervised_contrastive, with_aux_losses
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(encoders=[EncoderConfig(name="mlp")]), 3,
+                        fitted_tabular(["x", "y"]))
+    model.eval()  # deterministic: the joint pass and the reference see the same weights
+    rows = {"num": torch.randn(10, 2), "cat": torch.randint(0, 3, (10, 1))}
+    unlabelled = {f"{view}/{key}": value[4:] for view in ("weak", "strong")
+                  for key, value in rows.items()}
+    labelled = {key: value[:4] for key, value in rows.items()} | {
+        "target": torch.tensor([0, 0, 1, 1])}
+    loss_fn = with_aux_losses(CE, model, [("supcon", 0.5, {})])
+    cfg = ConsistencyConfig(method="fixmatch", embedding_noise=0.0, strong_rows="all",
+                            joint_pass=True, thresholds="fixed", threshold=0.99,
+                            alignment=False)
+    total, step = FixMatch(cfg, "multiclass", 3, False).loss(model, labelled, unlabelled,
+                                                             loss_fn, 1.0)
+    assert float(step.trusted) == 0.0  # nothing trusted: the total is the supervised loss
+    outputs = model(labelled)
+    expected = CE(outputs, labelled) + 0.5 * supervised_contrastive(model.features,
+                                                                    labelled["target"])
+    torch.testing.assert_close(total, expected)
+    assert len(model.features) == 4
+
+
 def test_uda_for_regression_is_mean_squared_difference():
     model = Linear(torch.tensor([[1.0], [2.0]]))
     labelled = {"x": torch.ones(2, 2), "target": torch.zeros(2, 1)}
