@@ -101,6 +101,7 @@ RECIPES: dict[str, Callable[[int], dict[str, Any]]] = {
     "e20": lambda rows: _recipe(20, 1.0e-3, 0.0),
     "e20-lr3e-3": lambda rows: _recipe(20, 3.0e-3, 0.0),
     "e20-lr3e-3-warm1": lambda rows: _recipe(20, 3.0e-3, 1.0),
+    "e20-lr3e-3-bs256": lambda rows: _recipe(20, 3.0e-3, 0.0, batch_size=256),
     "e30-lr3e-3-warm1": lambda rows: _recipe(30, 3.0e-3, 1.0),
     "e30-rowbatch-lr2e-3-warm1": lambda rows: _recipe(30, 2.0e-3, 1.0,
                                                       batch_size=_rows_batch(rows)),
