@@ -20,9 +20,9 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from pipeline.competition import CompetitionConfig
+from pipeline.config_defaults import fill_defaults
 from pipeline.data.pseudo_labels import PseudoConfig
 from pipeline.data.splits import FoldsConfig
-from pipeline.data.target_transform import metric_default
 from pipeline.engine.callbacks.adversarial import mismatch as adversarial_mismatch
 from pipeline.engine.callbacks.consistency_methods import CONSISTENCY
 from pipeline.engine.losses import mask_mismatch
@@ -385,7 +385,7 @@ def format_validation_error(
 def build_config(data: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
     """Validate plain data into an :class:`ExperimentConfig`."""
     try:
-        return ExperimentConfig.model_validate(metric_default(data))
+        return ExperimentConfig.model_validate(fill_defaults(data))
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
 
