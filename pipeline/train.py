@@ -44,6 +44,7 @@ from pipeline.models.network import (
     tokenizer_dir,
 )
 from pipeline.multiple_choice import ordered_options
+from pipeline.replaced_submission import pop_own_submission
 from pipeline.runs import (
     FOLD_FORMAT,
     PREDICTION_FILES,
@@ -217,6 +218,8 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
             _check_token_texts(cfg, comp, tokenizer)
         ordered_options(cfg.model.option_columns, comp.classes)  # which option is which class
     folds = load_folds(cfg, comp)
+    if overwrite and not holds_config(cfg):  # its submission is the replaced run's
+        pop_own_submission(cfg.run_dir, cfg.submissions_dir, "run", cfg.name)
     prepare_run_dir(cfg, comp, leaky, overwrite)
     if "tabular" not in cfg.model.modalities:  # after the refusals: said of a run that starts
         _warn_unread_columns(cfg, comp)
