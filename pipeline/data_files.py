@@ -172,6 +172,10 @@ def check_test_file(meta: RunMeta, folder: Path) -> None:
     path = Path(meta.competition_dir) / meta.test_file
     csv_digest = file_digest(path)
     if meta.test_digest and csv_digest not in (None, meta.test_digest):
+        if (folder / "blend.json").is_file():  # a blend is made again, after its members
+            raise DataError(f"{path} changed since {folder} blended its predictions: run the "
+                            "train stage (or, for a network, predict) of its members again, "
+                            "then pipeline blend again with the same --runs and --name")
         raise DataError(f"{path} changed since {folder} predicted it: run the train stage "
                         "(or, for a network, predict) again before submitting, blending or "
                         "pseudo-labelling from it")

@@ -145,6 +145,35 @@ def test_blend_refuses_a_member_predicted_from_an_older_test_file(
     assert not (tmp_path / "blends" / "mix").exists()
 
 
+def test_a_blend_of_an_older_test_file_says_to_blend_again(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A blend made before the test file changed was refused with 'run the train stage
+    again', which the competitor had done (its members predicted the new file): the blend
+    itself must be made again, and the line says so."""
+    cfg = _regression(competition_factory)
+    ridge = {**cfg, "name": "ridge",
+             "model": {"encoders": [{"name": "sklearn:sklearn.linear_model.Ridge"}]}}
+    for run in (cfg, ridge):
+        code, err, _ = run_cli(run, tmp_path, capsys)
+        assert code == 0, err
+    runs = [str(Path(cfg["output_dir"]) / name) for name in (cfg["name"], "ridge")]
+    blend = ["blend", "--runs", *runs, "--method", "mean", "--name", "mix",
+             "--blends-dir", str(tmp_path / "blends")]
+    assert main(blend) == 0
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    edit_csv(test, lambda f: f.assign(x1=f["x1"] * 2.0))
+    for run in (cfg, ridge):  # the members predict the new test file
+        code, err, _ = run_cli(run, tmp_path, capsys)
+        assert code == 0, err
+    submit = ["submit", "--blend", str(tmp_path / "blends" / "mix"),
+              "--submissions-dir", cfg["submissions_dir"]]
+    capsys.readouterr()
+    assert main(submit) == 2
+    err = capsys.readouterr().err
+    assert str(test) in err and "pipeline blend again" in err, err
+    assert main(blend) == 0 and main(submit) == 0  # what the line said to do
+
+
 def test_images_rewritten_in_place_are_predicted_and_trained_again(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
