@@ -120,6 +120,21 @@ def test_a_refused_command_leaves_no_run_folder_and_a_run_keeps_its_log(
     assert (run_dir / "config.yaml").read_text() == "a run's file\n"
 
 
+def test_a_bad_scikit_learn_parameter_value_is_one_line(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A value scikit-learn refuses (max_iter: -1) raised its InvalidParameterError from the
+    first fold's fit: a traceback, exit 1, the run folder left behind."""
+    data = competition_factory("tabular", "binary")
+    data["output_dir"] = str(tmp_path / "fresh" / "runs")
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.ensemble.HistGradientBoosting"
+                                           "Classifier", "params": {"max_iter": -1}}]}
+    path = _write_yaml(tmp_path / "exp.yaml", data)
+    assert main(["train", str(path)]) == 2
+    line = _one_error_line(capsys)
+    assert "bad 'params'" in line and "'max_iter'" in line and "Got -1" in line, line
+    assert not (tmp_path / "fresh").exists()
+
+
 def test_a_model_refused_after_the_run_folder_is_made_leaves_no_run_folder(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
