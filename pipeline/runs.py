@@ -120,7 +120,10 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
         log.warning("%s: %s; the fold is trained again", fold_label(cfg, seed, fold),
                     f"the {' and '.join(changed)} file changed since it trained" if changed
                     else f"{damaged} damaged or missing")
-        for name in ("metrics.json", "last.pt", "best.pt", "predictions.json"):
+        # its preprocessing too (scaler, category codes, target scale): kept, it was fitted
+        # on the old train rows, and the fold retrained on them was no fresh run's fold
+        for name in ("metrics.json", "last.pt", "best.pt", "predictions.json",
+                     "preprocess.json", "tabular.joblib"):
             (folder / name).unlink(missing_ok=True)
         for snapshot in folder.glob("snapshot_*.pt"):
             snapshot.unlink()

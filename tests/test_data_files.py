@@ -84,6 +84,27 @@ def test_a_changed_train_file_trains_the_folds_again(
     assert not np.allclose(_submission(cfg)["y"], before["y"])
 
 
+def test_a_network_fold_trained_again_on_a_changed_train_file_is_a_fresh_one(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fold trained again on a changed train file kept its preprocessing (the scaler, the
+    category codes, the regression target's scale) fitted on the old rows: its OOF differed
+    from a run that never saw the old file."""
+    cfg = cli_config(competition_factory, "tabular", "regression")
+    cfg["model"] = {"encoders": [{"name": "mlp", "params": {"hidden": [8]}}]}
+    train = Path(cfg["competition"]["dir"]) / "train.csv"
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    edit_csv(train, lambda f: f.assign(y=f["y"] * 3.0 + 5.0, x2=f["x2"] * 2.0))
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    fresh = {**cfg, "output_dir": str(tmp_path / "fresh")}
+    code, err, _ = run_cli(fresh, tmp_path, capsys)
+    assert code == 0, err
+    oof = [pd.read_parquet(Path(c["output_dir"]) / c["name"] / "oof.parquet")
+           for c in (cfg, fresh)]
+    pd.testing.assert_frame_equal(*oof)
+
+
 def test_a_fold_recorded_before_digests_is_not_trained_again(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
