@@ -113,6 +113,7 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     trained_on = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency or (
         cfg.pseudo is not None) else ("train",)
     trained_on += ("pseudo",) if cfg.pseudo is not None else ()
+    trained_on += ("folds",)  # the rows it validates on: trained on before, if they moved
     changed = changed_files(done.get("data"), cfg, trained_on, fold)
     damaged = [] if changed else _damaged(folder, done.get("files", {}),
                                           TRAINED_FILES + PREDICTION_FILES)

@@ -84,7 +84,8 @@ def _run_fold(
     # in a multi-process launch rank 0 decides from the files it writes (agree), the
     # others train alongside and never write
     if agree(fold_complete, cfg, seed, fold) and not agree(_retrain_for_columns, cfg, comp,
-                                                           seed, fold):
+                                                           seed, fold) and not agree(
+            _retrain_for_rows, cfg, comp, folds, seed, fold):
         log.info("%s: complete, skipped", fold_label(cfg, seed, fold))
     else:
         if cfg.model.encoders[0].kind in GBDT_LIBRARIES:
@@ -127,6 +128,32 @@ def _retrain_for_columns(cfg: ExperimentConfig, comp: Competition, seed: int,
                 [n for n in names if n not in (cfg.competition.id_column, "fold")],
                 comp.pred_columns)
     for name in ("metrics.json", "predictions.json", "last.pt"):
+        (folder / name).unlink(missing_ok=True)
+    return True
+
+
+def _retrain_for_rows(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
+                      fold: int) -> bool:
+    """Whether a finished fold must train again because the folds file now gives it other
+    validation rows than its predictions hold (rewritten under the same name: edited, or
+    ``pipeline adversarial --valid-fold NAME --overwrite``). Its model trained on some of
+    them, and scoring was a ValueError traceback (or, at equal sizes, silently the wrong
+    rows). A fold recorded since also notes its rows' digest (:func:`fold_complete`)."""
+    import pyarrow.parquet as pq
+
+    folder = fold_dir(cfg, seed, fold)
+    id_col = cfg.competition.id_column
+    try:
+        ids = pq.read_table(folder / "oof.parquet", columns=[id_col]).column(0).to_pylist()
+    except (OSError, ValueError, KeyError):  # none yet (a network predicts below) or damaged
+        return False
+    now = comp.train[id_col].astype(str).to_numpy()[folds == fold]
+    if sorted(map(str, ids)) == sorted(now):
+        return False
+    log.warning("%s: the folds file gives it other validation rows than it was trained "
+                "for; it is trained again", fold_label(cfg, seed, fold))
+    for name in ("metrics.json", "predictions.json", "last.pt", "best.pt", "preprocess.json",
+                 "tabular.joblib"):  # fitted on the old training rows
         (folder / name).unlink(missing_ok=True)
     return True
 

@@ -113,7 +113,7 @@ def test_a_fold_recorded_before_digests_is_not_trained_again(
     code, err, _ = run_cli(cfg, tmp_path, capsys)
     assert code == 0, err
     metrics = json.loads(_metrics(cfg).read_text())
-    assert set(metrics["data"]) == {"train", "test"}
+    assert set(metrics["data"]) == {"train", "test", "folds"}
     del metrics["data"]
     _metrics(cfg).write_text(json.dumps(metrics))
     caplog.clear()
