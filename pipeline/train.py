@@ -31,7 +31,7 @@ from pipeline.engine.encoder_lr import pretrained_lr_warnings
 from pipeline.engine.recipe import recipe_warnings
 from pipeline.errors import ConfigError, DataError
 from pipeline.executor import Executor, Job, build_executor
-from pipeline.fold_lock import FoldBusy, fold_lock
+from pipeline.fold_lock import FoldBusy, fold_holders, fold_lock
 from pipeline.jobs import predict_fold, train_sklearn_fold
 from pipeline.jobs.gbdt import train_gbdt_fold
 from pipeline.jobs.multiprocess import check_multiprocess
@@ -246,6 +246,11 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         ordered_options(cfg.model.option_columns, comp.classes)  # which option is which class
     folds = load_folds(cfg, comp)
     if overwrite and not holds_config(cfg):  # its submission is the replaced run's
+        held = fold_holders(cfg.run_dir)
+        if held:  # replaced under it, its folds would land in the new run
+            raise FoldBusy(f"{cfg.run_dir} is being trained by another process ({held[0]}"
+                           f"{f' and {len(held) - 1} more fold(s)' if len(held) > 1 else ''}"
+                           "): stop it before --overwrite replaces the run")
         pop_own_submission(cfg.run_dir, cfg.submissions_dir, "run", cfg.name)
     prepare_run_dir(cfg, comp, leaky, overwrite)
     if "tabular" not in cfg.model.modalities:  # after the refusals: said of a run that starts

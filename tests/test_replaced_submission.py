@@ -49,3 +49,23 @@ def test_overwrite_leaves_a_file_of_other_content(trained) -> None:
     edited = path.read_text()
     train.run(_config(data, 0.01), overwrite=True)
     assert path.read_text() == edited
+
+
+def test_overwrite_refuses_a_run_another_process_is_training(trained) -> None:
+    """--overwrite removed the folder under a process training it: its lock file went with
+    it, the new command locked a fresh one and trained the fold alongside, and the old
+    config's fold landed in the new run (its weights then resumed as the new config's)."""
+    from filelock import FileLock
+
+    from pipeline.fold_lock import FoldBusy
+
+    data, path = trained
+    cfg = _config(data, 1.0)
+    lock_path = cfg.run_dir / "seed0" / "fold1" / ".lock"
+    (lock_path.parent / ".lock.owner").write_text("pid 4242 on host h since 10:00:00\n")
+    busy = pytest.raises(FoldBusy, match=r"seed0/fold1: pid 4242 .* stop it before")
+    with FileLock(lock_path, timeout=0), busy:  # as the other process holds it
+        train.run(_config(data, 0.01), overwrite=True)
+    assert (cfg.run_dir / "seed0" / "fold0" / "metrics.json").is_file()  # nothing replaced
+    assert path.is_file()
+    train.run(_config(data, 0.01), overwrite=True)  # once it is done
