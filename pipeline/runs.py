@@ -36,7 +36,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.config_diff import snapshot_diff
 from pipeline.data.splits import read_folds
 from pipeline.data_files import changed_files, data_digests
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError, DataError, OtherConfigRun
 from pipeline.metrics import get_metric
 from pipeline.run_postprocess import save_postprocess, tune_run_postprocess
 from pipeline.run_unlabelled import gather_unlabelled
@@ -211,11 +211,11 @@ def _replace_or_refuse(cfg: ExperimentConfig, overwrite: bool) -> None:
                 continue
             shutil.rmtree(item) if item.is_dir() else item.unlink()
         return
-    raise ConfigError(
-        f"{run_dir} holds a run of another config ({snapshot_diff(cfg, 8)}). Pass "
-        f"--overwrite to retrain it in place, --new-version for the next free "
-        f"'{cfg.name}-v<k>', or change 'name'"
-    )
+    diff = snapshot_diff(cfg, 8)
+    raise OtherConfigRun(
+        f"{run_dir} holds a run of another config ({diff}). Pass --overwrite to retrain it in "
+        f"place, --new-version for the next free '{cfg.name}-v<k>', or change 'name'",
+        run_dir, diff)
 
 
 def holds_config(cfg: ExperimentConfig) -> bool:
