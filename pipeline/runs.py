@@ -93,6 +93,15 @@ def _damaged(folder: Path, recorded: dict[str, str], patterns: tuple[str, ...]) 
     return sorted(name for name, digest in recorded.items() if now.get(name) != digest)
 
 
+def trained_on(cfg: ExperimentConfig) -> tuple[str, ...]:
+    """The inputs (:func:`changed_files` parts) a fold's training reads: a scikit-learn fold
+    predicts the test rows as it trains, a consistency or pseudo-label run trains on them
+    (the latter on its fold's pseudo-labels too); every fold on the rows it validates on."""
+    parts = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency or (
+        cfg.pseudo is not None) else ("train",)
+    return parts + (("pseudo",) if cfg.pseudo is not None else ()) + ("folds",)
+
+
 def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     """Whether the fold finished training under this config, its files intact. A fold whose
     checkpoint or other trained files no longer match their checksums is reset, so the next
@@ -108,13 +117,7 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
         return False
     if done.get("config_hash") != cfg.train_hash() or done.get("format") != FOLD_FORMAT:
         return False
-    # a scikit-learn fold predicts the test rows as it trains, a consistency or pseudo-label
-    # run trains on them (the latter on its fold's pseudo-labels too)
-    trained_on = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency or (
-        cfg.pseudo is not None) else ("train",)
-    trained_on += ("pseudo",) if cfg.pseudo is not None else ()
-    trained_on += ("folds",)  # the rows it validates on: trained on before, if they moved
-    changed = changed_files(done.get("data"), cfg, trained_on, fold)
+    changed = changed_files(done.get("data"), cfg, trained_on(cfg), fold)
     damaged = [] if changed else _damaged(folder, done.get("files", {}),
                                           TRAINED_FILES + PREDICTION_FILES)
     if changed or damaged:

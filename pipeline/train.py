@@ -32,6 +32,7 @@ from pipeline.engine.recipe import recipe_warnings
 from pipeline.errors import ConfigError, DataError
 from pipeline.executor import Executor, Job, build_executor
 from pipeline.fold_lock import FoldBusy, fold_holders, fold_lock
+from pipeline.fold_start import start_fold
 from pipeline.jobs import predict_fold, train_sklearn_fold
 from pipeline.jobs.gbdt import train_gbdt_fold
 from pipeline.jobs.multiprocess import check_multiprocess
@@ -94,6 +95,7 @@ def _run_fold(
             result = train_sklearn_fold(cfg, comp, folds, seed, fold)
         else:
             assert accelerator is not None
+            agree(start_fold, cfg, seed, fold)  # no resume point of other inputs
             result = _train_and_predict(cfg, comp, folds, seed, fold, accelerator, tokenizer)
         # checksums of what training wrote (scikit-learn folds: their predictions too)
         vouched = TRAINED_FILES + (PREDICTION_FILES if cfg.model.is_sklearn else ())
