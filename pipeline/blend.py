@@ -50,7 +50,7 @@ from pipeline.artifacts import (
     write_parquet,
 )
 from pipeline.blend_checks import check_fits_folds, check_fits_metric, check_fits_targets
-from pipeline.blend_folder import claim_name, clear, pop_own_submission, write_identity
+from pipeline.blend_folder import claim_name, clear, write_identity
 from pipeline.data_files import check_test_file
 from pipeline.ensemble import (
     BLENDERS,
@@ -69,6 +69,7 @@ from pipeline.ensemble._postprocess import check_postprocess_mode, postprocess_r
 from pipeline.ensemble._tuning_cost import tuning_affordable
 from pipeline.errors import DataError
 from pipeline.metrics import Metric, get_metric
+from pipeline.replaced_submission import pop_own_submission
 from pipeline.run_targets import targets_for_meta
 
 logger = logging.getLogger("pipeline.blend")

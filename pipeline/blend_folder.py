@@ -20,10 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import load_predictions, read_json, write_json
-from pipeline.competition_files import read_csv
 from pipeline.data_files import predictions_digest
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.submit import format_submission, regression_clip
+from pipeline.errors import ConfigError
 
 logger = logging.getLogger("pipeline.blend")
 
@@ -109,31 +107,3 @@ def clear(folder: Path) -> None:
     """Remove everything in ``folder`` (the blend being overwritten; its study included)."""
     for item in folder.iterdir():
         shutil.rmtree(item) if item.is_dir() else item.unlink()
-
-
-def pop_own_submission(folder: Path, submissions_dir: str | Path) -> Path | None:
-    """Remove ``<submissions_dir>/<folder name>.csv`` if it holds exactly the submission of
-    the blend now in ``folder`` (about to be replaced); return its path, else None. A file of
-    other content (another source under that name, an edited file) is left alone."""
-    path = Path(submissions_dir) / f"{folder.name}.csv"
-    if not path.is_file() or not (folder / "run.json").is_file():
-        return None
-    try:
-        preds = load_predictions(folder)
-        meta = preds.meta
-        sample = read_csv(Path(meta.competition_dir) / meta.sample_submission_file,
-                          "sample submission", meta.csv_sep, meta.csv_encoding, meta.id_column)
-        # the blend's submission as written clipped or not (submit --clip): either is its own
-        decision = regression_clip(preds, "on")
-        made = {format_submission(meta, preds.test, sample, folder, clip).to_csv(index=False)
-                for clip in (None, decision)}
-    except (OSError, PipelineError) as err:
-        logger.warning("%s may hold the predictions of the blend being replaced in %s, but "
-                       "that could not be checked (%s); it is left as is", path, folder, err)
-        return None
-    if path.read_text(encoding="utf-8") not in made:
-        logger.info("%s is not the submission of the blend being replaced; left as is", path)
-        return None
-    path.unlink()
-    logger.info("%s held the submission of the blend being replaced in %s: removed", path, folder)
-    return path

@@ -37,7 +37,10 @@ def _setup_logging(log_file: Path | None = None) -> None:
         if _run_log is not None:  # one run log at a time: main() may be called repeatedly
             root.removeHandler(_run_log)
             _run_log.close()
-        _made_for_log[:] = [d for d in reversed(log_file.parents) if not d.exists()]
+        # absolute, as the handler's baseFilename is: a relative output_dir ('runs') was
+        # never found among them, and a refused first start left its run folder behind
+        _made_for_log[:] = [Path(os.path.abspath(d)) for d in reversed(log_file.parents)
+                            if not d.exists()]
         _log_is_new = not log_file.exists()
         log_file.parent.mkdir(parents=True, exist_ok=True)
         _run_log = logging.FileHandler(log_file)

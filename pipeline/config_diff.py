@@ -39,7 +39,9 @@ def snapshot_diff(cfg: ExperimentConfig, shown: int) -> str:
     from pipeline.config import pretrained_names
 
     snapshot = cfg.run_dir / "config.yaml"
-    old = yaml.safe_load(snapshot.read_text()) if snapshot.is_file() else {}
+    if not snapshot.is_file():  # every key would read 'None -> ...': thousands of characters
+        return f"its {snapshot.name} is gone, so which keys differ is unknown"
+    old = yaml.safe_load(snapshot.read_text())
     diff = config_diff(old or {}, cfg.to_dict())
     if diff:
         return "; ".join(diff[:shown]) + (f"; and {len(diff) - shown} more"

@@ -172,6 +172,10 @@ def check_test_file(meta: RunMeta, folder: Path) -> None:
     path = Path(meta.competition_dir) / meta.test_file
     csv_digest = file_digest(path)
     if meta.test_digest and csv_digest not in (None, meta.test_digest):
+        if (folder / "blend.json").is_file():  # a blend is made again, after its members
+            raise DataError(f"{path} changed since {folder} blended its predictions: run the "
+                            "train stage (or, for a network, predict) of its members again, "
+                            "then pipeline blend again with the same --runs and --name")
         raise DataError(f"{path} changed since {folder} predicted it: run the train stage "
                         "(or, for a network, predict) again before submitting, blending or "
                         "pseudo-labelling from it")
@@ -219,7 +223,8 @@ def _competition_section(run_dir: Path) -> str | None:
 
 
 def fold_digests(cfg: ExperimentConfig, fold: int) -> dict[str, str]:
-    """:func:`data_digests` plus, for a run with a ``pseudo`` section, the SHA-256 of fold
+    """:func:`data_digests` plus the ids fold ``fold`` validates on (``folds``), and, for a
+    run with a ``pseudo`` section, the SHA-256 of fold
     ``fold``'s pseudo-labels (``pseudo``): train writes them again from the source run each
     time, and a source retrained since (other params, other data) gives other labels, which
     the fold's model, trained on the old ones, would silently keep."""
@@ -228,7 +233,32 @@ def fold_digests(cfg: ExperimentConfig, fold: int) -> dict[str, str]:
         digest = file_digest(cfg.run_dir / "pseudo" / f"fold{fold}.parquet")
         if digest is not None:
             digests["pseudo"] = digest
+    folds_digest = file_digest(Path(cfg.folds_file))
+    if folds_digest is not None:
+        digest = _fold_rows(str(cfg.folds_file), folds_digest).get(fold)
+        if digest is not None:
+            digests["folds"] = digest
     return digests
+
+
+@functools.lru_cache(maxsize=8)
+def _fold_rows(path: str, file_sha: str) -> dict[int, str]:
+    """SHA-256 of the ids each fold of the folds file at ``path`` validates on (read once per
+    file content, ``file_sha``). A folds file rewritten under the same name (edited by hand,
+    ``pipeline adversarial --valid-fold NAME --overwrite``) moves rows between folds: a fold
+    trained before would validate, and be scored, on rows it trained on. Only the fold's own
+    rows count: its training rows are the rest, so rows moved among other folds leave it."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if frame.shape[1] != 2 or "fold" not in frame.columns:
+        return {}  # refused where the folds are read
+    ids = frame.drop(columns="fold").iloc[:, 0]
+    out = {}
+    for value, rows in ids.groupby(frame["fold"]):
+        if value.lstrip("-").isdigit():
+            out[int(value)] = hashlib.sha256("\0".join(sorted(rows)).encode()).hexdigest()
+    return out
 
 
 def predictions_digest(preds: Predictions) -> str:

@@ -15,6 +15,15 @@ class DataError(PipelineError, ValueError):
     """A data file or artifact that cannot be used; the message names the file and column."""
 
 
+class OtherConfigRun(ConfigError):
+    """A run folder holds a run of another config (``diff``: the keys that differ); the
+    message says how ``pipeline train`` replaces it, a caller with other options re-words it."""
+
+    def __init__(self, message: str, run_dir: object, diff: str) -> None:
+        super().__init__(message)
+        self.run_dir, self.diff = run_dir, diff
+
+
 class MissingArtifactError(DataError, FileNotFoundError):
     """A file an earlier stage should have written is not there (a run that never finished,
     a misspelt folder); still a FileNotFoundError for callers that test for that."""

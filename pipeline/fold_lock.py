@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from filelock import FileLock, Timeout
 
@@ -42,3 +43,23 @@ def fold_lock(cfg: ExperimentConfig, seed: int, fold: int) -> Iterator[str | Non
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
+
+
+def fold_holders(run_dir: Path) -> list[str]:
+    """Who holds a fold lock under ``run_dir`` now (another process training or predicting
+    that fold): ``seed0/fold1: pid 123 on host h since 10:02:03``. Replacing the folder under
+    such a process (``--overwrite``) deleted its lock file, so the next command locked a new
+    one and trained the fold alongside it, and the old config's weights landed in the new
+    run."""
+    held = []
+    for path in sorted(run_dir.glob("seed*/fold*/.lock")):
+        lock = FileLock(path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            owner = path.with_name(".lock.owner")
+            who = owner.read_text().strip() if owner.is_file() else "another process"
+            held.append(f"{path.parent.relative_to(run_dir)}: {who}")
+            continue
+        lock.release()
+    return held

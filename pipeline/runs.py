@@ -36,7 +36,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.config_diff import snapshot_diff
 from pipeline.data.splits import read_folds
 from pipeline.data_files import changed_files, data_digests
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError, DataError, OtherConfigRun
 from pipeline.metrics import get_metric
 from pipeline.run_postprocess import save_postprocess, tune_run_postprocess
 from pipeline.run_unlabelled import gather_unlabelled
@@ -93,6 +93,15 @@ def _damaged(folder: Path, recorded: dict[str, str], patterns: tuple[str, ...]) 
     return sorted(name for name, digest in recorded.items() if now.get(name) != digest)
 
 
+def trained_on(cfg: ExperimentConfig) -> tuple[str, ...]:
+    """The inputs (:func:`changed_files` parts) a fold's training reads: a scikit-learn fold
+    predicts the test rows as it trains, a consistency or pseudo-label run trains on them
+    (the latter on its fold's pseudo-labels too); every fold on the rows it validates on."""
+    parts = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency or (
+        cfg.pseudo is not None) else ("train",)
+    return parts + (("pseudo",) if cfg.pseudo is not None else ()) + ("folds",)
+
+
 def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     """Whether the fold finished training under this config, its files intact. A fold whose
     checkpoint or other trained files no longer match their checksums is reset, so the next
@@ -108,19 +117,17 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
         return False
     if done.get("config_hash") != cfg.train_hash() or done.get("format") != FOLD_FORMAT:
         return False
-    # a scikit-learn fold predicts the test rows as it trains, a consistency or pseudo-label
-    # run trains on them (the latter on its fold's pseudo-labels too)
-    trained_on = ("train", "test") if cfg.model.is_sklearn or cfg.train.consistency or (
-        cfg.pseudo is not None) else ("train",)
-    trained_on += ("pseudo",) if cfg.pseudo is not None else ()
-    changed = changed_files(done.get("data"), cfg, trained_on, fold)
+    changed = changed_files(done.get("data"), cfg, trained_on(cfg), fold)
     damaged = [] if changed else _damaged(folder, done.get("files", {}),
                                           TRAINED_FILES + PREDICTION_FILES)
     if changed or damaged:
         log.warning("%s: %s; the fold is trained again", fold_label(cfg, seed, fold),
                     f"the {' and '.join(changed)} file changed since it trained" if changed
                     else f"{damaged} damaged or missing")
-        for name in ("metrics.json", "last.pt", "best.pt", "predictions.json"):
+        # its preprocessing too (scaler, category codes, target scale): kept, it was fitted
+        # on the old train rows, and the fold retrained on them was no fresh run's fold
+        for name in ("metrics.json", "last.pt", "best.pt", "predictions.json",
+                     "preprocess.json", "tabular.joblib"):
             (folder / name).unlink(missing_ok=True)
         for snapshot in folder.glob("snapshot_*.pt"):
             snapshot.unlink()
@@ -207,11 +214,11 @@ def _replace_or_refuse(cfg: ExperimentConfig, overwrite: bool) -> None:
                 continue
             shutil.rmtree(item) if item.is_dir() else item.unlink()
         return
-    raise ConfigError(
-        f"{run_dir} holds a run of another config ({snapshot_diff(cfg, 8)}). Pass "
-        f"--overwrite to retrain it in place, --new-version for the next free "
-        f"'{cfg.name}-v<k>', or change 'name'"
-    )
+    diff = snapshot_diff(cfg, 8)
+    raise OtherConfigRun(
+        f"{run_dir} holds a run of another config ({diff}). Pass --overwrite to retrain it in "
+        f"place, --new-version for the next free '{cfg.name}-v<k>', or change 'name'",
+        run_dir, diff)
 
 
 def holds_config(cfg: ExperimentConfig) -> bool:

@@ -40,7 +40,7 @@ from pipeline.artifacts import write_csv, write_text
 from pipeline.competition import load_competition
 from pipeline.config import ExperimentConfig, apply_overrides, build_config
 from pipeline.ensemble._optuna import open_storage
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, OtherConfigRun
 from pipeline.executor import Executor, Job, build_executor, executor_overrides
 from pipeline.fold_lock import FoldBusy
 from pipeline.leaderboard import read_run
@@ -101,6 +101,19 @@ def _finish(variant: Variant, comp: Any, folds: np.ndarray) -> float | None:
     return score
 
 
+def _prepare(variant: Variant, comp: Any, overwrite: bool) -> np.ndarray:
+    """:func:`train.prepare` for a variant; its run folder of another config (the base
+    config changed since the sweep ran it) is refused with what a sweep takes: the train
+    stage's --new-version does not exist here."""
+    try:
+        return train.prepare(variant.cfg, comp, overwrite)
+    except OtherConfigRun as err:
+        raise ConfigError(
+            f"{err.run_dir} holds this sweep's variant under another base config ({err.diff}). "
+            "Pass --overwrite to retrain the sweep's variants in place, or --name for a sweep "
+            "of its own") from None
+
+
 def run_grid(base: dict[str, Any], space: SweepSpace, executor: Executor,
              overwrite: bool = False) -> list[Variant]:
     """Train every variant of the grid. Every variant is prepared (checked, its run folder
@@ -110,7 +123,7 @@ def run_grid(base: dict[str, Any], space: SweepSpace, executor: Executor,
     prepared = []
     for variant in variants:
         comp = load_competition(variant.cfg.competition)
-        prepared.append((comp, train.prepare(variant.cfg, comp, overwrite)))
+        prepared.append((comp, _prepare(variant, comp, overwrite)))
     # in this process a variant's jobs share its Accelerator: build them one variant at a time
     batches = ([[i] for i in range(len(variants))] if executor.in_process
                else [list(range(len(variants)))])
@@ -136,7 +149,7 @@ def _trial(variant: Variant, trial: optuna.Trial, executor: Executor,
     """Train one trial's variant fold by fold, reporting the running mean of its fold
     scores; returns its CV, or None when pruned (the jobs not yet done are cancelled)."""
     comp = load_competition(variant.cfg.competition)
-    folds = train.prepare(variant.cfg, comp, overwrite)
+    folds = _prepare(variant, comp, overwrite)
     results = executor.run(_jobs(0, variant, comp, folds, executor))
     try:
         for _, (seconds, score) in results:

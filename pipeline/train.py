@@ -31,7 +31,8 @@ from pipeline.engine.encoder_lr import pretrained_lr_warnings
 from pipeline.engine.recipe import recipe_warnings
 from pipeline.errors import ConfigError, DataError
 from pipeline.executor import Executor, Job, build_executor
-from pipeline.fold_lock import FoldBusy, fold_lock
+from pipeline.fold_lock import FoldBusy, fold_holders, fold_lock
+from pipeline.fold_start import start_fold
 from pipeline.jobs import predict_fold, train_sklearn_fold
 from pipeline.jobs.gbdt import train_gbdt_fold
 from pipeline.jobs.multiprocess import check_multiprocess
@@ -44,6 +45,7 @@ from pipeline.models.network import (
     tokenizer_dir,
 )
 from pipeline.multiple_choice import ordered_options
+from pipeline.replaced_submission import pop_own_submission
 from pipeline.runs import (
     FOLD_FORMAT,
     PREDICTION_FILES,
@@ -83,7 +85,8 @@ def _run_fold(
     # in a multi-process launch rank 0 decides from the files it writes (agree), the
     # others train alongside and never write
     if agree(fold_complete, cfg, seed, fold) and not agree(_retrain_for_columns, cfg, comp,
-                                                           seed, fold):
+                                                           seed, fold) and not agree(
+            _retrain_for_rows, cfg, comp, folds, seed, fold):
         log.info("%s: complete, skipped", fold_label(cfg, seed, fold))
     else:
         if cfg.model.encoders[0].kind in GBDT_LIBRARIES:
@@ -92,6 +95,7 @@ def _run_fold(
             result = train_sklearn_fold(cfg, comp, folds, seed, fold)
         else:
             assert accelerator is not None
+            agree(start_fold, cfg, seed, fold)  # no resume point of other inputs
             result = _train_and_predict(cfg, comp, folds, seed, fold, accelerator, tokenizer)
         # checksums of what training wrote (scikit-learn folds: their predictions too)
         vouched = TRAINED_FILES + (PREDICTION_FILES if cfg.model.is_sklearn else ())
@@ -126,6 +130,32 @@ def _retrain_for_columns(cfg: ExperimentConfig, comp: Competition, seed: int,
                 [n for n in names if n not in (cfg.competition.id_column, "fold")],
                 comp.pred_columns)
     for name in ("metrics.json", "predictions.json", "last.pt"):
+        (folder / name).unlink(missing_ok=True)
+    return True
+
+
+def _retrain_for_rows(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
+                      fold: int) -> bool:
+    """Whether a finished fold must train again because the folds file now gives it other
+    validation rows than its predictions hold (rewritten under the same name: edited, or
+    ``pipeline adversarial --valid-fold NAME --overwrite``). Its model trained on some of
+    them, and scoring was a ValueError traceback (or, at equal sizes, silently the wrong
+    rows). A fold recorded since also notes its rows' digest (:func:`fold_complete`)."""
+    import pyarrow.parquet as pq
+
+    folder = fold_dir(cfg, seed, fold)
+    id_col = cfg.competition.id_column
+    try:
+        ids = pq.read_table(folder / "oof.parquet", columns=[id_col]).column(0).to_pylist()
+    except (OSError, ValueError, KeyError):  # none yet (a network predicts below) or damaged
+        return False
+    now = comp.train[id_col].astype(str).to_numpy()[folds == fold]
+    if sorted(map(str, ids)) == sorted(now):
+        return False
+    log.warning("%s: the folds file gives it other validation rows than it was trained "
+                "for; it is trained again", fold_label(cfg, seed, fold))
+    for name in ("metrics.json", "predictions.json", "last.pt", "best.pt", "preprocess.json",
+                 "tabular.joblib"):  # fitted on the old training rows
         (folder / name).unlink(missing_ok=True)
     return True
 
@@ -217,6 +247,13 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
             _check_token_texts(cfg, comp, tokenizer)
         ordered_options(cfg.model.option_columns, comp.classes)  # which option is which class
     folds = load_folds(cfg, comp)
+    if overwrite and not holds_config(cfg):  # its submission is the replaced run's
+        held = fold_holders(cfg.run_dir)
+        if held:  # replaced under it, its folds would land in the new run
+            raise FoldBusy(f"{cfg.run_dir} is being trained by another process ({held[0]}"
+                           f"{f' and {len(held) - 1} more fold(s)' if len(held) > 1 else ''}"
+                           "): stop it before --overwrite replaces the run")
+        pop_own_submission(cfg.run_dir, cfg.submissions_dir, "run", cfg.name)
     prepare_run_dir(cfg, comp, leaky, overwrite)
     if "tabular" not in cfg.model.modalities:  # after the refusals: said of a run that starts
         _warn_unread_columns(cfg, comp)

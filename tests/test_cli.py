@@ -120,8 +120,24 @@ def test_a_refused_command_leaves_no_run_folder_and_a_run_keeps_its_log(
     assert (run_dir / "config.yaml").read_text() == "a run's file\n"
 
 
-def test_a_model_refused_after_the_run_folder_is_made_leaves_no_run_folder(
+def test_a_bad_scikit_learn_parameter_value_is_one_line(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A value scikit-learn refuses (max_iter: -1) raised its InvalidParameterError from the
+    first fold's fit: a traceback, exit 1, the run folder left behind."""
+    data = competition_factory("tabular", "binary")
+    data["output_dir"] = str(tmp_path / "fresh" / "runs")
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.ensemble.HistGradientBoosting"
+                                           "Classifier", "params": {"max_iter": -1}}]}
+    path = _write_yaml(tmp_path / "exp.yaml", data)
+    assert main(["train", str(path)]) == 2
+    line = _one_error_line(capsys)
+    assert "bad 'params'" in line and "'max_iter'" in line and "Got -1" in line, line
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_model_refused_after_the_run_folder_is_made_leaves_no_run_folder(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A missing weights file is refused once the run folder holds its config snapshot and a
     fold's preprocessing: those files were left behind, and the fold folder's lock, where a
     refusal writes nothing."""
@@ -130,6 +146,13 @@ def test_a_model_refused_after_the_run_folder_is_made_leaves_no_run_folder(
     path = _write_yaml(tmp_path / "exp.yaml", data)
     wrong = f"model.encoders.0.pretrained={tmp_path / 'gone.pth'}"
     assert main(["train", str(path), "--set", wrong]) == 2
+    assert "weights file" in _one_error_line(capsys)
+    assert not (tmp_path / "fresh").exists()
+    # the same under a relative output_dir (the default 'runs'): the handler's path is
+    # absolute, the folders made for it were relative, and the run folder was left behind
+    monkeypatch.chdir(tmp_path)
+    relative = _write_yaml(tmp_path / "rel.yaml", {**data, "output_dir": "fresh/runs"})
+    assert main(["train", str(relative), "--set", wrong]) == 2
     assert "weights file" in _one_error_line(capsys)
     assert not (tmp_path / "fresh").exists()
     # a fold that trained is kept: the refusal is its log's last line

@@ -84,6 +84,27 @@ def test_a_changed_train_file_trains_the_folds_again(
     assert not np.allclose(_submission(cfg)["y"], before["y"])
 
 
+def test_a_network_fold_trained_again_on_a_changed_train_file_is_a_fresh_one(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fold trained again on a changed train file kept its preprocessing (the scaler, the
+    category codes, the regression target's scale) fitted on the old rows: its OOF differed
+    from a run that never saw the old file."""
+    cfg = cli_config(competition_factory, "tabular", "regression")
+    cfg["model"] = {"encoders": [{"name": "mlp", "params": {"hidden": [8]}}]}
+    train = Path(cfg["competition"]["dir"]) / "train.csv"
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    edit_csv(train, lambda f: f.assign(y=f["y"] * 3.0 + 5.0, x2=f["x2"] * 2.0))
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    fresh = {**cfg, "output_dir": str(tmp_path / "fresh")}
+    code, err, _ = run_cli(fresh, tmp_path, capsys)
+    assert code == 0, err
+    oof = [pd.read_parquet(Path(c["output_dir"]) / c["name"] / "oof.parquet")
+           for c in (cfg, fresh)]
+    pd.testing.assert_frame_equal(*oof)
+
+
 def test_a_fold_recorded_before_digests_is_not_trained_again(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
@@ -92,7 +113,7 @@ def test_a_fold_recorded_before_digests_is_not_trained_again(
     code, err, _ = run_cli(cfg, tmp_path, capsys)
     assert code == 0, err
     metrics = json.loads(_metrics(cfg).read_text())
-    assert set(metrics["data"]) == {"train", "test"}
+    assert set(metrics["data"]) == {"train", "test", "folds"}
     del metrics["data"]
     _metrics(cfg).write_text(json.dumps(metrics))
     caplog.clear()
@@ -143,6 +164,35 @@ def test_blend_refuses_a_member_predicted_from_an_older_test_file(
     err = capsys.readouterr().err
     assert code == 2 and str(test) in err and "changed since" in err, err
     assert not (tmp_path / "blends" / "mix").exists()
+
+
+def test_a_blend_of_an_older_test_file_says_to_blend_again(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A blend made before the test file changed was refused with 'run the train stage
+    again', which the competitor had done (its members predicted the new file): the blend
+    itself must be made again, and the line says so."""
+    cfg = _regression(competition_factory)
+    ridge = {**cfg, "name": "ridge",
+             "model": {"encoders": [{"name": "sklearn:sklearn.linear_model.Ridge"}]}}
+    for run in (cfg, ridge):
+        code, err, _ = run_cli(run, tmp_path, capsys)
+        assert code == 0, err
+    runs = [str(Path(cfg["output_dir"]) / name) for name in (cfg["name"], "ridge")]
+    blend = ["blend", "--runs", *runs, "--method", "mean", "--name", "mix",
+             "--blends-dir", str(tmp_path / "blends")]
+    assert main(blend) == 0
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    edit_csv(test, lambda f: f.assign(x1=f["x1"] * 2.0))
+    for run in (cfg, ridge):  # the members predict the new test file
+        code, err, _ = run_cli(run, tmp_path, capsys)
+        assert code == 0, err
+    submit = ["submit", "--blend", str(tmp_path / "blends" / "mix"),
+              "--submissions-dir", cfg["submissions_dir"]]
+    capsys.readouterr()
+    assert main(submit) == 2
+    err = capsys.readouterr().err
+    assert str(test) in err and "pipeline blend again" in err, err
+    assert main(blend) == 0 and main(submit) == 0  # what the line said to do
 
 
 def test_images_rewritten_in_place_are_predicted_and_trained_again(

@@ -328,6 +328,22 @@ def test_overwrite_replaces_a_trained_run_of_another_config(data: dict[str, Any]
     assert not fold_dir(cfg, 0, 0).exists()
 
 
+def test_a_run_folder_without_its_config_snapshot_is_refused_in_a_short_line(
+        data: dict[str, Any]) -> None:
+    """A run folder whose config.yaml was deleted listed every section as 'None -> {...}',
+    a line of thousands of characters."""
+    cfg = build_config(data)
+    comp = load_competition(cfg.competition)
+    prepare_run_dir(cfg, comp)
+    write_json(fold_dir(cfg, 0, 0) / "metrics.json", {"config_hash": cfg.train_hash()})
+    (cfg.run_dir / "config.yaml").unlink()
+    with pytest.raises(ConfigError) as info:
+        prepare_run_dir(_with_lr(data, 0.5), comp)
+    message = str(info.value)
+    assert "config.yaml is gone" in message and "--overwrite" in message
+    assert len(message) < 400 and "None ->" not in message, message
+
+
 def test_next_version_finds_the_first_free_or_matching_name(data: dict[str, Any]) -> None:
     """--new-version: a changed config runs as <name>-v2 (then -v3); a rerun of the same
     config finds its own version again instead of starting another."""

@@ -148,3 +148,23 @@ def test_a_bad_space_file_names_each_key_and_the_closest_known_one(tmp_path):
     assert any(line.startswith("  'methd': unknown key. Did you mean 'method'? Known here: ")
                for line in lines)
     assert any(line.startswith("  'n_trials': ") and "Got 'many'." in line for line in lines)
+
+
+def test_a_variant_run_under_another_base_config_names_the_sweeps_options(
+        competition_factory, tmp_path, capsys):
+    """A sweep rerun after its base config changed was refused with the train stage's
+    advice, '--new-version', which `pipeline sweep` does not take (an argparse error)."""
+    data = competition_factory("tabular", "binary")
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]}
+    config = _write(tmp_path / "base.yaml", data)
+    space = {"space": {"model.encoders.0.params.C": [0.1]}}
+    _sweep(tmp_path, config, space)
+    space_file = tmp_path / "space.yaml"
+    args = ["sweep", str(config), "--space", str(space_file), "--sweeps-dir",
+            str(tmp_path / "sweeps"), "--set", "folds.n_splits=3"]
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "folds.n_splits: 2 -> 3" in err and "--overwrite" in err and "--name" in err, err
+    assert "--new-version" not in err, err
+    assert cli.main([*args, "--overwrite"]) == 0

@@ -114,9 +114,12 @@ def _instance(cls: type[BaseEstimator], params: dict[str, Any], seed: int,
     if "random_state" in inspect.signature(cls).parameters and "random_state" not in params:
         params["random_state"] = seed
     try:
-        return cls(**params)
-    except TypeError as err:
+        estimator = cls(**params)
+        if hasattr(estimator, "_parameter_constraints"):  # scikit-learn's own check, which
+            estimator._validate_params()  # fit() runs: a traceback in the first fold job
+    except TypeError as err:  # scikit-learn's InvalidParameterError is a TypeError too
         raise ConfigError(f"{where}: bad 'params': {err}") from None
+    return estimator
 
 
 class OneClassFallback(ClassifierMixin, BaseEstimator):
