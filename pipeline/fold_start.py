@@ -15,13 +15,11 @@ import logging
 from pipeline.artifacts import read_json, write_json
 from pipeline.config import ExperimentConfig
 from pipeline.data_files import changed_files, fold_digests
-from pipeline.runs import fold_dir, fold_label, trained_on
+from pipeline.runs import RESTART_FILES, fold_dir, fold_label, trained_on
 
 log = logging.getLogger(__name__)
 
 START_FILE = "started.json"
-# the resume point and what was fitted on the fold's training rows
-STARTED_FILES = ("last.pt", "best.pt", "preprocess.json", "tabular.joblib")
 
 
 def start_fold(cfg: ExperimentConfig, seed: int, fold: int) -> None:
@@ -33,7 +31,7 @@ def start_fold(cfg: ExperimentConfig, seed: int, fold: int) -> None:
         record = read_json(path) if path.is_file() else None
     except ValueError:  # damaged: nothing vouches for the resume point
         record = {}
-    if record is not None and any((folder / name).exists() for name in STARTED_FILES):
+    if record is not None and any((folder / name).exists() for name in RESTART_FILES):
         changed = changed_files(record.get("data"), cfg, trained_on(cfg), fold)
         other = record.get("config_hash") != cfg.train_hash()
         if changed or other:
@@ -41,7 +39,7 @@ def start_fold(cfg: ExperimentConfig, seed: int, fold: int) -> None:
                         fold_label(cfg, seed, fold),
                         f"the {' and '.join(changed)} file changed" if changed
                         else "its config changed")
-            for name in STARTED_FILES:
+            for name in RESTART_FILES:
                 (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(path, {"config_hash": cfg.train_hash(), "data": fold_digests(cfg, fold)})

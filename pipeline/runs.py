@@ -93,6 +93,11 @@ def _damaged(folder: Path, recorded: dict[str, str], patterns: tuple[str, ...]) 
     return sorted(name for name, digest in recorded.items() if now.get(name) != digest)
 
 
+# a fold's resume point and what it fitted on its training rows: dropped where the fold must
+# start again (its inputs or config changed, a finished fold is retrained)
+RESTART_FILES = ("last.pt", "best.pt", "preprocess.json", "tabular.joblib")
+
+
 def trained_on(cfg: ExperimentConfig) -> tuple[str, ...]:
     """The inputs (:func:`changed_files` parts) a fold's training reads: a scikit-learn fold
     predicts the test rows as it trains, a consistency or pseudo-label run trains on them
@@ -126,8 +131,7 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
                     else f"{damaged} damaged or missing")
         # its preprocessing too (scaler, category codes, target scale): kept, it was fitted
         # on the old train rows, and the fold retrained on them was no fresh run's fold
-        for name in ("metrics.json", "last.pt", "best.pt", "predictions.json",
-                     "preprocess.json", "tabular.joblib"):
+        for name in ("metrics.json", "predictions.json", *RESTART_FILES):
             (folder / name).unlink(missing_ok=True)
         for snapshot in folder.glob("snapshot_*.pt"):
             snapshot.unlink()

@@ -148,14 +148,21 @@ def test_a_network_predicts_a_new_test_set_with_its_trained_weights(
     assert sub["id"].str.startswith("hidden").all()
 
 
-def test_blend_refuses_a_member_predicted_from_an_older_test_file(
-        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _two_members(competition_factory, tmp_path: Path,
+                 capsys: pytest.CaptureFixture[str]) -> tuple[dict, dict]:
+    """A regression trained as two runs to blend: the default member and a Ridge ('ridge')."""
     cfg = _regression(competition_factory)
     ridge = {**cfg, "name": "ridge",
              "model": {"encoders": [{"name": "sklearn:sklearn.linear_model.Ridge"}]}}
     for run in (cfg, ridge):
         code, err, _ = run_cli(run, tmp_path, capsys)
         assert code == 0, err
+    return cfg, ridge
+
+
+def test_blend_refuses_a_member_predicted_from_an_older_test_file(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, _ = _two_members(competition_factory, tmp_path, capsys)
     test = Path(cfg["competition"]["dir"]) / "test.csv"
     edit_csv(test, lambda f: f.assign(x1=f["x1"] * 2.0))
     runs = [str(Path(cfg["output_dir"]) / name) for name in (cfg["name"], "ridge")]
@@ -171,12 +178,7 @@ def test_a_blend_of_an_older_test_file_says_to_blend_again(
     """A blend made before the test file changed was refused with 'run the train stage
     again', which the competitor had done (its members predicted the new file): the blend
     itself must be made again, and the line says so."""
-    cfg = _regression(competition_factory)
-    ridge = {**cfg, "name": "ridge",
-             "model": {"encoders": [{"name": "sklearn:sklearn.linear_model.Ridge"}]}}
-    for run in (cfg, ridge):
-        code, err, _ = run_cli(run, tmp_path, capsys)
-        assert code == 0, err
+    cfg, ridge = _two_members(competition_factory, tmp_path, capsys)
     runs = [str(Path(cfg["output_dir"]) / name) for name in (cfg["name"], "ridge")]
     blend = ["blend", "--runs", *runs, "--method", "mean", "--name", "mix",
              "--blends-dir", str(tmp_path / "blends")]
