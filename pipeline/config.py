@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from pipeline.models.sklearn import PIPELINE as SKLEARN_PIPELINE
 from pipeline.models.sklearn import estimator_kind, pipeline_problem
 from pipeline.multiple_choice import options_fit
 from pipeline.schema import Section
+from pipeline.train_hash import compute_train_hash, pretrained_names
 from pipeline.tta import PredictConfig
 
 
@@ -78,37 +77,26 @@ class ExperimentConfig(Section):
         return self.model_dump(mode="json")
 
     def train_hash(self) -> str:
-        """Hash of what decides trained weights (not prediction settings or output paths).
+        """Hash of what decides trained weights (not prediction settings, output paths or
+        where the competition's files lie: :mod:`pipeline.train_hash`).
 
         Keys left at their defaults are not hashed, so a release that adds an option does
         not orphan existing runs.
         """
         return self._train_hash
 
+    def legacy_train_hash(self) -> str:
+        """The train hash as releases before recorded it (the folders hashed)."""
+        return self._legacy_train_hash
+
     # Derived once per config (the config is frozen); every fold asks for it.
     @functools.cached_property
     def _train_hash(self) -> str:
-        data = self.model_dump(mode="json", exclude_defaults=True)
-        for key in ("predict", "output_dir", "folds_dir", "submissions_dir", "name", "executor"):
-            data.pop(key, None)
-        for key in ("num_workers", "resume_every"):  # how, not what: a resumed fold is the same
-            data.get("train", {}).pop(key, None)
-        # a pretrained encoder's weights shape the run: its identity joins the hash, so a
-        # pretraining redone under the same name (--overwrite) is a changed config
-        pretrained = {n: {k: pretrained_record(n).get(k) for k in ("config_hash", "inputs")}
-                      for n in pretrained_names(self)}
-        if pretrained:
-            data["pretrained"] = pretrained
-        # a pair of texts reaches a transformers encoder with its segment ids since format 2
-        # of its inputs: a pair run trained before read none, so its folds are not reused
-        if len(self.competition.text_columns) == 2 and any(
-                e.kind == "hf" for e in self.model.encoders):
-            data["text_pair_inputs"] = 2
-        # text columns reach a tabular member as TF-IDF features since format 1 of its
-        # inputs: one trained before ignored them, so its folds are not reused
-        if self.competition.text_columns and self.model.reads_tfidf:
-            data["tabular_text_inputs"] = 1
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return compute_train_hash(self)
+
+    @functools.cached_property
+    def _legacy_train_hash(self) -> str:
+        return compute_train_hash(self, legacy=True)
 
 
 # Rules that span sections. Each names the keys involved; most ask the part that knows
@@ -263,18 +251,6 @@ def _multitask_fits(cfg: ExperimentConfig) -> str | None:
     params = [p for stage in cfg.train.resolved_stages
               for p in [stage.loss.params, *(t.params for t in stage.loss.terms)]]
     return multitask.mismatch(cfg.competition.task, cfg.competition.target_columns, params)
-
-
-def pretrained_names(cfg: ExperimentConfig) -> list[str]:
-    """The pretrainings the model uses: 'pretrained:<name>' encoders and the values of 'mlp'
-    encoders' pretrained_embeddings."""
-    names = []
-    for enc in cfg.model.encoders:
-        if enc.name.startswith("pretrained:"):
-            names.append(enc.name.split(":", 1)[1])
-        if enc.kind == "mlp":
-            names += map(str, dict(enc.params.get("pretrained_embeddings") or {}).values())
-    return names
 
 
 def _pretrained_exist(cfg: ExperimentConfig) -> str | None:

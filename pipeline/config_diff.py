@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from pipeline.config import ExperimentConfig
 
 # keys that do not shape the trained weights (as ExperimentConfig.train_hash leaves them out)
-NOT_HASHED = ("name", "output_dir", "folds_dir", "submissions_dir", "predict", "train.num_workers",
-              "train.resume_every", "executor")
+NOT_HASHED = ("name", "output_dir", "folds_dir", "submissions_dir", "predict", "competition.dir",
+              "train.num_workers", "train.resume_every", "executor")
 
 
 def config_diff(old: dict[Any, Any], new: dict[Any, Any], prefix: str = "") -> list[str]:

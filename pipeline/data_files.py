@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ from pipeline.errors import DataError
 
 if TYPE_CHECKING:
     from pipeline.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=32)
@@ -67,7 +70,7 @@ def data_digests(cfg: ExperimentConfig) -> dict[str, str]:
             digests[part] = digest
             images = _images_digest(cfg, part, digest)
             if images is not None:
-                digests[f"{part}_images"] = images
+                digests[f"{part}_images"], digests[f"{part}_image_sizes"] = images
     weights = _weights_digest(cfg)
     if weights is not None:
         digests["train_weights"] = weights
@@ -115,16 +118,25 @@ def _contents_digest(stats: tuple[tuple[str, str, int, int], ...]) -> str:
     return digest.hexdigest()
 
 
-def _images_digest(cfg: ExperimentConfig, part: str, csv_digest: str) -> str | None:
+def _images_digest(cfg: ExperimentConfig, part: str, csv_digest: str
+                   ) -> tuple[str, str] | None:
     """SHA-256 over the names, sizes and modification times of the image files ``part``'s
     file lists: images rewritten in place under the same file (cropped, re-exported, another
     test set's) left the fold's models and predictions standing, and the submission held the
-    old images' predictions. None where the file lists no image files."""
-    return _listed_images_digest(cfg.competition.model_dump_json(), part, csv_digest)
+    old images' predictions. With it, the SHA-256 over their names and sizes alone (what
+    copied or re-extracted images keep: :func:`changed_files`). None where the file lists no
+    image files."""
+    return _listed_images_digests(cfg.competition.model_dump_json(), part, csv_digest)
 
 
 def _listed_images_digest(section: str, part: str, csv_digest: str) -> str | None:
-    """:func:`_images_digest` of the competition section ``section`` (its JSON)."""
+    """:func:`_images_digest` of the competition section ``section`` (its JSON): the digest
+    with the files' times."""
+    digests = _listed_images_digests(section, part, csv_digest)
+    return None if digests is None else digests[0]
+
+
+def _listed_images_digests(section: str, part: str, csv_digest: str) -> tuple[str, str] | None:
     comp = json.loads(section)
     if not (comp.get("image_column") or comp.get("image_path")) or comp.get("pixels"):
         return None
@@ -133,14 +145,16 @@ def _listed_images_digest(section: str, part: str, csv_digest: str) -> str | Non
     paths = _listed_images(section, part, csv_digest)
     if paths is None:
         return None
-    digest = hashlib.sha256()
+    timed, sized = hashlib.sha256(), hashlib.sha256()
     for rel in paths:  # os.stat on joined strings: a third of pathlib's cost a file
         try:
             stat = os.stat(os.path.join(comp["dir"], rel))
-            digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            timed.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            sized.update(f"{rel}\0{stat.st_size}\n".encode())
         except OSError:  # refused where the competition loads
-            digest.update(f"{rel}\0missing\n".encode())
-    return digest.hexdigest()
+            timed.update(f"{rel}\0missing\n".encode())
+            sized.update(f"{rel}\0missing\n".encode())
+    return timed.hexdigest(), sized.hexdigest()
 
 
 @functools.lru_cache(maxsize=8)
@@ -197,7 +211,7 @@ def _runs_of(folder: Path) -> list[Path]:
 
 def _check_test_images(run_dir: Path, csv_digest: str) -> None:
     meta = read_meta(run_dir)
-    section = _competition_section(run_dir)
+    section = _competition_section(run_dir, meta.competition_dir)
     if not meta.test_images_digest or section is None:
         return  # a run from before images were recorded, or of no image files
     now = _listed_images_digest(section, "test", csv_digest)
@@ -208,16 +222,18 @@ def _check_test_images(run_dir: Path, csv_digest: str) -> None:
                         "pseudo-labelling from it")
 
 
-def _competition_section(run_dir: Path) -> str | None:
-    """The competition section of the config ``run_dir`` was trained under, as JSON (None
-    where its ``config.yaml`` cannot be read as one)."""
+def _competition_section(run_dir: Path, where: str) -> str | None:
+    """The competition section of the config ``run_dir`` was trained under, its files in the
+    folder ``where`` (the one it last predicted from), as JSON (None where its
+    ``config.yaml`` cannot be read as one)."""
     import yaml
 
     from pipeline.competition import CompetitionConfig
 
     try:
         data = yaml.safe_load((run_dir / "config.yaml").read_text())
-        return CompetitionConfig.model_validate(data["competition"]).model_dump_json()
+        section = {**data["competition"], "dir": where or data["competition"]["dir"]}
+        return CompetitionConfig.model_validate(section).model_dump_json()
     except Exception:  # an old or hand-edited snapshot: nothing to compare
         return None
 
@@ -300,8 +316,33 @@ def changed_files(recorded: Any, cfg: ExperimentConfig, parts: Sequence[str],
         return []
     now = data_digests(cfg) if fold is None else fold_digests(cfg, fold)
     # a part's images count as the part; a record without them (older) vouches for them
-    changed = [part for part in parts if any(
-        key in recorded and recorded[key] != now.get(key) for key in (part, f"{part}_images"))]
+    changed = [part for part in parts if recorded.get(part, now.get(part)) != now.get(part)
+               or _images_changed(recorded, now, part)]
     weights = "train" in parts and "train" not in changed and recorded.get(
         "train_weights", now.get("train_weights")) != now.get("train_weights")
     return [*changed, "encoder weights"] if weights else changed
+
+
+_RETIMED: set[str] = set()  # competitions whose retimed train images were said, once a process
+
+
+def _images_changed(recorded: dict[str, Any], now: dict[str, str], part: str) -> bool:
+    """Whether ``part``'s image files differ from the record. Train images whose names and
+    sizes are the ones recorded, their times alone changed, count as the same images: a
+    competition copied to another disk, re-extracted from its archive or uploaded as a
+    Kaggle dataset gets new times, and its every fold was trained again, or, asked to
+    predict, refused (retraining is what a code competition's notebook cannot afford). Test
+    images keep their times: a hidden test set swaps in files of the same names, and
+    predicting them again costs little."""
+    key = f"{part}_images"
+    if recorded.get(key, now.get(key)) == now.get(key):
+        return False
+    sizes = f"{part}_image_sizes"
+    if part != "train" or sizes not in recorded or recorded[sizes] != now.get(sizes):
+        return True
+    if now[key] not in _RETIMED:
+        _RETIMED.add(now[key])
+        log.warning("train images: their modification times changed since the folds trained, "
+                    "their names and sizes did not; taken as the same images (copied or "
+                    "re-extracted). If you edited them in place, train again with --overwrite")
+    return False

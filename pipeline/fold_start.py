@@ -16,6 +16,7 @@ from pipeline.artifacts import read_json, write_json
 from pipeline.config import ExperimentConfig
 from pipeline.data_files import changed_files, fold_digests
 from pipeline.runs import RESTART_FILES, fold_dir, fold_label, trained_on
+from pipeline.train_hash import train_hashes
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def start_fold(cfg: ExperimentConfig, seed: int, fold: int) -> None:
         record = {}
     if record is not None and any((folder / name).exists() for name in RESTART_FILES):
         changed = changed_files(record.get("data"), cfg, trained_on(cfg), fold)
-        other = record.get("config_hash") != cfg.train_hash()
+        other = record.get("config_hash") not in train_hashes(cfg)
         if changed or other:
             log.warning("%s: %s since it started; it starts again instead of resuming",
                         fold_label(cfg, seed, fold),

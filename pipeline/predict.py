@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.artifacts import read_json
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.held_images import competition_images, holding_images
+from pipeline.data_files import changed_files
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.errors import DataError
 from pipeline.fold_lock import FoldBusy, fold_lock
@@ -23,6 +25,7 @@ from pipeline.runs import (
     gather,
     load_folds,
     predictions_current,
+    trained_on,
 )
 
 log = logging.getLogger(__name__)
@@ -34,11 +37,7 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     folds = load_folds(cfg, comp)
     jobs = [(seed, fold) for seed in cfg.train.seeds for fold in range(cfg.folds.n_splits)]
     for seed, fold in jobs:
-        if not fold_complete(cfg, seed, fold):
-            raise DataError(
-                f"{fold_dir(cfg, seed, fold)} is not trained under this config and these "
-                "train/test files: run the train stage first"
-            )
+        _check_trained(cfg, seed, fold)
     if cfg.model.is_sklearn:
         log.info("%s: a scikit-learn model has no TTA; predictions come from training", cfg.name)
         return gather(cfg, comp, folds)
@@ -54,3 +53,27 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
                     predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
             fold_score(cfg, comp, folds, seed, fold)
     return gather(cfg, comp, folds)
+
+
+def _check_trained(cfg: ExperimentConfig, seed: int, fold: int) -> None:
+    """Refuse a fold not trained under this config on these inputs, its files left as they
+    are: predicting never deletes what training made (a fold found stale is retrained, and
+    reset, by the train stage alone). A network's fold predicts a changed test file with its
+    weights as they are, those of a consistency or pseudo-label run included (the hidden
+    test set of a code competition, predicted by weights trained beside the public one); a
+    scikit-learn fold predicts as it trains."""
+    parts = trained_on(cfg)
+    if not cfg.model.is_sklearn:
+        parts = tuple(p for p in parts if p != "test")
+    if fold_complete(cfg, seed, fold, reset=False, parts=parts):
+        return
+    folder = fold_dir(cfg, seed, fold)
+    done = folder / "metrics.json"
+    try:
+        record = read_json(done) if done.is_file() else {}
+    except ValueError:  # damaged: nothing to name but that
+        record = {}
+    changed = changed_files(record.get("data"), cfg, parts, fold) if record else []
+    why = (f"its {' and '.join(changed)} file changed since it trained" if changed
+           else "it is not trained under this config, or its files are damaged")
+    raise DataError(f"{folder}: {why}: run the train stage first (it trains the fold again)")

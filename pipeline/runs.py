@@ -40,6 +40,7 @@ from pipeline.errors import ConfigError, DataError, OtherConfigRun
 from pipeline.metrics import get_metric
 from pipeline.run_postprocess import save_postprocess, tune_run_postprocess
 from pipeline.run_unlabelled import gather_unlabelled
+from pipeline.train_hash import train_hashes
 from pipeline.tta_views import say_view_scores, view_scores
 
 log = logging.getLogger(__name__)
@@ -107,10 +108,11 @@ def trained_on(cfg: ExperimentConfig) -> tuple[str, ...]:
     return parts + (("pseudo",) if cfg.pseudo is not None else ()) + ("folds",)
 
 
-def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
-    """Whether the fold finished training under this config, its files intact. A fold whose
-    checkpoint or other trained files no longer match their checksums is reset, so the next
-    train retrains it (deterministically: the same weights as before)."""
+def fold_complete(cfg: ExperimentConfig, seed: int, fold: int, reset: bool = True,
+                  parts: tuple[str, ...] | None = None) -> bool:
+    """Whether the fold finished training under this config on the inputs ``parts`` (default
+    :func:`trained_on`), its files intact. Otherwise the fold is reset, so the next train
+    retrains it, unless ``reset=False`` (a stage that only reads the fold)."""
     folder = fold_dir(cfg, seed, fold)
     path = folder / "metrics.json"
     if not path.is_file():
@@ -120,11 +122,13 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     except ValueError:  # cut off mid-write by an older release, or damaged: train it again
         log.warning("%s is unreadable; the fold is trained again", path)
         return False
-    if done.get("config_hash") != cfg.train_hash() or done.get("format") != FOLD_FORMAT:
+    if done.get("config_hash") not in train_hashes(cfg) or done.get("format") != FOLD_FORMAT:
         return False
-    changed = changed_files(done.get("data"), cfg, trained_on(cfg), fold)
+    changed = changed_files(done.get("data"), cfg, parts or trained_on(cfg), fold)
     damaged = [] if changed else _damaged(folder, done.get("files", {}),
                                           TRAINED_FILES + PREDICTION_FILES)
+    if (changed or damaged) and not reset:
+        return False
     if changed or damaged:
         log.warning("%s: %s; the fold is trained again", fold_label(cfg, seed, fold),
                     f"the {' and '.join(changed)} file changed since it trained" if changed
@@ -139,12 +143,12 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     return True
 
 
-def prediction_hash(cfg: ExperimentConfig) -> str:
-    """Identity of the predictions: the trained weights' hash plus the predict section."""
+def prediction_hash(cfg: ExperimentConfig, train_hash: str | None = None) -> str:
+    """Identity of the predictions: the weights' hash (default the config's) + predict."""
     # post-processing reads the gathered OOF, not the fold predictions: toggling it predicts
     # nothing again
     predict = cfg.predict.model_dump(mode="json", exclude={"postprocess", "clip"})
-    data = {"train": cfg.train_hash(), "predict": predict}
+    data = {"train": train_hash or cfg.train_hash(), "predict": predict}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -156,7 +160,7 @@ def predictions_current(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
         made = read_json(path) if path.is_file() else None
     except ValueError:  # damaged: predict again
         return False
-    if made is None or made.get("hash") != prediction_hash(cfg):
+    if made is None or made.get("hash") not in {prediction_hash(cfg, h) for h in train_hashes(cfg)}:
         return False
     if changed_files(made.get("data"), cfg, ("train", "test")):
         return False  # predicted from other rows (a new test file): predicted again
@@ -196,7 +200,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
         old = read_json(meta_path).get("config_hash")
-        if old != meta.config_hash:
+        if old not in train_hashes(cfg):
             _replace_or_refuse(cfg, overwrite)
     write_yaml(run_dir / "config.yaml", cfg.to_dict())
     write_meta(run_dir, meta)
@@ -228,7 +232,7 @@ def _replace_or_refuse(cfg: ExperimentConfig, overwrite: bool) -> None:
 def holds_config(cfg: ExperimentConfig) -> bool:
     """Whether the run folder was made by this training config (an earlier start of it)."""
     meta = cfg.run_dir / "run.json"
-    return meta.is_file() and read_json(meta).get("config_hash") == cfg.train_hash()
+    return meta.is_file() and read_json(meta).get("config_hash") in train_hashes(cfg)
 
 
 def next_version(cfg: ExperimentConfig) -> str:
@@ -238,7 +242,7 @@ def next_version(cfg: ExperimentConfig) -> str:
     candidates = [cfg.name] + [f"{base}-v{k}" for k in range(2, 1000)]
     for name in candidates:
         meta = Path(cfg.output_dir) / name / "run.json"
-        if not meta.is_file() or read_json(meta).get("config_hash") == cfg.train_hash():
+        if not meta.is_file() or read_json(meta).get("config_hash") in train_hashes(cfg):
             return name
     raise ConfigError(f"no free version of {cfg.name!r} under {cfg.output_dir}")
 
@@ -261,10 +265,13 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     metric = get_metric(cfg.competition.metric, comp.scored_values)
     y = comp.targets
     n_train = len(comp.train)
-    # the test file the folds predicted (checked by fold_complete / predictions_current)
+    # the test file the folds predicted, where it lies now (a code competition's notebook):
+    # the submission is checked against that folder
     digests = data_digests(cfg)
     meta = dataclasses.replace(read_meta(cfg.run_dir), test_digest=digests.get("test", ""),
-                               test_images_digest=digests.get("test_images", ""))
+                               test_images_digest=digests.get("test_images", ""),
+                               competition_dir=str(cfg.competition.dir),
+                               folds_file=str(cfg.folds_file))
     oof_sum = np.zeros((n_train, len(cols)))
     test_parts, scores = [], {}
     test_ids = comp.test[id_col].astype(str).to_numpy()

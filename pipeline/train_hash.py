@@ -1,0 +1,94 @@
+"""The train hash: the identity of what decides a run's trained weights, which a fold's
+``metrics.json``, the run's ``run.json`` and the predictions record, and every later stage
+compares with the config's.
+
+Where the competition's files lie (``competition.dir``) is left out, and the files an encoder
+loads count by their own name, not their folder: the files themselves are recorded by content
+(:mod:`pipeline.data_files`), so the same data and weights read from another folder train the
+same model. A run trained on one machine is predicted in a code competition's
+notebook, whose data lies under ``/kaggle/input``; with the folder in the hash that notebook
+had to retrain every fold. Runs recorded before (the folders hashed) keep counting as this
+config's (:func:`train_hashes`), so an upgrade orphans none of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import PurePath
+from typing import Any
+
+from pipeline.models.encoders import pretrained_record
+
+# ``cfg`` below is a pipeline.config.ExperimentConfig, typed Any: the config module derives its
+# hash here, and an import back (for types alone) would close a circle
+
+# how, where and what is written, not what is trained: never hashed
+_NOT_HASHED = ("predict", "output_dir", "folds_dir", "submissions_dir", "name", "executor")
+# how a fold runs, not what it computes: a resumed fold is the same
+_NOT_HASHED_TRAIN = ("num_workers", "resume_every")
+
+
+def compute_train_hash(cfg: Any, legacy: bool = False) -> str:
+    """The train hash of ``cfg``; ``legacy``: as releases before recorded it (the
+    competition folder and the encoders' weights paths hashed whole)."""
+    data = cfg.model_dump(mode="json", exclude_defaults=True)
+    for key in _NOT_HASHED:
+        data.pop(key, None)
+    for key in _NOT_HASHED_TRAIN:
+        data.get("train", {}).pop(key, None)
+    if not legacy:
+        data.get("competition", {}).pop("dir", None)
+        for encoder in data.get("model", {}).get("encoders", []):
+            _weights_by_name(encoder)
+    # a pretrained encoder's weights shape the run: its identity joins the hash, so a
+    # pretraining redone under the same name (--overwrite) is a changed config
+    pretrained = {n: {k: pretrained_record(n).get(k) for k in ("config_hash", "inputs")}
+                  for n in pretrained_names(cfg)}
+    if pretrained:
+        data["pretrained"] = pretrained
+    # a pair of texts reaches a transformers encoder with its segment ids since format 2
+    # of its inputs: a pair run trained before read none, so its folds are not reused
+    if len(cfg.competition.text_columns) == 2 and any(
+            e.kind == "hf" for e in cfg.model.encoders):
+        data["text_pair_inputs"] = 2
+    # text columns reach a tabular member as TF-IDF features since format 1 of its
+    # inputs: one trained before ignored them, so its folds are not reused
+    if cfg.competition.text_columns and cfg.model.reads_tfidf:
+        data["tabular_text_inputs"] = 1
+    return _digest(data)
+
+
+def pretrained_names(cfg: Any) -> list[str]:
+    """The pretrainings the model uses: 'pretrained:<name>' encoders and the values of 'mlp'
+    encoders' pretrained_embeddings."""
+    names = []
+    for enc in cfg.model.encoders:
+        if enc.name.startswith("pretrained:"):
+            names.append(enc.name.split(":", 1)[1])
+        if enc.kind == "mlp":
+            names += map(str, dict(enc.params.get("pretrained_embeddings") or {}).values())
+    return names
+
+
+def _weights_by_name(encoder: dict[str, Any]) -> None:
+    """The files an encoder loads named by their own name, not their folder: weights
+    attached to a notebook as a dataset lie under /kaggle/input, trained elsewhere under
+    another folder. Their contents are recorded with each fold (``train_weights``, see
+    :mod:`pipeline.data_files`): other weights under the name train the folds again."""
+    kind, colon, target = str(encoder.get("name", "")).partition(":")
+    if colon and kind in ("hf", "rows_text") and target:
+        encoder["name"] = f"{kind}:{PurePath(target).name}"
+    for key in ("pretrained", "tokenizer"):
+        if isinstance(encoder.get(key), str):
+            encoder[key] = PurePath(encoder[key]).name
+
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_hashes(cfg: Any) -> frozenset[str]:
+    """The hashes under which a recorded fold or run is this config's: the train hash, and
+    the one releases before recorded (the folders hashed)."""
+    return frozenset((cfg.train_hash(), cfg.legacy_train_hash()))

@@ -1,0 +1,181 @@
+"""A run folder that travels: trained on one machine, predicted where the competition's
+files lie elsewhere (a code competition's notebook reads them under /kaggle/input), and a
+predict stage that never deletes what training made."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.config import build_config
+from pipeline.data.decoded import clear_cache
+from tests.test_competition import cli_config, edit_csv, run_cli
+
+
+def _fold(cfg: dict[str, Any]) -> Path:
+    return Path(cfg["output_dir"]) / cfg["name"] / "seed0" / "fold0"
+
+
+def _trained(cfg: dict[str, Any]) -> dict[str, bytes]:
+    """The files training made in fold 0, by name."""
+    return {p.name: p.read_bytes() for p in _fold(cfg).iterdir()
+            if p.name in ("metrics.json", "best.pt", "last.pt", "preprocess.json")}
+
+
+def _image_run(competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+               ) -> tuple[dict[str, Any], Path]:
+    cfg = cli_config(competition_factory, "image", "binary")
+    cfg["train"]["epochs"] = 1
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    return cfg, path
+
+
+def _images(cfg: dict[str, Any], split: str) -> list[Path]:
+    folder = Path(cfg["competition"]["dir"])
+    return [folder / rel for rel in pd.read_csv(folder / f"{split}.csv")["image"]]
+
+
+def test_predict_refusing_a_fold_trained_on_other_images_deletes_nothing(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """`pipeline predict` found a fold stale (its train images changed) and reset it: its
+    weights, checkpoint and metrics deleted, hours of training lost in a stage that only
+    reads them. It refuses now, saying what changed and what to run, and deletes nothing."""
+    from PIL import Image
+
+    cfg, path = _image_run(competition_factory, tmp_path, capsys)
+    before = _trained(cfg)
+    assert {"metrics.json", "best.pt"} <= set(before)
+    first = _images(cfg, "train")[0]
+    Image.new("RGB", (30, 30), (9, 9, 9)).save(first)  # another image under its name
+    clear_cache()
+    assert main(["predict", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "train file changed since it trained: run the train stage first" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert _trained(cfg) == before
+
+
+def test_train_images_with_new_times_alone_keep_their_folds(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture, one_thread) -> None:
+    """Images copied or re-extracted get new modification times: every fold was trained
+    again (and `pipeline predict` refused). Names and sizes as recorded, they are the
+    same images; a warning says so and how to retrain if they were edited."""
+    cfg, path = _image_run(competition_factory, tmp_path, capsys)
+    before = _trained(cfg)
+    for image in _images(cfg, "train"):
+        stat = image.stat()
+        os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**12))
+    clear_cache()
+    with caplog.at_level(logging.WARNING):
+        assert main(["predict", "--config", str(path)]) == 0, capsys.readouterr().err
+        code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert _trained(cfg) == before
+    assert "modification times changed since the folds trained" in caplog.text
+    assert "trained again" not in caplog.text
+
+
+def test_a_competition_read_from_another_folder_keeps_its_run(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """The competition folder was in the train hash: the same files under another path (a
+    code competition's /kaggle/input, another disk) refused the run as another config's, so
+    the notebook could only retrain it. The files are recorded by content; the folder is
+    where they lie. The submission is checked against the folder it predicted from."""
+    cfg, _ = _image_run(competition_factory, tmp_path, capsys)
+    before = _trained(cfg)
+    old = Path(cfg["competition"]["dir"])
+    new = tmp_path / "kaggle" / "input" / old.name
+    shutil.copytree(old, new, copy_function=shutil.copy)  # new modification times
+    shutil.rmtree(old)
+    cfg["competition"]["dir"] = str(new)
+    clear_cache()
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert _trained(cfg) == before
+    run_dir = Path(cfg["output_dir"]) / cfg["name"]
+    assert json.loads((run_dir / "run.json").read_text())["competition_dir"] == str(new)
+    assert main(["predict", "--config", str(path)]) == 0, capsys.readouterr().err
+    assert _trained(cfg) == before
+    assert main(["submit", "--run", str(run_dir), "--submissions-dir",
+                 cfg["submissions_dir"]]) == 0, capsys.readouterr().err
+
+
+def test_the_train_hash_leaves_the_competition_folder_out_and_knows_the_old_one(
+        competition_factory, tmp_path: Path) -> None:
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    here = build_config(cfg)
+    there = build_config({**cfg, "competition": {**cfg["competition"], "dir": "/elsewhere"}})
+    assert here.train_hash() == there.train_hash()
+    # releases before hashed the folder: their records are told apart by it, and still count
+    assert here.legacy_train_hash() != there.legacy_train_hash()
+    assert here.legacy_train_hash() != here.train_hash()
+    other = build_config({**cfg, "train": {**cfg["train"], "epochs": 7}})
+    assert other.train_hash() != here.train_hash()
+
+
+@pytest.mark.parametrize("key", ["name", "pretrained", "tokenizer"])
+def test_the_train_hash_names_encoder_files_by_their_own_name(
+        competition_factory, key: str) -> None:
+    """Weights attached to a notebook lie under /kaggle/input, trained elsewhere: their
+    folder is where they lie (their contents are recorded with each fold); their own name
+    still tells one model from another."""
+    cfg = competition_factory("text" if key == "name" else "image", "binary")
+
+    def encoder(path: str) -> str:
+        enc = ({"name": f"hf:{path}"} if key == "name" else
+               {"name": "timm:test_resnet", key: path})
+        return build_config({**cfg, "model": {**cfg["model"], "encoders": [enc]}}).train_hash()
+
+    assert encoder("/data/models/weights-a") == encoder("/kaggle/input/x/weights-a")
+    assert encoder("/data/models/weights-a") != encoder("/data/models/weights-b")
+
+
+def test_a_run_recorded_under_the_old_hash_is_not_trained_again(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run trained by a release that hashed the competition folder is this config's run:
+    an upgrade retrains nothing and refuses nothing."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    legacy = build_config(yaml.safe_load(path.read_text())).legacy_train_hash()
+    run_dir = Path(cfg["output_dir"]) / cfg["name"]
+    for record in [run_dir / "run.json", *run_dir.glob("seed0/fold*/metrics.json")]:
+        data = json.loads(record.read_text())
+        record.write_text(json.dumps({**data, "config_hash": legacy}))
+    before = _trained(cfg)
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert _trained(cfg) == before
+    assert main(["submit", "--config", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_a_consistency_run_predicts_a_new_test_set_with_its_weights(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """A consistency run trains on the test rows as unlabelled ones. A new test file (the
+    hidden set of a code competition) made `pipeline predict` reset every fold, weights
+    deleted; a notebook cannot retrain them. Its weights predict the new rows as they are."""
+    cfg = competition_factory("tabular", "binary")
+    cfg["train"] = {"epochs": 1, "batch_size": 16, "consistency": {
+        "method": "fixmatch", "stage": {"passes": 1}}}
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    before = _trained(cfg)
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    edit_csv(test, lambda f: f.assign(x1=f["x1"] * -1.0))
+    assert main(["predict", "--config", str(path)]) == 0, capsys.readouterr().err
+    assert _trained(cfg) == before
+    assert main(["submit", "--config", str(path)]) == 0, capsys.readouterr().err
