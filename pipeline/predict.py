@@ -18,13 +18,13 @@ from pipeline.errors import DataError
 from pipeline.fold_lock import FoldBusy, fold_lock
 from pipeline.jobs import predict_fold
 from pipeline.models.network import build_tokenizer
+from pipeline.prediction_state import stale_parts
 from pipeline.runs import (
     fold_complete,
     fold_dir,
     fold_score,
     gather,
     load_folds,
-    predictions_current,
     trained_on,
 )
 
@@ -49,8 +49,10 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
                 if holder is not None:
                     raise FoldBusy(f"{fold_dir(cfg, seed, fold)} is held by {holder}; run "
                                    "predict again once it finishes")
-                if not predictions_current(cfg, seed, fold):
-                    predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+                stale = stale_parts(cfg, seed, fold)
+                if stale:
+                    predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer,
+                                 parts=stale)
             fold_score(cfg, comp, folds, seed, fold)
     return gather(cfg, comp, folds)
 

@@ -89,7 +89,7 @@ def file_digests(folder: Path, patterns: tuple[str, ...]) -> dict[str, str]:
     return digests
 
 
-def _damaged(folder: Path, recorded: dict[str, str], patterns: tuple[str, ...]) -> list[str]:
+def damaged_files(folder: Path, recorded: dict[str, str], patterns: tuple[str, ...]) -> list[str]:
     now = file_digests(folder, patterns)
     return sorted(name for name, digest in recorded.items() if now.get(name) != digest)
 
@@ -125,7 +125,7 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int, reset: bool = Tru
     if done.get("config_hash") not in train_hashes(cfg) or done.get("format") != FOLD_FORMAT:
         return False
     changed = changed_files(done.get("data"), cfg, parts or trained_on(cfg), fold)
-    damaged = [] if changed else _damaged(folder, done.get("files", {}),
+    damaged = [] if changed else damaged_files(folder, done.get("files", {}),
                                           TRAINED_FILES + PREDICTION_FILES)
     if (changed or damaged) and not reset:
         return False
@@ -141,34 +141,6 @@ def fold_complete(cfg: ExperimentConfig, seed: int, fold: int, reset: bool = Tru
             snapshot.unlink()
         return False
     return True
-
-
-def prediction_hash(cfg: ExperimentConfig, train_hash: str | None = None) -> str:
-    """Identity of the predictions: the weights' hash (default the config's) + predict."""
-    # post-processing reads the gathered OOF, not the fold predictions: toggling it predicts
-    # nothing again
-    predict = cfg.predict.model_dump(mode="json", exclude={"postprocess", "clip"})
-    data = {"train": train_hash or cfg.train_hash(), "predict": predict}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def predictions_current(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
-    """Whether the fold's predictions were made under this config's predict section."""
-    folder = fold_dir(cfg, seed, fold)
-    path = folder / "predictions.json"
-    try:
-        made = read_json(path) if path.is_file() else None
-    except ValueError:  # damaged: predict again
-        return False
-    if made is None or made.get("hash") not in {prediction_hash(cfg, h) for h in train_hashes(cfg)}:
-        return False
-    if changed_files(made.get("data"), cfg, ("train", "test")):
-        return False  # predicted from other rows (a new test file): predicted again
-    damaged = _damaged(folder, made.get("files", {}), PREDICTION_FILES)
-    if damaged:
-        log.warning("%s: %s damaged or missing; predicted again", fold_label(cfg, seed, fold),
-                    damaged)
-    return not damaged
 
 
 def load_folds(cfg: ExperimentConfig, comp: Competition) -> np.ndarray:

@@ -182,11 +182,11 @@ def check_config_run(cfg: ExperimentConfig) -> None:
     submitted before training: the old model's submission, under the new config's name), or,
     for a network, its ``predict`` section (a new TTA not yet predicted)."""
     from pipeline.config_diff import snapshot_diff
+    from pipeline.prediction_state import predictions_current
     from pipeline.runs import (  # torch and the run machinery: only for a config's run
         fold_dir,
         holds_config,
         next_version,
-        predictions_current,
     )
 
     run_dir = cfg.run_dir

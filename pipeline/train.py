@@ -45,6 +45,7 @@ from pipeline.models.network import (
     tokenizer_dir,
 )
 from pipeline.multiple_choice import ordered_options
+from pipeline.prediction_state import predictions_current
 from pipeline.replaced_submission import pop_own_submission
 from pipeline.runs import (
     FOLD_FORMAT,
@@ -58,7 +59,6 @@ from pipeline.runs import (
     gather,
     holds_config,
     load_folds,
-    predictions_current,
     prepare_run_dir,
 )
 

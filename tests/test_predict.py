@@ -17,7 +17,8 @@ from pipeline.competition import load_competition
 from pipeline.config import build_config
 from pipeline.errors import DataError
 from pipeline.metrics import get_metric
-from pipeline.runs import FOLD_FORMAT, fold_dir, prediction_hash, predictions_current
+from pipeline.prediction_state import prediction_hash, predictions_current
+from pipeline.runs import FOLD_FORMAT, fold_dir
 
 # what training leaves in a network fold; predicting again must not touch any of it
 TRAINED = ("best.pt", "last.pt", "metrics.json", "preprocess.json")

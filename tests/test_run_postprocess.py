@@ -20,7 +20,8 @@ from pipeline.config import build_config
 from pipeline.ensemble import fit_postprocess, load_postprocess
 from pipeline.errors import ConfigError
 from pipeline.metrics import get_metric
-from pipeline.runs import gather, load_folds, prediction_hash
+from pipeline.prediction_state import prediction_hash
+from pipeline.runs import gather, load_folds
 from tests.ensemble.test_postprocess import _ordinal
 
 

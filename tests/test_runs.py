@@ -20,6 +20,7 @@ from pipeline.config import ExperimentConfig, build_config
 from pipeline.config_diff import config_diff
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric
+from pipeline.prediction_state import prediction_hash, predictions_current
 from pipeline.runs import (
     FOLD_FORMAT,
     LAST_EPOCH_OOF,
@@ -31,8 +32,6 @@ from pipeline.runs import (
     last_epoch_note,
     load_folds,
     next_version,
-    prediction_hash,
-    predictions_current,
     prepare_run_dir,
     pseudo_path,
     read_scores,

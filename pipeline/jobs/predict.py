@@ -4,6 +4,7 @@ transform; the same transforms on both, so the blender sees on the OOF what the 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,15 @@ from pipeline.errors import DataError
 from pipeline.jobs.inputs import FoldPrep, build_fold_network, fold_prep, predicted_frames
 from pipeline.jobs.network import TrainedFold
 from pipeline.models.network import model_inputs
-from pipeline.runs import PREDICTION_FILES, file_digests, fold_dir, prediction_hash
+from pipeline.prediction_state import prediction_hash
+from pipeline.runs import PREDICTION_FILES, file_digests, fold_dir
 from pipeline.tta import reduce_predictions, tta_transforms
 
 
 def predict_fold(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
     accelerator: Accelerator, tokenizer: Any, trained: TrainedFold | None = None,
+    parts: Collection[str] | None = None,
 ) -> None:
     """Predict the held-out rows and the test set with the fold's best weights and TTA.
 
@@ -42,7 +45,9 @@ def predict_fold(
     way (:func:`predicted_frames`). With snapshots, every prediction is the mean over the
     fold's snapshot checkpoints. ``trained``: the fold's network as its fit just left it in
     this process; it predicts in place, and the held-out rows' untransformed outputs are its
-    last validation's (the same weights, rows and batches: the same numbers).
+    last validation's (the same weights, rows and batches: the same numbers). ``parts``: the
+    rows to predict (``oof``, ``test``, ``unlabelled``; default all), the others' files kept
+    (:func:`pipeline.prediction_state.stale_parts`).
     """
     out = fold_dir(cfg, seed, fold)
     task = cfg.competition.task
@@ -54,7 +59,8 @@ def predict_fold(
     batch_size = cfg.predict.batch_size or 2 * cfg.train.batch_size
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     valid_rows = np.flatnonzero(folds == fold)
-    frames = predicted_frames(comp, valid_rows)
+    frames = {part: frame for part, frame in predicted_frames(comp, valid_rows).items()
+              if parts is None or part in parts}
     transforms = tta_transforms(cfg.predict.tta)
     known = {("oof", "none"): trained.oof_outputs} if trained is not None else {}
     loaders = {
