@@ -160,9 +160,8 @@ def _check_same(folder: Path, first: Path, what: str, mine: pd.Series, ref: pd.S
 
 
 def blend_hash(members: Members, method: str, params: dict[str, Any]) -> str:
-    """Identity of a blend: member names, the content of their predictions, method and
-    parameters. Content, not the members' training hashes: re-predicting a member (a new
-    TTA) changes its predictions without retraining, and the blend must follow."""
+    """Identity of a blend: member names, their predictions' content (a member predicted
+    again, not retrained, is another member), method and parameters."""
     content = hashlib.sha256()
     for part in (members.oof, members.test, members.folds):
         content.update(np.ascontiguousarray(part).tobytes())
@@ -176,10 +175,13 @@ def blend_hash(members: Members, method: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _is_complete(folder: Path, config_hash: str) -> bool:
+def _is_complete(folder: Path, config_hash: str, members: RunMeta) -> bool:
     if not (folder / "run.json").is_file() or not all((folder / f).is_file() for f in _OUTPUTS):
         return False
-    return read_meta(folder).config_hash == config_hash
+    done = read_meta(folder)
+    if done.competition_dir != members.competition_dir:  # members predicted it from elsewhere
+        write_meta(folder, dataclasses.replace(done, competition_dir=members.competition_dir))
+    return done.config_hash == config_hash
 
 
 def _blender_params(
@@ -263,7 +265,7 @@ def run(
     name, replace = claim_name(Path(blends_dir), name or f"{method}-{config_hash[:8]}",
                                members.names, method, overwrite, new_version)
     folder = Path(blends_dir) / name
-    if _is_complete(folder, config_hash):
+    if _is_complete(folder, config_hash, meta):
         logger.info("blend %s is up to date (hash %s); skipping", folder, config_hash)
         return folder
     stale = pop_own_submission(folder, submissions_dir)  # before the old blend is touched

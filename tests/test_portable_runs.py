@@ -214,3 +214,31 @@ def test_a_new_test_file_predicts_the_test_rows_alone(
     again = stamps()
     assert {n for n in after if again[n] != after[n]} == {"oof.parquet", "tta_oof.parquet"}
     assert predictions_current(built, 0, 0)
+
+
+def test_a_blend_follows_its_members_to_a_moved_competition(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Members predicted from the competition's new folder left their blend 'up to date'
+    with the old folder recorded: `submit --blend` looked for the sample submission there
+    (gone in a notebook) and refused. The blend now takes its members' folder."""
+    from tests.test_data_files import _two_members
+
+    cfg, ridge = _two_members(competition_factory, tmp_path, capsys)
+    runs = [str(Path(c["output_dir"]) / c["name"]) for c in (cfg, ridge)]
+    blend = ["blend", "--runs", *runs, "--method", "mean", "--name", "mix", "--blends-dir",
+             str(tmp_path / "blends")]
+    assert main(blend) == 0, capsys.readouterr().err
+    old = Path(cfg["competition"]["dir"])
+    new = tmp_path / "kaggle" / "input" / old.name
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    for run in (cfg, ridge):
+        path = tmp_path / f"{run['name']}.yaml"
+        path.write_text(yaml.safe_dump({**run, "competition": {**run["competition"],
+                                                                "dir": str(new)}}))
+        assert main(["predict", "--config", str(path)]) == 0, capsys.readouterr().err
+    assert main(blend) == 0, capsys.readouterr().err
+    assert main(["submit", "--blend", str(tmp_path / "blends" / "mix"), "--submissions-dir",
+                 cfg["submissions_dir"]]) == 0, capsys.readouterr().err
+    written = pd.read_csv(Path(cfg["submissions_dir"]) / "mix.csv")
+    assert written["id"].tolist() == pd.read_csv(new / "sample_submission.csv")["id"].tolist()
