@@ -18,6 +18,7 @@ import json
 from pathlib import PurePath
 from typing import Any
 
+from pipeline.engine.stage_sections import carries_keys
 from pipeline.models.encoders import pretrained_record
 
 # ``cfg`` below is a pipeline.config.ExperimentConfig, typed Any: the config module derives its
@@ -39,6 +40,8 @@ def compute_train_hash(cfg: Any, legacy: bool = False) -> str:
         data.get("train", {}).pop(key, None)
     if not legacy:
         data.get("competition", {}).pop("dir", None)
+        if carries_keys(cfg.train):  # trained otherwise than by releases before
+            data["stage_keys_carried"] = 1
         for encoder in data.get("model", {}).get("encoders", []):
             _weights_by_name(encoder)
     # a pretrained encoder's weights shape the run: its identity joins the hash, so a
@@ -91,4 +94,6 @@ def _digest(data: dict[str, Any]) -> str:
 def train_hashes(cfg: Any) -> frozenset[str]:
     """The hashes under which a recorded fold or run is this config's: the train hash, and
     the one releases before recorded (the folders hashed)."""
+    if carries_keys(cfg.train):  # its old runs trained each such stage on other settings
+        return frozenset((cfg.train_hash(),))
     return frozenset((cfg.train_hash(), cfg.legacy_train_hash()))

@@ -46,6 +46,7 @@ from pipeline.engine.optim import (
     parameter_groups,
 )
 from pipeline.engine.plan import StagePlan
+from pipeline.engine.stage_sections import SECTIONS, carried_over
 from pipeline.engine.trainer import Callback
 from pipeline.models.network import CompetitionModel, ModelConfig
 from pipeline.schema import Section
@@ -53,7 +54,8 @@ from pipeline.schema import Section
 
 class StageConfig(Section):
     """A later training stage: what it changes from the stage before (keys left out carry
-    over from the ``train`` section)."""
+    over from it, key by key within ``optimizer``, ``scheduler`` and ``loss``: see
+    :mod:`pipeline.engine.stage_sections`)."""
 
     epochs: int = Field(ge=1)
     batch_size: int | None = Field(None, ge=1)
@@ -198,6 +200,8 @@ class TrainConfig(Section):
             overrides = {k: v for k, v in stage if v is not None}
             if "freeze" in overrides:
                 overrides["freeze"] = tuple(overrides["freeze"])
+            for name in SECTIONS:  # key by key over the stage before's
+                overrides[name] = carried_over(getattr(current, name), getattr(stage, name))
             current = dataclasses.replace(current, **overrides)
             stages.append(current)
         if self.appends_consistency_stage:
