@@ -143,8 +143,9 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
         if pseudo is not None and x_pseudo is not None:
             rows, y_extra, w_extra = _pseudo_rows(task, _output_labels(task, pseudo[1], j),
                                                   pseudo[2])
-            x_fit = pd.concat([x_train, x_pseudo.iloc[rows]], ignore_index=True)
-            y_fit = np.concatenate([y_train, y_extra])
+            # beside the rows that have this target (x_fit): the rows lacking it carry NaN
+            x_fit = pd.concat([x_fit, x_pseudo.iloc[rows]], ignore_index=True)
+            y_fit = np.concatenate([y_fit, y_extra])
             w_fit = np.concatenate([w_fit, w_extra])
         keep = ~np.isnan(y_valid)  # early-stopped on the fold's rows that have the target
         classes = np.zeros(0, dtype=np.int64)
