@@ -59,6 +59,63 @@ def test_domain_refusals_name_column_and_minimum(kind: str, value: float, messag
         TargetTransform("log").fit(y)
 
 
+@pytest.mark.parametrize("kind", ["box-cox", "yeo-johnson"])
+def test_power_inverse_past_its_domain_is_the_training_targets_end(kind: str) -> None:
+    """A right-skewed target gets a negative lambda, whose transformed values are bounded
+    above by -1 / lambda just past the largest training target's: a prediction beyond it
+    had no inverse (NaN), and a single such test row refused the whole submission."""
+    y = np.random.default_rng(0).lognormal(0.0, 1.0, size=(200, 1)) + 1
+    fitted = TargetTransform(kind).fit(y)
+    t = TargetTransform.from_state(json.loads(json.dumps(fitted.state())))
+    (lam,) = t.lambdas_
+    assert lam < 0
+    z = t.transform(y)
+    bound = -1 / lam
+    assert z.max() < bound < 1.5 * z.max()
+    past = np.array([[bound], [1.5 * z.max()], [3 * z.max()]])
+    np.testing.assert_allclose(t.inverse_transform(past), y.max())
+    inside = np.array([[z.min()], [z.max()], [(z.max() + bound) / 2]])
+    back = t.inverse_transform(inside)  # the domain itself is untouched, extrapolation kept
+    np.testing.assert_allclose(back[:2, 0], [y.min(), y.max()])
+    assert back[2, 0] > y.max() and np.isfinite(back).all()
+
+
+def test_power_transform_of_an_older_fold_still_inverts_its_domain() -> None:
+    state = TargetTransform("box-cox").fit(SKEWED).state()
+    for key in ("low", "high"):  # a fold prepared before the span was kept
+        del state[key]
+    t = TargetTransform.from_state(state)
+    np.testing.assert_allclose(t.inverse_transform(t.transform(SKEWED)), SKEWED, rtol=1e-9)
+
+
+def test_a_linear_member_overshooting_on_a_test_row_still_submits(competition_factory,
+                                                                   tmp_path: Path) -> None:
+    from pipeline import submit
+
+    data = competition_factory("tabular", "regression", n_train=120, n_test=40)
+    root = Path(data["competition"]["dir"])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=160)
+    y = np.exp(1.5 * x + rng.normal(scale=0.3, size=160))
+    for name, rows in (("train.csv", slice(0, 120)), ("test.csv", slice(120, 160))):
+        frame = pd.read_csv(root / name)[["id"]].assign(x1=x[rows])
+        if name == "train.csv":
+            frame["y"] = y[rows]
+        frame.to_csv(root / name, index=False)
+    test = pd.read_csv(root / "test.csv")
+    test.loc[0, "x1"] = 4.0  # one row past every train row: its linear fit past the bound
+    test.to_csv(root / "test.csv", index=False)
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.LinearRegression"}],
+                     "target_transform": "yeo-johnson"}
+    cfg = build_config(data)
+    train.run(cfg)
+    predicted = pd.read_parquet(cfg.run_dir / "test.parquet")["y"]
+    assert np.isfinite(predicted).all()  # was NaN: "test predictions ... hold NaN/inf"
+    assert predicted.iloc[0] == pytest.approx(y[:120].max(), rel=0.05)  # a fold's largest
+    path = submit.run(cfg.run_dir, submissions_dir=tmp_path / "subs", clip="off")
+    assert np.isfinite(pd.read_csv(path)["y"]).all()
+
+
 def test_works_as_transformed_target_regressor_transformer() -> None:
     from sklearn.linear_model import LinearRegression
 
