@@ -163,7 +163,11 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
                            else comp.cfg.target_columns[0])
             stopping = _stopping_metric(cfg, y_valid[keep], target_name, len(classes),
                                         fold_label(cfg, seed, fold))
-            est = build_estimator(settings, task, stopping, device, seed * 1000 + fold,
+            # two classes left (a class rarer than the folds absent from this fold's
+            # training rows): the libraries fit them with a binary objective, which a
+            # multiclass eval metric refuses ("Multiclass objective and metrics don't match")
+            group = "binary" if task == "multiclass" and len(classes) == 2 else task
+            est = build_estimator(settings, group, stopping, device, seed * 1000 + fold,
                                   features.categorical_names())
             trees = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],
                                   y_valid[keep])
