@@ -128,6 +128,18 @@ class TargetTransform(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             out = y
         return out.reshape(shape)
 
+    def in_domain(self, y: Any) -> np.ndarray:
+        """``y`` (another run's predictions: pseudo-labels) held to the targets this
+        transform takes: log1p's >= 0, Box-Cox's > 0 (up to the smallest training target).
+        A source fitted on the raw target predicts below 0 for its smallest ones: log1p made
+        those labels NaN, and a network trained on them NaN in every output."""
+        shape, y = np.shape(y), self._matrix(y)
+        if self.kind == "log1p":
+            y = np.maximum(y, 0.0)
+        elif self.kind == "box-cox" and len(getattr(self, "low_", [])):
+            y = np.maximum(y, self._power().inverse_transform(np.atleast_2d(self.low_)))
+        return y.reshape(shape)
+
     def _invertible(self, z: np.ndarray) -> np.ndarray:
         """``z`` with the values the power's inverse has no value for (its base
         ``lambda * z + 1`` at or below 0: NaN, or inf at 0) set to the training targets' end

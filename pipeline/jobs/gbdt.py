@@ -130,7 +130,7 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     pseudo = _read_pseudo(cfg, comp, fold) if cfg.pseudo is not None else None
     x_pseudo = features.transform(pseudo[0], lib) if pseudo is not None else None
     if pseudo is not None and target is not None:  # pseudo-labels are in the targets' units
-        pseudo = (pseudo[0], target.transform(pseudo[1]), pseudo[2])
+        pseudo = (pseudo[0], target.transform(target.in_domain(pseudo[1])), pseudo[2])
     model = GBDTModel(lib, task, len(comp.classes), features, target=target)
     metric_names = []
     for j in range(_n_outputs(task, comp)):

@@ -116,6 +116,43 @@ def test_a_linear_member_overshooting_on_a_test_row_still_submits(competition_fa
     assert np.isfinite(pd.read_csv(path)["y"]).all()
 
 
+def test_labels_of_another_run_are_held_to_the_transforms_targets() -> None:
+    y = SKEWED[:, :1]
+    log = TargetTransform("log1p").fit(y)
+    np.testing.assert_array_equal(log.in_domain(np.array([[-4.0], [-0.5], [2.0]])),
+                                  [[0.0], [0.0], [2.0]])
+    box = TargetTransform.from_state(TargetTransform("box-cox").fit(y).state())
+    held = box.in_domain(np.array([[-1.0], [0.0], [y.max()]]))
+    np.testing.assert_allclose(held, [[y.min()], [y.min()], [y.max()]])
+    assert np.isfinite(box.transform(held)).all()
+    same = TargetTransform("yeo-johnson").fit(y)  # any sign: nothing to hold
+    np.testing.assert_array_equal(same.in_domain(np.array([[-4.0]])), [[-4.0]])
+
+
+def test_a_log1p_round_takes_pseudo_labels_below_zero(competition_factory) -> None:
+    """A source fitted on the raw target (Ridge) predicts below -1 for the smallest ones;
+    log1p made those pseudo-labels NaN, and the network trained on them predicted NaN in
+    every fold ("OOF predictions of seed 0 miss rows")."""
+    data = competition_factory("tabular", "regression", n_train=80, n_test=40)
+    root = Path(data["competition"]["dir"])
+    rng = np.random.default_rng(0)
+    for name in ("train.csv", "test.csv"):
+        frame = pd.read_csv(root / name)
+        frame["x1"] = rng.uniform(-3, 1.5, len(frame))
+        if name == "train.csv":
+            frame["y"] = np.exp(2 * frame["x1"])
+        frame.to_csv(root / name, index=False)
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.Ridge"}]}
+    source = build_config(data)
+    train.run(source)
+    assert pd.read_parquet(source.run_dir / "test.parquet")["y"].min() < -1
+    cfg = build_config({**data, "name": "round1", "pseudo": {"source": str(source.run_dir)},
+                        "model": {"encoders": [{"name": "mlp", "params": {"hidden": [8]}}],
+                                  "target_transform": "log1p"}})
+    assert np.isfinite(train.run(cfg))
+    assert np.isfinite(pd.read_parquet(cfg.run_dir / "test.parquet")["y"]).all()
+
+
 def test_works_as_transformed_target_regressor_transformer() -> None:
     from sklearn.linear_model import LinearRegression
 
