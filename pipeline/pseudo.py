@@ -78,6 +78,13 @@ def _source_predictions(cfg: ExperimentConfig, comp: Competition) -> dict[int, n
             f"pseudo source {source} predicts {meta.task} {meta.pred_columns}; this run needs "
             f"{cfg.competition.task} {comp.pred_columns}"
         )
+    if meta.classes != comp.classes:  # a binary column under another positive class: the
+        # source's P(yes) read as this run's P(no) labelled every confident row the other way
+        raise DataError(
+            f"pseudo source {source} predicts classes {meta.classes} (binary: the "
+            f"probability of the last); this run needs {comp.classes}: train the source under "
+            "the same 'competition.positive_class'"
+        )
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     test_ids = comp.test[id_col].astype(str)
     per_fold = source / "test_folds.parquet"

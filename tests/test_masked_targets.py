@@ -16,14 +16,17 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score, log_loss, roc_auc_score
 
+from pipeline import pseudo, train
 from pipeline.artifacts import read_json, read_meta
 from pipeline.competition import load_competition
 from pipeline.config import build_config
 from pipeline.data.splits import FoldsConfig, make_folds
 from pipeline.engine.losses import build_loss
 from pipeline.errors import ConfigError
+from pipeline.jobs import gbdt as job
 from pipeline.metrics import METRICS, get_metric
 from pipeline.run_targets import targets_for_meta
+from pipeline.runs import load_folds
 from tests.test_competition import expect_failure, run_cli
 from tests.test_unlabelled_rows import _blank, _cli
 
@@ -217,6 +220,33 @@ def test_gbdt_fits_each_target_on_its_rows(competition_factory, tmp_path: Path,
                     for j, c in enumerate(["a", "b"])])
     assert read_json(run_dir / "scores.json")["scores"]["oof"] == pytest.approx(hand)
     assert np.isfinite(oof[["a", "b"]].to_numpy()).all()
+
+
+def test_gbdt_with_gaps_fits_pseudo_rows_beside_the_rows_that_have_the_target(
+        competition_factory, monkeypatch) -> None:
+    data = _masked(competition_factory("tabular", "multilabel"))
+    data["model"] = {"encoders": [{"name": "lightgbm", "params": {
+        "n_estimators": 10, "min_child_samples": 2, "num_threads": 1}}]}
+    source = build_config(data)
+    train.run(source)
+    cfg = build_config({**data, "name": "with-pseudo", "pseudo": {"source": str(source.run_dir)}})
+    fitted: list[tuple[int, int, int, bool]] = []
+    fit = job.fit_estimator
+
+    def spy(model, settings, x, y, weight, x_valid, y_valid):
+        fitted.append((len(x), len(y), len(weight), bool(np.isnan(y).any())))
+        return fit(model, settings, x, y, weight, x_valid, y_valid)
+
+    monkeypatch.setattr(job, "fit_estimator", spy)
+    train.run(cfg)  # was: "fit failed", the target's NaN rows fitted beside the pseudo rows
+    comp = load_competition(cfg.competition)
+    folds = load_folds(cfg, comp)
+    expected = []
+    for fold in range(2):
+        n_pseudo = len(pd.read_parquet(pseudo.pseudo_path(cfg, fold)))
+        have = (~np.isnan(comp.targets[folds != fold])).sum(axis=0)
+        expected += [(int(n) + n_pseudo,) * 3 + (False,) for n in have]
+    assert fitted == expected
 
 
 # --- the default, and what is refused ---------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -382,3 +383,29 @@ def test_a_source_predicted_from_an_older_test_file_is_refused(clean_round) -> N
             pseudo.run(_round(data, "stale-test", source.run_dir))
     finally:
         test_csv.write_text(original)
+
+
+def test_a_source_of_another_positive_class_is_refused(competition_factory) -> None:
+    """A binary source predicts P('yes'); a round under 'positive_class: no' reads its one
+    column as P('no'): every confident row was labelled the other way (source 0.94 ->
+    label 1 = 'no'). Refused in one line, before any label is written."""
+    data = competition_factory("tabular", "binary", n_train=60, n_test=30)
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]}
+    source = build_config(data)
+    train.run(source)
+    data["model"] = {"encoders": [{"name": "lightgbm", "params": {"n_estimators": 10}}]}
+    flipped = {**data["competition"], "positive_class": "no"}
+    cfg = build_config({**data, "name": "round1", "competition": flipped,
+                        "pseudo": {"source": str(source.run_dir), "threshold": 0.8}})
+    with pytest.raises(DataError, match=re.escape(
+            f"pseudo source {source.run_dir} predicts classes ['no', 'yes'] (binary: the "
+            "probability of the last); this run needs ['yes', 'no']")) as info:
+        pseudo.run(cfg)
+    assert "\n" not in str(info.value)
+    assert not pseudo.pseudo_path(cfg, 0).exists()
+    same = build_config({**data, "name": "round1", "pseudo": {"source": str(source.run_dir),
+                                                              "threshold": 0.8}})
+    pseudo.run(same)  # the source's own positive class: labelled as it predicts
+    labels = pd.read_parquet(pseudo.pseudo_path(same, 0)).set_index("id")["target"]
+    p = pd.read_parquet(source.run_dir / "test_folds.parquet").query("fold == 0")
+    assert ((p.set_index("id").loc[labels.index, "target"] >= 0.5) == (labels == 1)).all()

@@ -89,7 +89,10 @@ class TargetTransform(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             self.std_ = (np.nanstd if gaps else np.std)(y, axis=0) + 1e-12
         elif self.kind in ("box-cox", "yeo-johnson"):
             # no standardisation inside: networks standardise after, trees need none
-            self.lambdas_ = PowerTransformer(self.kind, standardize=False).fit(y).lambdas_
+            power = PowerTransformer(self.kind, standardize=False).fit(y)
+            self.lambdas_ = power.lambdas_
+            z = power.transform(y)  # the span of the training targets where members fit
+            self.low_, self.high_ = np.nanmin(z, axis=0), np.nanmax(z, axis=0)
         return self
 
     def _power(self) -> PowerTransformer:
@@ -120,15 +123,48 @@ class TargetTransform(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         elif self.kind == "standardize":
             out = y * self.std_ + self.mean_
         elif self.kind in ("box-cox", "yeo-johnson"):
-            out = self._power().inverse_transform(y)
+            out = self._power().inverse_transform(self._invertible(y))
         else:
             out = y
         return out.reshape(shape)
 
+    def in_domain(self, y: Any) -> np.ndarray:
+        """``y`` (another run's predictions: pseudo-labels) held to the targets this
+        transform takes: log1p's >= 0, Box-Cox's > 0 (up to the smallest training target).
+        A source fitted on the raw target predicts below 0 for its smallest ones: log1p made
+        those labels NaN, and a network trained on them NaN in every output."""
+        shape, y = np.shape(y), self._matrix(y)
+        if self.kind == "log1p":
+            y = np.maximum(y, 0.0)
+        elif self.kind == "box-cox" and len(getattr(self, "low_", [])):
+            y = np.maximum(y, self._power().inverse_transform(np.atleast_2d(self.low_)))
+        return y.reshape(shape)
+
+    def _invertible(self, z: np.ndarray) -> np.ndarray:
+        """``z`` with the values the power's inverse has no value for (its base
+        ``lambda * z + 1`` at or below 0: NaN, or inf at 0) set to the training targets' end
+        on that side. With a negative lambda (a right-skewed target: prices, counts) the
+        transformed values are bounded above by ``-1 / lambda``, close above the largest
+        training target's, so a linear model or network that overshoots it on one unusual
+        test row made that row NaN and the submission was refused."""
+        low, high = getattr(self, "low_", None), getattr(self, "high_", None)
+        if low is None or high is None or not len(low):  # a fold fitted before the span
+            return z
+        lam = np.asarray(self.lambdas_, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            if self.kind == "box-cox":  # lambda * z + 1 > 0
+                upper = np.where(lam < 0, -1 / lam, np.inf)
+                lower = np.where(lam > 0, -1 / lam, -np.inf)
+            else:  # z >= 0: lambda * z + 1 > 0; z < 0: (lambda - 2) * z + 1 > 0
+                upper = np.where(lam < 0, -1 / lam, np.inf)
+                lower = np.where(lam > 2, -1 / (lam - 2), -np.inf)
+        z = np.where(z >= upper, high, z)
+        return np.where(z <= lower, low, z)
+
     def state(self) -> dict[str, Any]:
         """The fitted transform as JSON-ready data (:meth:`from_state` rebuilds it)."""
         fitted = {key: [float(v) for v in getattr(self, f"{key}_", [])]
-                  for key in ("mean", "std", "lambdas")}  # 'none' needs no fit
+                  for key in ("mean", "std", "lambdas", "low", "high")}  # 'none' needs no fit
         return {"kind": self.kind, "columns": list(self.columns), **fitted}
 
     @classmethod
@@ -137,4 +173,6 @@ class TargetTransform(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         out = cls(state["kind"], tuple(state.get("columns", ())))
         out.mean_, out.std_ = np.array(state.get("mean", [])), np.array(state.get("std", []))
         out.lambdas_ = np.array(state.get("lambdas", []))
+        # the transformed training targets' span (power kinds; absent from older folds)
+        out.low_, out.high_ = np.array(state.get("low", [])), np.array(state.get("high", []))
         return out

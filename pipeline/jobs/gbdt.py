@@ -130,7 +130,7 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     pseudo = _read_pseudo(cfg, comp, fold) if cfg.pseudo is not None else None
     x_pseudo = features.transform(pseudo[0], lib) if pseudo is not None else None
     if pseudo is not None and target is not None:  # pseudo-labels are in the targets' units
-        pseudo = (pseudo[0], target.transform(pseudo[1]), pseudo[2])
+        pseudo = (pseudo[0], target.transform(target.in_domain(pseudo[1])), pseudo[2])
     model = GBDTModel(lib, task, len(comp.classes), features, target=target)
     metric_names = []
     for j in range(_n_outputs(task, comp)):
@@ -143,8 +143,9 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
         if pseudo is not None and x_pseudo is not None:
             rows, y_extra, w_extra = _pseudo_rows(task, _output_labels(task, pseudo[1], j),
                                                   pseudo[2])
-            x_fit = pd.concat([x_train, x_pseudo.iloc[rows]], ignore_index=True)
-            y_fit = np.concatenate([y_train, y_extra])
+            # beside the rows that have this target (x_fit): the rows lacking it carry NaN
+            x_fit = pd.concat([x_fit, x_pseudo.iloc[rows]], ignore_index=True)
+            y_fit = np.concatenate([y_fit, y_extra])
             w_fit = np.concatenate([w_fit, w_extra])
         keep = ~np.isnan(y_valid)  # early-stopped on the fold's rows that have the target
         classes = np.zeros(0, dtype=np.int64)
@@ -162,7 +163,11 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
                            else comp.cfg.target_columns[0])
             stopping = _stopping_metric(cfg, y_valid[keep], target_name, len(classes),
                                         fold_label(cfg, seed, fold))
-            est = build_estimator(settings, task, stopping, device, seed * 1000 + fold,
+            # two classes left (a class rarer than the folds absent from this fold's
+            # training rows): the libraries fit them with a binary objective, which a
+            # multiclass eval metric refuses ("Multiclass objective and metrics don't match")
+            group = "binary" if task == "multiclass" and len(classes) == 2 else task
+            est = build_estimator(settings, group, stopping, device, seed * 1000 + fold,
                                   features.categorical_names())
             trees = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],
                                   y_valid[keep])

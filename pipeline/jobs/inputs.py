@@ -162,7 +162,7 @@ def with_pseudo_rows(
     rows = pseudo_rows(comp, pseudo)
     labels = pseudo[cols].to_numpy(dtype=np.float32)
     if ccfg.task == "regression":  # in the targets' units: transformed, then standardised
-        labels = prep.standardise(ccfg.task, labels)
+        labels = prep.standardise(ccfg.task, prep.target.in_domain(labels))
     extra = CompetitionDataset(rows, inputs, labels.astype(np.float32), augment,
                                pseudo["weight"].to_numpy(dtype=np.float32))
     return CombinedDataset([real, extra])

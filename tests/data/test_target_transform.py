@@ -59,6 +59,100 @@ def test_domain_refusals_name_column_and_minimum(kind: str, value: float, messag
         TargetTransform("log").fit(y)
 
 
+@pytest.mark.parametrize("kind", ["box-cox", "yeo-johnson"])
+def test_power_inverse_past_its_domain_is_the_training_targets_end(kind: str) -> None:
+    """A right-skewed target gets a negative lambda, whose transformed values are bounded
+    above by -1 / lambda just past the largest training target's: a prediction beyond it
+    had no inverse (NaN), and a single such test row refused the whole submission."""
+    y = np.random.default_rng(0).lognormal(0.0, 1.0, size=(200, 1)) + 1
+    fitted = TargetTransform(kind).fit(y)
+    t = TargetTransform.from_state(json.loads(json.dumps(fitted.state())))
+    (lam,) = t.lambdas_
+    assert lam < 0
+    z = t.transform(y)
+    bound = -1 / lam
+    assert z.max() < bound < 1.5 * z.max()
+    past = np.array([[bound], [1.5 * z.max()], [3 * z.max()]])
+    np.testing.assert_allclose(t.inverse_transform(past), y.max())
+    inside = np.array([[z.min()], [z.max()], [(z.max() + bound) / 2]])
+    back = t.inverse_transform(inside)  # the domain itself is untouched, extrapolation kept
+    np.testing.assert_allclose(back[:2, 0], [y.min(), y.max()])
+    assert back[2, 0] > y.max() and np.isfinite(back).all()
+
+
+def test_power_transform_of_an_older_fold_still_inverts_its_domain() -> None:
+    state = TargetTransform("box-cox").fit(SKEWED).state()
+    for key in ("low", "high"):  # a fold prepared before the span was kept
+        del state[key]
+    t = TargetTransform.from_state(state)
+    np.testing.assert_allclose(t.inverse_transform(t.transform(SKEWED)), SKEWED, rtol=1e-9)
+
+
+def test_a_linear_member_overshooting_on_a_test_row_still_submits(competition_factory,
+                                                                   tmp_path: Path) -> None:
+    from pipeline import submit
+
+    data = competition_factory("tabular", "regression", n_train=120, n_test=40)
+    root = Path(data["competition"]["dir"])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=160)
+    y = np.exp(1.5 * x + rng.normal(scale=0.3, size=160))
+    for name, rows in (("train.csv", slice(0, 120)), ("test.csv", slice(120, 160))):
+        frame = pd.read_csv(root / name)[["id"]].assign(x1=x[rows])
+        if name == "train.csv":
+            frame["y"] = y[rows]
+        frame.to_csv(root / name, index=False)
+    test = pd.read_csv(root / "test.csv")
+    test.loc[0, "x1"] = 4.0  # one row past every train row: its linear fit past the bound
+    test.to_csv(root / "test.csv", index=False)
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.LinearRegression"}],
+                     "target_transform": "yeo-johnson"}
+    cfg = build_config(data)
+    train.run(cfg)
+    predicted = pd.read_parquet(cfg.run_dir / "test.parquet")["y"]
+    assert np.isfinite(predicted).all()  # was NaN: "test predictions ... hold NaN/inf"
+    assert predicted.iloc[0] == pytest.approx(y[:120].max(), rel=0.05)  # a fold's largest
+    path = submit.run(cfg.run_dir, submissions_dir=tmp_path / "subs", clip="off")
+    assert np.isfinite(pd.read_csv(path)["y"]).all()
+
+
+def test_labels_of_another_run_are_held_to_the_transforms_targets() -> None:
+    y = SKEWED[:, :1]
+    log = TargetTransform("log1p").fit(y)
+    np.testing.assert_array_equal(log.in_domain(np.array([[-4.0], [-0.5], [2.0]])),
+                                  [[0.0], [0.0], [2.0]])
+    box = TargetTransform.from_state(TargetTransform("box-cox").fit(y).state())
+    held = box.in_domain(np.array([[-1.0], [0.0], [y.max()]]))
+    np.testing.assert_allclose(held, [[y.min()], [y.min()], [y.max()]])
+    assert np.isfinite(box.transform(held)).all()
+    same = TargetTransform("yeo-johnson").fit(y)  # any sign: nothing to hold
+    np.testing.assert_array_equal(same.in_domain(np.array([[-4.0]])), [[-4.0]])
+
+
+def test_a_log1p_round_takes_pseudo_labels_below_zero(competition_factory) -> None:
+    """A source fitted on the raw target (Ridge) predicts below -1 for the smallest ones;
+    log1p made those pseudo-labels NaN, and the network trained on them predicted NaN in
+    every fold ("OOF predictions of seed 0 miss rows")."""
+    data = competition_factory("tabular", "regression", n_train=80, n_test=40)
+    root = Path(data["competition"]["dir"])
+    rng = np.random.default_rng(0)
+    for name in ("train.csv", "test.csv"):
+        frame = pd.read_csv(root / name)
+        frame["x1"] = rng.uniform(-3, 1.5, len(frame))
+        if name == "train.csv":
+            frame["y"] = np.exp(2 * frame["x1"])
+        frame.to_csv(root / name, index=False)
+    data["model"] = {"encoders": [{"name": "sklearn:sklearn.linear_model.Ridge"}]}
+    source = build_config(data)
+    train.run(source)
+    assert pd.read_parquet(source.run_dir / "test.parquet")["y"].min() < -1
+    cfg = build_config({**data, "name": "round1", "pseudo": {"source": str(source.run_dir)},
+                        "model": {"encoders": [{"name": "mlp", "params": {"hidden": [8]}}],
+                                  "target_transform": "log1p"}})
+    assert np.isfinite(train.run(cfg))
+    assert np.isfinite(pd.read_parquet(cfg.run_dir / "test.parquet")["y"]).all()
+
+
 def test_works_as_transformed_target_regressor_transformer() -> None:
     from sklearn.linear_model import LinearRegression
 

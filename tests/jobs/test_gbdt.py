@@ -20,6 +20,7 @@ from pipeline.errors import ConfigError
 from pipeline.jobs import gbdt as job
 from pipeline.metrics import get_metric
 from pipeline.models.gbdt import LIBRARIES, LIBRARY, GBDTModel
+from pipeline.runs import load_folds
 
 TREES = 400  # a cap early stopping always ends before on these small, quickly-fitted sets
 
@@ -188,6 +189,35 @@ def test_pseudo_rows_are_fitted_with_their_weights(competition_factory, monkeypa
         # a soft label is two rows (one per class) whose weights sum to the row's weight
         assert rows == n_train + (labels > 0).sum() + (labels < 1).sum()
         assert weight == pytest.approx(n_train + 0.5 * len(labels))
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_multiclass_fold_left_two_classes_fits_a_binary_model(competition_factory,
+                                                                library: str) -> None:
+    """Three classes, one of them a single train row (stratified folds allow it, with a
+    warning): the fold that validates on it trains on two classes, which every library fits
+    with a binary objective. Its multiclass eval metric made each one refuse the fold."""
+    data = _data(competition_factory, library, "multiclass")
+    data["competition"]["metric"] = "log_loss"
+    path = Path(data["competition"]["dir"]) / "train.csv"
+    frame = pd.read_csv(path)
+    frame.loc[frame["target"] == 2, "target"] = 1
+    frame.loc[0, "target"] = 2
+    frame.to_csv(path, index=False)
+    cfg = build_config(data)
+    train.run(cfg)  # was: "fit failed: Multiclass objective and metrics don't match"
+    comp = load_competition(cfg.competition)
+    folds = load_folds(cfg, comp)
+    lone = int(folds[0])  # the fold that validates on the class's one row
+    model = _model(cfg, lone)
+    assert model.classes[0].tolist() == [0, 1]
+    oof = pd.read_parquet(cfg.run_dir / "oof.parquet")
+    held = oof[oof["fold"] == lone][comp.pred_columns].to_numpy()
+    np.testing.assert_allclose(held.sum(axis=1), 1.0, atol=1e-6)
+    assert (held[:, 2] == 0).all()  # the class its training rows lacked
+    y = comp.targets[folds == lone]
+    seen = y < 2
+    assert (held[seen].argmax(axis=1) == y[seen]).mean() > 0.7  # the columns of their class
 
 
 def test_soft_multiclass_pseudo_labels_become_weighted_rows() -> None:
