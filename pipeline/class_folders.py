@@ -70,11 +70,13 @@ def read_class_folders(path: Path, id_column: str | None,
     return pd.DataFrame(rows, columns=[id_column, labels[0]])
 
 
-def folder_digest(path: Path) -> str:
+def folder_digest(path: Path, times: bool = True) -> str:
     """SHA-256 over the folder's image files' paths, sizes and modification times: a changed,
-    added, moved or removed image changes it, without reading every image's bytes."""
+    added, moved or removed image changes it, without reading every image's bytes.
+    ``times=False``: over paths and sizes alone (what a copied folder keeps)."""
     digest = hashlib.sha256()
     for name, entry in _image_files(path):
         stat = entry.stat()
-        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        stamp = f"\0{stat.st_mtime_ns}" if times else ""
+        digest.update(f"{name}\0{stat.st_size}{stamp}\n".encode())
     return digest.hexdigest()

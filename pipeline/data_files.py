@@ -65,9 +65,12 @@ def data_digests(cfg: ExperimentConfig) -> dict[str, str]:
     comp = cfg.competition
     digests = {}
     for part, name in (("train", comp.train_file), ("test", comp.test_file)):
-        digest = file_digest(Path(comp.dir) / name)
+        path = Path(comp.dir) / name
+        digest = file_digest(path)
         if digest is not None:
             digests[part] = digest
+            if path.is_dir():  # class folders: their images' names and sizes, see below
+                digests[f"{part}_folder_sizes"] = folder_digest(path, times=False)
             images = _images_digest(cfg, part, digest)
             if images is not None:
                 digests[f"{part}_images"], digests[f"{part}_image_sizes"] = images
@@ -316,8 +319,8 @@ def changed_files(recorded: Any, cfg: ExperimentConfig, parts: Sequence[str],
         return []
     now = data_digests(cfg) if fold is None else fold_digests(cfg, fold)
     # a part's images count as the part; a record without them (older) vouches for them
-    changed = [part for part in parts if recorded.get(part, now.get(part)) != now.get(part)
-               or _images_changed(recorded, now, part)]
+    changed = [part for part in parts if _differs(recorded, now, part, f"{part}_folder_sizes")
+               or _differs(recorded, now, f"{part}_images", f"{part}_image_sizes")]
     weights = "train" in parts and "train" not in changed and recorded.get(
         "train_weights", now.get("train_weights")) != now.get("train_weights")
     return [*changed, "encoder weights"] if weights else changed
@@ -326,19 +329,19 @@ def changed_files(recorded: Any, cfg: ExperimentConfig, parts: Sequence[str],
 _RETIMED: set[str] = set()  # competitions whose retimed train images were said, once a process
 
 
-def _images_changed(recorded: dict[str, Any], now: dict[str, str], part: str) -> bool:
-    """Whether ``part``'s image files differ from the record. Train images whose names and
-    sizes are the ones recorded, their times alone changed, count as the same images: a
+def _differs(recorded: dict[str, Any], now: dict[str, str], key: str, sizes: str) -> bool:
+    """Whether the record ``key`` differs (a file, or the image files it lists; a record
+    without the key vouches for it). Train images whose names and sizes (record ``sizes``)
+    are the ones recorded, the files a train file lists or a train folder of class folders,
+    their times alone changed, count as the same images: a
     competition copied to another disk, re-extracted from its archive or uploaded as a
     Kaggle dataset gets new times, and its every fold was trained again, or, asked to
     predict, refused (retraining is what a code competition's notebook cannot afford). Test
     images keep their times: a hidden test set swaps in files of the same names, and
     predicting them again costs little."""
-    key = f"{part}_images"
     if recorded.get(key, now.get(key)) == now.get(key):
         return False
-    sizes = f"{part}_image_sizes"
-    if part != "train" or sizes not in recorded or recorded[sizes] != now.get(sizes):
+    if not key.startswith("train") or sizes not in recorded or recorded[sizes] != now.get(sizes):
         return True
     if now[key] not in _RETIMED:
         _RETIMED.add(now[key])

@@ -143,3 +143,29 @@ def test_pipeline_run_trains_on_the_folders_and_submits(tmp_path: Path, capsys) 
     train = load_competition(build_config(cfg).competition).train
     np.testing.assert_array_equal(targets_for_meta(load_predictions(run).meta),
                                   [CLASSES.index(f.split("/")[0]) for f in train["file"]])
+
+
+def test_a_copied_train_folder_keeps_its_folds(tmp_path: Path, capsys) -> None:
+    """A folder of class folders copied elsewhere (a notebook's /kaggle/input, another disk)
+    gets new modification times: every fold was trained again. Names and sizes as recorded,
+    its images are the same; an image of another size still trains the folds again."""
+    import shutil
+
+    cfg, _ = _competition(tmp_path / "comp", n_train=30, n_test=6)
+    cfg["train"]["epochs"] = 1
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    metrics = Path(cfg["output_dir"]) / "seedlings" / "seed0" / "fold0" / "metrics.json"
+    trained = metrics.read_bytes()
+    moved = tmp_path / "kaggle" / "comp"
+    shutil.copytree(tmp_path / "comp", moved, copy_function=shutil.copy, ignore=lambda d, n: [
+        x for x in n if x in ("runs", "folds", "submissions")])
+    cfg["competition"]["dir"] = str(moved)
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert metrics.read_bytes() == trained
+    _image(np.random.default_rng(5), 0).resize((30, 30)).save(
+        moved / "train" / CLASSES[0] / "00000.png")
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    assert metrics.read_bytes() != trained
