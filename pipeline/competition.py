@@ -257,7 +257,8 @@ class Competition:
     def _candidate_features(self) -> list[str]:
         skip = {self.cfg.id_column, *self.cfg.target_columns, self.cfg.group_column}
         skip |= {a.column for a in self.cfg.aux_targets}
-        skip |= {self.cfg.image_column, IMAGE_PATH, *self.cfg.text_columns}
+        skip |= {self.cfg.image_column, IMAGE_PATH, *self.cfg.text_columns,
+                 *template_columns(self.cfg.image_path)}  # they name the file: no features
         return [c for c in self.train.columns if c not in skip]
 
     @property

@@ -988,3 +988,27 @@ def test_positive_class_names_the_label_whose_probability_is_submitted(
     cfg["competition"]["positive_class"] = "maybe"
     expect_failure(cfg, tmp_path, capsys, "'competition.positive_class' 'maybe' is not a label",
                    "['no', 'yes']")
+
+
+def test_image_path_template_columns_are_no_features(competition_factory) -> None:
+    # a file-name column filled into the template was read as a category of one row each,
+    # which the mlp beside the image encoder memorised (PetFinder-like: RMSE 5.24 -> 6.37)
+    import shutil
+
+    data = competition_factory("image", "binary")
+    root = Path(data["competition"]["dir"])
+    for split in ("train", "test"):
+        frame = pd.read_csv(root / f"{split}.csv")
+        (root / split / "a").mkdir(parents=True)
+        for rid, rel in zip(frame["id"], frame["image"], strict=True):
+            shutil.copy(root / rel, root / split / "a" / f"{rid}.png")
+        frame.drop(columns="image").assign(
+            folder="a", file=frame["id"].astype(str) + ".png", age=np.arange(len(frame)),
+        ).to_csv(root / f"{split}.csv", index=False)
+    data["competition"].pop("image_column")
+    data["competition"]["image_path"] = "{split}/{folder}/{file}"
+    comp = load_competition(build_config(data).competition)
+    assert comp.feature_columns == ["age"]
+    assert comp.categorical_columns == []
+    data["competition"]["feature_columns"] = ["age", "folder"]  # listed: read as given
+    assert load_competition(build_config(data).competition).feature_columns == ["age", "folder"]
