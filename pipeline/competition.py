@@ -24,6 +24,7 @@ from pipeline.competition_checks import (
     check_ids,
     give_ids,
     image_paths,
+    missing_images_error,
     require_columns,
 )
 from pipeline.competition_files import (
@@ -296,12 +297,7 @@ def _check_inputs(comp: Competition) -> None:
             files = frame[IMAGE_PATH]
             missing = [f for f in files if not (comp.dir / f).is_file()]
             if missing:
-                source = (f"column {cfg.image_column!r}" if cfg.image_column
-                          else f"'image_path' {cfg.image_path!r}")
-                raise DataError(
-                    f"{paths[part]}: {len(missing)} image file(s) from {source} not found "
-                    f"under {comp.dir}, e.g. {missing[:3]}"
-                )
+                raise missing_images_error(missing, comp.dir, cfg, paths[part])
         if cfg.text_columns:
             require_columns(frame, cfg.text_columns, paths[part], "text_columns")
         if cfg.feature_columns is not None:

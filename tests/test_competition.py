@@ -229,6 +229,19 @@ def test_missing_image_file(competition_factory, tmp_path: Path,
                    "images/gone.png")
 
 
+def test_image_names_without_extension_say_which_file_is_there(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a column of image ids ('ISIC_0015719' for ISIC_0015719.jpg) was refused as files not
+    # found, without a word on the files beside them or on how to name them
+    cfg = competition_factory("image", "binary")
+    train = Path(cfg["competition"]["dir"]) / "train.csv"
+    edit_csv(train, lambda f: f.assign(image=f["image"].str.removesuffix(".png")))
+    first = pd.read_csv(train)["image"].iloc[0]
+    expect_failure(cfg, tmp_path, capsys, str(train), "image file(s) from column 'image'",
+                   f"'{first}.png' is there: the names lack the file extension",
+                   "'competition.image_path: \"{image}.png\"'")
+
+
 def test_image_paths_written_on_windows_find_their_files(competition_factory) -> None:
     """An image column written with backslashes (images\\a.png, a CSV made on Windows) named
     files that exist nowhere on another system: every row was refused as not found."""
