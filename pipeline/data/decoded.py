@@ -104,6 +104,10 @@ def _on_white(img: Image.Image) -> Image.Image:
     black: a black glyph or icon drawn in its alpha channel alone read as an all-black image
     (a circle-vs-square set of them scored chance)."""
     rgba = img.convert("RGBA")  # palette transparency too (without PIL's warning about it)
+    if rgba.getchannel("A").getextrema()[1] == 0:
+        # transparent everywhere: over white every such image is one blank square (an
+        # exporter that left the alpha at 0); its colours are the only content it has
+        return rgba.convert("RGB")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
 

@@ -216,3 +216,14 @@ def test_an_opaque_image_with_an_alpha_channel_keeps_its_colours(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (6, 6, 3), dtype=np.uint8)
     Image.fromarray(np.dstack([rgb, np.full((6, 6), 255, np.uint8)])).save(tmp_path / "o.png")
     np.testing.assert_array_equal(decoded.decode_rgb(tmp_path / "o.png"), rgb)
+
+
+def test_an_image_transparent_everywhere_keeps_its_colours(tmp_path):
+    # laid over white, an alpha channel left at 0 by its exporter made every image of a set
+    # one white square: the model saw nothing and scored chance
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    Image.fromarray(np.dstack([rgb, np.zeros((6, 6), np.uint8)])).save(tmp_path / "t.png")
+    np.testing.assert_array_equal(decoded.decode_rgb(tmp_path / "t.png"), rgb)
+    gray = rgb[:, :, 0]
+    Image.fromarray(np.dstack([gray, 0 * gray])).convert("LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(decoded.decode_rgb(tmp_path / "la.png"), np.dstack([gray] * 3))
