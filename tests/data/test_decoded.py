@@ -231,7 +231,7 @@ def test_an_image_transparent_everywhere_keeps_its_colours(tmp_path):
 
 def test_sixteen_bit_images_of_twelve_bit_values_are_named_in_a_warning(tmp_path, caplog):
     # 12-bit values read from the 16-bit range span 17 grey levels: a probe's such digits
-    # scored 0.62 held-out accuracy, the same digits as full-range 16-bit files 0.94
+    # among 13 other formats scored held-out accuracy 0.62, full-range 16-bit ones 0.94
     ramp = np.arange(64, dtype=np.uint16).reshape(8, 8)
     Image.fromarray(ramp * 64).save(tmp_path / "a.png")  # 0..4032: 12 bits
     Image.fromarray(ramp * 16).save(tmp_path / "b.png")  # 0..1008: 10 bits
