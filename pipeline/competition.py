@@ -297,7 +297,8 @@ def _check_inputs(comp: Competition) -> None:
             files = frame[IMAGE_PATH]
             missing = [f for f in files if not (comp.dir / f).is_file()]
             if missing:
-                raise missing_images_error(missing, comp.dir, cfg, paths[part])
+                raise missing_images_error(missing, comp.dir, cfg.image_column,
+                                           cfg.image_path, paths[part])
         if cfg.text_columns:
             require_columns(frame, cfg.text_columns, paths[part], "text_columns")
         if cfg.feature_columns is not None:

@@ -240,6 +240,12 @@ def test_image_names_without_extension_say_which_file_is_there(
     expect_failure(cfg, tmp_path, capsys, str(train), "image file(s) from column 'image'",
                    f"'{first}.png' is there: the names lack the file extension",
                    "'competition.image_path: \"{image}.png\"'")
+    cfg["competition"].pop("image_column")
+    cfg["competition"]["image_path"] = "{image}"  # a template without the extension
+    with pytest.raises(DataError, match=r"'image_path' '\{image\}' not found under .*; "
+                       r"'images/\w+\.png' is there: .* 'competition.image_path' ending in "
+                       r"'\.png'"):
+        load_competition(build_config(cfg).competition)
 
 
 def test_image_paths_written_on_windows_find_their_files(competition_factory) -> None:

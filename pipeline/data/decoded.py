@@ -89,7 +89,10 @@ def _low_bits(img: Image.Image) -> bool:
     sensor's X-ray or microscope frame stored in 16 bits): scaled from the 16-bit range, as
     a file of the full range must be, it spans 17 of 8-bit's 256 grey levels (a probe's
     such digits among 13 other formats: held-out accuracy 0.62, full-range 16-bit 0.94)."""
-    return (img.mode == "I" or img.mode.startswith("I;16")) and 0 < img.getextrema()[1] <= 4095
+    if not (img.mode == "I" or img.mode.startswith("I;16")):
+        return False
+    top = img.getextrema()[1]  # one band: (low, high) numbers
+    return isinstance(top, int | float) and 0 < top <= 4095
 
 
 def _unreadable(path: Path, err: Exception) -> DataError:
