@@ -24,6 +24,7 @@ from pipeline.competition_checks import (
     check_ids,
     give_ids,
     image_paths,
+    missing_images_error,
     require_columns,
 )
 from pipeline.competition_files import (
@@ -257,7 +258,8 @@ class Competition:
     def _candidate_features(self) -> list[str]:
         skip = {self.cfg.id_column, *self.cfg.target_columns, self.cfg.group_column}
         skip |= {a.column for a in self.cfg.aux_targets}
-        skip |= {self.cfg.image_column, IMAGE_PATH, *self.cfg.text_columns}
+        skip |= {self.cfg.image_column, IMAGE_PATH, *self.cfg.text_columns,
+                 *template_columns(self.cfg.image_path)}  # they name the file: no features
         return [c for c in self.train.columns if c not in skip]
 
     @property
@@ -295,12 +297,8 @@ def _check_inputs(comp: Competition) -> None:
             files = frame[IMAGE_PATH]
             missing = [f for f in files if not (comp.dir / f).is_file()]
             if missing:
-                source = (f"column {cfg.image_column!r}" if cfg.image_column
-                          else f"'image_path' {cfg.image_path!r}")
-                raise DataError(
-                    f"{paths[part]}: {len(missing)} image file(s) from {source} not found "
-                    f"under {comp.dir}, e.g. {missing[:3]}"
-                )
+                raise missing_images_error(missing, comp.dir, cfg.image_column,
+                                           cfg.image_path, paths[part])
         if cfg.text_columns:
             require_columns(frame, cfg.text_columns, paths[part], "text_columns")
         if cfg.feature_columns is not None:

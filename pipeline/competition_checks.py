@@ -149,3 +149,27 @@ def image_paths(frame: pd.DataFrame, cfg: ImageSource, split: str, path: Path) -
     except (ValueError, IndexError, AttributeError) as err:  # '{id:05d}' on text ids, '{}'
         raise DataError(f"{path}: 'competition.image_path' {cfg.image_path!r} cannot be "
                         f"filled from this file's rows: {err}") from None
+
+
+# the extensions a missing name is tried with, for the hint below (PIL reads each)
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif",
+                   ".JPG", ".JPEG", ".PNG")
+
+
+def missing_images_error(missing: list[str], root: Path, column: str | None,
+                         template: str | None, path: Path) -> DataError:
+    """The refusal of image files not found under ``root``; where a missing name is a file's
+    without its extension (a column of image ids, ISIC's 'ISIC_0015719' for
+    'ISIC_0015719.jpg'), it says which file is there and how to name it."""
+    source = f"column {column!r}" if column else f"'image_path' {template!r}"
+    hint = ""
+    for name in missing[:20]:  # a few stats, not one per row of a large set
+        found = next((s for s in _IMAGE_SUFFIXES if (root / (name + s)).is_file()), None)
+        if found is not None:
+            fix = (f"'competition.image_path: \"{{{column}}}{found}\"'"
+                   if column else f"'competition.image_path' ending in {found!r}")
+            hint = (f"; {name + found!r} is there: the names lack the file extension, so "
+                    f"name the files with {fix} (where every file has it)")
+            break
+    return DataError(f"{path}: {len(missing)} image file(s) from {source} not found under "
+                     f"{root}, e.g. {missing[:3]}{hint}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -332,8 +331,7 @@ def _warn_unread_columns(cfg: ExperimentConfig, comp: Competition) -> None:
     """Name the table columns an image or text network leaves unread: metadata beside the
     texts or images (a score, an age, a site) reaches the model only through a tabular
     encoder, and was dropped without a word."""
-    template = set(re.findall(r"{(\w+)}", cfg.competition.image_path or ""))
-    unread = [c for c in comp.feature_columns if c not in template]
+    unread = comp.feature_columns
     if unread:
         log.warning("%s: no encoder reads column(s) %s: add an 'mlp' encoder beside the %s "
                     "encoder to read them, or list the columns to read in "
