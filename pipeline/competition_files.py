@@ -66,7 +66,8 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
         frame = pd.read_csv(path, sep=sep, encoding=encoding,
                             dtype=dict.fromkeys(as_written, str) or None,
                             keep_default_na=False,
-                            na_values=_missing_cells(header, id_column, labels, na_values),
+                            na_values=_missing_cells(header, id_column, labels, na_values,
+                                                     texts),
                             decimal=decimal, thousands=thousands)
         if len(frame.columns) > 100:
             # pandas 3 reads a CSV as one block per column: on a wide file (Digit
@@ -145,15 +146,17 @@ def add_row_numbers(frame: pd.DataFrame, id_column: str) -> bool:
 
 
 def _missing_cells(header: pd.Index, id_column: str | None, labels: Sequence[str],
-                   na_values: Sequence[str]) -> dict[str, list[str]]:
+                   na_values: Sequence[str], texts: Sequence[str] = ()) -> dict[str, list[str]]:
     """The cells read as missing, per column: an empty cell anywhere; in an id column nothing
-    else, and in a class label column ``na_values`` too, but not pandas' own words for
-    missing ('NA', 'None', 'null', 'nan', 'N/A', ...), which are real ids and labels there
-    (North America's 'NA', a class 'None'): read as missing, they were refused as empty ids
-    or NaN targets. Every other column keeps pandas' words and ``na_values``."""
+    else, and in a class label or text column ``na_values`` too, but not pandas' own words
+    for missing ('NA', 'None', 'null', 'nan', 'N/A', ...), which are real ids, labels and
+    texts there (North America's 'NA', a class 'None', an answer 'None' or a comment 'null'):
+    read as missing, they were refused as empty ids or NaN targets, and a text became the
+    empty text the model reads for a blank cell. Every other column keeps pandas' words and
+    ``na_values``."""
     words = [*_PANDAS_NA, *na_values]
     cells = {str(c): words for c in header}
-    for column in labels:
+    for column in [*labels, *texts]:
         cells[column] = ["", *na_values]
     if id_column:
         cells[id_column] = [""]

@@ -724,6 +724,24 @@ def test_text_columns_are_read_as_written(competition_factory) -> None:
         assert frame["text"].fillna("").tolist() == [written[i % 4] for i in range(len(frame))]
 
 
+def test_text_cells_that_are_pandas_missing_words_are_texts(competition_factory) -> None:
+    """An answer 'None', a comment 'null' or 'N/A' is a text: pandas' words for a missing
+    cell turned it into the blank text (the tokenizer read [CLS] [SEP]). An empty cell and
+    'competition.na_values' still mark a missing text."""
+    data = competition_factory("text", "binary")
+    folder = Path(data["competition"]["dir"])
+    written = ["None", "null", "N/A", "NA", "nan", "", "?", "fine"]
+    for name in ("train.csv", "test.csv"):
+        edit_csv(folder / name, lambda f: f.assign(
+            text=[written[i % 8] for i in range(len(f))]))
+    data["competition"]["na_values"] = ["?"]
+    comp = load_competition(build_config(data).competition)
+    for frame in (comp.train, comp.test):
+        expected = [written[i % 8] for i in range(len(frame))]
+        assert frame["text"].fillna("").tolist() == ["" if t == "?" else t for t in expected]
+        assert frame["text"].isna().sum() == sum(t in ("", "?") for t in expected)
+
+
 def test_na_values_mark_missing_cells_of_numeric_columns(competition_factory) -> None:
     """A numeric column with '?' for its missing cells (UCI's way) was read as text, so as
     categories no test value of which train shows; 'competition.na_values' names them."""
