@@ -22,6 +22,7 @@ from pipeline.competition_checks import (
     check_aux,
     check_groups,
     check_ids,
+    column_roles_problem,
     give_ids,
     image_paths,
     require_columns,
@@ -146,16 +147,11 @@ class CompetitionConfig(Section):
             raise ValueError(f"give one of {given}, not {len(given)}")
         if self.modality == "text" and not self.text_columns:
             raise ValueError("'text_columns' is required when 'modality' is 'text'")
-        aux = [a.column for a in self.aux_targets]
-        taken = {"feature_columns": self.feature_columns or [], "target_columns":
-                 self.target_columns, "id_column": [self.id_column]}
-        for key, columns in taken.items():
-            if both := sorted(set(aux) & set(columns)):
-                raise ValueError(f"'aux_targets' column(s) {both} are also in {key!r}: an "
-                                 "auxiliary target is never a feature, target or id")
+        if problem := column_roles_problem(self.id_column, self.target_columns,
+                                           self.text_columns, self.feature_columns,
+                                           [a.column for a in self.aux_targets]):
+            raise ValueError(problem)
         return self
-
-
 
 
 @dataclass(frozen=True)
