@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.class_folders import read_class_folders
+from pipeline.csv_quotes import QUOTING, check_unclosed_quotes
 from pipeline.csv_separator import file_separator
 from pipeline.decimal_comma import comma_numbers
 from pipeline.errors import DataError
@@ -34,7 +35,7 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
              id_column: str | None = None, labels: Sequence[str] = (),
              texts: Sequence[str] = (), na_values: Sequence[str] = (), decimal: str = ".",
              thousands: str | None = None, number_rows: bool = False,
-             keys: Sequence[str] = ()) -> pd.DataFrame:
+             keys: Sequence[str] = (), quoting: str = "minimal") -> pd.DataFrame:
     """Read a competition CSV, with one-line errors naming the file. ``id_column`` and the
     class ``labels`` columns are read as text, and as integers only when every value is one
     written plainly: ids and labels such as '00120' stay as written (as numbers they named
@@ -68,7 +69,8 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
                             keep_default_na=False,
                             na_values=_missing_cells(header, id_column, labels, na_values,
                                                      texts),
-                            decimal=decimal, thousands=thousands)
+                            decimal=decimal, thousands=thousands, quoting=QUOTING[quoting])
+        check_unclosed_quotes(frame, path, sep, quoting)  # ('competition.quoting')
         if len(frame.columns) > 100:
             # pandas 3 reads a CSV as one block per column: on a wide file (Digit
             # Recognizer's 784 pixel columns) every later insert (the row numbers, the
