@@ -166,6 +166,7 @@ class RunMeta:
     leaky: bool = False
     csv_sep: str = ","  # how the competition's CSV files are read (competition.sep/encoding)
     csv_encoding: str = "utf-8"
+    csv_quoting: str = "minimal"  # competition.quoting
     csv_decimal: str = "."  # competition.decimal/thousands: the train file's targets
     csv_thousands: str | None = None
     # competition.na_values: a target cell so written is empty, as the run read it

@@ -22,6 +22,7 @@ from pipeline.competition_checks import (
     check_aux,
     check_groups,
     check_ids,
+    column_roles_problem,
     give_ids,
     image_paths,
     missing_images_error,
@@ -34,6 +35,7 @@ from pipeline.competition_files import (
     read_csv,
     template_columns,
 )
+from pipeline.csv_quotes import Quoting
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS
 from pipeline.pixel_images import PixelsConfig, pixel_columns, write_pixel_images
@@ -101,6 +103,7 @@ class CompetitionConfig(Section):
     # (decimal: ",", thousands: "."); else such a column is read as text, so as categories
     decimal: str = Field(".", min_length=1, max_length=1)
     thousands: str | None = Field(None, min_length=1, max_length=1)
+    quoting: Quoting = "minimal"  # none: a quote is a character of its text (csv_quotes.py)
     # cell values that mean 'missing' besides pandas' own ('', 'NA', 'NaN', 'null', ...),
     # e.g. ["?", "-"]: else a numeric column holding them is read as text, so as categories
     na_values: list[str] = Field(default_factory=list)
@@ -147,16 +150,11 @@ class CompetitionConfig(Section):
             raise ValueError(f"give one of {given}, not {len(given)}")
         if self.modality == "text" and not self.text_columns:
             raise ValueError("'text_columns' is required when 'modality' is 'text'")
-        aux = [a.column for a in self.aux_targets]
-        taken = {"feature_columns": self.feature_columns or [], "target_columns":
-                 self.target_columns, "id_column": [self.id_column]}
-        for key, columns in taken.items():
-            if both := sorted(set(aux) & set(columns)):
-                raise ValueError(f"'aux_targets' column(s) {both} are also in {key!r}: an "
-                                 "auxiliary target is never a feature, target or id")
+        if problem := column_roles_problem(self.id_column, self.target_columns,
+                                           self.text_columns, self.feature_columns,
+                                           [a.column for a in self.aux_targets]):
+            raise ValueError(problem)
         return self
-
-
 
 
 @dataclass(frozen=True)
@@ -318,7 +316,7 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
     test_path = root / cfg.test_file
     sub_path = root / cfg.sample_submission_file
     csv = {"sep": cfg.sep, "encoding": cfg.encoding, "id_column": cfg.id_column,
-           "decimal": cfg.decimal, "thousands": cfg.thousands}
+           "decimal": cfg.decimal, "thousands": cfg.thousands, "quoting": cfg.quoting}
     cells = {"texts": cfg.text_columns, "na_values": cfg.na_values,
              "keys": template_columns(cfg.image_path)}
     sample = read_csv(sub_path, "sample submission", **csv)

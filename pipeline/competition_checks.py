@@ -29,6 +29,27 @@ class AuxTarget(Protocol):
     task: str
 
 
+def column_roles_problem(id_column: str, target_columns: list[str], text_columns: list[str],
+                         feature_columns: list[str] | None, aux: list[str]) -> str | None:
+    """Why the config's columns cannot play the roles it gives them, or None. A text column
+    named twice stopped the run with a traceback from the column encoder; the id or a target
+    named as a text column was read as words (the ids as features, silently) or, read as
+    text, refused as a target that 'must hold 0/1' while it held 0 and 1."""
+    for key, columns in (("target_columns", target_columns), ("text_columns", text_columns)):
+        if twice := sorted({c for c in columns if columns.count(c) > 1}):
+            return f"'{key}' names column(s) {twice} more than once"
+    if clash := [c for c in text_columns if c == id_column or c in target_columns]:
+        return (f"'text_columns' {clash} are also the 'id_column' or 'target_columns': a "
+                "text column is a model's input, never the id or a target")
+    taken = {"feature_columns": feature_columns or [], "target_columns": target_columns,
+             "id_column": [id_column]}
+    for key, columns in taken.items():
+        if both := sorted(set(aux) & set(columns)):
+            return (f"'aux_targets' column(s) {both} are also in {key!r}: an auxiliary target "
+                    "is never a feature, target or id")
+    return None
+
+
 def require_columns(frame: pd.DataFrame, columns: list[str], path: Path, key: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.class_folders import read_class_folders
+from pipeline.csv_quotes import QUOTING, check_unclosed_quotes
 from pipeline.csv_separator import file_separator
 from pipeline.decimal_comma import comma_numbers
 from pipeline.errors import DataError
@@ -34,7 +35,7 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
              id_column: str | None = None, labels: Sequence[str] = (),
              texts: Sequence[str] = (), na_values: Sequence[str] = (), decimal: str = ".",
              thousands: str | None = None, number_rows: bool = False,
-             keys: Sequence[str] = ()) -> pd.DataFrame:
+             keys: Sequence[str] = (), quoting: str = "minimal") -> pd.DataFrame:
     """Read a competition CSV, with one-line errors naming the file. ``id_column`` and the
     class ``labels`` columns are read as text, and as integers only when every value is one
     written plainly: ids and labels such as '00120' stay as written (as numbers they named
@@ -66,8 +67,10 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
         frame = pd.read_csv(path, sep=sep, encoding=encoding,
                             dtype=dict.fromkeys(as_written, str) or None,
                             keep_default_na=False,
-                            na_values=_missing_cells(header, id_column, labels, na_values),
-                            decimal=decimal, thousands=thousands)
+                            na_values=_missing_cells(header, id_column, labels, na_values,
+                                                     texts),
+                            decimal=decimal, thousands=thousands, quoting=QUOTING[quoting])
+        check_unclosed_quotes(frame, path, sep, quoting)  # ('competition.quoting')
         if len(frame.columns) > 100:
             # pandas 3 reads a CSV as one block per column: on a wide file (Digit
             # Recognizer's 784 pixel columns) every later insert (the row numbers, the
@@ -145,15 +148,17 @@ def add_row_numbers(frame: pd.DataFrame, id_column: str) -> bool:
 
 
 def _missing_cells(header: pd.Index, id_column: str | None, labels: Sequence[str],
-                   na_values: Sequence[str]) -> dict[str, list[str]]:
+                   na_values: Sequence[str], texts: Sequence[str] = ()) -> dict[str, list[str]]:
     """The cells read as missing, per column: an empty cell anywhere; in an id column nothing
-    else, and in a class label column ``na_values`` too, but not pandas' own words for
-    missing ('NA', 'None', 'null', 'nan', 'N/A', ...), which are real ids and labels there
-    (North America's 'NA', a class 'None'): read as missing, they were refused as empty ids
-    or NaN targets. Every other column keeps pandas' words and ``na_values``."""
+    else, and in a class label or text column ``na_values`` too, but not pandas' own words
+    for missing ('NA', 'None', 'null', 'nan', 'N/A', ...), which are real ids, labels and
+    texts there (North America's 'NA', a class 'None', an answer 'None' or a comment 'null'):
+    read as missing, they were refused as empty ids or NaN targets, and a text became the
+    empty text the model reads for a blank cell. Every other column keeps pandas' words and
+    ``na_values``."""
     words = [*_PANDAS_NA, *na_values]
     cells = {str(c): words for c in header}
-    for column in labels:
+    for column in [*labels, *texts]:
         cells[column] = ["", *na_values]
     if id_column:
         cells[id_column] = [""]

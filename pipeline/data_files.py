@@ -172,7 +172,7 @@ def _listed_images(section: str, part: str, csv_digest: str) -> tuple[str, ...] 
     path = Path(comp.dir) / (comp.train_file if part == "train" else comp.test_file)
     try:  # the template's columns as the competition reads them ('00012' as written)
         frame = read_csv(path, part, comp.sep, comp.encoding, comp.id_column,
-                         decimal=comp.decimal, thousands=comp.thousands,
+                         decimal=comp.decimal, thousands=comp.thousands, quoting=comp.quoting,
                          keys=template_columns(comp.image_path))
         return tuple(image_paths(frame, comp, part, path))
     except DataError:  # a file the competition refuses when it loads, in one line

@@ -17,6 +17,7 @@ from pipeline.data.repeated_rows import repeated_rows_warning
 from pipeline.data.splits import (
     SPLITTERS,
     check_spec,
+    constant_labels_warning,
     folds_spec,
     make_folds,
     read_folds,
@@ -45,7 +46,8 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
              cfg.folds.n_splits, sizes)
     # said once, when the folds are made: every later stage reads these folds
     groups = SPLITTERS.get(cfg.folds.scheme).uses_groups
-    for warning in (repeated_rows_warning(comp, folds, groups), later_test_warning(comp, groups)):
+    for warning in (repeated_rows_warning(comp, folds, groups), later_test_warning(comp, groups),
+                    constant_labels_warning(comp)):
         if warning:
             log.warning("%s", warning)
     return path

@@ -182,7 +182,7 @@ def unlabelled_rows(cfg: PretrainConfig, comp: Competition) -> PretrainData:
     if cfg.extra_unlabelled:
         extra = read_csv(Path(cfg.extra_unlabelled), "extra unlabelled", ccfg.sep,
                          ccfg.encoding, texts=ccfg.text_columns, na_values=ccfg.na_values,
-                         decimal=ccfg.decimal, thousands=ccfg.thousands)
+                         decimal=ccfg.decimal, thousands=ccfg.thousands, quoting=ccfg.quoting)
         modality = OBJECTIVES.get(cfg.objective.kind).modality  # type: ignore[attr-defined]
         # the columns the objective reads (a sequence objective checks its own)
         needed = {"tabular": comp.feature_columns, "text": list(ccfg.text_columns),

@@ -20,7 +20,7 @@ def targets_for_meta(meta: RunMeta) -> np.ndarray:
     train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column,
                      class_labels(meta.task, meta.target_columns), decimal=meta.csv_decimal,
                      thousands=meta.csv_thousands, na_values=meta.csv_na_values,
-                     number_rows=True)
+                     number_rows=True, quoting=meta.csv_quoting)
     require_columns(train, [meta.id_column, *meta.target_columns], path, "target_columns")
     # the run's OOF rows are the labelled ones: a row with an empty target (with masked
     # targets: with every target empty) was left out ('competition.unlabelled_train_rows'),

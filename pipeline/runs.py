@@ -164,6 +164,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
         config_hash=cfg.train_hash(), leaky=leaky,
         sample_submission_file=cfg.competition.sample_submission_file,
         csv_sep=cfg.competition.sep, csv_encoding=cfg.competition.encoding,
+        csv_quoting=cfg.competition.quoting,
         csv_decimal=cfg.competition.decimal, csv_thousands=cfg.competition.thousands,
         csv_na_values=list(cfg.competition.na_values),
         test_file=cfg.competition.test_file, label_separator=comp.label_separator,

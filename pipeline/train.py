@@ -40,6 +40,7 @@ from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
 from pipeline.models.network import (
     build_tokenizer,
     check_max_length,
+    check_tokenizers,
     check_vocab,
     tokenizer_dir,
 )
@@ -242,6 +243,8 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
         tokenizer_dir(cfg.model)  # a missing tokenizer folder refused before any write
         if tokenizer_dir(cfg.model) is not None:
             tokenizer = build_tokenizer(cfg.model)
+            # first: another model's tokenizer is the cause a too small table only hints at
+            check_tokenizers(cfg.model, tokenizer)
             check_vocab(cfg.model, tokenizer)
             _check_token_texts(cfg, comp, tokenizer)
         ordered_options(cfg.model.option_columns, comp.classes)  # which option is which class

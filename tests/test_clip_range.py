@@ -131,3 +131,22 @@ def test_no_test_value_outside_the_range_is_not_said_clipped(caplog) -> None:
     first, second = (r.getMessage() for r in caplog.records)
     assert "0 of 2 test values outside the train target's range [0, 6]: nothing to clip" in first
     assert "1 of 2 test values outside the train target's range [0, 6]: clipped" in second
+
+
+def test_the_two_oof_scores_are_said_with_the_digits_that_tell_them_apart(caplog) -> None:
+    """'scores better; OOF mcrmse 0.59744 as it is, 0.59744 with each fold clipped' (a
+    probe's six essay scores, where the clip gained 2e-7) read as a contradiction."""
+    import logging
+    from types import SimpleNamespace
+
+    from pipeline.clip_range import ClipDecision
+
+    preds = SimpleNamespace(test_matrix=np.array([[1.0]]), meta=SimpleNamespace(metric="mcrmse"))
+    with caplog.at_level(logging.INFO, logger="pipeline.submit"):
+        for without, with_clip in ((0.5974357, 0.5974355), (0.61, 0.6)):
+            submit._log_clip(ClipDecision(True, np.array([0.0]), np.array([6.0]),
+                                          "auto: it scores better", without, with_clip), preds)
+    first, second = (r.getMessage() for r in caplog.records)
+    assert first.endswith("OOF mcrmse 0.5974357 as it is, 0.5974355 with each fold clipped to "
+                          "its training rows' range)")
+    assert "OOF mcrmse 0.61000 as it is, 0.60000 with" in second

@@ -23,7 +23,7 @@ from pipeline.cli import main
 from pipeline.competition import load_competition
 from pipeline.config import build_config
 from pipeline.data.splits import read_folds
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 
 SKLEARN = {
     "binary": "sklearn:sklearn.linear_model.LogisticRegression",
@@ -741,6 +741,47 @@ def test_text_columns_are_read_as_written(competition_factory) -> None:
     comp = load_competition(build_config(data).competition)
     for frame in (comp.train, comp.test):
         assert frame["text"].fillna("").tolist() == [written[i % 4] for i in range(len(frame))]
+
+
+def test_text_cells_that_are_pandas_missing_words_are_texts(competition_factory) -> None:
+    """An answer 'None', a comment 'null' or 'N/A' is a text: pandas' words for a missing
+    cell turned it into the blank text (the tokenizer read [CLS] [SEP]). An empty cell and
+    'competition.na_values' still mark a missing text."""
+    data = competition_factory("text", "binary")
+    folder = Path(data["competition"]["dir"])
+    written = ["None", "null", "N/A", "NA", "nan", "", "?", "fine"]
+    for name in ("train.csv", "test.csv"):
+        edit_csv(folder / name, lambda f: f.assign(
+            text=[written[i % 8] for i in range(len(f))]))
+    data["competition"]["na_values"] = ["?"]
+    comp = load_competition(build_config(data).competition)
+    for frame in (comp.train, comp.test):
+        expected = [written[i % 8] for i in range(len(frame))]
+        assert frame["text"].fillna("").tolist() == ["" if t == "?" else t for t in expected]
+        assert frame["text"].isna().sum() == sum(t in ("", "?") for t in expected)
+
+
+@pytest.mark.parametrize("columns, said", [
+    (["text", "text"], "'text_columns' names column(s) ['text'] more than once"),
+    (["text", "id"], "'text_columns' ['id'] are also the 'id_column' or 'target_columns'"),
+    (["target", "text"], "'text_columns' ['target'] are also the 'id_column' or "
+                         "'target_columns'"),
+])
+def test_text_columns_that_repeat_or_name_the_id_or_a_target_are_refused(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        columns: list[str], said: str) -> None:
+    """A text column named twice stopped the run with a traceback (narwhals' DuplicateError)
+    and left its run folder; the id as a text column trained on the ids' words, silently; a
+    target as a text column was refused as a target that 'must hold 0/1' holding 0 and 1."""
+    cfg = competition_factory("text", "binary")
+    cfg["competition"]["text_columns"] = columns
+    expect_failure(cfg, tmp_path, capsys, said)
+    assert not (Path(cfg["output_dir"]) / cfg["name"]).exists()
+    cfg["competition"].update(text_columns=["text"], task="regression", metric="rmse",
+                              target_columns=["target", "target"])
+    with pytest.raises(ConfigError, match=r"'target_columns' names column\(s\) "
+                                          r"\['target'\] more than once"):
+        build_config(cfg)
 
 
 def test_na_values_mark_missing_cells_of_numeric_columns(competition_factory) -> None:

@@ -351,3 +351,28 @@ def test_a_test_period_after_every_train_date_is_said(competition_factory, caplo
     test["date"] = pd.date_range("2020-01-15", periods=len(test)).strftime("%Y-%m-%d")
     test.to_csv(folder / "test.csv", index=False)
     assert warned("among", scheme="kfold") == []
+
+
+def test_a_label_column_of_one_value_is_said_when_the_folds_are_made(competition_factory,
+                                                                     caplog) -> None:
+    """A Jigsaw-style label no train row carries: every model predicts 0 for it, and ROC AUC
+    averaged over the labels with both values left it out of the CV without a word, while
+    the leaderboard scores it (at chance)."""
+    data = competition_factory("tabular", "multilabel", n_train=40)
+    train = Path(data["competition"]["dir"]) / "train.csv"
+    pd.read_csv(train).assign(b=0).to_csv(train, index=False)
+    cfg = build_config(data)
+    with caplog.at_level("WARNING"):
+        folds_stage.run(cfg)
+    said = [r.getMessage() for r in caplog.records if "hold one value" in r.getMessage()]
+    assert said == ["folds: label column(s) 'b' (0) hold one value in every train row: every "
+                    "model predicts that value, nothing is learnt of them; roc_auc averages "
+                    "over the labels that hold both values, so the CV leaves them out, where a "
+                    "leaderboard that averages every column scores each at chance"]
+    caplog.clear()  # a kept folds file says nothing again; both labels held: nothing said
+    data["folds"]["name"] = "both"
+    pd.read_csv(train).assign(b=np.arange(40) % 2).to_csv(train, index=False)
+    with caplog.at_level("WARNING"):
+        folds_stage.run(cfg)
+        folds_stage.run(build_config(data))
+    assert not [r for r in caplog.records if "hold one value" in r.getMessage()]

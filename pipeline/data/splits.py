@@ -25,6 +25,7 @@ from sklearn.model_selection import (
 from pipeline.artifacts import id_positions
 from pipeline.competition import Competition
 from pipeline.errors import DataError
+from pipeline.metrics import METRICS
 from pipeline.registry import Registry
 from pipeline.schema import Section
 
@@ -129,6 +130,29 @@ def _check_class_counts(labels: pd.Series, n_splits: int, column: str, path: Pat
         )
     log.warning("%s: column %r has %d class(es) with fewer rows than 'folds.n_splits'=%d: %s; "
                 "some folds validate without them", path, column, len(small), n_splits, shown)
+
+
+def constant_labels_warning(comp: Competition) -> str | None:
+    """Multilabel columns that hold one value in every train row (a Jigsaw label no train
+    comment carries): every model predicts that value, and ROC AUC or average precision,
+    averaged over the labels that have both values, leave them out of every fold's score and
+    the CV, which so stayed silent about a column the test rows may well hold (a
+    leaderboard that averages every column scores it at chance)."""
+    cfg = comp.cfg
+    if cfg.task != "multilabel" or len(cfg.target_columns) < 2:
+        return None  # a tags column's labels are the ones its train rows hold
+    held = {c: comp.train[c].dropna().unique() for c in cfg.target_columns}
+    constant = {c: v[0].item() for c, v in held.items() if len(v) == 1}
+    if not constant:
+        return None
+    said = ", ".join(f"{c!r} ({v})" for c, v in constant.items())
+    metric = METRICS.get(cfg.metric)
+    left_out = ("" if not (metric.order_only and metric.masked == "columns") else
+                f"; {cfg.metric} averages over the labels that hold both values, so the CV "
+                "leaves them out, where a leaderboard that averages every column scores each "
+                "at chance")
+    return (f"folds: label column(s) {said} hold one value in every train row: every model "
+            f"predicts that value, nothing is learnt of them{left_out}")
 
 
 def make_folds(comp: Competition, cfg: FoldsConfig) -> np.ndarray:

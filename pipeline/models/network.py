@@ -253,6 +253,43 @@ def check_vocab(cfg: ModelConfig, tokenizer: Any) -> None:
                 f"{len(tokenizer)} in 'hf_config'")
 
 
+# mixed case, accents, digits, punctuation and a pair: a tokenizer with the first's vocabulary
+# but other casing or special tokens still makes other ids of it
+_PROBE = ("The Movie: Hello WORLD, naïve café 3.14 isn't 42!", "A second text.")
+
+
+def check_tokenizers(cfg: ModelConfig, tokenizer: Any) -> None:
+    """Refuse token encoders whose tokenizer makes other ids than the first's (``tokenizer``).
+    A batch carries one token stream, made by the first transformers encoder's tokenizer
+    (:func:`build_tokenizer`); a second encoder of another model family read those ids as
+    other words of its own vocabulary, silently (MiniLM read a small BERT's ids as its
+    '[unused5]' tokens). Encoders of one tokenizer (a model and its further pretrained
+    copy, two heads on one checkpoint) pass."""
+    if tokenizer is None:
+        return
+    from transformers import AutoTokenizer
+
+    token_encoders = [(i, e) for i, e in enumerate(cfg.encoders) if e.kind in TOKEN_KINDS]
+    first_at, first = token_encoders[0]
+    first_dir = Path(str(first.tokenizer or first.target)).resolve()
+    for i, enc in token_encoders[1:]:
+        source = Path(str(enc.tokenizer or enc.target))
+        if source.resolve() == first_dir:
+            continue
+        if not source.is_dir():
+            raise ConfigError(f"encoder {enc.name!r}: tokenizer directory {source} not found")
+        other = AutoTokenizer.from_pretrained(str(source))
+        if (other.get_vocab() == tokenizer.get_vocab()
+                and other(*_PROBE)["input_ids"] == tokenizer(*_PROBE)["input_ids"]):
+            continue
+        raise ConfigError(
+            f"encoders {first.name!r} (model.encoders.{first_at}) and {enc.name!r} "
+            f"(model.encoders.{i}) tokenize texts differently ({first_dir} and {source}): one "
+            "network reads one token stream, the first encoder's, and the other model would "
+            "read its ids as other words. Train each in a config of its own and blend the "
+            "runs (pipeline blend), or give both one 'tokenizer'")
+
+
 def model_inputs(comp: Competition, cfg: ModelConfig, tokenizer: Any,
                  tabular: TabularEncoder | None) -> ModelInputs:
     """The inputs the configured encoders read, made from the competition's frames."""

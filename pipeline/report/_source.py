@@ -91,7 +91,7 @@ def _targets(meta: RunMeta, oof: pd.DataFrame) -> np.ndarray:
     train = read_csv(path, "train", meta.csv_sep, meta.csv_encoding, meta.id_column,
                      class_labels(meta.task, meta.target_columns), decimal=meta.csv_decimal,
                      thousands=meta.csv_thousands, na_values=meta.csv_na_values,
-                     number_rows=True)
+                     number_rows=True, quoting=meta.csv_quoting)
     ids = train[meta.id_column].astype(str)
     rows = ids.reset_index(drop=True).reset_index().set_index(meta.id_column)["index"]
     wanted = oof[meta.id_column].astype(str)

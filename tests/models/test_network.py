@@ -265,6 +265,43 @@ def test_a_tokenizer_past_the_embedding_table_is_refused_before_the_run_folder(
     assert np.isfinite(train.run(build_config(data)))
 
 
+def test_two_transformers_of_other_tokenizers_are_refused_before_the_run_folder(
+    competition_factory, tmp_path, one_thread
+) -> None:
+    """A batch carries the first transformers encoder's token ids: a second encoder with a
+    tokenizer of its own (another vocabulary, another casing) trained on ids that name other
+    words to it, without a word said. One tokenizer in two folders still trains."""
+    from transformers import BertTokenizer
+
+    from pipeline.errors import ConfigError
+
+    data = competition_factory("text", "binary", n_train=24, n_test=8)
+    tok = tmp_path / "tokenizer"  # the competition's own: 25 ids
+    vocab = BertTokenizer.from_pretrained(tok).get_vocab()
+    words = sorted(vocab, key=vocab.__getitem__)  # by id
+    other = tmp_path / "other_tokenizer"  # the same words, in reverse order
+    BertTokenizer(vocab={w: i for i, w in enumerate([*words[:5], *words[:4:-1]])}
+                  ).save_pretrained(other)
+    uncased = tmp_path / "uncased_tokenizer"  # the same ids, but it keeps letter case
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}, do_lower_case=False
+                  ).save_pretrained(uncased)
+    copy = tmp_path / "copied_tokenizer"  # the competition's tokenizer, saved again
+    BertTokenizer.from_pretrained(tok).save_pretrained(copy)
+    first = {"name": "hf", "hf_config": TINY_BERT, "tokenizer": str(tok)}
+    for folder in (other, uncased):
+        data["model"]["encoders"] = [first, {"name": "hf", "hf_config": TINY_BERT,
+                                             "tokenizer": str(folder)}]
+        cfg = build_config(data)
+        with pytest.raises(ConfigError, match=r"\(model.encoders.0\) and 'hf' "
+                           r"\(model.encoders.1\) tokenize texts differently"):
+            train.run(cfg)
+        assert not (tmp_path / "runs" / cfg.name).exists()
+    data["model"]["encoders"] = [first, {"name": "hf", "hf_config": TINY_BERT,
+                                         "tokenizer": str(copy)}]
+    data["train"]["epochs"] = 1
+    assert np.isfinite(train.run(build_config(data)))
+
+
 @pytest.mark.parametrize("columns", [1, 2])
 def test_a_pair_of_texts_reaches_the_model_with_its_segment_ids(
         competition_factory, monkeypatch, one_thread, columns: int) -> None:
