@@ -34,6 +34,7 @@ from pipeline.models.network import ModelConfig
 from pipeline.models.sklearn import PIPELINE as SKLEARN_PIPELINE
 from pipeline.models.sklearn import estimator_kind, pipeline_problem
 from pipeline.multiple_choice import options_fit
+from pipeline.output_folders import check_output_folders
 from pipeline.schema import Section
 from pipeline.tta import PredictConfig
 from pipeline.yaml_files import read_yaml_mapping
@@ -407,4 +408,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         lines = [line + (" (from --set)" if any(f"'{k}'" in line for k in keys) else "")
                  for line in str(err).splitlines()]
         raise ConfigError("\n".join(lines)) from None
+    check_output_folders({"'output_dir'": Path(cfg.output_dir), "'name'": cfg.run_dir,
+                          "'folds_dir'": Path(cfg.folds_dir),
+                          "'submissions_dir'": Path(cfg.submissions_dir)})
     return cfg
