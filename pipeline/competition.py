@@ -42,6 +42,7 @@ from pipeline.targets import (
     labelled_rows,
     masking_problem,
     target_classes,
+    target_overlap,
     target_ratings,
 )
 from pipeline.task_outputs import (
@@ -94,7 +95,7 @@ class CompetitionConfig(Section):
     train_file: str = "train.csv"
     test_file: str = "test.csv"
     sample_submission_file: str = "sample_submission.csv"
-    sep: str = ","  # field separator of the three files (e.g. ";" or "\t")
+    sep: str = Field(",", min_length=1)  # field separator of the three files (e.g. ";" or "\t")
     encoding: str = "utf-8"  # their text encoding (e.g. latin-1)
     # how their numbers are written: a ';'-separated file often writes 1.234,5
     # (decimal: ",", thousands: "."); else such a column is read as text, so as categories
@@ -153,9 +154,9 @@ class CompetitionConfig(Section):
             if both := sorted(set(aux) & set(columns)):
                 raise ValueError(f"'aux_targets' column(s) {both} are also in {key!r}: an "
                                  "auxiliary target is never a feature, target or id")
+        if problem := target_overlap(self.target_columns, self.id_column, self.feature_columns):
+            raise ValueError(problem)
         return self
-
-
 
 
 @dataclass(frozen=True)

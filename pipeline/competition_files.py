@@ -87,7 +87,7 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
     except LookupError:
         raise DataError(f"{path}: unknown encoding {encoding!r} "
                         "('competition.encoding')") from None
-    except UnicodeDecodeError as err:
+    except UnicodeError as err:  # utf-16 without its BOM: a UnicodeError
         raise DataError(f"{what} file {path} could not be read as {encoding} text: {err}. "
                         "Set 'competition.encoding' to the file's (e.g. latin-1)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:

@@ -1,0 +1,79 @@
+"""Bad inputs found by fuzzing ``pipeline run CONFIG`` on a tiny competition: each is refused
+with exit status 2 and an error naming the key or file, before anything is written (no run
+folder, no folds file, no submission), where each was a traceback or a refusal that came
+after the folds file and the run folder had been written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.cli import main
+
+SKLEARN = {"encoders": [{"name": "sklearn:sklearn.linear_model.LogisticRegression"}]}
+RIDGE = {"encoders": [{"name": "sklearn:sklearn.linear_model.Ridge"}]}
+
+
+def _inf_target(data: dict[str, Any], comp: Path) -> None:
+    """An 'inf' cell (a division by zero upstream): 'Input y contains infinity' from the
+    first fold's fit, the folds file and run folder left behind."""
+    data["model"] = RIDGE
+    train = pd.read_csv(comp / "train.csv")
+    train.loc[3, "y"] = np.inf
+    train.to_csv(comp / "train.csv", index=False)
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any], Path], None]:
+    def mutate(data: dict[str, Any], comp: Path) -> None:
+        *sections, key = path.split(".")
+        node = data
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = value
+    return mutate
+
+
+CASES = [
+    # (task, mutation, what the error says)
+    ("regression", _inf_target, "target column 'y' has 1 infinite value(s) (lines [5])"),
+    # the id column as the target: AttributeError reading the train file's labels
+    ("binary", _set("competition.id_column", "target"),
+     "'target_columns' ['target'] also named by 'id_column'"),
+    # the target as a feature was refused as 'not found' in test.csv, saying nothing of why
+    ("binary", _set("competition.feature_columns", ["x1", "target"]),
+     "'target_columns' ['target'] also named by 'feature_columns'"),
+    # UTF-16 without its byte-order mark: UnicodeError (not a UnicodeDecodeError), a traceback
+    ("binary", _set("competition.encoding", "utf-16"), "could not be read as utf-16 text"),
+    # numpy's seed range: 'Seed must be between 0 and 2**32 - 1' from the folds' splitter
+    ("binary", _set("folds.seed", -1), "'folds.seed'"),
+    # an estimator's random_state refused it, naming LogisticRegression, after the folds
+    ("binary", _set("train.seeds", [-1]), "seeds must be in [0, 2**32)"),
+    # the folds file was written outside folds_dir
+    ("binary", _set("folds.name", "../elsewhere"), "'folds.name'"),
+    # pandas: 'only single character unicode strings can be converted to Py_UCS4'
+    ("binary", _set("competition.sep", ""), "'competition.sep'"),
+]
+
+
+@pytest.mark.parametrize(("task", "mutate", "said"), CASES,
+                         ids=["inf-target", "id-is-target", "target-as-feature", "utf16-no-bom",
+                              "folds-seed", "train-seeds", "folds-name", "empty-sep"])
+def test_a_bad_input_is_refused_before_anything_is_written(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str], task: str,
+        mutate: Callable[[dict[str, Any], Path], None], said: str) -> None:
+    data = competition_factory("tabular", task)
+    data["model"] = SKLEARN
+    mutate(data, Path(data["competition"]["dir"]))
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and said in err and "Traceback" not in err, err
+    for folder in ("runs", "folds", "submissions", "elsewhere.csv"):
+        assert not (tmp_path / folder).exists(), folder
