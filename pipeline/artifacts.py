@@ -88,8 +88,13 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
+    """Read a JSON file; a cut-off or damaged one is a one-line DataError (a ValueError, as
+    json's own error is, for the callers that retrain what it recorded)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} could not be read as JSON ({err}); it was cut off or "
+                        "damaged: rerun the stage that wrote it") from None
 
 
 def write_yaml(path: str | Path, obj: Any) -> None:

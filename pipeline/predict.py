@@ -7,6 +7,7 @@ the current section is kept; every fold must have been trained under this config
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
@@ -28,17 +29,23 @@ from pipeline.runs import (
 log = logging.getLogger(__name__)
 
 
+def _check_trained(cfg: ExperimentConfig, jobs: list[tuple[int, int]],
+                   done: Callable[[int, int], bool]) -> None:
+    for seed, fold in jobs:
+        if not done(seed, fold):
+            raise DataError(f"{fold_dir(cfg, seed, fold)} is not trained under this config and "
+                            "these train/test files: run the train stage first")
+
+
 def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     """Refresh every fold's predictions for the current ``predict`` section and regather."""
     comp = comp or load_competition(cfg.competition)
-    folds = load_folds(cfg, comp)
     jobs = [(seed, fold) for seed in cfg.train.seeds for fold in range(cfg.folds.n_splits)]
-    for seed, fold in jobs:
-        if not fold_complete(cfg, seed, fold):
-            raise DataError(
-                f"{fold_dir(cfg, seed, fold)} is not trained under this config and these "
-                "train/test files: run the train stage first"
-            )
+    # a fold that never trained is refused before load_folds makes the folds file (a refusal
+    # writes nothing); one that trained is then checked against its records, the folds too
+    _check_trained(cfg, jobs, lambda s, f: (fold_dir(cfg, s, f) / "metrics.json").is_file())
+    folds = load_folds(cfg, comp)
+    _check_trained(cfg, jobs, lambda s, f: fold_complete(cfg, s, f))
     if cfg.model.is_sklearn:
         log.info("%s: a scikit-learn model has no TTA; predictions come from training", cfg.name)
         return gather(cfg, comp, folds)

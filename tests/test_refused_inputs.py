@@ -77,3 +77,58 @@ def test_a_bad_input_is_refused_before_anything_is_written(
     assert err.startswith("error: ") and said in err and "Traceback" not in err, err
     for folder in ("runs", "folds", "submissions", "elsewhere.csv"):
         assert not (tmp_path / folder).exists(), folder
+
+
+def _trained_config(competition_factory, tmp_path: Path, command: str = "train") -> Path:
+    data = competition_factory("tabular", "binary")
+    data["model"] = SKLEARN
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main([command, str(config)]) == 0
+    return config
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    ("", "could not be read as CSV (No columns to parse from file)"),  # was EmptyDataError
+    ("{", "could not be read as JSON"),  # the folds file's record: was JSONDecodeError
+])
+def test_a_damaged_folds_file_or_record_is_one_line(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str,
+        said: str) -> None:
+    config = _trained_config(competition_factory, tmp_path, "folds")
+    folds_file = next((tmp_path / "folds").glob("*.csv"))
+    (folds_file if damage == "" else folds_file.with_suffix(".json")).write_text(damage)
+    capsys.readouterr()
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err and f"{folds_file.stem}" in err, err
+    assert not (tmp_path / "submissions").exists()
+
+
+def test_a_damaged_run_json_is_written_again_by_train_and_one_line_for_submit(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cut-off run.json was a JSONDecodeError traceback from both: train now writes it
+    again (each fold's own record says whether it trains again), submit says what is wrong."""
+    config = _trained_config(competition_factory, tmp_path)
+    meta = tmp_path / "runs" / "tabular-binary" / "run.json"
+    meta.write_text("{")
+    capsys.readouterr()
+    assert main(["submit", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{meta} could not be read as JSON" in err, err
+    assert not (tmp_path / "submissions").exists()
+    assert main(["run", str(config)]) == 0
+    assert (tmp_path / "submissions" / "tabular-binary.csv").is_file()
+    assert '"config_hash"' in meta.read_text()
+
+
+def test_predict_before_train_writes_no_folds_file(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The refusal (no fold trained) came after the folds file had been made."""
+    data = competition_factory("tabular", "binary")
+    data["model"] = SKLEARN
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["predict", str(config)]) == 2
+    assert "run the train stage first" in capsys.readouterr().err
+    assert not (tmp_path / "folds").exists() and not (tmp_path / "runs").exists()
