@@ -29,6 +29,14 @@ def _inf_target(data: dict[str, Any], comp: Path) -> None:
     train.to_csv(comp / "train.csv", index=False)
 
 
+def _twice_named(data: dict[str, Any], comp: Path) -> None:
+    """pandas renamed the second 'x1' to 'x1.1': refused as a train column missing from
+    test, a name neither file has."""
+    lines = (comp / "train.csv").read_text().splitlines()
+    lines[0] = lines[0].replace("x2", "x1")
+    (comp / "train.csv").write_text("\n".join(lines) + "\n")
+
+
 def _set(path: str, value: Any) -> Callable[[dict[str, Any], Path], None]:
     def mutate(data: dict[str, Any], comp: Path) -> None:
         *sections, key = path.split(".")
@@ -58,12 +66,14 @@ CASES = [
     ("binary", _set("folds.name", "../elsewhere"), "'folds.name'"),
     # pandas: 'only single character unicode strings can be converted to Py_UCS4'
     ("binary", _set("competition.sep", ""), "'competition.sep'"),
+    ("binary", _twice_named, "its header names column(s) ['x1'] more than once"),
 ]
 
 
 @pytest.mark.parametrize(("task", "mutate", "said"), CASES,
                          ids=["inf-target", "id-is-target", "target-as-feature", "utf16-no-bom",
-                              "folds-seed", "train-seeds", "folds-name", "empty-sep"])
+                              "folds-seed", "train-seeds", "folds-name", "empty-sep",
+                              "column-named-twice"])
 def test_a_bad_input_is_refused_before_anything_is_written(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str], task: str,
         mutate: Callable[[dict[str, Any], Path], None], said: str) -> None:
