@@ -18,6 +18,7 @@ from pipeline.class_folders import read_class_folders
 from pipeline.csv_separator import file_separator
 from pipeline.decimal_comma import comma_numbers
 from pipeline.errors import DataError
+from pipeline.header_names import check_unique_names
 from pipeline.stray_cells import few, stray_numbers, warn_stray
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
     as_written = [c for c in (id_column, *labels, *texts, *keys) if c]
     try:
         header = pd.read_csv(path, sep=sep, encoding=encoding, nrows=0).columns
-        _check_unique_names(path, what, sep, encoding)
+        check_unique_names(path, what, sep, encoding)
         frame = pd.read_csv(path, sep=sep, encoding=encoding,
                             dtype=dict.fromkeys(as_written, str) or None,
                             keep_default_na=False,
@@ -97,17 +98,6 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
-
-def _check_unique_names(path: Path, what: str, sep: str, encoding: str) -> None:
-    """Refuse a header that names a column twice: pandas renames the second 'x1' to 'x1.1',
-    a column no file has, so train's was refused as missing from test, and a test file's
-    second copy was read as an extra column."""
-    names = pd.read_csv(path, sep=sep, encoding=encoding, header=None, nrows=1, dtype=str,
-                        keep_default_na=False).iloc[0].str.strip()
-    twice = sorted(set(names[names.duplicated() & (names != "")]))
-    if twice:
-        raise DataError(f"{what} file {path}: its header names column(s) {twice} more than "
-                        "once; give each column its own name")
 
 
 def _parquet(path: Path, what: str, id_column: str | None, labels: Sequence[str],
