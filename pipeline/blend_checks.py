@@ -4,7 +4,6 @@ and the command's own arguments (method, parameters, name, folders, storage)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,7 @@ import numpy as np
 from pipeline.ensemble import BLENDERS, Blender, WeightedBlender, build_blender
 from pipeline.errors import ConfigError
 from pipeline.metrics import METRICS, get_metric
-from pipeline.output_folders import folder_problem
-
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a run's 'name' has the same
+from pipeline.output_folders import check_name, folder_problem
 
 
 def check_fits(method: str, metric_name: str, folds: np.ndarray, source: str | Path,
@@ -73,9 +70,8 @@ def check_blend_request(method: str, name: str | None, blends_dir: str | Path,
     each was a traceback, some after the blend folder was made."""
     if method not in BLENDERS:
         raise ConfigError(f"--method: {BLENDERS.unknown_message(method)}")
-    if name and not re.fullmatch(NAME_PATTERN, name):
-        raise ConfigError(f"--name {name!r} must be a plain folder name (letters, digits, "
-                          "'_', '.', '-'; no '/')")
+    if name:
+        check_name(name, "--name")
     if problem := folder_problem(Path(blends_dir), "--blends-dir"):
         raise ConfigError(problem)
     if storage is None:

@@ -5,9 +5,20 @@ FileExistsError), the submissions folder's only after every fold had trained."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # a run's 'name' has the same
+
+
+def check_name(name: str, option: str) -> None:
+    """Refuse a ``--name`` that is not a plain file or folder name: '../x' wrote outside
+    the folder it names a file or folder in, 'a/b' into a folder of its own."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ConfigError(f"{option} {name!r} must be a plain name (letters, digits, '_', "
+                          "'.', '-'; no '/')")
 
 
 def folder_problem(folder: Path, key: str) -> str | None:

@@ -34,6 +34,7 @@ from pipeline.data_files import changed_files, check_blend_members, check_test_f
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric, hard_labels, is_number, nearest_rating, top_classes
+from pipeline.output_folders import check_name
 from pipeline.run_targets import targets_for_meta
 from pipeline.targets import per_class_columns, sample_columns_problem, sample_targets
 
@@ -254,6 +255,8 @@ def run(source: str | Path, name: str | None = None,
     """Write the submission of a run or blend folder; returns its path. ``clip``: a
     regression's values held to the train target's range (auto, on, off:
     :mod:`pipeline.clip_range`)."""
+    if name:
+        check_name(name, "--name")
     folder = Path(source)
     preds = load_predictions(folder)
     meta = preds.meta

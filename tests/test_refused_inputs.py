@@ -142,3 +142,27 @@ def test_predict_before_train_writes_no_folds_file(
     assert main(["predict", str(config)]) == 2
     assert "run the train stage first" in capsys.readouterr().err
     assert not (tmp_path / "folds").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_submission_or_table_path_it_cannot_write_is_one_line(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """submit --name '../x' wrote the submission outside the submissions folder ('a/b' in a
+    folder of its own); a --submissions-dir under a file (FileExistsError) and a
+    leaderboard --csv that is a folder (IsADirectoryError) were tracebacks."""
+    _trained_config(competition_factory, tmp_path)
+    run = str(tmp_path / "runs" / "tabular-binary")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x\n")
+    capsys.readouterr()
+    for argv, said in (
+            (["submit", "--run", run, "--name", "../evil"], "--name '../evil' must be a plain"),
+            (["submit", "--run", run, "--name", "a/b"], "--name 'a/b' must be a plain name"),
+            (["submit", "--run", run, "--submissions-dir", str(blocker / "subs")],
+             f"{blocker} is a file, not a folder"),
+            (["leaderboard", "--runs-dir", str(tmp_path / "runs"), "--csv", str(tmp_path)],
+             f"cannot write {tmp_path}: it is a folder")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err, err
+    assert not (tmp_path / "evil.csv").exists() and not (tmp_path / "submissions").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
