@@ -166,3 +166,22 @@ def test_a_submission_or_table_path_it_cannot_write_is_one_line(
         assert err.count("\n") == 1 and said in err, err
     assert not (tmp_path / "evil.csv").exists() and not (tmp_path / "submissions").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(("lr", "said"), [
+    # NaN weights: a metric's 'Input contains NaN' traceback (ROC AUC), or argmax's class 0
+    # and 'OOF predictions miss rows: folds incomplete' (accuracy)
+    (1e30, "training diverged. Lower the learning rate ('train.optimizer.lr', 1e+30)"),
+    (float("inf"), "'train.optimizer.lr'"),  # refused at load: it trained NaN weights
+])
+def test_a_network_that_diverges_is_one_line_naming_the_learning_rate(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread,
+        lr: float, said: str) -> None:
+    data = competition_factory("tabular", "binary")
+    data["train"].update(epochs=1, optimizer={"name": "adamw", "lr": lr})
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and said in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "submissions").exists()
