@@ -187,7 +187,9 @@ def _aux_losses_fit_task(cfg: ExperimentConfig) -> str | None:
 
 
 def _pseudo_fits_task(cfg: ExperimentConfig) -> str | None:
-    return cfg.pseudo.mismatch(cfg.competition.task) if cfg.pseudo is not None else None
+    if cfg.pseudo is None:
+        return None
+    return cfg.pseudo.mismatch(cfg.competition.task) or cfg.pseudo.own_run(cfg.run_dir)
 
 
 def _tta_fits_model(cfg: ExperimentConfig) -> str | None:

@@ -185,3 +185,24 @@ def test_a_network_that_diverges_is_one_line_naming_the_learning_rate(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and said in err and "Traceback" not in err, err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "submissions").exists()
+
+
+def test_a_pseudo_round_named_as_its_source_is_refused_and_keeps_the_source(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """A pseudo section added to a config without a new 'name' was refused as another
+    config of the run folder, advising --overwrite; --overwrite then deleted the source run
+    and failed with 'has no per-fold test predictions (a blend?)'."""
+    data = competition_factory("tabular", "binary")
+    data["train"]["epochs"] = 1
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["train", str(config)]) == 0
+    source = tmp_path / "runs" / data["name"]
+    data["pseudo"] = {"source": str(source)}
+    config.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert main(["run", str(config), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "is this config's own run folder" in err and "another 'name'" in err, err
+    assert (source / "test_folds.parquet").is_file() and (source / "oof.parquet").is_file()
