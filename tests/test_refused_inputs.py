@@ -206,3 +206,26 @@ def test_a_pseudo_round_named_as_its_source_is_refused_and_keeps_the_source(
     err = capsys.readouterr().err
     assert "is this config's own run folder" in err and "another 'name'" in err, err
     assert (source / "test_folds.parquet").is_file() and (source / "oof.parquet").is_file()
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    # NaN weights were published as the encoder (exit 0), and each run that named it
+    # diverged, blaming its own learning rate
+    ({"lr": 1e30}, "pretraining diverged: the loss of epoch 1 is nan"),
+    ({"pretrained_dir": "a_file"}, "'pretrained_dir'"),  # NotADirectoryError, a traceback
+])
+def test_a_pretraining_that_cannot_finish_is_one_line_and_leaves_no_folder(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread,
+        change: dict[str, Any], said: str) -> None:
+    data = competition_factory("tabular", "binary")
+    (tmp_path / "a_file").write_text("x\n")
+    config = {"name": "dae", "competition": data["competition"], "seed": 0,
+              "objective": {"kind": "dae", "hidden": [8], "epochs": 1, "batch_size": 16,
+                            "lr": change.get("lr", 1e-3)},
+              "pretrained_dir": str(tmp_path / change.get("pretrained_dir", "pretrained"))}
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["pretrain", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err, err
+    assert not (tmp_path / "pretrained").exists()
