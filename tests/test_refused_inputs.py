@@ -229,3 +229,21 @@ def test_a_pretraining_that_cannot_finish_is_one_line_and_leaves_no_folder(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and said in err, err
     assert not (tmp_path / "pretrained").exists()
+
+
+def test_a_fold_whose_training_rows_hold_one_class_is_one_line_for_scikit_learn(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One 'yes' row: the fold validating it trains on 'no' rows alone, and scikit-learn's
+    'needs samples of at least 2 classes' was a traceback with the run folder left."""
+    data = competition_factory("tabular", "binary")
+    data["model"] = SKLEARN
+    train_path = Path(data["competition"]["dir"]) / "train.csv"
+    train = pd.read_csv(train_path)
+    train["target"] = ["yes"] + ["no"] * (len(train) - 1)
+    train.to_csv(train_path, index=False)
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "its training rows hold a single class ('no')" in err and "'folds.n_splits'" in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "submissions").exists()
