@@ -18,7 +18,7 @@ from pipeline.class_folders import read_class_folders
 from pipeline.csv_separator import file_separator
 from pipeline.decimal_comma import comma_numbers
 from pipeline.errors import DataError
-from pipeline.header_names import check_unique_names
+from pipeline.header_names import read_rows
 from pipeline.stray_cells import few, stray_numbers, warn_stray
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,10 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
     as_written = [c for c in (id_column, *labels, *texts, *keys) if c]
     try:
         header = pd.read_csv(path, sep=sep, encoding=encoding, nrows=0).columns
-        check_unique_names(path, what, sep, encoding)
-        frame = pd.read_csv(path, sep=sep, encoding=encoding,
-                            dtype=dict.fromkeys(as_written, str) or None,
-                            keep_default_na=False,
-                            na_values=_missing_cells(header, id_column, labels, na_values),
-                            decimal=decimal, thousands=thousands)
+        frame = read_rows(path, what, sep, encoding,
+                          dtype=dict.fromkeys(as_written, str) or None, keep_default_na=False,
+                          na_values=_missing_cells(header, id_column, labels, na_values),
+                          decimal=decimal, thousands=thousands)
         if len(frame.columns) > 100:
             # pandas 3 reads a CSV as one block per column: on a wide file (Digit
             # Recognizer's 784 pixel columns) every later insert (the row numbers, the

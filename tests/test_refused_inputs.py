@@ -247,3 +247,32 @@ def test_a_fold_whose_training_rows_hold_one_class_is_one_line_for_scikit_learn(
     err = capsys.readouterr().err.splitlines()[-1]
     assert "its training rows hold a single class ('no')" in err and "'folds.n_splits'" in err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "submissions").exists()
+
+
+@pytest.mark.parametrize("header_too", [True, False], ids=["every-line", "rows-only"])
+def test_a_trailing_separator_on_each_line_is_read_as_the_header_says(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        header_too: bool) -> None:
+    """'a,b,' as spreadsheets export: after every line, train's empty 'Unnamed: 5' (test's
+    'Unnamed: 4') was refused as a train column missing from test; after the rows alone,
+    pandas read each row's first field as the index, every cell shifted: a traceback."""
+    data = competition_factory("tabular", "binary")
+    data["model"] = SKLEARN
+    comp = Path(data["competition"]["dir"])
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        lines = (comp / name).read_text().splitlines()
+        (comp / name).write_text("\n".join(
+            line + ("," if header_too or i else "") for i, line in enumerate(lines)) + "\n")
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["run", str(config)]) == 0
+    submission = pd.read_csv(tmp_path / "submissions" / "tabular-binary.csv")
+    assert list(submission.columns) == ["id", "target"] and submission["id"].str[0].eq("r").all()
+    if header_too:
+        return
+    # a value past the header on every row: refused, not shifted
+    lines = (comp / "train.csv").read_text().splitlines()
+    (comp / "train.csv").write_text("\n".join([lines[0]] + [f"{x}v" for x in lines[1:]]) + "\n")
+    capsys.readouterr()
+    assert main(["run", str(config)]) == 2
+    assert "line 2 has 6 fields, more than the header's 5" in capsys.readouterr().err
