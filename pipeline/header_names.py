@@ -55,6 +55,9 @@ def read_rows(path: Path, what: str, sep: str, encoding: str, **read: Any) -> pd
         else:  # the others as they were
             warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                    warning.lineno)
+    if frame.empty and what in ("test", "sample submission"):  # (train's own check says so)
+        # was refused as '0 only in test, 10 only in the sample submission': no word of why
+        raise DataError(f"{what} file {path}: no rows under the header")
     return frame.drop(columns=blank_columns(frame, cells))
 
 

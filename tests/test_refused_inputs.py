@@ -37,6 +37,13 @@ def _twice_named(data: dict[str, Any], comp: Path) -> None:
     (comp / "train.csv").write_text("\n".join(lines) + "\n")
 
 
+def _header_only(name: str) -> Callable[[dict[str, Any], Path], None]:
+    def mutate(data: dict[str, Any], comp: Path) -> None:
+        header = (comp / name).read_text().splitlines()[0]
+        (comp / name).write_text(header + "\n")
+    return mutate
+
+
 def _set(path: str, value: Any) -> Callable[[dict[str, Any], Path], None]:
     def mutate(data: dict[str, Any], comp: Path) -> None:
         *sections, key = path.split(".")
@@ -67,13 +74,15 @@ CASES = [
     # pandas: 'only single character unicode strings can be converted to Py_UCS4'
     ("binary", _set("competition.sep", ""), "'competition.sep'"),
     ("binary", _twice_named, "its header names column(s) ['x1'] more than once"),
+    ("binary", _header_only("test.csv"), "test.csv: no rows under the header"),
+    ("binary", _header_only("sample_submission.csv"), "sample_submission.csv: no rows under"),
 ]
 
 
 @pytest.mark.parametrize(("task", "mutate", "said"), CASES,
                          ids=["inf-target", "id-is-target", "target-as-feature", "utf16-no-bom",
                               "folds-seed", "train-seeds", "folds-name", "empty-sep",
-                              "column-named-twice"])
+                              "column-named-twice", "header-only-test", "header-only-sample"])
 def test_a_bad_input_is_refused_before_anything_is_written(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str], task: str,
         mutate: Callable[[dict[str, Any], Path], None], said: str) -> None:
