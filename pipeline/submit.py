@@ -210,6 +210,10 @@ def check_config_run(cfg: ExperimentConfig) -> None:
         return  # predicts as it trains: no predict section of its own
     for seed in cfg.train.seeds:
         for fold in range(cfg.folds.n_splits):
+            if not (fold_dir(cfg, seed, fold) / "metrics.json").is_file():  # a fold folder
+                # deleted: 'run pipeline predict' was said, and predict then said to train
+                raise DataError(f"{fold_dir(cfg, seed, fold)} holds no trained fold: run the "
+                                "train stage first")
             if not predictions_current(cfg, seed, fold):
                 raise ConfigError(f"{fold_dir(cfg, seed, fold)} was predicted under another "
                                   "'predict' section or other train/test files: run pipeline "

@@ -285,3 +285,24 @@ def test_a_trailing_separator_on_each_line_is_read_as_the_header_says(
     capsys.readouterr()
     assert main(["run", str(config)]) == 2
     assert "line 2 has 6 fields, more than the header's 5" in capsys.readouterr().err
+
+
+def test_submit_of_a_network_run_with_a_fold_folder_deleted_says_to_train(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """It said 'run pipeline predict on this config first', and predict then said to run
+    the train stage: two commands to learn what one line can say."""
+    import shutil
+
+    data = competition_factory("tabular", "binary")
+    data["train"]["epochs"] = 1
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["train", str(config)]) == 0
+    fold = tmp_path / "runs" / data["name"] / "seed0" / "fold1"
+    shutil.rmtree(fold)
+    capsys.readouterr()
+    assert main(["submit", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{fold} holds no trained fold: run the train stage first" in err, err
+    assert not (tmp_path / "submissions").exists()
