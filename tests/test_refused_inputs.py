@@ -160,12 +160,14 @@ def test_a_submission_or_table_path_it_cannot_write_is_one_line(
     leaderboard --csv that is a folder (IsADirectoryError) were tracebacks."""
     _trained_config(competition_factory, tmp_path)
     run = str(tmp_path / "runs" / "tabular-binary")
+    subs = ["--submissions-dir", str(tmp_path / "submissions")]
     blocker = tmp_path / "a_file"
     blocker.write_text("x\n")
     capsys.readouterr()
     for argv, said in (
-            (["submit", "--run", run, "--name", "../evil"], "--name '../evil' must be a plain"),
-            (["submit", "--run", run, "--name", "a/b"], "--name 'a/b' must be a plain name"),
+            (["submit", "--run", run, "--name", "../evil", *subs],
+             "--name '../evil' must be a plain"),
+            (["submit", "--run", run, "--name", "a/b", *subs], "--name 'a/b' must be a plain name"),
             (["submit", "--run", run, "--submissions-dir", str(blocker / "subs")],
              f"{blocker} is a file, not a folder"),
             (["leaderboard", "--runs-dir", str(tmp_path / "runs"), "--csv", str(tmp_path)],
