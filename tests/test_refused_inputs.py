@@ -308,3 +308,19 @@ def test_submit_of_a_network_run_with_a_fold_folder_deleted_says_to_train(
     err = capsys.readouterr().err
     assert f"{fold} holds no trained fold: run the train stage first" in err, err
     assert not (tmp_path / "submissions").exists()
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "a-folder"])
+def test_an_adversarial_weights_path_it_cannot_write_is_refused_before_the_report(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        where: str) -> None:
+    """--weights under a file was a FileExistsError traceback, and a folder (with
+    --overwrite) failed, each after the report's scores.csv had been written."""
+    data = competition_factory("tabular", "binary")
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    weights = config / "w.csv" if where == "under-a-file" else tmp_path
+    assert main(["adversarial", str(config), "--weights", str(weights), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--weights" in err, err
+    assert not (tmp_path / "runs").exists()
