@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,19 +28,19 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from pipeline.adversarial_options import check_options
 from pipeline.artifacts import write_csv, write_json
 from pipeline.competition import Competition, load_competition
-from pipeline.config import ExperimentConfig, load_config
+from pipeline.config import load_config
 from pipeline.data.splits import FoldsConfig, folds_spec, make_folds, spec_path
 from pipeline.data.tabular import column_encoder, normalise_categories
-from pipeline.errors import ConfigError, DataError, PipelineError
+from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 REPORT_DIR = "_adversarial"  # under output_dir: run names start with a letter or digit
 IMPORTANCE_ROWS = 20_000  # held-out rows per fold that the permutations score
 ID_LIKE_SHARE = 0.9  # a category column with this share of distinct values is an id
-FOLD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -285,33 +284,6 @@ IMPORTANCE_NOTE = ("importance: drop in the adversarial ROC AUC when the column 
                    "statistic (numbers) or total variation distance (categories), in [0, 1]")
 
 
-def _check_options(args: argparse.Namespace, cfg: ExperimentConfig,
-                   share: float) -> tuple[Path | None, Path | None]:
-    """Refuse bad options before the classifier trains; return the weights and folds paths."""
-    if args.n_splits < 2:
-        raise PipelineError(f"--n-splits must be an integer >= 2. Got {args.n_splits}.")
-    if args.text_features < 1:
-        raise PipelineError(f"--text-features must be >= 1. Got {args.text_features}.")
-    if args.max_weight <= 1:
-        raise PipelineError(f"--max-weight must be > 1 (weights have mean 1). "
-                            f"Got {args.max_weight}.")
-    if getattr(args, "valid_share_given", False) and not args.valid_fold:
-        raise PipelineError("--valid-share needs --valid-fold NAME (the folds file to write)")
-    if not 0 < share < 1:
-        raise PipelineError(f"--valid-share must be a fraction in (0, 1). Got {share}.")
-    weights = Path(args.weights) if args.weights else None
-    folds = None
-    if args.valid_fold:
-        if not FOLD_NAME.match(args.valid_fold):
-            raise PipelineError(f"--valid-fold must be a file stem of letters, digits, '_', "
-                                f"'.' and '-'. Got {args.valid_fold!r}.")
-        folds = Path(cfg.folds_dir) / f"{args.valid_fold}.csv"
-    for path, flag in ((weights, "--weights"), (folds, "--valid-fold")):
-        if path is not None and path.exists() and not args.overwrite:
-            raise PipelineError(f"{path} ({flag}) exists; pass --overwrite to replace it")
-    return weights, folds
-
-
 def cmd_adversarial(args: argparse.Namespace) -> int:
     """``pipeline adversarial CONFIG``: print the AUC and drift table, write the report and
     whatever --weights / --valid-fold ask for."""
@@ -320,7 +292,7 @@ def cmd_adversarial(args: argparse.Namespace) -> int:
         raise ConfigError("no config given: pass CONFIG or --config CONFIG")
     share = args.valid_share
     cfg = load_config(path, args.overrides)
-    weights_path, folds_path = _check_options(args, cfg, share)
+    weights_path, folds_path = check_options(args, cfg, share)
     comp = load_competition(cfg.competition)
     result = adversarial_validation(comp, args.n_splits, cfg.folds.seed, args.text_features)
     id_col = cfg.competition.id_column

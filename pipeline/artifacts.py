@@ -43,6 +43,11 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
+def _file_above(path: Path) -> Path:
+    """The nearest parent of ``path`` that exists as something other than a folder."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
@@ -53,11 +58,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except PermissionError:
         raise DataError(f"cannot write {path}: permission denied on {path.parent} (choose "
                         "writable 'output_dir', 'folds_dir', 'submissions_dir')") from None
+    except (FileExistsError, NotADirectoryError):  # a file where a folder must be (a
+        # --submissions-dir or --weights path under a file): a traceback before
+        raise DataError(f"cannot write {path}: {_file_above(path)} is a file, not a folder; "
+                        "move it or write elsewhere") from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:  # '--csv runs' (a folder) was a traceback
+            raise DataError(f"cannot write {path}: it is a folder; give a file path") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -88,8 +100,13 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
+    """Read a JSON file; a cut-off or damaged one is a one-line DataError (a ValueError, as
+    json's own error is, for the callers that retrain what it recorded)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} could not be read as JSON ({err}); it was cut off or "
+                        "damaged: rerun the stage that wrote it") from None
 
 
 def write_yaml(path: str | Path, obj: Any) -> None:

@@ -49,7 +49,7 @@ from pipeline.artifacts import (
     write_meta,
     write_parquet,
 )
-from pipeline.blend_checks import check_fits_folds, check_fits_metric, check_fits_targets
+from pipeline.blend_checks import build_checked, check_blend_request, check_fits
 from pipeline.blend_folder import claim_name, clear, write_identity
 from pipeline.data_files import check_test_file
 from pipeline.ensemble import (
@@ -59,7 +59,6 @@ from pipeline.ensemble import (
     NestedCV,
     PostProcess,
     WeightedBlender,
-    build_blender,
     diversity_report,
     fit_postprocess,
     format_report,
@@ -249,15 +248,15 @@ def run(
 
     Raises:
         ConfigError: ``name`` holds a blend of other members or another method (neither
-            ``overwrite`` nor ``new_version``), or ``postprocess`` is not a mode.
+            ``overwrite`` nor ``new_version``), ``postprocess`` is not a mode, or
+            ``method``, ``params``, ``name``, ``blends_dir`` or ``storage`` cannot be used
+            (:func:`pipeline.blend_checks.check_blend_request`).
         DataError: The runs do not share ids, folds or target layout.
-        KeyError: ``method`` is not a registered blender.
     """
+    check_blend_request(method, name, blends_dir, storage)
     members = load_members(runs)
     meta, params = members.meta, dict(params or {})
-    check_fits_metric(method, meta.metric)
-    check_fits_folds(method, members.folds, runs[0])
-    check_fits_targets(method, meta.missing_targets)
+    check_fits(method, meta.metric, members.folds, runs[0], meta.missing_targets)
     settings = {"n_trials": n_trials, "seed": seed}
     tuning = {**settings, **params}
     hashed = {**tuning, "postprocess": check_postprocess_mode(postprocess)}
@@ -276,7 +275,7 @@ def run(
     default = storage is None and "storage" in BLENDERS.get(method)._get_param_names()
     settings["storage"] = str((folder / STUDY_FILE).resolve()) if default else storage
     settings["study_name"] = study_name
-    blender = build_blender(method, **_blender_params(method, meta, settings, params))
+    blender = build_checked(method, **_blender_params(method, meta, settings, params))
     # checked before the folder is made: a refused blend leaves nothing behind
     y = np.asarray(targets) if targets is not None else targets_for_meta(meta)
     if len(y) != members.oof.shape[1]:

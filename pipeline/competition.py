@@ -45,6 +45,7 @@ from pipeline.targets import (
     labelled_rows,
     masking_problem,
     target_classes,
+    target_overlap,
     target_ratings,
 )
 from pipeline.task_outputs import (
@@ -97,7 +98,7 @@ class CompetitionConfig(Section):
     train_file: str = "train.csv"
     test_file: str = "test.csv"
     sample_submission_file: str = "sample_submission.csv"
-    sep: str = ","  # field separator of the three files (e.g. ";" or "\t")
+    sep: str = Field(",", min_length=1)  # field separator of the three files (e.g. ";" or "\t")
     encoding: str = "utf-8"  # their text encoding (e.g. latin-1)
     # how their numbers are written: a ';'-separated file often writes 1.234,5
     # (decimal: ",", thousands: "."); else such a column is read as text, so as categories
@@ -150,9 +151,11 @@ class CompetitionConfig(Section):
             raise ValueError(f"give one of {given}, not {len(given)}")
         if self.modality == "text" and not self.text_columns:
             raise ValueError("'text_columns' is required when 'modality' is 'text'")
-        if problem := column_roles_problem(self.id_column, self.target_columns,
-                                           self.text_columns, self.feature_columns,
-                                           [a.column for a in self.aux_targets]):
+        if problem := (column_roles_problem(self.id_column, self.target_columns,
+                                            self.text_columns, self.feature_columns,
+                                            [a.column for a in self.aux_targets])
+                       or target_overlap(self.target_columns, self.id_column,
+                                         self.feature_columns)):
             raise ValueError(problem)
         return self
 

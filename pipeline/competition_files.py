@@ -19,6 +19,7 @@ from pipeline.csv_quotes import QUOTING, check_unclosed_quotes
 from pipeline.csv_separator import file_separator
 from pipeline.decimal_comma import comma_numbers
 from pipeline.errors import DataError
+from pipeline.header_names import read_rows
 from pipeline.stray_cells import few, stray_numbers, warn_stray
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,10 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
     as_written = [c for c in (id_column, *labels, *texts, *keys) if c]
     try:
         header = pd.read_csv(path, sep=sep, encoding=encoding, nrows=0).columns
-        frame = pd.read_csv(path, sep=sep, encoding=encoding,
-                            dtype=dict.fromkeys(as_written, str) or None,
-                            keep_default_na=False,
-                            na_values=_missing_cells(header, id_column, labels, na_values,
-                                                     texts),
-                            decimal=decimal, thousands=thousands, quoting=QUOTING[quoting])
+        frame = read_rows(path, what, sep, encoding,
+                          dtype=dict.fromkeys(as_written, str) or None, keep_default_na=False,
+                          na_values=_missing_cells(header, id_column, labels, na_values, texts),
+                          decimal=decimal, thousands=thousands, quoting=QUOTING[quoting])
         check_unclosed_quotes(frame, path, sep, quoting)  # ('competition.quoting')
         if len(frame.columns) > 100:
             # pandas 3 reads a CSV as one block per column: on a wide file (Digit
@@ -90,7 +89,7 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
     except LookupError:
         raise DataError(f"{path}: unknown encoding {encoding!r} "
                         "('competition.encoding')") from None
-    except UnicodeDecodeError as err:
+    except UnicodeError as err:  # utf-16 without its BOM: a UnicodeError
         raise DataError(f"{what} file {path} could not be read as {encoding} text: {err}. "
                         "Set 'competition.encoding' to the file's (e.g. latin-1)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -98,6 +97,7 @@ def read_csv(path: Path, what: str, sep: str = ",", encoding: str = "utf-8",
 
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+
 
 
 def _parquet(path: Path, what: str, id_column: str | None, labels: Sequence[str],

@@ -32,9 +32,11 @@ from pipeline.models.network import ModelConfig
 from pipeline.models.sklearn import PIPELINE as SKLEARN_PIPELINE
 from pipeline.models.sklearn import estimator_kind, pipeline_problem
 from pipeline.multiple_choice import options_fit
+from pipeline.output_folders import check_output_folders
 from pipeline.schema import Section
 from pipeline.train_hash import compute_train_hash, pretrained_names
 from pipeline.tta import PredictConfig
+from pipeline.yaml_files import read_yaml_mapping
 
 
 class ExperimentConfig(Section):
@@ -173,7 +175,9 @@ def _aux_losses_fit_task(cfg: ExperimentConfig) -> str | None:
 
 
 def _pseudo_fits_task(cfg: ExperimentConfig) -> str | None:
-    return cfg.pseudo.mismatch(cfg.competition.task) if cfg.pseudo is not None else None
+    if cfg.pseudo is None:
+        return None
+    return cfg.pseudo.mismatch(cfg.competition.task) or cfg.pseudo.own_run(cfg.run_dir)
 
 
 def _tta_fits_model(cfg: ExperimentConfig) -> str | None:
@@ -290,6 +294,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, raw = item.split("=", 1)
         node: Any = data
         parts = key.strip().split(".")
+        if not all(parts):  # '=3' or 'folds..n_splits=3' named no key it could say
+            raise ConfigError(f"override {item!r}: the key {key!r} has an empty part; write "
+                              "it as section.key=value (e.g. folds.n_splits=3)")
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
@@ -366,26 +373,11 @@ def build_config(data: dict[str, Any], source: str = "<dict>") -> ExperimentConf
         raise ConfigError(format_validation_error(err, source)) from None
 
 
-def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """The mapping a YAML file holds (a config, a pretrain config, a sweep's space); a missing
-    file, bad YAML or another top-level type is a one-line ConfigError naming ``what``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{what} {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} {path} must hold a mapping at the top level")
-    return data
-
-
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML config, apply ``--set`` overrides and validate it."""
     data = read_yaml_mapping(path)
     try:
-        return build_config(apply_overrides(data, overrides or []), str(path))
+        cfg = build_config(apply_overrides(data, overrides or []), str(path))
     except ConfigError as err:
         if not overrides:
             raise
@@ -394,3 +386,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         lines = [line + (" (from --set)" if any(f"'{k}'" in line for k in keys) else "")
                  for line in str(err).splitlines()]
         raise ConfigError("\n".join(lines)) from None
+    check_output_folders({"'output_dir'": Path(cfg.output_dir), "'name'": cfg.run_dir,
+                          "'folds_dir'": Path(cfg.folds_dir),
+                          "'submissions_dir'": Path(cfg.submissions_dir)})
+    return cfg

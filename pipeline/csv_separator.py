@@ -27,7 +27,7 @@ def _header(path: Path, encoding: str) -> str:
     try:
         with open(path, encoding=encoding, newline="") as handle:
             return handle.readline()
-    except (OSError, UnicodeDecodeError, LookupError):  # the CSV reader says what is wrong
+    except (OSError, UnicodeError, LookupError):  # the CSV reader says what is wrong
         return ""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from pipeline.stray_cells import stray_numbers
@@ -39,6 +40,10 @@ def to_point(text: pd.Series, groups: bool = True) -> pd.Series:
     return text.str.replace(_MONEY_AFTER, r"\1\3\2", regex=True)
 
 
+def _plain_numbers(text: pd.Series) -> pd.Series:
+    return pd.to_numeric(text, errors="coerce").astype(np.float64)
+
+
 def comma_numbers(values: pd.Series, column: str,
                   number_reader: Callable[[pd.Series, str, str], Reader | None],
                   stray_reader: Callable[[pd.Series, str], Reader | None],
@@ -52,6 +57,11 @@ def comma_numbers(values: pd.Series, column: str,
     groups = thousands == "." or bool(values.str.contains(",", regex=False).any())
     point = to_point(values, groups)
     inner = number_reader(point, ",", ".")
+    if inner is None and pd.to_numeric(point, errors="coerce").notna().all():
+        # every cell a plain number with a decimal point ('0.125', '-48.85'): pandas'
+        # decimal-comma reading left them text, so categories whose test values train never
+        # holds, where the same column with one '?' cell was read as numbers
+        inner = _plain_numbers
     written = inner is not None
     if inner is None:
         inner = stray_reader(point, column)

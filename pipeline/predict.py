@@ -7,6 +7,7 @@ the current section is kept; every fold must have been trained under this config
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from pipeline.artifacts import read_json
 from pipeline.competition import Competition, load_competition
@@ -31,11 +32,22 @@ from pipeline.runs import (
 log = logging.getLogger(__name__)
 
 
+def _refuse_untrained(cfg: ExperimentConfig, jobs: list[tuple[int, int]],
+                      done: Callable[[int, int], bool]) -> None:
+    for seed, fold in jobs:
+        if not done(seed, fold):
+            raise DataError(f"{fold_dir(cfg, seed, fold)} is not trained under this config and "
+                            "these train/test files: run the train stage first")
+
+
 def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     """Refresh every fold's predictions for the current ``predict`` section and regather."""
     comp = comp or load_competition(cfg.competition)
-    folds = load_folds(cfg, comp)
     jobs = [(seed, fold) for seed in cfg.train.seeds for fold in range(cfg.folds.n_splits)]
+    # a fold that never trained is refused before load_folds makes the folds file (a refusal
+    # writes nothing); one that trained is then checked against its records, the folds too
+    _refuse_untrained(cfg, jobs, lambda s, f: (fold_dir(cfg, s, f) / "metrics.json").is_file())
+    folds = load_folds(cfg, comp)
     for seed, fold in jobs:
         _check_trained(cfg, seed, fold)
     if cfg.model.is_sklearn:

@@ -42,6 +42,7 @@ from pipeline.competition import (
 from pipeline.competition_files import read_csv
 from pipeline.config import apply_overrides, format_validation_error, read_yaml_mapping
 from pipeline.errors import ConfigError, DataError, MissingArtifactError
+from pipeline.output_folders import check_output_folders
 from pipeline.pixel_images import pixel_columns, write_pixel_images
 from pipeline.pretrain import OBJECTIVES, PretrainData
 from pipeline.pretrain._base import RESUME_FILE
@@ -93,7 +94,9 @@ def load_pretrain_config(path: str | Path, overrides: list[str] | None = None
                          ) -> PretrainConfig:
     """Read a pretrain YAML, apply ``--set`` overrides and validate it."""
     data = read_yaml_mapping(path)
-    return build_pretrain_config(apply_overrides(data, overrides or []), str(path))
+    cfg = build_pretrain_config(apply_overrides(data, overrides or []), str(path))
+    check_output_folders({"'pretrained_dir'": Path(cfg.pretrained_dir)})  # a file: traceback
+    return cfg
 
 
 def build_pretrain_config(data: dict[str, Any], source: str = "<dict>") -> PretrainConfig:
@@ -248,6 +251,7 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> Path:
         shutil.rmtree(work)  # a cut-off run of another config: nothing to resume
     if (work / RESUME_FILE).is_file():
         log.info("%s: resuming from %s", folder, work / RESUME_FILE)
+    made = not work.parent.exists()  # removed again by a refusal
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / IDENTITY_FILE, identity)
     comp = load_competition(cfg.competition)
@@ -255,7 +259,13 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> Path:
     kind = cfg.objective.kind  # type: ignore[attr-defined]
     objective = OBJECTIVES.get(kind)
     start = time.perf_counter()
-    fitted = objective.fit(cfg.objective, data, work, _device(cfg), cfg.seed)
+    try:
+        fitted = objective.fit(cfg.objective, data, work, _device(cfg), cfg.seed)
+    except ConfigError:  # it diverged: no resume point worth keeping (a refusal leaves none)
+        shutil.rmtree(work, ignore_errors=True)
+        if made:
+            shutil.rmtree(work.parent, ignore_errors=True)
+        raise
     record = {**identity, "name": cfg.name, "objective": kind, "encoder": objective.encoder,
               "modality": objective.modality, "sources": data.sources,
               "rows": len(data.frame), "files": {k: str(p) for k, p in files.items()},

@@ -172,7 +172,11 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
         positive_class=cfg.competition.positive_class)
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
-        old = read_json(meta_path).get("config_hash")
+        try:
+            old = read_json(meta_path).get("config_hash")
+        except DataError as err:  # written again below; each fold's own record decides
+            log.warning("%s; it is written again", err)  # whether it trains again
+            old = meta.config_hash
         if old not in train_hashes(cfg):
             _replace_or_refuse(cfg, overwrite)
     write_yaml(run_dir / "config.yaml", cfg.to_dict())

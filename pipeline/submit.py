@@ -34,6 +34,7 @@ from pipeline.data_files import changed_files, check_blend_members, check_test_f
 from pipeline.ensemble import load_postprocess
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric, hard_labels, is_number, nearest_rating, top_classes
+from pipeline.output_folders import check_name
 from pipeline.run_targets import targets_for_meta
 from pipeline.targets import per_class_columns, sample_columns_problem, sample_targets
 
@@ -209,6 +210,10 @@ def check_config_run(cfg: ExperimentConfig) -> None:
         return  # predicts as it trains: no predict section of its own
     for seed in cfg.train.seeds:
         for fold in range(cfg.folds.n_splits):
+            if not (fold_dir(cfg, seed, fold) / "metrics.json").is_file():  # a fold folder
+                # deleted: 'run pipeline predict' was said, and predict then said to train
+                raise DataError(f"{fold_dir(cfg, seed, fold)} holds no trained fold: run the "
+                                "train stage first")
             if not predictions_current(cfg, seed, fold):
                 raise ConfigError(f"{fold_dir(cfg, seed, fold)} was predicted under another "
                                   "'predict' section or other train/test files: run pipeline "
@@ -259,6 +264,8 @@ def run(source: str | Path, name: str | None = None,
     """Write the submission of a run or blend folder; returns its path. ``clip``: a
     regression's values held to the train target's range (auto, on, off:
     :mod:`pipeline.clip_range`)."""
+    if name:
+        check_name(name, "--name")
     folder = Path(source)
     preds = load_predictions(folder)
     meta = preds.meta

@@ -71,6 +71,17 @@ def masking_problem(task: str, target_columns: list[str], metric: Metric) -> str
     return None
 
 
+def target_overlap(target_columns: list[str], id_column: str,
+                   feature_columns: list[str] | None) -> str | None:
+    """Why a target column is also the id or a listed feature, or None: a target is neither
+    (test rows lack it; an id target was a traceback reading the files)."""
+    for key, columns in (("id_column", [id_column]), ("feature_columns", feature_columns or [])):
+        if both := sorted(set(target_columns) & set(columns)):
+            return (f"'target_columns' {both} also named by {key!r}: a target is never the id "
+                    "or a feature (test rows lack it)")
+    return None
+
+
 def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: list[str],
                    path: Path, positive: Any = None, separator: str = WHITESPACE,
                    masked: bool = False) -> list[Any]:
@@ -105,6 +116,13 @@ def target_classes(frame: pd.DataFrame, task: str, metric: str, target_columns: 
                     "'competition.thousands' (e.g. '1,234.5': \".\" and \",\")"
                     if marks else "")
             )
+        if task == "regression" and np.isinf(values.to_numpy(dtype=float)).any():
+            # an 'inf' cell (a division by zero upstream) reached the estimator's fit: a
+            # traceback from the first fold, the folds file and run folder left behind
+            inf = values[np.isinf(values.to_numpy(dtype=float))]
+            raise DataError(
+                f"{path}: target column {col!r} has {len(inf)} infinite value(s) (lines "
+                f"{file_lines(inf.index[:3])}): no model can fit them; fix or drop those rows")
         bound = METRICS.get(metric).lower_bound
         if task == "regression" and bound is not None and values.min() < bound:
             low = values[values < bound]

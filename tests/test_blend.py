@@ -324,7 +324,7 @@ def test_needs_two_distinct_runs(tmp_path, binary_runs) -> None:
         blend.run(runs[:1], blends_dir=tmp_path, targets=y)
     with pytest.raises(ValueError, match="more than once"):
         blend.run([runs[0], runs[0]], blends_dir=tmp_path, targets=y)
-    with pytest.raises(KeyError, match="hill_climb"):
+    with pytest.raises(ConfigError, match="hill_climb"):  # a KeyError, a traceback, before
         blend.run(runs, method="hillclimb", blends_dir=tmp_path, targets=y)
     with pytest.raises(ValueError, match="unknown parameter"):
         blend.run(runs, method="rank", blends_dir=tmp_path, targets=y, params={"power": 3})

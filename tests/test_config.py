@@ -192,6 +192,15 @@ def test_malformed_overrides_raise_config_error(base: dict[str, Any]) -> None:
         apply_overrides(copy.deepcopy(base), ["train.epochs.max=3"])
 
 
+@pytest.mark.parametrize("override", ["=3", "folds..n_splits=3", "folds.=3"])
+def test_an_override_key_with_an_empty_part_is_named(base: dict[str, Any], override: str) -> None:
+    """'=3' was refused as an unknown key '(top level)', 'folds..n_splits=3' as 'folds.', and
+    without '(from --set)': the message named no key the user wrote."""
+    with pytest.raises(ConfigError, match="has an empty part") as info:
+        apply_overrides(copy.deepcopy(base), [override])
+    assert repr(override) in str(info.value)
+
+
 @pytest.mark.parametrize("override", ["model.encoders.5.name=mlp", "model.encoders.name=mlp"])
 def test_override_bad_list_index_is_a_config_error(base: dict[str, Any], override: str) -> None:
     with pytest.raises(ConfigError, match=r"model\.encoders"):

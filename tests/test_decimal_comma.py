@@ -63,3 +63,8 @@ def test_a_column_written_with_decimal_points_keeps_them() -> None:
         frame = pd.DataFrame({"c": cells})
         parse_written_numbers([frame], ["c"], ";", ",", thousands)
         assert frame["c"].tolist()[:2] == want and np.isnan(frame["c"].iloc[2])
+    # without a '?' cell, every cell a number written with a point, the column stayed text:
+    # categories whose test values train never holds (a '.' file read with 'decimal: ","')
+    frame = pd.DataFrame({"c": ["48.856", "-0.125", *plain]})
+    assert parse_written_numbers([frame], ["c"], ";", ",") == ["c"]
+    assert frame["c"].tolist()[:3] == [48.856, -0.125, 0.0]

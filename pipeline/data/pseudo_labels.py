@@ -8,6 +8,8 @@ chooses rows (threshold, top fraction, class balance) and turns predictions into
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -41,6 +43,15 @@ class PseudoConfig(Section):
             raise ValueError("give 'threshold' or 'top_fraction', not both")
         return self
 
+
+    def own_run(self, run_dir: Path) -> str | None:
+        """Why ``source`` cannot be the round's own run folder ``run_dir``, or None: a
+        pseudo section added to a config without a new 'name' was refused as another config
+        of that folder, and --overwrite, as the refusal advised, deleted the source run."""
+        if Path(os.path.abspath(self.source)) != Path(os.path.abspath(run_dir)):
+            return None
+        return (f"'pseudo.source' {self.source} is this config's own run folder: the round "
+                "would replace the run it takes its labels from; give the round another 'name'")
 
     def mismatch(self, task: str) -> str | None:
         """Why these settings cannot label rows of ``task``, or None when they can."""

@@ -63,8 +63,10 @@ class FoldsConfig(Section):
 
     scheme: str = "stratified"  # a name in SPLITTERS
     n_splits: int = Field(5, ge=2)
-    seed: int = 42
-    name: str | None = None  # file stem under folds/; default <competition>_<scheme>_k<n>_s<seed>
+    seed: int = Field(42, ge=0, lt=2**32)  # numpy's seed range: -1 was a traceback
+    # file stem under folds/; default <competition>_<scheme>_k<n>_s<seed> ('../x' wrote the
+    # folds file outside folds_dir)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
     @field_validator("scheme")
     @classmethod
@@ -206,7 +208,11 @@ def check_spec(path: Path, spec: dict[str, Any]) -> None:
     sidecar = spec_path(path)
     if not sidecar.is_file():
         return
-    made = json.loads(sidecar.read_text())
+    try:
+        made = json.loads(sidecar.read_text())
+    except ValueError as err:  # cut off or edited: a traceback before
+        raise DataError(f"folds file {path}: its record {sidecar} could not be read as JSON "
+                        f"({err}). Delete both to rebuild them") from None
     differ = {k: (made.get(k), v) for k, v in spec.items() if made.get(k) != v}
     if differ:
         shown = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in differ.items())
@@ -236,7 +242,11 @@ def read_folds(path: Path, comp: Competition, n_splits: int | None = None) -> np
     splits a group of ``competition.group_column`` across folds."""
     id_col = comp.cfg.id_column
     # compared as text: '00120' stays, and so do ids such as 'NA' or 'None'
-    frame = pd.read_csv(path, dtype={id_col: str}, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype={id_col: str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError) as err:
+        raise DataError(f"folds file {path} could not be read as CSV ({err}). Delete it (and "
+                        f"{spec_path(path).name}) to rebuild it") from None
     if list(frame.columns) != [id_col, "fold"]:
         raise DataError(
             f"folds file {path} must have columns [{id_col!r}, 'fold']. Got {list(frame.columns)}."

@@ -35,9 +35,14 @@ from pipeline.data.text_features import TfidfColumns
 UNSEEN_WARN_SHARE = 0.05  # more unseen test categories than this is worth a warning
 
 
+_TOO_LARGE = 1e150  # inf included
+
+
 def numbers_as_floats(frame: pd.DataFrame) -> pd.DataFrame:
     """Every column as float64; text that is no number, and +-inf (``inf`` in a CSV, which
-    scikit-learn models refuse and a scaler turns into NaN), become NaN: missing values."""
+    scikit-learn models refuse and a scaler turns into NaN), become NaN: missing values. So
+    do values past 1e150, whose squares overflow: a scaler's variance of '1e308' was inf,
+    the column's values NaN, and a network's outputs NaN from its first epoch."""
     # Columns read as numbers need no parsing: a column-by-column to_numeric costs ~20 ms
     # per call on a 43,000 x 36 table, and every fold calls it several times. One array
     # copy, not astype: read_csv leaves each column a block of its own, which astype
@@ -46,7 +51,8 @@ def numbers_as_floats(frame: pd.DataFrame) -> pd.DataFrame:
         values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    infinite = np.isinf(values)
+    with np.errstate(invalid="ignore"):  # NaN cells compare False
+        infinite = np.abs(values) > _TOO_LARGE
     if infinite.any():  # (values may be a read-only view of the frame's block)
         values = np.where(infinite, np.nan, values)
     return pd.DataFrame(values, index=frame.index, columns=frame.columns)

@@ -32,7 +32,7 @@ class OptimizerConfig(Section):
     """
 
     name: str = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)  # inf: NaN weights from step one
     weight_decay: float = Field(0.01, ge=0)
     layer_decay: float | None = Field(None, gt=0, le=1)
     params: dict[str, Any] = Field(default_factory=dict)  # e.g. momentum, betas, nesterov

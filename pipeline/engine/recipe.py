@@ -129,6 +129,8 @@ class TrainConfig(Section):
     def _unique(cls, seeds: list[int]) -> list[int]:
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct. Got {seeds}.")
+        if bad := [s for s in seeds if not 0 <= s < 2**32]:  # else an estimator refused it
+            raise ValueError(f"seeds must be in [0, 2**32), numpy's seed range. Got {bad}.")
         return seeds
 
     @field_validator("ensemble")

@@ -84,11 +84,13 @@ class PowerBlender(WeightedBlender):
     def __init__(self, power: float = 2.0) -> None:
         self.power = power
 
-    def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
-        if not self.power > 0:
+    def check_params(self) -> None:
+        if not (isinstance(self.power, int | float) and self.power > 0):
             raise ValueError(
                 f"The 'power' parameter of PowerBlender must be > 0. Got {self.power!r}."
             )
+
+    def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
         self.weights_ = np.full(stacked.shape[0], 1.0 / stacked.shape[0])
         return self._predict(stacked)
 

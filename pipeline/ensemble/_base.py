@@ -153,6 +153,7 @@ class Blender(BaseEstimator, abc.ABC):
         folds: np.ndarray | None = None,
     ) -> Blender:
         """Learn the blend from member OOF predictions ``(m, n, c)`` and targets ``y``."""
+        self.check_params()
         stacked = stack_members(preds)
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] != stacked.shape[2]:
@@ -182,6 +183,10 @@ class Blender(BaseEstimator, abc.ABC):
                 f"{self.n_columns_} columns. Got {stacked.shape[0]} x {stacked.shape[2]}."
             )
         return self._predict(stacked)
+
+    def check_params(self) -> None:
+        """Raise ValueError naming a hyperparameter whose value this blender cannot use;
+        callable before ``fit`` (the blend stage refuses it before making its folder)."""
 
     @abc.abstractmethod
     def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:

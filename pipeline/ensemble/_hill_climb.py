@@ -47,13 +47,20 @@ class HillClimbBlender(WeightedBlender):
         self.bag_fraction = bag_fraction
         self.seed = seed
 
-    def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
-        metric = resolve_metric(self.metric, type(self).__name__)
-        if not 0 < self.bag_fraction <= 1:
+    def check_params(self) -> None:
+        for name in ("n_iter", "n_init", "patience", "n_bags"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"The {name!r} parameter of HillClimbBlender must be an int "
+                                 f">= 0. Got {value!r}.")
+        if not (isinstance(self.bag_fraction, int | float) and 0 < self.bag_fraction <= 1):
             raise ValueError(
                 "The 'bag_fraction' parameter of HillClimbBlender must be in (0, 1]. "
                 f"Got {self.bag_fraction!r}."
             )
+
+    def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
+        metric = resolve_metric(self.metric, type(self).__name__)
         m = stacked.shape[0]
         scores = member_scores(metric, stacked, y)
         if self.n_bags <= 1:

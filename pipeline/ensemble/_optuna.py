@@ -84,13 +84,15 @@ class OptunaBlender(WeightedBlender):
         self.sampler = sampler
         self.seed = seed
 
-    def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
-        metric = resolve_metric(self.metric, type(self).__name__)
+    def check_params(self) -> None:
         if not (isinstance(self.n_trials, int) and self.n_trials >= 2):
             raise ValueError(
                 f"The 'n_trials' parameter of OptunaBlender must be an int >= 2. "
                 f"Got {self.n_trials!r}."
             )
+
+    def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
+        metric = resolve_metric(self.metric, type(self).__name__)
         m, _, c = stacked.shape
         shape = (m, c) if self.per_class and c > 1 else (m,)
         if len(shape) == 1:

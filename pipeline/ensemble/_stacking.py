@@ -42,6 +42,14 @@ class StackingBlender(Blender):
         self.logit = logit
         self.metric = metric
 
+    def check_params(self) -> None:
+        if self.model is not None and not hasattr(self.model, "fit"):
+            raise ValueError("The 'model' parameter of StackingBlender must be a scikit-learn "
+                             f"estimator (or None for the default). Got {self.model!r}.")
+        if not isinstance(self.logit, bool):
+            raise ValueError(f"The 'logit' parameter of StackingBlender must be true or false. "
+                             f"Got {self.logit!r}.")
+
     def _log_space(self) -> bool:
         name = (self.metric if isinstance(self.metric, Metric)
                 else get_metric(self.metric)).name if self.metric is not None else None

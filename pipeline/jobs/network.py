@@ -23,6 +23,7 @@ from pipeline.engine.distributed import agree, is_main
 from pipeline.engine.recipe import build_callbacks, build_stage_plans
 from pipeline.engine.state import seed_everything
 from pipeline.engine.trainer import Trainer
+from pipeline.errors import ConfigError
 from pipeline.jobs.inputs import FoldPrep, build_fold_network, fold_prep, with_pseudo_rows
 from pipeline.metrics import get_metric
 from pipeline.models.multitask import with_task_plans
@@ -126,7 +127,16 @@ def fit_network_fold(
     plans = over_unlabelled(plans, cons, len(pool), first_unlabelled,  # epoch_over
                             appended=cfg.train.appends_consistency_stage)
 
+    label, lr = fold_label(cfg, seed, fold), cfg.train.optimizer.lr
+
     def score(outputs: np.ndarray) -> float:
+        if not np.isfinite(np.asarray(outputs, dtype=np.float64)).all():
+            # NaN weights stay NaN, so no later epoch recovers; scored, they were a metric's
+            # 'Input contains NaN' traceback, or argmax's class 0 and 'folds incomplete'
+            raise ConfigError(f"{label}: the network's outputs on the validation rows are NaN "
+                              "or infinite: training diverged. Lower the learning rate "
+                              f"('train.optimizer.lr', {lr:g}) or clip the gradients "
+                              "('train.max_grad_norm')")
         return metric(y_valid, prep.predictions(task, outputs))
 
     encoder_kinds = [e.kind for e in cfg.model.encoders]

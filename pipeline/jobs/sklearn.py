@@ -13,9 +13,10 @@ from pipeline.artifacts import atomic_path, write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.target_transform import TargetTransform
+from pipeline.errors import DataError
 from pipeline.jobs.inputs import predicted_frames
 from pipeline.models.sklearn import build_estimator, predict_matrix
-from pipeline.runs import fold_dir
+from pipeline.runs import fold_dir, fold_label
 
 
 def _columns(comp: Competition) -> list[str]:
@@ -45,6 +46,12 @@ def train_sklearn_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarr
     model = build_estimator(encoder.target, encoder.params, comp, seed, cfg.model.tabular,
                             cfg.model.target_transform)
     x, y = _fit_frame(comp, train_rows)
+    if cfg.competition.task in ("binary", "multiclass") and len(np.unique(y)) < 2:
+        # scikit-learn's classifiers refuse it: 'needs samples of at least 2 classes', a
+        # traceback (a class with a single row, a tiny train file)
+        raise DataError(f"{fold_label(cfg, seed, fold)}: its training rows hold a single "
+                        f"class ({comp.classes[int(y[0])]!r}), which a scikit-learn classifier "
+                        "cannot fit; use fewer 'folds.n_splits', or more rows of each class")
     model.fit(x, y)
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(model, tmp)

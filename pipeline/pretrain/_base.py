@@ -22,6 +22,7 @@ from torch import nn
 
 from pipeline.competition import Competition
 from pipeline.engine.state import rng_state, save_checkpoint, seed_everything, set_rng_state
+from pipeline.errors import ConfigError
 from pipeline.registry import Registry
 from pipeline.schema import Section
 
@@ -110,6 +111,10 @@ def fit_epochs(
     for epoch in range(len(losses), epochs):
         model.train()
         losses.append(float(run_epoch(epoch)))
+        if not np.isfinite(losses[-1]):  # NaN weights stay NaN: the encoder was published
+            # as it was, and every run built on it diverged, blaming its own learning rate
+            raise ConfigError(f"pretraining diverged: the loss of epoch {epoch + 1} is "
+                              f"{losses[-1]}. Lower the learning rate ('objective.lr')")
         save_checkpoint(path, {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),

@@ -40,7 +40,7 @@ class TabularObjectiveConfig(Section):
 
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=2)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.0, ge=0)
     hidden: list[PositiveInt] = Field(default_factory=lambda: [1500, 1500, 1500], min_length=1)
     dropout: float = Field(0.0, ge=0, lt=1)

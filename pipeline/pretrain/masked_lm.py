@@ -42,7 +42,7 @@ class TextRefineConfig(Section):
     model: str  # local transformers folder: weights + tokenizer (never a hub name)
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(5e-5, gt=0)
+    lr: float = Field(5e-5, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)  # linear warm-up, then linear decay to 0
     max_length: int = Field(128, ge=8)

@@ -49,7 +49,7 @@ class ImageRefineConfig(Section):
     image_size: int = Field(224, ge=8)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=2)
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(3e-4, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(1e-4, ge=0)
     crop_scale: tuple[float, float] = (0.2, 1.0)  # share of the image a crop keeps
     num_workers: int = Field(0, ge=0)

@@ -40,7 +40,7 @@ class EmbeddingTrainConfig(Section):
     negatives: int = Field(5, ge=1)  # noise tokens per pair, drawn from unigram^0.75
     min_count: int = Field(1, ge=1)  # rarer tokens are dropped
     epochs: int = Field(5, ge=1)
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(0.01, gt=0, allow_inf_nan=False)
     batch_size: int = Field(4096, ge=1)
 
 

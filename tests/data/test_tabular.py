@@ -258,6 +258,17 @@ def test_infinite_numbers_are_missing_values() -> None:
     assert codes.fit_transform(train[["a"]])[:, 0].tolist() == [1.0, 3.0, 3.0, 5.0]
 
 
+def test_numbers_too_large_to_square_are_missing_values() -> None:
+    """A '1e308' cell: the scaler's variance overflowed to inf and the column's values were
+    NaN, so a network's outputs were NaN from its first epoch (refused as a diverged fit)."""
+    from pipeline.data.tabular import numbers_as_floats
+
+    frame = pd.DataFrame({"a": [1.0, 1e308, -1e200, 1e100, 4.0]})
+    assert numbers_as_floats(frame)["a"].isna().tolist() == [False, True, True, False, False]
+    encoded = TabularEncoder(["a"], []).fit(frame).transform(frame)["num"]
+    assert np.isfinite(encoded).all()
+
+
 def _one_by_one(column: pd.Series) -> list:
     """The normalisation as it was written first: every cell through ``_category``."""
     from pipeline.data.encodings import _category
