@@ -134,8 +134,13 @@ class CategoryEncodings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         out = np.stack(cols, axis=1) if cols else np.zeros((len(x), 0))
         return out / self.n_rows_ if share else out  # unseen values: count 0
 
-    def _target_encoders(self) -> list[TargetEncoder]:
+    def _target_encoder(self, target: np.ndarray) -> TargetEncoder:
         kind = TARGET_TYPE[self.task]
+        if kind == "multiclass" and len(np.unique(target)) < 3:
+            # a fold whose training rows hold two of the classes (a class rarer than the
+            # folds): scikit-learn's multiclass encoder binarises them into one column and
+            # then indexes a second (IndexError); as binary it encodes the larger label's share
+            kind = "binary"
         # scikit-learn 1.9 takes the shuffled inner folds as a splitter (shuffle and
         # random_state are deprecated there); earlier releases only as the two params
         if tuple(int(p) for p in sklearn.__version__.split(".")[:2]) >= (1, 9):
@@ -144,8 +149,7 @@ class CategoryEncodings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             options: dict[str, Any] = {"cv": splitter}
         else:
             options = {"cv": self.cv, "shuffle": True, "random_state": self.random_state}
-        return [TargetEncoder(target_type=kind, smooth=self.smooth, **options)
-                for _ in range(self.n_targets_)]
+        return TargetEncoder(target_type=kind, smooth=self.smooth, **options)
 
     def fit(self, x: pd.DataFrame, y: Any = None) -> CategoryEncodings:
         """Fit on the training rows (see :meth:`fit_transform` for their own values)."""
@@ -168,7 +172,7 @@ class CategoryEncodings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 raise ValueError("target encoding needs the training rows' targets")
             targets = self._targets(y)
             self.n_targets_ = len(targets)
-            self.target_encoders_ = self._target_encoders()
+            self.target_encoders_ = [self._target_encoder(target) for target in targets]
             for enc, target in zip(self.target_encoders_, targets, strict=True):
                 parts.append(enc.fit_transform(values, target))
         return self._assemble(values, parts)
