@@ -14,6 +14,7 @@ fits and ``transform`` when it predicts, so the estimator inside gets exactly th
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal
 
 import numpy as np
@@ -56,6 +57,11 @@ class TabularConfig(Section):
         return encodings
 
 
+# an integer written as a float ('3.0'): a column read as text in one file (a '?' cell among
+# its codes) and as floats in the other (3.0, "3") had every value unseen there
+_WHOLE_FLOAT = re.compile(r"(-?[1-9]\d*|0)\.0+")
+
+
 def _category(value: Any) -> Any:
     if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
         return np.nan
@@ -65,7 +71,9 @@ def _category(value: Any) -> Any:
         return str(int(value))
     if isinstance(value, int | np.integer):
         return str(int(value))
-    return str(value)
+    text = str(value)
+    whole = _WHOLE_FLOAT.fullmatch(text)
+    return whole.group(1) if whole else text
 
 
 def _normalised(column: pd.Series) -> np.ndarray:
@@ -89,7 +97,7 @@ def _bools_among_other_values(column: pd.Series) -> bool:
 
 def normalise_categories(frame: pd.DataFrame) -> pd.DataFrame:
     """Category values as strings that do not depend on how pandas typed the column
-    (``3``, ``3.0`` and ``"3"`` are all ``"3"``); missing values stay NaN."""
+    (``3``, ``3.0``, ``"3"`` and ``"3.0"`` are all ``"3"``); missing values stay NaN."""
     return pd.DataFrame({c: pd.Series(_normalised(frame[c]), index=frame.index, dtype=object)
                          for c in frame.columns}, index=frame.index)
 
