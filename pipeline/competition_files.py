@@ -354,13 +354,13 @@ def _number_reader(values: pd.Series, sep: str, decimal: str) -> Reader | None:
 
 @dataclass(frozen=True)
 class DateReader:
-    """Dates written in one ``format`` ('ISO8601' or a strptime format) as days since
-    1970-01-01."""
+    """Dates in one ``format`` ('ISO8601' or strptime's) as days since 1970-01-01."""
 
     format: str
+    stray: frozenset[str] = frozenset()  # a few text cells ('?', 'unknown'): missing dates
 
     def parse(self, text: pd.Series) -> pd.Series:
-        return pd.to_datetime(text, format=self.format)
+        return pd.to_datetime(text.where(~text.isin(self.stray)), format=self.format)
 
     def __call__(self, text: pd.Series) -> pd.Series:
         return ((self.parse(text) - pd.Timestamp(0)) / pd.Timedelta(days=1)).astype(np.float64)

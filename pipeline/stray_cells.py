@@ -9,6 +9,7 @@ module also reads numbers written as spreadsheets export them ('$1,250.00', '12%
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -38,16 +39,19 @@ def warn_stray(column: str, stray: pd.Series, values: pd.Series) -> None:
 def stray_numbers(values: pd.Series, column: str,
                   read: Callable[[pd.Series], Reader | None]) -> Reader | None:
     """A reader for ``values`` (text, none missing) whose cells but a few without a digit
-    ('?', '-') are numbers ``read`` has a reader for ('$1,250.00', '12%', '12 kg'): those
-    cells missing, with a warning; None for any other column, and for dates (their
-    calendar parts come with the date reader alone)."""
+    ('?', '-') are numbers ``read`` has a reader for ('$1,250.00', '12%', '12 kg') or dates:
+    those cells missing, with a warning; None for any other column. A date reader comes
+    back as one (it tells the calendar parts apart): one 'unknown' cell among dates left
+    the column text, so categories no test date matched, and without its calendar parts."""
     digits = values.str.contains(r"\d", regex=True)
     stray = values[~digits]
     if not few(stray, values):
         return None
     inner = read(values[digits])
-    if inner is None or hasattr(inner, "parse"):  # a DateReader
+    if inner is None:
         return None
     warn_stray(column, stray, values)
     missing = set(stray.unique())
+    if hasattr(inner, "parse"):  # a DateReader (pipeline.competition_files imports us)
+        return dataclasses.replace(inner, stray=frozenset(missing))  # type: ignore[type-var]
     return lambda text: inner(text.where(~text.isin(missing)))

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.engine.stage_sections import carries_keys
 from pipeline.models.encoders import pretrained_record
+from pipeline.models.sklearn import scales_numbers
 
 # ``cfg`` below is a pipeline.config.ExperimentConfig, typed Any: the config module derives its
 # hash here, and an import back (for types alone) would close a circle
@@ -59,6 +60,11 @@ def compute_train_hash(cfg: Any, legacy: bool = False) -> str:
     # inputs: one trained before ignored them, so its folds are not reused
     if cfg.competition.text_columns and cfg.model.reads_tfidf:
         data["tabular_text_inputs"] = 1
+    # an 'sklearn:' member other than trees reads standardised numbers since format 1 of
+    # its inputs: one trained before read them raw, so its folds are not reused
+    member = cfg.model.encoders[0]
+    if member.kind == "sklearn" and scales_numbers(member.target, dict(member.params)):
+        data["sklearn_scaled_numbers"] = 1
     return _digest(data)
 
 

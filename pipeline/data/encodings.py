@@ -14,6 +14,7 @@ fits and ``transform`` when it predicts, so the estimator inside gets exactly th
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal
 
 import numpy as np
@@ -56,6 +57,11 @@ class TabularConfig(Section):
         return encodings
 
 
+# an integer written as a float ('3.0'): a column read as text in one file (a '?' cell among
+# its codes) and as floats in the other (3.0, "3") had every value unseen there
+_WHOLE_FLOAT = re.compile(r"(-?[1-9]\d*|0)\.0+")
+
+
 def _category(value: Any) -> Any:
     if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
         return np.nan
@@ -65,7 +71,9 @@ def _category(value: Any) -> Any:
         return str(int(value))
     if isinstance(value, int | np.integer):
         return str(int(value))
-    return str(value)
+    text = str(value)
+    whole = _WHOLE_FLOAT.fullmatch(text)
+    return whole.group(1) if whole else text
 
 
 def _normalised(column: pd.Series) -> np.ndarray:
@@ -89,7 +97,7 @@ def _bools_among_other_values(column: pd.Series) -> bool:
 
 def normalise_categories(frame: pd.DataFrame) -> pd.DataFrame:
     """Category values as strings that do not depend on how pandas typed the column
-    (``3``, ``3.0`` and ``"3"`` are all ``"3"``); missing values stay NaN."""
+    (``3``, ``3.0``, ``"3"`` and ``"3.0"`` are all ``"3"``); missing values stay NaN."""
     return pd.DataFrame({c: pd.Series(_normalised(frame[c]), index=frame.index, dtype=object)
                          for c in frame.columns}, index=frame.index)
 
@@ -134,8 +142,13 @@ class CategoryEncodings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         out = np.stack(cols, axis=1) if cols else np.zeros((len(x), 0))
         return out / self.n_rows_ if share else out  # unseen values: count 0
 
-    def _target_encoders(self) -> list[TargetEncoder]:
+    def _target_encoder(self, target: np.ndarray) -> TargetEncoder:
         kind = TARGET_TYPE[self.task]
+        if kind == "multiclass" and len(np.unique(target)) < 3:
+            # a fold whose training rows hold two of the classes (a class rarer than the
+            # folds): scikit-learn's multiclass encoder binarises them into one column and
+            # then indexes a second (IndexError); as binary it encodes the larger label's share
+            kind = "binary"
         # scikit-learn 1.9 takes the shuffled inner folds as a splitter (shuffle and
         # random_state are deprecated there); earlier releases only as the two params
         if tuple(int(p) for p in sklearn.__version__.split(".")[:2]) >= (1, 9):
@@ -144,8 +157,7 @@ class CategoryEncodings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             options: dict[str, Any] = {"cv": splitter}
         else:
             options = {"cv": self.cv, "shuffle": True, "random_state": self.random_state}
-        return [TargetEncoder(target_type=kind, smooth=self.smooth, **options)
-                for _ in range(self.n_targets_)]
+        return TargetEncoder(target_type=kind, smooth=self.smooth, **options)
 
     def fit(self, x: pd.DataFrame, y: Any = None) -> CategoryEncodings:
         """Fit on the training rows (see :meth:`fit_transform` for their own values)."""
@@ -168,7 +180,7 @@ class CategoryEncodings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 raise ValueError("target encoding needs the training rows' targets")
             targets = self._targets(y)
             self.n_targets_ = len(targets)
-            self.target_encoders_ = self._target_encoders()
+            self.target_encoders_ = [self._target_encoder(target) for target in targets]
             for enc, target in zip(self.target_encoders_, targets, strict=True):
                 parts.append(enc.fit_transform(values, target))
         return self._assemble(values, parts)

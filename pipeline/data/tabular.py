@@ -134,7 +134,8 @@ def column_encoder(numeric: list[str], categorical: list[str], *, scale: bool, i
                    onehot: bool = False, sparse: bool = False, texts: Sequence[str] = (),
                    text: TfidfColumns | None = None) -> ColumnTransformer:
     """The column encoding every model shares: numbers (filled, scaled and flagged as asked),
-    the TF-IDF features of the ``texts`` columns (``text``; scaled with the numbers), then
+    the TF-IDF features of the ``texts`` columns (``text``; scaled with the numbers when
+    dense), then
     ordinal category codes (-1: unseen or missing; ``onehot``: one-hot columns), then
     the ``encodings`` of the categorical columns when given (target encoding cross-fitted:
     a ``ColumnTransformer`` hands its ``fit_transform`` the training targets).
@@ -155,8 +156,9 @@ def column_encoder(numeric: list[str], categorical: list[str], *, scale: bool, i
             ("flag", MissingIndicator(features="missing-only", error_on_new=False)),
         ]), numeric))
     if texts and text is not None:
+        # sparse TF-IDF columns stay as they are: centring would make them dense
         parts.append(("text", Pipeline([("tfidf", text), ("scale", StandardScaler())])
-                      if scale else text, list(texts)))
+                      if scale and not sparse else text, list(texts)))
     codes: Any = CategoryCodes()
     if onehot:  # unseen values: all zeros; missing: a column of its own
         codes = OneHotEncoder(handle_unknown="ignore", sparse_output=sparse, dtype=np.float64)

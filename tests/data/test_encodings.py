@@ -67,6 +67,20 @@ def test_target_encoding_layout_per_task(task: str, y: np.ndarray, width: int,
     assert enc.transform(x.iloc[:5]).shape == (5, width) and enc.names_out(["c"]) == names
 
 
+def test_multiclass_target_encoding_of_a_fold_with_two_classes() -> None:
+    """A class rarer than the folds leaves some fold's training rows two of the classes:
+    scikit-learn's multiclass encoder failed there (IndexError); the fold encodes the share
+    of the larger label as a binary encoder would."""
+    x = pd.DataFrame({"c": list("aabb") * 15})
+    y = np.array([0, 2, 2, 2] * 15)  # class 1 absent from these rows
+    enc = CategoryEncodings(("target",), "multiclass", cv=3)
+    out = enc.fit_transform(x, y)
+    assert out.shape == (60, 1) and enc.names_out(["c"]) == ["c:target"]
+    # 'a' rows: half are class 2, 'b' rows: all (shrunk towards the 0.75 prior)
+    encoded = enc.transform(pd.DataFrame({"c": ["a", "b", "z"]}))[:, 0]
+    assert 0.5 <= encoded[0] < 0.75 < encoded[1] <= 1.0 and encoded[2] == pytest.approx(0.75)
+
+
 def test_target_encoding_needs_targets_and_config_is_checked() -> None:
     with pytest.raises(ValueError, match="needs the training rows' targets"):
         CategoryEncodings(("target",), "binary").fit_transform(pd.DataFrame({"c": ["a"]}))

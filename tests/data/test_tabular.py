@@ -167,6 +167,20 @@ def test_normalise_categories_maps_every_spelling_of_three_to_one_string() -> No
     assert out.dtype == object
 
 
+def test_a_whole_float_written_as_text_is_the_same_category() -> None:
+    """A code column listed in 'categorical_columns' (so left as written) with a '?' cell in
+    test only: test reads it as text ('3.0'), train as floats (3.0 -> '3'), and every test
+    value was unseen. '3.0' is '3' now; other texts keep their spelling."""
+    train = pd.DataFrame({"k": [1.0, 2.0, np.nan, 3.0]})
+    test = pd.DataFrame({"k": ["1.0", "2.0", "?", "3.00"]})
+    assert unseen_shares(train, test, ["k"]) == {"k": pytest.approx(0.25)}  # the '?' alone
+    column = pd.Series(["3.0", "-2.0", "0.0", "10.00", "3.5", "03.0", "x.0", "1e3"])
+    assert normalise_categories(pd.DataFrame({"k": column}))["k"].tolist() == [
+        "3", "-2", "0", "10", "3.5", "03.0", "x.0", "1e3"]
+    encoder = TabularEncoder([], ["k"]).fit(train)
+    np.testing.assert_array_equal(encoder.transform(test)["cat"][:, 0], [1, 2, 0, 3])
+
+
 def test_unseen_shares_ignore_how_pandas_typed_the_column(tmp_path) -> None:
     """issue 12 item 1: the unseen share compares values, not dtypes: of test's 1, 3, 2, 7 only 7
     is unseen (train's NaN made it 1.0, 3.0, 2.0)."""

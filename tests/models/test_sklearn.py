@@ -74,9 +74,9 @@ def test_build_estimator_preprocesses_columns_and_seeds(competition_factory) -> 
     assert est.C == 0.5 and est.random_state == 7
     numeric = _numeric_step(model)
     assert isinstance(numeric.named_steps["fill"], MedianFill)  # it refuses NaN
-    assert "scale" not in numeric.named_steps
+    assert "scale" in numeric.named_steps  # not a tree: standardised
     nan_ok = build_estimator("sklearn.ensemble.HistGradientBoostingClassifier", {}, comp, 0)
-    assert "fill" not in _numeric_step(nan_ok).named_steps
+    assert not {"fill", "scale"} & set(_numeric_step(nan_ok).named_steps)
     # the fitted encoding: numbers first, then category codes (-1 for unseen 'green')
     frame = comp.train[comp.feature_columns]
     x = model.fit(frame, comp.targets).named_steps["columns"].transform(
