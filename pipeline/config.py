@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from pipeline.competition import CompetitionConfig
-from pipeline.config_defaults import fill_defaults
+from pipeline.config_defaults import auto_batch_fits, fill_defaults
 from pipeline.data.pseudo_labels import PseudoConfig
 from pipeline.data.splits import FoldsConfig
 from pipeline.engine.callbacks.adversarial import mismatch as adversarial_mismatch
@@ -273,7 +273,7 @@ CROSS_SECTION_RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
     _estimator_fits_task, _pipeline_steps_fit, _target_transform_fits, _encodings_fit_model,
     _network_only, _aux_losses_fit_task, _pseudo_fits_task, _folds_fit_task, _losses_fit_task,
     _encoders_read_modality, _tta_fits_model, _adversarial_fits_model, _consistency_fits,
-    _multitask_fits, _masked_targets_fit, options_fit,
+    _multitask_fits, _masked_targets_fit, options_fit, auto_batch_fits,
 )
 
 

@@ -4,7 +4,8 @@ included, is kept).
 
 - ``model.target_transform`` from the metric (:func:`pipeline.data.target_transform.
   metric_default`);
-- the training recipe of a tabular MLP (:data:`TABULAR_MLP_RECIPE`).
+- the training recipe of a tabular MLP (:data:`TABULAR_MLP_RECIPE`), whose batch ``auto`` is
+  refused for other networks (:func:`auto_batch_fits`).
 
 A filled value differs from the schema's default, so it joins the train hash: a config that
 relies on these defaults trains other weights than it did before they existed, and its old
@@ -23,7 +24,12 @@ from pipeline.data.target_transform import metric_default
 # not converged: held-out log loss 0.165 -> 0.073 on breast cancer, 0.230 -> 0.068 on digits,
 # Boston RMSE 3.64 -> 3.38, others level, for 2-4x the (seconds-long) training time
 # (docs/benchmarks.md, 2026-11-29; a warm-up epoch added nothing there and is not filled).
-TABULAR_MLP_RECIPE: dict[str, Any] = {"epochs": 20, "optimizer.lr": 3.0e-3}
+# The batch 'auto' (pipeline.engine.auto_batch): 32 up to ~6,300 rows a fold, then the largest
+# power of two up to 512 leaving 100 updates an epoch, AdamW's lr grown with its square root;
+# at 32 a fold of 128,000 rows took 584 CPU s, at 512 and lr 1e-2 136 s, log loss 0.143 ->
+# 0.139; diamonds 168 -> 62 s, RMSE level (docs/benchmarks.md, mlp-batch). Chosen per fold
+# from its rows, which the config does not know.
+TABULAR_MLP_RECIPE: dict[str, Any] = {"epochs": 20, "optimizer.lr": 3.0e-3, "batch_size": "auto"}
 # the lr was measured with AdamW: another optimizer keeps the schema's lr
 _RECIPE_NAMES = {"optimizer": "adamw"}
 
@@ -64,3 +70,18 @@ def _tabular_mlp(data: Any) -> bool:
     encoders = model.get("encoders") if isinstance(model, dict) else None
     return bool(encoders) and isinstance(encoders, list) and all(
         isinstance(e, dict) and e.get("name") == "mlp" for e in encoders)
+
+
+def auto_batch_fits(cfg: Any) -> str | None:
+    """Why ``train.batch_size: auto`` does not fit ``cfg`` (an ExperimentConfig), or None:
+    the rule was measured on tabular MLPs only; an image or text encoder's batch is bounded
+    by its memory, which the rows say nothing about."""
+    if cfg.train.batch_size != "auto":
+        return None
+    kinds = [e.kind for e in cfg.model.encoders]
+    if cfg.competition.modality == "tabular" and all(k == "mlp" for k in kinds):
+        return None
+    other = next((k for k in kinds if k != "mlp"), None)
+    what = f"a {other!r} encoder" if other else f"modality {cfg.competition.modality!r}"
+    return (f"'train.batch_size' auto sizes the batch of a tabular MLP (modality tabular, "
+            f"every encoder 'mlp'); give a number for {what}")

@@ -223,6 +223,18 @@ def test_what_a_multi_process_launch_refuses(tmp_path: Path, train: dict[str, An
     assert multiprocess_problem(cfg, processes=1) is None
 
 
+def test_an_auto_batch_splits_across_a_power_of_two_of_processes(tmp_path: Path) -> None:
+    """'auto' is a power of two from 32 up, whatever the rows: 2, 4 ... 32 ranks split it,
+    3 cannot, and the refusal says to give a number."""
+    cfg = _config(tmp_path, batch_size="auto", stages=[{"epochs": 1, "grad_accum_steps": 2}])
+    assert multiprocess_problem(cfg, processes=2) is None
+    assert multiprocess_problem(cfg, processes=32) is None
+    assert multiprocess_problem(cfg, processes=3) == (
+        "'train.batch_size' must be divisible by the 3 processes of a multi-process launch "
+        "(3 processes) (it is the global batch, split evenly across ranks). Got auto (a power "
+        "of two from 32 up: give a number).")
+
+
 def test_whole_models_and_ray_are_refused(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     assert multiprocess_problem(cfg, processes=2) is None

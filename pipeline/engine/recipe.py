@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from pipeline.data.augment import AugmentConfig
 from pipeline.data.memory_loader import build_fold_loader, memory_unsupported
+from pipeline.engine.auto_batch import BatchSize, stage_batch, stage_optimizer
 from pipeline.engine.callbacks.adversarial import AdversarialConfig, build_adversarial
 from pipeline.engine.callbacks.averaging import (
     EMA,
@@ -71,7 +72,7 @@ class Stage:
     """A stage with every key filled in (see :attr:`TrainConfig.resolved_stages`)."""
 
     epochs: int
-    batch_size: int
+    batch_size: int | Literal["auto"]  # 'auto': sized per fold (pipeline.engine.auto_batch)
     grad_accum_steps: int
     optimizer: OptimizerConfig
     scheduler: SchedulerConfig
@@ -84,7 +85,7 @@ class TrainConfig(Section):
 
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     epochs: int = Field(5, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: BatchSize = 32  # 'auto': grown with a fold's rows (tabular MLP's default)
     grad_accum_steps: int = Field(1, ge=1)
     max_grad_norm: float | None = Field(None, gt=0)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
@@ -338,9 +339,11 @@ def build_stage_plans(
 ) -> list[StagePlan]:
     """One ready-to-run plan per stage of the recipe; ``masked``: each loss over the target
     cells a row holds ('competition.missing_targets: mask')."""
-    plans = []
+    plans, rows = [], len(train_ds)  # type: ignore[arg-type]
     for stage in train.resolved_stages:
-        optim, sched, loss = stage.optimizer, stage.scheduler, stage.loss
+        size = stage_batch(stage.batch_size, rows, stage.grad_accum_steps)
+        optim = stage_optimizer(stage.optimizer, stage.batch_size, size)
+        sched, loss = stage.scheduler, stage.loss
 
         def make_optimizer(optim: OptimizerConfig = optim) -> torch.optim.Optimizer:
             groups = member_groups(model, lambda m: parameter_groups(m, model_cfg, optim))
@@ -359,14 +362,14 @@ def build_stage_plans(
 
         plans.append(StagePlan(
             epochs=stage.epochs,
-            loader=build_fold_loader(train_ds, stage.batch_size, True, train.num_workers,
+            loader=build_fold_loader(train_ds, size, True, train.num_workers,
                                      generator, train.loader, device),
             make_optimizer=make_optimizer,
             make_schedule=make_schedule,
             loss_fn=ensemble_loss(model, train.ensemble, member_loss),
             freeze=member_paths(model, list(stage.freeze)),
             grad_accum_steps=stage.grad_accum_steps,
-            label=f"{optim.name} lr={optim.lr:g} bs={stage.batch_size}",
+            label=f"{optim.name} lr={optim.lr:g} bs={size}",
         ))
     return plans
 
@@ -380,8 +383,9 @@ def recipe_warnings(train: TrainConfig, n_rows: int) -> list[str]:
     """What in a valid recipe is likely to do nothing or harm, for a fold that trains on
     about ``n_rows`` rows: said once at the start of a run, not refused."""
     stages = train.resolved_stages
-    updates = sum(s.epochs * math.ceil(math.ceil(n_rows / s.batch_size) / s.grad_accum_steps)
-                  for s in stages)
+    updates = sum(s.epochs * math.ceil(math.ceil(
+        n_rows / stage_batch(s.batch_size, n_rows, s.grad_accum_steps)) / s.grad_accum_steps)
+        for s in stages)
     notes = []
     if train.ema is not None:
         horizon = 1 / (1 - train.ema.decay)

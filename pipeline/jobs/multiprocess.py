@@ -5,6 +5,7 @@ written: the rank logic itself is :mod:`pipeline.engine.distributed`."""
 from __future__ import annotations
 
 from pipeline.config import ExperimentConfig
+from pipeline.engine.auto_batch import AUTO_BATCH_MIN
 from pipeline.engine.distributed import launched_processes
 from pipeline.errors import ConfigError
 from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
@@ -41,10 +42,14 @@ def multiprocess_problem(cfg: ExperimentConfig, processes: int | None = None) ->
         if value:
             return f"'{key}' is not supported in {launch}: {why}; remove it or run one process"
     for i, stage in enumerate(train.resolved_stages):
-        if stage.batch_size % n:
+        # 'auto' is a power of two from AUTO_BATCH_MIN up: divisible when the smallest is
+        size = AUTO_BATCH_MIN if stage.batch_size == "auto" else stage.batch_size
+        if size % n:
             key = f"{train.stage_key(i)}.batch_size"
+            got = (f"auto (a power of two from {AUTO_BATCH_MIN} up: give a number)"
+                   if stage.batch_size == "auto" else stage.batch_size)
             return (f"'{key}' must be divisible by the {n} processes of {launch} (it is the "
-                    f"global batch, split evenly across ranks). Got {stage.batch_size}.")
+                    f"global batch, split evenly across ranks). Got {got}.")
     return None
 
 

@@ -18,6 +18,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.datasets import CompetitionDataset, ModelInputs
 from pipeline.data.memory_loader import build_fold_loader
 from pipeline.data.text_features import TfidfColumns
+from pipeline.engine.auto_batch import auto_batch_note, eval_batch_size
 from pipeline.engine.callbacks.consistency import build_consistency, over_unlabelled
 from pipeline.engine.distributed import agree, is_main
 from pipeline.engine.recipe import build_callbacks, build_stage_plans
@@ -100,8 +101,12 @@ def fit_network_fold(
                                     y[train_rows], train_rows, prep, active)
     valid_ds = CompetitionDataset(comp.train.iloc[valid_rows], inputs, y[valid_rows])
     device = accelerator.device
-    valid_loader = build_fold_loader(valid_ds, cfg.predict.batch_size or 2 * cfg.train.batch_size,
-                                     False, cfg.train.num_workers, None, cfg.train.loader, device)
+    valid_loader = build_fold_loader(
+        valid_ds, cfg.predict.batch_size or eval_batch_size(cfg.train.batch_size), False,
+        cfg.train.num_workers, None, cfg.train.loader, device)
+    if cfg.train.batch_size == "auto":  # sized from the rows the loader draws, pseudo included
+        log.info("%s: %s", fold_label(cfg, seed, fold), auto_batch_note(
+            len(train_ds), cfg.train.grad_accum_steps, cfg.train.optimizer))  # type: ignore[arg-type]
 
     model = build_fold_network(cfg, comp, prep.tabular, run_seed)
     if cfg.train.compile:

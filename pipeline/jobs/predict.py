@@ -19,6 +19,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.datasets import CompetitionDataset, ModelInputs
 from pipeline.data.memory_loader import build_fold_loader
 from pipeline.data_files import data_digests
+from pipeline.engine.auto_batch import eval_batch_size
 from pipeline.engine.callbacks.averaging import snapshot_paths
 from pipeline.engine.distributed import is_main
 from pipeline.engine.member_ensemble import MemberEnsemble, split_members
@@ -56,7 +57,7 @@ def predict_fold(
                                                         accelerator, tokenizer)
     else:
         trainer, prep, inputs, checkpoints = trained.trainer, trained.prep, trained.inputs, [None]
-    batch_size = cfg.predict.batch_size or 2 * cfg.train.batch_size
+    batch_size = cfg.predict.batch_size or eval_batch_size(cfg.train.batch_size)
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     valid_rows = np.flatnonzero(folds == fold)
     frames = {part: frame for part, frame in predicted_frames(comp, valid_rows).items()
