@@ -55,8 +55,7 @@ from pipeline.schema import Section
 
 class StageConfig(Section):
     """A later training stage: what it changes from the stage before (keys left out carry
-    over from it, key by key within ``optimizer``, ``scheduler`` and ``loss``: see
-    :mod:`pipeline.engine.stage_sections`)."""
+    over, within optimizer, scheduler and loss too: :mod:`pipeline.engine.stage_sections`)."""
 
     epochs: int = Field(ge=1)
     batch_size: int | None = Field(None, ge=1)
@@ -97,14 +96,11 @@ class TrainConfig(Section):
     # final weights before validation (precise BN); 0 keeps the lagging running averages
     precise_bn: int = Field(32, ge=0)
     num_workers: int = Field(0, ge=0)
-    # where a fold's rows live while it trains and predicts: 'memory' decodes images and
-    # tokenises once and holds every row as tensors on the training device, batches sliced
-    # and augmented there; 'stream' reads rows through a DataLoader each epoch (any
-    # albumentations transform; text and table noise); 'auto' holds them when they fit in
-    # a third of the free device memory and every augmentation has a device version
+    # where a fold's rows live: 'memory' holds them decoded and tokenised on the device (batches
+    # augmented there); 'stream' reads them through a DataLoader each epoch (any transform);
+    # 'auto': memory when they fit a third of its free memory and each augmentation can
     loader: Literal["auto", "memory", "stream"] = "auto"
-    # seconds between resume points (last.pt, with best.pt); 0: after every epoch. The last
-    # epoch's is always written; a kill replays at most this much training
+    # seconds between resume points (last.pt, best.pt; 0: every epoch; the last one always)
     resume_every: float = Field(60.0, ge=0)
     channels_last: bool = True  # on a GPU: image models' weights and batches channels-last
     # torch.compile the model: a slower first epoch (compiling), faster steps on a GPU
