@@ -59,13 +59,30 @@ def compute_train_hash(cfg: Any, legacy: bool = False) -> str:
     # text columns reach a tabular member as TF-IDF features since format 1 of its
     # inputs: one trained before ignored them, so its folds are not reused
     if cfg.competition.text_columns and cfg.model.reads_tfidf:
-        data["tabular_text_inputs"] = 1
+        data["tabular_text_inputs"] = _tabular_text_format(cfg, data)
     # an 'sklearn:' member other than trees reads standardised numbers since format 1 of
     # its inputs: one trained before read them raw, so its folds are not reused
     member = cfg.model.encoders[0]
     if member.kind == "sklearn" and scales_numbers(member.target, dict(member.params)):
         data["sklearn_scaled_numbers"] = 1
     return _digest(data)
+
+
+def _tabular_text_format(cfg: Any, data: dict[str, Any]) -> int:
+    """Format 2: the TF-IDF holds character n-grams beside the words (``char_ngrams``, the
+    default since 2026-11-29): a run trained on words alone is not this one. A config that
+    sets ``char_ngrams: 0`` trains what it did before, and keeps its hash (the key is left
+    out of ``data``, as the default it was)."""
+    text = cfg.model.tabular.text
+    if text.analyzer == "word" and text.char_ngrams:
+        return 2
+    tabular = data.get("model", {}).get("tabular", {})
+    tabular.get("text", {}).pop("char_ngrams", None)
+    if tabular.get("text") == {}:
+        tabular.pop("text")
+    if tabular == {}:
+        data["model"].pop("tabular", None)
+    return 1
 
 
 def pretrained_names(cfg: Any) -> list[str]:
