@@ -30,9 +30,10 @@ _NOT_HASHED = ("predict", "output_dir", "folds_dir", "submissions_dir", "name", 
 _NOT_HASHED_TRAIN = ("num_workers", "resume_every")
 
 
-def compute_train_hash(cfg: Any, legacy: bool = False) -> str:
+def compute_train_hash(cfg: Any, legacy: bool = False, source_path: bool = False) -> str:
     """The train hash of ``cfg``; ``legacy``: as releases before recorded it (the
-    competition folder and the encoders' weights paths hashed whole)."""
+    competition folder and the encoders' weights paths hashed whole); ``source_path``: with
+    the pseudo-label source's path whole, as the release before this one recorded it."""
     data = cfg.model_dump(mode="json", exclude_defaults=True)
     for key in _NOT_HASHED:
         data.pop(key, None)
@@ -44,6 +45,12 @@ def compute_train_hash(cfg: Any, legacy: bool = False) -> str:
             data["stage_keys_carried"] = 1
         for encoder in data.get("model", {}).get("encoders", []):
             _weights_by_name(encoder)
+        # the source run by its own name, as weights are: a pseudo-label round moved with
+        # its source (a notebook's /kaggle/working/runs) was another config's, refused by
+        # predict. Its labels are recorded by content with each fold (data_files 'pseudo')
+        pseudo = data.get("pseudo", {})
+        if isinstance(pseudo.get("source"), str) and not source_path:
+            pseudo["source"] = PurePath(pseudo["source"]).name
     # a pretrained encoder's weights shape the run: its identity joins the hash, so a
     # pretraining redone under the same name (--overwrite) is a changed config
     pretrained = {n: {k: pretrained_record(n).get(k) for k in ("config_hash", "inputs")}
@@ -93,7 +100,10 @@ def _digest(data: dict[str, Any]) -> str:
 
 def train_hashes(cfg: Any) -> frozenset[str]:
     """The hashes under which a recorded fold or run is this config's: the train hash, and
-    the one releases before recorded (the folders hashed)."""
+    those releases before recorded (the folders hashed; a pseudo-label source's path)."""
+    hashes = {cfg.train_hash()}
+    if cfg.pseudo is not None:  # recorded with its source's whole path by the release before
+        hashes.add(compute_train_hash(cfg, source_path=True))
     if carries_keys(cfg.train):  # its old runs trained each such stage on other settings
-        return frozenset((cfg.train_hash(),))
-    return frozenset((cfg.train_hash(), cfg.legacy_train_hash()))
+        return frozenset(hashes)
+    return frozenset(hashes | {cfg.legacy_train_hash()})

@@ -242,3 +242,37 @@ def test_a_blend_follows_its_members_to_a_moved_competition(
                  cfg["submissions_dir"]]) == 0, capsys.readouterr().err
     written = pd.read_csv(Path(cfg["submissions_dir"]) / "mix.csv")
     assert written["id"].tolist() == pd.read_csv(new / "sample_submission.csv")["id"].tolist()
+
+
+def test_a_pseudo_label_round_moved_with_its_source_predicts(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """A pseudo-label round trained here, copied with its source run to a notebook's folders
+    (the config's `pseudo.source` set to the copy): the source's path was in the train hash,
+    so `pipeline predict` refused every fold ('not trained under this config') and train
+    could only retrain it. The source counts by its name, its labels by their contents."""
+    from pipeline.data.decoded import clear_cache
+
+    cfg = competition_factory("tabular", "binary")
+    cfg["train"]["epochs"] = 1
+    cfg["output_dir"] = str(tmp_path / "here" / "runs")
+    source = Path(cfg["output_dir"]) / cfg["name"]
+    round1 = {**cfg, "name": "round1", "pseudo": {"source": str(source), "threshold": 0.6}}
+    for run in (cfg, round1):
+        code, err, _ = run_cli(run, tmp_path, capsys)
+        assert code == 0, err
+    before = _trained(round1)
+    new_runs = tmp_path / "working" / "runs"
+    shutil.copytree(cfg["output_dir"], new_runs, copy_function=shutil.copy)
+    shutil.rmtree(tmp_path / "here")
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    edit_csv(test, lambda f: f.assign(x1=f["x1"] * -1.0))  # the hidden test set
+    clear_cache()
+    moved = ["--set", f"output_dir={new_runs}"]
+    path = tmp_path / "experiment.yaml"
+    assert main(["predict", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    path.write_text(yaml.safe_dump(round1))
+    moved += ["--set", f"pseudo.source={new_runs / cfg['name']}"]
+    assert main(["predict", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    assert _trained({**round1, "output_dir": str(new_runs)}) == before
+    assert main(["submit", "--config", str(path), *moved]) == 0, capsys.readouterr().err
