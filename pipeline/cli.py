@@ -84,7 +84,7 @@ def _config_args(parser: argparse.ArgumentParser, positional: bool = False) -> N
                         metavar="KEY=VALUE", help="override a config key (dotted path)")
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, writes: bool = True):
     from pipeline.config import load_config
     from pipeline.executor import executor_overrides
     from pipeline.runs import next_version
@@ -100,9 +100,10 @@ def _load(args: argparse.Namespace):
             print(f"{cfg.name}: this config runs as {name}", file=sys.stderr)
             cfg = cfg.model_copy(update={"name": name})
     from pipeline.engine.distributed import is_main
+    from pipeline.run_writable import run_log
 
     # a multi-process launch: rank 0 alone writes the run's log (and files)
-    _setup_logging(cfg.run_dir / "log.txt" if is_main() else None)
+    _setup_logging(run_log(cfg.run_dir, writes) if is_main() else None)
     if not is_main():  # its progress is rank 0's: one log per launch, warnings from each
         logging.getLogger().setLevel(logging.WARNING)
     return cfg
@@ -124,7 +125,7 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
 def cmd_folds(args: argparse.Namespace) -> int:
     from pipeline import folds
 
-    folds.run(_load(args))
+    folds.run(_load(args, writes=False))  # the folds file alone
     return 0
 
 
@@ -166,7 +167,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.blend and args.run:
         raise PipelineError("give --run or --blend, not both")
     if source is None:
-        cfg = _load(args)
+        cfg = _load(args, writes=False)  # reads the run: one attached read-only is submitted
         submit.check_config_run(cfg)  # not the run of an earlier version of the config
         source, name = cfg.run_dir, name or cfg.name
         submissions_dir = submissions_dir or cfg.submissions_dir
