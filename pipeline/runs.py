@@ -173,7 +173,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
         old = read_json(meta_path).get("config_hash")
-        if old not in train_hashes(cfg):
+        if old not in train_hashes(cfg, strict=True):
             _replace_or_refuse(cfg, overwrite)
     write_yaml(run_dir / "config.yaml", cfg.to_dict())
     write_meta(run_dir, meta)

@@ -276,3 +276,37 @@ def test_a_pseudo_label_round_moved_with_its_source_predicts(
     assert main(["predict", "--config", str(path), *moved]) == 0, capsys.readouterr().err
     assert _trained({**round1, "output_dir": str(new_runs)}) == before
     assert main(["submit", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+
+
+def test_the_folds_file_named_as_where_the_run_trained_keeps_its_folds(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """The notebook's competition folder has another name, so the default folds name does
+    too: the README says to set folds.name to the file brought along. A run trained under
+    the default name was then another config's: predict refused every fold and said to
+    train it again. It predicts now; the folds count by each fold's rows (those moved are
+    refused), and the train stage still refuses the folds.name switch as another config
+    rather than training the run again in place."""
+    cfg = competition_factory("tabular", "binary")
+    cfg["train"]["epochs"] = 1
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    before = _trained(cfg)
+    old = Path(cfg["competition"]["dir"])
+    new = tmp_path / "kaggle" / "input" / "the-competition"
+    shutil.copytree(old, new, copy_function=shutil.copy)
+    shutil.rmtree(old)
+    (stem,) = [p.stem for p in Path(cfg["folds_dir"]).glob("*.csv")]
+    moved = ["--set", f"competition.dir={new}", "--set", f"folds.name={stem}"]
+    assert main(["predict", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    assert _trained(cfg) == before
+    assert main(["submit", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    assert main(["train", "--config", str(path), *moved]) == 2
+    assert "holds a run of another config (folds.name" in capsys.readouterr().err
+    assert _trained(cfg) == before
+    edit_csv(Path(cfg["folds_dir"]) / f"{stem}.csv",
+             lambda f: f.assign(fold=(f["fold"] + (f.index < 4)) % 2))
+    assert main(["predict", "--config", str(path), *moved]) == 2
+    err = capsys.readouterr().err
+    assert "folds file changed since it trained" in err, err
+    assert _trained(cfg) == before
