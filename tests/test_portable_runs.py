@@ -310,3 +310,29 @@ def test_the_folds_file_named_as_where_the_run_trained_keeps_its_folds(
     err = capsys.readouterr().err
     assert "folds file changed since it trained" in err, err
     assert _trained(cfg) == before
+
+
+def test_a_moved_run_of_another_config_names_the_key_not_the_new_paths(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """A run moved with its weights, its config changed by one key: the refusal listed the
+    weights' new path first, a difference that is none (it counts by its name), before or
+    in place of the key that made the run another config's."""
+    import timm
+    import torch
+
+    cfg = cli_config(competition_factory, "image", "binary")
+    weights = tmp_path / "here" / "test_resnet.pth"
+    weights.parent.mkdir()
+    torch.save(timm.create_model("test_resnet").state_dict(), weights)
+    cfg["model"]["encoders"][0]["pretrained"] = str(weights)
+    cfg["train"]["epochs"] = 1
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    moved = tmp_path / "kaggle" / "input" / "weights" / weights.name
+    moved.parent.mkdir(parents=True)
+    shutil.move(weights, moved)
+    assert main(["train", "--config", str(path), "--set", f"model.encoders.0.pretrained={moved}",
+                 "--set", "train.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "another config (train.epochs: 1 -> 2)" in err, err
