@@ -158,9 +158,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pipeline import submit
 
     source = args.blend or args.run
-    name = args.name
-    submissions_dir = args.submissions_dir
-    clip = args.clip
+    name, submissions_dir, clip = args.name, args.submissions_dir, args.clip
     if source is not None and (args.config or args.config_opt or args.overrides):
         raise PipelineError("give a config, or --run/--blend, not both: the submission comes "
                             "from one source")
@@ -168,11 +166,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise PipelineError("give --run or --blend, not both")
     if source is None:
         cfg = _load(args, writes=False)  # reads the run: one attached read-only is submitted
-        submit.check_config_run(cfg)  # not the run of an earlier version of the config
+        args.competition_dir = submit.check_config_run(cfg)  # the config's own run
         source, name = cfg.run_dir, name or cfg.name
         submissions_dir = submissions_dir or cfg.submissions_dir
         clip = clip or cfg.predict.clip
-    path = submit.run(source, name, submissions_dir or "submissions", clip or "auto")
+    path = submit.run(source, name, submissions_dir or "submissions", clip or "auto",
+                      args.competition_dir)
     print(path)
     return 0
 
@@ -312,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regression: values held to the train target's range where the OOF, "
                    "each fold clipped to its training rows' range, scores better (auto, the "
                    "default, or the config's predict.clip), always (on) or never (off)")
-    p.set_defaults(fn=cmd_submit)
+    p.set_defaults(fn=cmd_submit, competition_dir=None)  # a config's: check_config_run
     p = sub.add_parser("blend", help="tune ensemble weights on the OOF of several runs")
     p.add_argument("--runs", nargs="+", required=True, help="run or blend folders")
     p.add_argument("--method", default="optuna",

@@ -336,3 +336,30 @@ def test_a_moved_run_of_another_config_names_the_key_not_the_new_paths(
                  "--set", "train.epochs=2"]) == 2
     err = capsys.readouterr().err
     assert "another config (train.epochs: 1 -> 2)" in err, err
+
+
+def test_submit_config_follows_the_config_to_a_moved_competition(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """The run and its competition copied elsewhere, the config pointed at both: submit
+    --config found the predictions current for the files there, then read the sample
+    submission from the folder run.json recorded, gone: 'sample submission file ... not
+    found'. It follows the config's folder, checked against the test file there."""
+    cfg = competition_factory("tabular", "binary")
+    cfg["train"]["epochs"] = 1
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    old = Path(cfg["competition"]["dir"])
+    new = tmp_path / "elsewhere" / old.name
+    shutil.copytree(old, new, copy_function=shutil.copy)
+    shutil.rmtree(old)
+    runs = tmp_path / "elsewhere" / "runs"
+    shutil.copytree(cfg["output_dir"], runs, copy_function=shutil.copy)
+    shutil.rmtree(cfg["output_dir"])
+    moved = ["--set", f"competition.dir={new}", "--set", f"output_dir={runs}"]
+    assert main(["submit", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    written = pd.read_csv(Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv")
+    assert written["id"].tolist() == pd.read_csv(new / "sample_submission.csv")["id"].tolist()
+    edit_csv(new / "test.csv", lambda f: f.assign(x1=f["x1"] * -1.0))
+    assert main(["submit", "--config", str(path), *moved]) == 2
+    assert "run pipeline predict on this config first" in capsys.readouterr().err
