@@ -363,3 +363,25 @@ def test_submit_config_follows_the_config_to_a_moved_competition(
     edit_csv(new / "test.csv", lambda f: f.assign(x1=f["x1"] * -1.0))
     assert main(["submit", "--config", str(path), *moved]) == 2
     assert "run pipeline predict on this config first" in capsys.readouterr().err
+
+
+def test_the_leaderboard_leaves_a_moved_runs_competition_folder_out(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run predicted from its competition's new folder keeps the old one in its
+    config.yaml: 'differs from best' listed competition.dir (the README: where a run lives
+    does not count), in one of the three keys shown."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    old = Path(cfg["competition"]["dir"])
+    new = tmp_path / "kaggle" / "input" / old.name
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    moved = ["--set", f"competition.dir={new}"]
+    assert main(["predict", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    assert main(["train", "--config", str(path), *moved, "--set", "name=other",
+                 "--set", "model.encoders.0.params={C: 0.5}"]) == 0, capsys.readouterr().err
+    csv = tmp_path / "board.csv"
+    assert main(["leaderboard", "--runs-dir", cfg["output_dir"], "--csv", str(csv)]) == 0
+    differs = " ".join(pd.read_csv(csv)["differs_from_best"].astype(str))
+    assert "competition.dir" not in differs and "model.encoders.0.params.C" in differs, differs
