@@ -50,7 +50,7 @@ from pipeline.artifacts import (
     write_parquet,
 )
 from pipeline.blend_checks import build_checked, check_blend_request, check_fits
-from pipeline.blend_folder import claim_name, clear, write_identity
+from pipeline.blend_folder import claim_name, clear, for_writing, write_identity
 from pipeline.data_files import check_test_file
 from pipeline.ensemble import (
     BLENDERS,
@@ -267,7 +267,7 @@ def run(
     if _is_complete(folder, config_hash, meta):
         logger.info("blend %s is up to date (hash %s); skipping", folder, config_hash)
         return folder
-    stale = pop_own_submission(folder, submissions_dir)  # before the old blend is touched
+    stale = pop_own_submission(for_writing(folder), submissions_dir)  # before it is touched
     if replace:
         clear(folder)
     budget_free = {k: v for k, v in tuning.items() if k != "n_trials"}

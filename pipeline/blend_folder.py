@@ -22,6 +22,7 @@ from typing import Any
 from pipeline.artifacts import load_predictions, read_json, write_json
 from pipeline.data_files import predictions_digest
 from pipeline.errors import ConfigError
+from pipeline.run_writable import writable
 
 logger = logging.getLogger("pipeline.blend")
 
@@ -107,3 +108,9 @@ def clear(folder: Path) -> None:
     """Remove everything in ``folder`` (the blend being overwritten; its study included)."""
     for item in folder.iterdir():
         shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+def for_writing(folder: Path) -> Path:
+    """``folder``, refused in one line before a blend writes or clears anything there where
+    it cannot be written in (a blends folder attached read-only to a Kaggle notebook)."""
+    return writable(folder, "the blend", "--blends-dir")

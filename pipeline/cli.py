@@ -84,7 +84,7 @@ def _config_args(parser: argparse.ArgumentParser, positional: bool = False) -> N
                         metavar="KEY=VALUE", help="override a config key (dotted path)")
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, writes: bool = True):
     from pipeline.config import load_config
     from pipeline.executor import executor_overrides
     from pipeline.runs import next_version
@@ -100,9 +100,10 @@ def _load(args: argparse.Namespace):
             print(f"{cfg.name}: this config runs as {name}", file=sys.stderr)
             cfg = cfg.model_copy(update={"name": name})
     from pipeline.engine.distributed import is_main
+    from pipeline.run_writable import run_log
 
     # a multi-process launch: rank 0 alone writes the run's log (and files)
-    _setup_logging(cfg.run_dir / "log.txt" if is_main() else None)
+    _setup_logging(run_log(cfg.run_dir, writes) if is_main() else None)
     if not is_main():  # its progress is rank 0's: one log per launch, warnings from each
         logging.getLogger().setLevel(logging.WARNING)
     return cfg
@@ -124,7 +125,7 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
 def cmd_folds(args: argparse.Namespace) -> int:
     from pipeline import folds
 
-    folds.run(_load(args))
+    folds.run(_load(args, writes=False))  # the folds file alone
     return 0
 
 
@@ -157,21 +158,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pipeline import submit
 
     source = args.blend or args.run
-    name = args.name
-    submissions_dir = args.submissions_dir
-    clip = args.clip
+    name, submissions_dir, clip = args.name, args.submissions_dir, args.clip
     if source is not None and (args.config or args.config_opt or args.overrides):
         raise PipelineError("give a config, or --run/--blend, not both: the submission comes "
                             "from one source")
     if args.blend and args.run:
         raise PipelineError("give --run or --blend, not both")
     if source is None:
-        cfg = _load(args)
-        submit.check_config_run(cfg)  # not the run of an earlier version of the config
+        cfg = _load(args, writes=False)  # reads the run: one attached read-only is submitted
+        args.competition_dir = submit.check_config_run(cfg)  # the config's own run
         source, name = cfg.run_dir, name or cfg.name
         submissions_dir = submissions_dir or cfg.submissions_dir
         clip = clip or cfg.predict.clip
-    path = submit.run(source, name, submissions_dir or "submissions", clip or "auto")
+    path = submit.run(source, name, submissions_dir or "submissions", clip or "auto",
+                      args.competition_dir)
     print(path)
     return 0
 
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regression: values held to the train target's range where the OOF, "
                    "each fold clipped to its training rows' range, scores better (auto, the "
                    "default, or the config's predict.clip), always (on) or never (off)")
-    p.set_defaults(fn=cmd_submit)
+    p.set_defaults(fn=cmd_submit, competition_dir=None)  # a config's: check_config_run
     p = sub.add_parser("blend", help="tune ensemble weights on the OOF of several runs")
     p.add_argument("--runs", nargs="+", required=True, help="run or blend folders")
     p.add_argument("--method", default="optuna",

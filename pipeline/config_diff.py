@@ -3,6 +3,8 @@ refusals of `train` and `submit --config` name, so a competitor sees why the run
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -27,9 +29,22 @@ def config_diff(old: dict[Any, Any], new: dict[Any, Any], prefix: str = "") -> l
             a, b = dict(enumerate(a)), dict(enumerate(b))  # encoders.0.params.C, not the list
         if isinstance(a, dict) and isinstance(b, dict):
             lines += config_diff(a, b, f"{path}.")
-        elif a != b:
+        elif a != b and _by_name(path, a) != _by_name(path, b):
             lines.append(f"{path}: {a!r} -> {b!r}")
     return lines
+
+
+# keys naming a file or folder that counts by its own name, not where it lies (the train
+# hash: pipeline.train_hash): a run moved to a notebook listed them as differences, before
+# (and in place of, past the keys shown) the key that made it another config
+_BY_NAME = re.compile(r"model\.encoders\.\d+\.(name|pretrained|tokenizer)|pseudo\.source")
+
+
+def _by_name(path: str, value: Any) -> Any:
+    if not isinstance(value, str) or not _BY_NAME.fullmatch(path):
+        return value
+    kind, colon, target = value.rpartition(":") if path.endswith(".name") else ("", "", value)
+    return f"{kind}{colon}{PurePath(target).name}"
 
 
 def snapshot_diff(cfg: ExperimentConfig, shown: int) -> str:

@@ -39,8 +39,8 @@ from pipeline.errors import DataError, PipelineError
 if TYPE_CHECKING:
     import pandas as pd
 
-# keys that name or place a run rather than shape it (as the run contract leaves them out)
-_NOT_COMPARED = ("name", "output_dir", "folds_dir", "submissions_dir", "train.num_workers")
+_NOT_COMPARED = ("name", "output_dir", "folds_dir", "submissions_dir", "competition.dir",
+                 "train.num_workers")  # name or place a run or its files, not shape it
 SHOWN_KEYS = 3  # 'differs from best' in the terminal; the CSV has every key
 
 

@@ -177,7 +177,7 @@ def prepare_run_dir(cfg: ExperimentConfig, comp: Competition, leaky: bool = Fals
         except DataError as err:  # written again below; each fold's own record decides
             log.warning("%s; it is written again", err)  # whether it trains again
             old = meta.config_hash
-        if old not in train_hashes(cfg):
+        if old not in train_hashes(cfg, strict=True):
             _replace_or_refuse(cfg, overwrite)
     write_yaml(run_dir / "config.yaml", cfg.to_dict())
     write_meta(run_dir, meta)

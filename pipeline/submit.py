@@ -13,6 +13,7 @@ values (held to the train target's range where the OOF says it helps:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,11 +178,13 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
     return out[list(sample.columns)]  # the sample's column order, its id column included
 
 
-def check_config_run(cfg: ExperimentConfig) -> None:
+def check_config_run(cfg: ExperimentConfig) -> str | None:
     """Refuse ``submit --config`` when the config's run folder holds predictions of another
     config: its training keys changed since the run (the competitor edited the config and
     submitted before training: the old model's submission, under the new config's name), or,
-    for a network, its ``predict`` section (a new TTA not yet predicted)."""
+    for a network, its ``predict`` section (a new TTA not yet predicted). Returns the
+    competition folder the submission follows: the config's, whose files its predictions
+    were found current for (None where there is no run: load_predictions says what to run)."""
     from pipeline.config_diff import snapshot_diff
     from pipeline.prediction_state import predictions_current
     from pipeline.runs import (  # torch and the run machinery: only for a config's run
@@ -192,7 +195,7 @@ def check_config_run(cfg: ExperimentConfig) -> None:
 
     run_dir = cfg.run_dir
     if not (run_dir / "run.json").is_file():
-        return  # load_predictions says what to run
+        return None  # load_predictions says what to run
     if not holds_config(cfg):
         version = next_version(cfg)
         held = (Path(cfg.output_dir) / version / "run.json").is_file()
@@ -206,18 +209,20 @@ def check_config_run(cfg: ExperimentConfig) -> None:
             if done.is_file() and changed_files(read_json(done).get("data"), cfg, ("train",)):
                 raise DataError(f"{Path(cfg.competition.dir) / cfg.competition.train_file} "
                                 f"changed since {run_dir} trained: run the train stage first")
-    if cfg.model.is_sklearn:
-        return  # predicts as it trains: no predict section of its own
-    for seed in cfg.train.seeds:
-        for fold in range(cfg.folds.n_splits):
-            if not (fold_dir(cfg, seed, fold) / "metrics.json").is_file():  # a fold folder
-                # deleted: 'run pipeline predict' was said, and predict then said to train
-                raise DataError(f"{fold_dir(cfg, seed, fold)} holds no trained fold: run the "
-                                "train stage first")
-            if not predictions_current(cfg, seed, fold):
-                raise ConfigError(f"{fold_dir(cfg, seed, fold)} was predicted under another "
-                                  "'predict' section or other train/test files: run pipeline "
-                                  "predict on this config first")
+    if not cfg.model.is_sklearn:  # one predicts as it trains: no predict section of its own
+        for seed in cfg.train.seeds:
+            for fold in range(cfg.folds.n_splits):
+                if not (fold_dir(cfg, seed, fold) / "metrics.json").is_file():  # a fold folder
+                    # deleted: 'run pipeline predict' was said, and predict then said to train
+                    raise DataError(f"{fold_dir(cfg, seed, fold)} holds no trained fold: run "
+                                    "the train stage first")
+                if not predictions_current(cfg, seed, fold):
+                    raise ConfigError(f"{fold_dir(cfg, seed, fold)} was predicted under another"
+                                      " 'predict' section or other train/test files: run "
+                                      "pipeline predict on this config first")
+    # the run and its competition copied elsewhere, predictions current for the files there:
+    # the run.json's folder (the old one, gone in a notebook) refused the sample submission
+    return str(cfg.competition.dir)
 
 
 def regression_clip(preds: Predictions, mode: str) -> ClipDecision | None:
@@ -260,14 +265,19 @@ def _log_clip(decision: ClipDecision, preds: Predictions) -> None:
 
 
 def run(source: str | Path, name: str | None = None,
-        submissions_dir: str | Path = "submissions", clip: str = "auto") -> Path:
+        submissions_dir: str | Path = "submissions", clip: str = "auto",
+        competition_dir: str | None = None) -> Path:
     """Write the submission of a run or blend folder; returns its path. ``clip``: a
     regression's values held to the train target's range (auto, on, off:
-    :mod:`pipeline.clip_range`)."""
+    :mod:`pipeline.clip_range`). ``competition_dir``: the competition folder to follow
+    instead of the one the folder recorded (:func:`check_config_run`'s)."""
     if name:
         check_name(name, "--name")
     folder = Path(source)
     preds = load_predictions(folder)
+    if competition_dir is not None:
+        preds = dataclasses.replace(preds, meta=dataclasses.replace(
+            preds.meta, competition_dir=competition_dir))
     meta = preds.meta
     check_test_file(meta, folder)
     check_blend_members(folder)

@@ -31,9 +31,12 @@ _NOT_HASHED = ("predict", "output_dir", "folds_dir", "submissions_dir", "name", 
 _NOT_HASHED_TRAIN = ("num_workers", "resume_every")
 
 
-def compute_train_hash(cfg: Any, legacy: bool = False) -> str:
+def compute_train_hash(cfg: Any, legacy: bool = False, source_path: bool = False,
+                       folds_name: bool = True) -> str:
     """The train hash of ``cfg``; ``legacy``: as releases before recorded it (the
-    competition folder and the encoders' weights paths hashed whole)."""
+    competition folder and the encoders' weights paths hashed whole); ``source_path``: with
+    the pseudo-label source's path whole, as the release before this one recorded it;
+    ``folds_name``: with ``folds.name`` (without: as the default folds name)."""
     data = cfg.model_dump(mode="json", exclude_defaults=True)
     for key in _NOT_HASHED:
         data.pop(key, None)
@@ -45,6 +48,14 @@ def compute_train_hash(cfg: Any, legacy: bool = False) -> str:
             data["stage_keys_carried"] = 1
         for encoder in data.get("model", {}).get("encoders", []):
             _weights_by_name(encoder)
+        # the source run by its own name, as weights are: a pseudo-label round moved with
+        # its source (a notebook's /kaggle/working/runs) was another config's, refused by
+        # predict. Its labels are recorded by content with each fold (data_files 'pseudo')
+        pseudo = data.get("pseudo", {})
+        if isinstance(pseudo.get("source"), str) and not source_path:
+            pseudo["source"] = PurePath(pseudo["source"]).name
+    if not folds_name:
+        data.get("folds", {}).pop("name", None)
     # a pretrained encoder's weights shape the run: its identity joins the hash, so a
     # pretraining redone under the same name (--overwrite) is a changed config
     pretrained = {n: {k: pretrained_record(n).get(k) for k in ("config_hash", "inputs")}
@@ -114,9 +125,20 @@ def _digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def train_hashes(cfg: Any) -> frozenset[str]:
+def train_hashes(cfg: Any, strict: bool = False) -> frozenset[str]:
     """The hashes under which a recorded fold or run is this config's: the train hash, and
-    the one releases before recorded (the folders hashed)."""
+    those releases before recorded (the folders hashed; a pseudo-label source's path).
+    Unless ``strict`` (the train stage claiming a run folder), a config naming its folds file
+    (``folds.name``) also holds the run trained under the default folds name: a notebook's
+    competition folder has another name, so the README has it name the file brought along,
+    and predict refused every fold as another config's. The folds still count by their rows
+    (:mod:`pipeline.data_files` 'folds'); a deliberate ``folds.name`` switch is refused by
+    the train stage as another config, not trained again in place."""
+    hashes = {cfg.train_hash()}
+    if cfg.pseudo is not None:  # recorded with its source's whole path by the release before
+        hashes.add(compute_train_hash(cfg, source_path=True))
+    if cfg.folds.name and not strict:
+        hashes.add(compute_train_hash(cfg, folds_name=False))
     if carries_keys(cfg.train):  # its old runs trained each such stage on other settings
-        return frozenset((cfg.train_hash(),))
-    return frozenset((cfg.train_hash(), cfg.legacy_train_hash()))
+        return frozenset(hashes)
+    return frozenset(hashes | {cfg.legacy_train_hash()})

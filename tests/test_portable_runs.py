@@ -242,3 +242,146 @@ def test_a_blend_follows_its_members_to_a_moved_competition(
                  cfg["submissions_dir"]]) == 0, capsys.readouterr().err
     written = pd.read_csv(Path(cfg["submissions_dir"]) / "mix.csv")
     assert written["id"].tolist() == pd.read_csv(new / "sample_submission.csv")["id"].tolist()
+
+
+def test_a_pseudo_label_round_moved_with_its_source_predicts(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """A pseudo-label round trained here, copied with its source run to a notebook's folders
+    (the config's `pseudo.source` set to the copy): the source's path was in the train hash,
+    so `pipeline predict` refused every fold ('not trained under this config') and train
+    could only retrain it. The source counts by its name, its labels by their contents."""
+    from pipeline.data.decoded import clear_cache
+
+    cfg = competition_factory("tabular", "binary")
+    cfg["train"]["epochs"] = 1
+    cfg["output_dir"] = str(tmp_path / "here" / "runs")
+    source = Path(cfg["output_dir"]) / cfg["name"]
+    round1 = {**cfg, "name": "round1", "pseudo": {"source": str(source), "threshold": 0.6}}
+    for run in (cfg, round1):
+        code, err, _ = run_cli(run, tmp_path, capsys)
+        assert code == 0, err
+    before = _trained(round1)
+    new_runs = tmp_path / "working" / "runs"
+    shutil.copytree(cfg["output_dir"], new_runs, copy_function=shutil.copy)
+    shutil.rmtree(tmp_path / "here")
+    test = Path(cfg["competition"]["dir"]) / "test.csv"
+    edit_csv(test, lambda f: f.assign(x1=f["x1"] * -1.0))  # the hidden test set
+    clear_cache()
+    moved = ["--set", f"output_dir={new_runs}"]
+    path = tmp_path / "experiment.yaml"
+    assert main(["predict", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    path.write_text(yaml.safe_dump(round1))
+    moved += ["--set", f"pseudo.source={new_runs / cfg['name']}"]
+    assert main(["predict", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    assert _trained({**round1, "output_dir": str(new_runs)}) == before
+    assert main(["submit", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+
+
+def test_the_folds_file_named_as_where_the_run_trained_keeps_its_folds(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """The notebook's competition folder has another name, so the default folds name does
+    too: the README says to set folds.name to the file brought along. A run trained under
+    the default name was then another config's: predict refused every fold and said to
+    train it again. It predicts now; the folds count by each fold's rows (those moved are
+    refused), and the train stage still refuses the folds.name switch as another config
+    rather than training the run again in place."""
+    cfg = competition_factory("tabular", "binary")
+    cfg["train"]["epochs"] = 1
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    before = _trained(cfg)
+    old = Path(cfg["competition"]["dir"])
+    new = tmp_path / "kaggle" / "input" / "the-competition"
+    shutil.copytree(old, new, copy_function=shutil.copy)
+    shutil.rmtree(old)
+    (stem,) = [p.stem for p in Path(cfg["folds_dir"]).glob("*.csv")]
+    moved = ["--set", f"competition.dir={new}", "--set", f"folds.name={stem}"]
+    assert main(["predict", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    assert _trained(cfg) == before
+    assert main(["submit", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    assert main(["train", "--config", str(path), *moved]) == 2
+    assert "holds a run of another config (folds.name" in capsys.readouterr().err
+    assert _trained(cfg) == before
+    edit_csv(Path(cfg["folds_dir"]) / f"{stem}.csv",
+             lambda f: f.assign(fold=(f["fold"] + (f.index < 4)) % 2))
+    assert main(["predict", "--config", str(path), *moved]) == 2
+    err = capsys.readouterr().err
+    assert "folds file changed since it trained" in err, err
+    assert _trained(cfg) == before
+
+
+def test_a_moved_run_of_another_config_names_the_key_not_the_new_paths(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """A run moved with its weights, its config changed by one key: the refusal listed the
+    weights' new path first, a difference that is none (it counts by its name), before or
+    in place of the key that made the run another config's."""
+    import timm
+    import torch
+
+    cfg = cli_config(competition_factory, "image", "binary")
+    weights = tmp_path / "here" / "test_resnet.pth"
+    weights.parent.mkdir()
+    torch.save(timm.create_model("test_resnet").state_dict(), weights)
+    cfg["model"]["encoders"][0]["pretrained"] = str(weights)
+    cfg["train"]["epochs"] = 1
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    moved = tmp_path / "kaggle" / "input" / "weights" / weights.name
+    moved.parent.mkdir(parents=True)
+    shutil.move(weights, moved)
+    assert main(["train", "--config", str(path), "--set", f"model.encoders.0.pretrained={moved}",
+                 "--set", "train.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "another config (train.epochs: 1 -> 2)" in err, err
+
+
+def test_submit_config_follows_the_config_to_a_moved_competition(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        one_thread) -> None:
+    """The run and its competition copied elsewhere, the config pointed at both: submit
+    --config found the predictions current for the files there, then read the sample
+    submission from the folder run.json recorded, gone: 'sample submission file ... not
+    found'. It follows the config's folder, checked against the test file there."""
+    cfg = competition_factory("tabular", "binary")
+    cfg["train"]["epochs"] = 1
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    old = Path(cfg["competition"]["dir"])
+    new = tmp_path / "elsewhere" / old.name
+    shutil.copytree(old, new, copy_function=shutil.copy)
+    shutil.rmtree(old)
+    runs = tmp_path / "elsewhere" / "runs"
+    shutil.copytree(cfg["output_dir"], runs, copy_function=shutil.copy)
+    shutil.rmtree(cfg["output_dir"])
+    moved = ["--set", f"competition.dir={new}", "--set", f"output_dir={runs}"]
+    assert main(["submit", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    written = pd.read_csv(Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv")
+    assert written["id"].tolist() == pd.read_csv(new / "sample_submission.csv")["id"].tolist()
+    edit_csv(new / "test.csv", lambda f: f.assign(x1=f["x1"] * -1.0))
+    assert main(["submit", "--config", str(path), *moved]) == 2
+    assert "run pipeline predict on this config first" in capsys.readouterr().err
+
+
+def test_the_leaderboard_leaves_a_moved_runs_competition_folder_out(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run predicted from its competition's new folder keeps the old one in its
+    config.yaml: 'differs from best' listed competition.dir (the README: where a run lives
+    does not count), in one of the three keys shown."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    code, err, path = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    old = Path(cfg["competition"]["dir"])
+    new = tmp_path / "kaggle" / "input" / old.name
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    moved = ["--set", f"competition.dir={new}"]
+    assert main(["predict", "--config", str(path), *moved]) == 0, capsys.readouterr().err
+    assert main(["train", "--config", str(path), *moved, "--set", "name=other",
+                 "--set", "model.encoders.0.params={C: 0.5}"]) == 0, capsys.readouterr().err
+    csv = tmp_path / "board.csv"
+    assert main(["leaderboard", "--runs-dir", cfg["output_dir"], "--csv", str(csv)]) == 0
+    differs = " ".join(pd.read_csv(csv)["differs_from_best"].astype(str))
+    assert "competition.dir" not in differs and "model.encoders.0.params.C" in differs, differs
