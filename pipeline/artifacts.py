@@ -56,16 +56,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError):  # a file where a folder must be (a
+        # --submissions-dir or --weights path under a file): a traceback before
+        raise DataError(f"cannot write {path}: {_file_above(path)} is a file, not a folder; "
+                        "move it or write elsewhere") from None
     except OSError as err:  # a read-only mount (a Kaggle dataset) as well as a folder's mode
         if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
         why = (err.strerror or "not writable").lower()
         raise DataError(f"cannot write {path}: {why} on {path.parent} (choose writable "
                         "'output_dir', 'folds_dir', 'submissions_dir')") from None
-    except (FileExistsError, NotADirectoryError):  # a file where a folder must be (a
-        # --submissions-dir or --weights path under a file): a traceback before
-        raise DataError(f"cannot write {path}: {_file_above(path)} is a file, not a folder; "
-                        "move it or write elsewhere") from None
     os.close(fd)
     try:
         yield Path(tmp)
