@@ -262,6 +262,26 @@ def test_words_and_their_character_ngrams_are_one_tfidf_matrix() -> None:
     assert TfidfColumns(components=8).fit_transform(frame).shape == (200, 8)
 
 
+def test_a_column_past_the_character_budget_keeps_its_words_alone(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Character n-grams took ~10x the words' memory: a table of millions of long texts
+    would have taken tens of GB. Past the budget a column keeps its words, and says so."""
+    from pipeline.data import text_features
+
+    texts, _ = _reviews(200)
+    frame = pd.DataFrame({"a": texts})
+    words = TfidfColumns(dense=False, char_ngrams=0).fit(frame)
+    size = sum(map(len, texts))
+    monkeypatch.setattr(text_features, "CHAR_BUDGET", size)  # at the budget: kept
+    assert any(n.startswith("a:char__") for n in TfidfColumns(dense=False).fit(frame).names_)
+    monkeypatch.setattr(text_features, "CHAR_BUDGET", size - 1)
+    with caplog.at_level(logging.WARNING):
+        over = TfidfColumns(dense=False).fit(frame)
+    assert over.names_ == words.names_
+    assert "character n-grams are left out" in caplog.text
+    assert over.transform(frame).shape == (200, len(words.names_))
+
+
 def test_char_ngrams_of_the_config() -> None:
     cfg = TextFeaturesConfig(char_ngrams=3)
     columns = TfidfColumns.from_config(cfg, dense=False, seed=0)

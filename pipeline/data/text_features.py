@@ -63,6 +63,10 @@ class TextFeaturesConfig(Section):
 _UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
 _PHRASE_LENGTH = 6  # characters a 'word' averages where the script has no spaces
+# characters of a column's training rows past which its character n-grams are left out: their
+# TF-IDF matrix took ~10x the words' memory (18M characters: +680 MiB at the fit's peak), so
+# a table of millions of long texts would take tens of GB beside the words alone
+CHAR_BUDGET = 100_000_000
 
 
 def unspaced(texts: list[str]) -> bool:
@@ -81,6 +85,9 @@ def unspaced(texts: list[str]) -> bool:
 def text_values(column: pd.Series) -> list[str]:
     """A text column's cells as strings, a missing cell as the empty text."""
     return column.fillna("").astype(str).tolist()
+
+
+_OVER_BUDGET: set[str] = set()  # columns whose character n-grams were left out, said once
 
 
 class TfidfColumns(TransformerMixin, BaseEstimator):
@@ -108,11 +115,10 @@ class TfidfColumns(TransformerMixin, BaseEstimator):
         return cls(cfg.max_features, cfg.ngrams, cfg.analyzer, cfg.min_df, cfg.components,
                    dense, seed, cfg.char_ngrams)
 
-    def _vectorizer(self, analyzer: str, ngrams: int, rows: int) -> Any:
+    def _vectorizer(self, analyzer: str, ngrams: int, rows: int, chars: int = 5) -> Any:
         kw: dict[str, Any] = dict(max_features=self.max_features, min_df=min(self.min_df, rows),
                                   sublinear_tf=True, dtype=np.float32)
         words = TfidfVectorizer(ngram_range=(1, ngrams), analyzer=analyzer, **kw)
-        chars = getattr(self, "char_ngrams", 0)  # unpickled from a release before: none
         if analyzer != "word" or not chars:
             return words
         return FeatureUnion([("word", words), ("char", TfidfVectorizer(
@@ -135,7 +141,8 @@ class TfidfColumns(TransformerMixin, BaseEstimator):
                 analyzer, ngrams = "char_wb", max(ngrams, 2)
                 # said once by the train stage; each fold's columns say it here
                 log.debug("text column %r: character 1..%d-grams", col, ngrams)
-            vectorizer = self._vectorizer(analyzer, ngrams, max(len(X), 1))
+            vectorizer = self._vectorizer(analyzer, ngrams, max(len(X), 1),
+                                          self._char_ngrams(col, texts))
             try:
                 matrix = vectorizer.fit_transform(texts)
             except ValueError:  # no term in any training row (or none in min_df rows)
@@ -155,6 +162,19 @@ class TfidfColumns(TransformerMixin, BaseEstimator):
             self.vectorizers_.append(vectorizer)
             self.svds_.append(svd)
         return self._joined(blocks, len(X))
+
+    def _char_ngrams(self, col: str, texts: list[str]) -> int:
+        """``char_ngrams``, or 0 past :data:`CHAR_BUDGET` characters (said once a column)."""
+        chars = getattr(self, "char_ngrams", 0)  # unpickled from a release before: none
+        size = sum(map(len, texts))
+        if not chars or size <= CHAR_BUDGET:
+            return chars
+        if col not in _OVER_BUDGET:
+            _OVER_BUDGET.add(col)
+            log.warning("text column %r: %.0fM characters in a fold's training rows; its "
+                        "character n-grams are left out (their TF-IDF would take about 10x "
+                        "the words' memory), the words kept", col, size / 1e6)
+        return 0
 
     def transform(self, X: pd.DataFrame) -> Any:
         blocks = []
