@@ -209,6 +209,14 @@ def test_rows_repeating_inputs_in_another_fold_are_named(competition_factory, ca
     assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
 
 
+def _repeat_warnings(data: dict[str, Any], caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The repeated-rows warnings the folds stage gives for ``data`` (the log cleared first)."""
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        folds_stage.run(build_config(data))
+    return [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
+
+
 def test_copies_with_another_target_and_copies_held_together(competition_factory,
                                                              caplog) -> None:
     data = _with_copies(competition_factory, 20, same_target=False)
@@ -225,9 +233,7 @@ def test_copies_with_another_target_and_copies_held_together(competition_factory
     frame.loc[frame["id"].str.startswith("c"), "entity"] = np.arange(20)
     frame.to_csv(data["competition"]["dir"] + "/train.csv", index=False)
     caplog.clear()
-    with caplog.at_level("WARNING"):
-        folds_stage.run(build_config(data))
-    assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    assert not _repeat_warnings(data, caplog)
     # no copies, no warning (the factory's table has none)
     caplog.clear()
     plain = competition_factory("tabular", "regression", n_train=60)
@@ -250,17 +256,12 @@ def test_rows_of_other_images_under_one_metadata_do_not_repeat(competition_facto
         frame.to_csv(folder / f"{split}.csv", index=False)
     data["competition"].update(image_column=None, image_path="images/{num}.png",
                                feature_columns=["flag"])
-    with caplog.at_level("WARNING"):
-        folds_stage.run(build_config(data))
-    assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    assert not _repeat_warnings(data, caplog)
     train = pd.read_csv(folder / "train.csv", dtype={"num": str})
     train.loc[:9, "num"] = train.loc[10:19, "num"].to_numpy()  # rows 0-9: images of 10-19
     train.to_csv(folder / "train.csv", index=False)
     data["folds"]["name"] = "copies"
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        folds_stage.run(build_config(data))
-    warning = [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    warning = _repeat_warnings(data, caplog)
     assert len(warning) == 1 and "repeat the inputs (flag, the image file)" in warning[0]
 
 
@@ -274,16 +275,11 @@ def test_rows_whose_text_is_empty_do_not_repeat(competition_factory, caplog) -> 
     train.loc[:9, "text"] = ["", "  ", *[None] * 8]  # blank texts, both classes
     train.to_csv(path, index=False)
     data["competition"]["feature_columns"] = []
-    with caplog.at_level("WARNING"):
-        folds_stage.run(build_config(data))
-    assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    assert not _repeat_warnings(data, caplog)
     train.loc[10:19, "text"] = "the same words written twice"
     train.to_csv(path, index=False)
     data["folds"]["name"] = "twice"
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        folds_stage.run(build_config(data))
-    warning = [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    warning = _repeat_warnings(data, caplog)
     assert len(warning) == 1 and "repeat the inputs (text)" in warning[0]
 
 
@@ -299,16 +295,11 @@ def test_copies_of_an_image_under_other_names_repeat_their_rows(competition_fact
     data = competition_factory("image", "binary", n_train=40)
     folder = Path(data["competition"]["dir"])
     train = pd.read_csv(folder / "train.csv")
-    with caplog.at_level("WARNING"):
-        folds_stage.run(build_config(data))
-    assert not [r for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    assert not _repeat_warnings(data, caplog)
     for row in range(10):  # rows 0-9 hold copies of the images of rows 10-19
         shutil.copyfile(folder / train.loc[row + 10, "image"], folder / train.loc[row, "image"])
     data["folds"]["name"] = "copies"
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        folds_stage.run(build_config(data))
-    warning = [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
+    warning = _repeat_warnings(data, caplog)
     assert len(warning) == 1 and "repeat the inputs (image)" in warning[0]
     one = folder / train.loc[0, "image"]
     assert image_key(one) == image_key(folder / train.loc[10, "image"])

@@ -5,6 +5,7 @@ epoch, ``mismatch`` and the ``alpha`` rule, the config refusals and full trainin
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -228,6 +229,19 @@ def test_fgm_and_awp_restore_the_weights_and_change_the_gradient(method, modalit
         assert batch["num"].grad is not None  # the numeric input is attacked too
 
 
+def _attacked_grads(adv: Any, trainer: Any, batch: Any) -> tuple[dict[str, Any], ...]:
+    """The gradients after one attacked step on top of those already held (``combined``),
+    then after the same step from zero (``alone``)."""
+    model = trainer.model
+    batch = _clean_step(adv, trainer, batch)
+    adv.on_after_backward(trainer, batch, LOSS)
+    combined = _grads(model)
+    model.zero_grad(set_to_none=True)
+    _clean_step(adv, trainer, batch)
+    adv.on_after_backward(trainer, batch, LOSS)
+    return combined, _grads(model)
+
+
 def test_awp_keeps_the_gradient_of_earlier_micro_batches():
     trainer, batch, kinds = _embedding_setup("tabular")
     model = trainer.model
@@ -235,13 +249,7 @@ def test_awp_keeps_the_gradient_of_earlier_micro_batches():
     adv = build_adversarial(AdversarialConfig(method="awp", epsilon=1e-3), kinds)
     LOSS(model(batch), batch).backward()  # an earlier micro-batch of the same update
     earlier = _grads(model)
-    batch = _clean_step(adv, trainer, batch)
-    adv.on_after_backward(trainer, batch, LOSS)
-    combined = _grads(model)
-    model.zero_grad(set_to_none=True)
-    _clean_step(adv, trainer, batch)
-    adv.on_after_backward(trainer, batch, LOSS)
-    alone = _grads(model)
+    combined, alone = _attacked_grads(adv, trainer, batch)
     for name, grad in earlier.items():
         torch.testing.assert_close(combined[name], grad + alone[name])
 
@@ -257,13 +265,7 @@ def test_the_attack_follows_its_own_batch_not_the_earlier_micro_batches(method):
     adv = build_adversarial(AdversarialConfig(method=method, epsilon=0.05), kinds)
     (-100 * LOSS(model(batch), batch)).backward()  # an earlier micro-batch of the update
     earlier = _grads(model)
-    batch = _clean_step(adv, trainer, batch)
-    adv.on_after_backward(trainer, batch, LOSS)
-    combined = _grads(model)
-    model.zero_grad(set_to_none=True)
-    _clean_step(adv, trainer, batch)
-    adv.on_after_backward(trainer, batch, LOSS)
-    alone = _grads(model)
+    combined, alone = _attacked_grads(adv, trainer, batch)
     for name, grad in earlier.items():
         torch.testing.assert_close(combined[name], grad + alone[name], rtol=1e-4, atol=1e-4)
 
