@@ -158,6 +158,14 @@ ARMS: dict[str, dict[str, Any] | None] = {
                                          "threshold": 0.8},
     "fixmatch, default, all strong rows": {"method": "fixmatch", "strong_rows": "all"},
     "fixmatch, default, no alignment": {"method": "fixmatch", "alignment": False},
+    # SoftMatch's Gaussian weights instead of FreeMatch's class thresholds
+    "fixmatch, default, soft weights": {"method": "fixmatch", "thresholds": "soft"},
+    # the strong view's strength: without the cut-out, one or three of RandAugment's ops
+    "fixmatch, default, strong without cut-out": {
+        "method": "fixmatch", "strong": {"image": STRONG_IMAGE[:1]}},
+    **{f"fixmatch, default, strong {n} ops": {
+        "method": "fixmatch", "strong": {"image": [{**STRONG_IMAGE[0], "n": n},
+                                                   *STRONG_IMAGE[1:]]}} for n in (1, 3)},
     # more unlabelled rows a step (FixMatch's paper: 7): fewer, larger steps a pass, so a pass
     # costs less where the labelled rows' share of a step is large
     **{f"fixmatch, default, ratio 7, {n} passes": {

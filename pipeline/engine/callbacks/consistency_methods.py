@@ -59,6 +59,7 @@ from pipeline.engine.callbacks.consistency_thresholds import (
     AdaptiveThresholds,
     DistributionAlignment,
     EMATeacher,
+    SoftWeights,
 )
 from pipeline.engine.losses import LossFn
 from pipeline.models.network import embedding_noise, takes_embedding_noise
@@ -89,9 +90,9 @@ class ConsistencyConfig(Section):
     recipe: at stage 2 of a recipe with stages, else in the ``stage`` appended after it
     (:class:`.consistency_stage.ConsistencyStageConfig`); ``warmup`` f trains the method
     within the recipe's epochs after the first f of them (the shape before). Multiclass
-    fixmatch/uda: ``thresholds`` 'adaptive' (FreeMatch, EMA ``momentum``) or 'fixed'
-    (``threshold``), ``alignment`` (ReMixMatch), ``teacher`` 'ema' (``teacher_decay`` per
-    step) or 'student'; defaults in :attr:`ConsistencyMethod.options`.
+    fixmatch/uda: ``thresholds`` 'adaptive' (FreeMatch, EMA ``momentum``), 'soft' (SoftMatch's
+    Gaussian weights) or 'fixed' (``threshold``), ``alignment`` (ReMixMatch), ``teacher``
+    'ema' (``teacher_decay`` a step) or 'student'; defaults: :attr:`ConsistencyMethod.options`.
     """
 
     method: str  # a name in CONSISTENCY
@@ -116,7 +117,7 @@ class ConsistencyConfig(Section):
     # the stage appended after a recipe without train.stages when no start is given
     stage: ConsistencyStageConfig = ConsistencyStageConfig()
     # the teacher's targets (fixmatch, uda; multiclass); None: the method's default
-    thresholds: Literal["fixed", "adaptive"] | None = None  # adaptive: FreeMatch's
+    thresholds: Literal["fixed", "adaptive", "soft"] | None = None  # see the class doc
     alignment: bool | None = None  # ReMixMatch's distribution alignment
     teacher: Literal["student", "ema"] | None = None  # ema: Mean Teacher
     teacher_decay: float = Field(0.99, gt=0, lt=1)  # per optimizer step
@@ -160,9 +161,9 @@ class ConsistencyConfig(Section):
                                 "joint_pass")
             if given:
                 raise ValueError(f"{given} belong to methods 'fixmatch' and 'uda'")
-        if self.thresholds == "adaptive" and self.threshold is not None:
-            raise ValueError("'threshold' is the fixed threshold; 'thresholds: adaptive' "
-                             "sets its own per class")
+        if self.thresholds in ("adaptive", "soft") and self.threshold is not None:
+            raise ValueError(f"'threshold' is the fixed threshold; 'thresholds: "
+                             f"{self.thresholds}' sets its own")
         return self
 
     def given(self, *keys: str) -> list[str]:
@@ -216,9 +217,10 @@ class ConsistencyConfig(Section):
             fits = [m for m in CONSISTENCY if task in CONSISTENCY.get(m).tasks]
             return (f"'train.consistency.method' {self.method} needs class confidences; "
                     f"for {task} use {' or '.join(fits)}")
-        if task != "multiclass" and (self.thresholds == "adaptive" or self.alignment):
-            return ("'train.consistency' 'thresholds: adaptive' and 'alignment' need "
-                    f"softmax classes (multiclass); the task is {task}")
+        if task != "multiclass" and (self.thresholds in ("adaptive", "soft")
+                                     or self.alignment):
+            return ("'train.consistency' 'thresholds: adaptive' or 'soft' and 'alignment' "
+                    f"need softmax classes (multiclass); the task is {task}")
         if method.mixes_rows and aux_losses:
             return (f"'train.consistency.method' {self.method} mixes rows of different "
                     "classes, which leaves 'train.aux_losses' no class per row")
@@ -288,8 +290,10 @@ class _TeacherStudent(ConsistencyMethod):
                  image_only: bool = False) -> None:
         super().__init__(cfg, task, n_outputs, image_only)
         softmax = task == "multiclass" and n_outputs is not None
-        self.adaptive = (AdaptiveThresholds(n_outputs, cfg.momentum)  # type: ignore[arg-type]
-                         if softmax and cfg.option("thresholds") == "adaptive" else None)
+        kind, n = (cfg.option("thresholds") if softmax else "fixed"), int(n_outputs or 0)
+        # what trusts a row instead of the fixed threshold (same interface)
+        self.adaptive = (AdaptiveThresholds(n, cfg.momentum) if kind == "adaptive"
+                         else SoftWeights(cfg.momentum) if kind == "soft" else None)
         self.alignment = (DistributionAlignment(n_outputs, cfg.momentum)  # type: ignore[arg-type]
                           if softmax and cfg.option("alignment") else None)
         self.teacher = (EMATeacher(cfg.teacher_decay) if cfg.option("teacher") == "ema"
@@ -344,7 +348,7 @@ class _TeacherStudent(ConsistencyMethod):
         when adaptive: read once an epoch, not once a step)."""
         if self.adaptive is not None:
             self.adaptive.update(probs)
-            return self.adaptive.mask(probs), self.adaptive.class_thresholds().mean()
+            return self.adaptive.mask(probs), self.adaptive.applied()
         threshold = self.cfg.resolved("threshold")
         return (cell_confidence(self.task, probs) >= threshold).float(), threshold
 

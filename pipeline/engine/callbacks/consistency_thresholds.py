@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["AdaptiveThresholds", "DistributionAlignment", "EMATeacher"]
+__all__ = ["AdaptiveThresholds", "DistributionAlignment", "EMATeacher", "SoftWeights"]
 
 
 class AdaptiveThresholds:
@@ -63,6 +63,10 @@ class AdaptiveThresholds:
         largest class profile (FreeMatch's MaxNorm)."""
         return self.tau * self.profile / self.profile.max()
 
+    def applied(self) -> torch.Tensor:
+        """The mean class threshold, for the log."""
+        return self.class_thresholds().mean()
+
     def mask(self, probs: torch.Tensor) -> torch.Tensor:
         """(n, 1) float: 1 where the row's top probability reaches its class's threshold."""
         top, label = probs.max(dim=1)
@@ -74,6 +78,62 @@ class AdaptiveThresholds:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tau, self.profile = float(state["tau"]), state["profile"].clone()
+        self.seen = bool(state["seen"])
+
+
+class SoftWeights:
+    """SoftMatch's weights (Chen et al. 2023, as USB has them): instead of a threshold, each
+    unlabelled row weighs ``exp(-(c - mu)^2 / (2 var / n_sigma^2))`` where its top confidence
+    ``c`` is below ``mu``, and 1 above it; ``mu`` and ``var`` follow the mean and variance of
+    the rows' top confidence as exponential moving averages (``momentum``), from the first
+    batch (after a supervised recipe the model is already confident; see
+    :class:`AdaptiveThresholds`). A threshold trades quantity (many rows, some wrong) against
+    quality; the Gaussian keeps both: the unsure rows still teach, a little.
+
+    Weights under ``floor`` count as 0, so the strong view's pass can skip those rows
+    (``strong_rows: trusted``): at 2 sigma a row 1.22 standard deviations under the mean
+    weighs 0.05.
+
+    >>> w = SoftWeights(momentum=0.5)
+    >>> w.update(torch.tensor([[0.9, 0.1], [0.7, 0.3]]))
+    >>> rows = torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.55, 0.45]])  # mu 0.8, sd 0.14
+    >>> [round(v, 3) for v in w.mask(rows).squeeze(1).tolist()]
+    [1.0, 0.368, 0.0]
+    """
+
+    def __init__(self, momentum: float, n_sigma: float = 2.0, floor: float = 0.05) -> None:
+        self.momentum = momentum
+        self.n_sigma = n_sigma
+        self.floor = floor
+        self.mu = 1.0
+        self.var = 1.0
+        self.seen = False
+
+    def update(self, probs: torch.Tensor) -> None:
+        """Move ``mu`` and ``var`` toward this batch's top confidences (n, C)."""
+        top = probs.detach().float().max(dim=1).values
+        m = self.momentum if self.seen else 0.0
+        self.mu = m * self.mu + (1 - m) * float(top.mean())
+        if len(top) > 1:  # one row has no variance: keep the running one
+            self.var = m * self.var + (1 - m) * float(top.var())
+        self.seen = True
+
+    def applied(self) -> torch.Tensor:
+        """Where full weight starts (``mu``), for the log's threshold column."""
+        return torch.tensor(self.mu)
+
+    def mask(self, probs: torch.Tensor) -> torch.Tensor:
+        """(n, 1) float weights in [0, 1]."""
+        top = probs.max(dim=1).values.float()
+        below = (top - self.mu).clamp(max=0.0)
+        weights = torch.exp(-below.square() * self.n_sigma**2 / (2 * max(self.var, 1e-8)))
+        return torch.where(weights >= self.floor, weights, torch.zeros_like(weights)).unsqueeze(1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mu": self.mu, "var": self.var, "seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mu, self.var = float(state["mu"]), float(state["var"])
         self.seen = bool(state["seen"])
 
 
