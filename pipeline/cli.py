@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -106,7 +107,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise PipelineError("give --run or --blend, not both")
     if source is None:
         cfg = _load(args, writes=False)  # reads the run: one attached read-only is submitted
-        args.competition_dir = submit.check_config_run(cfg)  # the config's own run
+        config_args = shlex.join(["--config", args.config or args.config_opt,
+                                  *(x for item in args.overrides for x in ("--set", item))])
+        args.competition_dir = submit.check_config_run(cfg, config_args)  # the config's run
         source, name = cfg.run_dir, name or cfg.name
         submissions_dir = submissions_dir or cfg.submissions_dir
         clip = clip or cfg.predict.clip

@@ -35,9 +35,9 @@ def setup_logging(log_file: Path | None = None) -> None:
     place of any other."""
     root = logging.getLogger()
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
+        terminal = logging.StreamHandler(sys.stderr)
+        terminal.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        root.addHandler(terminal)
         root.setLevel(logging.INFO)
         for noisy in ("optuna", "httpx", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
