@@ -178,7 +178,7 @@ def _is_complete(folder: Path, config_hash: str, members: RunMeta) -> bool:
     if not (folder / "run.json").is_file() or not all((folder / f).is_file() for f in _OUTPUTS):
         return False
     done = read_meta(folder)
-    record_here(done, folder, members.competition_dir)  # the members predicted elsewhere
+    record_here(done, folder, members.competition_dir)  # copied, or members predicted anew
     return done.config_hash == config_hash
 
 
