@@ -204,6 +204,10 @@ class RunMeta:
     ratings: list[Any] = field(default_factory=list)
     # binary: 'competition.positive_class' as set (None: the label that sorts last)
     positive_class: Any = None
+    # the folder this run.json was written in, resolved (set by write_meta; '': from before
+    # it was kept): one read elsewhere was copied or moved since it predicted. Where the
+    # folder lies, not what it predicts: left out of comparisons
+    written_in: str = field(default="", compare=False)
 
     @property
     def scored_values(self) -> list[Any]:
@@ -222,8 +226,9 @@ class RunMeta:
 
 
 def write_meta(folder: str | Path, meta: RunMeta) -> None:
-    """Write ``run.json``."""
-    write_json(Path(folder) / "run.json", meta.to_json())
+    """Write ``run.json``, the folder it lies in recorded (``written_in``)."""
+    write_json(Path(folder) / "run.json",
+               {**meta.to_json(), "written_in": str(Path(folder).resolve())})
 
 
 def read_meta(folder: str | Path) -> RunMeta:

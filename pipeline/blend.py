@@ -51,7 +51,6 @@ from pipeline.artifacts import (
 )
 from pipeline.blend_checks import build_checked, check_blend_request, check_fits
 from pipeline.blend_folder import claim_name, clear, for_writing, write_identity
-from pipeline.data_files import check_test_file
 from pipeline.ensemble import (
     BLENDERS,
     POSTPROCESS_FILE,
@@ -68,6 +67,7 @@ from pipeline.ensemble._postprocess import check_postprocess_mode, postprocess_r
 from pipeline.ensemble._tuning_cost import tuning_affordable
 from pipeline.errors import DataError
 from pipeline.metrics import Metric, get_metric
+from pipeline.predicted_here import check_member, record_here
 from pipeline.replaced_submission import pop_own_submission
 from pipeline.run_targets import targets_for_meta
 
@@ -109,7 +109,7 @@ def load_members(runs: Sequence[str | Path]) -> Members:
     first, ref = folders[0], preds[0]
     meta = ref.meta
     for folder, pred in zip(folders, preds, strict=True):
-        check_test_file(pred.meta, folder)  # a member predicted from an older test file
+        check_member(pred.meta, folder)  # predicted here, from the test file there
         for key in _SHARED_META:
             mine, theirs = getattr(pred.meta, key), getattr(meta, key)
             if mine != theirs:
@@ -178,8 +178,7 @@ def _is_complete(folder: Path, config_hash: str, members: RunMeta) -> bool:
     if not (folder / "run.json").is_file() or not all((folder / f).is_file() for f in _OUTPUTS):
         return False
     done = read_meta(folder)
-    if done.competition_dir != members.competition_dir:  # members predicted it from elsewhere
-        write_meta(folder, dataclasses.replace(done, competition_dir=members.competition_dir))
+    record_here(done, folder, members.competition_dir)  # copied, or members predicted anew
     return done.config_hash == config_hash
 
 

@@ -6,74 +6,15 @@ import argparse
 import gc
 import logging
 import os
-import shutil
+import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from pipeline.errors import PipelineError, error_line
-
-# a fold that trained: its run folder holds work a refusal must not remove
-TRAINED_FILES = ("metrics.json", "last.pt", "best.pt")
+from pipeline.run_log import close_refused, detach, setup_logging
 
 log = logging.getLogger("pipeline")
-_run_log: logging.FileHandler | None = None  # the current run's log.txt handler
-_made_for_log: list[Path] = []  # the folders made to hold it, outermost first
-_log_is_new = False  # this command made the log file (an earlier one's is kept)
 _collector_paused = False  # console_main paused the cyclic collector for the imports
-
-
-def _setup_logging(log_file: Path | None = None) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        for noisy in ("optuna", "httpx", "urllib3"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-    if log_file is not None:
-        global _run_log, _log_is_new
-        if _run_log is not None:  # one run log at a time: main() may be called repeatedly
-            root.removeHandler(_run_log)
-            _run_log.close()
-        # absolute, as the handler's baseFilename is: a relative output_dir ('runs') was
-        # never found among them, and a refused first start left its run folder behind
-        _made_for_log[:] = [Path(os.path.abspath(d)) for d in reversed(log_file.parents)
-                            if not d.exists()]
-        _log_is_new = not log_file.exists()
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        _run_log = logging.FileHandler(log_file)
-        _run_log.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        root.addHandler(_run_log)
-
-
-def _close_refused_run_log(line: str) -> None:
-    """A refused command's end for its run's log: where this command made the log and the
-    run folder holds nothing else, or nothing but what this command wrote into the folder it
-    made before any fold trained (a config snapshot, a fold's preprocessing, then an unknown
-    timm model or a missing weights file), the log goes and with it the folders made for it
-    (a refusal writes nothing); else the refusal is the log's last line."""
-    global _run_log
-    if _run_log is None:
-        return
-    path = Path(_run_log.baseFilename)
-    ours = _log_is_new and path.parent in _made_for_log and not any(
-        p.name in TRAINED_FILES for p in path.parent.rglob("*"))
-    if not ours and (not _log_is_new or any(
-            p.is_file() and p != path for p in path.parent.rglob("*"))):
-        _run_log.handle(logging.LogRecord("pipeline", logging.ERROR, "", 0, "error: %s",
-                                          (line,), None))
-        return
-    logging.getLogger().removeHandler(_run_log)
-    _run_log.close()
-    _run_log = None
-    path.unlink(missing_ok=True)
-    if ours:
-        shutil.rmtree(path.parent, ignore_errors=True)
-    for folder in [path.parent, *reversed(_made_for_log)]:
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
 
 
 def _config_args(parser: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -103,7 +44,7 @@ def _load(args: argparse.Namespace, writes: bool = True):
     from pipeline.run_writable import run_log
 
     # a multi-process launch: rank 0 alone writes the run's log (and files)
-    _setup_logging(run_log(cfg.run_dir, writes) if is_main() else None)
+    setup_logging(run_log(cfg.run_dir, writes) if is_main() else None)
     if not is_main():  # its progress is rank 0's: one log per launch, warnings from each
         logging.getLogger().setLevel(logging.WARNING)
     return cfg
@@ -166,7 +107,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise PipelineError("give --run or --blend, not both")
     if source is None:
         cfg = _load(args, writes=False)  # reads the run: one attached read-only is submitted
-        args.competition_dir = submit.check_config_run(cfg)  # the config's own run
+        config_args = shlex.join(["--config", args.config or args.config_opt,
+                                  *(x for item in args.overrides for x in ("--set", item))])
+        args.competition_dir = submit.check_config_run(cfg, config_args)  # the config's run
         source, name = cfg.run_dir, name or cfg.name
         submissions_dir = submissions_dir or cfg.submissions_dir
         clip = clip or cfg.predict.clip
@@ -394,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)  # imports every subcommand's modules
     _resume_collector()
-    _setup_logging()
+    setup_logging()
     if getattr(args, "quiet", False):  # the terminal gets warnings; the run's log.txt all
         os.environ["PIPELINE_PROGRESS"] = "0"
         for handler in logging.getLogger().handlers:
@@ -408,11 +351,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as err:
         line = error_line(err)
         print(f"error: {line}", file=sys.stderr)
-        _close_refused_run_log(line)
+        close_refused(line)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:  # the run's log ends with its command: main() is called again in a notebook
+        detach()
 
 
 if __name__ == "__main__":

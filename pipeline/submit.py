@@ -36,6 +36,7 @@ from pipeline.ensemble import load_postprocess
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric, hard_labels, is_number, nearest_rating, top_classes
 from pipeline.output_folders import check_name
+from pipeline.predicted_here import check_competition_found, check_predicted_here
 from pipeline.run_targets import targets_for_meta
 from pipeline.targets import per_class_columns, sample_columns_problem, sample_targets
 
@@ -178,13 +179,15 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
     return out[list(sample.columns)]  # the sample's column order, its id column included
 
 
-def check_config_run(cfg: ExperimentConfig) -> str | None:
+def check_config_run(cfg: ExperimentConfig, config_args: str = "--config CONFIG") -> str | None:
     """Refuse ``submit --config`` when the config's run folder holds predictions of another
     config: its training keys changed since the run (the competitor edited the config and
     submitted before training: the old model's submission, under the new config's name), or,
-    for a network, its ``predict`` section (a new TTA not yet predicted). Returns the
+    for a network, its ``predict`` section (a new TTA not yet predicted), or of another test
+    file (the run copied to a code competition's notebook, not predicted there). Returns the
     competition folder the submission follows: the config's, whose files its predictions
-    were found current for (None where there is no run: load_predictions says what to run)."""
+    were found current for (None where there is no run: load_predictions says what to run).
+    ``config_args``: the command's ``--config`` and ``--set`` options, for the command named."""
     from pipeline.config_diff import snapshot_diff
     from pipeline.prediction_state import predictions_current
     from pipeline.runs import (  # torch and the run machinery: only for a config's run
@@ -206,9 +209,15 @@ def check_config_run(cfg: ExperimentConfig) -> str | None:
     for seed in cfg.train.seeds:  # the train file relabelled, the run not trained again
         for fold in range(cfg.folds.n_splits):
             done = fold_dir(cfg, seed, fold) / "metrics.json"
-            if done.is_file() and changed_files(read_json(done).get("data"), cfg, ("train",)):
+            changed = changed_files(read_json(done).get("data"), cfg,
+                                    ("train", "test")) if done.is_file() else []
+            if "train" in changed:
                 raise DataError(f"{Path(cfg.competition.dir) / cfg.competition.train_file} "
                                 f"changed since {run_dir} trained: run the train stage first")
+            if cfg.model.is_sklearn and changed:  # it predicts its test rows as it trains
+                raise DataError(f"{Path(cfg.competition.dir) / cfg.competition.test_file} is "
+                                f"not the test file {run_dir} predicted: run pipeline train "
+                                f"{config_args} first (it trains its folds again on it)")
     if not cfg.model.is_sklearn:  # one predicts as it trains: no predict section of its own
         for seed in cfg.train.seeds:
             for fold in range(cfg.folds.n_splits):
@@ -219,7 +228,7 @@ def check_config_run(cfg: ExperimentConfig) -> str | None:
                 if not predictions_current(cfg, seed, fold):
                     raise ConfigError(f"{fold_dir(cfg, seed, fold)} was predicted under another"
                                       " 'predict' section or other train/test files: run "
-                                      "pipeline predict on this config first")
+                                      f"pipeline predict {config_args} first")
     # the run and its competition copied elsewhere, predictions current for the files there:
     # the run.json's folder (the old one, gone in a notebook) refused the sample submission
     return str(cfg.competition.dir)
@@ -279,6 +288,10 @@ def run(source: str | Path, name: str | None = None,
         preds = dataclasses.replace(preds, meta=dataclasses.replace(
             preds.meta, competition_dir=competition_dir))
     meta = preds.meta
+    if competition_dir is None:  # the folder's own record: made here, for the files there
+        check_predicted_here(meta, folder)
+        check_competition_found(meta, folder)
+    # else the config's folder, its predictions found current for it: wherever they lie
     check_test_file(meta, folder)
     check_blend_members(folder)
     sample_path = Path(meta.competition_dir) / meta.sample_submission_file

@@ -417,8 +417,9 @@ def test_repredicting_a_member_with_tta_redoes_the_blend(competition_factory, tm
         # a second member: the run's gathered files under another name (one training only)
         other = tmp_path / "other"
         other.mkdir()
-        for name in ("run.json", "oof.parquet", "test.parquet"):
+        for name in ("oof.parquet", "test.parquet"):
             shutil.copy(cfg.run_dir / name, other / name)
+        write_meta(other, read_meta(cfg.run_dir))  # its run.json written where it lies
         members = [cfg.run_dir, other]
         kw = {"method": "mean", "name": "b", "blends_dir": tmp_path / "blends"}
         folder = blend.run(members, **kw)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.artifacts import read_meta, write_meta
 from pipeline.cli import main
 from tests.test_competition import cli_config, edit_csv, run_cli
 
@@ -216,7 +217,8 @@ def test_images_rewritten_in_place_are_predicted_and_trained_again(
     before = _submission(cfg)
     assert {"train_images", "test_images"} <= set(json.loads(trained)["data"])
     run_dir = Path(cfg["output_dir"]) / cfg["name"]
-    shutil.copytree(run_dir, run_dir.with_name("copy"))  # a second member for a blend
+    shutil.copytree(run_dir, run_dir.with_name("copy"))  # a second member for a blend,
+    write_meta(run_dir.with_name("copy"), read_meta(run_dir))  # written where it lies
     blend = tmp_path / "blends" / "mix"
     assert main(["blend", "--runs", str(run_dir), str(run_dir.with_name("copy")), "--method",
                  "mean", "--name", "mix", "--blends-dir", str(blend.parent)]) == 0

@@ -362,7 +362,8 @@ def test_submit_config_follows_the_config_to_a_moved_competition(
     assert written["id"].tolist() == pd.read_csv(new / "sample_submission.csv")["id"].tolist()
     edit_csv(new / "test.csv", lambda f: f.assign(x1=f["x1"] * -1.0))
     assert main(["submit", "--config", str(path), *moved]) == 2
-    assert "run pipeline predict on this config first" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"run pipeline predict --config {path} {' '.join(moved)} first" in err, err
 
 
 def test_the_leaderboard_leaves_a_moved_runs_competition_folder_out(

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from pipeline import blend, pseudo, submit, train
-from pipeline.artifacts import read_meta
+from pipeline.artifacts import read_meta, write_meta
 from pipeline.competition import load_competition
 from pipeline.config import ExperimentConfig, build_config
 from pipeline.errors import ConfigError, DataError
@@ -119,8 +119,9 @@ def _blend_source(cfg: ExperimentConfig) -> Path:
     predictions (its labels come from models that saw every fold)."""
     copy = cfg.run_dir.parent / f"{cfg.name}-copy"
     copy.mkdir(exist_ok=True)
-    for name in ("run.json", "oof.parquet", "test.parquet"):
+    for name in ("oof.parquet", "test.parquet"):
         shutil.copy(cfg.run_dir / name, copy / name)
+    write_meta(copy, read_meta(cfg.run_dir))  # its run.json written where it lies
     return blend.run([cfg.run_dir, copy], method="mean", name=f"{cfg.name}-blend",
                      blends_dir=cfg.run_dir.parent.parent / "blends")
 

@@ -76,8 +76,7 @@ def _one_line(err: str, *needles: str) -> None:
 
 def test_predict_in_a_read_only_run_folder_says_to_copy_it(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        read_only: Callable[[Path], None], monkeypatch: pytest.MonkeyPatch,
-        one_thread) -> None:
+        read_only: Callable[[Path], None], one_thread) -> None:
     """A run folder attached to a notebook as a dataset, predicted in place: a traceback
     (OSError: Read-only file system: '.../log.txt'). One line now says to copy it and set
     output_dir; submit --config, which only reads the run, still writes its submission, and
@@ -86,7 +85,6 @@ def test_predict_in_a_read_only_run_folder_says_to_copy_it(
     cfg["train"]["epochs"] = 1
     code, err, path = run_cli(cfg, tmp_path, capsys)
     assert code == 0, err
-    monkeypatch.setattr("pipeline.cli._run_log", None)  # as a new process: run_cli closed it
     run_dir = Path(cfg["output_dir"]) / cfg["name"]
     before = _files(run_dir)
     read_only(run_dir)
