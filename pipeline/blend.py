@@ -6,12 +6,14 @@ from :mod:`pipeline.ensemble` on their OOF predictions, scores it in-sample and 
 later stages read like a run::
 
     run.json          RunMeta of the members, with the blend's name and hash
-    oof.parquet       id, fold, blended OOF predictions
+    oof.parquet       id, fold, blended OOF predictions, out of fold: tuned weights publish
+                      the nested CV's held-out blend (:func:`published_oof`)
     test.parquet      id, blended test predictions
     weights.json      member -> weight, and the members with weight zero
     blend.json        members, method and parameters: a later blend of other members under
                       this name is refused (see :mod:`pipeline.blend_folder`)
-    cv.json           in-sample and nested-CV scores, each member's own score, and for
+    cv.json           in-sample and nested-CV scores, the published OOF's (``oof``: its
+                      score, per fold, and ``from``: nested or blender), each member's, and for
                       label-based metrics the post-processing's nested score and decision
     diversity.json    each member's score and the correlation matrix of their OOF
     postprocess.json  thresholds / class weights, for label-based metrics, written only where
@@ -29,7 +31,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,6 @@ from optuna.trial import TrialState
 from pipeline import submit
 from pipeline.artifacts import (
     RunMeta,
-    load_predictions,
     read_meta,
     write_json,
     write_meta,
@@ -51,6 +51,7 @@ from pipeline.artifacts import (
 )
 from pipeline.blend_checks import build_checked, check_blend_request, check_fits
 from pipeline.blend_folder import claim_name, clear, for_writing, write_identity
+from pipeline.blend_members import Members, load_members
 from pipeline.ensemble import (
     BLENDERS,
     POSTPROCESS_FILE,
@@ -67,95 +68,15 @@ from pipeline.ensemble._postprocess import check_postprocess_mode, postprocess_r
 from pipeline.ensemble._tuning_cost import tuning_affordable
 from pipeline.errors import DataError
 from pipeline.metrics import Metric, get_metric
-from pipeline.predicted_here import check_member, record_here
+from pipeline.predicted_here import record_here
 from pipeline.replaced_submission import pop_own_submission
 from pipeline.run_targets import targets_for_meta
 
 logger = logging.getLogger("pipeline.blend")
 
-_SHARED_META = ("task", "metric", "id_column", "target_columns", "classes", "pred_columns")
 _OUTPUTS = ("oof.parquet", "test.parquet", "weights.json", "cv.json")
 STUDY_FILE = "study.journal"
 _LEGACY_STUDY_FILE = "study.db"  # the default storage before the journal
-
-
-@dataclass(frozen=True)
-class Members:
-    """The checked predictions of the runs being blended."""
-
-    names: list[str]
-    meta: RunMeta  # the first member's; every shared field is equal across members
-    oof_ids: pd.Series
-    test_ids: pd.Series
-    folds: np.ndarray  # (n,) fold of every OOF row
-    oof: np.ndarray  # (m, n, c)
-    test: np.ndarray  # (m, n_test, c)
-    config_hashes: list[str]
-
-
-def load_members(runs: Sequence[str | Path]) -> Members:
-    """Read the runs' predictions; raise DataError naming the run and what differs."""
-    folders = [Path(r) for r in runs]
-    if len(folders) < 2:
-        raise DataError(f"blend needs at least 2 runs. Got {len(folders)}: {folders}.")
-    resolved = [f.resolve() for f in folders]
-    dupes = sorted(str(f) for f, r in zip(folders, resolved, strict=True) if resolved.count(r) > 1)
-    if dupes:
-        raise DataError(f"blend members must be distinct runs; given more than once: {dupes}")
-    names = [f.name for f in folders]
-    if len(set(names)) < len(names):
-        names = [str(f) for f in folders]
-    preds = [load_predictions(f) for f in folders]
-    first, ref = folders[0], preds[0]
-    meta = ref.meta
-    for folder, pred in zip(folders, preds, strict=True):
-        check_member(pred.meta, folder)  # predicted here, from the test file there
-        for key in _SHARED_META:
-            mine, theirs = getattr(pred.meta, key), getattr(meta, key)
-            if mine != theirs:
-                raise DataError(
-                    f"{folder}: {key} is {mine!r} but {first} has {theirs!r}; blend members "
-                    "must predict the same competition with the same target layout"
-                )
-        _check_columns(folder, pred.oof, [meta.id_column, "fold", *meta.pred_columns], "oof")
-        _check_columns(folder, pred.test, [meta.id_column, *meta.pred_columns], "test")
-        _check_same(folder, first, "oof ids", pred.oof[meta.id_column], ref.oof[meta.id_column])
-        _check_same(folder, first, "test ids", pred.test[meta.id_column], ref.test[meta.id_column])
-        _check_same(folder, first, "oof folds", pred.oof["fold"], ref.oof["fold"])
-    return Members(
-        names=names,
-        meta=meta,
-        oof_ids=ref.oof[meta.id_column],
-        test_ids=ref.test[meta.id_column],
-        folds=ref.oof["fold"].to_numpy(),
-        oof=np.stack([p.oof_matrix for p in preds]),
-        test=np.stack([p.test_matrix for p in preds]),
-        config_hashes=[p.meta.config_hash for p in preds],
-    )
-
-
-def _check_columns(folder: Path, frame: pd.DataFrame, columns: list[str], part: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{folder / (part + '.parquet')}: missing column(s) {missing}")
-    bad = [c for c in columns if frame[c].isna().any()]
-    if bad:
-        raise DataError(
-            f"{folder / (part + '.parquet')}: NaN in column(s) {bad}; a run with untrained "
-            "folds cannot be blended"
-        )
-
-
-def _check_same(folder: Path, first: Path, what: str, mine: pd.Series, ref: pd.Series) -> None:
-    if len(mine) != len(ref):
-        raise DataError(f"{folder}: {len(mine)} {what} but {first} has {len(ref)}")
-    differ = np.flatnonzero(mine.to_numpy() != ref.to_numpy())
-    if len(differ):
-        i = int(differ[0])
-        raise DataError(
-            f"{folder}: {what} differ from {first} at {len(differ)} row(s), first at row {i} "
-            f"({mine.iloc[i]!r} vs {ref.iloc[i]!r}); members must share rows, order and folds"
-        )
 
 
 def blend_hash(members: Members, method: str, params: dict[str, Any]) -> str:
@@ -259,6 +180,8 @@ def run(
     settings = {"n_trials": n_trials, "seed": seed}
     tuning = {**settings, **params}
     hashed = {**tuning, "postprocess": check_postprocess_mode(postprocess)}
+    if not BLENDERS.get(method).oof_held_out:  # its oof.parquet was in-sample before: redo it
+        hashed["oof"] = "nested"
     config_hash = blend_hash(members, method, hashed)
     name, replace = claim_name(Path(blends_dir), name or f"{method}-{config_hash[:8]}",
                                members.names, method, overwrite, new_version)
@@ -291,7 +214,9 @@ def run(
         f"blend {name}", meta.task, metric, y, members.oof.mean(axis=0),
         len(np.unique(members.folds)), postprocess)
     cv, oof, test, nested = _fit_and_score(blender, members, y, method, tune)
-    pp = fit_postprocess(meta.task, metric, y, oof) if tune else None
+    # the rule is tuned on the in-sample blend, as each nested fold's rule is tuned on its
+    # inner blend's (the score that decides on it), and the test rows get the same weights
+    pp = fit_postprocess(meta.task, metric, y, blender.oof_) if tune else None
     if pp is not None:
         cv["postprocess"] = postprocess_report(pp, nested.postprocessed or {}, nested.mean,
                                                postprocess)
@@ -348,28 +273,48 @@ def _fit_and_score(
     blender: Blender, members: Members, y: np.ndarray, method: str, tune: bool = True,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, NestedCV]:
     """Fit the blender on the members' OOF. Returns the scores of cv.json (in-sample, nested
-    CV re-tuned without each fold, each member, equal weights), the blend's OOF and test
-    predictions, and the nested CV (``tune``: with each fold's post-processing tuned)."""
+    CV re-tuned without each fold, the published OOF, each member, equal weights), the OOF
+    the blend publishes (:func:`published_oof`), its test predictions, and the nested CV
+    (``tune``: with each fold's post-processing tuned)."""
     meta, folds = members.meta, members.folds
     metric = get_metric(meta.metric, meta.scored_values)
     member_scores = {n: metric(y, p) for n, p in zip(members.names, members.oof, strict=True)}
     equal = metric(y, members.oof.mean(axis=0))
     blender.fit(members.oof, y, folds)
-    oof, test = blender.oof_, blender.predict(members.test)
+    test = blender.predict(members.test)
     nested = nested_cv(blender, members.oof, y, folds, metric,
                        members.meta.task if tune else None)
+    oof, source = published_oof(blender, nested)
     best = (max if metric.greater_is_better else min)(member_scores, key=member_scores.get)
     cv = {
         "metric": metric.name,
         "direction": metric.direction,
         "method": method,
-        "in_sample": {"score": metric(y, oof), "per_fold": _per_fold(metric, y, oof, folds)},
+        "in_sample": {"score": metric(y, blender.oof_),
+                      "per_fold": _per_fold(metric, y, blender.oof_, folds)},
         "nested": nested.to_json(),
+        "oof": {"from": source, "score": metric(y, oof), "per_fold": _per_fold(metric, y, oof,
+                                                                             folds)},
         "members": member_scores,
         "best_member": {"name": best, "score": member_scores[best]},
         "equal_weights": equal,
     }
     return cv, oof, test, nested
+
+
+def published_oof(blender: Blender, nested: NestedCV) -> tuple[np.ndarray, str]:
+    """The OOF the blend writes to ``oof.parquet`` for what reads it as a run's (a blend of
+    blends, the leaderboard, the report, the clip): out of fold, and where it comes from.
+
+    Tuned weights (optuna, hill_climb) blend the OOF they were fitted on: that in-sample blend
+    is optimistic (see ``docs/benchmarks.md``), and a blend of it over-weights it, so the nested
+    CV's held-out blend is published (each fold blended by weights fitted without it); the
+    in-sample score stays in ``cv.json``. Fixed weights and stacking publish their own OOF,
+    which saw no label of its rows (rank averages over every row, not one fold's).
+    """
+    if blender.oof_held_out:
+        return blender.oof_, "blender"
+    return nested.held_out, "nested"
 
 
 def _write_blend(folder: Path, members: Members, oof: np.ndarray, test: np.ndarray,
@@ -410,6 +355,8 @@ def _log_report(folder: Path, cv: dict[str, Any], weights: dict[str, Any]) -> No
         cv["nested"]["mean"],
         cv["nested"]["pooled"],
     )
+    logger.info("  oof.parquet: %s (%.6f)", "the nested CV's held-out blend" if
+                cv["oof"]["from"] == "nested" else "the blend's OOF", cv["oof"]["score"])
     if "postprocess" in cv:
         pp = cv["postprocess"]
         logger.info("  post-processing: nested CV %.6f with, %.6f without (in-sample %.6f from "

@@ -8,15 +8,14 @@ What a row shows, and where it comes from:
   = mean +- std of the per-(seed, fold) scores, last CV = the OOF score of the last epochs and
   last folds = mean +- std of the folds' ``last_epoch_score`` (``metrics.json``; networks
   only). A run submitted with tuned thresholds shows and is ranked by their nested score.
-- blend (``<blends_dir>/<name>/cv.json``): CV and folds are in-sample (the weights were tuned
-  on those rows), nested = the nested-CV score (the blender re-tuned without each fold,
-  pooled over the held-out folds), the honest one: blends are ranked by it. A blend
-  submitted with tuned thresholds (label metrics) shows their nested score, mean over folds.
+- blend (``cv.json``): CV and folds score its ``oof.parquet``, out of fold like a run's (an
+  older blend's: in-sample); nested = the nested-CV score (re-tuned without each fold, pooled
+  over the held-out folds), which ranks blends; with tuned thresholds, theirs (fold mean).
 - time: the sum of every fold's epoch seconds (``metrics.json``); where a fold has no epochs
   (scikit-learn models), ``~`` and the span from ``config.yaml`` to the last fold's
   ``metrics.json`` (file times: unknown once a later command rewrote it). Blends: none.
 - differs from best: the dotted config keys whose values differ from the best run's of the
-  same competition and metric (``config.yaml``); for a blend, its members and weights.
+  same competition and metric (``config.yaml``); a blend: its members and weights.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ class Row:
     metric: str
     greater_is_better: bool
     competition: str  # the competition folder of run.json: rows are compared within one
-    cv: float | None  # run: OOF; blend: in-sample
+    cv: float | None  # run: OOF; blend: its oof.parquet's (out of fold)
     folds: list[float] = field(default_factory=list)
     last_cv: float | None = None
     last_folds: list[float] = field(default_factory=list)
@@ -150,14 +149,15 @@ def read_blend(folder: Path) -> Row:
         members = ", ".join(f"{n} {w:.2f}" for n, w in weights.items())
     else:
         members = f"{cv.get('method', 'stacking')} of " + ", ".join(cv.get("members", {}))
-    in_sample, nested, pp = cv.get("in_sample", {}), cv.get("nested", {}), cv.get("postprocess")
+    published = cv.get("oof") or cv.get("in_sample", {})  # older blends: no "oof", in-sample
+    nested, pp = cv.get("nested", {}), cv.get("postprocess")
     if pp and pp.get("applied", True):  # submitted with tuned thresholds (older blends: always)
         nested = {**pp["nested"], "pooled": pp["nested"]["mean"]}  # the rule's nested score
     return Row(
         name=folder.name, kind="blend", folder=folder, metric=cv.get("metric", "?"),
         greater_is_better=cv.get("direction") != "minimize",
-        competition=meta.get("competition_dir", ""), cv=_finite(in_sample.get("score")),
-        folds=_scores(in_sample.get("per_fold", {}).values()),
+        competition=meta.get("competition_dir", ""), cv=_finite(published.get("score")),
+        folds=_scores(published.get("per_fold", {}).values()),
         nested=_finite(nested.get("pooled")),
         nested_folds=_scores(nested.get("per_fold", {}).values()),
         leaky=bool(meta.get("leaky")), members=f"blend: {members}",
@@ -283,7 +283,7 @@ def _differs(row: Row) -> str:
 HEADERS = ("#", "name", "kind", "CV", "folds", "last CV", "last folds", "nested", "time",
            "LB", "differs from best")
 _LEFT = {"name", "kind", "differs from best"}
-LEGEND = ("CV: a run's OOF score, a blend's in-sample score; folds: mean +- std over "
+LEGEND = ("CV: the OOF score (a blend's: out of fold; older: in-sample); folds: mean +- std over "
           "(seed, fold); last: the last epochs' predictions;\nnested: a blend re-tuned without "
           "each fold, or tuned thresholds (ranked by it); time: sum of epoch seconds (~: file "
           "times); *: trained on leaked pseudo-labels (CV optimistic)")

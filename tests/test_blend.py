@@ -122,7 +122,15 @@ def test_optuna_blend_writes_a_complete_folder(tmp_path, binary_runs, caplog) ->
     cv = read_json(folder / "cv.json")
     auc = get_metric("roc_auc")
     assert cv["metric"] == "roc_auc" and cv["direction"] == "maximize"
-    assert cv["in_sample"]["score"] == pytest.approx(auc(y, pred.oof_matrix))
+    # oof.parquet is the nested CV's held-out blend; the in-sample one is cv.json's score
+    assert cv["oof"]["from"] == "nested"
+    assert cv["oof"]["score"] == pytest.approx(auc(y, pred.oof_matrix))
+    assert cv["oof"]["score"] == pytest.approx(cv["nested"]["pooled"])
+    w = np.array([weights["weights"][f"m{i}"] for i in range(len(runs))])
+    members_oof = np.stack([load_predictions(r).oof_matrix for r in runs])
+    in_sample = np.einsum("m,mnc->nc", w, members_oof)
+    assert cv["in_sample"]["score"] == pytest.approx(auc(y, in_sample))
+    assert cv["in_sample"]["score"] > cv["oof"]["score"]  # tuned on those very rows
     assert cv["in_sample"]["score"] >= cv["best_member"]["score"]
     assert cv["in_sample"]["score"] >= cv["equal_weights"]
     assert cv["best_member"]["name"] == "m0"
@@ -437,17 +445,27 @@ def test_repredicting_a_member_with_tta_redoes_the_blend(competition_factory, tm
 
 def test_the_test_blend_uses_the_weights_fitted_on_the_oof(tmp_path, binary_runs) -> None:
     """issue 12 blender invariants, at the stage: the written test blend is the members'
-    test predictions under the weights in weights.json, and the OOF blend under the same."""
+    test predictions under the weights in weights.json; the written OOF blend is out of fold:
+    each fold's rows under weights tuned on the other folds alone (the nested CV's)."""
+    from pipeline.ensemble import build_blender
+
     runs, y = binary_runs
+    # 40 trials: with 12, each fold's study kept the same best draw as the whole OOF's
     folder = blend.run(runs, method="optuna", name="o", blends_dir=tmp_path, targets=y,
-                       n_trials=12)
+                       n_trials=40)
     weights = read_json(folder / "weights.json")["weights"]
     w = np.array([weights[f"m{i}"] for i in range(len(runs))])
     assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
     pred = load_predictions(folder)
     oof = np.stack([load_predictions(r).oof_matrix for r in runs])
-    np.testing.assert_allclose(pred.oof_matrix, np.einsum("m,mnc->nc", w, oof))
     np.testing.assert_allclose(pred.test_matrix, np.einsum("m,mnc->nc", w, _members_test(runs)))
+    assert not np.allclose(pred.oof_matrix, np.einsum("m,mnc->nc", w, oof))  # not in-sample
+    folds = pred.oof["fold"].to_numpy()
+    for k in np.unique(folds):
+        rest = folds != k
+        inner = build_blender("optuna", metric="roc_auc", n_trials=40).fit(
+            oof[:, rest], y[rest], folds[rest])
+        np.testing.assert_allclose(pred.oof_matrix[~rest], inner.predict(oof[:, ~rest]))
 
 
 # --- issue 12 item 16: the nested post-processing score is honest ---------------------------
@@ -823,9 +841,16 @@ def test_a_qwk_blend_weighs_the_ratings_values(tmp_path) -> None:
     for name, run in zip(("m0", "m1", "m2"), runs, strict=True):
         oof = pd.read_parquet(run / "oof.parquet")[columns].to_numpy()
         assert cv["members"][name] == pytest.approx(_value_qwk(ratings, y, oof.argmax(axis=1)))
-    blended = pd.read_parquet(folder / "oof.parquet")[columns].to_numpy()
+    # the rule is tuned on the in-sample blend (the weights of weights.json on every row);
+    # oof.parquet holds the nested CV's held-out one, scored there under argmax
+    weights = read_json(folder / "weights.json")["weights"]
+    blended = sum(w * pd.read_parquet(run / "oof.parquet")[columns].to_numpy()
+                  for w, run in zip(weights.values(), runs, strict=True))
+    published = pd.read_parquet(folder / "oof.parquet")[columns].to_numpy()
+    assert cv["oof"]["score"] == pytest.approx(_value_qwk(ratings, y, published.argmax(axis=1)))
     pp = load_postprocess(folder)
     assert pp is not None
     assert cv["in_sample"]["score"] == pytest.approx(cv["postprocess"]["default_score"])
+    assert cv["in_sample"]["score"] == pytest.approx(_value_qwk(ratings, y, blended.argmax(1)))
     assert cv["postprocess"]["in_sample"] == pytest.approx(
         _value_qwk(ratings, y, pp.labels(blended)))

@@ -106,7 +106,8 @@ def test_rows_of_real_runs_and_a_blend(project: Path, tmp_path: Path,
         assert row["time_source"] == "epochs"
     cv = read_json(project / "blends" / "mix" / "cv.json")
     mix = board.set_index("name").loc["mix"]
-    assert mix["cv"] == pytest.approx(cv["in_sample"]["score"])
+    assert cv["oof"]["from"] == "blender"  # a mean blend's OOF: fitted on no label
+    assert mix["cv"] == pytest.approx(cv["oof"]["score"])
     assert mix["nested"] == pytest.approx(cv["nested"]["pooled"])
     assert np.isnan(mix["seconds"])  # blends record no time
 

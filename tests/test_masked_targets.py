@@ -317,5 +317,5 @@ def test_a_stacking_blend_is_refused(competition_factory, tmp_path: Path, capsys
                                   oof[c].to_numpy()[~np.isnan(y[:, j])])
                     for j, c in enumerate(["a", "b"])])
     assert math.isfinite(hand)
-    assert read_json(folder / "cv.json")["in_sample"]["score"] == pytest.approx(hand)
+    assert read_json(folder / "cv.json")["oof"]["score"] == pytest.approx(hand)
 

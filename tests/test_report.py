@@ -279,6 +279,6 @@ def test_report_of_a_blend_alone_reads_its_files(project: Path, tmp_path: Path) 
     page = _Page(build_report([project / "blends" / "mix"], tmp_path / "mix.html").read_text())
     cv = read_json(project / "blends" / "mix" / "cv.json")
     assert page.row("nested CV")[1] == f"{cv['nested']['pooled']:.5f}"
-    assert page.row("CV in-sample")[1] == f"{cv['in_sample']['score']:.5f}"
+    assert page.row("CV out of fold")[1] == f"{cv['oof']['score']:.5f}"
     assert {"mix-blend-weights", "mix-correlation", "mix-calibration"} <= set(page.ids)
     assert "mix-learning-curves" not in page.ids and "mix-tta" not in page.ids

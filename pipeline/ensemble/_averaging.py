@@ -13,6 +13,8 @@ from pipeline.metrics import Metric, get_metric
 class MeanBlender(WeightedBlender):
     """Equal-weight average of the members: the baseline every other blender must beat."""
 
+    oof_held_out = True  # nothing is fitted on the labels
+
     def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
         self.weights_ = np.full(stacked.shape[0], 1.0 / stacked.shape[0])
         return self._predict(stacked)
@@ -36,6 +38,7 @@ class RankBlender(WeightedBlender):
     """
 
     order_only = True  # only metrics that read the order of predictions may take it
+    oof_held_out = True  # equal weights: nothing is fitted on the labels
 
     def __init__(self, metric: str | Metric | None = None) -> None:
         self.metric = metric
@@ -80,6 +83,7 @@ class PowerBlender(WeightedBlender):
     """
 
     order_only = True
+    oof_held_out = True  # equal weights: nothing is fitted on the labels
 
     def __init__(self, power: float = 2.0) -> None:
         self.power = power

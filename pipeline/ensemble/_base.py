@@ -142,6 +142,10 @@ class Blender(BaseEstimator, abc.ABC):
     """
 
     needs_folds = False  # stacking trains on folds; weight blenders ignore them
+    # ``oof_`` saw no label of its own rows: fixed weights (mean, rank, power) or a model per
+    # fold (stacking). A blender that tunes on the labels (optuna, hill_climb) leaves False:
+    # its ``oof_`` is in-sample, and the blend stage publishes the nested CV's held-out blend
+    oof_held_out = False
     # outputs an order, not probabilities or values (rank, power): only for metrics that read
     # the order (Metric.order_only); refused elsewhere rather than submitted as probabilities
     order_only = False

@@ -35,6 +35,7 @@ class StackingBlender(Blender):
     """
 
     needs_folds = True
+    oof_held_out = True  # each fold's rows predicted by the model fitted without them
 
     def __init__(self, model: BaseEstimator | None = None, logit: bool = True,
                  metric: str | Metric | None = None) -> None:

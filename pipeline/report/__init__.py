@@ -4,7 +4,7 @@ runs and blends, read from their folders (and the competition's train file for t
 A section per folder (``<section id="<name>">``), each plot a ``<figure id="<name>-<kind>">``
 with kinds:
 
-- ``fold-scores``: the score of every (seed, fold) against the pooled CV (a blend: in-sample);
+- ``fold-scores``: the score of every (seed, fold) against the pooled CV (a blend: its OOF's);
 - ``learning-curves``: train and validation loss and the validation score per epoch, per fold
   (``seed*/fold*/metrics.json``; networks only);
 - classification: ``confusion-matrix`` (argmax, or a 0.5 threshold), ``class-report``

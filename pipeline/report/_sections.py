@@ -21,7 +21,7 @@ def _header(src: Source) -> str:
     row = src.row
     better = "higher" if row.greater_is_better else "lower"
     items = [("kind", row.kind), ("metric", f"{row.metric} ({better} is better)"),
-             ("CV" if row.kind == "run" else "CV in-sample", row.cv)]
+             ("CV" if row.kind == "run" else _blend_cv(src)[1], row.cv)]
     if row.folds:
         items.append(("folds mean +- std", f"{np.mean(row.folds):.5f} +- "
                       f"{np.std(row.folds):.5f} ({len(row.folds)} folds)"))
@@ -42,6 +42,17 @@ def _header(src: Source) -> str:
     return f'<table class="summary">{body}</table>'
 
 
+def _blend_cv(src: Source) -> tuple[dict[str, float], str]:
+    """A blend's per-fold scores of its ``oof.parquet`` and what they are: out of fold (a
+    blend made before ``cv.json`` recorded them: its in-sample blend, tuned on those rows)."""
+    from pipeline.artifacts import read_json
+
+    cv = read_json(src.folder / "cv.json")
+    if "oof" in cv:
+        return cv["oof"].get("per_fold", {}), "CV out of fold"
+    return cv.get("in_sample", {}).get("per_fold", {}), "CV in-sample"
+
+
 def _fold_scores(src: Source) -> str:
     from pipeline.artifacts import read_json
     from pipeline.report import _plots as plots
@@ -54,9 +65,8 @@ def _fold_scores(src: Source) -> str:
             pairs = [(k.split("/")[1], v) for k, v in pairs]
         label = "OOF CV"
     else:
-        per_fold = read_json(src.folder / "cv.json").get("in_sample", {}).get("per_fold", {})
+        per_fold, label = _blend_cv(src)
         pairs = [(f"fold{k}", v) for k, v in per_fold.items()]
-        label = "in-sample CV"
     if not pairs:
         return note("fold-scores", "no per-fold scores recorded")
     labels, values = [k for k, _ in pairs], [float(v) for _, v in pairs]
