@@ -23,6 +23,11 @@ from pipeline.data.splits import (
     read_folds,
     spec_path,
 )
+from pipeline.data.time_folds import (
+    competition_times,
+    shared_period_warning,
+    time_folds_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +49,15 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     sizes = np.bincount(folds).tolist()
     log.info("folds: wrote %s (%s, %d folds, sizes %s)", path, cfg.folds.scheme,
              cfg.folds.n_splits, sizes)
+    splitter = SPLITTERS.get(cfg.folds.scheme)
+    if splitter.uses_time:  # which period each fold validates
+        log.info("folds: by time in column %r: %s", cfg.competition.time_column,
+                 time_folds_summary(competition_times(comp), folds))
     # said once, when the folds are made: every later stage reads these folds
-    groups = SPLITTERS.get(cfg.folds.scheme).uses_groups
-    for warning in (repeated_rows_warning(comp, folds, groups), later_test_warning(comp, groups),
-                    constant_labels_warning(comp)):
+    groups = splitter.uses_groups
+    for warning in (repeated_rows_warning(comp, folds, groups),
+                    later_test_warning(comp, groups or splitter.uses_time),
+                    shared_period_warning(comp), constant_labels_warning(comp)):
         if warning:
             log.warning("%s", warning)
     return path

@@ -1,5 +1,6 @@
-"""Splitting train rows into folds: seeded scikit-learn / iterstrat splitters by scheme name,
-and the checks of a folds file against the competition."""
+"""Splitting train rows into folds: seeded scikit-learn / iterstrat splitters by scheme name
+(and time-ordered blocks, :mod:`pipeline.data.time_folds`), and the checks of a folds file
+against the competition."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from sklearn.model_selection import (
 
 from pipeline.artifacts import id_positions
 from pipeline.competition import Competition
+from pipeline.data.time_folds import TimeBlockKFold, competition_times
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS
 from pipeline.registry import Registry
@@ -40,6 +42,8 @@ class Splitter:
     description: str
     uses_groups: bool = False  # keeps each group in one fold: needs 'competition.group_column'
     stratified: bool = False  # balances classes (regression: quantile bins)
+    # blocks of the order in 'competition.time_column', unshuffled (the seed plays no part)
+    uses_time: bool = False
     tasks: tuple[str, ...] = ("binary", "multiclass", "multilabel", "regression")
 
 
@@ -54,6 +58,8 @@ for _name, _splitter in {
                                  uses_groups=True, stratified=True, tasks=_SINGLE_LABEL),
     "multilabel": Splitter(MultilabelStratifiedKFold, "iterative multilabel stratification",
                            stratified=True, tasks=("multilabel",)),
+    "time": Splitter(TimeBlockKFold, "contiguous blocks of time, each validated once",
+                     uses_time=True),
 }.items():
     SPLITTERS.add(_name, _splitter, _splitter.description)
 
@@ -75,10 +81,20 @@ class FoldsConfig(Section):
             raise ValueError(SPLITTERS.unknown_message(scheme))
         return scheme
 
-    def mismatch(self, task: str, group_column: str | None) -> str | None:
+    def mismatch(self, task: str, group_column: str | None,
+                 time_column: str | None = None) -> str | None:
         """Why this scheme cannot split a competition of ``task`` (with or without a group
-        column), or None when it can."""
+        or time column), or None when it can."""
         splitter = SPLITTERS.get(self.scheme)
+        if splitter.uses_time and not time_column:
+            return (f"'folds.scheme' {self.scheme!r} needs 'competition.time_column' (the "
+                    "column that orders the rows in time)")
+        if time_column and not splitter.uses_time:
+            fits = [n for n in SPLITTERS if SPLITTERS.get(n).uses_time]
+            return (f"'competition.time_column' {time_column!r} is set but 'folds.scheme' "
+                    f"{self.scheme!r} ignores it: its folds validate on rows interleaved in "
+                    f"time with their training rows. Use {' or '.join(fits)}, or drop "
+                    "'competition.time_column'")
         if splitter.uses_groups and not group_column:
             return f"'folds.scheme' {self.scheme!r} needs 'competition.group_column'"
         if group_column and not splitter.uses_groups:
@@ -177,7 +193,12 @@ def make_folds(comp: Competition, cfg: FoldsConfig) -> np.ndarray:
                 f"{train_path}: column {ccfg.group_column!r} has {n_groups} groups, fewer than "
                 f"'folds.n_splits'={cfg.n_splits}"
             )
-    splitter = splitter_info.cls(n_splits=cfg.n_splits, shuffle=True, random_state=cfg.seed)
+    if splitter_info.uses_time:
+        groups = _distinct_times(comp, cfg.n_splits, train_path).to_numpy()
+        splitter = splitter_info.cls(n_splits=cfg.n_splits)
+    else:
+        splitter = splitter_info.cls(n_splits=cfg.n_splits, shuffle=True,
+                                     random_state=cfg.seed)
     folds = np.full(n, -1, dtype=np.int64)
     x = np.zeros((n, 1))
     with warnings.catch_warnings():  # scikit-learn's warning of a rare class: said above
@@ -188,13 +209,24 @@ def make_folds(comp: Competition, cfg: FoldsConfig) -> np.ndarray:
     return folds
 
 
+def _distinct_times(comp: Competition, n_splits: int, train_path: Path) -> pd.Series:
+    """The train rows' times, refused when fewer distinct times than folds."""
+    times = competition_times(comp)
+    if (n_times := times.nunique()) < n_splits:
+        raise DataError(f"{train_path}: column {comp.cfg.time_column!r} "
+                        f"('competition.time_column') has {n_times} distinct times, fewer than "
+                        f"'folds.n_splits'={n_splits}")
+    return times
+
+
 def folds_spec(comp: Competition, cfg: FoldsConfig) -> dict[str, Any]:
     """Everything that shapes a folds file: kept beside it (``<name>.json``) and compared on
     every read, so a changed group column or target never reuses folds made for another."""
     ccfg = comp.cfg
     return {"scheme": cfg.scheme, "n_splits": cfg.n_splits, "seed": cfg.seed,
             "task": ccfg.task, "target_columns": list(ccfg.target_columns),
-            "group_column": ccfg.group_column, "train_file": ccfg.train_file}
+            "group_column": ccfg.group_column, "train_file": ccfg.train_file,
+            **({"time_column": ccfg.time_column} if ccfg.time_column else {})}
 
 
 def spec_path(folds_file: Path) -> Path:
