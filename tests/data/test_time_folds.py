@@ -18,7 +18,7 @@ import yaml
 from pipeline import folds as folds_stage
 from pipeline.competition import Competition, CompetitionConfig, load_competition
 from pipeline.config import build_config, load_config
-from pipeline.data.splits import FoldsConfig, make_folds
+from pipeline.data.splits import SPLITTERS, FoldsConfig, make_folds, predicting_folds
 from pipeline.data.time_folds import TimeBlockKFold, shared_period_warning, time_blocks
 from pipeline.errors import ConfigError, DataError
 from tests.test_competition import cli_config, edit_csv, expect_failure, run_cli
@@ -186,13 +186,24 @@ def test_run_with_time_folds_end_to_end(competition_factory, tmp_path: Path,
     said = [r.getMessage() for r in caplog.records if "by time in column" in r.getMessage()]
     assert said == ["folds: by time in column 'date': fold 0 2024-01-01..2024-01-08 (16 rows), "
                     "fold 1 2024-01-09..2024-01-16 (16 rows), fold 2 2024-01-17..2024-01-24 "
-                    "(16 rows)"]
+                    "(16 rows); the test rows are predicted by the models of folds 0..1 (fold "
+                    "2's never trains on the latest block)"]
     # every train row validated once: one OOF prediction each, by its own fold
     oof = pd.read_parquet(config.run_dir / "oof.parquet")
     assert sorted(oof["id"]) == sorted(train["id"]) and oof["id"].is_unique
     by_id = oof.set_index("id")["fold"]
     np.testing.assert_array_equal(by_id.loc[folds["id"]].to_numpy(), folds["fold"].to_numpy())
     assert (Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv").is_file()
+    # the test rows: the mean of folds 0 and 1, whose models trained on the latest block
+    per_fold = pd.read_parquet(config.run_dir / "test_folds.parquet")
+    assert sorted(per_fold["fold"].unique()) == [0, 1, 2]
+    test = pd.read_parquet(config.run_dir / "test.parquet").set_index("id")["y"]
+    expected = per_fold[per_fold["fold"] < 2].groupby("id")["y"].mean()
+    everyone = per_fold.groupby("id")["y"].mean()
+    np.testing.assert_allclose(test.to_numpy(), expected.loc[test.index].to_numpy())
+    assert not np.allclose(test.to_numpy(), everyone.loc[test.index].to_numpy())
+    member = pd.read_parquet(config.run_dir / "seed0" / "test.parquet").set_index("id")["y"]
+    np.testing.assert_allclose(member.loc[test.index].to_numpy(), test.to_numpy())
     # the time column is part of the recorded settings: another column refuses these folds
     other = {**cfg, "competition": {**cfg["competition"], "time_column": "x1"}}
     assert build_config(other).train_hash() != config.train_hash()
@@ -214,3 +225,12 @@ def test_a_test_inside_the_train_period_is_said(competition_factory) -> None:
     warning = shared_period_warning(comp)
     assert warning is not None and "only 0% of the test rows come after the last train " \
         "time in column 'date'" in warning and "a shuffled scheme" in warning
+
+
+def test_time_folds_leave_the_last_blocks_model_out_of_the_test_mean() -> None:
+    """Its model never trained on the latest block, the period the test follows; every other
+    scheme's folds all predict the test."""
+    assert predicting_folds("time", 5) == [0, 1, 2, 3]
+    assert predicting_folds("time", 2) == [0]
+    for scheme in (s for s in SPLITTERS if s != "time"):
+        assert predicting_folds(scheme, 5) == [0, 1, 2, 3, 4]
