@@ -24,6 +24,7 @@ from pipeline.data.splits import (
     spec_path,
 )
 from pipeline.data.time_folds import (
+    check_time_blocks,
     competition_times,
     shared_period_warning,
     time_folds_summary,
@@ -37,9 +38,14 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     comp = comp or load_competition(cfg.competition)
     path = cfg.folds_file
     spec = folds_spec(comp, cfg.folds)
+    splitter = SPLITTERS.get(cfg.folds.scheme)
     if path.is_file():
-        check_spec(path, spec)
-        read_folds(path, comp, cfg.folds.n_splits)
+        made = check_spec(path, spec)
+        kept = read_folds(path, comp, cfg.folds.n_splits)
+        # an adversarial validation fold ('made_by') holds the most test-like rows, by design
+        # no block of time
+        if splitter.uses_time and "made_by" not in made:
+            check_time_blocks(path, comp, kept)
         log.debug("folds: %s exists and matches the train ids; kept", path)
         return path
     folds = make_folds(comp, cfg.folds)
@@ -49,7 +55,6 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     sizes = np.bincount(folds).tolist()
     log.info("folds: wrote %s (%s, %d folds, sizes %s)", path, cfg.folds.scheme,
              cfg.folds.n_splits, sizes)
-    splitter = SPLITTERS.get(cfg.folds.scheme)
     if splitter.uses_time:  # which period each fold validates
         log.info("folds: by time in column %r: %s; the test rows are predicted by the models "
                  "of folds 0..%d (fold %d's never trains on the latest block)",

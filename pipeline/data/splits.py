@@ -245,12 +245,13 @@ def spec_path(folds_file: Path) -> Path:
     return folds_file.with_suffix(".json")
 
 
-def check_spec(path: Path, spec: dict[str, Any]) -> None:
+def check_spec(path: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """Refuse a folds file whose sidecar records another spec (a file without a sidecar,
-    from before sidecars, is checked by its ids and groups alone)."""
+    from before sidecars, is checked by its ids and groups alone); return the sidecar's
+    record ({} without one)."""
     sidecar = spec_path(path)
     if not sidecar.is_file():
-        return
+        return {}
     try:
         made = json.loads(sidecar.read_text())
     except ValueError as err:  # cut off or edited: a traceback before
@@ -263,6 +264,7 @@ def check_spec(path: Path, spec: dict[str, Any]) -> None:
             f"folds file {path} was made for other settings: {shown}. Delete it (and "
             f"{sidecar.name}) to rebuild, or set 'folds.name' to a new file."
         )
+    return dict(made)
 
 
 def check_groups(path: Path, comp: Competition, folds: np.ndarray) -> None:

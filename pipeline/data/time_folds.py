@@ -150,6 +150,24 @@ def _parse_times(values: pd.Series, column: str, path: Path) -> pd.Series:
                      index=values.index)
 
 
+def check_time_blocks(path: Path, comp: Competition, folds: np.ndarray) -> None:
+    """Refuse a time folds file whose folds are no longer blocks of the train rows' times in
+    fold order (the times edited since it was made, or a file made otherwise): fold k would
+    then validate on rows between or after its training rows' times, or share a time with
+    them, which the scheme promises not to do."""
+    column = comp.cfg.time_column
+    spans = pd.Series(competition_times(comp).to_numpy()).groupby(folds).agg(["min", "max"])
+    ends, starts = spans["max"].to_numpy()[:-1], spans["min"].to_numpy()[1:]
+    if (broken := np.flatnonzero(ends >= starts)).size:
+        k = int(spans.index[broken[0]])
+        raise DataError(
+            f"folds file {path}: its folds are not blocks of column {column!r} "
+            f"('competition.time_column') in fold order: fold {k} ends at "
+            f"{_shown(ends[broken[0]])}, fold {k + 1} starts at {_shown(starts[broken[0]])}. "
+            f"Delete it (and {path.with_suffix('.json').name}) to rebuild it, or set "
+            "'folds.name'")
+
+
 def time_folds_summary(times: pd.Series, folds: np.ndarray) -> str:
     """Each fold's period, for the log: 'fold 0 2020-01-01..2020-02-11 (120 rows), ...'."""
     frame = pd.DataFrame({"time": times.to_numpy(), "fold": folds})
@@ -159,6 +177,8 @@ def time_folds_summary(times: pd.Series, folds: np.ndarray) -> str:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)
     if isinstance(value, pd.Timestamp):
         return str(value.date()) if value == value.normalize() else str(value)
     return f"{value:g}"

@@ -234,3 +234,29 @@ def test_time_folds_leave_the_last_blocks_model_out_of_the_test_mean() -> None:
     assert predicting_folds("time", 2) == [0]
     for scheme in (s for s in SPLITTERS if s != "time"):
         assert predicting_folds(scheme, 5) == [0, 1, 2, 3, 4]
+
+
+def test_time_folds_file_that_no_longer_follows_the_times_is_refused(
+        competition_factory) -> None:
+    """Kept time folds are checked against the train rows' times as they are now: dates
+    edited since (the ids unchanged), or a file written otherwise without a record, would
+    validate a fold on rows among its training rows' times. An adversarial validation fold
+    (its record says 'made_by') is by design no block of time, and is kept."""
+    cfg = build_config(_dated_run(competition_factory))
+    path = folds_stage.run(cfg)
+    made = path.read_bytes()
+    train = Path(cfg.competition.dir) / "train.csv"
+    edit_csv(train, lambda f: f.assign(date=f["date"].iloc[::-1].to_numpy()))
+    with pytest.raises(DataError) as info:
+        folds_stage.run(cfg)
+    text = str(info.value)
+    assert text.startswith(f"folds file {path}: its folds are not blocks of column 'date'")
+    assert "fold 0 ends at 2024-01-24, fold 1 starts at 2024-01-03" in text
+    assert path.read_bytes() == made  # refused, not rewritten
+    sidecar = path.with_suffix(".json")
+    record = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**record, "made_by": "pipeline adversarial"}))
+    assert folds_stage.run(cfg) == path and path.read_bytes() == made
+    sidecar.unlink()  # a file without its record is checked too
+    with pytest.raises(DataError, match="not blocks of column 'date'"):
+        folds_stage.run(cfg)
