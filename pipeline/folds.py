@@ -28,6 +28,7 @@ from pipeline.data.time_folds import (
     competition_times,
     shared_period_warning,
     time_folds_summary,
+    training_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
         # no block of time
         if splitter.uses_time and "made_by" not in made:
             check_time_blocks(path, comp, kept)
+        _check_gap(cfg, comp, kept)
         log.debug("folds: %s exists and matches the train ids; kept", path)
         return path
     folds = make_folds(comp, cfg.folds)
+    _check_gap(cfg, comp, folds)
     write_json(spec_path(path), spec)  # first: a CSV never exists without its spec
     write_csv(path, pd.DataFrame({cfg.competition.id_column: comp.train[cfg.competition.id_column],
                                   "fold": folds}))
@@ -68,3 +71,11 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
         if warning:
             log.warning("%s", warning)
     return path
+
+
+def _check_gap(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> None:
+    """A 'folds.gap' that leaves some fold nothing to train on is refused here, before any
+    fold trains, not when that fold's turn comes."""
+    if cfg.folds.gap:
+        for fold in range(cfg.folds.n_splits):
+            training_rows(comp, folds, fold, cfg.folds.gap)

@@ -73,6 +73,9 @@ class FoldsConfig(Section):
     # file stem under folds/; default <competition>_<scheme>_k<n>_s<seed> ('../x' wrote the
     # folds file outside folds_dir)
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # time folds: the rows within this many time units (days, for dates) of a fold's block
+    # left out of its training ("purged"); the folds file stays the same
+    gap: float = Field(0, ge=0)
 
     @field_validator("scheme")
     @classmethod
@@ -89,6 +92,9 @@ class FoldsConfig(Section):
         if splitter.uses_time and not time_column:
             return (f"'folds.scheme' {self.scheme!r} needs 'competition.time_column' (the "
                     "column that orders the rows in time)")
+        if self.gap and not splitter.uses_time:
+            return (f"'folds.gap' {self.gap:g} leaves out the rows beside a block of time: it "
+                    f"needs 'folds.scheme: time'. Got {self.scheme!r}")
         if time_column and not splitter.uses_time:
             fits = [n for n in SPLITTERS if SPLITTERS.get(n).uses_time]
             return (f"'competition.time_column' {time_column!r} is set but 'folds.scheme' "

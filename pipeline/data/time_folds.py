@@ -150,6 +150,33 @@ def _parse_times(values: pd.Series, column: str, path: Path) -> pd.Series:
                      index=values.index)
 
 
+def training_rows(comp: Competition, folds: np.ndarray, fold: int, gap: float) -> np.ndarray:
+    """The rows fold ``fold`` trains on: those of the other folds, less (``gap`` > 0,
+    ``folds.gap``) those within ``gap`` time units (days, for dates) of its block's first
+    and last time. A block's edge rows otherwise validate a model that trained on their
+    neighbours on both sides, where the test period has the train period on one side only:
+    on a trending table a 7-day gap took the CV's optimism from 0.397 to 0.345 RMSE, a
+    21-day gap to 0.239 (docs/benchmarks.md).
+
+    Raises:
+        DataError: the gap leaves the fold no rows to train on.
+    """
+    rows = np.flatnonzero(folds != fold)
+    if not gap:
+        return rows
+    times = competition_times(comp)
+    if pd.api.types.is_datetime64_any_dtype(times):  # days, the unit of a gap between dates
+        times = (times - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    at = times.to_numpy(dtype=np.float64)
+    block = at[folds == fold]
+    near = (at[rows] >= block.min() - gap) & (at[rows] <= block.max() + gap)
+    if near.all():
+        raise DataError(f"'folds.gap' {gap:g} leaves fold {fold} no rows to train on: every "
+                        f"row of the other folds lies within {gap:g} of its block in column "
+                        f"{comp.cfg.time_column!r}; lower it")
+    return rows[~near]
+
+
 def check_time_blocks(path: Path, comp: Competition, folds: np.ndarray) -> None:
     """Refuse a time folds file whose folds are no longer blocks of the train rows' times in
     fold order (the times edited since it was made, or a file made otherwise): fold k would

@@ -19,7 +19,12 @@ from pipeline import folds as folds_stage
 from pipeline.competition import Competition, CompetitionConfig, load_competition
 from pipeline.config import build_config, load_config
 from pipeline.data.splits import SPLITTERS, FoldsConfig, make_folds, predicting_folds
-from pipeline.data.time_folds import TimeBlockKFold, shared_period_warning, time_blocks
+from pipeline.data.time_folds import (
+    TimeBlockKFold,
+    shared_period_warning,
+    time_blocks,
+    training_rows,
+)
 from pipeline.errors import ConfigError, DataError
 from tests.test_competition import cli_config, edit_csv, expect_failure, run_cli
 
@@ -260,3 +265,45 @@ def test_time_folds_file_that_no_longer_follows_the_times_is_refused(
     sidecar.unlink()  # a file without its record is checked too
     with pytest.raises(DataError, match="not blocks of column 'date'"):
         folds_stage.run(cfg)
+
+
+def test_gap_leaves_the_rows_beside_a_block_out_of_its_training(tmp_path: Path) -> None:
+    days = np.repeat(np.arange(20), 3)  # 20 days, 3 rows each, in order
+    dates = (pd.Timestamp("2023-03-01") + pd.to_timedelta(days, unit="D")).strftime("%Y-%m-%d")
+    comp = _dated(tmp_path / "comp", dates.tolist())
+    folds = make_folds(comp, FoldsConfig(scheme="time", n_splits=4))
+    np.testing.assert_array_equal(folds, days // 5)  # days 0-4, 5-9, 10-14, 15-19
+    np.testing.assert_array_equal(training_rows(comp, folds, 1, 0), np.flatnonzero(folds != 1))
+    # fold 1 (days 5-9) without the rows of days 3-4 and 10-11; fold 0 without days 5-6
+    trained = days[training_rows(comp, folds, 1, 2)]
+    assert sorted(set(trained)) == [0, 1, 2, *range(12, 20)]
+    assert sorted(set(days[training_rows(comp, folds, 0, 2.0)])) == list(range(7, 20))
+    # plain numbers: the gap is in their unit
+    numbers = _dated(tmp_path / "numbers", (days * 10).tolist())
+    assert sorted(set(days[training_rows(numbers, folds, 1, 20)])) == [0, 1, 2, *range(12, 20)]
+    with pytest.raises(DataError, match=r"'folds.gap' 15 leaves fold 1 no rows to train on"):
+        training_rows(comp, folds, 1, 15)
+
+
+def test_gap_through_the_config_and_a_run(competition_factory, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """'folds.gap' purges only time folds (refused with another scheme), is hashed (it
+    changes what trains), keeps the folds file, and a gap that empties a fold's training is
+    refused before any fold trains."""
+    cfg = _dated_run(competition_factory)
+    plain = build_config(cfg)
+    gapped = build_config({**cfg, "folds": {**cfg["folds"], "gap": 3}})
+    assert gapped.folds_file == plain.folds_file
+    assert gapped.train_hash() != plain.train_hash()
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump({**cfg, "competition": {**cfg["competition"],
+                                                           "time_column": None},
+                                    "folds": {"scheme": "kfold", "gap": 3}}))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert ("'folds.gap' 3 leaves out the rows beside a block of time: it needs "
+            "'folds.scheme: time'. Got 'kfold'") in str(info.value)
+    code, err, _ = run_cli({**cfg, "folds": {**cfg["folds"], "gap": 3}}, tmp_path, capsys)
+    assert code == 0, err
+    expect_failure({**cfg, "name": "wide", "folds": {**cfg["folds"], "gap": 30}}, tmp_path,
+                   capsys, "'folds.gap' 30 leaves fold 0 no rows to train on")
