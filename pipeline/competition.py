@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from pipeline.competition_checks import (
     check_aux,
-    check_groups,
+    check_fold_columns,
     check_ids,
     column_roles_problem,
     give_ids,
@@ -95,6 +95,8 @@ class CompetitionConfig(Section):
     drop_train_only_columns: bool = False
     categorical_columns: list[str] = Field(default_factory=list)  # besides non-numeric ones
     group_column: str | None = None
+    # orders the rows in time for 'folds.scheme: time' (dates or numbers); still a feature
+    time_column: str | None = None
     train_file: str = "train.csv"
     test_file: str = "test.csv"
     sample_submission_file: str = "sample_submission.csv"
@@ -347,9 +349,7 @@ def load_competition(cfg: CompetitionConfig, check_files: bool = True) -> Compet
                                                 cfg.missing_targets)], cfg.target_columns)
     require_columns(train, [a.column for a in cfg.aux_targets], train_path, "aux_targets")
     check_aux(labelled, cfg.aux_targets, train_path)
-    if cfg.group_column:
-        require_columns(train, [cfg.group_column], train_path, "group_column")
-        check_groups(labelled, cfg.group_column, train_path)
+    check_fold_columns(train, labelled, cfg.group_column, cfg.time_column, train_path)
     # through object arrays: iterating a pandas text column yields its values one call each
     test_ids, sample_ids = (set(f[cfg.id_column].to_numpy(dtype=object)) for f in (test, sample))
     if test_ids != sample_ids:

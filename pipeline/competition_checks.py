@@ -71,6 +71,17 @@ def check_ids(frame: pd.DataFrame, id_column: str, path: Path) -> None:
         )
 
 
+def check_fold_columns(train: pd.DataFrame, labelled: pd.DataFrame, group_column: str | None,
+                       time_column: str | None, path: Path) -> None:
+    """The columns the folds read are in the train file, and every labelled row has a group
+    (its times are read, and refused, when the time folds are made)."""
+    for key, column in (("group_column", group_column), ("time_column", time_column)):
+        if column:
+            require_columns(train, [column], path, key)
+    if group_column:
+        check_groups(labelled, group_column, path)
+
+
 def check_groups(frame: pd.DataFrame, column: str, path: Path) -> None:
     # a row without a group cannot be kept with its group; scikit-learn's group splitters
     # stopped the folds stage with a traceback ('Input groups contains NaN')

@@ -106,7 +106,8 @@ class ExperimentConfig(Section):
 
 
 def _folds_fit_task(cfg: ExperimentConfig) -> str | None:
-    return cfg.folds.mismatch(cfg.competition.task, cfg.competition.group_column)
+    comp = cfg.competition
+    return cfg.folds.mismatch(comp.task, comp.group_column, comp.time_column)
 
 
 def _losses_fit_task(cfg: ExperimentConfig) -> str | None:

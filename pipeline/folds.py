@@ -23,6 +23,13 @@ from pipeline.data.splits import (
     read_folds,
     spec_path,
 )
+from pipeline.data.time_folds import (
+    check_time_blocks,
+    competition_times,
+    shared_period_warning,
+    time_folds_summary,
+    training_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +39,43 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
     comp = comp or load_competition(cfg.competition)
     path = cfg.folds_file
     spec = folds_spec(comp, cfg.folds)
+    splitter = SPLITTERS.get(cfg.folds.scheme)
     if path.is_file():
-        check_spec(path, spec)
-        read_folds(path, comp, cfg.folds.n_splits)
+        made = check_spec(path, spec)
+        kept = read_folds(path, comp, cfg.folds.n_splits)
+        # an adversarial validation fold ('made_by') holds the most test-like rows, by design
+        # no block of time
+        if splitter.uses_time and "made_by" not in made:
+            check_time_blocks(path, comp, kept)
+        _check_gap(cfg, comp, kept)
         log.debug("folds: %s exists and matches the train ids; kept", path)
         return path
     folds = make_folds(comp, cfg.folds)
+    _check_gap(cfg, comp, folds)
     write_json(spec_path(path), spec)  # first: a CSV never exists without its spec
     write_csv(path, pd.DataFrame({cfg.competition.id_column: comp.train[cfg.competition.id_column],
                                   "fold": folds}))
     sizes = np.bincount(folds).tolist()
     log.info("folds: wrote %s (%s, %d folds, sizes %s)", path, cfg.folds.scheme,
              cfg.folds.n_splits, sizes)
+    if splitter.uses_time:  # which period each fold validates
+        log.info("folds: by time in column %r: %s; the test rows are predicted by the models "
+                 "of folds 0..%d (fold %d's never trains on the latest block)",
+                 cfg.competition.time_column, time_folds_summary(competition_times(comp), folds),
+                 cfg.folds.n_splits - 2, cfg.folds.n_splits - 1)
     # said once, when the folds are made: every later stage reads these folds
-    groups = SPLITTERS.get(cfg.folds.scheme).uses_groups
-    for warning in (repeated_rows_warning(comp, folds, groups), later_test_warning(comp, groups),
-                    constant_labels_warning(comp)):
+    groups = splitter.uses_groups
+    for warning in (repeated_rows_warning(comp, folds, groups),
+                    later_test_warning(comp, groups or splitter.uses_time),
+                    shared_period_warning(comp), constant_labels_warning(comp)):
         if warning:
             log.warning("%s", warning)
     return path
+
+
+def _check_gap(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> None:
+    """A 'folds.gap' that leaves some fold nothing to train on is refused here, before any
+    fold trains, not when that fold's turn comes."""
+    if cfg.folds.gap:
+        for fold in range(cfg.folds.n_splits):
+            training_rows(comp, folds, fold, cfg.folds.gap)

@@ -34,7 +34,7 @@ from pipeline.artifacts import (
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.config_diff import snapshot_diff
-from pipeline.data.splits import read_folds
+from pipeline.data.splits import predicting_folds, read_folds
 from pipeline.data_files import changed_files, data_digests
 from pipeline.errors import ConfigError, DataError, OtherConfigRun
 from pipeline.metrics import get_metric
@@ -279,9 +279,8 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     if last is not None:
         scores["oof_last_epoch"] = metric(y, last)
     oof_frame = _predictions_frame(comp.train[id_col].to_numpy(), oof_mean, cols, id_col, folds)
-    test_folds = pd.concat(test_parts, ignore_index=True)
-    test_mean = test_folds.groupby(id_col, sort=False)[cols].mean()
-    test_frame = test_mean.loc[comp.test[id_col]].reset_index()
+    test_folds = pd.concat(test_parts, ignore_index=True)  # every fold's, kept whole
+    test_frame = _test_mean(cfg, test_folds, cols).loc[comp.test[id_col]].reset_index()
     run_dir = cfg.run_dir
     write_parquet(run_dir / "oof.parquet", oof_frame)
     write_parquet(run_dir / "test_folds.parquet", test_folds)
@@ -353,12 +352,19 @@ def _predictions_frame(ids: np.ndarray, values: np.ndarray, cols: list[str], id_
     return frame
 
 
+def _test_mean(cfg: ExperimentConfig, per_fold: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """The test predictions (by id) of the fold models that predict the test
+    (:func:`pipeline.data.splits.predicting_folds`), mean over those folds and the seeds."""
+    kept = per_fold["fold"].isin(predicting_folds(cfg.folds.scheme, cfg.folds.n_splits))
+    return per_fold[kept].groupby(cfg.competition.id_column, sort=False)[cols].mean()
+
+
 def _write_member(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
                   oof: np.ndarray, test_parts: list[pd.DataFrame], meta: RunMeta) -> None:
     """``seed<s>/`` as a run of its own (run.json, oof, test): one ensemble member per seed."""
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     folder = cfg.run_dir / f"seed{seed}"
-    test = pd.concat(test_parts).groupby(id_col, sort=False)[cols].mean()
+    test = _test_mean(cfg, pd.concat(test_parts), cols)
     write_parquet(folder / "oof.parquet", _predictions_frame(
         comp.train[id_col].to_numpy(), oof, cols, id_col, folds))
     write_parquet(folder / "test.parquet", test.loc[comp.test[id_col]].reset_index())
@@ -381,10 +387,10 @@ def _write_ensemble_members(cfg: ExperimentConfig, comp: Competition, folds: np.
                 raise DataError(f"{out} has no member{m}_oof.parquet: predict the run again")
             part = read_parquet(out / f"member{m}_oof.parquet")
             oof[folds == fold] = part[cols].to_numpy(dtype=np.float64)
-            tests.append(read_parquet(out / f"member{m}_test.parquet"))
+            tests.append(read_parquet(out / f"member{m}_test.parquet").assign(fold=fold))
         scores[f"seed{seed}/member{m}"] = metric(comp.targets, oof)
         folder = cfg.run_dir / f"seed{seed}" / f"member{m}"
-        test = pd.concat(tests).groupby(id_col, sort=False)[cols].mean()
+        test = _test_mean(cfg, pd.concat(tests), cols)
         write_parquet(folder / "oof.parquet", _predictions_frame(
             comp.train[id_col].to_numpy(), oof, cols, id_col, folds))
         write_parquet(folder / "test.parquet", test.loc[comp.test[id_col]].reset_index())

@@ -328,7 +328,11 @@ def test_a_test_period_after_every_train_date_is_said(competition_factory, caplo
     said = warned("later")
     assert said == [said[0]] and "100% of the test rows come after the last train date in "\
         "column 'date' (train up to 2020-02-29, test from 2020-03-01)" in said[0]
-    assert "folds.scheme: group" in said[0]
+    assert "set 'competition.time_column: date' with 'folds.scheme: time'" in said[0]
+    # the folds ordered in time by that column: nothing to say
+    data["competition"]["time_column"] = "date"
+    assert warned("timed", scheme="time") == []
+    data["competition"]["time_column"] = None
     # the periods held out whole (a group column): nothing to say
     for split in ("train", "test"):
         frame = pd.read_csv(folder / f"{split}.csv")

@@ -18,12 +18,12 @@ from pipeline.competition import Competition
 _LATER_SHARE = 0.9  # test rows after every train date, for the test to be a later period
 
 
-def later_test_warning(comp: Competition, uses_groups: bool) -> str | None:
+def later_test_warning(comp: Competition, held_out: bool) -> str | None:
     """The warning for a test file whose rows mostly come after every train row's date (a
     date column the competition read as dates: its ``:year`` part beside it), or None.
-    ``uses_groups``: the folds already hold groups together (a period column, perhaps):
-    nothing is said then."""
-    if uses_groups:
+    ``held_out``: the folds already hold periods out (blocks of time, or groups: a period
+    column, perhaps): nothing is said then."""
+    if held_out:
         return None
     for column in comp.written_numbers:
         if f"{column}:year" not in comp.train.columns or column not in comp.test.columns:
@@ -40,9 +40,8 @@ def later_test_warning(comp: Competition, uses_groups: bool) -> str | None:
                 f"column {column!r} (train up to {_day(last)}, test from {_day(test.min())}): "
                 "these folds validate on rows inside the training period, so the CV "
                 "overstates the score on a later one where the target trends or drifts; to "
-                "validate on unseen periods, hold them out whole with folds.scheme: group "
-                "and a period column (the date's year and month) as "
-                "'competition.group_column'")
+                f"validate on unseen periods, set 'competition.time_column: {column}' with "
+                "'folds.scheme: time' (contiguous blocks of time, each validated once)")
     return None
 
 

@@ -18,6 +18,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.encodings import CategoryEncodings
 from pipeline.data.target_transform import TargetTransform
 from pipeline.data.text_features import TfidfColumns
+from pipeline.data.time_folds import training_rows
 from pipeline.jobs.inputs import predicted_frames, pseudo_rows
 from pipeline.metrics import get_metric
 from pipeline.models.gbdt import (
@@ -111,7 +112,8 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     settings = gbdt_settings(encoder.kind, encoder.params)
     device = resolve_device(settings)
     task, lib = cfg.competition.task, settings.library
-    train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    train_rows = training_rows(comp, folds, fold, cfg.folds.gap)  # purged under 'gap'
+    valid_rows = np.flatnonzero(folds == fold)
     targets = comp.targets.reshape(len(comp.train), -1)  # multiclass: one column of indices
     target = None
     if task == "regression" and cfg.model.target_transform != "none":

@@ -18,6 +18,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.data.datasets import CompetitionDataset, ModelInputs
 from pipeline.data.memory_loader import build_fold_loader
 from pipeline.data.text_features import TfidfColumns
+from pipeline.data.time_folds import training_rows
 from pipeline.engine.auto_batch import auto_batch_note, eval_batch_size
 from pipeline.engine.callbacks.consistency import build_consistency, over_unlabelled
 from pipeline.engine.distributed import agree, is_main
@@ -85,7 +86,8 @@ def fit_network_fold(
     run_seed = seed * 1000 + fold
     seed_everything(run_seed)
     task = cfg.competition.task
-    train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    train_rows = training_rows(comp, folds, fold, cfg.folds.gap)  # purged under 'gap'
+    valid_rows = np.flatnonzero(folds == fold)
     # rank 0 fits and writes it; a multi-process launch hands its result to the other ranks
     text = (TfidfColumns.from_config(cfg.model.tabular.text, dense=True, seed=run_seed)
             if cfg.model.reads_tfidf and comp.cfg.text_columns else None)

@@ -13,6 +13,7 @@ from pipeline.artifacts import atomic_path, write_parquet
 from pipeline.competition import Competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.target_transform import TargetTransform
+from pipeline.data.time_folds import training_rows
 from pipeline.errors import DataError
 from pipeline.jobs.inputs import predicted_frames
 from pipeline.models.sklearn import build_estimator, predict_matrix
@@ -39,7 +40,8 @@ def train_sklearn_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarr
     out = fold_dir(cfg, seed, fold)
     encoder = cfg.model.encoders[0]
     id_col, cols = cfg.competition.id_column, comp.pred_columns
-    train_rows, valid_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    train_rows = training_rows(comp, folds, fold, cfg.folds.gap)  # purged under 'gap'
+    valid_rows = np.flatnonzero(folds == fold)
     if cfg.competition.task == "regression":  # the whole column, so every fold agrees
         TargetTransform(cfg.model.target_transform, tuple(comp.cfg.target_columns)).check(
             comp.targets)

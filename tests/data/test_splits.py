@@ -23,8 +23,10 @@ METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "multilabel": "roc_auc"
           "regression": "rmse"}
 
 
-def _frame(task: str, seed: int = 0, groups: int = 0) -> tuple[pd.DataFrame, list[str]]:
-    """N train rows of ``task`` with an imbalanced target (and ``groups`` groups if > 0)."""
+def _frame(task: str, seed: int = 0, groups: int = 0,
+           times: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """N train rows of ``task`` with an imbalanced target (and ``groups`` groups, a 'day' of
+    ``times`` distinct days, if > 0)."""
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"id": [f"t{i:05d}" for i in range(N)], "x": rng.normal(size=N)})
     if task == "binary":
@@ -38,12 +40,15 @@ def _frame(task: str, seed: int = 0, groups: int = 0) -> tuple[pd.DataFrame, lis
         frame["label"] = rng.exponential(2.0, size=N)  # skewed: bins matter
     if groups:
         frame["group"] = rng.integers(0, groups, size=N)
+    if times:
+        frame["day"] = rng.integers(0, times, size=N)
     targets = ["l0", "l1", "l2"] if task == "multilabel" else ["label"]
     return frame, targets
 
 
-def _competition(root: Path, task: str, seed: int = 0, groups: int = 0) -> Competition:
-    frame, targets = _frame(task, seed, groups)
+def _competition(root: Path, task: str, seed: int = 0, groups: int = 0,
+                 times: int = 0) -> Competition:
+    frame, targets = _frame(task, seed, groups, times)
     root.mkdir(parents=True, exist_ok=True)
     frame.to_csv(root / "train.csv", index=False)
     test = pd.DataFrame({"id": ["q0", "q1"], "x": [0.0, 1.0]})
@@ -51,7 +56,8 @@ def _competition(root: Path, task: str, seed: int = 0, groups: int = 0) -> Compe
     test[["id"]].assign(**{t: 0 for t in targets}).to_csv(root / "sample_submission.csv",
                                                           index=False)
     cfg = CompetitionConfig(dir=str(root), task=task, metric=METRIC[task], modality="tabular",
-                            target_columns=targets, group_column="group" if groups else None)
+                            target_columns=targets, group_column="group" if groups else None,
+                            time_column="day" if times else None)
     return load_competition(cfg)
 
 
@@ -98,14 +104,19 @@ SCHEME_TASKS = [(s, t) for s in SPLITTERS for t in SPLITTERS.get(s).tasks]
 def test_every_scheme_makes_seeded_disjoint_complete_folds(tmp_path: Path, scheme: str,
                                                            task: str) -> None:
     splitter = SPLITTERS.get(scheme)
-    comp = _competition(tmp_path / "comp", task, groups=40 if splitter.uses_groups else 0)
+    comp = _competition(tmp_path / "comp", task, groups=40 if splitter.uses_groups else 0,
+                        times=30 if splitter.uses_time else 0)
     cfg = FoldsConfig(scheme=scheme, n_splits=4, seed=7)
-    assert cfg.mismatch(task, comp.cfg.group_column) is None
+    assert cfg.mismatch(task, comp.cfg.group_column, comp.cfg.time_column) is None
     folds = make_folds(comp, cfg)
     _assert_partition(folds, 4)
     np.testing.assert_array_equal(make_folds(comp, cfg), folds)  # same seed, same folds
     if splitter.uses_groups:
         _assert_groups_whole(comp.train["group"].to_numpy(), folds)
+    if splitter.uses_time:  # a day is never split, and the folds follow the days' order
+        _assert_groups_whole(comp.train["day"].to_numpy(), folds)
+        assert (np.diff(folds[np.argsort(comp.train["day"].to_numpy(), kind="stable")]) >= 0
+                ).all()
     if splitter.stratified:
         # each class / label / bin keeps its overall share in every fold: measured at most
         # 0.02 off row by row (kfold: 0.05-0.11) and 0.05 with whole groups (group: 0.06-0.07)
@@ -127,7 +138,8 @@ def test_folds_config_refuses_tasks_and_mismatched_groups(scheme: str, task: str
     task_refusal = None if task in splitter.tasks else (
         f"'folds.scheme' {scheme!r} does not split a {task!r} task ('competition.task'); "
         f"schemes for it: {', '.join(fitting)}")
-    with_groups, without_groups = cfg.mismatch(task, "site"), cfg.mismatch(task, None)
+    time = "day" if splitter.uses_time else None  # what each scheme needs of time
+    with_groups, without_groups = cfg.mismatch(task, "site", time), cfg.mismatch(task, None, time)
     if splitter.uses_groups:
         assert with_groups == task_refusal
         assert without_groups == f"'folds.scheme' {scheme!r} needs 'competition.group_column'"
