@@ -15,6 +15,7 @@ since it last predicted, and is predicted where it lies (or, a blend, made again
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,8 +26,18 @@ from pipeline.errors import DataError
 
 def moved_since(meta: RunMeta, folder: Path) -> bool:
     """Whether ``folder``'s ``run.json`` (read as ``meta``) was written in another folder: the
-    folder was copied or moved since (a run.json from before the folder was recorded: no)."""
-    return bool(meta.written_in) and meta.written_in != str(Path(folder).resolve())
+    folder was copied or moved since (a run.json from before the folder was recorded: no).
+
+    The recorded folder is this one where it still leads here (the same folder on disk),
+    whatever its spelling: a case-insensitive disk (macOS: ``Runs/exp`` for ``runs/exp``),
+    a second mount of one disk, or a runs folder moved with a link left at its old place
+    were refused as copies, and a network run told to predict every fold again."""
+    if not meta.written_in or meta.written_in == str(Path(folder).resolve()):
+        return False
+    try:
+        return not os.path.samefile(meta.written_in, folder)
+    except OSError:  # the recorded folder is gone (moved) or cannot be read
+        return True
 
 
 def _run_of(folder: Path) -> Path:

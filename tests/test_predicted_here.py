@@ -121,3 +121,29 @@ def test_a_competition_folder_gone_says_to_predict_first(
     assert main(["submit", "--blend", str(blends / "mix"), "--submissions-dir", str(subs)]) == 2
     _one_line(capsys, f"{gone} is not found", "pipeline blend --runs <members> --name mix")
     assert not subs.exists()
+
+
+def test_a_run_reached_by_another_path_to_its_own_folder_is_submitted(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The runs folder moved to another disk with a link left at its old place: the run's
+    recorded folder still leads to this very folder (as does a case-insensitive disk's other
+    spelling, or a second mount), so it is no copy. The string compare refused it, and a
+    network run was told to predict every fold again."""
+    cfg = cli_config(competition_factory, "tabular", "binary")
+    code, err, _ = run_cli(cfg, tmp_path, capsys)
+    assert code == 0, err
+    runs = Path(cfg["output_dir"])
+    moved = tmp_path / "disk2" / "runs"
+    moved.parent.mkdir()
+    shutil.move(runs, moved)
+    runs.symlink_to(moved, target_is_directory=True)
+    subs = tmp_path / "subs"
+    for given in (runs / cfg["name"], moved / cfg["name"], f"{moved / cfg['name']}/"):
+        assert main(["submit", "--run", str(given), "--submissions-dir", str(subs)]) == 0, \
+            capsys.readouterr().err
+    first = pd.read_csv(Path(cfg["submissions_dir"]) / f"{cfg['name']}.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(subs / f"{cfg['name']}.csv"), first)
+    # a copy beside it is still refused: its recorded folder is another one
+    shutil.copytree(moved / cfg["name"], moved / "copy")
+    assert main(["submit", "--run", str(moved / "copy"), "--submissions-dir", str(subs)]) == 2
+    _one_line(capsys, "was copied or moved since")
