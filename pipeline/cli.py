@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.errors import PipelineError, error_line
-from pipeline.run_log import close_refused, detach, setup_logging
+from pipeline.run_log import close_refused, detach, quiet_terminal, setup_logging
 
 log = logging.getLogger("pipeline")
 _collector_paused = False  # console_main paused the cyclic collector for the imports
@@ -338,11 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # imports every subcommand's modules
     _resume_collector()
     setup_logging()
-    if getattr(args, "quiet", False):  # the terminal gets warnings; the run's log.txt all
-        os.environ["PIPELINE_PROGRESS"] = "0"
-        for handler in logging.getLogger().handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.setLevel(logging.WARNING)
+    # the terminal gets warnings, the run's log.txt all; for this command alone
+    loud_again = quiet_terminal() if getattr(args, "quiet", False) else None
     from pipeline.engine.plan import quiet_library_progress
 
     quiet_library_progress()  # transformers' 'Loading weights' bars follow ours
@@ -358,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:  # the run's log ends with its command: main() is called again in a notebook
         detach()
+        if loud_again is not None:
+            loud_again()
 
 
 if __name__ == "__main__":

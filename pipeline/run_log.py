@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,28 @@ def setup_logging(log_file: Path | None = None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     root.addHandler(handler)
     _current = _RunLog(handler, made, is_new)
+
+
+def quiet_terminal() -> Callable[[], None]:
+    """``--quiet`` for one command: no progress bars, and the terminal gets warnings only
+    (the run's log.txt still gets everything). Returns what puts both back when the command
+    ends: a notebook's later command without ``--quiet`` stayed quiet."""
+    progress = os.environ.get("PIPELINE_PROGRESS")
+    os.environ["PIPELINE_PROGRESS"] = "0"
+    terminals = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    levels = [h.level for h in terminals]
+    for handler in terminals:
+        handler.setLevel(logging.WARNING)
+
+    def restore() -> None:
+        if progress is None:
+            os.environ.pop("PIPELINE_PROGRESS", None)
+        else:
+            os.environ["PIPELINE_PROGRESS"] = progress
+        for handler, level in zip(terminals, levels, strict=True):
+            handler.setLevel(level)
+
+    return restore
 
 
 def detach() -> None:

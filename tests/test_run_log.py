@@ -4,6 +4,7 @@ per stage in one process, and the log attached by ``train`` stayed on the root l
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,28 @@ def test_a_later_command_logs_nothing_into_an_earlier_runs_log(
             if handler not in before:
                 logging.getLogger().removeHandler(handler)
                 handler.close()
+
+
+def test_quiet_lasts_one_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`--quiet` turned the terminal to warnings and the progress bars off for the rest of
+    the process: a notebook's next command, without it, said nothing but warnings."""
+    import io
+
+    monkeypatch.delenv("PIPELINE_PROGRESS", raising=False)
+    stream = io.StringIO()
+    terminal = logging.StreamHandler(stream)  # the terminal's handler, as setup_logging's
+    root = logging.getLogger()
+    root.addHandler(terminal)
+    try:
+        missing = str(tmp_path / "none.yaml")
+        assert main(["--quiet", "train", missing]) == 2  # refused or not, it ends
+        assert terminal.level == logging.NOTSET and "PIPELINE_PROGRESS" not in os.environ
+        monkeypatch.setenv("PIPELINE_PROGRESS", "1")
+        assert main(["--quiet", "train", missing]) == 2
+        assert os.environ["PIPELINE_PROGRESS"] == "1"
+        logging.getLogger("pipeline").warning("after")
+        assert "after" in stream.getvalue()
+    finally:
+        root.removeHandler(terminal)
+    assert "error: " in capsys.readouterr().err
