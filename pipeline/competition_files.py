@@ -342,14 +342,14 @@ def _number_reader(values: pd.Series, sep: str, decimal: str) -> Reader | None:
         return lambda text: pd.to_numeric(text.str.extract(f"^({_UNIT.pattern})$")[0].str
                                           .replace(r"[^\d.+-]", "", regex=True)
                                           ).astype(np.float64)
-    date_format = _date_format(values)
-    if date_format is None:
+    written = date_format(values)
+    if written is None:
         return None
     try:
-        pd.to_datetime(values, format=date_format)
+        pd.to_datetime(values, format=written)
     except ValueError:  # '2021-13-45': a code shaped like a date
         return None
-    return DateReader(date_format)
+    return DateReader(written)
 
 
 @dataclass(frozen=True)
@@ -366,7 +366,7 @@ class DateReader:
         return ((self.parse(text) - pd.Timestamp(0)) / pd.Timedelta(days=1)).astype(np.float64)
 
 
-def _date_format(values: pd.Series) -> str | None:
+def date_format(values: pd.Series) -> str | None:
     """The one format every value is a date in: ISO ('2021-03-04', '2021-03-04 17:30:00'),
     '2021/03/04', or day and month in the order the values prove ('25/12/2021' is day first,
     '12/25/2021' month first; '04.03.2021' with dots; a time after them as '17:30', '17:30:00'

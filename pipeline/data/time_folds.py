@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.model_selection import BaseCrossValidator
 
 from pipeline.competition import Competition
+from pipeline.competition_files import date_format
 from pipeline.errors import DataError
 
 _KEY = "'competition.time_column'"
@@ -130,6 +131,12 @@ def _parse_times(values: pd.Series, column: str, path: Path) -> pd.Series:
     numbers = pd.to_numeric(distinct, errors="coerce")
     if numbers.notna().all():
         parsed = numbers.astype(np.float64)
+    elif (written := date_format(distinct)) is not None:  # day and month as the values prove
+        # as the competition reads a date feature: a format guessed from the first value
+        # ('09/01/2021' as September) and each other value parsed on its own ('13/01/2021'
+        # as January) put 23 of 60 day-first dates out of order
+        parsed = pd.to_datetime(distinct, format=written, errors="coerce", utc=True)
+        parsed = parsed.dt.tz_localize(None)
     else:
         # one format guessed from the first value (fast); the rest each on its own. What
         # parses to no date is refused below, so pandas' warnings of its guesses say nothing

@@ -89,17 +89,25 @@ def _dated(root: Path, times: list[Any], **config: Any) -> Competition:
     ("dates", {}),  # read as days since 1970 (a feature), ordered as dates
     ("dates", {"categorical_columns": ["when"]}),  # kept as text: parsed by the folds
     ("mixed", {"categorical_columns": ["when"]}),  # a time of day on some
+    # day first, kept as text ('05/01/2022' is 5 January, as '25/12/2021' proves): the folds
+    # read '05/01/2022' as May, as pandas guessed from a first value, and '25/12/2021' as
+    # December, each on its own, and made blocks of a shuffled order
+    ("day first", {"categorical_columns": ["when"]}),
+    ("day first", {"feature_columns": ["x"]}),  # not a feature: never read as dates
     ("numbers", {}),
 ])
 def test_make_folds_orders_dates_text_and_numbers(tmp_path: Path, written: str,
                                                   config: dict[str, Any]) -> None:
     rng = np.random.default_rng(3)
     days = rng.permutation(np.repeat(np.arange(30), 4))  # 30 days, 4 rows each, shuffled
+    second = int(np.argmax(days == 13))  # 2 January first: pandas guessed a format from it
+    days[[0, second]] = days[[second, 0]]
     dates = pd.Timestamp("2021-12-20") + pd.to_timedelta(days, unit="D")
     times: list[Any] = {
         "dates": dates.strftime("%Y-%m-%d").tolist(),
         "mixed": [d.strftime("%Y-%m-%d 12:00" if i % 2 else "%Y-%m-%d")
                   for i, d in enumerate(dates)],
+        "day first": dates.strftime("%d/%m/%Y").tolist(),
         "numbers": (days * 10 + 1000).tolist(),
     }[written]
     comp = _dated(tmp_path / "comp", times, **config)
