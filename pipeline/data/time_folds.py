@@ -131,12 +131,11 @@ def _parse_times(values: pd.Series, column: str, path: Path) -> pd.Series:
     numbers = pd.to_numeric(distinct, errors="coerce")
     if numbers.notna().all():
         parsed = numbers.astype(np.float64)
-    elif (written := date_format(distinct)) is not None:  # day and month as the values prove
+    elif (proven := _proven_dates(distinct)) is not None:  # day and month as values prove
         # as the competition reads a date feature: a format guessed from the first value
         # ('09/01/2021' as September) and each other value parsed on its own ('13/01/2021'
         # as January) put 23 of 60 day-first dates out of order
-        parsed = pd.to_datetime(distinct, format=written, errors="coerce", utc=True)
-        parsed = parsed.dt.tz_localize(None)
+        parsed = proven
     else:
         # one format guessed from the first value (fast); the rest each on its own. What
         # parses to no date is refused below, so pandas' warnings of its guesses say nothing
@@ -155,6 +154,17 @@ def _parse_times(values: pd.Series, column: str, path: Path) -> pd.Series:
                         "the times as numbers or dates (2021-03-04)")
     return pd.Series(text.map(dict(zip(distinct, parsed, strict=True))).to_numpy(),
                      index=values.index)
+
+
+def _proven_dates(distinct: pd.Series) -> pd.Series | None:
+    """``distinct`` text dates in the one format their values prove (``25/12/21`` day first,
+    its year in two digits), or None where none does."""
+    written = date_format(distinct)
+    for form in (written, written.replace("%Y", "%y")) if written else ():
+        parsed = pd.to_datetime(distinct, format=form, errors="coerce", utc=True)
+        if parsed.notna().all():
+            return parsed.dt.tz_localize(None)
+    return None
 
 
 def training_rows(comp: Competition, folds: np.ndarray, fold: int, gap: float) -> np.ndarray:

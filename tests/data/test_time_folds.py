@@ -94,6 +94,7 @@ def _dated(root: Path, times: list[Any], **config: Any) -> Competition:
     # December, each on its own, and made blocks of a shuffled order
     ("day first", {"categorical_columns": ["when"]}),
     ("day first", {"feature_columns": ["x"]}),  # not a feature: never read as dates
+    ("day first 2-digit year", {"categorical_columns": ["when"]}),  # '05/01/22'
     ("numbers", {}),
 ])
 def test_make_folds_orders_dates_text_and_numbers(tmp_path: Path, written: str,
@@ -108,6 +109,7 @@ def test_make_folds_orders_dates_text_and_numbers(tmp_path: Path, written: str,
         "mixed": [d.strftime("%Y-%m-%d 12:00" if i % 2 else "%Y-%m-%d")
                   for i, d in enumerate(dates)],
         "day first": dates.strftime("%d/%m/%Y").tolist(),
+        "day first 2-digit year": dates.strftime("%d/%m/%y").tolist(),
         "numbers": (days * 10 + 1000).tolist(),
     }[written]
     comp = _dated(tmp_path / "comp", times, **config)
