@@ -23,13 +23,14 @@ row and a test row may share an id), one column per prediction column (the label
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import read_meta, write_json, write_parquet
+from pipeline.artifacts import RunMeta, read_meta, write_json, write_parquet
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
 from pipeline.data.pseudo_labels import select
@@ -72,7 +73,7 @@ def _source_predictions(cfg: ExperimentConfig, comp: Competition) -> dict[int, n
     assert cfg.pseudo is not None
     source = Path(cfg.pseudo.source)
     meta = read_meta(source)
-    check_test_file(meta, source)  # its labels would be of the old test rows' features
+    _check_source_test(cfg, meta, source)
     if meta.pred_columns != comp.pred_columns or meta.task != cfg.competition.task:
         raise DataError(
             f"pseudo source {source} predicts {meta.task} {meta.pred_columns}; this run needs "
@@ -98,6 +99,28 @@ def _source_predictions(cfg: ExperimentConfig, comp: Competition) -> dict[int, n
     path = source / "test.parquet"
     p = _rows(pd.read_parquet(path), id_col, test_ids, path, cols)
     return dict.fromkeys(range(cfg.folds.n_splits), p)
+
+
+def _check_source_test(cfg: ExperimentConfig, meta: RunMeta, source: Path) -> None:
+    """Refuse a source whose test predictions are not of this run's test file: its labels
+    would be of other rows' features, under the same ids. Checked against the file this run
+    reads, not the one the source recorded: a round on the competition's copy with its
+    hidden test set (the source not predicted there) found the old file unchanged and
+    paired the old rows' labels with the new rows without a word."""
+    here = dataclasses.replace(meta, competition_dir=str(cfg.competition.dir),
+                               test_file=cfg.competition.test_file)
+    predicted = Path(meta.competition_dir) / meta.test_file
+    try:
+        check_test_file(here, source)
+    except DataError:
+        if predicted == Path(cfg.competition.dir) / cfg.competition.test_file:
+            raise
+        raise DataError(
+            f"{Path(cfg.competition.dir) / cfg.competition.test_file} is not the test file "
+            f"{source} predicted ({predicted}): its pseudo-labels would be of other rows. "
+            "Predict the source on this competition first (pipeline predict --config <its "
+            f"config> --set competition.dir={cfg.competition.dir}; a scikit-learn source: "
+            "pipeline train)") from None
 
 
 def _rows(frame: pd.DataFrame, id_col: str, ids: pd.Series, path: Path,

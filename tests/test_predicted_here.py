@@ -147,3 +147,30 @@ def test_a_run_reached_by_another_path_to_its_own_folder_is_submitted(
     shutil.copytree(moved / cfg["name"], moved / "copy")
     assert main(["submit", "--run", str(moved / "copy"), "--submissions-dir", str(subs)]) == 2
     _one_line(capsys, "was copied or moved since")
+
+
+def test_a_pseudo_round_on_another_test_file_refuses_the_sources_labels(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pseudo-label round run on the competition's copy with its hidden test set (same ids,
+    other rows), its source not predicted there: the source's test file was checked where the
+    source recorded it (the old one, unchanged), and its labels of the old rows were paired
+    with the new rows' features without a word."""
+    from pipeline import pseudo
+    from pipeline.config import build_config
+    from pipeline.errors import DataError
+
+    cfg, _, _, moved = _copied(competition_factory, tmp_path, capsys, hidden=True)
+    source = Path(cfg["output_dir"]) / cfg["name"]
+    new_dir = moved[1].split("=", 1)[1]
+    net = {"encoders": [{"name": "mlp", "params": {"hidden": [8]}}]}  # a round trains one
+    rnd = build_config({**cfg, "name": "round1", "model": net,
+                        "competition": {**cfg["competition"], "dir": new_dir},
+                        "pseudo": {"source": str(source), "threshold": 0.6}})
+    with pytest.raises(DataError) as info:
+        pseudo.run(rnd)
+    text = str(info.value)
+    assert f"{Path(new_dir) / 'test.csv'} is not the test file {source} predicted" in text
+    assert "\n" not in text and not (rnd.run_dir / "pseudo").exists()
+    same = build_config({**cfg, "name": "round1", "model": net,
+                         "pseudo": {"source": str(source), "threshold": 0.6}})
+    assert pseudo.run(same).is_dir()  # its own competition's test file: labelled
