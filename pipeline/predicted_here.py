@@ -35,9 +35,11 @@ def moved_since(meta: RunMeta, folder: Path) -> bool:
     if not meta.written_in or meta.written_in == str(Path(folder).resolve()):
         return False
     try:
-        return not os.path.samefile(meta.written_in, folder)
+        recorded, here = os.stat(meta.written_in), os.stat(folder)
     except OSError:  # the recorded folder is gone (moved) or cannot be read
         return True
+    # a file system without file ids (0: FAT on Windows) would take every folder for one
+    return not (recorded.st_ino and os.path.samestat(recorded, here))
 
 
 def _run_of(folder: Path) -> Path:
