@@ -208,6 +208,9 @@ class RunMeta:
     # it was kept): one read elsewhere was copied or moved since it predicted. Where the
     # folder lies, not what it predicts: left out of comparisons
     written_in: str = field(default="", compare=False)
+    # 'train.full_fit_combine' of a run whose test predictions take in its full models
+    # ('' : the fold models' mean alone); how it predicts, not what: left out of comparisons
+    full_fit: str = field(default="", compare=False)
 
     @property
     def scored_values(self) -> list[Any]:

@@ -183,6 +183,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (post := scores.get("postprocess")) and post["applied"]:  # what the labels score
         print(f"{cfg.name}: CV with the tuned post-processing = {post['in_sample']:.5f} "
               f"(nested CV {post['nested']['mean']:.5f}, {post['nested_without']:.5f} without)")
+    if how := scores.get("full_fit"):  # the CV above is the folds'; the test rows are not
+        made = "of the full models" if how == "replace" else "averaged with the full models"
+        print(f"{cfg.name}: test predictions {made} (train.full_fit); the CV is the folds'")
     print(f"submission: {path}")
     return 0
 

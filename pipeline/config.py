@@ -27,6 +27,7 @@ from pipeline.engine.losses import mask_mismatch
 from pipeline.engine.recipe import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.executor import ExecutorConfig
+from pipeline.full_fit_options import full_fit_problem
 from pipeline.models.encoders import ENCODERS, pretrained_record
 from pipeline.models.network import ModelConfig
 from pipeline.models.sklearn import PIPELINE as SKLEARN_PIPELINE
@@ -274,7 +275,7 @@ CROSS_SECTION_RULES: tuple[Callable[[ExperimentConfig], str | None], ...] = (
     _estimator_fits_task, _pipeline_steps_fit, _target_transform_fits, _encodings_fit_model,
     _network_only, _aux_losses_fit_task, _pseudo_fits_task, _folds_fit_task, _losses_fit_task,
     _encoders_read_modality, _tta_fits_model, _adversarial_fits_model, _consistency_fits,
-    _multitask_fits, _masked_targets_fit, options_fit, auto_batch_fits,
+    _multitask_fits, _masked_targets_fit, options_fit, auto_batch_fits, full_fit_problem,
 )
 
 

@@ -52,7 +52,8 @@ def fold_holders(run_dir: Path) -> list[str]:
     one and trained the fold alongside it, and the old config's weights landed in the new
     run."""
     held = []
-    for path in sorted(run_dir.glob("seed*/fold*/.lock")):
+    # seed<s>/full: a full model ('train.full_fit')
+    for path in sorted([*run_dir.glob("seed*/fold*/.lock"), *run_dir.glob("seed*/full/.lock")]):
         lock = FileLock(path, timeout=0)
         try:
             lock.acquire()

@@ -17,10 +17,12 @@ from pipeline.data_files import changed_files
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.errors import DataError
 from pipeline.fold_lock import FoldBusy, fold_lock
+from pipeline.full_fit import length_current
 from pipeline.jobs import predict_fold
 from pipeline.models.network import build_tokenizer
 from pipeline.prediction_state import stale_parts
 from pipeline.runs import (
+    FULL_FIT,
     fold_complete,
     fold_dir,
     fold_score,
@@ -41,9 +43,11 @@ def _refuse_untrained(cfg: ExperimentConfig, jobs: list[tuple[int, int]],
 
 
 def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
-    """Refresh every fold's predictions for the current ``predict`` section and regather."""
+    """Refresh every fold's predictions (and every full model's, under 'train.full_fit') for
+    the current ``predict`` section and regather."""
     comp = comp or load_competition(cfg.competition)
     jobs = [(seed, fold) for seed in cfg.train.seeds for fold in range(cfg.folds.n_splits)]
+    jobs += [(seed, FULL_FIT) for seed in cfg.train.seeds if cfg.train.full_fit]
     # a fold that never trained is refused before load_folds makes the folds file (a refusal
     # writes nothing); one that trained is then checked against its records, the folds too
     _refuse_untrained(cfg, jobs, lambda s, f: (fold_dir(cfg, s, f) / "metrics.json").is_file())
@@ -65,7 +69,8 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
                 if stale:
                     predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer,
                                  parts=stale)
-            fold_score(cfg, comp, folds, seed, fold)
+            if fold != FULL_FIT:  # a full model has no held-out rows to score
+                fold_score(cfg, comp, folds, seed, fold)
     return gather(cfg, comp, folds)
 
 
@@ -79,9 +84,13 @@ def _check_trained(cfg: ExperimentConfig, seed: int, fold: int) -> None:
     parts = trained_on(cfg)
     if not cfg.model.is_sklearn:
         parts = tuple(p for p in parts if p != "test")
+    folder = fold_dir(cfg, seed, fold)
+    if fold == FULL_FIT and fold_complete(cfg, seed, fold, reset=False, parts=parts) and (
+            not length_current(cfg, seed)):
+        raise DataError(f"{folder}: its folds were trained again since and choose another "
+                        "length: run the train stage first (it trains the full model again)")
     if fold_complete(cfg, seed, fold, reset=False, parts=parts):
         return
-    folder = fold_dir(cfg, seed, fold)
     done = folder / "metrics.json"
     try:
         record = read_json(done) if done.is_file() else {}

@@ -37,6 +37,7 @@ from pipeline.config_diff import snapshot_diff
 from pipeline.data.splits import predicting_folds, read_folds
 from pipeline.data_files import changed_files, data_digests
 from pipeline.errors import ConfigError, DataError, OtherConfigRun
+from pipeline.full_fit_predictions import combine, full_model_tests
 from pipeline.metrics import get_metric
 from pipeline.run_postprocess import save_postprocess, tune_run_postprocess
 from pipeline.run_unlabelled import gather_unlabelled
@@ -48,16 +49,21 @@ LAST_EPOCH_OOF = "oof_last_epoch.parquet"  # a network fold's last-epoch held-ou
 # What a fold folder holds, by release: 2 = inputs from the shared scikit-learn column
 # encoder. A fold of another format is trained again rather than read with the wrong inputs.
 FOLD_FORMAT = 2
+# The fold number of a seed's full model ('train.full_fit', pipeline.full_fit): no row's
+# fold, so it trains on every row and validates on none; its folder is seed<s>/full
+FULL_FIT = -1
 
 
 def fold_dir(cfg: ExperimentConfig, seed: int, fold: int) -> Path:
-    """``<run>/seed{seed}/fold{fold}``."""
-    return cfg.run_dir / f"seed{seed}" / f"fold{fold}"
+    """``<run>/seed{seed}/fold{fold}`` (``<run>/seed{seed}/full`` for :data:`FULL_FIT`)."""
+    return cfg.run_dir / f"seed{seed}" / ("full" if fold == FULL_FIT else f"fold{fold}")
 
 
 def fold_label(cfg: ExperimentConfig, seed: int, fold: int) -> str:
     """How logs name a (seed, fold) job: as its folder does (``seed0/fold0``), with the
     number of folds."""
+    if fold == FULL_FIT:
+        return f"{cfg.name} seed{seed}/full (every train row)"
     return f"{cfg.name} seed{seed}/fold{fold} (of {cfg.folds.n_splits})"
 
 
@@ -252,6 +258,9 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     oof_sum = np.zeros((n_train, len(cols)))
     test_parts, scores = [], {}
     test_ids = comp.test[id_col].astype(str).to_numpy()
+    full = full_model_tests(comp, {s: fold_dir(cfg, s, FULL_FIT) for s in cfg.train.seeds}
+                            ) if cfg.train.full_fit else {}
+    meta = dataclasses.replace(meta, full_fit=cfg.train.full_fit_combine if full else "")
     for seed in cfg.train.seeds:
         oof = np.full((n_train, len(cols)), np.nan)
         for fold in range(cfg.folds.n_splits):
@@ -269,7 +278,8 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
             raise DataError(f"OOF predictions of seed {seed} miss rows: folds incomplete")
         scores[f"seed{seed}"] = metric(y, oof)
         oof_sum += oof
-        _write_member(cfg, comp, folds, seed, oof, test_parts[-cfg.folds.n_splits:], meta)
+        _write_member(cfg, comp, folds, seed, oof, test_parts[-cfg.folds.n_splits:], meta,
+                      full.get(seed))
         _write_ensemble_members(cfg, comp, folds, seed, meta, scores)
     oof_mean = oof_sum / len(cfg.train.seeds)
     overall = metric(y, oof_mean)
@@ -281,6 +291,9 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     oof_frame = _predictions_frame(comp.train[id_col].to_numpy(), oof_mean, cols, id_col, folds)
     test_folds = pd.concat(test_parts, ignore_index=True)  # every fold's, kept whole
     test_frame = _test_mean(cfg, test_folds, cols).loc[comp.test[id_col]].reset_index()
+    if full:  # combined per seed or over the seeds alike: both ways are linear
+        test_frame[cols] = combine(test_frame[cols].to_numpy(dtype=np.float64),
+                                   np.mean(list(full.values()), axis=0), meta.full_fit)
     run_dir = cfg.run_dir
     write_parquet(run_dir / "oof.parquet", oof_frame)
     write_parquet(run_dir / "test_folds.parquet", test_folds)
@@ -289,7 +302,8 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
     save_postprocess(run_dir, rule)
     write_meta(run_dir, meta)
     summary = {"metric": metric.name, "direction": metric.direction, "scores": scores}
-    write_json(run_dir / "scores.json", summary | ({"postprocess": post} if post else {}))
+    write_json(run_dir / "scores.json", summary | ({"postprocess": post} if post else {})
+               | ({"full_fit": meta.full_fit} if full else {}))
     per_fold = np.array([v for k, v in scores.items() if "/fold" in k])
     # a fold whose metric is undefined (ROC AUC of a fold of one class) is left out of the
     # mean, and said, rather than making it NaN
@@ -360,14 +374,18 @@ def _test_mean(cfg: ExperimentConfig, per_fold: pd.DataFrame, cols: list[str]) -
 
 
 def _write_member(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
-                  oof: np.ndarray, test_parts: list[pd.DataFrame], meta: RunMeta) -> None:
-    """``seed<s>/`` as a run of its own (run.json, oof, test): one ensemble member per seed."""
+                  oof: np.ndarray, test_parts: list[pd.DataFrame], meta: RunMeta,
+                  full: np.ndarray | None = None) -> None:
+    """``seed<s>/`` as a run of its own (run.json, oof, test): one ensemble member per seed;
+    ``full``: its full model's test predictions, combined as the run's are."""
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     folder = cfg.run_dir / f"seed{seed}"
-    test = _test_mean(cfg, pd.concat(test_parts), cols)
+    test = _test_mean(cfg, pd.concat(test_parts), cols).loc[comp.test[id_col]].reset_index()
+    if full is not None:
+        test[cols] = combine(test[cols].to_numpy(dtype=np.float64), full, meta.full_fit)
     write_parquet(folder / "oof.parquet", _predictions_frame(
         comp.train[id_col].to_numpy(), oof, cols, id_col, folds))
-    write_parquet(folder / "test.parquet", test.loc[comp.test[id_col]].reset_index())
+    write_parquet(folder / "test.parquet", test)
     write_meta(folder, dataclasses.replace(meta, name=f"{cfg.name}-seed{seed}"))
 
 

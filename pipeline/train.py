@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,12 @@ from pipeline.data_files import fold_digests
 from pipeline.engine.accelerator import build_accelerator
 from pipeline.engine.distributed import agree, held_by_main, is_main
 from pipeline.engine.encoder_lr import pretrained_lr_warnings
-from pipeline.engine.recipe import recipe_warnings
+from pipeline.engine.recipe_warnings import recipe_warnings
 from pipeline.errors import ConfigError, DataError
 from pipeline.executor import Executor, Job, build_executor
 from pipeline.fold_lock import FoldBusy, fold_holders, fold_lock
 from pipeline.fold_start import start_fold
+from pipeline.full_fit import start_full_fit
 from pipeline.jobs import predict_fold, train_sklearn_fold
 from pipeline.jobs.gbdt import train_gbdt_fold
 from pipeline.jobs.multiprocess import check_multiprocess
@@ -49,6 +51,7 @@ from pipeline.prediction_state import predictions_current
 from pipeline.replaced_submission import pop_own_submission
 from pipeline.runs import (
     FOLD_FORMAT,
+    FULL_FIT,
     PREDICTION_FILES,
     TRAINED_FILES,
     file_digests,
@@ -69,8 +72,9 @@ def run_fold(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
     accelerator: Accelerator | None, tokenizer: Any,
 ) -> float | None:
-    """Train (or skip) one fold, make sure its predictions are current; returns its score,
-    or None when another process holds the fold (it is left to that process)."""
+    """Train (or skip) one fold, make sure its predictions are current; returns its score
+    (NaN: a full model, which has no held-out rows), or None when another process holds the
+    fold (it is left to that process)."""
     with held_by_main(lambda: fold_lock(cfg, seed, fold)) as holder:  # rank 0's, shared
         if holder is not None:
             log.info("%s: held by %s; left to it", fold_label(cfg, seed, fold), holder)
@@ -82,6 +86,8 @@ def _run_fold(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
     accelerator: Accelerator | None, tokenizer: Any,
 ) -> float:
+    # a full model: the length its folds choose now (one made for another is dropped)
+    length = start_full_fit(cfg, seed) if fold == FULL_FIT else None
     # in a multi-process launch rank 0 decides from the files it writes (agree), the
     # others train alongside and never write
     if agree(fold_complete, cfg, seed, fold) and not agree(_retrain_for_columns, cfg, comp,
@@ -90,24 +96,27 @@ def _run_fold(
         log.info("%s: complete, skipped", fold_label(cfg, seed, fold))
     else:
         if cfg.model.encoders[0].kind in GBDT_LIBRARIES:
-            result = train_gbdt_fold(cfg, comp, folds, seed, fold)
+            result = train_gbdt_fold(cfg, comp, folds, seed, fold,
+                                     length["trees"] if length is not None else None)
         elif cfg.model.is_sklearn:
             result = train_sklearn_fold(cfg, comp, folds, seed, fold)
         else:
             assert accelerator is not None
             agree(start_fold, cfg, seed, fold)  # no resume point of other inputs
-            result = _train_and_predict(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+            result = _train_and_predict(cfg, comp, folds, seed, fold, accelerator, tokenizer,
+                                        length["epochs"] if length is not None else None)
         # checksums of what training wrote (scikit-learn folds: their predictions too)
         vouched = TRAINED_FILES + (PREDICTION_FILES if cfg.model.is_sklearn else ())
         if is_main():
             write_json(fold_dir(cfg, seed, fold) / "metrics.json",
                        {"config_hash": cfg.train_hash(), "format": FOLD_FORMAT, **result,
                         "data": fold_digests(cfg, fold),
-                        "files": file_digests(fold_dir(cfg, seed, fold), vouched)})
+                        "files": file_digests(fold_dir(cfg, seed, fold), vouched)}
+                       | ({"length": length} if length is not None else {}))
     if not cfg.model.is_sklearn and not agree(predictions_current, cfg, seed, fold):
         assert accelerator is not None
         predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
-    return agree(fold_score, cfg, comp, folds, seed, fold)
+    return math.nan if fold == FULL_FIT else agree(fold_score, cfg, comp, folds, seed, fold)
 
 
 def _retrain_for_columns(cfg: ExperimentConfig, comp: Competition, seed: int,
@@ -162,12 +171,14 @@ def _retrain_for_rows(cfg: ExperimentConfig, comp: Competition, folds: np.ndarra
 
 def _train_and_predict(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
-    accelerator: Accelerator, tokenizer: Any,
+    accelerator: Accelerator, tokenizer: Any, epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Train a network fold and predict with it while it is in memory; logs where the fold's
-    time went (the competitor's GPU hours: training, then predicting and writing files)."""
+    """Train a network fold (a full model: for ``epochs``) and predict with it while it is in
+    memory; logs where the fold's time went (the competitor's GPU hours: training, then
+    predicting and writing files)."""
     start = time.perf_counter()
-    result, trained = fit_network_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer)
+    result, trained = fit_network_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer,
+                                       epochs)
     fitted = time.perf_counter()
     try:
         predict_fold(cfg, comp, folds, seed, fold, accelerator, tokenizer, trained)
@@ -194,9 +205,13 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None,
     comp = comp or load_competition(cfg.competition)
     executor = executor or build_executor(cfg.executor)  # a bad address: refused before writing
     folds = agree(prepare, cfg, comp, overwrite)  # rank 0 writes the run folder
+    jobs = fold_jobs(cfg, comp, folds, executor)
     with holding_images(competition_images(comp)):  # decoded, resized, moved once a run
-        busy = [job.tag for job, score in executor.run(fold_jobs(cfg, comp, folds, executor))
-                if score is None]
+        busy = [job.tag for job, score in executor.run(
+            [j for j in jobs if j.tag[1] != FULL_FIT]) if score is None]
+        if not busy:  # after every fold: a full model's length is read from their records
+            busy = [job.tag for job, score in executor.run(
+                [j for j in jobs if j.tag[1] == FULL_FIT]) if score is None]
     return agree(finish, cfg, comp, folds, busy)
 
 
@@ -271,10 +286,13 @@ def prepare(cfg: ExperimentConfig, comp: Competition, overwrite: bool = False) -
 
 def fold_jobs(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
               executor: Executor) -> list[Job]:
-    """One job per (seed, fold). In this process the jobs share one Accelerator and
-    tokenizer; a remote job builds its own from the config (:func:`fold_job`)."""
+    """One job per (seed, fold), then one per seed's full model under 'train.full_fit'
+    (fold :data:`FULL_FIT`). In this process the jobs share one Accelerator and tokenizer; a
+    remote job builds its own from the config (:func:`fold_job`)."""
     pairs = [(seed, fold) for seed in cfg.train.seeds for fold in range(cfg.folds.n_splits)]
-    keys = [f"{cfg.name} seed{seed}/fold{fold}" for seed, fold in pairs]
+    pairs += [(seed, FULL_FIT) for seed in cfg.train.seeds if cfg.train.full_fit]
+    keys = [f"{cfg.name} seed{seed}/{'full' if fold == FULL_FIT else f'fold{fold}'}"
+            for seed, fold in pairs]
     if not executor.in_process:
         gpus = 0.0 if cfg.model.is_sklearn else cfg.executor.gpus
         return [Job(key, functools.partial(fold_job, cfg, seed, fold), cfg.executor.cpus, gpus,
@@ -309,7 +327,12 @@ def finish(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
             f"{len(busy)} fold(s) of {cfg.name} (seed, fold: {busy}) are being trained by "
             "another process; this one trained the rest. Run train again once it finishes "
             "to gather the run")
-    return gather(cfg, comp, folds)
+    score = gather(cfg, comp, folds)
+    if cfg.train.full_fit:
+        log.info("%s: test predictions: %s (train.full_fit_combine); the OOF and its score are "
+                 "the folds'", cfg.name, "the full models' mean" if cfg.train.full_fit_combine
+                 == "replace" else "the mean of the fold models' and the full models' means")
+    return score
 
 
 def _warn_unseen_categories(cfg: ExperimentConfig, comp: Competition) -> None:

@@ -28,7 +28,9 @@ from pipeline.models.sklearn import scales_numbers
 # how, where and what is written, not what is trained: never hashed
 _NOT_HASHED = ("predict", "output_dir", "folds_dir", "submissions_dir", "name", "executor")
 # how a fold runs, not what it computes: a resumed fold is the same
-_NOT_HASHED_TRAIN = ("num_workers", "resume_every")
+_NOT_HASHED_TRAIN = ("num_workers", "resume_every",
+                     # what trains beside the folds: a full model records its own length
+                     "full_fit", "full_fit_combine")
 
 
 def compute_train_hash(cfg: Any, legacy: bool = False, source_path: bool = False,

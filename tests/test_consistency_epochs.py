@@ -20,7 +20,8 @@ from pipeline.engine.callbacks.consistency import over_unlabelled
 from pipeline.engine.callbacks.consistency_epochs import CycledLoader, unlabelled_steps
 from pipeline.engine.callbacks.consistency_methods import ConsistencyConfig
 from pipeline.engine.plan import StagePlan
-from pipeline.engine.recipe import TrainConfig, recipe_warnings
+from pipeline.engine.recipe import TrainConfig
+from pipeline.engine.recipe_warnings import recipe_warnings
 from pipeline.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,6 +5,7 @@ only; predictions are inverted back to the targets' units."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -19,19 +20,21 @@ from pipeline.data.encodings import CategoryEncodings
 from pipeline.data.target_transform import TargetTransform
 from pipeline.data.text_features import TfidfColumns
 from pipeline.data.time_folds import training_rows
+from pipeline.job_seed import job_seed
 from pipeline.jobs.inputs import predicted_frames, pseudo_rows
 from pipeline.metrics import get_metric
 from pipeline.models.gbdt import (
     LIBRARY,
     TREE_KEYS,
     GBDTModel,
+    GBDTSettings,
     TreeFeatures,
     build_estimator,
     fit_estimator,
     gbdt_settings,
     resolve_device,
 )
-from pipeline.runs import fold_dir, fold_label, pseudo_path
+from pipeline.runs import FULL_FIT, fold_dir, fold_label, pseudo_path
 
 log = logging.getLogger(__name__)
 IMPORTANCE_FILE = "feature_importance.csv"  # beside the predictions; not checksummed
@@ -94,19 +97,38 @@ def _read_pseudo(cfg: ExperimentConfig, comp: Competition, fold: int
     return rows, labels, pseudo["weight"].to_numpy(dtype=np.float64)
 
 
+def group_of(task: str, classes: np.ndarray) -> str:
+    """The estimator's task group: two classes left of a multiclass task (a class rarer than
+    the folds absent from a fold's training rows) are fitted with a binary objective, which
+    a multiclass eval metric refuses ("Multiclass objective and metrics don't match")."""
+    return "binary" if task == "multiclass" and len(classes) == 2 else task
+
+
+def fixed_length(settings: GBDTSettings, trees: int) -> GBDTSettings:
+    """``settings`` fitting exactly ``trees`` trees, without early stopping (a full model)."""
+    key = next(k for k in settings.params if k in TREE_KEYS)  # gbdt_settings set one
+    return dataclasses.replace(settings, params={**settings.params, key: trees},
+                               early_stopping_rounds=0)
+
+
 def _n_outputs(task: str, comp: Competition) -> int:
     """Estimators per fold: one per label (multilabel) or target (regression), else one."""
     return len(comp.pred_columns) if task in ("multilabel", "regression") else 1
 
 
 def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int,
-                    fold: int) -> dict[str, Any]:
+                    fold: int, trees: list[int] | None = None) -> dict[str, Any]:
     """Fit on the rows outside ``fold`` (plus its pseudo-labelled rows), early-stopped on the
     fold's rows; write ``model.joblib``, the OOF/test predictions and the feature importance.
 
-    Seeded with ``seed * 1000 + fold`` like every job. Returns what ``metrics.json`` records:
-    the trees kept per estimator (``best_iteration``, 1-based), the eval metric and device.
+    Seeded with :func:`pipeline.job_seed.job_seed` like every job. Returns what
+    ``metrics.json`` records: the trees kept per estimator (``best_iteration``, 1-based),
+    the eval metric and device.
+
+    ``fold`` :data:`pipeline.runs.FULL_FIT`: the seed's full model, fitted on every row with
+    ``trees[j]`` trees for output ``j`` and no early stopping; it predicts the test rows.
     """
+    full = fold == FULL_FIT
     out = fold_dir(cfg, seed, fold)
     encoder = cfg.model.encoders[0]
     settings = gbdt_settings(encoder.kind, encoder.params)
@@ -123,12 +145,13 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     tab = cfg.model.tabular
     features = TreeFeatures(comp.numeric_columns, comp.categorical_columns, encodings=(
         CategoryEncodings(tuple(tab.encodings), task, tab.target_cv, tab.target_smooth,
-                          seed * 1000 + fold) if tab.encodings else None),
+                          job_seed(seed, fold)) if tab.encodings else None),
         texts=tuple(comp.cfg.text_columns),
-        text=TfidfColumns.from_config(tab.text, dense=True, seed=seed * 1000 + fold))
+        text=TfidfColumns.from_config(tab.text, dense=True, seed=job_seed(seed, fold)))
     y_enc = targets[train_rows, 0] if task == "multiclass" else targets[train_rows]
     x_train = features.fit_transform(comp.train.iloc[train_rows], y_enc, lib)
-    x_valid = features.transform(comp.train.iloc[valid_rows], lib)
+    # a full model validates on no rows
+    x_valid = None if full else features.transform(comp.train.iloc[valid_rows], lib)
     pseudo = _read_pseudo(cfg, comp, fold) if cfg.pseudo is not None else None
     x_pseudo = features.transform(pseudo[0], lib) if pseudo is not None else None
     if pseudo is not None and target is not None:  # pseudo-labels are in the targets' units
@@ -157,8 +180,17 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
             keep &= np.isin(valid_labels, classes)
             y_fit = np.searchsorted(classes, y_fit.astype(np.int64))
             y_valid = np.searchsorted(classes, valid_labels)
-        est, trees = None, 0
-        if task == "regression" or len(classes) > 1:
+        est, kept = None, 0
+        if full and (task == "regression" or len(classes) > 1):
+            assert trees is not None
+            fixed = fixed_length(settings, max(1, trees[j]))
+            # its eval metric is only watched: the fit has no early stopping
+            est = build_estimator(fixed, group_of(task, classes),
+                                  "rmse" if task == "regression" else "log_loss", device,
+                                  job_seed(seed, fold), features.categorical_names())
+            # the rows passed for validation only satisfy the signature
+            kept = fit_estimator(est, fixed, x_fit, y_fit, w_fit, x_fit.iloc[:64], y_fit[:64])
+        elif x_valid is not None and (task == "regression" or len(classes) > 1):
             # one class (a rare label's fold without positives) is a constant: LightGBM and
             # XGBoost fit it as two classes, CatBoost refuses it (GBDTModel.predict)
             target_name = (comp.pred_columns[j] if task == "multilabel"
@@ -168,13 +200,12 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
             # two classes left (a class rarer than the folds absent from this fold's
             # training rows): the libraries fit them with a binary objective, which a
             # multiclass eval metric refuses ("Multiclass objective and metrics don't match")
-            group = "binary" if task == "multiclass" and len(classes) == 2 else task
-            est = build_estimator(settings, group, stopping, device, seed * 1000 + fold,
-                                  features.categorical_names())
-            trees = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],
-                                  y_valid[keep])
+            est = build_estimator(settings, group_of(task, classes), stopping, device,
+                                  job_seed(seed, fold), features.categorical_names())
+            kept = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],
+                                 y_valid[keep])
         model.estimators.append(est)
-        model.trees.append(trees)
+        model.trees.append(kept)
         model.classes.append(classes)
         metric_names.append(str(est.get_params().get(LIBRARY[lib].metric_key) or "default")
                             if est is not None else "none (one class)")
@@ -182,19 +213,20 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
         joblib.dump(model, tmp)
     id_col, cols = cfg.competition.id_column, comp.pred_columns
     predictions = {}
-    for name, frame in predicted_frames(comp, valid_rows).items():
+    for name, frame in predicted_frames(comp, None if full else valid_rows).items():
         predictions[name] = model.predict(frame)
         result = pd.DataFrame(predictions[name], columns=cols)
         result.insert(0, id_col, frame[id_col].to_numpy())
         write_parquet(out / f"{name}.parquet", result)
     write_csv(out / IMPORTANCE_FILE, model.importance_frame())
     cap = next((v for k, v in settings.params.items() if k in TREE_KEYS), None)
-    log.info("%s: %s kept %s of %s trees (early stopping on %s, %s)",
-             fold_label(cfg, seed, fold), lib, "/".join(map(str, model.trees)), cap,
-             metric_names[0], device)
+    log.info("%s: %s kept %s of %s trees (%s, %s)", fold_label(cfg, seed, fold), lib,
+             "/".join(map(str, model.trees)), "the folds'" if full else cap,
+             "no early stopping" if full else f"early stopping on {metric_names[0]}", device)
     return {"model": encoder.name,
             "best_iteration": model.trees[0] if len(model.trees) == 1 else model.trees,
             "n_estimators": cap, "eval_metric": metric_names[0], "device": device,
             "early_stopping_rounds": settings.early_stopping_rounds,
-            "best_score": get_metric(cfg.competition.metric, comp.scored_values)(
-                comp.targets[valid_rows], predictions["oof"])}
+            "best_score": None if full else get_metric(
+                cfg.competition.metric, comp.scored_values)(comp.targets[valid_rows],
+                                                            predictions["oof"])}

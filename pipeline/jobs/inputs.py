@@ -109,11 +109,16 @@ def fold_prep(fold_dir: Path, comp: Competition | None = None,
     return FoldPrep(joblib.load(tab_path), data["target_mean"], data["target_std"], target)
 
 
-def predicted_frames(comp: Competition, valid_rows: np.ndarray) -> dict[str, pd.DataFrame]:
+def predicted_frames(comp: Competition,
+                     valid_rows: np.ndarray | None) -> dict[str, pd.DataFrame]:
     """The rows a fold predicts, by the name of their file in the fold folder: its held-out
     rows (``oof``), the test rows and, under 'competition.unlabelled_train_rows: unlabelled',
     the train rows without a target (``unlabelled``: a pseudo-label source labels them as it
-    labels the test rows, so they are predicted the same way: every fold model, TTA)."""
+    labels the test rows, so they are predicted the same way: every fold model, TTA).
+    ``valid_rows`` None: a full model (``train.full_fit``), which predicts the test rows
+    alone (it has no held-out rows, and pseudo-labels come from the folds)."""
+    if valid_rows is None:
+        return {"test": comp.test}
     frames = {"oof": comp.train.iloc[valid_rows], "test": comp.test}
     if comp.unlabelled is not None:
         frames["unlabelled"] = comp.unlabelled.drop(columns=comp.cfg.target_columns)

@@ -19,6 +19,7 @@ _UNSHARDED = {
     "train.adversarial": "its extra forward and backward passes are not synchronised "
                          "across ranks",
     "train.aux_losses": "contrastive and triplet losses compare the rows of the whole batch",
+    "train.full_fit": "its models train after the folds, from their records, in one process",
 }
 
 

@@ -21,18 +21,21 @@ from pipeline.data.text_features import TfidfColumns
 from pipeline.data.time_folds import training_rows
 from pipeline.engine.auto_batch import auto_batch_note, eval_batch_size
 from pipeline.engine.callbacks.consistency import build_consistency, over_unlabelled
+from pipeline.engine.callbacks.stop_after import StopAfter
 from pipeline.engine.distributed import agree, is_main
 from pipeline.engine.recipe import build_callbacks, build_stage_plans
 from pipeline.engine.state import seed_everything
 from pipeline.engine.trainer import Trainer
 from pipeline.errors import ConfigError
+from pipeline.job_seed import job_seed
 from pipeline.jobs.inputs import FoldPrep, build_fold_network, fold_prep, with_pseudo_rows
 from pipeline.metrics import get_metric
 from pipeline.models.multitask import with_task_plans
 from pipeline.models.network import model_inputs
-from pipeline.runs import LAST_EPOCH_OOF, fold_dir, fold_label, pseudo_path
+from pipeline.runs import FULL_FIT, LAST_EPOCH_OOF, fold_dir, fold_label, pseudo_path
 
 log = logging.getLogger(__name__)
+WATCHED_ROWS = 512  # about as many of a full model's own rows scored after each epoch
 
 
 @dataclass(frozen=True)
@@ -73,21 +76,28 @@ def _warm_capable(cfg: ExperimentConfig) -> bool:
 
 def fit_network_fold(
     cfg: ExperimentConfig, comp: Competition, folds: np.ndarray, seed: int, fold: int,
-    accelerator: Accelerator, tokenizer: Any,
+    accelerator: Accelerator, tokenizer: Any, epochs: int | None = None,
 ) -> tuple[dict[str, Any], TrainedFold | None]:
     """Train one network on the rows outside ``fold``; returns its fit history and, when its
     last epoch is the chosen one, the trained fold to predict with (its checkpoint files may
     still be on their way to the disk: :meth:`TrainedFold.finish`).
 
-    The job seeds python, numpy and torch with ``seed * 1000 + fold`` before anything draws
-    from them, so the same (seed, fold) trains the same weights, resumed or not.
+    The job seeds python, numpy and torch with ``seed * 1000 + fold`` (:func:`job_seed`)
+    before anything draws from them, so the same (seed, fold) trains the same weights,
+    resumed or not.
+
+    ``fold`` :data:`pipeline.runs.FULL_FIT`: the seed's full model, trained on every row for
+    ``epochs`` epochs of the recipe (no early stopping) and kept at its last; its epochs are
+    scored on an even sample of its own rows (a fit's progress, not a held-out score).
     """
+    full = fold == FULL_FIT
     out = fold_dir(cfg, seed, fold)
-    run_seed = seed * 1000 + fold
+    run_seed = job_seed(seed, fold)
     seed_everything(run_seed)
     task = cfg.competition.task
     train_rows = training_rows(comp, folds, fold, cfg.folds.gap)  # purged under 'gap'
-    valid_rows = np.flatnonzero(folds == fold)
+    valid_rows = (train_rows[::max(1, len(train_rows) // WATCHED_ROWS)] if full
+                  else np.flatnonzero(folds == fold))
     # rank 0 fits and writes it; a multi-process launch hands its result to the other ranks
     text = (TfidfColumns.from_config(cfg.model.tabular.text, dense=True, seed=run_seed)
             if cfg.model.reads_tfidf and comp.cfg.text_columns else None)
@@ -147,14 +157,19 @@ def fit_network_fold(
         return metric(y_valid, prep.predictions(task, outputs))
 
     encoder_kinds = [e.kind for e in cfg.model.encoders]
-    callbacks = build_callbacks(cfg.train, encoder_kinds, metric.greater_is_better)
+    callbacks = build_callbacks(cfg.train.model_copy(update={"early_stopping": None}) if full
+                                else cfg.train, encoder_kinds, metric.greater_is_better)
+    if full:
+        assert epochs is not None
+        callbacks.append(StopAfter(epochs))
     if cons is not None:  # the unlabelled rows: test rows, and train rows kept without a
         # target under 'competition.unlabelled_train_rows: unlabelled'
         callbacks.append(build_consistency(
             cons, task, CompetitionDataset(pool, inputs), active, encoder_kinds,
             comp.n_outputs, first_unlabelled, run_seed * 100 + 7, cfg.train.num_workers,
             cfg.train.loader))
-    predicting = cfg.train.predicting_epoch  # 'best' or 'last', the config's 'auto' resolved
+    # 'best' or 'last', the config's 'auto' resolved; a full model: its last epoch
+    predicting = "last" if full else cfg.train.predicting_epoch
     trainer = Trainer(model, accelerator, cfg.train.max_grad_norm, callbacks,
                       desc=fold_label(cfg, seed, fold), checkpoint=predicting,
                       precise_bn=cfg.train.precise_bn, metric_name=metric.name,
@@ -177,7 +192,8 @@ def fit_network_fold(
         accelerator.free_memory()
     result = {"best_epoch": history.best_epoch, "best_score": history.best_score,
               "checkpoint": predicting, "epochs": history.epochs}
-    if history.last_outputs is not None:  # the last epoch's OOF: no epoch was chosen on it
+    if history.last_outputs is not None and not full:  # the last epoch's OOF: no epoch
+        # was chosen on it (a full model's scored rows are its own)
         last = prep.predictions(task, history.last_outputs)
         frame = pd.DataFrame(last, columns=comp.pred_columns)
         frame.insert(0, cfg.competition.id_column,

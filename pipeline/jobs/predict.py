@@ -29,7 +29,7 @@ from pipeline.jobs.inputs import FoldPrep, build_fold_network, fold_prep, predic
 from pipeline.jobs.network import TrainedFold
 from pipeline.models.network import model_inputs
 from pipeline.prediction_state import prediction_hash
-from pipeline.runs import PREDICTION_FILES, file_digests, fold_dir
+from pipeline.runs import FULL_FIT, PREDICTION_FILES, file_digests, fold_dir
 from pipeline.tta import reduce_predictions, tta_transforms
 
 
@@ -59,7 +59,7 @@ def predict_fold(
         trainer, prep, inputs, checkpoints = trained.trainer, trained.prep, trained.inputs, [None]
     batch_size = cfg.predict.batch_size or eval_batch_size(cfg.train.batch_size)
     id_col, cols = cfg.competition.id_column, comp.pred_columns
-    valid_rows = np.flatnonzero(folds == fold)
+    valid_rows = None if fold == FULL_FIT else np.flatnonzero(folds == fold)
     frames = {part: frame for part, frame in predicted_frames(comp, valid_rows).items()
               if parts is None or part in parts}
     transforms = tta_transforms(cfg.predict.tta)

@@ -17,7 +17,7 @@ from pipeline.data.time_folds import training_rows
 from pipeline.errors import DataError
 from pipeline.jobs.inputs import predicted_frames
 from pipeline.models.sklearn import build_estimator, predict_matrix
-from pipeline.runs import fold_dir, fold_label
+from pipeline.runs import FULL_FIT, fold_dir, fold_label
 
 
 def _columns(comp: Competition) -> list[str]:
@@ -57,7 +57,7 @@ def train_sklearn_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarr
     model.fit(x, y)
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(model, tmp)
-    for name, frame in predicted_frames(comp, valid_rows).items():
+    for name, frame in predicted_frames(comp, None if fold == FULL_FIT else valid_rows).items():
         pred = predict_matrix(model, frame[_columns(comp)], comp)
         result = pd.DataFrame(pred, columns=cols)
         result.insert(0, id_col, frame[id_col].to_numpy())

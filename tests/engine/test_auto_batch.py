@@ -23,7 +23,8 @@ from pipeline.engine.auto_batch import (
     stage_optimizer,
 )
 from pipeline.engine.optim import OptimizerConfig
-from pipeline.engine.recipe import TrainConfig, recipe_warnings
+from pipeline.engine.recipe import TrainConfig
+from pipeline.engine.recipe_warnings import recipe_warnings
 from tests.conftest import make_competition
 
 

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from pipeline.cli import main
 from pipeline.engine import Stage, TrainConfig
 from pipeline.engine.callbacks.averaging import EMA, SWA, EarlyStopping, Snapshots
-from pipeline.engine.recipe import build_callbacks, recipe_warnings
+from pipeline.engine.recipe import build_callbacks
+from pipeline.engine.recipe_warnings import recipe_warnings
 
 
 def test_resolved_stages_are_computed_once_and_fill_every_key_from_the_stage_before():
