@@ -21,7 +21,8 @@ categories), early-stopped on ``--stop``, the fold models' mean on the test rows
 ``te_native`` adds scikit-learn's cross-fitted ``TargetEncoder`` of the two high-cardinality
 columns beside their native codes, ``te_count`` replaces their codes by that encoding and
 their counts, ``catreg`` regularises LightGBM's categorical splits (``cat_smooth`` 50,
-``min_data_per_group`` 200, ``cat_l2`` 10), ``unbalance`` sets ``is_unbalance``. It prints
+``min_data_per_group`` 200, ``cat_l2`` 10), ``unbalance`` sets ``is_unbalance``, ``hessian``
+sets ``min_child_weight`` 1 (XGBoost's default; LightGBM's is 0.001). It prints
 the trees kept per fold, the OOF (CV) and held-out ROC AUC, average precision and log loss.
 ``score`` prints the same held-out numbers for a run's ``test.parquet`` or a submission.
 """
@@ -137,8 +138,8 @@ def hand(directory: Path, stop: str, variant: str) -> None:
                                        for f in (train, test))
     params = {"n_estimators": 10000, "learning_rate": 0.05, "verbose": -1, "n_jobs": 1}
     params |= {"unbalance": {"is_unbalance": True},
-               "catreg": {"cat_smooth": 50, "min_data_per_group": 200, "cat_l2": 10}
-               }.get(variant, {})
+               "catreg": {"cat_smooth": 50, "min_data_per_group": 200, "cat_l2": 10},
+               "hessian": {"min_child_weight": 1.0}}.get(variant, {})
     oof, pred, trees = np.zeros(len(train)), np.zeros(len(test)), []
     splits = StratifiedKFold(5, shuffle=True, random_state=42).split(train, y)
     for k, (fit, valid) in enumerate(splits):
@@ -175,7 +176,8 @@ def main() -> None:
     p_hand.add_argument("dir", type=Path)
     p_hand.add_argument("--stop", default="auc", choices=["auc", "binary_logloss"])
     p_hand.add_argument("--variant", default="native",
-                        choices=["native", "te_native", "te_count", "catreg", "unbalance"])
+                        choices=["native", "te_native", "te_count", "catreg", "unbalance",
+                                 "hessian"])
     p_score = sub.add_parser("score")
     p_score.add_argument("dir", type=Path)
     p_score.add_argument("files", nargs="+")

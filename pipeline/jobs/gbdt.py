@@ -34,6 +34,16 @@ from pipeline.runs import fold_dir, fold_label, pseudo_path
 
 log = logging.getLogger(__name__)
 IMPORTANCE_FILE = "feature_importance.csv"  # beside the predictions; not checksummed
+# The first tree scoring best on the validation rows: every later one made the eval metric
+# worse for `early_stopping_rounds` trees, so the fold predicts from one tree at the learning
+# rate, near a constant. LightGBM did so on rare positives (0.4%) under log loss in 3 of 5
+# folds (held-out log loss 0.0208, ROC AUC 0.64): its splits on a 5,000-level category
+# overfit at once; with cat_smooth 50 and min_data_per_group 200 it kept 9-22 trees in 4
+# folds, 0.0193 and 0.85 (docs/benchmarks.md, "Rare positives").
+ONE_TREE = ("its first tree scored best on the fold's rows, every later one worse, so it "
+            "predicts near a constant; the trees overfit from the start: for LightGBM on "
+            "high-cardinality categories try params cat_smooth: 50, min_data_per_group: 200, "
+            "or 'model.tabular.encodings: [target, count]'")
 # regression metrics that read the targets' scale (logs of them, ratios to them)
 _SCALE_METRICS = frozenset({"rmsle", "mape", "smape"})
 
@@ -171,6 +181,9 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
                                   features.categorical_names())
             trees = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],
                                   y_valid[keep])
+            if trees == 1 and settings.early_stopping_rounds:
+                log.warning("%s: %s kept 1 tree of %r: %s", fold_label(cfg, seed, fold), lib,
+                            target_name, ONE_TREE)
         model.estimators.append(est)
         model.trees.append(trees)
         model.classes.append(classes)
