@@ -142,7 +142,7 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     if pseudo is not None and target is not None:  # pseudo-labels are in the targets' units
         pseudo = (pseudo[0], target.transform(target.in_domain(pseudo[1])), pseudo[2])
     model = GBDTModel(lib, task, len(comp.classes), features, target=target)
-    metric_names = []
+    metric_names, one_tree = [], []
     for j in range(_n_outputs(task, comp)):
         y_train = targets[train_rows, 0 if task == "multiclass" else j]
         y_valid = targets[valid_rows, 0 if task == "multiclass" else j]
@@ -182,8 +182,7 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
             trees = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],
                                   y_valid[keep])
             if trees == 1 and settings.early_stopping_rounds:
-                log.warning("%s: %s kept 1 tree of %r: %s", fold_label(cfg, seed, fold), lib,
-                            target_name, ONE_TREE)
+                one_tree.append(target_name)
         model.estimators.append(est)
         model.trees.append(trees)
         model.classes.append(classes)
@@ -203,9 +202,13 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     log.info("%s: %s kept %s of %s trees (early stopping on %s, %s)",
              fold_label(cfg, seed, fold), lib, "/".join(map(str, model.trees)), cap,
              metric_names[0], device)
+    metric = get_metric(cfg.competition.metric, comp.scored_values)
+    score = metric(comp.targets[valid_rows], predictions["oof"])
+    # a first tree that already ranks the fold's rows perfectly is no overfit (a tiny table)
+    if one_tree and not (metric.order_only and score == 1.0):
+        log.warning("%s: %s kept 1 tree of %s: %s", fold_label(cfg, seed, fold), lib,
+                    ", ".join(map(repr, one_tree)), ONE_TREE)
     return {"model": encoder.name,
             "best_iteration": model.trees[0] if len(model.trees) == 1 else model.trees,
             "n_estimators": cap, "eval_metric": metric_names[0], "device": device,
-            "early_stopping_rounds": settings.early_stopping_rounds,
-            "best_score": get_metric(cfg.competition.metric, comp.scored_values)(
-                comp.targets[valid_rows], predictions["oof"])}
+            "early_stopping_rounds": settings.early_stopping_rounds, "best_score": score}
