@@ -39,6 +39,7 @@ from pipeline.data_files import changed_files, data_digests
 from pipeline.errors import ConfigError, DataError, OtherConfigRun
 from pipeline.full_fit_predictions import combine, full_model_tests
 from pipeline.metrics import get_metric
+from pipeline.pooled_score import pooled_gap_note
 from pipeline.run_postprocess import save_postprocess, tune_run_postprocess
 from pipeline.run_unlabelled import gather_unlabelled
 from pipeline.train_hash import train_hashes
@@ -314,6 +315,9 @@ def gather(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray) -> float
              metric.name, overall, float(np.mean(defined)) if defined.size else np.nan,
              float(np.std(defined)) if defined.size else np.nan,
              len(cfg.train.seeds), cfg.folds.n_splits, undefined, run_dir)
+    pooled_note = pooled_gap_note(metric, overall, per_fold, oof_mean, folds)
+    if pooled_note:
+        log.warning("%s: %s", cfg.name, pooled_note)
     views = [fold_dir(cfg, s, k) / "tta_oof.parquet" for s in cfg.train.seeds
              for k in range(cfg.folds.n_splits)] if cfg.predict.tta else []
     say_view_scores(cfg.name, metric, view_scores(

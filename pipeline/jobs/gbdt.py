@@ -38,6 +38,16 @@ from pipeline.runs import FULL_FIT, fold_dir, fold_label, pseudo_path
 
 log = logging.getLogger(__name__)
 IMPORTANCE_FILE = "feature_importance.csv"  # beside the predictions; not checksummed
+# The first tree scoring best on the validation rows: every later one made the eval metric
+# worse for `early_stopping_rounds` trees, so the fold predicts from one tree at the learning
+# rate, near a constant. LightGBM did so on rare positives (0.4%) under log loss in 3 of 5
+# folds (held-out log loss 0.0208, ROC AUC 0.64): its splits on a 5,000-level category
+# overfit at once; with cat_smooth 50 and min_data_per_group 200 it kept 9-22 trees in 4
+# folds, 0.0193 and 0.85 (docs/benchmarks.md, "Rare positives").
+ONE_TREE = ("its first tree scored best on the fold's rows, every later one worse, so it "
+            "predicts near a constant; the trees overfit from the start: for LightGBM on "
+            "high-cardinality categories try params cat_smooth: 50, min_data_per_group: 200, "
+            "or 'model.tabular.encodings: [target, count]'")
 # regression metrics that read the targets' scale (logs of them, ratios to them)
 _SCALE_METRICS = frozenset({"rmsle", "mape", "smape"})
 
@@ -157,7 +167,7 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     if pseudo is not None and target is not None:  # pseudo-labels are in the targets' units
         pseudo = (pseudo[0], target.transform(target.in_domain(pseudo[1])), pseudo[2])
     model = GBDTModel(lib, task, len(comp.classes), features, target=target)
-    metric_names = []
+    metric_names, one_tree = [], []
     for j in range(_n_outputs(task, comp)):
         y_train = targets[train_rows, 0 if task == "multiclass" else j]
         y_valid = targets[valid_rows, 0 if task == "multiclass" else j]
@@ -204,6 +214,8 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
                                   job_seed(seed, fold), features.categorical_names())
             kept = fit_estimator(est, settings, x_fit, y_fit, w_fit, x_valid[keep],
                                  y_valid[keep])
+            if kept == 1 and settings.early_stopping_rounds:
+                one_tree.append(target_name)
         model.estimators.append(est)
         model.trees.append(kept)
         model.classes.append(classes)
@@ -223,10 +235,13 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     log.info("%s: %s kept %s of %s trees (%s, %s)", fold_label(cfg, seed, fold), lib,
              "/".join(map(str, model.trees)), "the folds'" if full else cap,
              "no early stopping" if full else f"early stopping on {metric_names[0]}", device)
+    metric = get_metric(cfg.competition.metric, comp.scored_values)
+    score = None if full else metric(comp.targets[valid_rows], predictions["oof"])
+    # a first tree that already ranks the fold's rows perfectly is no overfit (a tiny table)
+    if one_tree and not (metric.order_only and score == 1.0):
+        log.warning("%s: %s kept 1 tree of %s: %s", fold_label(cfg, seed, fold), lib,
+                    ", ".join(map(repr, one_tree)), ONE_TREE)
     return {"model": encoder.name,
             "best_iteration": model.trees[0] if len(model.trees) == 1 else model.trees,
             "n_estimators": cap, "eval_metric": metric_names[0], "device": device,
-            "early_stopping_rounds": settings.early_stopping_rounds,
-            "best_score": None if full else get_metric(
-                cfg.competition.metric, comp.scored_values)(comp.targets[valid_rows],
-                                                            predictions["oof"])}
+            "early_stopping_rounds": settings.early_stopping_rounds, "best_score": score}
