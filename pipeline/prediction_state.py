@@ -17,7 +17,8 @@ from pathlib import Path
 from pipeline.artifacts import read_json
 from pipeline.config import ExperimentConfig
 from pipeline.data_files import changed_files
-from pipeline.runs import PREDICTION_FILES, damaged_files, fold_dir, fold_label
+from pipeline.file_digests import damaged_files
+from pipeline.runs import PREDICTION_FILES, fold_dir, fold_label
 from pipeline.train_hash import train_hashes
 
 log = logging.getLogger(__name__)

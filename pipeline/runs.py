@@ -6,7 +6,6 @@ gathered into the run's ``oof.parquet`` / ``test.parquet`` (layout: :mod:`pipeli
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import platform
@@ -37,6 +36,7 @@ from pipeline.config_diff import snapshot_diff
 from pipeline.data.splits import predicting_folds, read_folds
 from pipeline.data_files import changed_files, data_digests
 from pipeline.errors import ConfigError, DataError, OtherConfigRun
+from pipeline.file_digests import damaged_files
 from pipeline.full_fit_predictions import combine, full_model_tests
 from pipeline.metrics import get_metric
 from pipeline.pooled_score import pooled_gap_note
@@ -81,24 +81,6 @@ TRAINED_FILES = ("best.pt", "snapshot_*.pt", "preprocess.json", "tabular.joblib"
 # member*: a train.ensemble's members (engine.member_ensemble); unlabelled: run_unlabelled
 PREDICTION_FILES = ("oof.parquet", "test.parquet", "unlabelled.parquet", "tta_*.parquet",
                     "member*_*.parquet")
-
-
-def file_digests(folder: Path, patterns: tuple[str, ...]) -> dict[str, str]:
-    """SHA-256 of every file in ``folder`` matching ``patterns``, by name."""
-    digests = {}
-    for pattern in patterns:
-        for path in sorted(folder.glob(pattern)):
-            digest = hashlib.sha256()
-            with path.open("rb") as f:
-                for block in iter(lambda f=f: f.read(1 << 20), b""):
-                    digest.update(block)
-            digests[path.name] = digest.hexdigest()
-    return digests
-
-
-def damaged_files(folder: Path, recorded: dict[str, str], patterns: tuple[str, ...]) -> list[str]:
-    now = file_digests(folder, patterns)
-    return sorted(name for name, digest in recorded.items() if now.get(name) != digest)
 
 
 # a fold's resume point and what it fitted on its training rows: dropped where the fold must

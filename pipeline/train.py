@@ -31,6 +31,7 @@ from pipeline.engine.encoder_lr import pretrained_lr_warnings
 from pipeline.engine.recipe_warnings import recipe_warnings
 from pipeline.errors import ConfigError, DataError
 from pipeline.executor import Executor, Job, build_executor
+from pipeline.file_digests import file_digests
 from pipeline.fold_lock import FoldBusy, fold_holders, fold_lock
 from pipeline.fold_start import start_fold
 from pipeline.full_fit import start_full_fit
@@ -54,7 +55,6 @@ from pipeline.runs import (
     FULL_FIT,
     PREDICTION_FILES,
     TRAINED_FILES,
-    file_digests,
     fold_complete,
     fold_dir,
     fold_label,

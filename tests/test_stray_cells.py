@@ -25,7 +25,7 @@ def test_a_code_column_is_checked_once_per_distinct_value(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # a 100k-row table's three code columns took 7 s per load (every stage loads it)
     seen: list[int] = []
-    date_format, to_numeric = competition_files._date_format, pd.to_numeric
+    date_format, to_numeric = competition_files.date_format, pd.to_numeric
 
     def count_dates(values: pd.Series) -> Any:
         seen.append(len(values))
@@ -35,7 +35,7 @@ def test_a_code_column_is_checked_once_per_distinct_value(
         seen.append(len(values))
         return to_numeric(values, *args, **kwargs)
 
-    monkeypatch.setattr(competition_files, "_date_format", count_dates)
+    monkeypatch.setattr(competition_files, "date_format", count_dates)
     monkeypatch.setattr(pd, "to_numeric", count_numbers)
     train, test = _codes(20_000, 50), _codes(8_000, 50)
     assert parse_written_numbers([train, test], ["merchant"]) == []

@@ -25,11 +25,12 @@ from pipeline.engine.distributed import is_main
 from pipeline.engine.member_ensemble import MemberEnsemble, split_members
 from pipeline.engine.trainer import Trainer
 from pipeline.errors import DataError
+from pipeline.file_digests import file_digests
 from pipeline.jobs.inputs import FoldPrep, build_fold_network, fold_prep, predicted_frames
 from pipeline.jobs.network import TrainedFold
 from pipeline.models.network import model_inputs
 from pipeline.prediction_state import prediction_hash
-from pipeline.runs import FULL_FIT, PREDICTION_FILES, file_digests, fold_dir
+from pipeline.runs import FULL_FIT, PREDICTION_FILES, fold_dir
 from pipeline.tta import reduce_predictions, tta_transforms
 
 
