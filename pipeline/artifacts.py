@@ -6,7 +6,9 @@ Layout of a run (``<output_dir>/<name>/``)::
     run.json             RunMeta: task, metric, target columns, classes, prediction columns
     seed{s}/fold{k}/     best.pt, last.pt (resume state), metrics.json, oof.parquet, test.parquet
     oof.parquet          id, fold, one column per prediction (mean over seeds)
-    test.parquet         id, one column per prediction (mean over seeds and folds)
+    test.parquet         id, one column per prediction (mean over seeds and the folds
+                         that predict: under time folds all but the last; with
+                         train.full_fit the full models too)
     test_folds.parquet   seed, fold, id, predictions: every fold model's test predictions
     scores.json          score of every (seed, fold) and of the whole OOF
 

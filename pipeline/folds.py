@@ -20,6 +20,7 @@ from pipeline.data.splits import (
     constant_labels_warning,
     folds_spec,
     make_folds,
+    predicting_folds,
     read_folds,
     spec_path,
 )
@@ -60,9 +61,10 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
              cfg.folds.n_splits, sizes)
     if splitter.uses_time:  # which period each fold validates
         log.info("folds: by time in column %r: %s; the test rows are predicted by the models "
-                 "of folds 0..%d (fold %d's never trains on the latest block)",
+                 "of fold(s) %s (fold %d's never trains on the latest block)",
                  cfg.competition.time_column, time_folds_summary(competition_times(comp), folds),
-                 cfg.folds.n_splits - 2, cfg.folds.n_splits - 1)
+                 ", ".join(map(str, predicting_folds(cfg.folds.scheme, cfg.folds.n_splits))),
+                 cfg.folds.n_splits - 1)
     # said once, when the folds are made: every later stage reads these folds
     groups = splitter.uses_groups
     for warning in (repeated_rows_warning(comp, folds, groups),

@@ -201,7 +201,7 @@ def test_run_with_time_folds_end_to_end(competition_factory, tmp_path: Path,
     said = [r.getMessage() for r in caplog.records if "by time in column" in r.getMessage()]
     assert said == ["folds: by time in column 'date': fold 0 2024-01-01..2024-01-08 (16 rows), "
                     "fold 1 2024-01-09..2024-01-16 (16 rows), fold 2 2024-01-17..2024-01-24 "
-                    "(16 rows); the test rows are predicted by the models of folds 0..1 (fold "
+                    "(16 rows); the test rows are predicted by the models of fold(s) 0, 1 (fold "
                     "2's never trains on the latest block)"]
     # every train row validated once: one OOF prediction each, by its own fold
     oof = pd.read_parquet(config.run_dir / "oof.parquet")
