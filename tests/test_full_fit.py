@@ -164,13 +164,17 @@ def test_gbdt_full_fit_keeps_the_folds_trees_scaled(competition_factory) -> None
         "scores"]["oof"])
 
 
-def test_gbdt_without_early_stopping_keeps_its_configured_trees(competition_factory) -> None:
-    data = competition_factory("tabular", "binary", n_train=60)
+def _lightgbm_full_fit(competition_factory: Any, n_train: int, **params: Any) -> Any:
+    """A small binary table's LightGBM run config with ``train.full_fit``."""
+    data = competition_factory("tabular", "binary", n_train=n_train)
     data["model"] = {"encoders": [{"name": "lightgbm", "params": {
-        "n_estimators": 15, "min_child_samples": 5, "early_stopping_rounds": 0,
-        "n_jobs": 1}}]}
+        "min_child_samples": 5, "n_jobs": 1, **params}}]}
     data["train"] = {"full_fit": True}
-    cfg = build_config(data)
+    return build_config(data)
+
+
+def test_gbdt_without_early_stopping_keeps_its_configured_trees(competition_factory) -> None:
+    cfg = _lightgbm_full_fit(competition_factory, 60, n_estimators=15, early_stopping_rounds=0)
     train.run(cfg)
     assert joblib.load(fold_dir(cfg, 0, FULL_FIT) / "model.joblib").trees == [15]
 
@@ -368,12 +372,7 @@ def _recording(resumed: list[int]) -> Any:
 
 
 def test_a_full_model_of_another_length_trains_again(competition_factory) -> None:
-    data = competition_factory("tabular", "binary", n_train=80)
-    data["model"] = {"encoders": [{"name": "lightgbm", "params": {
-        "n_estimators": 40, "min_child_samples": 5, "early_stopping_rounds": 5,
-        "n_jobs": 1}}]}
-    data["train"] = {"full_fit": True}
-    cfg = build_config(data)
+    cfg = _lightgbm_full_fit(competition_factory, 80, n_estimators=40, early_stopping_rounds=5)
     train.run(cfg)
     full = fold_dir(cfg, 0, FULL_FIT)
     made = (full / "metrics.json").stat().st_mtime_ns

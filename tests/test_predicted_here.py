@@ -73,13 +73,21 @@ def test_a_copied_run_not_predicted_where_it_lies_is_not_submitted(
     assert (by_run["target"] - first["target"]).abs().max() > 0.01  # the hidden rows' own
 
 
-def test_a_blend_of_copied_members_is_made_and_submitted_once_they_predicted(
-        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _blended(competition_factory: Any, tmp_path: Path,
+             capsys: pytest.CaptureFixture[str]) -> tuple[Any, ...]:
+    """:func:`_copied` (public test set) and a mean blend ``mix`` of the two runs where
+    they were trained: (cfg, path, runs, moved, blends folder, the runs' folders)."""
     cfg, path, runs, moved = _copied(competition_factory, tmp_path, capsys, hidden=False)
     blends = tmp_path / "blends"
     here = [str(Path(cfg["output_dir"]) / n) for n in (cfg["name"], "b")]
     assert main(["blend", "--runs", *here, "--method", "mean", "--name", "mix",
                  "--blends-dir", str(blends)]) == 0, capsys.readouterr().err
+    return cfg, path, runs, moved, blends, here
+
+
+def test_a_blend_of_copied_members_is_made_and_submitted_once_they_predicted(
+        competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, path, runs, moved, blends, _ = _blended(competition_factory, tmp_path, capsys)
     copied_blends = tmp_path / "working" / "blends"
     shutil.copytree(blends, copied_blends)
     members = [str(runs / n) for n in (cfg["name"], "b")]
@@ -107,11 +115,7 @@ def test_a_blend_of_copied_members_is_made_and_submitted_once_they_predicted(
 def test_a_competition_folder_gone_says_to_predict_first(
         competition_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """It said 'sample submission file ... not found', not what to run."""
-    cfg, _, _, _ = _copied(competition_factory, tmp_path, capsys, hidden=False)
-    blends = tmp_path / "blends"
-    here = [str(Path(cfg["output_dir"]) / n) for n in (cfg["name"], "b")]
-    assert main(["blend", "--runs", *here, "--method", "mean", "--name", "mix",
-                 "--blends-dir", str(blends)]) == 0, capsys.readouterr().err
+    cfg, _, _, _, blends, here = _blended(competition_factory, tmp_path, capsys)
     gone = Path(cfg["competition"]["dir"])
     shutil.rmtree(gone)
     subs = tmp_path / "notebook-submissions"
