@@ -31,6 +31,7 @@ from pipeline.data.time_folds import (
     time_folds_summary,
     training_rows,
 )
+from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
         # no block of time
         if splitter.uses_time and "made_by" not in made:
             check_time_blocks(path, comp, kept)
+        if "made_by" in made and cfg.folds.gap:  # it purged near every row of the fold's
+            # neighbours in time: the test-like rows are scattered over the whole period
+            raise DataError(f"'folds.gap' {cfg.folds.gap:g} purges the rows beside a block of "
+                            f"time, but {path} holds folds made by {made['made_by']} (a "
+                            "test-like validation fold, no block of time): set 'folds.gap: 0'")
         _check_gap(cfg, comp, kept)
         log.debug("folds: %s exists and matches the train ids; kept", path)
         return path

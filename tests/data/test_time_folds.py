@@ -272,6 +272,12 @@ def test_time_folds_file_that_no_longer_follows_the_times_is_refused(
     record = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**record, "made_by": "pipeline adversarial"}))
     assert folds_stage.run(cfg) == path and path.read_bytes() == made
+    # a gap around its scattered test-like rows purged near every training row of fold 0
+    purged = cfg.model_copy(update={"folds": cfg.folds.model_copy(update={"gap": 1.0})})
+    with pytest.raises(DataError, match=r"^'folds.gap' 1 purges the rows beside a block of "
+                       r"time, but .* holds folds made by pipeline adversarial .*set "
+                       r"'folds.gap: 0'$"):
+        folds_stage.run(purged)
     sidecar.unlink()  # a file without its record is checked too
     with pytest.raises(DataError, match="not blocks of column 'date'"):
         folds_stage.run(cfg)
