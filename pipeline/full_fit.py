@@ -70,13 +70,12 @@ def gbdt_trees(records: list[dict[str, Any]], n_splits: int,
     """
     kept = [r["best_iteration"] if isinstance(r["best_iteration"], list)
             else [r["best_iteration"]] for r in records]
+    scale = n_splits / (n_splits - 1) if early_stopped else 1.0
     trees = []
     for per_fold in zip(*kept, strict=True):
         fitted = [t for t in per_fold if t]
         # no fold fitted it: every fold saw one class, and so does the full model (no trees)
-        mean = float(np.mean(fitted)) if fitted else 0.0
-        scale = n_splits / (n_splits - 1) if early_stopped else 1.0
-        trees.append(max(1, round(mean * scale)) if fitted else 0)
+        trees.append(max(1, round(float(np.mean(fitted)) * scale)) if fitted else 0)
     return trees
 
 

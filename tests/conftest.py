@@ -161,16 +161,17 @@ def _fresh_accelerator_state():
 
 @pytest.fixture
 def train_killed_in_epoch(monkeypatch):
-    """``kill(cfg, epoch)``: run the train stage on ``cfg`` and stop it (KeyboardInterrupt)
-    as the 1-based ``epoch`` starts, as a killed process would, for resume tests."""
+    """``kill(cfg, epoch, desc="")``: run the train stage on ``cfg`` and stop it
+    (KeyboardInterrupt) as the 1-based ``epoch`` starts in a fit whose label holds ``desc``
+    (a full model's: 'full'), as a killed process would, for resume tests."""
     from pipeline import train
     from pipeline.engine.trainer import Trainer
 
-    def kill(cfg: Any, epoch: int) -> None:
+    def kill(cfg: Any, epoch: int, desc: str = "") -> None:
         original = Trainer.train_epoch
 
         def crash(self: Trainer, *args: Any, **kwargs: Any) -> float:
-            if self.epoch + 1 == epoch:
+            if desc in self.desc and self.epoch + 1 == epoch:
                 raise KeyboardInterrupt("killed")
             return original(self, *args, **kwargs)
 

@@ -331,7 +331,7 @@ def test_the_options_at_their_defaults_keep_every_hash(competition_factory) -> N
 # --- resume -------------------------------------------------------------------------------
 
 def test_a_killed_full_fit_resumes_to_the_same_model(competition_factory, monkeypatch,
-                                                     one_thread) -> None:
+                                                     train_killed_in_epoch, one_thread) -> None:
     data = _mlp(competition_factory, full_fit=True, epochs=4, resume_every=0)
     data["name"] = "whole"
     whole = build_config(data)
@@ -340,17 +340,7 @@ def test_a_killed_full_fit_resumes_to_the_same_model(competition_factory, monkey
     killed = build_config(data)
     epochs = read_json(fold_dir(whole, 0, FULL_FIT) / "metrics.json")["length"]["epochs"]
     assert epochs >= 2
-    original = Trainer.train_epoch
-
-    def crash(self: Trainer, *args: Any, **kwargs: Any) -> float:
-        if "full" in self.desc and self.epoch + 1 == epochs:
-            raise KeyboardInterrupt("killed")
-        return original(self, *args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "train_epoch", crash)
-        with pytest.raises(KeyboardInterrupt):
-            train.run(killed)
+    train_killed_in_epoch(killed, epochs, desc="full")
     full = fold_dir(killed, 0, FULL_FIT)
     assert (full / "last.pt").is_file() and not (full / "metrics.json").exists()
     resumed: list[int] = []
