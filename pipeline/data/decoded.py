@@ -164,11 +164,11 @@ def check_images(paths: Sequence[Path | str], decode: bool = True) -> None:
     short at its first read."""
     todo = [Path(p) for p in dict.fromkeys(map(str, paths)) if p not in _cache]
     if len(todo) <= 32:
-        for path in todo:
-            _check(path, decode)
+        problems = [_problem(path, decode) for path in todo]
     else:
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            list(pool.map(_check, todo, [decode] * len(todo)))
+            problems = list(pool.map(_problem, todo, [decode] * len(todo)))
+    _refuse_unreadable([(p, e) for p, e in zip(todo, problems, strict=True) if e is not None])
     low = [p for p in todo if str(p) in _low_bit_paths]
     if low:
         log.warning("%d of %d images are 16-bit grayscale whose values all fit in 12 bits "
@@ -176,6 +176,29 @@ def check_images(paths: Sequence[Path | str], decode: bool = True) -> None:
                     "every 16-bit file is, they use 17 of 256 grey levels; stretch them to "
                     "the 16-bit range (or write them as 8-bit files) before the run", len(low),
                     len(todo), low[0])
+
+
+def _problem(path: Path, decode: bool) -> DataError | None:
+    """:func:`_check`'s refusal of ``path``, returned: every image is checked, so that one
+    refusal names all the unreadable ones (one at a time, a set with several corrupt files
+    took a first start, minutes of decoding on a large set, for each of them)."""
+    try:
+        _check(path, decode)
+    except DataError as err:
+        return err
+    return None
+
+
+def _refuse_unreadable(problems: list[tuple[Path, DataError]]) -> None:
+    """One line for every unreadable image: the first one's reason, then the others' names."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise problems[0][1]
+    others = [str(p) for p, _ in problems[1:]]
+    shown = ", ".join(others[:5]) + (f", ... ({len(others) - 5} more)" if len(others) > 5 else "")
+    raise DataError(f"{problems[0][1]}; and {len(others)} more image file(s) could not be "
+                    f"read: {shown}")
 
 
 def _check(path: Path, decode: bool) -> None:

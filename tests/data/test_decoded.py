@@ -249,3 +249,30 @@ def test_sixteen_bit_images_of_twelve_bit_values_are_named_in_a_warning(tmp_path
     with caplog.at_level("WARNING"):
         decoded.check_images(paths[2:])
     assert not caplog.records
+
+
+@pytest.mark.parametrize("n", [3, 40])  # one by one, and by the pool
+def test_one_refusal_names_every_unreadable_image(tmp_path, n):
+    # a set with several corrupt files was refused one file per first start: on a large set,
+    # minutes of decoding before each next name
+    paths = _images(tmp_path, n)
+    broken = [paths[0], paths[2]]
+    for path in broken:
+        _cut(path)
+    with pytest.raises(DataError) as err:
+        decoded.check_images(paths)
+    message = str(err.value)
+    assert message.startswith(f"{paths[0]}: could not be read as an image (")
+    assert message.endswith(f"; and 1 more image file(s) could not be read: {paths[2]}")
+    assert "\n" not in message
+
+
+def test_the_refusal_of_many_unreadable_images_shows_a_few_names(tmp_path):
+    paths = _images(tmp_path, 40)
+    for path in paths[:12]:
+        path.write_bytes(b"not an image")
+    with pytest.raises(DataError) as err:
+        decoded.check_images(paths)
+    tail = str(err.value).split("; and ")[1]
+    assert tail.startswith("11 more image file(s) could not be read: ")
+    assert tail.endswith(f"{paths[5]}, ... (6 more)")
