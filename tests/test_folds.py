@@ -371,3 +371,26 @@ def test_a_label_column_of_one_value_is_said_when_the_folds_are_made(competition
         folds_stage.run(cfg)
         folds_stage.run(build_config(data))
     assert not [r for r in caplog.records if "hold one value" in r.getMessage()]
+
+
+def test_flags_the_test_rows_repeat_as_often_are_no_leak(competition_factory, caplog) -> None:
+    """A metadata-only member of an image competition (PetFinder's 12 0/1 flags): most rows
+    share their flags with a row of another fold, and so do most test rows with a train row.
+    The CV's repeats are the test's, so it overstates nothing: no warning (it said 55% of the
+    rows leaked and named a group column). Copies the test rows do not share still warn."""
+    data = competition_factory("tabular", "regression", n_train=200)
+    folder = Path(data["competition"]["dir"])
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        frame = pd.read_csv(folder / f"{split}.csv")
+        for k in range(3):
+            frame[f"flag{k}"] = rng.integers(0, 2, len(frame))
+        frame.to_csv(folder / f"{split}.csv", index=False)
+    data["competition"]["feature_columns"] = ["flag0", "flag1", "flag2"]
+    assert not _repeat_warnings(data, caplog)
+    test = pd.read_csv(folder / "test.csv")
+    test[["flag0", "flag1", "flag2"]] = 2 + rng.integers(0, 2, (len(test), 3))  # unseen flags
+    test.to_csv(folder / "test.csv", index=False)
+    data["folds"]["name"] = "unseen"
+    warning = _repeat_warnings(data, caplog)
+    assert len(warning) == 1 and "repeat the inputs (flag0, flag1, flag2)" in warning[0]
