@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pipeline.artifacts import read_json
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
+from pipeline.data.decoded import check_images
 from pipeline.data.held_images import competition_images, holding_images
 from pipeline.data_files import changed_files
 from pipeline.engine.accelerator import build_accelerator
@@ -51,6 +52,12 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> float:
     # a fold that never trained is refused before load_folds makes the folds file (a refusal
     # writes nothing); one that trained is then checked against its records, the folds too
     _refuse_untrained(cfg, jobs, lambda s, f: (fold_dir(cfg, s, f) / "metrics.json").is_file())
+    if not cfg.model.is_sklearn and "image" in cfg.model.modalities and any(
+            stale_parts(cfg, s, f) for s, f in jobs):
+        # an unreadable image (a hidden test set's) refused before load_folds writes a folds
+        # file, all such images in one line; they were found one at a time by the fold that
+        # read them. Decoded into the cache that predicting then reads from.
+        check_images(competition_images(comp))
     folds = load_folds(cfg, comp)
     for seed, fold in jobs:
         _check_trained(cfg, seed, fold)

@@ -133,3 +133,31 @@ def test_predict_stage_applies_tta_to_oof_and_test(competition_factory):
     none = per_tta[per_tta["tta"] == "none"].set_index("id")[cols]
     plain_fold = plain.set_index("id").loc[none.index, cols]
     np.testing.assert_allclose(none.to_numpy(), plain_fold.to_numpy(), atol=1e-6)
+
+
+def test_unreadable_test_images_are_refused_together_before_anything_is_written(
+        competition_factory, tmp_path):
+    """A trained run predicting a copied competition (a notebook's, a hidden test set) whose
+    test images hold two corrupt files: the fold that read the first named it alone, after
+    the stage had written a folds file under the new folder's name."""
+    import shutil
+
+    data = competition_factory("image", "regression", n_train=24, n_test=8)
+    data["train"]["epochs"] = 1
+    train.run(build_config(data))
+    copy = tmp_path / "hidden"
+    shutil.copytree(data["competition"]["dir"], copy)
+    test = pd.read_csv(copy / "test.csv")
+    broken = [copy / test["image"].iloc[i] for i in (1, 4)]
+    for path in broken:
+        path.write_bytes(path.read_bytes()[:60])
+    data["competition"]["dir"] = str(copy)
+    data["predict"] = {"tta": ["hflip"]}
+    cfg = build_config(data)
+    before = sorted(Path(cfg.folds_dir).iterdir())
+    with pytest.raises(DataError) as err:
+        predict.run(cfg)
+    message = str(err.value)
+    assert message.startswith(f"{broken[0]}: could not be read as an image")
+    assert message.endswith(f"; and 1 more image file(s) could not be read: {broken[1]}")
+    assert sorted(Path(cfg.folds_dir).iterdir()) == before  # no folds file of the copy's name
