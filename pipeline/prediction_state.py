@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from pipeline.artifacts import read_json
 from pipeline.config import ExperimentConfig
@@ -26,12 +27,16 @@ log = logging.getLogger(__name__)
 PARTS = frozenset({"oof", "test", "unlabelled"})
 
 
-def prediction_hash(cfg: ExperimentConfig, train_hash: str | None = None) -> str:
-    """Identity of the predictions: the weights' hash (default the config's) + predict."""
+def predict_keys(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The ``predict`` keys the fold predictions depend on (recorded beside them)."""
     # post-processing reads the gathered OOF, not the fold predictions: toggling it predicts
     # nothing again
-    predict = cfg.predict.model_dump(mode="json", exclude={"postprocess", "clip"})
-    data = {"train": train_hash or cfg.train_hash(), "predict": predict}
+    return cfg.predict.model_dump(mode="json", exclude={"postprocess", "clip"})
+
+
+def prediction_hash(cfg: ExperimentConfig, train_hash: str | None = None) -> str:
+    """Identity of the predictions: the weights' hash (default the config's) + predict."""
+    data = {"train": train_hash or cfg.train_hash(), "predict": predict_keys(cfg)}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -64,3 +69,21 @@ def predictions_current(cfg: ExperimentConfig, seed: int, fold: int) -> bool:
     """Whether the fold's predictions were made under this config's predict section, from
     these train and test files, their files intact."""
     return not stale_parts(cfg, seed, fold)
+
+
+def predict_change(cfg: ExperimentConfig, seed: int, fold: int) -> str | None:
+    """The ``predict`` keys whose values the fold was predicted under differ from the
+    config's, as ``predict.tta: ["hflip"] -> []`` (predicted -> config), or None where its
+    record does not say (a fold predicted before the keys were recorded: its TTA alone).
+    A refusal that said only 'another predict section' sent a competitor who had predicted
+    with ``--set predict.tta=...`` and submitted without it to predict again, undoing it."""
+    path = fold_dir(cfg, seed, fold) / "predictions.json"
+    try:
+        made = read_json(path) if path.is_file() else {}
+    except ValueError:
+        return None
+    was = made.get("predict") or ({"tta": made["tta"]} if "tta" in made else {})
+    now = predict_keys(cfg)
+    diffs = [f"predict.{k}: {json.dumps(v)} -> {json.dumps(now.get(k))}"
+             for k, v in sorted(was.items()) if v != now.get(k)]
+    return ", ".join(diffs) or None

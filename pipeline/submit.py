@@ -189,7 +189,7 @@ def check_config_run(cfg: ExperimentConfig, config_args: str = "--config CONFIG"
     were found current for (None where there is no run: load_predictions says what to run).
     ``config_args``: the command's ``--config`` and ``--set`` options, for the command named."""
     from pipeline.config_diff import snapshot_diff
-    from pipeline.prediction_state import predictions_current
+    from pipeline.prediction_state import predict_change, predictions_current
     from pipeline.runs import (  # torch and the run machinery: only for a config's run
         fold_dir,
         holds_config,
@@ -226,6 +226,13 @@ def check_config_run(cfg: ExperimentConfig, config_args: str = "--config CONFIG"
                     raise DataError(f"{fold_dir(cfg, seed, fold)} holds no trained fold: run "
                                     "the train stage first")
                 if not predictions_current(cfg, seed, fold):
+                    change = predict_change(cfg, seed, fold)
+                    if change:  # named: the section it was predicted under may be the one
+                        raise ConfigError(
+                            f"{fold_dir(cfg, seed, fold)} was predicted under another "
+                            f"'predict' section ({change}: predicted -> this config): submit "
+                            f"with the section it was predicted under, or run pipeline "
+                            f"predict {config_args} first")
                     raise ConfigError(f"{fold_dir(cfg, seed, fold)} was predicted under another"
                                       " 'predict' section or other train/test files: run "
                                       f"pipeline predict {config_args} first")

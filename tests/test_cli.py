@@ -312,6 +312,12 @@ def test_submit_of_a_config_refuses_its_run_folder_of_another_config(
         assert main(["submit", str(path), *change, *subs]) == 2
         assert message in _one_error_line(capsys)
     assert main(["--quiet", "predict", str(path), "--set", "predict.tta=[noise]"]) == 0
+    # submitted without the --set it was predicted under: the refusal names the difference
+    # (it said 'another predict section', and to predict again, undoing the TTA)
+    assert main(["submit", str(path), *subs]) == 2
+    assert ("fold0 was predicted under another 'predict' section (predict.tta: [\"noise\"] -> "
+            "[]: predicted -> this config): submit with the section it was predicted under, "
+            "or run pipeline predict") in _one_error_line(capsys)
     assert main(["submit", str(path), "--set", "predict.tta=[noise]", *subs]) == 0
     assert (tmp_path / "subs" / f"{data['name']}.csv").read_text() != first
     # the train file relabelled since the run trained: train first

@@ -29,7 +29,7 @@ from pipeline.file_digests import file_digests
 from pipeline.jobs.inputs import FoldPrep, build_fold_network, fold_prep, predicted_frames
 from pipeline.jobs.network import TrainedFold
 from pipeline.models.network import model_inputs
-from pipeline.prediction_state import prediction_hash
+from pipeline.prediction_state import predict_keys, prediction_hash
 from pipeline.runs import FULL_FIT, PREDICTION_FILES, fold_dir
 from pipeline.tta import reduce_predictions, tta_transforms
 
@@ -115,6 +115,7 @@ def predict_fold(
         table.insert(0, id_col, ids)
         write_parquet(out / f"{part}.parquet", table)
     write_json(out / "predictions.json", {"hash": prediction_hash(cfg), "tta": cfg.predict.tta,
+                                          "predict": predict_keys(cfg),
                                           "data": data_digests(cfg),
                                           "files": file_digests(out, PREDICTION_FILES)})
     accelerator.free_memory()
