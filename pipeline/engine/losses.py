@@ -96,9 +96,10 @@ def cross_entropy(smoothing: float = 0.0, class_weights: list[float] | None = No
     return loss
 
 
-@_loss("bce", ("binary", "multilabel"))
+@_loss("bce", ("binary", "multilabel", "regression"))
 def bce(smoothing: float = 0.0, pos_weight: list[float] | None = None) -> LossFn:
-    """Binary cross-entropy on logits per label; smoothing pulls 0/1 targets toward 0.5."""
+    """Binary cross-entropy on logits per label; smoothing pulls 0/1 targets toward 0.5.
+    A regression's targets are scaled into [0, 1] for it (``TrainConfig.bounded``)."""
 
     def loss(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         weight = torch.tensor(pos_weight, device=outputs.device) if pos_weight else None

@@ -294,8 +294,23 @@ class TrainConfig(Section):
                                 f"values; the model has {n_outputs} output column(s)")
         return None
 
+    def bounded(self, task: str) -> bool:
+        """Whether a regression trains as a bounded one: ``bce`` on the target scaled into
+        [0, 1] by the fold's training range, its outputs read through a sigmoid (as some
+        Pawpularity winners trained BCE on target / 100): no prediction leaves that range."""
+        return task == "regression" and any(
+            "bce" in stage.loss.names() for stage in self.resolved_stages)
+
     def loss_mismatch(self, task: str) -> str | None:
         """Why a stage's loss does not fit ``task``, naming the stage's key, or None."""
+        if self.bounded(task) and (
+                any(stage.loss.names() != ["bce"] for stage in self.resolved_stages)
+                or self.consistency is not None or self.ensemble is not None):
+            # the sigmoid reads every stage's outputs as logits; consistency and member
+            # ensembles read a regression's outputs as values
+            return ("'train.loss' 'bce' under task 'regression' (a bounded regression) must "
+                    "be the whole loss of every stage, without train.consistency or "
+                    "train.ensemble")
         for i, stage in enumerate(self.resolved_stages):
             for loss in stage.loss.names():
                 if loss != "auto" and task not in LOSSES.get(loss).tasks:

@@ -41,6 +41,9 @@ class FoldPrep:
     target_std: list[float]
     # regression: 'model.target_transform', applied before the standardisation
     target: TargetTransform = field(default_factory=TargetTransform)
+    # a bounded regression ('bce'): mean/std hold the training range's low end and width,
+    # and the outputs are logits
+    bounded: bool = False
 
     def standardise(self, task: str, y: np.ndarray) -> np.ndarray:
         """Encoded targets as the network trains on them (regression: transformed, then
@@ -48,17 +51,21 @@ class FoldPrep:
         if task == "regression":
             y = self.target.transform(y)
             y = (y - np.array(self.target_mean)) / np.array(self.target_std)
+            if self.bounded:  # BCE's targets (a pseudo-label may lie outside the range)
+                y = np.clip(y, 0.0, 1.0)
         return y.astype(np.int64 if task == "multiclass" else np.float32)
 
     def predictions(self, task: str, outputs: np.ndarray) -> np.ndarray:
         """Network outputs -> artifact predictions (probabilities or regression values, in
         the targets' units)."""
+        if task == "regression" and self.bounded:
+            outputs = 1.0 / (1.0 + np.exp(-outputs))
         pred = to_predictions(task, outputs, self.target_mean, self.target_std)
         return self.target.inverse_transform(pred) if task == "regression" else pred
 
 
 def _fit_prep(comp: Competition, rows: np.ndarray, target_transform: str,
-              text: TfidfColumns | None) -> FoldPrep:
+              text: TfidfColumns | None, bounded: bool = False) -> FoldPrep:
     tab = TabularEncoder(comp.numeric_columns, comp.categorical_columns,
                          texts=tuple(comp.cfg.text_columns) if text is not None else (),
                          text=text)
@@ -70,13 +77,17 @@ def _fit_prep(comp: Competition, rows: np.ndarray, target_transform: str,
     target.check(comp.targets)  # the whole column, so every fold agrees
     y = target.fit(comp.targets[rows]).transform(comp.targets[rows])
     gaps = np.isnan(y).any()  # a target a row lacks ('competition.missing_targets: mask')
+    if bounded:  # scaled into [0, 1] by the fold's training range
+        low, high = (np.nanmin, np.nanmax) if gaps else (np.min, np.max)
+        return FoldPrep(tab, low(y, axis=0).tolist(),
+                        (high(y, axis=0) - low(y, axis=0) + 1e-12).tolist(), target, True)
     mean, std = (np.nanmean, np.nanstd) if gaps else (np.mean, np.std)
     return FoldPrep(tab, mean(y, axis=0).tolist(), (std(y, axis=0) + 1e-12).tolist(), target)
 
 
 def fold_prep(fold_dir: Path, comp: Competition | None = None,
               rows: np.ndarray | None = None, target_transform: str = "none",
-              text: TfidfColumns | None = None) -> FoldPrep:
+              text: TfidfColumns | None = None, bounded: bool = False) -> FoldPrep:
     """The fold's preprocessing: read from ``preprocess.json`` and ``tabular.joblib``, or
     fitted on ``rows`` of ``comp`` (regression targets through ``target_transform``, the
     text columns through ``text`` when given) and written there first. Always read back
@@ -90,23 +101,27 @@ def fold_prep(fold_dir: Path, comp: Competition | None = None,
     stored = read_json(path) if path.is_file() else {}
     current = (stored.get("format") == FOLD_FORMAT and (
         comp is None or stored.get("target_transform", {}).get("kind", "none")
-        == (target_transform if comp.cfg.task == "regression" else "none")))
+        == (target_transform if comp.cfg.task == "regression" else "none")
+        and stored.get("bounded", False) == bounded))
     if not current or not tab_path.is_file():
         if comp is None or rows is None:
             raise FileNotFoundError(f"{path} (format {FOLD_FORMAT}) not found: train the fold")
         (fold_dir / "last.pt").unlink(missing_ok=True)
-        prep = _fit_prep(comp, rows, target_transform, text)
+        prep = _fit_prep(comp, rows, target_transform, text, bounded)
         with atomic_path(tab_path) as tmp:
             joblib.dump(prep.tabular, tmp)
         data = {"format": FOLD_FORMAT, "target_mean": prep.target_mean,
                 "target_std": prep.target_std}
         if prep.target.kind != "none":  # absent: none (as a fold from before transforms)
             data["target_transform"] = prep.target.state()
+        if prep.bounded:  # absent: a standardised regression
+            data["bounded"] = True
         write_json(path, data)
     data = read_json(path)
     # a fold prepared before target transforms: 'none'
     target = TargetTransform.from_state(data.get("target_transform", {"kind": "none"}))
-    return FoldPrep(joblib.load(tab_path), data["target_mean"], data["target_std"], target)
+    return FoldPrep(joblib.load(tab_path), data["target_mean"], data["target_std"], target,
+                    bool(data.get("bounded", False)))
 
 
 def predicted_frames(comp: Competition,

@@ -101,7 +101,8 @@ def fit_network_fold(
     # rank 0 fits and writes it; a multi-process launch hands its result to the other ranks
     text = (TfidfColumns.from_config(cfg.model.tabular.text, dense=True, seed=run_seed)
             if cfg.model.reads_tfidf and comp.cfg.text_columns else None)
-    prep = agree(fold_prep, out, comp, train_rows, cfg.model.target_transform, text)
+    prep = agree(fold_prep, out, comp, train_rows, cfg.model.target_transform, text,
+                 cfg.train.bounded(task))
     inputs = model_inputs(comp, cfg.model, tokenizer, prep.tabular)
     y = prep.standardise(task, comp.targets)
     aug = cfg.train.augment
