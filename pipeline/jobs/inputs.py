@@ -100,9 +100,9 @@ def fold_prep(fold_dir: Path, comp: Competition | None = None,
     path, tab_path = fold_dir / PREP_FILE, fold_dir / TABULAR_FILE
     stored = read_json(path) if path.is_file() else {}
     current = (stored.get("format") == FOLD_FORMAT and (
-        comp is None or stored.get("target_transform", {}).get("kind", "none")
-        == (target_transform if comp.cfg.task == "regression" else "none")
-        and stored.get("bounded", False) == bounded))
+        comp is None or (stored.get("target_transform", {}).get("kind", "none")
+                         == (target_transform if comp.cfg.task == "regression" else "none")
+                         and stored.get("bounded", False) == bounded)))
     if not current or not tab_path.is_file():
         if comp is None or rows is None:
             raise FileNotFoundError(f"{path} (format {FOLD_FORMAT}) not found: train the fold")
