@@ -41,6 +41,8 @@ def rare(work: Path, tables: list[str], trials: int) -> None:
     from pipeline import blend, submit
     from pipeline.artifacts import read_json
 
+    work = work.resolve()
+    os.chdir(work)  # the runs name their competition folder relative to where they ran
     for table in tables:
         data = work / "data" / table
         runs = sorted((work / "runs").glob(f"r{table.rsplit('_s', 1)[1]}-*"))
