@@ -11,6 +11,7 @@ members that happened to be calibrated alike (``docs/benchmarks.md``, "Rare posi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -75,10 +76,17 @@ def objective_scorer(
     if objective == POOLED:
         return blend_scorer(metric, y, probes)
     assert folds is not None  # resolve_objective refuses fold_mean without folds
-    rows = [folds == f for f in np.unique(folds)]
-    scorers = [blend_scorer(metric, y[r], [p[r] for p in probes]) for r in rows]
+    # rows sorted by fold once: each call gathers the blend once and scores contiguous views
+    # (a boolean mask per fold cost as much as the five ROC AUCs: 5 ms at 40,000 rows)
+    order = np.argsort(folds, kind="stable")
+    edges = [0, *(np.flatnonzero(np.diff(folds[order])) + 1), len(order)]
+    rows = [slice(a, b) for a, b in itertools.pairwise(edges)]
+    y_sorted = np.take(y, order, axis=0)
+    scorers = [blend_scorer(metric, y_sorted[r], [np.take(p, order, axis=0)[r] for p in probes])
+               for r in rows]
 
     def score(p: np.ndarray) -> float:
+        p = np.take(p, order, axis=0)
         values = np.array([s(p[r]) for s, r in zip(scorers, rows, strict=True)])
         defined = values[np.isfinite(values)]
         return float(defined.mean()) if defined.size else float("nan")
