@@ -12,6 +12,7 @@ import pytest
 from pipeline import blend
 from pipeline.artifacts import read_json
 from pipeline.errors import ConfigError
+from pipeline.report import build_report
 from tests.test_blend import _binary_runs, make_competition
 
 N = 400
@@ -47,6 +48,8 @@ def test_a_ranking_metric_blend_tunes_the_folds_mean_unless_told_pooled(
     assert "weights tuned on the mean of the folds' roc_auc" in caplog.text
     assert read_json(folds_mean / "cv.json")["objective"] == "fold_mean"
     assert read_json(folds_mean / "weights.json")["weights"] == {"m0": 1.0, "m1": 0.0}
+    page = build_report([folds_mean], tmp_path / f"{method}.html").read_text()
+    assert "<th>weights tuned on</th><td>the mean of the folds&#x27; roc_auc" in page
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="pipeline.blend"):
         pooled = blend.run(runs, name="p", params={"objective": "pooled"}, **kw)
