@@ -114,7 +114,7 @@ def tuned_objective(method: str, params: dict[str, Any], metric: Metric,
     if "objective" not in cls._get_param_names():
         return None
     try:
-        return resolve_objective(params.get("objective", "auto"), metric, folds, cls.__name__)
+        return resolve_objective(params.get("objective", "pooled"), metric, folds, cls.__name__)
     except ValueError as err:
         raise ConfigError(f"blend method {method!r}: {err}") from None
 
@@ -173,9 +173,10 @@ def run(
             continues it.
         seed: Seed of the blender's randomness.
         params: More blender hyperparameters (e.g. ``{"per_class": True}``); ``objective``
-            (optuna, hill_climb): ``auto`` (default: the mean of the folds' scores under a
-            metric that ranks rows, ROC AUC and the like; the pooled OOF's elsewhere),
-            ``fold_mean`` or ``pooled``. A stored study is resumed only under its objective.
+            (optuna, hill_climb): ``pooled`` (default: the metric of the pooled OOF),
+            ``fold_mean`` (the mean of the folds' scores) or ``auto`` (``fold_mean`` under a
+            metric that ranks rows: ROC AUC and the like). A stored study is resumed only
+            under its objective.
         targets: Encoded OOF targets; default read from the members' competition.
         postprocess: Label metrics: ``auto`` applies the tuned thresholds / class weights
             only where the nested CV score with them beats the one without; ``on``/``off``.
@@ -201,7 +202,7 @@ def run(
     metric = get_metric(meta.metric, meta.scored_values)
     objective = tuned_objective(method, params, metric, members.folds)
     # the resolved objective, not the parameter, names what was tuned: 'pooled' hashes as
-    # every blend did before the folds' mean, which is new (a blend tuned pooled is redone)
+    # every blend did before the folds' mean, which is new
     untuned = {k: v for k, v in tuning.items() if k != "objective"}
     hashed = {**untuned, "postprocess": check_postprocess_mode(postprocess)}
     if objective == FOLD_MEAN:

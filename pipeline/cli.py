@@ -264,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mean, optuna, hill_climb, rank, power, stacking")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="blender setting, e.g. per_class=true, n_iter=50, power=3, "
-                   "objective=pooled (optuna, hill_climb: tune on the pooled OOF rather than "
-                   "the folds' mean, the default under ROC AUC and other ranking metrics)")
+                   "objective=fold_mean (optuna, hill_climb: tune on the mean of the folds' "
+                   "scores, not the pooled OOF's; auto: so under ROC AUC and other ranking "
+                   "metrics)")
     p.add_argument("--name", default=None)
     p.add_argument("--blends-dir", default="blends")
     p.add_argument("--trials", "--n-trials", dest="trials", type=int, default=300)

@@ -1,5 +1,5 @@
-"""The blend stage's tuned objective: the folds' mean under ranking metrics, the knob that
-gives the pooled OOF back, the study keyed by it, its report and its refusal."""
+"""The blend stage's tuned objective: the pooled OOF by default, the folds' mean on request
+('auto': under ranking metrics), the study keyed by it, its report and its refusal."""
 
 from __future__ import annotations
 
@@ -39,12 +39,12 @@ def _journal_studies(folder: Path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("method", ["optuna", "hill_climb"])
-def test_a_ranking_metric_blend_tunes_the_folds_mean_unless_told_pooled(
+def test_a_blend_tunes_the_pooled_oof_unless_told_the_folds_mean(
         tmp_path, caplog, method) -> None:
     runs, y = _scaled_apart(tmp_path)
     kw = {"method": method, "blends_dir": tmp_path / "blends", "targets": y, "n_trials": 30}
     with caplog.at_level(logging.INFO, logger="pipeline.blend"):
-        folds_mean = blend.run(runs, name="f", **kw)
+        folds_mean = blend.run(runs, name="f", params={"objective": "auto"}, **kw)
     assert "weights tuned on the mean of the folds' roc_auc" in caplog.text
     assert read_json(folds_mean / "cv.json")["objective"] == "fold_mean"
     assert read_json(folds_mean / "weights.json")["weights"] == {"m0": 1.0, "m1": 0.0}
@@ -52,7 +52,7 @@ def test_a_ranking_metric_blend_tunes_the_folds_mean_unless_told_pooled(
     assert "<th>weights tuned on</th><td>the mean of the folds&#x27; roc_auc" in page
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="pipeline.blend"):
-        pooled = blend.run(runs, name="p", params={"objective": "pooled"}, **kw)
+        pooled = blend.run(runs, name="p", **kw)  # the default
     assert "weights tuned on the roc_auc of the pooled OOF" in caplog.text
     assert read_json(pooled / "cv.json")["objective"] == "pooled"
     assert read_json(pooled / "weights.json")["weights"]["m1"] > 0.6
@@ -64,13 +64,13 @@ def test_a_pooled_study_in_the_blend_folder_is_not_resumed_under_the_folds_mean(
     study.journal: the same blend under the folds' mean is redone, in a study of its own."""
     runs, y = _scaled_apart(tmp_path)
     kw = {"name": "s", "blends_dir": tmp_path / "blends", "targets": y}
-    folder = blend.run(runs, n_trials=6, params={"objective": "pooled"}, **kw)
+    folder = blend.run(runs, n_trials=6, **kw)
     (pooled_study,) = _journal_studies(folder)
     assert not pooled_study.endswith("-fold-mean")
-    blend.run(runs, n_trials=8, **kw)
+    blend.run(runs, n_trials=8, params={"objective": "fold_mean"}, **kw)
     assert _journal_studies(folder) == {pooled_study: 6, f"{pooled_study}-fold-mean": 8}
     assert read_json(folder / "cv.json")["objective"] == "fold_mean"
-    blend.run(runs, n_trials=9, params={"objective": "pooled"}, **kw)  # resumes its own
+    blend.run(runs, n_trials=9, **kw)  # resumes its own
     assert _journal_studies(folder) == {pooled_study: 9, f"{pooled_study}-fold-mean": 8}
 
 
@@ -86,15 +86,17 @@ def test_an_older_pooled_sqlite_study_is_not_imported_under_the_folds_mean(tmp_p
     OptunaBlender(metric="roc_auc", n_trials=5, storage=f"sqlite:///{folder / 'study.db'}",
                   study_name=f"blend-{old_hash}").fit(members.oof, y)
     with caplog.at_level(logging.INFO, logger="pipeline.blend"):
-        blend.run(runs, name="old", blends_dir=tmp_path / "blends", targets=y, n_trials=7)
+        blend.run(runs, name="old", blends_dir=tmp_path / "blends", targets=y, n_trials=7,
+                  params={"objective": "fold_mean"})
     assert "imported" not in caplog.text  # its 5 trials were scored on the pooled OOF
     ((study, n),) = _journal_studies(folder).items()
     assert study.endswith("-fold-mean") and n == 7
 
 
-def test_metrics_that_score_values_tune_the_pooled_oof(tmp_path) -> None:
+def test_auto_tunes_the_pooled_oof_under_metrics_that_score_values(tmp_path) -> None:
     runs, y = make_competition(tmp_path, "binary", "log_loss", [1.2, 0.6])
-    folder = blend.run(runs, method="hill_climb", blends_dir=tmp_path / "blends", targets=y)
+    folder = blend.run(runs, method="hill_climb", blends_dir=tmp_path / "blends", targets=y,
+                       params={"objective": "auto"})
     assert read_json(folder / "cv.json")["objective"] == "pooled"
     mean = blend.run(runs, method="mean", blends_dir=tmp_path / "blends", targets=y)
     assert "objective" not in read_json(mean / "cv.json")  # tunes nothing

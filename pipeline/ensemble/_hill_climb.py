@@ -30,10 +30,10 @@ class HillClimbBlender(WeightedBlender):
         n_bags: Number of bags; 1 selects from every member once.
         bag_fraction: Share of members each bag may select from.
         seed: Seed of the bag draws.
-        objective: 'auto', 'fold_mean' (the mean of the metric over the folds given to
-            :meth:`fit`) or 'pooled' (the metric of every OOF row at once); 'auto' is
-            'fold_mean' under a metric that ranks rows across folds (ROC AUC, Gini, average
-            precision, Spearman), given 2+ folds (:mod:`pipeline.ensemble._objective`).
+        objective: 'pooled' (the metric of every OOF row at once), 'fold_mean' (the mean
+            of the metric over the folds given to :meth:`fit`) or 'auto' ('fold_mean' under a
+            metric that ranks rows across folds: ROC AUC, Gini, average precision, Spearman,
+            given 2+ folds; :mod:`pipeline.ensemble._objective`).
             ``objective_`` holds the one tuned; the members' order and every step of the
             climb are scored by it.
     """
@@ -47,7 +47,7 @@ class HillClimbBlender(WeightedBlender):
         n_bags: int = 1,
         bag_fraction: float = 0.5,
         seed: int = 0,
-        objective: str = "auto",
+        objective: str = "pooled",
     ) -> None:
         self.metric = metric
         self.n_iter = n_iter

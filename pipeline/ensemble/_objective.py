@@ -5,8 +5,8 @@ Spearman), the pooled OOF score also rewards calibration *across* folds: each fo
 were predicted by another fold model, on its own scale, and pooling ranks one fold's
 positives against another's negatives. The test rows never see that: they are scored on the
 fold models' mean. Tuning on the mean of the per-fold scores leaves the cross-fold scales out;
-on rare-positive tables it won held-out where the pooled objective chose weights for the
-members that happened to be calibrated alike (``docs/benchmarks.md``, "Rare positives").
+offline it won held-out on three rare-positive tables, but built into the blenders it was a
+wash on four more (``docs/benchmarks.md``): an option, not the default.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import numpy as np
 from pipeline.ensemble._base import blend_scorer
 from pipeline.metrics import Metric
 
-# ``objective`` values of the tuned blenders (optuna, hill_climb): 'auto' is 'fold_mean'
-# under a metric that ranks rows against each other (given 2+ folds), 'pooled' elsewhere
+# ``objective`` values of the tuned blenders (optuna, hill_climb; default 'pooled': the
+# folds' mean measured a wash held-out, docs/benchmarks.md): 'auto' is 'fold_mean' under a
+# metric that ranks rows against each other (given 2+ folds), 'pooled' elsewhere
 OBJECTIVES = ("auto", "fold_mean", "pooled")
 FOLD_MEAN, POOLED = "fold_mean", "pooled"
 
@@ -63,7 +64,7 @@ def objective_scorer(
     metric: Metric,
     y: np.ndarray,
     folds: np.ndarray | None,
-    probes: Sequence[np.ndarray],
+    probes: Sequence[np.ndarray] | np.ndarray,
 ) -> Callable[[np.ndarray], float]:
     """``p -> score`` of a blend of every OOF row under a resolved ``objective``.
 
@@ -74,7 +75,7 @@ def objective_scorer(
     every tuner ranks last.
     """
     if objective == POOLED:
-        return blend_scorer(metric, y, probes)
+        return blend_scorer(metric, y, list(probes))
     assert folds is not None  # resolve_objective refuses fold_mean without folds
     # rows sorted by fold once: each call gathers the blend once and scores contiguous views
     # (a boolean mask per fold cost as much as the five ROC AUCs: 5 ms at 40,000 rows)

@@ -51,9 +51,9 @@ class OptunaBlender(WeightedBlender):
     SQLite file at 10 members, on the machine of ``docs/benchmarks.md``); trials other
     workers complete meanwhile are read in between trials. The objective scores blends with
     :func:`blend_scorer`: the registered metric's numbers, for ROC AUC without
-    scikit-learn's input checks. Under ``objective`` 'fold_mean' (the default, 'auto', under
-    a metric that ranks rows against each other: ROC AUC, Gini, average precision, Spearman)
-    it is the mean of the folds' scores (:mod:`pipeline.ensemble._objective`); such a study
+    scikit-learn's input checks. Under ``objective`` 'fold_mean' (or 'auto' under a metric
+    that ranks rows against each other: ROC AUC, Gini, average precision, Spearman) it is the
+    mean of the folds' scores (:mod:`pipeline.ensemble._objective`); such a study
     is stored as ``<study_name>-fold-mean``, so a study tuned on the pooled OOF is never
     resumed under the folds' mean, nor the reverse.
 
@@ -71,9 +71,10 @@ class OptunaBlender(WeightedBlender):
             weights), started at equal weights or at the best member, whichever scores
             better. With fewer than about 60 trials, TPE explores farther.
         seed: Seed of the default sampler.
-        objective: 'auto', 'fold_mean' (the mean of the metric over the folds given to
-            :meth:`fit`) or 'pooled' (the metric of every OOF row at once); 'auto' is
-            'fold_mean' under a metric that ranks rows across folds, given 2+ folds.
+        objective: 'pooled' (the metric of every OOF row at once), 'fold_mean' (the mean
+            of the metric over the folds given to :meth:`fit`) or 'auto' ('fold_mean' under a
+            metric that ranks rows across folds, given 2+ folds; measured a wash, so not the
+            default: ``docs/benchmarks.md``).
             ``objective_`` holds the one tuned, ``best_score_`` its score.
     """
 
@@ -87,7 +88,7 @@ class OptunaBlender(WeightedBlender):
         study_name: str = "blend",
         sampler: BaseSampler | None = None,
         seed: int = 0,
-        objective: str = "auto",
+        objective: str = "pooled",
     ) -> None:
         self.metric = metric
         self.n_trials = n_trials

@@ -34,10 +34,11 @@ def test_the_folds_mean_and_the_pooled_oof_choose_different_weights(name: str) -
     preds, y, folds = scaled_apart()
     assert AUC(y, preds[0]) < 0.75 < 0.94 < AUC(y, preds[1])  # pooled: b is better
     assert fold_mean(y, preds[0], folds) == 1.0  # within each fold: a is perfect
-    pooled = build_blender(name, metric="roc_auc", objective="pooled", **TUNED[name])
-    pooled.fit(preds, y, folds)
-    folds_mean = build_blender(name, metric="roc_auc", **TUNED[name]).fit(preds, y, folds)
-    assert pooled.objective_ == "pooled" and folds_mean.objective_ == "fold_mean"  # auto
+    pooled = build_blender(name, metric="roc_auc", **TUNED[name]).fit(preds, y, folds)
+    folds_mean = build_blender(name, metric="roc_auc", objective="auto", **TUNED[name])
+    folds_mean.fit(preds, y, folds)
+    assert pooled.objective_ == "pooled"  # the default: the folds' mean measured a wash
+    assert folds_mean.objective_ == "fold_mean"  # auto, under ROC AUC
     np.testing.assert_array_equal(folds_mean.weights_, [1.0, 0.0])
     assert 0.6 < pooled.weights_[1] < 0.7  # a third of a: more loses b's pooled order
     assert AUC(y, pooled.oof_) > 0.97 > AUC(y, folds_mean.oof_)
@@ -91,7 +92,7 @@ def test_the_nested_cv_tunes_each_fold_on_its_inner_folds_mean(name: str) -> Non
     folds = np.arange(600) % 3
     preds = preds.copy()
     preds[0, :, 0] += 0.5 * (folds == 1) - 0.5 * (two == 0)  # each fold on its own scale
-    blender = build_blender(name, metric="roc_auc", **TUNED[name])
+    blender = build_blender(name, metric="roc_auc", objective="auto", **TUNED[name])
     nested = nested_cv(blender, preds, y, folds, AUC)
     differs = 0
     for fold in range(3):
@@ -121,14 +122,15 @@ def _trials(storage: str, name: str) -> list:
 def test_a_stored_pooled_study_is_not_resumed_under_the_folds_mean(tmp_path) -> None:
     preds, y, folds = scaled_apart()
     storage = str(tmp_path / "study.journal")
-    OptunaBlender(metric="roc_auc", n_trials=6, storage=storage, objective="pooled").fit(
-        preds, y, folds)
+    OptunaBlender(metric="roc_auc", n_trials=6, storage=storage).fit(preds, y, folds)
     pooled_values = [t.value for t in _trials(storage, "blend")]
-    tuned = OptunaBlender(metric="roc_auc", n_trials=8, storage=storage).fit(preds, y, folds)
+    tuned = OptunaBlender(metric="roc_auc", n_trials=8, storage=storage, objective="auto")
+    tuned.fit(preds, y, folds)
     assert tuned.n_trials_ == 8  # a study of its own: none of the 6 pooled trials loaded
     assert len(_trials(storage, "blend")) == 6  # the pooled study is left as it was
     stored = _trials(storage, "blend-fold-mean")
-    in_memory = OptunaBlender(metric="roc_auc", n_trials=8).fit(preds, y, folds)
+    in_memory = OptunaBlender(metric="roc_auc", n_trials=8, objective="fold_mean")
+    in_memory.fit(preds, y, folds)
     np.testing.assert_array_equal(tuned.weights_, in_memory.weights_)
     assert len(stored) == 8 and stored[1].value == 1.0  # the best member a, on its folds
     assert pooled_values[1] == pytest.approx(AUC(y, preds[1]))  # pooled, b is the best
