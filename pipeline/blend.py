@@ -12,7 +12,8 @@ later stages read like a run::
     weights.json      member -> weight, and the members with weight zero
     blend.json        members, method and parameters: a later blend of other members under
                       this name is refused (see :mod:`pipeline.blend_folder`)
-    cv.json           in-sample and nested-CV scores, the published OOF's (``oof``: its
+    cv.json           the objective tuned (optuna, hill_climb: ``fold_mean`` or ``pooled``),
+                      in-sample and nested-CV scores, the published OOF's (``oof``: its
                       score, per fold, and ``from``: nested or blender), each member's, and for
                       label-based metrics the post-processing's nested score and decision
     diversity.json    each member's score and the correlation matrix of their OOF
@@ -64,9 +65,10 @@ from pipeline.ensemble import (
     format_report,
     nested_cv,
 )
+from pipeline.ensemble._objective import FOLD_MEAN, describe, resolve_objective
 from pipeline.ensemble._postprocess import check_postprocess_mode, postprocess_report
 from pipeline.ensemble._tuning_cost import tuning_affordable
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import Metric, get_metric
 from pipeline.predicted_here import record_here
 from pipeline.replaced_submission import pop_own_submission
@@ -101,6 +103,20 @@ def _is_complete(folder: Path, config_hash: str, members: RunMeta) -> bool:
     done = read_meta(folder)
     record_here(done, folder, members.competition_dir)  # copied, or members predicted anew
     return done.config_hash == config_hash
+
+
+def tuned_objective(method: str, params: dict[str, Any], metric: Metric,
+                    folds: np.ndarray) -> str | None:
+    """What ``method`` tunes its weights on, 'fold_mean' or 'pooled' (its ``objective``
+    parameter resolved for the metric and the members' folds); None for a method that tunes
+    no weights. A value that is no objective is a one-line ConfigError."""
+    cls = BLENDERS.get(method)
+    if "objective" not in cls._get_param_names():
+        return None
+    try:
+        return resolve_objective(params.get("objective", "pooled"), metric, folds, cls.__name__)
+    except ValueError as err:
+        raise ConfigError(f"blend method {method!r}: {err}") from None
 
 
 def _blender_params(
@@ -156,7 +172,11 @@ def run(
             The study's name leaves out ``n_trials``, so a later run with more trials
             continues it.
         seed: Seed of the blender's randomness.
-        params: More blender hyperparameters (e.g. ``{"per_class": True}``).
+        params: More blender hyperparameters (e.g. ``{"per_class": True}``); ``objective``
+            (optuna, hill_climb): ``pooled`` (default: the metric of the pooled OOF),
+            ``fold_mean`` (the mean of the folds' scores) or ``auto`` (``fold_mean`` under a
+            metric that ranks rows: ROC AUC and the like). A stored study is resumed only
+            under its objective.
         targets: Encoded OOF targets; default read from the members' competition.
         postprocess: Label metrics: ``auto`` applies the tuned thresholds / class weights
             only where the nested CV score with them beats the one without; ``on``/``off``.
@@ -179,7 +199,14 @@ def run(
     check_fits(method, meta.metric, members.folds, runs[0], meta.missing_targets)
     settings = {"n_trials": n_trials, "seed": seed}
     tuning = {**settings, **params}
-    hashed = {**tuning, "postprocess": check_postprocess_mode(postprocess)}
+    metric = get_metric(meta.metric, meta.scored_values)
+    objective = tuned_objective(method, params, metric, members.folds)
+    # the resolved objective, not the parameter, names what was tuned: 'pooled' hashes as
+    # every blend did before the folds' mean, which is new
+    untuned = {k: v for k, v in tuning.items() if k != "objective"}
+    hashed = {**untuned, "postprocess": check_postprocess_mode(postprocess)}
+    if objective == FOLD_MEAN:
+        hashed["objective"] = objective
     if not BLENDERS.get(method).oof_held_out:  # its oof.parquet was in-sample before: redo it
         hashed["oof"] = "nested"
     config_hash = blend_hash(members, method, hashed)
@@ -192,7 +219,8 @@ def run(
     stale = pop_own_submission(for_writing(folder), submissions_dir)  # before it is touched
     if replace:
         clear(folder)
-    budget_free = {k: v for k, v in tuning.items() if k != "n_trials"}
+    # the blender stores a study of the folds' mean as '<study_name>-fold-mean'
+    budget_free = {k: v for k, v in untuned.items() if k != "n_trials"}
     study_name = f"blend-{blend_hash(members, method, budget_free)}"
     default = storage is None and "storage" in BLENDERS.get(method)._get_param_names()
     settings["storage"] = str((folder / STUDY_FILE).resolve()) if default else storage
@@ -204,16 +232,17 @@ def run(
         raise DataError(f"{len(y)} targets for {members.oof.shape[1]} OOF rows of {runs[0]}: "
                         "the train file changed since; train the members again")
     folder.mkdir(parents=True, exist_ok=True)  # before the study opens its file
-    if default:
-        legacy_name = f"blend-{blend_hash(members, method, tuning)}"  # its hash had no mode
+    if default and objective != FOLD_MEAN:  # study.db's trials were scored pooled
+        legacy_name = f"blend-{blend_hash(members, method, untuned)}"  # its hash had no mode
         _import_legacy_study(folder, study_name, legacy_name)
 
-    metric = get_metric(meta.metric, meta.scored_values)
     # the rule's search and its nested CV over many labels and rows can outlast the blend
     tune = not metric.needs_labels or tuning_affordable(
         f"blend {name}", meta.task, metric, y, members.oof.mean(axis=0),
         len(np.unique(members.folds)), postprocess)
     cv, oof, test, nested = _fit_and_score(blender, members, y, method, tune)
+    if objective is not None:
+        cv["objective"] = blender.objective_
     # the rule is tuned on the in-sample blend, as each nested fold's rule is tuned on its
     # inner blend's (the score that decides on it), and the test rows get the same weights
     pp = fit_postprocess(meta.task, metric, y, blender.oof_) if tune else None
@@ -341,6 +370,8 @@ def _write_blend(folder: Path, members: Members, oof: np.ndarray, test: np.ndarr
 
 def _log_report(folder: Path, cv: dict[str, Any], weights: dict[str, Any]) -> None:
     logger.info("blend %s (%s, %s %s)", folder, cv["method"], cv["metric"], cv["direction"])
+    if "objective" in cv:
+        logger.info("  weights tuned on %s", describe(cv["objective"], cv["metric"]))
     for member, score in cv["members"].items():
         w = weights["weights"]
         shown = f"weight {w[member]:.3f}" if w is not None else "stacked"

@@ -263,7 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="optuna",
                    help="mean, optuna, hill_climb, rank, power, stacking")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="blender setting, e.g. per_class=true, n_iter=50, power=3")
+                   help="blender setting, e.g. per_class=true, n_iter=50, power=3, "
+                   "objective=fold_mean (optuna, hill_climb: tune on the mean of the folds' "
+                   "scores, not the pooled OOF's; auto: so under ROC AUC and other ranking "
+                   "metrics)")
     p.add_argument("--name", default=None)
     p.add_argument("--blends-dir", default="blends")
     p.add_argument("--trials", "--n-trials", dest="trials", type=int, default=300)

@@ -195,12 +195,14 @@ def test_the_blend_is_deterministic_for_a_seed(tmp_path, binary_runs) -> None:
 def test_an_older_blends_sqlite_study_is_imported_once(tmp_path, binary_runs, caplog) -> None:
     """A blend folder from before the journal holds study.db, its study named after the
     blend hash with n_trials in it: that study's trials are copied into study.journal once
-    and the tuning continues from them; a study.db of other settings is left unused."""
+    and the tuning continues from them; a study.db of other settings is left unused. Its
+    trials were scored on the pooled OOF: only a blend tuned on it imports them."""
     from pipeline.ensemble import OptunaBlender
 
     runs, y = binary_runs
     blends = tmp_path / "blends"
     members = blend.load_members(runs)
+    pooled = {"objective": "pooled"}
     old_hash = blend.blend_hash(members, "optuna", {"n_trials": 10, "seed": 0})
     folder = blends / "old"
     folder.mkdir(parents=True)
@@ -209,14 +211,14 @@ def test_an_older_blends_sqlite_study_is_imported_once(tmp_path, binary_runs, ca
                   study_name=f"blend-{old_hash}").fit(members.oof, y)
     old_trials = _study_trials(legacy, f"blend-{old_hash}")
     with caplog.at_level(logging.INFO, logger="pipeline.blend"):
-        blend.run(runs, name="old", blends_dir=blends, targets=y, n_trials=10)
+        blend.run(runs, name="old", blends_dir=blends, targets=y, n_trials=10, params=pooled)
     assert "imported the 6 completed trials" in caplog.text
     trials = _study_trials(folder / "study.journal")
     assert len(trials) == 10
     assert [t.params for t in trials[:6]] == [t.params for t in old_trials]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="pipeline.blend"):
-        blend.run(runs, name="old", blends_dir=blends, targets=y, n_trials=14)
+        blend.run(runs, name="old", blends_dir=blends, targets=y, n_trials=14, params=pooled)
     assert "imported" not in caplog.text  # once only: the journal is the study now
     assert len(_study_trials(folder / "study.journal")) == 14
     assert len(_study_trials(legacy, f"blend-{old_hash}")) == 6  # study.db is not written
@@ -226,7 +228,7 @@ def test_an_older_blends_sqlite_study_is_imported_once(tmp_path, binary_runs, ca
     OptunaBlender(metric="roc_auc", n_trials=4, storage=f"sqlite:///{other / 'study.db'}",
                   study_name="blend-0123456789abcdef").fit(members.oof, y)
     with caplog.at_level(logging.INFO, logger="pipeline.blend"):
-        blend.run(runs, name="other", blends_dir=blends, targets=y, n_trials=5)
+        blend.run(runs, name="other", blends_dir=blends, targets=y, n_trials=5, params=pooled)
     assert "holds no study of these settings; it is not used" in caplog.text
     assert len(_study_trials(other / "study.journal")) == 5
 

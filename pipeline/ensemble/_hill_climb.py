@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from pipeline.ensemble._base import BLENDERS, WeightedBlender, member_scores, resolve_metric
+from pipeline.ensemble._base import BLENDERS, WeightedBlender, resolve_metric
+from pipeline.ensemble._objective import check_objective, objective_scorer, resolve_objective
 from pipeline.metrics import Metric
 
 
@@ -27,6 +30,12 @@ class HillClimbBlender(WeightedBlender):
         n_bags: Number of bags; 1 selects from every member once.
         bag_fraction: Share of members each bag may select from.
         seed: Seed of the bag draws.
+        objective: 'pooled' (the metric of every OOF row at once), 'fold_mean' (the mean
+            of the metric over the folds given to :meth:`fit`) or 'auto' ('fold_mean' under a
+            metric that ranks rows across folds: ROC AUC, Gini, average precision, Spearman,
+            given 2+ folds; :mod:`pipeline.ensemble._objective`).
+            ``objective_`` holds the one tuned; the members' order and every step of the
+            climb are scored by it.
     """
 
     def __init__(
@@ -38,6 +47,7 @@ class HillClimbBlender(WeightedBlender):
         n_bags: int = 1,
         bag_fraction: float = 0.5,
         seed: int = 0,
+        objective: str = "pooled",
     ) -> None:
         self.metric = metric
         self.n_iter = n_iter
@@ -46,6 +56,7 @@ class HillClimbBlender(WeightedBlender):
         self.n_bags = n_bags
         self.bag_fraction = bag_fraction
         self.seed = seed
+        self.objective = objective
 
     def check_params(self) -> None:
         for name in ("n_iter", "n_init", "patience", "n_bags"):
@@ -58,18 +69,22 @@ class HillClimbBlender(WeightedBlender):
                 "The 'bag_fraction' parameter of HillClimbBlender must be in (0, 1]. "
                 f"Got {self.bag_fraction!r}."
             )
+        check_objective(self.objective, type(self).__name__)
 
     def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
         metric = resolve_metric(self.metric, type(self).__name__)
         m = stacked.shape[0]
-        scores = member_scores(metric, stacked, y)
+        self.objective_ = resolve_objective(self.objective, metric, folds, type(self).__name__)
+        score = objective_scorer(self.objective_, metric, y, folds, stacked[[0, -1]])
+        scores = np.array([score(p) for p in stacked])
         if self.n_bags <= 1:
-            self.weights_, self.trajectory_ = self._climb(metric, stacked, y, scores, np.arange(m))
+            self.weights_, self.trajectory_ = self._climb(metric, stacked, score, scores,
+                                                          np.arange(m))
         else:
             rng = np.random.default_rng(self.seed)
             size = max(1, round(self.bag_fraction * m))
             bags = [rng.choice(m, size=size, replace=False) for _ in range(self.n_bags)]
-            climbs = [self._climb(metric, stacked, y, scores, bag) for bag in bags]
+            climbs = [self._climb(metric, stacked, score, scores, bag) for bag in bags]
             self.weights_ = np.mean([w for w, _ in climbs], axis=0)
             self.trajectory_ = [t for _, t in climbs]
         return self._predict(stacked)
@@ -78,7 +93,7 @@ class HillClimbBlender(WeightedBlender):
         self,
         metric: Metric,
         stacked: np.ndarray,
-        y: np.ndarray,
+        score: Callable[[np.ndarray], float],
         scores: np.ndarray,
         members: np.ndarray,
     ) -> tuple[np.ndarray, list[float]]:
@@ -100,12 +115,13 @@ class HillClimbBlender(WeightedBlender):
                 stale += 1
 
         for i in members[: max(1, self.n_init)]:
-            add(i, metric(y, (total + stacked[i]) / (counts.sum() + 1)))
+            add(i, score((total + stacked[i]) / (counts.sum() + 1)))
         for _ in range(self.n_iter):
             if stale >= self.patience:
                 break
             k = counts.sum() + 1
-            candidates = [metric(y, (total + stacked[i]) / k) for i in members]
-            pick = int(np.argmax(sign * np.asarray(candidates)))
+            candidates = [score((total + stacked[i]) / k) for i in members]
+            # NaN (no fold where the metric is defined) ranks last, never first as argmax has it
+            pick = int(np.argmax(np.nan_to_num(sign * np.asarray(candidates), nan=-np.inf)))
             add(members[pick], candidates[pick])
         return best_counts / best_counts.sum(), trajectory

@@ -16,10 +16,15 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.ensemble._base import (
     BLENDERS,
     WeightedBlender,
-    blend_scorer,
     blend_weighted,
     resolve_metric,
     simplex,
+)
+from pipeline.ensemble._objective import (
+    FOLD_MEAN,
+    check_objective,
+    objective_scorer,
+    resolve_objective,
 )
 from pipeline.ensemble._prune import drop_small_weights
 from pipeline.metrics import Metric
@@ -46,7 +51,11 @@ class OptunaBlender(WeightedBlender):
     SQLite file at 10 members, on the machine of ``docs/benchmarks.md``); trials other
     workers complete meanwhile are read in between trials. The objective scores blends with
     :func:`blend_scorer`: the registered metric's numbers, for ROC AUC without
-    scikit-learn's input checks.
+    scikit-learn's input checks. Under ``objective`` 'fold_mean' (or 'auto' under a metric
+    that ranks rows against each other: ROC AUC, Gini, average precision, Spearman) it is the
+    mean of the folds' scores (:mod:`pipeline.ensemble._objective`); such a study
+    is stored as ``<study_name>-fold-mean``, so a study tuned on the pooled OOF is never
+    resumed under the folds' mean, nor the reverse.
 
     Args:
         metric: Name of the registered metric to optimise (direction comes with it).
@@ -62,6 +71,11 @@ class OptunaBlender(WeightedBlender):
             weights), started at equal weights or at the best member, whichever scores
             better. With fewer than about 60 trials, TPE explores farther.
         seed: Seed of the default sampler.
+        objective: 'pooled' (the metric of every OOF row at once), 'fold_mean' (the mean
+            of the metric over the folds given to :meth:`fit`) or 'auto' ('fold_mean' under a
+            metric that ranks rows across folds, given 2+ folds; measured a wash, so not the
+            default: ``docs/benchmarks.md``).
+            ``objective_`` holds the one tuned, ``best_score_`` its score.
     """
 
     def __init__(
@@ -74,6 +88,7 @@ class OptunaBlender(WeightedBlender):
         study_name: str = "blend",
         sampler: BaseSampler | None = None,
         seed: int = 0,
+        objective: str = "pooled",
     ) -> None:
         self.metric = metric
         self.n_trials = n_trials
@@ -83,6 +98,7 @@ class OptunaBlender(WeightedBlender):
         self.study_name = study_name
         self.sampler = sampler
         self.seed = seed
+        self.objective = objective
 
     def check_params(self) -> None:
         if not (isinstance(self.n_trials, int) and self.n_trials >= 2):
@@ -90,6 +106,7 @@ class OptunaBlender(WeightedBlender):
                 f"The 'n_trials' parameter of OptunaBlender must be an int >= 2. "
                 f"Got {self.n_trials!r}."
             )
+        check_objective(self.objective, type(self).__name__)
 
     def _fit(self, stacked: np.ndarray, y: np.ndarray, folds: np.ndarray | None) -> np.ndarray:
         metric = resolve_metric(self.metric, type(self).__name__)
@@ -100,7 +117,9 @@ class OptunaBlender(WeightedBlender):
         else:
             names = [f"w{i}_c{j}" for i in range(m) for j in range(c)]
         task = self.task_
-        score = blend_scorer(metric, y, stacked[[0, -1]])  # == metric(y, .), faster
+        self.objective_ = resolve_objective(self.objective, metric, folds, type(self).__name__)
+        # == metric(y, .) or the folds' mean of it, faster
+        score = objective_scorer(self.objective_, metric, y, folds, stacked[[0, -1]])
         scores = np.array([score(p) for p in stacked])
         best = int(np.argmax(scores) if metric.greater_is_better else np.argmin(scores))
         equal = dict.fromkeys(names, 1.0)
@@ -147,7 +166,8 @@ class OptunaBlender(WeightedBlender):
         first: list[dict[str, float]],
     ) -> np.ndarray:
         study = optuna.create_study(direction=metric.direction, sampler=sampler)
-        mirror = _Mirror.open(self.storage, self.study_name, metric.direction, study)
+        mirror = _Mirror.open(self.storage, stored_study_name(self.study_name, self.objective_),
+                              metric.direction, study)
         if not study.trials:
             for params in first:
                 study.enqueue_trial(params)
@@ -169,6 +189,13 @@ class OptunaBlender(WeightedBlender):
             mirror.pull()  # what other workers added: best_params is over the whole study
         self.n_trials_ = _n_complete(study)
         return np.array([study.best_params[name] for name in names])
+
+
+def stored_study_name(study_name: str, objective: str) -> str:
+    """The name a study tuned under ``objective`` is stored under: the pooled objective keeps
+    ``study_name`` (what every study was tuned on before the folds' mean), the folds' mean
+    adds ``-fold-mean``, so their trials, scores of two different functions, never mix."""
+    return f"{study_name}-fold-mean" if objective == FOLD_MEAN else study_name
 
 
 def _n_complete(study: optuna.Study) -> int:

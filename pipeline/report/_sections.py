@@ -29,6 +29,8 @@ def _header(src: Source) -> str:
         items.append(("last-epoch CV", row.last_cv))
     if row.nested is not None:
         items.append(("nested CV", row.nested))
+    if row.kind == "blend" and (objective := _blend_objective(src)) is not None:
+        items.append(("weights tuned on", objective))
     if src.meta is not None:
         items.append(("task", src.meta.task))
     if src.oof is not None:
@@ -40,6 +42,16 @@ def _header(src: Source) -> str:
     items.append(("folder", str(src.folder)))
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(fmt(v))}</td></tr>" for k, v in items)
     return f'<table class="summary">{body}</table>'
+
+
+def _blend_objective(src: Source) -> str | None:
+    """What a tuned blend's weights optimised, in words (None: it tunes none, or was made
+    before ``cv.json`` said: then the pooled OOF)."""
+    from pipeline.artifacts import read_json
+    from pipeline.ensemble._objective import describe
+
+    cv = read_json(src.folder / "cv.json")
+    return describe(cv["objective"], cv["metric"]) if "objective" in cv else None
 
 
 def _blend_cv(src: Source) -> tuple[dict[str, float], str]:
