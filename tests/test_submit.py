@@ -115,6 +115,20 @@ def test_multiclass_one_column_per_class_in_sample_order(tmp_path: Path) -> None
     np.testing.assert_allclose(sub[["dog", "bird", "cat"]].sum(axis=1), 1.0)
 
 
+def test_multiclass_probability_columns_sum_to_one_in_float64(tmp_path: Path) -> None:
+    """Predictions are stored as float32 (rows off 1 by ~1e-7: scikit-learn's log_loss
+    warned 'do not sum to one' on a probe's submission); each submitted row sums to 1."""
+    classes = [f"c{k}" for k in range(12)]
+    p = np.random.default_rng(3).dirichlet(np.full(12, 0.3), size=5).astype(np.float32)
+    assert np.abs(p.astype(np.float64).sum(axis=1) - 1).max() > 1e-9  # as stored
+    test = _test_frame({c: p[:, i] for i, c in enumerate(classes)})
+    run = _run_folder(tmp_path, "multiclass", "log_loss", classes, classes, test,
+                      _sample(*classes[::-1]))
+    sub = _submit(run, tmp_path)
+    np.testing.assert_allclose(sub[classes].sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sub[classes].to_numpy(), _by_sample(p), rtol=1e-6)
+
+
 def _binary(tmp_path: Path, metric: str,
             sample: pd.DataFrame | None = None) -> tuple[Path, np.ndarray]:
     p = np.array([0.2, 0.7, 0.5, 0.9, 0.1])
