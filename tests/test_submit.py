@@ -290,6 +290,28 @@ def test_multiclass_sample_with_unknown_class_columns_refused(tmp_path: Path) ->
     assert not (tmp_path / "submissions" / "sub.csv").exists()
 
 
+def test_a_sample_class_column_no_train_row_holds_is_named(tmp_path: Path) -> None:
+    """A sample listing a class train lacks (12 classes + 'other', a probe's listings) was
+    refused as matching 'neither the target columns nor the classes', naming all 13
+    columns; the refusal names the one column that is no class."""
+    classes = [f"c{k:02d}" for k in range(12)]
+    test = _test_frame({c: np.full(5, 1 / 12) for c in classes})
+    run = _run_folder(tmp_path, "multiclass", "log_loss", classes, classes, test,
+                      _sample(*classes, "other"))
+    with pytest.raises(DataError) as info:
+        submit.run(run, "sub", tmp_path / "submissions")
+    message = str(info.value)
+    assert "column(s) ['other'] name no class of train's 'target'" in message
+    assert "have no column" not in message and "\n" not in message
+    # spelt '<target>_<class>', the prefix is found the same way
+    sample = _sample(*(f"target_{c}" for c in classes[:-1]), "target_zzz")
+    run = _run_folder(tmp_path / "b", "multiclass", "log_loss", classes, classes, test, sample)
+    with pytest.raises(DataError, match=r"\['target_zzz'\] name no class.*class\(es\) "
+                                        r"\['c11'\] have no column"):
+        submit.run(run, "sub", tmp_path / "b" / "submissions")
+    assert not (tmp_path / "submissions" / "sub.csv").exists()
+
+
 def test_missing_sample_submission_refused(tmp_path: Path) -> None:
     run = _run_folder(tmp_path, "regression", "rmse", [], ["target"], _regression_test(),
                       _sample("target"))
