@@ -139,6 +139,11 @@ def format_submission(meta: RunMeta, test: pd.DataFrame, sample: pd.DataFrame,
         per_class = np.column_stack([1.0 - p[:, 0], p[:, 0]]) if meta.task == "binary" else p
         if meta.task == "multilabel" and metric.needs_labels:
             per_class = _labels(meta, p, folder)
+        elif meta.task == "multiclass":
+            # the predictions are stored as float32: their rows summed to 1 within ~1e-7,
+            # which scikit-learn's log_loss warns about ("do not sum to one") and a strict
+            # scorer may refuse; summed in float64 they are a distribution again
+            per_class = p / np.maximum(p.sum(axis=1, keepdims=True), np.finfo(float).tiny)
         for c, k in zip(columns, class_of, strict=True):
             out[c] = per_class[:, k]
     elif meta.task == "multilabel" and meta.classes:  # one column of labels, as train's

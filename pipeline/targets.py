@@ -295,9 +295,31 @@ def sample_columns_problem(columns: list[str], task: str, target_columns: list[s
         return None
     if not class_columns:
         return f"{path}: columns {columns} are not the target columns {list(target_columns)}"
+    if (odd := _odd_class_columns(columns, target_columns[0], class_columns)) is not None:
+        unknown, lacking = odd
+        return (f"{path}: column(s) {unknown} name no class of train's {target_columns[0]!r}"
+                + (f", and class(es) {lacking} have no column" if lacking else "")
+                + f" (its classes: {class_columns}): a class no train row holds cannot be "
+                "predicted; the sample's other columns are one per class")
     return (f"{path}: columns {columns} match neither the target columns "
             f"{list(target_columns)} nor the classes {class_columns} (as such or as "
             f"{target_columns[0]}_<class>)")
+
+
+def _odd_class_columns(columns: list[str], target: str,
+                       classes: list[str]) -> tuple[list[str], list[str]] | None:
+    """The sample's columns that name no class, and the classes without a column, where most
+    of its columns name a class (as such or as ``<target>_<class>``, in any letter case): a
+    class the sample lists but no train row holds (a probe's 12-class listings sample with
+    one more column was refused as matching 'neither the target columns nor the classes',
+    naming all 13). None where most columns name none."""
+    for prefix in ("", f"{target}_"):
+        named = {f"{prefix}{c}".casefold(): c for c in classes}
+        unknown = [c for c in columns if c.casefold() not in named]
+        if len(unknown) * 2 < len(columns):
+            listed = {c.casefold() for c in columns}
+            return unknown, [c for k, c in named.items() if k not in listed]
+    return None
 
 
 def check_sample_columns(columns: list[str], task: str, metric: str, target_columns: list[str],

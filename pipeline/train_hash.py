@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.engine.stage_sections import carries_keys
 from pipeline.models.encoders import pretrained_record
+from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
 from pipeline.models.sklearn import scales_numbers
 
 # ``cfg`` below is a pipeline.config.ExperimentConfig, typed Any: the config module derives its
@@ -78,6 +79,11 @@ def compute_train_hash(cfg: Any, legacy: bool = False, source_path: bool = False
     member = cfg.model.encoders[0]
     if member.kind == "sklearn" and scales_numbers(member.target, dict(member.params)):
         data["sklearn_scaled_numbers"] = 1
+    # a multiclass whole model gives a class its fold's training rows lack a floor since
+    # format 1 of its predictions (pipeline.models.absent_classes): one trained before gave
+    # 0, so its folds are not reused
+    if cfg.competition.task == "multiclass" and member.kind in ("sklearn", *GBDT_LIBRARIES):
+        data["absent_class_floor"] = 1
     return _digest(data)
 
 

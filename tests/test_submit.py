@@ -115,6 +115,20 @@ def test_multiclass_one_column_per_class_in_sample_order(tmp_path: Path) -> None
     np.testing.assert_allclose(sub[["dog", "bird", "cat"]].sum(axis=1), 1.0)
 
 
+def test_multiclass_probability_columns_sum_to_one_in_float64(tmp_path: Path) -> None:
+    """Predictions are stored as float32 (rows off 1 by ~1e-7: scikit-learn's log_loss
+    warned 'do not sum to one' on a probe's submission); each submitted row sums to 1."""
+    classes = [f"c{k}" for k in range(12)]
+    p = np.random.default_rng(3).dirichlet(np.full(12, 0.3), size=5).astype(np.float32)
+    assert np.abs(p.astype(np.float64).sum(axis=1) - 1).max() > 1e-9  # as stored
+    test = _test_frame({c: p[:, i] for i, c in enumerate(classes)})
+    run = _run_folder(tmp_path, "multiclass", "log_loss", classes, classes, test,
+                      _sample(*classes[::-1]))
+    sub = _submit(run, tmp_path)
+    np.testing.assert_allclose(sub[classes].sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sub[classes].to_numpy(), _by_sample(p), rtol=1e-6)
+
+
 def _binary(tmp_path: Path, metric: str,
             sample: pd.DataFrame | None = None) -> tuple[Path, np.ndarray]:
     p = np.array([0.2, 0.7, 0.5, 0.9, 0.1])
@@ -273,6 +287,28 @@ def test_multiclass_sample_with_unknown_class_columns_refused(tmp_path: Path) ->
     with pytest.raises(DataError, match=r"sample_submission\.csv") as info:
         submit.run(run, "sub", tmp_path / "submissions")
     assert "['bird', 'cat', 'dog']" in str(info.value)
+    assert not (tmp_path / "submissions" / "sub.csv").exists()
+
+
+def test_a_sample_class_column_no_train_row_holds_is_named(tmp_path: Path) -> None:
+    """A sample listing a class train lacks (12 classes + 'other', a probe's listings) was
+    refused as matching 'neither the target columns nor the classes', naming all 13
+    columns; the refusal names the one column that is no class."""
+    classes = [f"c{k:02d}" for k in range(12)]
+    test = _test_frame({c: np.full(5, 1 / 12) for c in classes})
+    run = _run_folder(tmp_path, "multiclass", "log_loss", classes, classes, test,
+                      _sample(*classes, "other"))
+    with pytest.raises(DataError) as info:
+        submit.run(run, "sub", tmp_path / "submissions")
+    message = str(info.value)
+    assert "column(s) ['other'] name no class of train's 'target'" in message
+    assert "have no column" not in message and "\n" not in message
+    # spelt '<target>_<class>', the prefix is found the same way
+    sample = _sample(*(f"target_{c}" for c in classes[:-1]), "target_zzz")
+    run = _run_folder(tmp_path / "b", "multiclass", "log_loss", classes, classes, test, sample)
+    with pytest.raises(DataError, match=r"\['target_zzz'\] name no class.*class\(es\) "
+                                        r"\['c11'\] have no column"):
+        submit.run(run, "sub", tmp_path / "b" / "submissions")
     assert not (tmp_path / "submissions" / "sub.csv").exists()
 
 

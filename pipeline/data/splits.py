@@ -164,8 +164,15 @@ def _check_class_counts(labels: pd.Series, n_splits: int, column: str, path: Pat
             f"{path}: every class of column {column!r} has fewer rows than "
             f"'folds.n_splits'={n_splits}: {shown}. Lower n_splits or use scheme 'kfold'."
         )
+    # a class of one row is absent from the training rows of the fold that validates it:
+    # said, since that fold's scikit-learn and GBDT members can only floor it there
+    single = [v for v, c in small if c == 1]
+    lone = (f"; {[str(v) for v in single[:5]]} hold(s) a single row, which the fold "
+            "validating it trains without (its whole-model members give it 1 / (training "
+            "rows + classes) there)" if single else "")
     log.warning("%s: column %r has %d class(es) with fewer rows than 'folds.n_splits'=%d: %s; "
-                "some folds validate without them", path, column, len(small), n_splits, shown)
+                "some folds validate without them%s", path, column, len(small), n_splits, shown,
+                lone)
 
 
 def constant_labels_warning(comp: Competition) -> str | None:

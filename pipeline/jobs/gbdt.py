@@ -166,7 +166,8 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
     x_pseudo = features.transform(pseudo[0], lib) if pseudo is not None else None
     if pseudo is not None and target is not None:  # pseudo-labels are in the targets' units
         pseudo = (pseudo[0], target.transform(target.in_domain(pseudo[1])), pseudo[2])
-    model = GBDTModel(lib, task, len(comp.classes), features, target=target)
+    model = GBDTModel(lib, task, len(comp.classes), features, target=target,
+                      rows=len(train_rows))
     metric_names, one_tree = [], []
     for j in range(_n_outputs(task, comp)):
         y_train = targets[train_rows, 0 if task == "multiclass" else j]

@@ -58,7 +58,7 @@ def train_sklearn_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarr
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(model, tmp)
     for name, frame in predicted_frames(comp, None if fold == FULL_FIT else valid_rows).items():
-        pred = predict_matrix(model, frame[_columns(comp)], comp)
+        pred = predict_matrix(model, frame[_columns(comp)], comp, len(y))
         result = pd.DataFrame(pred, columns=cols)
         result.insert(0, id_col, frame[id_col].to_numpy())
         write_parquet(out / f"{name}.parquet", result)

@@ -25,6 +25,7 @@ from pipeline.data.tabular import category_codes, normalise_categories, numbers_
 from pipeline.data.target_transform import TargetTransform
 from pipeline.data.text_features import TfidfColumns
 from pipeline.errors import ConfigError
+from pipeline.models.absent_classes import floor_absent
 from pipeline.models.gbdt_libraries import LIBRARY, task_group
 
 LIBRARIES = ("lightgbm", "xgboost", "catboost")
@@ -348,11 +349,13 @@ class GBDTModel:
     trees: list[int] = field(default_factory=list)
     classes: list[np.ndarray] = field(default_factory=list)
     target: TargetTransform | None = None  # regression: fitted on the training targets
+    rows: int = 0  # training rows: the floor of a class they lack (multiclass)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predictions in the artifact layout: the positive class's probability per
         label (binary, multilabel), one probability per class (multiclass; a class absent
-        from the fold's training rows gets 0), values per target (regression)."""
+        from the fold's training rows gets :func:`floor_absent`'s floor), values per target
+        (regression)."""
         x = self.features.transform(frame, self.library)
         regression = self.task == "regression"
         columns = []
@@ -368,7 +371,8 @@ class GBDTModel:
             # trained on one class (a rare label's positives all in the fold), LightGBM and
             # XGBoost still give two columns, the first that class's probability (~1)
             full[:, classes] = pred[:, : len(classes)]
-            columns.append(full if self.task == "multiclass" else full[:, 1:2])
+            columns.append(floor_absent(full, classes, self.rows) if self.task == "multiclass"
+                           else full[:, 1:2])
         out = np.concatenate(columns, axis=1)
         return self.target.inverse_transform(out) if self.target is not None else out
 

@@ -36,6 +36,7 @@ from pipeline.data.tabular import column_encoder
 from pipeline.data.target_transform import TargetTransform
 from pipeline.data.text_features import TfidfColumns
 from pipeline.errors import ConfigError
+from pipeline.models.absent_classes import floor_absent
 
 PIPELINE = "pipeline"  # 'sklearn:pipeline': a Pipeline of params.steps
 
@@ -311,8 +312,11 @@ def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: 
                                       check_inverse=False)
 
 
-def predict_matrix(model: BaseEstimator, frame: pd.DataFrame, comp: Competition) -> np.ndarray:
-    """Predictions in the artifact layout: probabilities per class/label, values otherwise."""
+def predict_matrix(model: BaseEstimator, frame: pd.DataFrame, comp: Competition,
+                   rows: int = 0) -> np.ndarray:
+    """Predictions in the artifact layout: probabilities per class/label, values otherwise;
+    a multiclass model fitted on ``rows`` rows lacking a class gives it
+    :func:`~pipeline.models.absent_classes.floor_absent`'s floor, not 0."""
     task = comp.cfg.task
     if task == "regression":
         return np.asarray(model.predict(frame), dtype=np.float64).reshape(len(frame), -1)
@@ -322,8 +326,8 @@ def predict_matrix(model: BaseEstimator, frame: pd.DataFrame, comp: Competition)
                         axis=1)
     classes = model.classes_.astype(np.int64)
     full = np.zeros((len(frame), 2 if task == "binary" else len(comp.classes)))
-    full[:, classes] = proba  # a class absent from the fold's training rows gets 0
-    return full[:, 1:2] if task == "binary" else full
+    full[:, classes] = proba
+    return full[:, 1:2] if task == "binary" else floor_absent(full, classes, rows)
 
 
 def _positive(proba: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import yaml
 
 from pipeline.competition import Competition, CompetitionConfig, load_competition
 from pipeline.config import load_config
+from pipeline.data import splits
 from pipeline.data.splits import REGRESSION_BINS, SPLITTERS, FoldsConfig, make_folds, read_folds
 from pipeline.errors import ConfigError, DataError
 from tests.test_competition import cli_config, edit_csv, expect_failure, run_cli
@@ -277,6 +278,23 @@ def test_a_class_with_fewer_rows_than_folds_is_said_not_refused(
     assert f"'folds.n_splits'={n_splits}" in caplog.text and "'label'" in caplog.text
     rare_folds = folds[(comp.train["label"] == rare).to_numpy()]
     assert len(set(rare_folds)) == len(rare_folds)  # one rare row per fold at most
+
+
+def test_a_class_of_one_row_is_said_to_be_absent_from_its_folds_training(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A class of one row never reaches the training rows of the fold that validates it
+    (a probe's listings: that fold's OOF predicted it 0, the CV read the clip constant); the
+    warning says so for such classes alone."""
+    labels = pd.Series(["a"] * 9 + ["b"] * 9 + ["rare"] + ["few"] * 2)
+    with caplog.at_level("WARNING", logger="pipeline.data.splits"):
+        splits._check_class_counts(labels, 5, "label", Path("train.csv"))
+    assert "'few' (2 rows)" in caplog.text and "'rare' (1 rows)" in caplog.text
+    assert "['rare'] hold(s) a single row, which the fold validating it trains without" in (
+        caplog.text)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline.data.splits"):
+        splits._check_class_counts(labels[labels != "rare"], 5, "label", Path("train.csv"))
+    assert "some folds validate without them" in caplog.text and "single row" not in caplog.text
 
 
 def test_every_class_with_fewer_rows_than_folds(tmp_path: Path) -> None:

@@ -214,10 +214,31 @@ def test_a_multiclass_fold_left_two_classes_fits_a_binary_model(competition_fact
     oof = pd.read_parquet(cfg.run_dir / "oof.parquet")
     held = oof[oof["fold"] == lone][comp.pred_columns].to_numpy()
     np.testing.assert_allclose(held.sum(axis=1), 1.0, atol=1e-6)
-    assert (held[:, 2] == 0).all()  # the class its training rows lacked
     y = comp.targets[folds == lone]
+    # the class its training rows lacked: Laplace's floor, not 0 (whose log loss is the
+    # clip constant, ~34.5 for the row, in the CV and every blend tuned on it)
+    rows = int((folds != lone).sum())
+    np.testing.assert_allclose(held[:, 2], 1.0 / (rows + 3), rtol=1e-5)
+    assert np.isfinite(get_metric("log_loss")(y, held)) and get_metric("log_loss")(y, held) < 5
     seen = y < 2
     assert (held[seen].argmax(axis=1) == y[seen]).mean() > 0.7  # the columns of their class
+
+
+def test_the_absent_class_floor_joins_the_train_hash_of_multiclass_members(
+        competition_factory, monkeypatch) -> None:
+    """Multiclass folds trained when an absent class got 0 are retrained (their OOF holds
+    the 0); binary members, whose predictions did not change, keep their hash."""
+    from pipeline import train_hash
+
+    hashes = {}
+    for task in ("multiclass", "binary"):
+        cfg = build_config(_data(competition_factory, "lightgbm", task))
+        new = train_hash.compute_train_hash(cfg)
+        with monkeypatch.context() as patch:
+            patch.setattr(train_hash, "GBDT_LIBRARIES", ())  # as before: no floor key
+            hashes[task] = (new, train_hash.compute_train_hash(cfg))
+    assert hashes["multiclass"][0] != hashes["multiclass"][1]
+    assert hashes["binary"][0] == hashes["binary"][1]
 
 
 def test_soft_multiclass_pseudo_labels_become_weighted_rows() -> None:

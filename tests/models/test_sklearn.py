@@ -98,18 +98,26 @@ def test_binary_predicts_the_positive_class_probability(competition_factory) -> 
     assert train_pred[positive, 0].mean() > train_pred[~positive, 0].mean() + 0.2
 
 
-def test_multiclass_gives_zero_to_a_class_absent_from_training(competition_factory) -> None:
+def test_multiclass_floors_a_class_absent_from_training(competition_factory) -> None:
+    """A class the fold's training rows lack gets Laplace's 1 / (rows + classes), not 0: a
+    class of one train row is absent from exactly the fold that validates it, whose log loss
+    was then the clip constant (~34.5) for that row, in the CV and the blends tuned on it."""
     comp = _competition(competition_factory, "multiclass")
     assert comp.classes == [0, 1, 2]
     rows = np.flatnonzero(comp.targets != 1)  # class 1 never seen by this fold's model
     model = _fit(comp, ESTIMATOR["multiclass"], rows)
-    pred = predict_matrix(model, comp.test[comp.feature_columns], comp)
+    frame = comp.test[comp.feature_columns]
+    pred = predict_matrix(model, frame, comp, len(rows))
     assert pred.shape == (len(comp.test), 3)
-    np.testing.assert_array_equal(pred[:, 1], 0.0)
+    floor = 1.0 / (len(rows) + 3)
+    np.testing.assert_allclose(pred[:, 1], floor)
     np.testing.assert_allclose(pred.sum(axis=1), 1.0)
-    full = predict_matrix(_fit(comp, ESTIMATOR["multiclass"]), comp.test[comp.feature_columns],
-                          comp)
+    # the seen classes keep their ratio, scaled to the rest
+    proba = model.predict_proba(frame)
+    np.testing.assert_allclose(pred[:, [0, 2]], proba * (1 - floor))
+    full = predict_matrix(_fit(comp, ESTIMATOR["multiclass"]), frame, comp, len(comp.train))
     assert (full > 0).all() and np.allclose(full.sum(axis=1), 1.0)
+    np.testing.assert_allclose(full, _fit(comp, ESTIMATOR["multiclass"]).predict_proba(frame))
 
 
 def test_multilabel_gives_one_probability_per_label(competition_factory) -> None:
