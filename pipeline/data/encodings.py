@@ -29,6 +29,7 @@ from pipeline.data.text_features import TextFeaturesConfig
 from pipeline.schema import Section
 
 ENCODINGS = ("target", "count", "frequency")
+HIGH_CARDINALITY = 200  # levels: model.tabular.high_cardinality's default
 _MISSING = "__missing__"  # counted as a value of its own (a missing value says something too)
 # the TargetEncoder target type per competition task (multilabel: one binary encoder per label)
 TARGET_TYPE = {"binary": "binary", "multilabel": "binary", "multiclass": "multiclass",
@@ -45,9 +46,25 @@ class TabularConfig(Section):
     # numeric columns added per categorical column ('sklearn:' and GBDT members)
     encodings: list[Literal["target", "count", "frequency"]] = Field(default_factory=list)
     target_cv: int = Field(5, ge=2)  # inner folds of the target encoding's cross-fitting
+    # LightGBM and XGBoost members: a categorical column with more than this many distinct
+    # values in a fold's training rows reaches the trees as target + count encodings instead
+    # of native codes, whose splits on hundreds of levels overfit (docs/benchmarks.md,
+    # "High-cardinality categories for GBDT members"); 'native': codes for every column, as
+    # before 2026-11-29. CatBoost keeps its own target statistics of every column.
+    high_cardinality: int | Literal["native"] = HIGH_CARDINALITY
     target_smooth: float | Literal["auto"] = "auto"  # TargetEncoder's shrinkage to the mean
     # TF-IDF of competition.text_columns for the members without a text encoder of their own
     text: TextFeaturesConfig = Field(default_factory=TextFeaturesConfig)
+
+    @field_validator("high_cardinality", mode="before")
+    @classmethod
+    def _levels(cls, value: Any) -> Any:
+        # checked here: pydantic's own message for a union lists each member's failure
+        if value == "native" or (isinstance(value, int) and not isinstance(value, bool)
+                                 and value >= 1):
+            return value
+        raise ValueError("must be an int >= 1 (columns with more distinct values are "
+                         f"target + count encoded) or 'native'. Got {value!r}")
 
     @field_validator("encodings")
     @classmethod

@@ -34,6 +34,7 @@ from pipeline.models.gbdt import (
     gbdt_settings,
     resolve_device,
 )
+from pipeline.models.tree_features import high_cardinality_encoder
 from pipeline.runs import FULL_FIT, fold_dir, fold_label, pseudo_path
 
 log = logging.getLogger(__name__)
@@ -153,11 +154,15 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
         target.check(targets)  # the whole column, so every fold agrees
         targets = target.fit(targets[train_rows]).transform(targets)
     tab = cfg.model.tabular
+    above, high = high_cardinality_encoder(lib, tab.high_cardinality, tuple(tab.encodings),
+                                           task, tab.target_cv, tab.target_smooth,
+                                           job_seed(seed, fold))
     features = TreeFeatures(comp.numeric_columns, comp.categorical_columns, encodings=(
         CategoryEncodings(tuple(tab.encodings), task, tab.target_cv, tab.target_smooth,
                           job_seed(seed, fold)) if tab.encodings else None),
         texts=tuple(comp.cfg.text_columns),
-        text=TfidfColumns.from_config(tab.text, dense=True, seed=job_seed(seed, fold)))
+        text=TfidfColumns.from_config(tab.text, dense=True, seed=job_seed(seed, fold)),
+        high_above=above, high=high)
     y_enc = targets[train_rows, 0] if task == "multiclass" else targets[train_rows]
     x_train = features.fit_transform(comp.train.iloc[train_rows], y_enc, lib)
     # a full model validates on no rows
