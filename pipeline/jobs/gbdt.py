@@ -48,7 +48,8 @@ IMPORTANCE_FILE = "feature_importance.csv"  # beside the predictions; not checks
 ONE_TREE = ("its first tree scored best on the fold's rows, every later one worse, so it "
             "predicts near a constant; the trees overfit from the start: for LightGBM on "
             "high-cardinality categories try params cat_smooth: 50, min_data_per_group: 200, "
-            "or 'model.tabular.encodings: [target, count]'")
+            "or a lower 'model.tabular.high_cardinality' (columns of more levels are target + "
+            "count encoded, not coded)")
 # regression metrics that read the targets' scale (logs of them, ratios to them)
 _SCALE_METRICS = frozenset({"rmsle", "mape", "smape"})
 
