@@ -124,6 +124,20 @@ def _values(frame: pd.DataFrame) -> pd.DataFrame:
     return normalise_categories(frame).fillna(_MISSING)
 
 
+def _cross_fitted(enc: TargetEncoder, values: pd.DataFrame, target: np.ndarray) -> np.ndarray:
+    """``enc`` fitted on the rows that have ``target`` and their cross-fitted encodings. A
+    row without it (NaN: 'competition.missing_targets: mask') teaches nothing and gets the
+    encoder fitted on the others, as a validation row does: it has no label to leak, and the
+    encoder refused the NaN ("Input y contains NaN") for every row."""
+    held = ~np.isnan(target) if target.dtype.kind == "f" else np.ones(len(target), bool)
+    if held.all():
+        return np.asarray(enc.fit_transform(values, target))
+    fitted = np.asarray(enc.fit_transform(values[held], target[held]))
+    out = np.asarray(enc.transform(values), dtype=np.float64)
+    out[held] = fitted
+    return out
+
+
 class CategoryEncodings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """Target, count and/or frequency encodings of categorical columns (numeric output).
 
@@ -199,7 +213,7 @@ class CategoryEncodings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             self.n_targets_ = len(targets)
             self.target_encoders_ = [self._target_encoder(target) for target in targets]
             for enc, target in zip(self.target_encoders_, targets, strict=True):
-                parts.append(enc.fit_transform(values, target))
+                parts.append(_cross_fitted(enc, values, target))
         return self._assemble(values, parts)
 
     def transform(self, x: pd.DataFrame) -> np.ndarray:
