@@ -22,6 +22,7 @@ from pipeline.engine.stage_sections import carries_keys
 from pipeline.models.encoders import pretrained_record
 from pipeline.models.gbdt import LIBRARIES as GBDT_LIBRARIES
 from pipeline.models.sklearn import scales_numbers
+from pipeline.models.tree_features import ENCODES_HIGH
 
 # ``cfg`` below is a pipeline.config.ExperimentConfig, typed Any: the config module derives its
 # hash here, and an import back (for types alone) would close a circle
@@ -84,7 +85,23 @@ def compute_train_hash(cfg: Any, legacy: bool = False, source_path: bool = False
     # 0, so its folds are not reused
     if cfg.competition.task == "multiclass" and member.kind in ("sklearn", *GBDT_LIBRARIES):
         data["absent_class_floor"] = 1
+    if member.kind in ENCODES_HIGH:
+        _high_cardinality_format(cfg, data)
     return _digest(data)
+
+
+def _high_cardinality_format(cfg: Any, data: dict[str, Any]) -> None:
+    """A LightGBM or XGBoost member gives columns over ``model.tabular.high_cardinality``
+    levels as target + count encodings since format 1 of its inputs (the default since
+    2026-11-29): one trained on native codes alone is not this one. ``high_cardinality:
+    native`` trains what it did before, and keeps its hash (the key left out of ``data``)."""
+    if cfg.model.tabular.high_cardinality != "native":
+        data["gbdt_high_cardinality"] = 1
+        return
+    tabular = data.get("model", {}).get("tabular", {})
+    tabular.pop("high_cardinality", None)
+    if tabular == {}:
+        data.get("model", {}).pop("tabular", None)
 
 
 def _tabular_text_format(cfg: Any, data: dict[str, Any]) -> int:

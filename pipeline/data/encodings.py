@@ -29,6 +29,7 @@ from pipeline.data.text_features import TextFeaturesConfig
 from pipeline.schema import Section
 
 ENCODINGS = ("target", "count", "frequency")
+HIGH_CARDINALITY = 200  # levels: model.tabular.high_cardinality's default
 _MISSING = "__missing__"  # counted as a value of its own (a missing value says something too)
 # the TargetEncoder target type per competition task (multilabel: one binary encoder per label)
 TARGET_TYPE = {"binary": "binary", "multilabel": "binary", "multiclass": "multiclass",
@@ -45,9 +46,25 @@ class TabularConfig(Section):
     # numeric columns added per categorical column ('sklearn:' and GBDT members)
     encodings: list[Literal["target", "count", "frequency"]] = Field(default_factory=list)
     target_cv: int = Field(5, ge=2)  # inner folds of the target encoding's cross-fitting
+    # LightGBM and XGBoost members: a categorical column with more than this many distinct
+    # values in a fold's training rows reaches the trees as target + count encodings instead
+    # of native codes, whose splits on hundreds of levels overfit (docs/benchmarks.md,
+    # "High-cardinality categories for GBDT members"); 'native': codes for every column, as
+    # before 2026-11-29. CatBoost keeps its own target statistics of every column.
+    high_cardinality: int | Literal["native"] = HIGH_CARDINALITY
     target_smooth: float | Literal["auto"] = "auto"  # TargetEncoder's shrinkage to the mean
     # TF-IDF of competition.text_columns for the members without a text encoder of their own
     text: TextFeaturesConfig = Field(default_factory=TextFeaturesConfig)
+
+    @field_validator("high_cardinality", mode="before")
+    @classmethod
+    def _levels(cls, value: Any) -> Any:
+        # checked here: pydantic's own message for a union lists each member's failure
+        if value == "native" or (isinstance(value, int) and not isinstance(value, bool)
+                                 and value >= 1):
+            return value
+        raise ValueError("must be an int >= 1 (columns with more distinct values are "
+                         f"target + count encoded) or 'native'. Got {value!r}")
 
     @field_validator("encodings")
     @classmethod
@@ -105,6 +122,20 @@ def normalise_categories(frame: pd.DataFrame) -> pd.DataFrame:
 def _values(frame: pd.DataFrame) -> pd.DataFrame:
     """Category values as strings, missing ones as a value of their own."""
     return normalise_categories(frame).fillna(_MISSING)
+
+
+def _cross_fitted(enc: TargetEncoder, values: pd.DataFrame, target: np.ndarray) -> np.ndarray:
+    """``enc`` fitted on the rows that have ``target`` and their cross-fitted encodings. A
+    row without it (NaN: 'competition.missing_targets: mask') teaches nothing and gets the
+    encoder fitted on the others, as a validation row does: it has no label to leak, and the
+    encoder refused the NaN ("Input y contains NaN") for every row."""
+    held = ~np.isnan(target) if target.dtype.kind == "f" else np.ones(len(target), bool)
+    if held.all():
+        return np.asarray(enc.fit_transform(values, target))
+    fitted = np.asarray(enc.fit_transform(values[held], target[held]))
+    out = np.asarray(enc.transform(values), dtype=np.float64)
+    out[held] = fitted
+    return out
 
 
 class CategoryEncodings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
@@ -182,7 +213,7 @@ class CategoryEncodings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             self.n_targets_ = len(targets)
             self.target_encoders_ = [self._target_encoder(target) for target in targets]
             for enc, target in zip(self.target_encoders_, targets, strict=True):
-                parts.append(enc.fit_transform(values, target))
+                parts.append(_cross_fitted(enc, values, target))
         return self._assemble(values, parts)
 
     def transform(self, x: pd.DataFrame) -> np.ndarray:

@@ -34,6 +34,7 @@ from pipeline.models.gbdt import (
     gbdt_settings,
     resolve_device,
 )
+from pipeline.models.tree_features import high_cardinality_encoder
 from pipeline.runs import FULL_FIT, fold_dir, fold_label, pseudo_path
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ IMPORTANCE_FILE = "feature_importance.csv"  # beside the predictions; not checks
 ONE_TREE = ("its first tree scored best on the fold's rows, every later one worse, so it "
             "predicts near a constant; the trees overfit from the start: for LightGBM on "
             "high-cardinality categories try params cat_smooth: 50, min_data_per_group: 200, "
-            "or 'model.tabular.encodings: [target, count]'")
+            "or a lower 'model.tabular.high_cardinality' (columns of more levels are target + "
+            "count encoded, not coded)")
 # regression metrics that read the targets' scale (logs of them, ratios to them)
 _SCALE_METRICS = frozenset({"rmsle", "mape", "smape"})
 
@@ -153,11 +155,15 @@ def train_gbdt_fold(cfg: ExperimentConfig, comp: Competition, folds: np.ndarray,
         target.check(targets)  # the whole column, so every fold agrees
         targets = target.fit(targets[train_rows]).transform(targets)
     tab = cfg.model.tabular
+    above, high = high_cardinality_encoder(lib, tab.high_cardinality, tuple(tab.encodings),
+                                           task, tab.target_cv, tab.target_smooth,
+                                           job_seed(seed, fold))
     features = TreeFeatures(comp.numeric_columns, comp.categorical_columns, encodings=(
         CategoryEncodings(tuple(tab.encodings), task, tab.target_cv, tab.target_smooth,
                           job_seed(seed, fold)) if tab.encodings else None),
         texts=tuple(comp.cfg.text_columns),
-        text=TfidfColumns.from_config(tab.text, dense=True, seed=job_seed(seed, fold)))
+        text=TfidfColumns.from_config(tab.text, dense=True, seed=job_seed(seed, fold)),
+        high_above=above, high=high)
     y_enc = targets[train_rows, 0] if task == "multiclass" else targets[train_rows]
     x_train = features.fit_transform(comp.train.iloc[train_rows], y_enc, lib)
     # a full model validates on no rows

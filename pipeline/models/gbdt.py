@@ -20,20 +20,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.data.encodings import CategoryEncodings
-from pipeline.data.tabular import category_codes, normalise_categories, numbers_as_floats
 from pipeline.data.target_transform import TargetTransform
-from pipeline.data.text_features import TfidfColumns
 from pipeline.errors import ConfigError
 from pipeline.models.absent_classes import floor_absent
 from pipeline.models.gbdt_libraries import LIBRARY, task_group
+
+# the feature frame lives in its own module; its names stay importable from here (and
+# models pickled before the move name pipeline.models.gbdt.TreeFeatures)
+from pipeline.models.tree_features import UNKNOWN as UNKNOWN
+from pipeline.models.tree_features import TreeFeatures
 
 LIBRARIES = ("lightgbm", "xgboost", "catboost")
 OWN_PARAMS = ("early_stopping_rounds", "device")  # ours, not passed to the estimator
 DEVICES = ("cpu", "gpu", "auto")
 # Enough trees that early stopping, not the cap, ends training; a rate that needs them.
 DEFAULT_TREES, DEFAULT_RATE, DEFAULT_ROUNDS = 10000, 0.05, 200
-UNKNOWN = "__unknown__"  # CatBoost's one category for unseen and missing values
 TREE_KEYS = {"n_estimators", "num_iterations", "num_boost_round", "num_trees", "iterations",
               "num_rounds", "nrounds", "num_round", "n_iter", "max_iter"}
 _RATE_KEYS = {"learning_rate", "eta", "shrinkage_rate"}
@@ -152,88 +153,6 @@ def resolve_device(settings: GBDTSettings) -> str:
     if settings.device == "auto":
         return "gpu" if cuda and settings.library != "lightgbm" else "cpu"
     return settings.device
-
-
-@dataclass
-class TreeFeatures:
-    """The feature frame every library reads, fitted on a fold's training rows: numbers as
-    floats (NaN kept: the trees route it), categories with the training rows' vocabulary
-    (as the MLP's: values normalised to strings; unseen and missing values are one
-    'unknown'), then the ``model.tabular`` encodings of the categories as numbers (target
-    encoding cross-fitted on the training rows, :mod:`pipeline.data.encodings`), then the
-    ``texts`` columns' TF-IDF directions (``text``, :mod:`pipeline.data.text_features`).
-    Columns are renamed ``f0..`` since the libraries refuse some characters."""
-
-    numeric: list[str]
-    categorical: list[str]
-    categories: dict[str, list[str]] = field(default_factory=dict)
-    encodings: CategoryEncodings | None = None
-    encoded: list[str] = field(default_factory=list)  # names of the encodings' columns
-    # class-level defaults, so features pickled before text features load as without them
-    texts: tuple[str, ...] = ()
-    text: TfidfColumns | None = None
-
-    @property
-    def columns(self) -> list[str]:
-        """The original names (encodings: ``column:kind``), in the frame's column order."""
-        texts = self.text.names_ if self.text is not None and self.texts else []
-        return [*self.numeric, *self.categorical, *self.encoded, *texts]
-
-    def fit(self, frame: pd.DataFrame, y: np.ndarray | None = None) -> TreeFeatures:
-        """Learn each categorical column's vocabulary (and the encodings) from ``frame``."""
-        self.fit_transform(frame, y, "lightgbm")
-        return self
-
-    def fit_transform(self, frame: pd.DataFrame, y: np.ndarray | None,
-                      library: str) -> pd.DataFrame:
-        """Fit on the training rows ``frame`` (targets ``y``, for a target encoding) and
-        return their input frame, target-encoded out of fold within these rows."""
-        cats = normalise_categories(frame[self.categorical])
-        self.categories = {c: sorted(cats[c].dropna().unique().tolist()) for c in cats}
-        extra = None
-        if self.encodings is not None and self.categorical:
-            extra = self.encodings.fit_transform(frame[self.categorical], y)
-            self.encoded = self.encodings.names_out(self.categorical)
-        words = (self.text.fit_transform(frame[list(self.texts)])
-                 if self.text is not None and self.texts else None)
-        return self._frame(frame, library, extra, words)
-
-    def transform(self, frame: pd.DataFrame, library: str) -> pd.DataFrame:
-        """The library's input frame: category dtype (LightGBM, XGBoost; unknown = NaN) or
-        strings (CatBoost; unknown = :data:`UNKNOWN`)."""
-        extra = (self.encodings.transform(frame[self.categorical]) if self.encoded
-                 and self.encodings is not None else None)
-        words = (self.text.transform(frame[list(self.texts)])
-                 if self.text is not None and self.texts else None)
-        return self._frame(frame, library, extra, words)
-
-    def _frame(self, frame: pd.DataFrame, library: str, extra: np.ndarray | None,
-               words: np.ndarray | None = None) -> pd.DataFrame:
-        num = numbers_as_floats(frame[self.numeric])
-        cats = normalise_categories(frame[self.categorical])
-        parts = {c: num[c].to_numpy() for c in self.numeric}
-        for c in self.categorical:
-            known = self.categories[c]
-            coded = pd.Categorical.from_codes(
-                category_codes(cats[c].to_numpy(dtype=object), known), categories=known)
-            if library == "catboost":  # strings; an unknown value is a category of its own
-                values = np.asarray(coded.astype(object), dtype=object)
-                values[pd.isna(values)] = UNKNOWN
-                parts[c] = values
-            else:
-                parts[c] = coded
-        for j, name in enumerate(self.encoded):
-            parts[name] = extra[:, j] if extra is not None else np.nan
-        if words is not None:
-            parts |= {name: words[:, j] for j, name in enumerate(self.text.names_)}
-        out = pd.DataFrame(parts, index=frame.index)
-        out.columns = [f"f{i}" for i in range(len(out.columns))]
-        return out
-
-    def categorical_names(self) -> list[str]:
-        """The renamed categorical columns (CatBoost's ``cat_features``)."""
-        return [f"f{i}" for i in range(len(self.numeric),
-                                         len(self.numeric) + len(self.categorical))]
 
 
 def build_estimator(settings: GBDTSettings, task: str, metric: str, device: str, seed: int,

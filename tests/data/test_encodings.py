@@ -67,6 +67,30 @@ def test_target_encoding_layout_per_task(task: str, y: np.ndarray, width: int,
     assert enc.transform(x.iloc[:5]).shape == (5, width) and enc.names_out(["c"]) == names
 
 
+@pytest.mark.parametrize("task", ["regression", "multilabel"])
+def test_rows_missing_a_target_get_the_encoder_of_the_rows_that_have_it(task: str) -> None:
+    """Masked targets ('competition.missing_targets: mask') are NaN: scikit-learn's encoder
+    refused them ("Input y contains NaN"), and since high-cardinality columns are encoded by
+    default that failed every LightGBM/XGBoost fold of such a competition."""
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"c": [f"v{i % 30}" for i in range(300)]})
+    y = (rng.random((300, 2)) < 0.5).astype(float) if task == "multilabel" else rng.normal(
+        size=(300, 2))
+    y[::7, 1] = np.nan
+    enc = CategoryEncodings(("target",), task, cv=3, random_state=4)
+    out = enc.fit_transform(x, y)
+    assert out.shape == (300, 2) and not np.isnan(out).any()
+    held = ~np.isnan(y[:, 1])
+    # the rows with the target: cross-fitted among themselves, as if the others were absent
+    alone = CategoryEncodings(("target",), task, cv=3, random_state=4)
+    np.testing.assert_allclose(out[held, 1], alone.fit_transform(x[held], y[held, 1])[:, 0])
+    # the rows without it: the encoder fitted on the rows that have it
+    np.testing.assert_allclose(out[~held, 1], alone.transform(x[~held])[:, 0])
+    # the complete target is encoded as before
+    whole = CategoryEncodings(("target",), task, cv=3, random_state=4)
+    np.testing.assert_allclose(out[:, 0], whole.fit_transform(x, y[:, 0])[:, 0])
+
+
 def test_multiclass_target_encoding_of_a_fold_with_two_classes() -> None:
     """A class rarer than the folds leaves some fold's training rows two of the classes:
     scikit-learn's multiclass encoder failed there (IndexError); the fold encodes the share
