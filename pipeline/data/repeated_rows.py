@@ -63,6 +63,29 @@ def _blank(frame: pd.DataFrame) -> np.ndarray:
     return np.logical_and.reduce([e.to_numpy(dtype=bool) for e in empty])
 
 
+def input_keys(comp: Competition) -> np.ndarray:
+    """One key per train row: equal for rows whose inputs (:func:`input_columns`; an image by
+    its content, :func:`image_key`) are equal, distinct for every other row. A row whose
+    every input is missing or empty text (a blank text) keys by its position: blank rows
+    share no content, nothing of one is learnt from the other, and no grouping remedies
+    them."""
+    columns = input_columns(comp)
+    if not columns:
+        return np.arange(len(comp.train), dtype=np.uint64)
+    inputs = comp.train[columns]
+    if IMAGE_PATH in columns:
+        root = Path(comp.cfg.dir)
+        inputs = inputs.assign(**{IMAGE_PATH: [image_key(root / str(p))
+                                               for p in inputs[IMAGE_PATH]]})
+    keys = pd.util.hash_pandas_object(inputs, index=False).to_numpy().copy()
+    repeated = pd.Series(keys).duplicated(keep=False).to_numpy()
+    if repeated.any():  # read on the repeating rows alone: a large table's text cells are many
+        blank = np.flatnonzero(repeated)[_blank(comp.train[columns][repeated])]
+        # a key no hash takes in practice: the position, counted down from the top of uint64
+        keys[blank] = np.iinfo(np.uint64).max - blank.astype(np.uint64)
+    return keys
+
+
 def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
                           uses_groups: bool) -> str | None:
     """The warning for rows whose inputs repeat another row's in another fold, or None.
@@ -76,19 +99,9 @@ def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
     columns = input_columns(comp)
     if not columns or len(comp.train) < 2:
         return None
-    inputs = comp.train[columns]
-    if IMAGE_PATH in columns:
-        root = Path(comp.cfg.dir)
-        inputs = inputs.assign(**{IMAGE_PATH: [image_key(root / str(p))
-                                               for p in inputs[IMAGE_PATH]]})
-    keys = pd.util.hash_pandas_object(inputs, index=False).to_numpy()
+    keys = input_keys(comp)
     frame = pd.DataFrame({"key": keys, "fold": list(folds)})
-    spread = frame.groupby("key")["fold"].transform("nunique")
-    # rows with every input empty (a blank text) share no content: nothing of one is learnt
-    # from the other, and a group column cannot be the remedy
-    leaking = (spread > 1).to_numpy().copy()
-    if leaking.any():  # read on the repeating rows alone: a large table's text cells are many
-        leaking[leaking] = ~_blank(comp.train[columns][leaking])
+    leaking = (frame.groupby("key")["fold"].transform("nunique") > 1).to_numpy()
     count = int(leaking.sum())
     if not count:
         return None
@@ -103,8 +116,9 @@ def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
                                         if len(names) > _SHOWN else "")
     hint = ("the group column does not hold these copies together: is it the entity they "
             "share?" if uses_groups else
-            "if the copies are one entity (a patient, a user, a text), name a column that "
-            "marks it as 'competition.group_column' with folds.scheme: group")
+            "'folds.copies: together' keeps each row's copies in its fold (or, if the copies "
+            "are one entity, a patient or a user, name a column that marks it as "
+            "'competition.group_column' with folds.scheme: group)")
     return (f"folds: {count} train rows ({count / len(frame):.1%}) repeat the inputs "
             f"({shown}) of a row in another fold, {same} of them with its target too: a fold "
             f"model validated on them has trained on their copies, so the CV overstates its "
