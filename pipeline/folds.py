@@ -56,8 +56,10 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
                             f"time, but {path} holds folds made by {made['made_by']} (a "
                             "test-like validation fold, no block of time): set 'folds.gap: 0'")
         _check_gap(cfg, comp, kept)
-        if cfg.folds.copies == "together" and (split := split_copies(comp, kept)):
-            # written by hand, or before the train file gained copies of its rows
+        # written by hand, or before the train file gained copies of its rows (an
+        # adversarial validation fold picks the test-like rows, copies or not)
+        if (cfg.folds.copies == "together" and "made_by" not in made
+                and (split := split_copies(comp, kept))):
             raise DataError(f"folds file {path}: {split} train rows have a copy of their "
                             "inputs in another fold, but 'folds.copies' is 'together'. Delete "
                             f"it (and {spec_path(path).name}) to rebuild it")

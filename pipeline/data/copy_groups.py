@@ -60,6 +60,8 @@ def representatives(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_copies(comp: Competition, folds: np.ndarray) -> int:
-    """How many train rows have a copy (a row of equal inputs) in another fold."""
-    frame = pd.DataFrame({"key": input_keys(comp), "fold": folds})
+    """How many train rows have a copy (a row of equal inputs) in another fold: checked on
+    every stage that reads a kept folds file, so images are compared by path, not by content
+    (reading every image file each time costs what the check is not worth)."""
+    frame = pd.DataFrame({"key": input_keys(comp, read_images=False), "fold": folds})
     return int((frame.groupby("key")["fold"].transform("nunique") > 1).sum())

@@ -63,9 +63,10 @@ def _blank(frame: pd.DataFrame) -> np.ndarray:
     return np.logical_and.reduce([e.to_numpy(dtype=bool) for e in empty])
 
 
-def input_keys(comp: Competition) -> np.ndarray:
+def input_keys(comp: Competition, read_images: bool = True) -> np.ndarray:
     """One key per train row: equal for rows whose inputs (:func:`input_columns`; an image by
-    its content, :func:`image_key`) are equal, distinct for every other row. A row whose
+    its content, :func:`image_key`, or by its path where not ``read_images``) are equal,
+    distinct for every other row. A row whose
     every input is missing or empty text (a blank text) keys by its position: blank rows
     share no content, nothing of one is learnt from the other, and no grouping remedies
     them."""
@@ -73,7 +74,7 @@ def input_keys(comp: Competition) -> np.ndarray:
     if not columns:
         return np.arange(len(comp.train), dtype=np.uint64)
     inputs = comp.train[columns]
-    if IMAGE_PATH in columns:
+    if IMAGE_PATH in columns and read_images:
         root = Path(comp.cfg.dir)
         inputs = inputs.assign(**{IMAGE_PATH: [image_key(root / str(p))
                                                for p in inputs[IMAGE_PATH]]})
