@@ -72,7 +72,8 @@ class ExperimentConfig(Section):
     def folds_file(self) -> Path:
         """``<folds_dir>/<name>.csv`` shared by every model of the competition."""
         f = self.folds
-        name = f.name or f"{Path(self.competition.dir).name}_{f.scheme}_k{f.n_splits}_s{f.seed}"
+        name = f.name or (f"{Path(self.competition.dir).name}_{f.scheme}_k{f.n_splits}_s{f.seed}"
+                          + ("_together" if f.copies == "together" else ""))
         return Path(self.folds_dir) / f"{name}.csv"
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pandas as pd
 from pipeline.artifacts import write_csv, write_json
 from pipeline.competition import Competition, load_competition
 from pipeline.config import ExperimentConfig
+from pipeline.data.copy_groups import split_copies
 from pipeline.data.later_test import later_test_warning
 from pipeline.data.repeated_rows import repeated_rows_warning
 from pipeline.data.splits import (
@@ -55,6 +56,13 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
                             f"time, but {path} holds folds made by {made['made_by']} (a "
                             "test-like validation fold, no block of time): set 'folds.gap: 0'")
         _check_gap(cfg, comp, kept)
+        # written by hand, or before the train file gained copies of its rows (an
+        # adversarial validation fold picks the test-like rows, copies or not)
+        if (cfg.folds.copies == "together" and "made_by" not in made
+                and (split := split_copies(comp, kept))):
+            raise DataError(f"folds file {path}: {split} train rows have a copy of their "
+                            "inputs in another fold, but 'folds.copies' is 'together'. Delete "
+                            f"it (and {spec_path(path).name}) to rebuild it")
         log.debug("folds: %s exists and matches the train ids; kept", path)
         return path
     folds = make_folds(comp, cfg.folds)

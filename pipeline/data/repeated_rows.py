@@ -64,19 +64,21 @@ def _blank(frame: pd.DataFrame) -> np.ndarray:
     return np.logical_and.reduce([e.to_numpy(dtype=bool) for e in empty])
 
 
-def _keys(comp: Competition, frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """One hash per row of what its inputs hold (an image file by its content). Numbers
-    hash as floats: a test column with an empty cell reads as floats, its 1.0 the train's 1."""
+def _keys(comp: Competition, frame: pd.DataFrame, columns: list[str],
+          read_images: bool = True) -> np.ndarray:
+    """One hash per row of what its inputs hold (an image file by its content, or by its path
+    where not ``read_images``). Numbers hash as floats: a test column with an empty cell
+    reads as floats, its 1.0 the train's 1."""
     inputs = frame[columns]
     numeric = [c for c in columns if pd.api.types.is_numeric_dtype(inputs[c])
                and not pd.api.types.is_bool_dtype(inputs[c])]
     if numeric:
         inputs = inputs.astype(dict.fromkeys(numeric, np.float64))
-    if IMAGE_PATH in columns:
+    if IMAGE_PATH in columns and read_images:
         root = Path(comp.cfg.dir)
         inputs = inputs.assign(**{IMAGE_PATH: [image_key(root / str(p))
                                                for p in inputs[IMAGE_PATH]]})
-    return pd.util.hash_pandas_object(inputs, index=False).to_numpy()
+    return pd.util.hash_pandas_object(inputs, index=False).to_numpy().copy()
 
 
 def _test_repeats(comp: Competition, columns: list[str], train_keys: np.ndarray) -> float:
@@ -94,6 +96,24 @@ def _test_repeats(comp: Competition, columns: list[str], train_keys: np.ndarray)
     return float(repeats.mean())
 
 
+def input_keys(comp: Competition, read_images: bool = True) -> np.ndarray:
+    """One key per train row: equal for rows whose inputs (:func:`input_columns`; an image by
+    its content, :func:`image_key`, or by its path where not ``read_images``) are equal,
+    distinct for every other row. A row whose every input is missing or empty text (a blank
+    text) keys by its position: blank rows share no content, nothing of one is learnt from
+    the other, and no grouping remedies them."""
+    columns = input_columns(comp)
+    if not columns:
+        return np.arange(len(comp.train), dtype=np.uint64)
+    keys = _keys(comp, comp.train, columns, read_images)
+    repeated = pd.Series(keys).duplicated(keep=False).to_numpy()
+    if repeated.any():  # read on the repeating rows alone: a large table's text cells are many
+        blank = np.flatnonzero(repeated)[_blank(comp.train[columns][repeated])]
+        # a key no hash takes in practice: the position, counted down from the top of uint64
+        keys[blank] = np.iinfo(np.uint64).max - blank.astype(np.uint64)
+    return keys
+
+
 def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
                           uses_groups: bool) -> str | None:
     """The warning for rows whose inputs repeat another row's in another fold, or None.
@@ -107,14 +127,9 @@ def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
     columns = input_columns(comp)
     if not columns or len(comp.train) < 2:
         return None
-    keys = _keys(comp, comp.train, columns)
+    keys = input_keys(comp)
     frame = pd.DataFrame({"key": keys, "fold": list(folds)})
-    spread = frame.groupby("key")["fold"].transform("nunique")
-    # rows with every input empty (a blank text) share no content: nothing of one is learnt
-    # from the other, and a group column cannot be the remedy
-    leaking = (spread > 1).to_numpy().copy()
-    if leaking.any():  # read on the repeating rows alone: a large table's text cells are many
-        leaking[leaking] = ~_blank(comp.train[columns][leaking])
+    leaking = (frame.groupby("key")["fold"].transform("nunique") > 1).to_numpy()
     count = int(leaking.sum())
     # 'as often' within a margin: the test rows' share is a sample's (16 rows in a test)
     if not count or _test_repeats(comp, columns, keys) >= _AS_OFTEN * count / len(frame):
@@ -130,8 +145,9 @@ def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
                                         if len(names) > _SHOWN else "")
     hint = ("the group column does not hold these copies together: is it the entity they "
             "share?" if uses_groups else
-            "if the copies are one entity (a patient, a user, a text), name a column that "
-            "marks it as 'competition.group_column' with folds.scheme: group")
+            "'folds.copies: together' keeps each row's copies in its fold (or, if the copies "
+            "are one entity, a patient or a user, name a column that marks it as "
+            "'competition.group_column' with folds.scheme: group)")
     return (f"folds: {count} train rows ({count / len(frame):.1%}) repeat the inputs "
             f"({shown}) of a row in another fold, {same} of them with its target too: a fold "
             f"model validated on them has trained on their copies, so the CV overstates its "

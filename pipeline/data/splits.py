@@ -9,7 +9,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from sklearn.model_selection import (
 
 from pipeline.artifacts import id_positions
 from pipeline.competition import Competition
+from pipeline.data.copy_groups import GROUPED, copy_groups, representatives
 from pipeline.data.time_folds import TimeBlockKFold, competition_times
 from pipeline.errors import DataError
 from pipeline.metrics import METRICS
@@ -76,6 +77,10 @@ class FoldsConfig(Section):
     # time folds: the rows within this many time units (days, for dates) of a fold's block
     # left out of its training ("purged"); the folds file stays the same
     gap: float = Field(0, ge=0)
+    # train rows repeating another's inputs: 'apart' where the scheme's split puts them,
+    # 'together' in one fold (pipeline.data.copy_groups); the folds file's default name
+    # ends in '_together'
+    copies: Literal["apart", "together"] = "apart"
 
     @field_validator("scheme")
     @classmethod
@@ -92,6 +97,10 @@ class FoldsConfig(Section):
         if splitter.uses_time and not time_column:
             return (f"'folds.scheme' {self.scheme!r} needs 'competition.time_column' (the "
                     "column that orders the rows in time)")
+        if self.copies == "together" and splitter.uses_time:
+            return (f"'folds.copies: together' cannot move rows between blocks of time: "
+                    f"scheme {self.scheme!r} puts each row in its time's block. Drop "
+                    "'folds.copies'")
         if self.gap and not splitter.uses_time:
             return (f"'folds.gap' {self.gap:g} leaves out the rows beside a block of time: it "
                     f"needs 'folds.scheme: time'. Got {self.scheme!r}")
@@ -218,12 +227,29 @@ def make_folds(comp: Competition, cfg: FoldsConfig) -> np.ndarray:
                 f"{train_path}: column {ccfg.group_column!r} has {n_groups} groups, fewer than "
                 f"'folds.n_splits'={cfg.n_splits}"
             )
+    splitter_cls = splitter_info.cls
+    if cfg.copies == "together":
+        groups = copy_groups(comp, groups if splitter_info.uses_groups else None)
+        if (n_groups := len(np.unique(groups))) < cfg.n_splits:
+            raise DataError(f"{train_path}: 'folds.copies: together' leaves {n_groups} "
+                            f"distinct inputs, fewer than 'folds.n_splits'={cfg.n_splits}")
+        if cfg.scheme not in GROUPED:  # multilabel: the representatives are split
+            first, of_row = representatives(groups)
+            return _split(splitter_cls(n_splits=cfg.n_splits, shuffle=True,
+                                       random_state=cfg.seed), strata[first], None)[of_row]
+        splitter_cls = GROUPED[cfg.scheme]
     if splitter_info.uses_time:
         groups = _distinct_times(comp, cfg.n_splits, train_path).to_numpy()
-        splitter = splitter_info.cls(n_splits=cfg.n_splits)
+        splitter = splitter_cls(n_splits=cfg.n_splits)
     else:
-        splitter = splitter_info.cls(n_splits=cfg.n_splits, shuffle=True,
-                                     random_state=cfg.seed)
+        splitter = splitter_cls(n_splits=cfg.n_splits, shuffle=True, random_state=cfg.seed)
+    return _split(splitter, strata, groups)
+
+
+def _split(splitter: BaseCrossValidator, strata: np.ndarray,
+           groups: np.ndarray | None) -> np.ndarray:
+    """Fold id of every row that ``splitter`` validates."""
+    n = len(strata)
     folds = np.full(n, -1, dtype=np.int64)
     x = np.zeros((n, 1))
     with warnings.catch_warnings():  # scikit-learn's warning of a rare class: said above
@@ -251,7 +277,8 @@ def folds_spec(comp: Competition, cfg: FoldsConfig) -> dict[str, Any]:
     return {"scheme": cfg.scheme, "n_splits": cfg.n_splits, "seed": cfg.seed,
             "task": ccfg.task, "target_columns": list(ccfg.target_columns),
             "group_column": ccfg.group_column, "train_file": ccfg.train_file,
-            **({"time_column": ccfg.time_column} if ccfg.time_column else {})}
+            **({"time_column": ccfg.time_column} if ccfg.time_column else {}),
+            **({"copies": cfg.copies} if cfg.copies != "apart" else {})}
 
 
 def spec_path(folds_file: Path) -> Path:
