@@ -303,6 +303,8 @@ def _words_only_hash(data: dict[str, Any]) -> str:
         dumped.pop(key, None)
     dumped["competition"].pop("dir", None)
     dumped["tabular_text_inputs"] = 1
+    # and the marker of the high-cardinality rule, orthogonal to the text's format
+    dumped["gbdt_high_cardinality"] = 1
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
 
 
