@@ -37,7 +37,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 ID, TARGET, GROUP = "row_id", "target", "copy_group"
 MEMBERS = {
-    "lightgbm": {"encoders": [{"name": "lightgbm"}]},
+    "lightgbm": {"encoders": [{"name": "lightgbm", "params": {"n_jobs": 1}}]},
     "forest": {"encoders": [{"name": "sklearn:sklearn.ensemble.ExtraTreesClassifier",
                              "params": {"n_estimators": 300, "min_samples_leaf": 2}}]},
     "mlp": {"encoders": [{"name": "mlp"}]},

@@ -163,6 +163,7 @@ def test_the_warning_of_copies_apart_names_the_remedy(competition_factory, caplo
         folds_stage.run(build_config(data))
     said = [r.getMessage() for r in caplog.records if "repeat the inputs" in r.getMessage()]
     assert len(said) == 1 and "'folds.copies: together' keeps each row's copies" in said[0]
+    assert "with its target too (and 0.0% of the test rows repeat a train row's)" in said[0]
     caplog.clear()
     data["folds"]["copies"] = "together"
     with caplog.at_level("WARNING"):

@@ -132,7 +132,8 @@ def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
     leaking = (frame.groupby("key")["fold"].transform("nunique") > 1).to_numpy()
     count = int(leaking.sum())
     # 'as often' within a margin: the test rows' share is a sample's (16 rows in a test)
-    if not count or _test_repeats(comp, columns, keys) >= _AS_OFTEN * count / len(frame):
+    test_share = _test_repeats(comp, columns, keys) if count else 0.0
+    if not count or test_share >= _AS_OFTEN * count / len(frame):
         return None
     targets = pd.util.hash_pandas_object(comp.train[comp.cfg.target_columns],
                                          index=False).to_numpy()
@@ -145,10 +146,12 @@ def repeated_rows_warning(comp: Competition, folds: pd.Series | list[int],
                                         if len(names) > _SHOWN else "")
     hint = ("the group column does not hold these copies together: is it the entity they "
             "share?" if uses_groups else
-            "'folds.copies: together' keeps each row's copies in its fold (or, if the copies "
-            "are one entity, a patient or a user, name a column that marks it as "
-            "'competition.group_column' with folds.scheme: group)")
+            "where the test rows hardly repeat train rows, 'folds.copies: together' keeps "
+            "each row's copies in its fold (or, if the copies are one entity, a patient or a "
+            "user, name a column that marks it as 'competition.group_column' with "
+            "folds.scheme: group)")
     return (f"folds: {count} train rows ({count / len(frame):.1%}) repeat the inputs "
-            f"({shown}) of a row in another fold, {same} of them with its target too: a fold "
+            f"({shown}) of a row in another fold, {same} of them with its target too (and "
+            f"{test_share:.1%} of the test rows repeat a train row's): a fold "
             f"model validated on them has trained on their copies, so the CV overstates its "
             f"score on new rows; {hint}")
