@@ -22,6 +22,7 @@ from pipeline.config import build_config
 from pipeline.data.encodings import HIGH_CARDINALITY, CategoryEncodings, TabularConfig
 from pipeline.errors import ConfigError
 from pipeline.models.tree_features import TreeFeatures, high_cardinality_encoder
+from tests.data.test_encodings import _grouped
 
 
 def _levels(n: int, rows: int, prefix: str) -> list[str]:
@@ -121,22 +122,13 @@ def test_features_pickled_before_the_rule_keep_every_columns_codes() -> None:
 
 
 def _ids_as_categories(factory: Any, tabular: dict[str, Any]) -> dict[str, Any]:
-    """A binary competition whose label follows a 12-value category; its ids (~120 a fold's
-    training rows) are a categorical column too."""
-    data = factory("tabular", "binary", n_train=240, n_test=20)
-    root = Path(data["competition"]["dir"])
-    rng = np.random.default_rng(1)
-    rates = rng.permutation(np.linspace(0.05, 0.95, 12))
-    for name in ("train.csv", "test.csv"):
-        frame = pd.read_csv(root / name)
-        frame["g"] = rng.integers(0, 12, len(frame))
-        if name == "train.csv":
-            frame["target"] = np.where(rng.random(len(frame)) < rates[frame["g"]], "yes", "no")
-        frame.to_csv(root / name, index=False)
-    data["competition"] |= {"feature_columns": ["g", "id"], "categorical_columns": ["g", "id"]}
-    data["model"] = {"encoders": [{"name": "lightgbm", "params": {
+    """The encodings tests' competition (a label that follows a 12-value category) with its
+    ids (~120 a fold's training rows) as a categorical column too."""
+    data = _grouped(factory, {"name": "lightgbm", "params": {
         "n_estimators": 50, "learning_rate": 0.3, "early_stopping_rounds": 5,
-        "min_child_samples": 5, "n_jobs": 1}}], "tabular": tabular}
+        "min_child_samples": 5, "n_jobs": 1}}, [])
+    data["competition"]["categorical_columns"] = ["g", "id"]
+    data["model"]["tabular"] = tabular
     data["name"] = f"ids-{tabular.get('high_cardinality', 'default')}"
     return data
 
