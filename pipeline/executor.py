@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.models.gbdt_libraries import JOB_THREADS_ENV
 from pipeline.registry import Registry
 from pipeline.schema import Section
 
@@ -117,6 +118,7 @@ def _call(fn: Callable[[], Any], cwd: str, threads: int) -> Any:
             "folders and data must be on a filesystem every Ray worker sees at the same path")
     os.chdir(cwd)
     torch.set_num_threads(threads)
+    os.environ[JOB_THREADS_ENV] = str(threads)  # and a GBDT member's threads
     if not logging.getLogger().handlers:  # a fresh worker: its fold logs reach the driver
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                             datefmt="%H:%M:%S")

@@ -23,7 +23,7 @@ import pandas as pd
 from pipeline.data.target_transform import TargetTransform
 from pipeline.errors import ConfigError
 from pipeline.models.absent_classes import floor_absent
-from pipeline.models.gbdt_libraries import LIBRARY, task_group
+from pipeline.models.gbdt_libraries import LIBRARY, job_threads, task_group
 
 # the feature frame lives in its own module; its names stay importable from here (and
 # models pickled before the move name pipeline.models.gbdt.TreeFeatures)
@@ -167,6 +167,7 @@ def build_estimator(settings: GBDTSettings, task: str, metric: str, device: str,
     if info.metric_key not in params and group in info.metrics.get(metric, {}):
         params[info.metric_key] = info.metrics[metric][group]
     params.setdefault(info.seed_key, seed)
+    params |= job_threads(settings.library, params)  # a Ray job's CPUs, unless params say
     if settings.library == "lightgbm":
         params.setdefault("verbose", -1)
         if device == "gpu":

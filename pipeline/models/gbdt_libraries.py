@@ -3,7 +3,9 @@ estimator classes, seed and eval-metric params, and their names for our metrics.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["LIBRARY", "Library", "task_group"]
 
@@ -23,6 +25,8 @@ class Library:
     metrics: dict[str, dict[str, str]]
     metric_key: str  # the estimator param that names the eval metric
     seed_key: str
+    # the estimator param of its CPU threads, and every alias a config may name it by
+    thread_keys: tuple[str, ...] = ()
 
 
 _RMSE = {"regression": "rmse"}
@@ -34,7 +38,8 @@ LIBRARY = {
         "accuracy": {"binary": "binary_error", "multiclass": "multi_error"},
         "rmse": _RMSE, "mse": _RMSE, "mcrmse": _RMSE, "r2": _RMSE,
         "mae": {"regression": "l1"}, "mape": {"regression": "mape"},
-    }, "metric", "random_state"),
+    }, "metric", "random_state",
+        ("n_jobs", "num_threads", "num_thread", "nthread", "nthreads")),
     "xgboost": Library("xgboost", "XGBClassifier", "XGBRegressor", {
         "roc_auc": {"binary": "auc"}, "gini": {"binary": "auc"},
         "average_precision": {"binary": "aucpr"},
@@ -43,7 +48,7 @@ LIBRARY = {
         "rmse": _RMSE, "mse": _RMSE, "mcrmse": _RMSE, "r2": _RMSE,
         "mae": {"regression": "mae"}, "rmsle": {"regression": "rmsle"},
         "mape": {"regression": "mape"},
-    }, "eval_metric", "random_state"),
+    }, "eval_metric", "random_state", ("n_jobs", "nthread")),
     "catboost": Library("catboost", "CatBoostClassifier", "CatBoostRegressor", {
         "roc_auc": {"binary": "AUC"}, "gini": {"binary": "AUC"},
         "average_precision": {"binary": "PRAUC"},
@@ -55,10 +60,30 @@ LIBRARY = {
         "mcrmse": {"regression": "RMSE"}, "r2": {"regression": "R2"},
         "rmsle": {"regression": "MSLE"}, "mape": {"regression": "MAPE"},
         "smape": {"regression": "SMAPE"},
-    }, "eval_metric", "random_seed"),
+    }, "eval_metric", "random_seed", ("thread_count",)),
 }
 
 
 def task_group(task: str) -> str:
     """The kind of estimator one output needs: multilabel labels are binary models."""
     return "binary" if task == "multilabel" else task
+
+
+# Set by a Ray worker to the CPUs its job asked for (pipeline.executor): a GBDT member whose
+# params name no thread count runs on that many. Left unset (the local executor), each
+# library keeps its own default, every core, as one job at a time should.
+JOB_THREADS_ENV = "PIPELINE_JOB_THREADS"
+
+
+def job_threads(library: str, params: dict[str, Any]) -> dict[str, int]:
+    """The thread param to add to a ``library`` estimator's ``params`` ({} where none is due).
+
+    Two Ray jobs on one machine each started every core's threads: LightGBM's, CatBoost's
+    (and XGBoost's, past the OMP_NUM_THREADS Ray sets) threads wait on one another when
+    the cores are shared, and a LightGBM fit that took 2.2 s on one thread took 17-77 s on
+    two threads beside other work (docs/benchmarks.md, 2026-11-29)."""
+    given = os.environ.get(JOB_THREADS_ENV)
+    keys = LIBRARY[library].thread_keys
+    if not given or not keys or any(k in params for k in keys):
+        return {}
+    return {keys[0]: max(1, int(given))}

@@ -441,3 +441,37 @@ def test_a_fold_that_keeps_its_first_tree_alone_is_said(competition_factory, cap
         f"{cfg.name} seed0/fold0 (of 2): lightgbm kept 1 tree of 'target': {job.ONE_TREE}"])
     assert _metrics(cfg, 0)["best_iteration"] == 1 and _metrics(cfg, 1)["best_iteration"] == 3
     assert (_metrics(cfg, 0)["best_score"] == 1.0) == separable
+
+
+def test_a_ray_jobs_cpus_cap_a_gbdt_members_threads(monkeypatch, tmp_path) -> None:
+    """A Ray worker records its job's CPUs (executor._call); LightGBM, XGBoost and CatBoost
+    then run on that many threads unless the params name a count (two jobs on one machine
+    each started every core's threads); the local executor leaves the libraries' defaults."""
+    import os
+
+    from pipeline.executor import _call
+    from pipeline.models.gbdt import GBDTSettings, build_estimator
+    from pipeline.models.gbdt_libraries import JOB_THREADS_ENV
+
+    def estimator(library: str, **params: Any) -> Any:
+        return build_estimator(GBDTSettings(library, dict(params), 0, "cpu"), "binary",
+                               "roc_auc", "cpu", 0, [])
+
+    monkeypatch.delenv(JOB_THREADS_ENV, raising=False)
+    assert estimator("lightgbm").get_params()["n_jobs"] is None  # the library's default
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert _call(lambda: os.environ[JOB_THREADS_ENV], str(tmp_path), 1) == "1"
+    finally:
+        torch.set_num_threads(before)
+        monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(JOB_THREADS_ENV, "1")
+    assert estimator("lightgbm").get_params()["n_jobs"] == 1
+    assert estimator("xgboost").get_params()["n_jobs"] == 1
+    assert estimator("catboost").get_params()["thread_count"] == 1
+    # a count the params give is kept, by any of its names
+    assert estimator("lightgbm", num_threads=2).get_params()["num_threads"] == 2
+    assert estimator("lightgbm", num_threads=2).get_params()["n_jobs"] is None
+    assert estimator("xgboost", nthread=2).get_params()["n_jobs"] is None
