@@ -462,11 +462,11 @@ def test_a_ray_jobs_cpus_cap_a_gbdt_members_threads(monkeypatch, tmp_path) -> No
     import torch
 
     before = torch.get_num_threads()
+    monkeypatch.chdir(tmp_path)  # first: the test's own directory is restored after it
     try:
         assert _call(lambda: os.environ[JOB_THREADS_ENV], str(tmp_path), 1) == "1"
     finally:
         torch.set_num_threads(before)
-        monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(JOB_THREADS_ENV, "1")
     assert estimator("lightgbm").get_params()["n_jobs"] == 1
     assert estimator("xgboost").get_params()["n_jobs"] == 1
