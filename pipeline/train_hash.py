@@ -83,7 +83,9 @@ def compute_train_hash(cfg: Any, legacy: bool = False, source_path: bool = False
     # a multiclass whole model gives a class its fold's training rows lack a floor since
     # format 1 of its predictions (pipeline.models.absent_classes): one trained before gave
     # 0, so its folds are not reused
-    if cfg.competition.task == "multiclass" and member.kind in ("sklearn", *GBDT_LIBRARIES):
+    # (a multilabel one likewise, for a label of one value in the fold's training rows)
+    if cfg.competition.task in ("multiclass", "multilabel") and member.kind in (
+            "sklearn", *GBDT_LIBRARIES):
         data["absent_class_floor"] = 1
     if member.kind in ENCODES_HIGH:
         _high_cardinality_format(cfg, data)

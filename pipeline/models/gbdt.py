@@ -273,8 +273,9 @@ class GBDTModel:
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predictions in the artifact layout: the positive class's probability per
-        label (binary, multilabel), one probability per class (multiclass; a class absent
-        from the fold's training rows gets :func:`floor_absent`'s floor), values per target
+        label (binary, multilabel), one probability per class (multiclass); a class or
+        label value absent from the fold's training rows gets :func:`floor_absent`'s floor,
+        values per target
         (regression)."""
         x = self.features.transform(frame, self.library)
         regression = self.task == "regression"
@@ -291,8 +292,11 @@ class GBDTModel:
             # trained on one class (a rare label's positives all in the fold), LightGBM and
             # XGBoost still give two columns, the first that class's probability (~1)
             full[:, classes] = pred[:, : len(classes)]
-            columns.append(floor_absent(full, classes, self.rows) if self.task == "multiclass"
-                           else full[:, 1:2])
+            # a class the training rows lack gets a floor, not 0 (a model pickled before
+            # the rows were kept, rows 0, gives binary and multilabel labels what it gave)
+            floored = (floor_absent(full, classes, self.rows)
+                       if self.task == "multiclass" or self.rows else full)
+            columns.append(floored if self.task == "multiclass" else floored[:, 1:2])
         out = np.concatenate(columns, axis=1)
         return self.target.inverse_transform(out) if self.target is not None else out
 

@@ -315,23 +315,28 @@ def build_estimator(path: str, params: dict[str, Any], comp: Competition, seed: 
 def predict_matrix(model: BaseEstimator, frame: pd.DataFrame, comp: Competition,
                    rows: int = 0) -> np.ndarray:
     """Predictions in the artifact layout: probabilities per class/label, values otherwise;
-    a multiclass model fitted on ``rows`` rows lacking a class gives it
+    a model fitted on ``rows`` rows lacking a class (or one value of a label) gives it
     :func:`~pipeline.models.absent_classes.floor_absent`'s floor, not 0."""
     task = comp.cfg.task
     if task == "regression":
         return np.asarray(model.predict(frame), dtype=np.float64).reshape(len(frame), -1)
     proba = model.predict_proba(frame)
     if task == "multilabel":  # each label's estimator lists the classes it was fitted on
-        return np.stack([_positive(p, c) for p, c in zip(proba, model.classes_, strict=True)],
-                        axis=1)
+        return np.stack([_positive(p, c, rows) for p, c in
+                         zip(proba, model.classes_, strict=True)], axis=1)
     classes = model.classes_.astype(np.int64)
     full = np.zeros((len(frame), 2 if task == "binary" else len(comp.classes)))
     full[:, classes] = proba
-    return full[:, 1:2] if task == "binary" else floor_absent(full, classes, rows)
+    floored = floor_absent(full, classes, rows) if rows or task == "multiclass" else full
+    return floored[:, 1:2] if task == "binary" else floored
 
 
-def _positive(proba: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """The probability of label 1 from an estimator fitted on ``classes`` (0 where its
-    training rows held no 1)."""
-    hits = np.flatnonzero(np.asarray(classes) == 1)
-    return proba[:, hits[0]] if len(hits) else np.zeros(len(proba))
+def _positive(proba: np.ndarray, classes: np.ndarray, rows: int) -> np.ndarray:
+    """The probability of label 1 from an estimator fitted on ``classes`` of ``rows`` rows:
+    where they held one value only (a rare label's positives all in the validated fold), the
+    other gets :func:`~pipeline.models.absent_classes.floor_absent`'s floor, not a certain 0
+    or 1 (log loss clips that: ~34.5 a row)."""
+    present = np.asarray(classes).astype(np.int64)
+    full = np.zeros((len(proba), 2))
+    full[:, present] = proba
+    return (floor_absent(full, present, rows) if rows else full)[:, 1]

@@ -141,10 +141,21 @@ def test_a_label_with_one_class_in_the_folds_training_rows_is_predicted_as_it(
     crashed on the shape; CatBoost refused it ('Target contains only one unique value')."""
     cfg = build_config(_one_class_labels(_data(competition_factory, library, "multilabel")))
     score = train.run(cfg)
+    folds = pd.read_csv(cfg.folds_file)["fold"].to_numpy()
     for name in ("oof.parquet", "test.parquet"):
         frame = pd.read_parquet(cfg.run_dir / name)
-        np.testing.assert_array_equal(frame["b"], 1.0)
-        np.testing.assert_array_equal(frame["c"], 0.0)
+        # the value a fold's training rows lack gets Laplace's floor, 1 / (rows + 2), not a
+        # certain 0 or 1 (log loss clipped a row of the other value: ~34.5)
+        rows = len(folds) - np.bincount(folds)  # each fold's training rows
+        floors = (1.0 / (rows + 2)) if name == "oof.parquet" else None
+        if floors is not None:  # OOF rows: their own fold's floor
+            ordered = pd.read_csv(cfg.folds_file).set_index(cfg.competition.id_column)
+            floor = floors[ordered.loc[frame[cfg.competition.id_column], "fold"].to_numpy()]
+        else:  # the test rows: the folds' mean
+            floor = np.full(len(frame), floors_mean := np.mean(1.0 / (rows + 2)))
+            assert 0 < floors_mean < 0.05
+        np.testing.assert_allclose(frame["b"], 1.0 - floor, rtol=1e-6)
+        np.testing.assert_allclose(frame["c"], floor, rtol=1e-6)
         assert frame["a"].between(0, 1).all() and frame["a"].nunique() > 2
     assert score > 0.75  # label 'a' learnt; 'b' and 'c' have one class, so no AUC
     model = _model(cfg)
@@ -226,18 +237,20 @@ def test_a_multiclass_fold_left_two_classes_fits_a_binary_model(competition_fact
 
 def test_the_absent_class_floor_joins_the_train_hash_of_multiclass_members(
         competition_factory, monkeypatch) -> None:
-    """Multiclass folds trained when an absent class got 0 are retrained (their OOF holds
-    the 0); binary members, whose predictions did not change, keep their hash."""
+    """Multiclass and multilabel folds trained when an absent class (a label's absent value)
+    got 0 are retrained (their OOF holds the 0); binary members keep their hash (a binary
+    fold lacks a class only where the class has one train row)."""
     from pipeline import train_hash
 
     hashes = {}
-    for task in ("multiclass", "binary"):
+    for task in ("multiclass", "multilabel", "binary"):
         cfg = build_config(_data(competition_factory, "lightgbm", task))
         new = train_hash.compute_train_hash(cfg)
         with monkeypatch.context() as patch:
             patch.setattr(train_hash, "GBDT_LIBRARIES", ())  # as before: no floor key
             hashes[task] = (new, train_hash.compute_train_hash(cfg))
     assert hashes["multiclass"][0] != hashes["multiclass"][1]
+    assert hashes["multilabel"][0] != hashes["multilabel"][1]  # a label of one value too
     assert hashes["binary"][0] == hashes["binary"][1]
 
 
@@ -390,7 +403,8 @@ def test_a_label_absent_from_a_folds_training_rows_is_predicted_absent(
         competition_factory, library: str) -> None:
     """A multilabel label with one positive row: the fold that validates on it trains on
     negatives alone, and its model's two probability columns were written into one (a
-    shape-mismatch traceback). That fold now predicts the label absent."""
+    shape-mismatch traceback). That fold now predicts the label at Laplace's floor,
+    1 / (training rows + 2): not a certain 0, which log loss clipped (~34.5 on its row)."""
     data = _data(competition_factory, library, "multilabel")
     data["competition"]["metric"] = "log_loss"
     path = Path(data["competition"]["dir"]) / "train.csv"
@@ -402,7 +416,8 @@ def test_a_label_absent_from_a_folds_training_rows_is_predicted_absent(
     train.run(cfg)
     oof = pd.read_parquet(cfg.run_dir / "oof.parquet").set_index("id")
     fold = oof.loc[frame.loc[7, "id"], "fold"]
-    assert oof.loc[oof["fold"] == fold, "b"].max() < 1e-3
+    rows = int((oof["fold"] != fold).sum())
+    np.testing.assert_allclose(oof.loc[oof["fold"] == fold, "b"], 1.0 / (rows + 2), rtol=1e-6)
     assert np.isfinite(oof[["a", "b"]].to_numpy()).all()
 
 

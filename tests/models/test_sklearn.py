@@ -143,11 +143,17 @@ def test_a_label_with_one_class_in_training_is_predicted_as_that_class(competiti
     ones = comp.train.assign(b=1)
     comp = Competition(comp.cfg, ones, comp.test, comp.sample_submission, comp.classes)
     model = _fit(comp, path)
-    pred = predict_matrix(model, comp.test[comp.feature_columns], comp)
-    np.testing.assert_array_equal(pred[:, 1], 1.0)
+    rows = len(comp.train)
+    pred = predict_matrix(model, comp.test[comp.feature_columns], comp, rows)
+    # the value the training rows lack gets Laplace's floor, 1 / (rows + 2), not a certain
+    # 0 (a rare label's positives all in the validated fold: log loss clipped them, ~34.5)
+    np.testing.assert_allclose(pred[:, 1], 1.0 - 1.0 / (rows + 2))
     assert pred[:, 0].min() < pred[:, 0].max()  # label 'a' is still the estimator's
     comp = Competition(comp.cfg, ones.assign(b=0), comp.test, comp.sample_submission,
                        comp.classes)
+    np.testing.assert_allclose(predict_matrix(_fit(comp, path), comp.test[comp.feature_columns],
+                                              comp, rows)[:, 1], 1.0 / (rows + 2))
+    # without the training rows' count (a caller that has none): the estimator's own values
     np.testing.assert_array_equal(
         predict_matrix(_fit(comp, path), comp.test[comp.feature_columns], comp)[:, 1], 0.0)
 
