@@ -78,10 +78,11 @@ JOB_THREADS_ENV = "PIPELINE_JOB_THREADS"
 def job_threads(library: str, params: dict[str, Any]) -> dict[str, int]:
     """The thread param to add to a ``library`` estimator's ``params`` ({} where none is due).
 
-    Two Ray jobs on one machine each started every core's threads: LightGBM's, CatBoost's
-    (and XGBoost's, past the OMP_NUM_THREADS Ray sets) threads wait on one another when
-    the cores are shared, and a LightGBM fit that took 2.2 s on one thread took 17-77 s on
-    two threads beside other work (docs/benchmarks.md, 2026-11-29)."""
+    Two Ray jobs on one machine each started every core's threads (LightGBM's ``n_jobs:
+    None`` resolves to the physical cores whatever OMP_NUM_THREADS says; CatBoost's -1 is
+    every core): threads wait on one another when the cores are shared, and a LightGBM fit
+    that took 2.2 s on one thread took 17-77 s on two threads beside other work
+    (docs/benchmarks.md, 2026-11-29)."""
     given = os.environ.get(JOB_THREADS_ENV)
     keys = LIBRARY[library].thread_keys
     if not given or not keys or any(k in params for k in keys):
