@@ -16,7 +16,7 @@ distinct input (not a feature: the config names it the group column under ``toge
 ``run`` trains each member with ``pipeline run`` under ``--folds apart`` (scheme
 ``stratified``: copies fall where the split puts them) or ``together`` (``stratified_group``
 on ``copy_group``), blends them (``optuna``) and prints each run's CV beside its held-out
-ROC AUC and log loss.
+ROC AUC and log loss (a blend's CV: its nested CV's folds' mean).
 """
 
 from __future__ import annotations
@@ -115,19 +115,16 @@ def run(data: Path, members: list[str], folds: str) -> None:
     blend = f"blend-{folds}"
     _cli("blend", "--runs", *(str(work / "runs" / n) for n in names), "--method", "optuna",
          "--name", blend, "--blends-dir", str(work / "blends"))
-    for name in names:
-        _report(data, name, work / "runs" / name / "metrics.json",
-                work / "runs" / name / "test.parquet")
-    _report(data, blend, work / "blends" / blend / "metrics.json",
-            work / "blends" / blend / "test.parquet")
+    for name in names:  # a run's CV: the pooled OOF score
+        cv = json.loads((work / "runs" / name / "scores.json").read_text())["scores"]["oof"]
+        _report(data, name, cv, work / "runs" / name / "test.parquet")
+    nested = json.loads((work / "blends" / blend / "cv.json").read_text())["nested"]["mean"]
+    _report(data, blend, nested, work / "blends" / blend / "test.parquet")
 
 
-def _report(data: Path, name: str, metrics: Path, test: Path) -> None:
-    cv = json.loads(metrics.read_text()) if metrics.is_file() else {}
-    shown = cv.get("cv", cv.get("nested", {}).get("mean") if isinstance(cv.get("nested"),
-                                                                         dict) else None)
+def _report(data: Path, name: str, cv: float, test: Path) -> None:
     auc, loss = _held_out(data, test)
-    print(json.dumps({"run": name, "cv": shown, "held_auc": round(auc, 5),
+    print(json.dumps({"run": name, "cv": round(cv, 5), "held_auc": round(auc, 5),
                       "held_logloss": round(loss, 5)}))
 
 

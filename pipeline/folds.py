@@ -81,7 +81,11 @@ def run(cfg: ExperimentConfig, comp: Competition | None = None) -> Path:
                  cfg.folds.n_splits - 1)
     # said once, when the folds are made: every later stage reads these folds
     groups = splitter.uses_groups
-    for warning in (repeated_rows_warning(comp, folds, groups),
+    # copies kept together split none: the warning would read every input (each image
+    # file) a second time to say nothing
+    repeats = (repeated_rows_warning(comp, folds, groups) if cfg.folds.copies != "together"
+               else None)
+    for warning in (repeats,
                     later_test_warning(comp, groups or splitter.uses_time),
                     shared_period_warning(comp), constant_labels_warning(comp)):
         if warning:

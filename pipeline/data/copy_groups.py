@@ -41,7 +41,7 @@ def copy_groups(comp: Competition, groups: np.ndarray | None) -> np.ndarray:
     _, by_input = np.unique(input_keys(comp), return_inverse=True)
     if groups is None:
         return by_input
-    _, by_group = np.unique(pd.factorize(groups)[0], return_inverse=True)
+    by_group = pd.factorize(groups, use_na_sentinel=False)[0]  # a missing group: one
     # rows are linked to their input and to their group: the components of that graph
     n_inputs = int(by_input.max()) + 1
     nodes = n_inputs + int(by_group.max()) + 1
